@@ -1,0 +1,188 @@
+"""POSIX message queues: the mounted mqueue filesystem joined with holders' descriptors.
+
+Counts come from mq_getattr(3) on a read-only, non-blocking descriptor and the QSIZE/NOTIFY text
+from pread(2) at offset 0: neither receives a message, and pread leaves the file offset alone. Reading
+the text does update the queue file's atime and ctime (ipc/mqueue.c mqueue_read_file); nothing else
+about the queue changes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import stat
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from ipcmon.collect import procfs
+from ipcmon.collect.fds import FdRef
+from ipcmon.collect.procfs import PidFds
+from ipcmon.collect.shm import fd_holders
+from ipcmon.model import MessageQueue, Process
+
+
+class _MqAttr(ctypes.Structure):
+    _fields_ = [
+        ("mq_flags", ctypes.c_long),
+        ("mq_maxmsg", ctypes.c_long),
+        ("mq_msgsize", ctypes.c_long),
+        ("mq_curmsgs", ctypes.c_long),
+        ("_reserved", ctypes.c_long * 4),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueState:
+    """What a queue descriptor tells: the counts from mq_getattr and the text of the queue file."""
+
+    qsize_bytes: int | None
+    messages: int | None
+    max_messages: int | None
+    message_size: int | None
+    notify: int | None
+    signo: int | None
+    notify_pid: int | None
+
+
+def parse_queue_text(data: bytes) -> dict[str, int]:
+    """Parse "QSIZE:129 NOTIFY:0 SIGNO:0 NOTIFY_PID:0" into a dict."""
+    result = {}
+    for word in data.split():
+        key, sep, value = word.partition(b":")
+        if sep and value.lstrip(b"-").isdigit():
+            result[key.decode()] = int(value)
+    return result
+
+
+def read_queue_fd(fd: int) -> QueueState:
+    """Read a queue's state from a descriptor already open on it; never receives a message."""
+    attr = _MqAttr()
+    libc = procfs.libc()
+    ok = libc.mq_getattr(fd, ctypes.byref(attr)) == 0
+    try:
+        text = parse_queue_text(os.pread(fd, 256, 0))
+    except OSError:
+        text = {}
+    notify_pid = text.get("NOTIFY_PID") or None
+    return QueueState(
+        qsize_bytes=text.get("QSIZE"),
+        messages=attr.mq_curmsgs if ok else None,
+        max_messages=attr.mq_maxmsg if ok else None,
+        message_size=attr.mq_msgsize if ok else None,
+        notify=text.get("NOTIFY") if notify_pid else None,
+        signo=text.get("SIGNO") if notify_pid else None,
+        notify_pid=notify_pid,
+    )
+
+
+_UNKNOWN = QueueState(None, None, None, None, None, None, None)
+
+
+def read_queue_path(path: str) -> QueueState:
+    """Open the queue file read-only and non-blocking to read its state; unknown when refused."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return _UNKNOWN
+    try:
+        return read_queue_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def read_queue_borrowed(pid: int, fd: int, pidfds: PidFds) -> QueueState:
+    """Read a queue's state through a holder's descriptor (pidfd_getfd), when there is no path to open."""
+    borrowed = pidfds.borrow(pid, fd)
+    if borrowed is None:
+        return _UNKNOWN
+    try:
+        return read_queue_fd(borrowed)
+    finally:
+        os.close(borrowed)
+
+
+def collect(
+    mqueue_dir: str | None,
+    processes: Mapping[int, Process],
+    fds: Iterable[FdRef],
+    pidfds: PidFds,
+) -> tuple[MessageQueue, ...]:
+    """Every queue in the mounted filesystem with its holders, plus queues seen only through fds."""
+    fds_by_id: dict[tuple[int, int], list[FdRef]] = defaultdict(list)
+    for ref in fds:
+        if ref.kind == "mqueue":
+            fds_by_id[(ref.dev, ref.inode)].append(ref)
+
+    queues = []
+    listed: set[tuple[int, int]] = set()
+    if mqueue_dir is not None:
+        try:
+            names = os.listdir(mqueue_dir)
+        except OSError:
+            names = []
+        for file_name in names:
+            path = os.path.join(mqueue_dir, file_name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            identity = (st.st_dev, st.st_ino)
+            listed.add(identity)
+            state = read_queue_path(path)
+            queues.append(_queue("/" + file_name, path, st, identity, state, fds_by_id.get(identity, []),
+                                 processes, deleted=False))
+
+    for identity in fds_by_id.keys() - listed:
+        refs = fds_by_id[identity]
+        first = refs[0]
+        state = read_queue_borrowed(first.pid, first.fd, pidfds)
+        name: str = first.path or "?"
+        # The link of a queue descriptor reads "/name" (relative to the mqueue root) or a mounted path.
+        if mqueue_dir and name.startswith(mqueue_dir.rstrip("/") + "/"):
+            name = name[len(mqueue_dir.rstrip("/")) :]
+        deleted = any(ref.deleted for ref in refs)
+        held_path = None if deleted or mqueue_dir is None else os.path.join(mqueue_dir, name.lstrip("/"))
+        queues.append(_queue(name, held_path, None, identity, state, refs, processes, deleted=deleted,
+                             owner_ref=first))
+    queues.sort(key=lambda queue: (queue.name, queue.inode))
+    return tuple(queues)
+
+
+def _queue(
+    name: str,
+    path: str | None,
+    st: os.stat_result | None,
+    identity: tuple[int, int],
+    state: QueueState,
+    refs: list[FdRef],
+    processes: Mapping[int, Process],
+    *,
+    deleted: bool,
+    owner_ref: FdRef | None = None,
+) -> MessageQueue:
+    uid = st.st_uid if st else owner_ref.uid if owner_ref else None
+    gid = st.st_gid if st else owner_ref.gid if owner_ref else None
+    mode = stat.S_IMODE(st.st_mode) if st else stat.S_IMODE(owner_ref.mode) if owner_ref else None
+    holders = fd_holders(refs, processes)
+    holders.sort(key=lambda holder: (holder.pid, holder.fd or 0))
+    return MessageQueue(
+        name=name,
+        path=path,
+        qsize_bytes=state.qsize_bytes,
+        messages=state.messages,
+        max_messages=state.max_messages,
+        message_size=state.message_size,
+        notify=state.notify,
+        signo=state.signo,
+        notify_pid=state.notify_pid,
+        uid=uid,
+        gid=gid,
+        owner=procfs.user_name(uid) if uid is not None else None,
+        mode=mode,
+        dev=identity[0],
+        inode=identity[1],
+        holders=tuple(holders),
+        deleted=deleted,
+        mtime=st.st_mtime if st else None,
+    )

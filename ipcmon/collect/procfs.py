@@ -1,0 +1,266 @@
+"""Reading /proc: whole-file byte reads, pid listing, stat/status parsing, and the one place errors get meaning.
+
+A process that exits mid-scan is normal (``Gone``); a read the kernel refuses is counted and shown
+(``Denied``). Nothing here raises anything else for those two cases.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import functools
+import grp
+import os
+import pwd
+from dataclasses import dataclass
+
+PROC = "/proc"
+
+_GONE_ERRNOS = frozenset({errno.ENOENT, errno.ESRCH, errno.ENOTDIR, errno.EINVAL})
+_DENIED_ERRNOS = frozenset({errno.EACCES, errno.EPERM})
+
+
+class Gone(Exception):
+    """The process or object disappeared while it was being read."""
+
+
+class Denied(Exception):
+    """The kernel refused the read (not root, or another user's process)."""
+
+
+def translate(error: OSError) -> Exception:
+    """Map an OSError from a /proc read to Gone or Denied; anything else is returned unchanged."""
+    if error.errno in _GONE_ERRNOS:
+        return Gone(str(error))
+    if error.errno in _DENIED_ERRNOS:
+        return Denied(str(error))
+    return error
+
+
+def read_bytes(path: str) -> bytes:
+    """Read a whole file as bytes, raising Gone or Denied for a vanished or forbidden file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as error:
+        raise translate(error) from None
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as error:
+        raise translate(error) from None
+    finally:
+        os.close(fd)
+
+
+def pids(proc: str = PROC) -> list[int]:
+    """Every pid listed in /proc right now, ascending."""
+    return sorted(int(name) for name in os.listdir(proc) if name.isdigit())
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """The fields of /proc/PID/stat that ipcmon uses."""
+
+    comm: str
+    state: str
+    ppid: int
+    start_ticks: int
+
+
+def parse_stat(data: bytes) -> Stat:
+    """Parse /proc/PID/stat; split at the last ')' because comm may hold spaces and parentheses."""
+    open_paren = data.index(b"(")
+    close_paren = data.rindex(b")")
+    comm = os.fsdecode(data[open_paren + 1 : close_paren])
+    fields = data[close_paren + 2 :].split()
+    # fields[0] is field 3 (state); starttime is field 22.
+    return Stat(comm=comm, state=fields[0].decode(), ppid=int(fields[1]), start_ticks=int(fields[19]))
+
+
+def parse_status(data: bytes) -> dict[bytes, bytes]:
+    """Parse /proc/PID/status into {key: value} (both bytes, value stripped)."""
+    result = {}
+    for line in data.splitlines():
+        key, sep, value = line.partition(b":")
+        if sep:
+            result[key] = value.strip()
+    return result
+
+
+def parse_cmdline(data: bytes) -> tuple[str, ...]:
+    """Split /proc/PID/cmdline at NULs (a trailing NUL ends the last argument)."""
+    if not data:
+        return ()
+    if data.endswith(b"\0"):
+        data = data[:-1]
+    return tuple(os.fsdecode(arg) for arg in data.split(b"\0"))
+
+
+@functools.cache
+def clock_ticks() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+@functools.cache
+def boot_time(proc: str = PROC) -> float:
+    for line in read_bytes(f"{proc}/stat").splitlines():
+        if line.startswith(b"btime "):
+            return float(line.split()[1])
+    raise RuntimeError("no btime in /proc/stat")
+
+
+def start_epoch(start_ticks: int, proc: str = PROC) -> float:
+    return boot_time(proc) + start_ticks / clock_ticks()
+
+
+@functools.lru_cache(maxsize=1024)
+def user_name(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+@functools.lru_cache(maxsize=1024)
+def group_name(gid: int) -> str | None:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    mount_point: str
+    fstype: str
+    dev: int
+    source: str
+
+
+def _unescape_mount(field: bytes) -> str:
+    """Mount points in mountinfo escape space, tab, newline and backslash as octal (\\040)."""
+    out = bytearray()
+    i = 0
+    while i < len(field):
+        if field[i : i + 1] == b"\\" and field[i + 1 : i + 4].isdigit():
+            out.append(int(field[i + 1 : i + 4], 8))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return os.fsdecode(bytes(out))
+
+
+def mounts(proc: str = PROC) -> list[Mount]:
+    """Mounts visible to this process, from /proc/self/mountinfo."""
+    result: list[Mount] = []
+    try:
+        data = read_bytes(f"{proc}/self/mountinfo")
+    except (Gone, Denied):
+        return result
+    for line in data.splitlines():
+        left, sep, right = line.partition(b" - ")
+        if not sep:
+            continue
+        left_fields = left.split()
+        right_fields = right.split()
+        if len(left_fields) < 5 or len(right_fields) < 2:
+            continue
+        major, _, minor = left_fields[2].partition(b":")
+        result.append(
+            Mount(
+                mount_point=_unescape_mount(left_fields[4]),
+                fstype=right_fields[0].decode(errors="replace"),
+                dev=os.makedev(int(major), int(minor)),
+                source=_unescape_mount(right_fields[1]),
+            )
+        )
+    return result
+
+
+def find_mount(fstype: str, proc: str = PROC) -> Mount | None:
+    """The first mount of the given filesystem type, or None when it is not mounted."""
+    for mount in mounts(proc):
+        if mount.fstype == fstype:
+            return mount
+    return None
+
+
+# Filesystem magic numbers from linux/magic.h, for statfs(2) f_type.
+TMPFS_MAGIC = 0x01021994
+MQUEUE_MAGIC = 0x19800202
+PIPEFS_MAGIC = 0x50495045
+
+
+class _Statfs(ctypes.Structure):
+    # struct statfs on 64-bit Linux: f_type is the first word; the rest is not used here.
+    _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_long * 15)]
+
+
+@functools.cache
+def libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def fs_type(path: str) -> int | None:
+    """statfs(2) f_type of the filesystem holding path (following symlinks), None if unreadable."""
+    buf = _Statfs()
+    if libc().statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
+        return None
+    return int(buf.f_type) & 0xFFFFFFFF
+
+
+_SYS_PIDFD_GETFD = 438  # the same number on every architecture (asm-generic unified table)
+
+
+def pidfd_getfd(pidfd: int, target_fd: int) -> int:
+    """Duplicate another process's descriptor into this one (pidfd_getfd(2)), raising OSError.
+
+    The copy shares the open file description, so no new pipe end or queue opener is created:
+    counts of readers and writers stay what the workload made them.
+    """
+    result = libc().syscall(_SYS_PIDFD_GETFD, pidfd, target_fd, 0)
+    if result < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return int(result)
+
+
+class PidFds:
+    """pidfds opened during one scan, to borrow descriptors with pidfd_getfd; close() releases them."""
+
+    def __init__(self) -> None:
+        self._pidfds: dict[int, int | None] = {}
+
+    def borrow(self, pid: int, fd: int) -> int | None:
+        """A duplicate of pid's descriptor fd, or None when the process is gone or not ours to touch."""
+        if pid not in self._pidfds:
+            try:
+                self._pidfds[pid] = os.pidfd_open(pid)
+            except OSError:
+                self._pidfds[pid] = None
+        pidfd = self._pidfds[pid]
+        if pidfd is None:
+            return None
+        try:
+            return pidfd_getfd(pidfd, fd)
+        except OSError:
+            return None
+
+    def close(self) -> None:
+        for pidfd in self._pidfds.values():
+            if pidfd is not None:
+                os.close(pidfd)
+        self._pidfds.clear()
+
+    def __enter__(self) -> PidFds:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,201 @@
+"""One consistent pass over /proc and the IPC filesystems, producing a Snapshot."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field, replace
+
+from ipcmon.collect import mqueue, pipes, procfs, shm, signals, sysv
+from ipcmon.collect.fds import Devices, FdRef, MapRef, maps_token, read_fds, read_maps
+from ipcmon.collect.procfs import Denied, Gone, PidFds
+from ipcmon.model import KINDS, MessageQueue, Pipe, Process, ProcessSignals, ShmSegment, Snapshot, Sysv
+
+MOUNT_MQUEUE_HINT = "mkdir -p /dev/mqueue && mount -t mqueue none /dev/mqueue"
+
+
+@dataclass(frozen=True, slots=True)
+class ScanConfig:
+    """Where to look. The defaults are the system's; tests point them elsewhere."""
+
+    kinds: tuple[str, ...] = KINDS
+    pids: frozenset[int] | None = None
+    """Only these processes (and the objects they hold); None for every process."""
+    proc: str = procfs.PROC
+    shm_dir: str = shm.SHM_DIR
+    mqueue_dir: str | None = field(default=None)
+    """The mqueue mount to list; None to find it in /proc/self/mountinfo."""
+    pipe_fill: bool = True
+    """Borrow a descriptor of each pipe to read its fill (pidfd_getfd)."""
+
+
+@dataclass(slots=True)
+class _ProcessTables:
+    processes: dict[int, Process] = field(default_factory=dict)
+    fds: list[FdRef] = field(default_factory=list)
+    maps: list[MapRef] = field(default_factory=list)
+    signals: list[ProcessSignals] = field(default_factory=list)
+    hidden: int = 0
+
+
+def find_mqueue_dir(proc: str = procfs.PROC) -> str | None:
+    mount = procfs.find_mount("mqueue", proc)
+    return mount.mount_point if mount else None
+
+
+def scan(config: ScanConfig = ScanConfig()) -> Snapshot:
+    """Read every mechanism in config.kinds once; vanished processes and objects simply drop out."""
+    started = time.perf_counter()
+    taken_at = time.time()
+    kinds = set(config.kinds)
+    notes: list[str] = []
+
+    shm_dir = config.shm_dir
+    try:
+        shm_dev: int | None = os.stat(shm_dir).st_dev
+    except OSError:
+        shm_dev = None
+        if "shm" in kinds:
+            notes.append(f"{shm_dir} does not exist: POSIX shared memory cannot be listed.")
+    mqueue_dir = config.mqueue_dir if config.mqueue_dir is not None else find_mqueue_dir(config.proc)
+    mqueue_dev: int | None = None
+    if mqueue_dir is not None:
+        try:
+            mqueue_dev = os.stat(mqueue_dir).st_dev
+        except OSError:
+            mqueue_dir = None
+    if mqueue_dir is None and "mqueue" in kinds:
+        notes.append(
+            "No mqueue filesystem is mounted: only queues some process holds open are listed. "
+            f"To see all of them, mount it (as root): {MOUNT_MQUEUE_HINT}"
+        )
+
+    devices = Devices(shm_dev, mqueue_dev)
+    tables = _read_processes(config, kinds, devices)
+    if tables.hidden:
+        remedy = (
+            "the kernel refuses even root here (a non-dumpable process, or another namespace)"
+            if os.geteuid() == 0
+            else "run as root to see them"
+        )
+        notes.append(
+            f"{tables.hidden} processes could not be fully read (not permitted): objects only they hold "
+            f"may show as orphaned, and pipe ends they hold are missing; {remedy}."
+        )
+
+    segments: tuple[ShmSegment, ...] = ()
+    queues: tuple[MessageQueue, ...] = ()
+    pipe_list: tuple[Pipe, ...] = ()
+    sysv_tables = Sysv()
+    with PidFds() as pidfds:
+        if "shm" in kinds and shm_dev is not None:
+            segments = shm.collect(shm_dir, tables.processes, tables.fds, tables.maps, config.proc)
+        if "mqueue" in kinds:
+            queues = mqueue.collect(mqueue_dir, tables.processes, tables.fds, pidfds)
+        if "pipe" in kinds:
+            pipe_list = pipes.collect(tables.processes, tables.fds, pidfds, fill=config.pipe_fill)
+    if "sysv" in kinds:
+        sysv_tables = sysv.collect(tables.processes, tables.maps, config.proc)
+        if not sysv_tables.available:
+            notes.append("/proc/sysvipc is missing: this kernel has no SysV IPC (or /proc is not mounted).")
+
+    snapshot = Snapshot(
+        taken_at=taken_at,
+        kinds=tuple(kind for kind in KINDS if kind in kinds),
+        processes=tuple(tables.processes.values()),
+        hidden_processes=tables.hidden,
+        shm=segments,
+        mqueues=queues,
+        pipes=pipe_list,
+        signals=tuple(tables.signals),
+        sysv=sysv_tables,
+        notes=tuple(notes),
+        shm_dir=shm_dir if shm_dev is not None else None,
+        mqueue_dir=mqueue_dir,
+        scan_seconds=time.perf_counter() - started,
+    )
+    if config.pids is not None:
+        snapshot = restrict_to_pids(snapshot, config.pids)
+    return snapshot
+
+
+def _read_processes(config: ScanConfig, kinds: Collection[str], devices: Devices) -> _ProcessTables:
+    need_fds = any(kind in kinds for kind in ("shm", "mqueue", "pipe"))
+    need_maps = "shm" in kinds or "sysv" in kinds
+    need_signals = "signal" in kinds
+    token = maps_token(devices.shm_dev) if devices.shm_dev is not None else None
+    proc = config.proc
+    tables = _ProcessTables()
+    try:
+        pid_list: Iterable[int] = procfs.pids(proc)
+    except OSError:
+        return tables
+    for pid in pid_list:
+        try:
+            stat = procfs.parse_stat(procfs.read_bytes(f"{proc}/{pid}/stat"))
+            try:
+                cmdline = procfs.parse_cmdline(procfs.read_bytes(f"{proc}/{pid}/cmdline"))
+            except Denied:
+                cmdline = ()
+            uid: int | None = os.stat(f"{proc}/{pid}").st_uid
+            hidden = False
+            fds: list[FdRef] = []
+            maps: list[MapRef] = []
+            try:
+                if need_fds:
+                    fds = read_fds(pid, devices, proc)
+                if need_maps:
+                    maps = read_maps(pid, token, proc)
+            except Denied:
+                hidden = True
+            process_signals = None
+            if need_signals:
+                status = procfs.parse_status(procfs.read_bytes(f"{proc}/{pid}/status"))
+                process_signals = signals.from_status(pid, stat.comm, status, proc)
+        except (Gone, FileNotFoundError, ProcessLookupError):
+            continue  # exited mid-scan: it drops out whole
+        except Denied:
+            tables.hidden += 1
+            continue
+        except (ValueError, IndexError):
+            continue  # a record cut short by the process exiting
+        tables.processes[pid] = Process(
+            pid=pid,
+            ppid=stat.ppid,
+            comm=stat.comm,
+            cmdline=cmdline,
+            uid=uid,
+            user=procfs.user_name(uid) if uid is not None else None,
+            start_ticks=stat.start_ticks,
+            start_time=procfs.start_epoch(stat.start_ticks, proc),
+            hidden=hidden,
+        )
+        tables.hidden += hidden
+        tables.fds.extend(fds)
+        tables.maps.extend(maps)
+        if process_signals is not None:
+            tables.signals.append(process_signals)
+    return tables
+
+
+def restrict_to_pids(snapshot: Snapshot, wanted: Collection[int]) -> Snapshot:
+    """Keep only the given processes and the objects at least one of them holds."""
+
+    def held(holders: Iterable[object]) -> bool:
+        return any(getattr(holder, "pid", None) in wanted for holder in holders)
+
+    return replace(
+        snapshot,
+        processes=tuple(p for p in snapshot.processes if p.pid in wanted),
+        shm=tuple(s for s in snapshot.shm if held(s.holders)),
+        mqueues=tuple(q for q in snapshot.mqueues if held(q.holders)),
+        pipes=tuple(p for p in snapshot.pipes if held(p.readers) or held(p.writers)),
+        signals=tuple(s for s in snapshot.signals if s.pid in wanted),
+        sysv=replace(
+            snapshot.sysv,
+            shm=tuple(s for s in snapshot.sysv.shm if held(s.holders) or s.cpid in wanted),
+            msg=tuple(m for m in snapshot.sysv.msg if m.lspid in wanted or m.lrpid in wanted),
+            sem=(),
+        ),
+    )

@@ -1,0 +1,195 @@
+"""POSIX shared memory and named semaphores: the shm directory joined with every holder's fds and maps."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+
+from ipcmon.collect import procfs
+from ipcmon.collect.fds import FdRef, MapRef
+from ipcmon.model import Access, Holder, Process, ShmSegment, ShmState
+
+SHM_DIR = "/dev/shm"
+SEM_PREFIX = "sem."
+
+
+def list_dir(shm_dir: str) -> dict[tuple[int, int], tuple[str, os.stat_result]]:
+    """Regular files in the shm directory, keyed by (dev, inode). Missing directory → empty."""
+    entries: dict[tuple[int, int], tuple[str, os.stat_result]] = {}
+    try:
+        scanner = os.scandir(shm_dir)
+    except OSError:
+        return entries
+    with scanner:
+        for entry in scanner:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue  # unlinked between readdir and stat
+            if stat.S_ISREG(st.st_mode):
+                entries[(st.st_dev, st.st_ino)] = (entry.path, st)
+    return entries
+
+
+def mapping_access(prot: str) -> Access:
+    readable = prot[0] == "r"
+    writable = prot[1] == "w"
+    return "rw" if readable and writable else "r" if readable else "w" if writable else "-"
+
+
+def mapping_holders(maps: Iterable[MapRef], processes: Mapping[int, Process]) -> list[Holder]:
+    """One holder per (pid, protection) with the bytes of its VMAs added up."""
+    merged: dict[tuple[int, str], int] = defaultdict(int)
+    for ref in maps:
+        merged[(ref.pid, ref.prot)] += ref.size
+    holders = []
+    for (pid, prot), size in merged.items():
+        process = processes.get(pid)
+        holders.append(
+            Holder(
+                pid=pid,
+                comm=process.comm if process else "",
+                fd=None,
+                mapped=True,
+                access=mapping_access(prot),
+                shared=prot.endswith("s"),
+                prot=prot,
+                mapped_bytes=size,
+            )
+        )
+    return holders
+
+
+def fd_holders(fds: Iterable[FdRef], processes: Mapping[int, Process]) -> list[Holder]:
+    holders = []
+    for ref in fds:
+        process = processes.get(ref.pid)
+        holders.append(
+            Holder(pid=ref.pid, comm=process.comm if process else "", fd=ref.fd, mapped=False, access=ref.access)
+        )
+    return holders
+
+
+def posix_name(path: str, shm_dir: str) -> str:
+    """The POSIX name of a segment file: /dev/shm/foo → /foo."""
+    prefix = shm_dir.rstrip("/") + "/"
+    if path.startswith(prefix):
+        return "/" + path[len(prefix) :]
+    return path
+
+
+def _pinned_size(pid: int, ref: MapRef, proc: str) -> tuple[int, int] | None:
+    """(size, allocated) of an unlinked segment known only by a mapping, via map_files (root only)."""
+    try:
+        st = os.stat(f"{proc}/{pid}/map_files/{ref.start:x}-{ref.end:x}")
+    except OSError:
+        return None
+    return st.st_size, st.st_blocks * 512
+
+
+def collect(
+    shm_dir: str,
+    processes: Mapping[int, Process],
+    fds: Iterable[FdRef],
+    maps: Iterable[MapRef],
+    proc: str = procfs.PROC,
+) -> tuple[ShmSegment, ...]:
+    """Every segment in the directory with its holders, plus unlinked segments still held."""
+    listing = list_dir(shm_dir)
+    fds_by_id: dict[tuple[int, int], list[FdRef]] = defaultdict(list)
+    for ref in fds:
+        if ref.kind == "shm":
+            fds_by_id[(ref.dev, ref.inode)].append(ref)
+    maps_by_id: dict[tuple[int, int], list[MapRef]] = defaultdict(list)
+    for mref in maps:
+        if not mref.sysv:
+            maps_by_id[(mref.dev, mref.inode)].append(mref)
+
+    segments = []
+    for identity, (path, st) in listing.items():
+        segments.append(
+            _segment(path, shm_dir, st.st_size, st.st_blocks * 512, st.st_mode, st.st_uid, st.st_gid,
+                     st.st_mtime, st.st_ctime, identity, fds_by_id.get(identity, []),
+                     maps_by_id.get(identity, []), processes, linked=True)
+        )
+
+    # Held segments missing from the listing: unlinked while held, or created after the listing.
+    for identity in (fds_by_id.keys() | maps_by_id.keys()) - listing.keys():
+        held_fds = fds_by_id.get(identity, [])
+        held_maps = maps_by_id.get(identity, [])
+        deleted = any(ref.deleted for ref in held_fds) or any(ref.deleted for ref in held_maps)
+        path = (held_fds[0].path if held_fds else None) or held_maps[0].path
+        if not deleted:
+            try:
+                st = os.stat(path)  # created mid-scan: read it as it is now
+            except OSError:
+                deleted = True
+            else:
+                if (st.st_dev, st.st_ino) == identity:
+                    segments.append(
+                        _segment(path, shm_dir, st.st_size, st.st_blocks * 512, st.st_mode, st.st_uid,
+                                 st.st_gid, st.st_mtime, st.st_ctime, identity, held_fds, held_maps,
+                                 processes, linked=True)
+                    )
+                    continue
+                deleted = True
+        if held_fds:
+            first = held_fds[0]
+            size, allocated = first.size, first.blocks * 512
+            mode, uid, gid = first.mode, first.uid, first.gid
+        else:
+            known = _pinned_size(held_maps[0].pid, held_maps[0], proc)
+            mapped = max(ref.size for ref in held_maps)
+            size, allocated = known if known else (mapped, mapped)
+            mode, uid, gid = 0, -1, -1
+        segments.append(
+            _segment(path, shm_dir, size, allocated, mode, uid, gid, None, None, identity, held_fds,
+                     held_maps, processes, linked=False)
+        )
+    segments.sort(key=lambda segment: (segment.name, segment.inode))
+    return tuple(segments)
+
+
+def _segment(
+    path: str,
+    shm_dir: str,
+    size: int,
+    allocated: int,
+    mode: int,
+    uid: int,
+    gid: int,
+    mtime: float | None,
+    ctime: float | None,
+    identity: tuple[int, int],
+    held_fds: list[FdRef],
+    held_maps: list[MapRef],
+    processes: Mapping[int, Process],
+    *,
+    linked: bool,
+) -> ShmSegment:
+    holders = fd_holders(held_fds, processes) + mapping_holders(held_maps, processes)
+    holders.sort(key=lambda holder: (holder.pid, holder.fd is None, holder.fd or 0))
+    state: ShmState = "deleted" if not linked else "held" if holders else "orphaned"
+    name = posix_name(path, shm_dir)
+    file_name = name.rsplit("/", 1)[-1]
+    return ShmSegment(
+        name=name,
+        path=path,
+        kind="sem" if file_name.startswith(SEM_PREFIX) else "shm",
+        size=size,
+        allocated=allocated,
+        mode=stat.S_IMODE(mode),
+        uid=uid,
+        gid=gid,
+        owner=procfs.user_name(uid) if uid >= 0 else None,
+        group=procfs.group_name(gid) if gid >= 0 else None,
+        mtime=mtime,
+        ctime=ctime,
+        dev=identity[0],
+        inode=identity[1],
+        state=state,
+        holders=tuple(holders),
+        pinned_bytes=allocated if state == "deleted" else 0,
+    )

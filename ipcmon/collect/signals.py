@@ -1,0 +1,120 @@
+"""Signal masks from /proc/PID/status and /proc/PID/task/TID/status, decoded to names."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+
+from ipcmon.collect import procfs
+from ipcmon.model import ProcessSignals, ThreadSignals
+
+# The kernel's first real-time signal is 32; glibc reserves 32 and 33 for threading and reports
+# SIGRTMIN as 34. Names follow what a user can send: SIGRTMIN+N counted from the libc SIGRTMIN.
+_KERNEL_NSIG = 64
+
+
+@functools.cache
+def signal_name(number: int) -> str:
+    """SIGUSR1, SIGRTMIN+3, SIGRTMAX; signals glibc keeps for itself are SIG32 and SIG33."""
+    if number >= signal.SIGRTMIN:
+        offset = number - signal.SIGRTMIN
+        if number == signal.SIGRTMAX:
+            return "SIGRTMAX"
+        return "SIGRTMIN" if offset == 0 else f"SIGRTMIN+{offset}"
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"SIG{number}"
+
+
+def signal_number(name: str) -> int:
+    """The inverse of signal_name: SIGUSR1 → 10, SIGRTMIN+3 → 37; raises ValueError."""
+    name = name.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    if name.startswith("SIGRTMIN"):
+        rest = name[len("SIGRTMIN") :]
+        number = signal.SIGRTMIN + (int(rest) if rest else 0)
+    elif name.startswith("SIGRTMAX"):
+        rest = name[len("SIGRTMAX") :]
+        number = signal.SIGRTMAX + (int(rest) if rest else 0)
+    elif name[3:].isdigit():
+        number = int(name[3:])
+    else:
+        try:
+            return int(signal.Signals[name])
+        except KeyError:
+            raise ValueError(f"unknown signal {name!r}") from None
+    if not 1 <= number <= _KERNEL_NSIG:
+        raise ValueError(f"signal {name} out of range")
+    return number
+
+
+@functools.lru_cache(maxsize=4096)
+def decode_mask(mask: bytes) -> tuple[str, ...]:
+    """Names of the signals set in a hex mask as /proc prints it (bit N-1 is signal N)."""
+    value = int(mask, 16)
+    names = []
+    number = 1
+    while value:
+        if value & 1:
+            names.append(signal_name(number))
+        value >>= 1
+        number += 1
+    return tuple(names)
+
+
+def from_status(pid: int, comm: str, status: dict[bytes, bytes], proc: str = procfs.PROC) -> ProcessSignals:
+    """Decode one process's masks; threads are read only when there is more than one."""
+    queued = limit = None
+    sig_q = status.get(b"SigQ")
+    if sig_q and b"/" in sig_q:
+        left, _, right = sig_q.partition(b"/")
+        queued, limit = int(left), int(right)
+    main_thread = ThreadSignals(
+        tid=pid,
+        comm=comm,
+        pending=decode_mask(status.get(b"SigPnd", b"0")),
+        blocked=decode_mask(status.get(b"SigBlk", b"0")),
+    )
+    threads = [main_thread]
+    if int(status.get(b"Threads", b"1")) > 1:
+        threads = read_threads(pid, main_thread, proc)
+    return ProcessSignals(
+        pid=pid,
+        comm=comm,
+        pending=decode_mask(status.get(b"ShdPnd", b"0")),
+        blocked=main_thread.blocked,
+        ignored=decode_mask(status.get(b"SigIgn", b"0")),
+        caught=decode_mask(status.get(b"SigCgt", b"0")),
+        threads=tuple(threads),
+        queued=queued,
+        queue_limit=limit,
+    )
+
+
+def read_threads(pid: int, main_thread: ThreadSignals, proc: str = procfs.PROC) -> list[ThreadSignals]:
+    """Every thread's own pending and blocked masks; threads that exit mid-read drop out."""
+    try:
+        tids = sorted(int(name) for name in os.listdir(f"{proc}/{pid}/task") if name.isdigit())
+    except OSError:
+        return [main_thread]
+    threads = []
+    for tid in tids:
+        if tid == pid:
+            threads.append(main_thread)
+            continue
+        try:
+            status = procfs.parse_status(procfs.read_bytes(f"{proc}/{pid}/task/{tid}/status"))
+        except (procfs.Gone, procfs.Denied):
+            continue
+        threads.append(
+            ThreadSignals(
+                tid=tid,
+                comm=os.fsdecode(status.get(b"Name", b"")),
+                pending=decode_mask(status.get(b"SigPnd", b"0")),
+                blocked=decode_mask(status.get(b"SigBlk", b"0")),
+            )
+        )
+    return threads

@@ -1,0 +1,294 @@
+"""Immutable records of one consistent pass over the kernel's IPC objects.
+
+Everything downstream (the CLI printers, the event diff, the dashboard) reads these records and
+nothing else. They are frozen and slotted so a snapshot can be shared between the scanning thread and
+the UI without copying, and compared cheaply when two snapshots are diffed.
+
+Strings that come from the system (names, comm, cmdline, paths) are kept raw: invalid UTF-8 bytes are
+carried as surrogate escapes (``os.fsdecode``), so ``os.fsencode(name)`` gives back the exact bytes.
+Printers must pass them through :mod:`ipcmon.safe` before showing them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Access = Literal["r", "w", "rw", "-"]
+"""How a descriptor was opened: read, write, both, or neither (``O_PATH``)."""
+
+ShmState = Literal["held", "orphaned", "deleted"]
+ShmKind = Literal["shm", "sem"]
+PipeKind = Literal["pipe", "fifo"]
+PipeFlag = Literal["no-reader", "no-writer", "full", "both-ends"]
+
+KINDS: tuple[str, ...] = ("shm", "mqueue", "pipe", "signal", "sysv")
+"""Mechanisms a scan can be limited to (``--kind``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessKey:
+    """A process identity that survives pid reuse: the pid plus its start time in clock ticks."""
+
+    pid: int
+    start_ticks: int
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """What a process is blocked on, read from /proc/PID/syscall and /proc/PID/wchan."""
+
+    syscall: str
+    """System call name (``write``, ``mq_timedsend``, ``pause``…) or ``nr=N`` when unknown."""
+    fd: int | None
+    """The descriptor argument, for calls that take one."""
+    wchan: str
+    """Kernel function the task sleeps in (``pipe_write``, ``do_sigtimedwait``…), may be empty."""
+    object: str | None
+    """The IPC object waited on: ``pipe:[INODE]``, ``mqueue:/NAME``, ``signal`` or None."""
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    """A process seen during the scan."""
+
+    pid: int
+    ppid: int
+    comm: str
+    cmdline: tuple[str, ...]
+    uid: int | None
+    user: str | None
+    start_ticks: int
+    """Start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    start_time: float
+    """Start time as a Unix epoch."""
+    hidden: bool = False
+    """True when its descriptors or mappings could not be read (permission denied)."""
+    waiting: Waiting | None = None
+
+    @property
+    def key(self) -> ProcessKey:
+        return ProcessKey(self.pid, self.start_ticks)
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """One process holding an IPC object, by descriptor or by mapping (one record per fd or mapping)."""
+
+    pid: int
+    comm: str
+    fd: int | None
+    """The descriptor number, or None for a holder by mapping only."""
+    mapped: bool
+    access: Access
+    """For a descriptor, its open mode; for a mapping, the mapping's protection (``r``, ``rw``)."""
+    shared: bool | None = None
+    """For a mapping: MAP_SHARED (True) or MAP_PRIVATE (False)."""
+    prot: str | None = None
+    """For a mapping: the perms column of /proc/PID/maps (``rw-s``)."""
+    mapped_bytes: int | None = None
+    """For a mapping: the bytes mapped."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShmSegment:
+    """A POSIX shared memory object or named semaphore in the shm directory (or pinned after unlink)."""
+
+    name: str
+    """POSIX name with its leading slash (``/foo``); semaphores keep their file name (``/sem.foo``)."""
+    path: str
+    kind: ShmKind
+    size: int
+    allocated: int
+    """Bytes of memory actually used (st_blocks × 512); sparse segments allocate less than size."""
+    mode: int
+    uid: int
+    gid: int
+    owner: str | None
+    group: str | None
+    mtime: float | None
+    ctime: float | None
+    dev: int
+    inode: int
+    state: ShmState
+    holders: tuple[Holder, ...] = ()
+    pinned_bytes: int = 0
+    """For a deleted segment, the memory it still pins (allocated bytes, or mapped bytes if unknown)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageQueue:
+    """A POSIX message queue, from the mqueue filesystem or seen only through a holder's descriptor."""
+
+    name: str
+    path: str | None
+    """Path in the mounted mqueue filesystem, or None when none is mounted or the queue was unlinked."""
+    qsize_bytes: int | None
+    """Bytes queued (QSIZE); None when the queue could not be opened to ask."""
+    messages: int | None
+    """Messages queued (mq_curmsgs); None when the queue could not be opened to ask."""
+    max_messages: int | None
+    message_size: int | None
+    notify: int | None
+    """Notification method (SIGEV_SIGNAL=0, SIGEV_NONE=1, SIGEV_THREAD=2) when one is registered."""
+    signo: int | None
+    notify_pid: int | None
+    uid: int | None
+    gid: int | None
+    owner: str | None
+    mode: int | None
+    dev: int
+    inode: int
+    holders: tuple[Holder, ...] = ()
+    deleted: bool = False
+    """Unlinked but still open by a holder."""
+    mtime: float | None = None
+    """Last send or receive (the queue file's mtime)."""
+
+    @property
+    def fill(self) -> float | None:
+        """Fill fraction (0–1) by message count, None when unknown."""
+        if self.messages is None or not self.max_messages:
+            return None
+        return self.messages / self.max_messages
+
+
+@dataclass(frozen=True, slots=True)
+class PipeEnd:
+    """One descriptor on a pipe or FIFO."""
+
+    pid: int
+    comm: str
+    fd: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pipe:
+    """An anonymous pipe or a FIFO, grouped by inode across every process holding it."""
+
+    inode: int
+    dev: int
+    kind: PipeKind
+    path: str | None
+    """For a FIFO, its path (as the holder's descriptor shows it)."""
+    buffered: int | None
+    """Bytes waiting to be read; None when no descriptor could be borrowed to ask."""
+    capacity: int | None
+    readers: tuple[PipeEnd, ...]
+    writers: tuple[PipeEnd, ...]
+    flags: tuple[PipeFlag, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.dev}:{self.inode}"
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadSignals:
+    """Per-thread signal state (thread-directed pending, and the thread's blocked mask)."""
+
+    tid: int
+    comm: str
+    pending: tuple[str, ...]
+    blocked: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSignals:
+    """Signal dispositions and masks of one process, decoded to names."""
+
+    pid: int
+    comm: str
+    pending: tuple[str, ...]
+    """Process-directed pending (ShdPnd)."""
+    blocked: tuple[str, ...]
+    """Blocked mask of the main thread."""
+    ignored: tuple[str, ...]
+    caught: tuple[str, ...]
+    threads: tuple[ThreadSignals, ...] = ()
+    queued: int | None = None
+    """Signals queued for the real user (first half of SigQ)."""
+    queue_limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SysvShm:
+    key: int
+    id: int
+    mode: int
+    size: int
+    nattch: int
+    cpid: int
+    lpid: int
+    uid: int
+    gid: int
+    owner: str | None
+    atime: int
+    dtime: int
+    ctime: int
+    rss: int | None
+    removed: bool
+    """Marked for removal (IPC_RMID) but still attached: its key reads as IPC_PRIVATE."""
+    holders: tuple[Holder, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SysvMsg:
+    key: int
+    id: int
+    mode: int
+    qbytes: int
+    """Bytes currently queued (cbytes)."""
+    qnum: int
+    lspid: int
+    lrpid: int
+    uid: int
+    gid: int
+    owner: str | None
+    stime: int
+    rtime: int
+    ctime: int
+
+
+@dataclass(frozen=True, slots=True)
+class SysvSem:
+    key: int
+    id: int
+    mode: int
+    nsems: int
+    uid: int
+    gid: int
+    owner: str | None
+    otime: int
+    ctime: int
+
+
+@dataclass(frozen=True, slots=True)
+class Sysv:
+    shm: tuple[SysvShm, ...] = ()
+    msg: tuple[SysvMsg, ...] = ()
+    sem: tuple[SysvSem, ...] = ()
+    available: bool = True
+    """False when /proc/sysvipc is missing (kernel without CONFIG_SYSVIPC, or /proc not mounted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One consistent pass over every mechanism asked for."""
+
+    taken_at: float
+    kinds: tuple[str, ...]
+    processes: tuple[Process, ...] = ()
+    hidden_processes: int = 0
+    """Processes whose descriptors or mappings could not be read."""
+    shm: tuple[ShmSegment, ...] = ()
+    mqueues: tuple[MessageQueue, ...] = ()
+    pipes: tuple[Pipe, ...] = ()
+    signals: tuple[ProcessSignals, ...] = ()
+    sysv: Sysv = field(default_factory=Sysv)
+    notes: tuple[str, ...] = ()
+    """Plain-language remarks about what could not be seen (no mqueue mount, not root…)."""
+    shm_dir: str | None = None
+    mqueue_dir: str | None = None
+    """Where the mqueue filesystem is mounted, or None when it is not."""
+    scan_seconds: float = 0.0

@@ -115,6 +115,11 @@ class ShmSegment:
     pinned_bytes: int = 0
     """For a deleted segment, the memory it still pins (allocated bytes, or mapped bytes if unknown)."""
 
+    @property
+    def key(self) -> str:
+        """Stable identity across snapshots (a row key, an event's object key)."""
+        return f"{self.kind}:{self.dev}:{self.inode}"
+
 
 @dataclass(frozen=True, slots=True)
 class MessageQueue:
@@ -144,6 +149,10 @@ class MessageQueue:
     """Unlinked but still open by a holder."""
     mtime: float | None = None
     """Last send or receive (the queue file's mtime)."""
+
+    @property
+    def key(self) -> str:
+        return f"mqueue:{self.dev}:{self.inode}"
 
     @property
     def fill(self) -> float | None:
@@ -210,6 +219,10 @@ class ProcessSignals:
     """Signals queued for the real user (first half of SigQ)."""
     queue_limit: int | None = None
 
+    @property
+    def key(self) -> str:
+        return f"signal:{self.pid}"
+
 
 @dataclass(frozen=True, slots=True)
 class SysvShm:
@@ -231,6 +244,10 @@ class SysvShm:
     """Marked for removal (IPC_RMID) but still attached: its key reads as IPC_PRIVATE."""
     holders: tuple[Holder, ...] = ()
 
+    @property
+    def key(self) -> str:
+        return f"sysv-shm:{self.id}"
+
 
 @dataclass(frozen=True, slots=True)
 class SysvMsg:
@@ -249,6 +266,10 @@ class SysvMsg:
     rtime: int
     ctime: int
 
+    @property
+    def key(self) -> str:
+        return f"sysv-msg:{self.id}"
+
 
 @dataclass(frozen=True, slots=True)
 class SysvSem:
@@ -261,6 +282,10 @@ class SysvSem:
     owner: str | None
     otime: int
     ctime: int
+
+    @property
+    def key(self) -> str:
+        return f"sysv-sem:{self.id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,3 +317,26 @@ class Snapshot:
     mqueue_dir: str | None = None
     """Where the mqueue filesystem is mounted, or None when it is not."""
     scan_seconds: float = 0.0
+
+
+EventSource = Literal["inotify", "poll"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One lifecycle step of an IPC object: created, attached, detached, destroyed, and the rest."""
+
+    time: float
+    mechanism: str
+    """``shm``, ``sem``, ``mqueue``, ``pipe``, ``fifo``, ``signal``, ``sysv-shm``, ``sysv-msg``, ``sysv-sem``."""
+    event: str
+    """``created``, ``attached``, ``detached``, ``destroyed``, ``orphaned``… (README lists them all)."""
+    object: str
+    """What a person calls the object: its name, ``pipe:[INODE]``, or the pid for signals."""
+    key: str
+    """The object's stable key (``ShmSegment.key`` and friends), for per-object history."""
+    pid: int | None = None
+    comm: str | None = None
+    source: EventSource = "poll"
+    detail: str = ""
+    """Extra facts in words: ``fd 3 rw``, ``8 → 9 messages``, ``SIGUSR1``."""

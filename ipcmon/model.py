@@ -116,7 +116,7 @@ class ShmSegment:
     """For a deleted segment, the memory it still pins (allocated bytes, or mapped bytes if unknown)."""
 
     @property
-    def key(self) -> str:
+    def object_key(self) -> str:
         """Stable identity across snapshots (a row key, an event's object key)."""
         return f"{self.kind}:{self.dev}:{self.inode}"
 
@@ -151,7 +151,7 @@ class MessageQueue:
     """Last send or receive (the queue file's mtime)."""
 
     @property
-    def key(self) -> str:
+    def object_key(self) -> str:
         return f"mqueue:{self.dev}:{self.inode}"
 
     @property
@@ -188,7 +188,7 @@ class Pipe:
     flags: tuple[PipeFlag, ...] = ()
 
     @property
-    def key(self) -> str:
+    def object_key(self) -> str:
         return f"{self.kind}:{self.dev}:{self.inode}"
 
 
@@ -220,7 +220,7 @@ class ProcessSignals:
     queue_limit: int | None = None
 
     @property
-    def key(self) -> str:
+    def object_key(self) -> str:
         return f"signal:{self.pid}"
 
 
@@ -245,7 +245,7 @@ class SysvShm:
     holders: tuple[Holder, ...] = ()
 
     @property
-    def key(self) -> str:
+    def object_key(self) -> str:
         return f"sysv-shm:{self.id}"
 
 
@@ -267,7 +267,7 @@ class SysvMsg:
     ctime: int
 
     @property
-    def key(self) -> str:
+    def object_key(self) -> str:
         return f"sysv-msg:{self.id}"
 
 
@@ -284,7 +284,7 @@ class SysvSem:
     ctime: int
 
     @property
-    def key(self) -> str:
+    def object_key(self) -> str:
         return f"sysv-sem:{self.id}"
 
 
@@ -334,7 +334,7 @@ class Event:
     object: str
     """What a person calls the object: its name, ``pipe:[INODE]``, or the pid for signals."""
     key: str
-    """The object's stable key (``ShmSegment.key`` and friends), for per-object history."""
+    """The object's stable key (``ShmSegment.object_key`` and friends), for per-object history."""
     pid: int | None = None
     comm: str | None = None
     source: EventSource = "poll"

@@ -45,7 +45,9 @@ class Waiting:
     wchan: str
     """Kernel function the task sleeps in (``pipe_write``, ``do_sigtimedwait``…), may be empty."""
     object: str | None
-    """The IPC object waited on: ``pipe:[INODE]``, ``mqueue:/NAME``, ``signal`` or None."""
+    """The IPC object waited on, in words: ``pipe:[INODE]``, ``mqueue:/NAME``, ``signal``."""
+    key: str | None = None
+    """The waited-on object's ``object_key`` when it is one ipcmon lists."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +319,8 @@ class Snapshot:
     mqueue_dir: str | None = None
     """Where the mqueue filesystem is mounted, or None when it is not."""
     scan_seconds: float = 0.0
+    deadlocks: tuple[tuple[int, ...], ...] = ()
+    """Groups of pids blocked on pipes or queues that only other members of the group could release."""
 
 
 EventSource = Literal["inotify", "poll"]

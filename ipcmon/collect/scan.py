@@ -7,7 +7,7 @@ import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 
-from ipcmon.collect import mqueue, pipes, procfs, shm, signals, sysv
+from ipcmon.collect import mqueue, pipes, procfs, shm, signals, sysv, waiting
 from ipcmon.collect.fds import Devices, FdRef, MapRef, maps_token, read_fds, read_maps
 from ipcmon.collect.procfs import Denied, Gone, PidFds
 from ipcmon.model import KINDS, MessageQueue, Pipe, Process, ProcessSignals, ShmSegment, Snapshot, Sysv
@@ -36,6 +36,7 @@ class _ProcessTables:
     fds: list[FdRef] = field(default_factory=list)
     maps: list[MapRef] = field(default_factory=list)
     signals: list[ProcessSignals] = field(default_factory=list)
+    waits: dict[int, waiting.RawWait] = field(default_factory=dict)
     hidden: int = 0
 
 
@@ -114,6 +115,7 @@ def scan(config: ScanConfig = ScanConfig()) -> Snapshot:
         shm_dir=shm_dir if shm_dev is not None else None,
         mqueue_dir=mqueue_dir,
         scan_seconds=time.perf_counter() - started,
+        deadlocks=waiting.find_deadlocks(tables.processes.values(), pipe_list, queues),
     )
     if config.pids is not None:
         snapshot = restrict_to_pids(snapshot, config.pids)
@@ -176,7 +178,23 @@ def _read_processes(config: ScanConfig, kinds: Collection[str], devices: Devices
         tables.maps.extend(maps)
         if process_signals is not None:
             tables.signals.append(process_signals)
+        if stat.state in ("S", "D"):
+            raw = waiting.read_raw(pid, proc)
+            if raw is not None:
+                tables.waits[pid] = raw
+    _resolve_waits(tables)
     return tables
+
+
+def _resolve_waits(tables: _ProcessTables) -> None:
+    """Fill Process.waiting from the raw waits, now that every descriptor is known."""
+    if not tables.waits:
+        return
+    fd_index = {(ref.pid, ref.fd): ref for ref in tables.fds}
+    for pid, raw in tables.waits.items():
+        resolved = waiting.resolve(raw, pid, fd_index)
+        if resolved is not None:
+            tables.processes[pid] = replace(tables.processes[pid], waiting=resolved)
 
 
 def restrict_to_pids(snapshot: Snapshot, wanted: Collection[int]) -> Snapshot:

@@ -9,6 +9,7 @@ about the queue changes.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import stat
 from collections import defaultdict
@@ -55,15 +56,33 @@ def parse_queue_text(data: bytes) -> dict[str, int]:
     return result
 
 
+def _queue_text(fd: int) -> dict[str, int]:
+    """The QSIZE/NOTIFY text of the queue behind fd, even when fd is write-only."""
+    try:
+        return parse_queue_text(os.pread(fd, 256, 0))
+    except OSError as error:
+        if error.errno != errno.EBADF:
+            return {}
+    # A write-only descriptor (a sender's, borrowed) cannot be read: open the same queue read-only through
+    # its magic link. A plain open neither receives nor registers anything on the queue.
+    try:
+        readable = os.open(f"{procfs.PROC}/self/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return {}
+    try:
+        return parse_queue_text(os.pread(readable, 256, 0))
+    except OSError:
+        return {}
+    finally:
+        os.close(readable)
+
+
 def read_queue_fd(fd: int) -> QueueState:
     """Read a queue's state from a descriptor already open on it; never receives a message."""
     attr = _MqAttr()
     libc = procfs.libc()
     ok = libc.mq_getattr(fd, ctypes.byref(attr)) == 0
-    try:
-        text = parse_queue_text(os.pread(fd, 256, 0))
-    except OSError:
-        text = {}
+    text = _queue_text(fd)
     notify_pid = text.get("NOTIFY_PID") or None
     return QueueState(
         qsize_bytes=text.get("QSIZE"),

@@ -25,7 +25,9 @@ class ScanConfig:
     proc: str = procfs.PROC
     shm_dir: str = shm.SHM_DIR
     mqueue_dir: str | None = field(default=None)
-    """The mqueue mount to list; None to find it in /proc/self/mountinfo."""
+    """The mqueue mount to list; None to find it in /proc/self/mountinfo (unless find_mqueue is False)."""
+    find_mqueue: bool = True
+    """With mqueue_dir None, look the mount up; False scans as if none were mounted (queues only via fds)."""
     pipe_fill: bool = True
     """Borrow a descriptor of each pipe to read its fill (pidfd_getfd)."""
 
@@ -59,7 +61,9 @@ def scan(config: ScanConfig = ScanConfig()) -> Snapshot:
         shm_dev = None
         if "shm" in kinds:
             notes.append(f"{shm_dir} does not exist: POSIX shared memory cannot be listed.")
-    mqueue_dir = config.mqueue_dir if config.mqueue_dir is not None else find_mqueue_dir(config.proc)
+    mqueue_dir = config.mqueue_dir
+    if mqueue_dir is None and config.find_mqueue:
+        mqueue_dir = find_mqueue_dir(config.proc)
     mqueue_dev: int | None = None
     if mqueue_dir is not None:
         try:

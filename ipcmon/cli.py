@@ -56,7 +56,59 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="list every process in the signals table, not only those with something pending or blocked",
     )
+    _add_lifecycle_commands(commands)
     return parser
+
+
+def _add_lifecycle_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    watch = commands.add_parser("watch", help="stream lifecycle events (created, attached, detached, destroyed…)")
+    _add_scope(watch)
+    watch.add_argument("--json", action="store_true", help="one JSON object per line, flushed")
+    watch.add_argument("--interval", type=parse_interval, default=1.0, metavar="S",
+                       help="seconds between scans (default 1, at least 0.1); inotify reports shm and mqueue "
+                            "creation and removal between scans")
+    watch.add_argument("--history", type=int, default=10_000, metavar="N", help="events kept in memory")
+
+    leaks = commands.add_parser(
+        "leaks",
+        help="list orphaned segments and queues and unlinked segments still pinning memory",
+        description="Exit status: 0 no leaks, 1 leaks found, 2 error.",
+    )
+    leaks.add_argument("--min-age", type=parse_duration_arg, default=0.0, metavar="DURATION",
+                       help="only objects unchanged for at least this long (30s, 5m, 2h, 1d)")
+    leaks.add_argument("--match", metavar="GLOB", help="only names matching this glob, e.g. '/psm_*'")
+    leaks.add_argument("--json", action="store_true", help="a JSON list")
+
+    clean = commands.add_parser(
+        "clean",
+        help="remove orphaned segments and queues (dry run unless --yes)",
+        description="Removes POSIX shm segments, semaphores and message queues that no process holds. "
+        "Without --yes it only prints what it would remove. With --yes it re-checks each object is still "
+        "orphaned immediately before unlinking it and never touches a held object.",
+    )
+    clean.add_argument("--min-age", type=parse_duration_arg, default=0.0, metavar="DURATION",
+                       help="only objects unchanged for at least this long")
+    clean.add_argument("--match", metavar="GLOB", help="only names matching this glob, e.g. '/psm_*'")
+    clean.add_argument("--yes", action="store_true", help="really remove them")
+
+
+def parse_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0.1:
+        raise argparse.ArgumentTypeError("the interval must be at least 0.1 seconds")
+    return value
+
+
+def parse_duration_arg(text: str) -> float:
+    from ipcmon.leaks import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -65,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "snapshot":
             return cmd_snapshot(args)
+        if args.command in ("watch", "leaks", "clean"):
+            from ipcmon import lifecycle_cli
+
+            return int(getattr(lifecycle_cli, f"cmd_{args.command}")(args))
         parser.print_help()
         return 0
     except KeyboardInterrupt:

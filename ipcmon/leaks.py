@@ -1,0 +1,180 @@
+"""Leak hunting: objects nobody holds any more, memory pinned by unlinked segments, and their safe removal."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from ipcmon.collect import ScanConfig, scan
+from ipcmon.model import Holder, Snapshot
+
+# Who usually makes objects with these names: the best hint when nobody holds them any more.
+KNOWN_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("/psm_", "Python multiprocessing.shared_memory"),
+    ("/sem.mp-", "Python multiprocessing semaphore"),
+    ("/torch_", "PyTorch shared tensors"),
+    ("/ray_", "Ray object store"),
+    ("/vllm", "vLLM worker"),
+    ("/nccl", "NCCL"),
+    ("/pulse-shm-", "PulseAudio"),
+    ("/ipcmon-demo-", "ipcmon demo"),
+    ("/ipcmon-test-", "ipcmon tests"),
+    ("/sem.", "POSIX named semaphore"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Leak:
+    """One object worth a look: orphaned (held by nobody) or deleted but still pinning memory."""
+
+    mechanism: str
+    """``shm``, ``sem``, ``mqueue`` or ``sysv-shm``."""
+    problem: str
+    """``orphaned`` (no holder, still linked) or ``deleted-but-held`` (unlinked, memory still pinned)."""
+    name: str
+    path: str | None
+    key: str
+    bytes: int | None
+    """Memory it uses (allocated, or pinned for a deleted segment; queued bytes for a queue)."""
+    age: float | None
+    """Seconds since it last changed (mtime), None when unknown."""
+    owner: str | None
+    hint: str
+    holders: tuple[Holder, ...] = ()
+
+    @property
+    def removable(self) -> bool:
+        """Only orphaned POSIX objects can be unlinked by name; the rest need their holders to exit."""
+        return self.problem == "orphaned" and self.mechanism in ("shm", "sem", "mqueue")
+
+
+def prefix_hint(name: str) -> str:
+    for prefix, who in KNOWN_PREFIXES:
+        if name.startswith(prefix):
+            return who
+    return ""
+
+
+def _hint(name: str, owner: str | None, last_holder: str | None) -> str:
+    parts = [part for part in (prefix_hint(name), f"owner {owner}" if owner else "", last_holder or "") if part]
+    return "; ".join(parts)
+
+
+def find_leaks(
+    snapshot: Snapshot,
+    *,
+    min_age: float = 0.0,
+    last_holders: Mapping[str, str] | None = None,
+) -> list[Leak]:
+    """Leaks in a snapshot, oldest first. last_holders maps an object key to "last held by PID CMD"."""
+    now = snapshot.taken_at
+    last = last_holders or {}
+    leaks = []
+    for segment in snapshot.shm:
+        age = None if segment.mtime is None else now - segment.mtime
+        if segment.state == "orphaned":
+            leaks.append(Leak(segment.kind, "orphaned", segment.name, segment.path, segment.object_key,
+                              segment.allocated, age, segment.owner,
+                              _hint(segment.name, segment.owner, last.get(segment.object_key))))
+        elif segment.state == "deleted":
+            leaks.append(Leak(segment.kind, "deleted-but-held", segment.name, None, segment.object_key,
+                              segment.pinned_bytes, age, segment.owner,
+                              _hint(segment.name, segment.owner, None), segment.holders))
+    for queue in snapshot.mqueues:
+        if queue.holders or queue.deleted:
+            continue
+        age = None if queue.mtime is None else now - queue.mtime
+        leaks.append(Leak("mqueue", "orphaned", queue.name, queue.path, queue.object_key, queue.qsize_bytes, age,
+                          queue.owner, _hint(queue.name, queue.owner, last.get(queue.object_key))))
+    for sysv_segment in snapshot.sysv.shm:
+        if sysv_segment.nattch == 0 and not sysv_segment.removed:
+            changed = max(sysv_segment.dtime, sysv_segment.ctime)
+            leaks.append(Leak("sysv-shm", "orphaned", f"key 0x{sysv_segment.key & 0xFFFFFFFF:08x} id {sysv_segment.id}",
+                              None, sysv_segment.object_key, sysv_segment.size,
+                              now - changed if changed else None, sysv_segment.owner,
+                              f"created by pid {sysv_segment.cpid}, last used by pid {sysv_segment.lpid}"))
+    if min_age > 0:
+        leaks = [leak for leak in leaks if leak.age is not None and leak.age >= min_age]  # unknown is not "old"
+    leaks.sort(key=lambda leak: -(leak.age or 0))
+    return leaks
+
+
+def sem_open_name(name: str) -> str | None:
+    """The name sem_open(3) was given for a semaphore file: /sem.foo → /foo; None for other names."""
+    return "/" + name[len("/sem.") :] if name.startswith("/sem.") else None
+
+
+def matching(leaks: Iterable[Leak], pattern: str | None) -> list[Leak]:
+    """Leaks whose name matches a shell glob (``/psm_*``); a semaphore also matches by its sem_open name.
+
+    All of them when pattern is None.
+    """
+    if pattern is None:
+        return list(leaks)
+    return [
+        leak
+        for leak in leaks
+        if fnmatch.fnmatchcase(leak.name, pattern)
+        or (leak.mechanism == "sem" and fnmatch.fnmatchcase(sem_open_name(leak.name) or "", pattern))
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    leak: Leak
+    removed: bool
+    reason: str
+    """Why it was kept, or "removed"."""
+
+
+def remove_orphans(candidates: Iterable[Leak], config: ScanConfig = ScanConfig()) -> list[Removal]:
+    """Unlink orphaned segments and queues, re-checking each one immediately before.
+
+    A fresh scan is taken first; an object that gained a holder, was replaced by another object of the
+    same name (different inode), or vanished is left alone and reported.
+    """
+    wanted = [leak for leak in candidates]
+    fresh = scan(replace(config, kinds=("shm", "mqueue"), pids=None))
+    current = {leak.key: leak for leak in find_leaks(fresh)}
+    holders: dict[str, tuple[Holder, ...]] = {s.object_key: s.holders for s in fresh.shm}
+    holders.update({q.object_key: q.holders for q in fresh.mqueues})
+    results = []
+    for leak in wanted:
+        if not leak.removable or leak.path is None:
+            results.append(Removal(leak, False, "not removable by name (still held, or not a POSIX object)"))
+            continue
+        now = current.get(leak.key)
+        if now is None or now.problem != "orphaned":
+            held = holders.get(leak.key, ())
+            reason = "gone already" if leak.key not in holders else "held now by " + ", ".join(
+                sorted({f"{holder.pid} {holder.comm}" for holder in held}))
+            results.append(Removal(leak, False, reason))
+            continue
+        try:
+            st = os.stat(leak.path)
+            if f"{st.st_dev}:{st.st_ino}" != leak.key.split(":", 1)[1]:
+                results.append(Removal(leak, False, "replaced by another object of the same name"))
+                continue
+            os.unlink(leak.path)
+        except FileNotFoundError:
+            results.append(Removal(leak, False, "gone already"))
+        except OSError as error:
+            results.append(Removal(leak, False, f"not removed: {error.strerror}"))
+        else:
+            results.append(Removal(leak, True, "removed"))
+    return results
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """'90' or '90s' → 90; '5m' → 300; '2h', '1d', '1w'. Raises ValueError."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 5m, 2h, 1d)")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]

@@ -1,0 +1,199 @@
+"""Live monitoring without a UI: periodic scans diffed into events, plus inotify for create/delete between polls.
+
+The watchdog observer watches the shm directory and the mqueue mount for entries created, deleted or
+renamed only, so ipcmon's own reads (open/close-nowrite of queue files) cause no events. Its handler
+never lets an exception escape: one bad event is recorded in ``errors`` and the observer keeps going.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from watchdog.events import (
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from ipcmon.collect import ScanConfig, scan
+from ipcmon.collect.scan import find_mqueue_dir
+from ipcmon.collect.shm import SEM_PREFIX
+from ipcmon.events import EventLog, diff
+from ipcmon.model import Event, Snapshot
+
+EventCallback = Callable[[Event], None]
+
+MECHANISMS_BY_KIND: dict[str, frozenset[str]] = {
+    "shm": frozenset({"shm", "sem"}),
+    "mqueue": frozenset({"mqueue"}),
+    "pipe": frozenset({"pipe", "fifo", "process"}),
+    "signal": frozenset({"signal"}),
+    "sysv": frozenset({"sysv-shm", "sysv-msg", "sysv-sem"}),
+}
+
+
+def mechanisms_for(kinds: tuple[str, ...]) -> frozenset[str]:
+    """The event mechanisms that belong to the selected kinds (``--kind``)."""
+    result: set[str] = set()
+    for kind in kinds:
+        result |= MECHANISMS_BY_KIND.get(kind, frozenset())
+    return frozenset(result)
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, on_change: Callable[[str, bool], None], on_error: Callable[[BaseException], None]) -> None:
+        self._on_change = on_change
+        self._on_error = on_error
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            if event.is_directory:
+                return
+            if isinstance(event, FileMovedEvent):
+                self._on_change(os.fsdecode(event.src_path), False)
+                self._on_change(os.fsdecode(event.dest_path), True)
+            elif isinstance(event, FileCreatedEvent):
+                self._on_change(os.fsdecode(event.src_path), True)
+            elif isinstance(event, FileDeletedEvent):
+                self._on_change(os.fsdecode(event.src_path), False)
+        except Exception as error:
+            self._on_error(error)
+
+
+class Monitor:
+    """Scans on demand (never two at once), turns each scan into events, and merges inotify events.
+
+    ``poll()`` is meant to be called from one loop or worker; ``start()``/``stop()`` run the inotify
+    observer, whose events arrive on ``on_event`` from the observer's thread.
+    """
+
+    def __init__(
+        self,
+        config: ScanConfig = ScanConfig(),
+        *,
+        history: int = 10_000,
+        on_event: EventCallback | None = None,
+    ) -> None:
+        self.config = config
+        self.log = EventLog(history)
+        self.snapshot: Snapshot | None = None
+        self.errors: collections.deque[str] = collections.deque(maxlen=100)
+        self._on_event = on_event
+        self._scan_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._names: dict[str, tuple[str, bool]] = {}
+        """path → (object key, held) from the last snapshot and inotify, to name deletions."""
+        self._announced: dict[tuple[str, str], float] = {}
+        """(key, event) already reported by inotify, so the next poll does not report it twice."""
+        self._mechanisms = mechanisms_for(config.kinds)
+
+    # --- polling -------------------------------------------------------------------------------
+
+    def poll(self) -> tuple[Snapshot, list[Event]]:
+        """Scan now and return the snapshot and the new events (also logged and sent to on_event)."""
+        with self._scan_lock:
+            snapshot = scan(self.config)
+            with self._state_lock:
+                events = [event for event in diff(self.snapshot, snapshot) if self._fresh(event)]
+                self.snapshot = snapshot
+                self._remember_names(snapshot)
+                cutoff = time.time() - 60
+                self._announced = {k: t for k, t in self._announced.items() if t > cutoff}
+                self.log.extend(events)
+        if self._on_event is not None:
+            for event in events:
+                self._on_event(event)
+        return snapshot, events
+
+    def _fresh(self, event: Event) -> bool:
+        if event.mechanism not in self._mechanisms and event.mechanism != "process":
+            return False
+        return self._announced.pop((event.key, event.event), None) is None
+
+    def _remember_names(self, snapshot: Snapshot) -> None:
+        names: dict[str, tuple[str, bool]] = {}
+        for segment in snapshot.shm:
+            if segment.state != "deleted":
+                names[segment.path] = (segment.object_key, bool(segment.holders))
+        for queue in snapshot.mqueues:
+            if queue.path is not None:
+                names[queue.path] = (queue.object_key, bool(queue.holders))
+        self._names = names
+
+    # --- inotify -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start watching the shm directory and the mqueue mount (whichever exist)."""
+        if self._observer is not None:
+            return
+        observer = Observer()
+        handler = _Handler(self._on_inotify, self._on_error)
+        watched = 0
+        filters = [FileCreatedEvent, FileDeletedEvent, FileMovedEvent]
+        for kind, directory in (("shm", self.config.shm_dir), ("mqueue", self._mqueue_dir())):
+            if kind not in self.config.kinds or directory is None or not os.path.isdir(directory):
+                continue
+            try:
+                observer.schedule(handler, directory, recursive=False, event_filter=filters)
+                watched += 1
+            except OSError as error:  # inotify limits reached, or not permitted
+                self._on_error(error)
+        if watched:
+            observer.daemon = True
+            observer.start()
+            self._observer = observer
+
+    def stop(self) -> None:
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            observer.join(timeout=5)
+
+    def _mqueue_dir(self) -> str | None:
+        return self.config.mqueue_dir if self.config.mqueue_dir is not None else find_mqueue_dir(self.config.proc)
+
+    def _on_error(self, error: BaseException) -> None:
+        self.errors.append(f"inotify: {type(error).__name__}: {error}")
+
+    def _on_inotify(self, path: str, created: bool) -> None:
+        directory, _, file_name = path.rpartition("/")
+        if os.path.realpath(directory) == os.path.realpath(self.config.shm_dir):
+            mechanism = "sem" if file_name.startswith(SEM_PREFIX) else "shm"
+        else:
+            mechanism = "mqueue"
+        name = "/" + file_name
+        now = time.time()
+        with self._state_lock:
+            if created:
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    return  # created and gone again before we looked: the next poll has nothing to say either
+                key = f"{mechanism}:{st.st_dev}:{st.st_ino}"
+                if self._names.get(path, ("", False))[0] == key:
+                    return  # a poll already saw it (the inotify event came late)
+                self._names[path] = (key, False)
+                event = Event(now, mechanism, "created", name, key, source="inotify", detail=f"{st.st_size} bytes")
+            else:
+                key, held = self._names.pop(path, (f"{mechanism}:?:{name}", False))
+                verb = "unlinked-while-held" if held else "destroyed"
+                event = Event(now, mechanism, verb, name, key, source="inotify")
+            self._announced[(event.key, event.event)] = now
+            self.log.append(event)
+        if self._on_event is not None:
+            self._on_event(event)
+
+    def __enter__(self) -> Monitor:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,162 @@
+"""Snapshots of real objects diffed into lifecycle events (ipcmon.events.diff) and the bounded log."""
+
+from __future__ import annotations
+
+import itertools
+import mmap
+import os
+
+import posix_ipc
+
+from ipcmon.events import EventLog, diff
+from ipcmon.model import Event
+from tests.helpers import Cleanup, Spawn, new_name, scan_kinds
+
+
+def _mine(events: list[Event], name: str) -> list[tuple[str, int | None]]:
+    return [(event.event, event.pid) for event in events if event.object == name]
+
+
+def test_shm_lifecycle_created_attached_detached_destroyed(spawn: Spawn, cleanup: Cleanup) -> None:
+    name = cleanup.shm(new_name())
+    before = scan_kinds("shm")
+    child = spawn(
+        f"""
+        import posix_ipc
+        shm = posix_ipc.SharedMemory({name!r}, posix_ipc.O_CREX, size=8192)
+        say("ready")
+        for command in commands():
+            if command == "map":
+                map_fd(shm.fd, 8192); shm.close_fd(); say("ready")
+            if command == "unmap":
+                break
+        """
+    )
+    child.expect()
+    created = scan_kinds("shm")
+    child.tell("map")
+    child.expect()
+    mapped = scan_kinds("shm")
+    child.stop()
+    gone_holder = scan_kinds("shm")
+    posix_ipc.unlink_shared_memory(name)
+    destroyed = scan_kinds("shm")
+
+    events = diff(before, created) + diff(created, mapped) + diff(mapped, gone_holder) + diff(gone_holder, destroyed)
+    steps = _mine(events, name)
+    assert steps[0] == ("created", None)
+    assert ("attached", child.pid) in steps[:2]
+    assert steps.index(("detached", child.pid)) > 0
+    assert ("orphaned", None) in steps
+    assert steps[-1] == ("destroyed", None)
+    # attach by mapping appears with the mapping's protection
+    attach_map = [e for e in events if e.object == name and e.event == "attached" and "mapped" in e.detail]
+    assert attach_map and attach_map[0].detail.startswith("mapped rw-s")
+    orphaned = next(e for e in events if e.object == name and e.event == "orphaned")
+    assert str(child.pid) in orphaned.detail  # the last holder is named
+    assert all(event.source == "poll" for event in events)
+
+
+def test_unlinked_while_held_then_destroyed(cleanup: Cleanup) -> None:
+    name = cleanup.shm(new_name())
+    shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=4096)
+    area = mmap.mmap(shm.fd, 4096)
+    shm.close_fd()
+    try:
+        held = scan_kinds("shm")
+        posix_ipc.unlink_shared_memory(name)
+        unlinked = scan_kinds("shm")
+    finally:
+        area.close()
+    after = scan_kinds("shm")
+    steps = _mine(diff(held, unlinked) + diff(unlinked, after), name)
+    assert ("unlinked-while-held", None) in steps
+    assert steps[-1] == ("destroyed", None)
+
+
+def test_mqueue_depth_notify_and_close(cleanup: Cleanup) -> None:
+    name = cleanup.mqueue(new_name())
+    queue = posix_ipc.MessageQueue(name, posix_ipc.O_CREX, max_messages=4, max_message_size=64)
+    try:
+        first = scan_kinds("mqueue")
+        queue.send(b"one")
+        queue.send(b"two")
+        queue.request_notification(0)  # SIGEV_NONE-style registration by this process (posix_ipc: signal 0)
+        second = scan_kinds("mqueue")
+        queue.receive()
+        third = scan_kinds("mqueue")
+    finally:
+        queue.close()
+    closed = scan_kinds("mqueue")
+    events = diff(first, second) + diff(second, third) + diff(third, closed)
+    depth = [e.detail for e in events if e.object == name and e.event == "depth"]
+    assert depth[0].startswith("0 → 2") and depth[1].startswith("2 → 1")
+    assert any(e.object == name and e.event == "notify-registered" and e.pid == os.getpid() for e in events)
+    assert ("closed", os.getpid()) in _mine(events, name)
+
+
+def test_pipe_opened_full_drained_writer_closed() -> None:
+    start = scan_kinds("pipe")
+    read_end, write_end = os.pipe()
+    inode = os.fstat(read_end).st_ino
+    os.set_blocking(write_end, False)
+    try:
+        opened = scan_kinds("pipe")
+        written = 0
+        try:
+            while True:
+                written += os.write(write_end, b"x" * 4096)
+        except BlockingIOError:
+            pass
+        full = scan_kinds("pipe")
+        os.read(read_end, written)
+        drained = scan_kinds("pipe")
+        os.close(write_end)
+        write_end = -1
+        closed = scan_kinds("pipe")
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    gone = scan_kinds("pipe")
+    snapshots = [start, opened, full, drained, closed, gone]
+    events = [e for a, b in itertools.pairwise(snapshots) for e in diff(a, b) if e.object == f"pipe:[{inode}]"]
+    assert [e.event for e in events] == ["opened", "full", "drained", "writer-closed", "closed"]
+    assert events[3].pid == os.getpid()
+
+
+def test_signal_pending_then_delivered(spawn: Spawn) -> None:
+    child = spawn(
+        """
+        import signal
+        signal.signal(signal.SIGUSR1, lambda *a: say("handled"))
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        say("ready")
+        for command in commands():
+            if command == "unblock":
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
+        """
+    )
+    child.expect()
+    base = scan_kinds("signal", pids=frozenset({child.pid}))
+    os.kill(child.pid, 10)
+    pending = scan_kinds("signal", pids=frozenset({child.pid}))
+    child.tell("unblock")
+    child.expect("handled")
+    delivered = scan_kinds("signal", pids=frozenset({child.pid}))
+    events = [e for e in diff(base, pending) + diff(pending, delivered) if e.pid == child.pid]
+    assert ("pending", "SIGUSR1") in [(e.event, e.detail) for e in events]
+    assert ("delivered", "SIGUSR1") in [(e.event, e.detail) for e in events]
+    assert ("unblocked", "SIGUSR1") in [(e.event, e.detail) for e in events]
+
+
+def test_first_snapshot_has_no_events() -> None:
+    assert diff(None, scan_kinds("shm", "pipe")) == []
+
+
+def test_event_log_is_bounded_and_newest_first() -> None:
+    log = EventLog(maxlen=100)
+    log.extend(Event(float(i), "shm", "created", f"/x{i}", f"k{i % 3}") for i in range(1000))
+    assert len(log) == 100
+    assert next(iter(log)).time == 999.0
+    assert [e.time for e in log.for_key("k0")][:2] == [900.0, 903.0]

@@ -1,0 +1,142 @@
+"""Monitor: inotify events between polls, no duplicates, a handler that survives errors; `ipcmon watch`."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import posix_ipc
+import pytest
+
+from ipcmon.collect import ScanConfig
+from ipcmon.model import Event
+from ipcmon.watch import Monitor
+from tests.helpers import REPO, Cleanup, new_name, wait_until
+
+
+def _next_event(events: queue.Queue[Event], name: str, timeout: float = 5.0) -> Event:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            event = events.get(timeout=0.05)
+        except queue.Empty:
+            continue
+        if event.object == name:
+            return event
+    pytest.fail(f"no event for {name} within {timeout}s")
+
+
+def test_inotify_reports_create_and_destroy_between_polls(cleanup: Cleanup) -> None:
+    events: queue.Queue[Event] = queue.Queue()
+    monitor = Monitor(ScanConfig(kinds=("shm", "mqueue")), on_event=events.put)
+    monitor.poll()
+    name = cleanup.shm(new_name())
+    queue_name = cleanup.mqueue(new_name("q"))
+    with monitor:
+        posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=4096).close_fd()
+        created = _next_event(events, name)
+        mq = posix_ipc.MessageQueue(queue_name, posix_ipc.O_CREX)
+        mq.close()
+        queue_created = _next_event(events, queue_name)
+        posix_ipc.unlink_shared_memory(name)
+        destroyed = _next_event(events, name)
+        # No poll ran since the baseline: these came from inotify.
+        assert (created.event, created.source, created.mechanism) == ("created", "inotify", "shm")
+        assert (queue_created.event, queue_created.source, queue_created.mechanism) == ("created", "inotify", "mqueue")
+        assert (destroyed.event, destroyed.source) == ("destroyed", "inotify")
+        _, polled = monitor.poll()
+        # The poll does not announce the queue's creation a second time.
+        assert not [e for e in polled if e.object == queue_name and e.event == "created"]
+    assert monitor._observer is None
+
+
+def test_reading_queues_causes_no_inotify_events(cleanup: Cleanup) -> None:
+    events: queue.Queue[Event] = queue.Queue()
+    name = cleanup.mqueue(new_name("q"))
+    mq = posix_ipc.MessageQueue(name, posix_ipc.O_CREX)
+    try:
+        monitor = Monitor(ScanConfig(kinds=("mqueue",)), on_event=events.put)
+        monitor.poll()
+        with monitor:
+            for _ in range(5):
+                monitor.poll()  # each scan opens and reads every queue file
+            time.sleep(0.3)
+        assert [e for e in list(events.queue) if e.object == name] == []
+    finally:
+        mq.close()
+
+
+def test_an_exception_in_the_handler_does_not_kill_the_observer(cleanup: Cleanup) -> None:
+    seen: list[Event] = []
+
+    def explode_once(event: Event) -> None:
+        seen.append(event)
+        if len(seen) == 1:
+            raise RuntimeError("boom")
+
+    first, second = cleanup.shm(new_name("a")), cleanup.shm(new_name("b"))
+    monitor = Monitor(ScanConfig(kinds=("shm",)), on_event=explode_once)
+    with monitor:
+        posix_ipc.SharedMemory(first, posix_ipc.O_CREX, size=1).close_fd()
+        wait_until(lambda: any(e.object == first for e in seen), "the first event")
+        posix_ipc.SharedMemory(second, posix_ipc.O_CREX, size=1).close_fd()
+        wait_until(lambda: any(e.object == second for e in seen), "the second event after the handler raised")
+    assert any("boom" in error for error in monitor.errors)
+
+
+def _watch(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ipcmon", "watch", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+
+
+def _read_until(process: subprocess.Popen[str], predicate: object, timeout: float = 10.0) -> str:
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 0.1)
+        if ready:
+            line = process.stdout.readline()
+            if line and predicate(line):  # type: ignore[operator]
+                return line
+    process.kill()
+    pytest.fail("ipcmon watch did not print the expected line")
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_watch_json_lines_and_clean_exit(cleanup: Cleanup, stop_signal: int) -> None:
+    name = cleanup.shm(new_name())
+    process = _watch("--json", "--kind", "shm", "--interval", "0.2")
+    try:
+        time.sleep(0.5)  # let it take its baseline; a creation before that is simply part of the baseline
+        posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=4096).close_fd()
+        line = _read_until(process, lambda text: name in text)
+        event = json.loads(line)
+        assert {"time", "mechanism", "event", "object", "key", "pid", "comm", "source", "detail"} <= event.keys()
+        assert (event["object"], event["event"], event["mechanism"]) == (name, "created", "shm")
+    finally:
+        os.kill(process.pid, stop_signal)
+        _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 0
+    assert "Traceback" not in stderr
+
+
+def test_watch_text_lines_escape_hostile_names(cleanup: Cleanup) -> None:
+    name = cleanup.shm(new_name("x\x1b]2;pwned\x07[@click=app.quit]"))
+    process = _watch("--kind", "shm", "--interval", "0.2")
+    try:
+        _read_until(process, lambda text: text.startswith("watching"))
+        posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=1).close_fd()
+        line = _read_until(process, lambda text: "pwned" in text)
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+    assert "\x1b" not in line and "\x07" not in line
+    assert "\\x1b]2;pwned\\x07" in line

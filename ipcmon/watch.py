@@ -94,6 +94,8 @@ class Monitor:
         self._announced: dict[tuple[str, str], float] = {}
         """(key, event) already reported by inotify, so the next poll does not report it twice."""
         self._mechanisms = mechanisms_for(config.kinds)
+        self.last_holders: dict[str, str] = {}
+        """object key → "last held by PID COMMAND" for shm segments and queues, while they exist."""
 
     # --- polling -------------------------------------------------------------------------------
 
@@ -105,6 +107,7 @@ class Monitor:
                 events = [event for event in diff(self.snapshot, snapshot) if self._fresh(event)]
                 self.snapshot = snapshot
                 self._remember_names(snapshot)
+                self._remember_holders(snapshot)
                 cutoff = time.time() - 60
                 self._announced = {k: t for k, t in self._announced.items() if t > cutoff}
                 self.log.extend(events)
@@ -117,6 +120,20 @@ class Monitor:
         if event.mechanism not in self._mechanisms and event.mechanism != "process":
             return False
         return self._announced.pop((event.key, event.event), None) is None
+
+    def _remember_holders(self, snapshot: Snapshot) -> None:
+        """Who held each object last, so a leak can name the process that made it (ipcmon leaks' hint)."""
+        commands = {process.pid: process.cmdline for process in snapshot.processes}
+        alive: set[str] = set()
+        for record in (*snapshot.shm, *snapshot.mqueues):
+            key = record.object_key
+            alive.add(key)
+            if record.holders:
+                holder = record.holders[-1]
+                command = " ".join(commands.get(holder.pid, ())) or holder.comm
+                self.last_holders[key] = f"last held by {holder.pid} {command}"
+        for key in self.last_holders.keys() - alive:
+            del self.last_holders[key]  # destroyed: forget it, so the map stays as small as the system
 
     def _remember_names(self, snapshot: Snapshot) -> None:
         names: dict[str, tuple[str, bool]] = {}

@@ -15,9 +15,10 @@ import posix_ipc
 import pytest
 
 from ipcmon.collect import ScanConfig
+from ipcmon.leaks import find_leaks
 from ipcmon.model import Event
 from ipcmon.watch import Monitor
-from tests.helpers import REPO, Cleanup, new_name, wait_until
+from tests.helpers import REPO, Cleanup, Spawn, new_name, wait_until
 
 
 def _next_event(events: queue.Queue[Event], name: str, timeout: float = 5.0) -> Event:
@@ -140,3 +141,26 @@ def test_watch_text_lines_escape_hostile_names(cleanup: Cleanup) -> None:
         process.communicate(timeout=10)
     assert "\x1b" not in line and "\x07" not in line
     assert "\\x1b]2;pwned\\x07" in line
+
+
+def test_monitor_remembers_the_last_holder_of_an_orphan(spawn: Spawn, cleanup: Cleanup) -> None:
+    name = cleanup.shm(new_name())
+    posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=4096).close_fd()
+    child = spawn(
+        f"""
+        import posix_ipc
+        shm = posix_ipc.SharedMemory({name!r})
+        say("ready"); hold()
+        """,
+        comm="leaky-worker",
+    )
+    child.expect()
+    monitor = Monitor(ScanConfig(kinds=("shm",)))
+    monitor.poll()
+    child.stop()
+    snapshot, _ = monitor.poll()
+    leak = next(leak for leak in find_leaks(snapshot, last_holders=monitor.last_holders) if leak.name == name)
+    assert f"last held by {child.pid}" in leak.hint
+    posix_ipc.unlink_shared_memory(name)
+    monitor.poll()
+    assert not [key for key in monitor.last_holders if key == leak.key]

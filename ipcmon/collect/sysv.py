@@ -25,10 +25,14 @@ def parse_table(data: bytes) -> list[dict[str, int]]:
         values = line.split()
         if len(values) < len(header):
             continue  # a row cut short cannot be trusted
-        row = {}
-        for name, value in zip(header, values, strict=False):
+        try:
             # perms is printed in octal; every other column is decimal.
-            row[name] = int(value, 8) if name == "perms" else int(value)
+            row = {
+                name: int(value, 8) if name == "perms" else int(value)
+                for name, value in zip(header, values, strict=False)
+            }
+        except ValueError:
+            continue  # a garbled row: skip it rather than lose the whole table
         rows.append(row)
     return rows
 

@@ -1,0 +1,240 @@
+"""Races and odd /proc text a test cannot make with real objects: canned /proc trees and the parsers directly.
+
+Also one real race: processes that start and exit while scans run must drop out whole.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from ipcmon.collect import ScanConfig, procfs, scan
+from ipcmon.collect.fds import parse_maps
+from ipcmon.collect.sysv import parse_table
+from ipcmon.model import Snapshot
+
+BTIME = 1_700_000_000
+
+
+def stat_line(pid: int, comm: bytes, ppid: int = 1, start_ticks: int = 4200, state: bytes = b"S") -> bytes:
+    """A /proc/PID/stat line: comm sits between the first '(' and the last ')'; starttime is field 22."""
+    after = b"%s %d %d %d 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 %d 0 0\n" % (state, ppid, pid, pid, start_ticks)
+    return b"%d (%s) " % (pid, comm) + after
+
+
+STATUS = (
+    b"Name:\tcanned\nState:\tS (sleeping)\nThreads:\t1\nSigQ:\t1/7000\nSigPnd:\t0000000000000000\n"
+    b"ShdPnd:\t0000000000000200\nSigBlk:\t0000000000000200\nSigIgn:\t0000000000001000\n"
+    b"SigCgt:\t0000000000004002\n"
+)
+
+
+class CannedProc:
+    """A directory shaped like /proc, with only the files a test writes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "self").mkdir(parents=True)
+        (root / "stat").write_bytes(b"cpu 0 0 0 0\nbtime %d\n" % BTIME)
+        (root / "self" / "mountinfo").write_bytes(b"")
+        self.shm_dir = root / "shm"
+        self.shm_dir.mkdir()
+
+    def process(self, pid: int, comm: bytes = b"canned", *, skip: tuple[str, ...] = (), ppid: int = 1) -> Path:
+        """A process directory with stat, cmdline, status, an empty fd dir and maps, minus the `skip` names."""
+        base = self.root / str(pid)
+        base.mkdir()
+        files = {
+            "stat": stat_line(pid, comm, ppid=ppid),
+            "cmdline": b"canned\0--flag\0",
+            "status": STATUS,
+            "maps": b"",
+        }
+        for name, content in files.items():
+            if name not in skip:
+                (base / name).write_bytes(content)
+        if "fd" not in skip:
+            (base / "fd").mkdir()
+        return base
+
+    def scan(self, *kinds: str) -> Snapshot:
+        return scan(ScanConfig(kinds=kinds or ("shm", "mqueue", "pipe", "signal", "sysv"), proc=str(self.root),
+                               shm_dir=str(self.shm_dir)))
+
+
+@pytest.fixture
+def canned(tmp_path: Path) -> CannedProc:
+    return CannedProc(tmp_path / "proc")
+
+
+def test_parse_stat_splits_at_the_last_parenthesis() -> None:
+    parsed = procfs.parse_stat(stat_line(77, b"evil) (S 666 name", ppid=5, start_ticks=123456))
+    assert (parsed.comm, parsed.state, parsed.ppid, parsed.start_ticks) == ("evil) (S 666 name", "S", 5, 123456)
+    assert procfs.parse_stat(stat_line(78, b"a b c")).comm == "a b c"
+    assert procfs.parse_stat(stat_line(79, b")")).comm == ")"
+    assert procfs.parse_stat(stat_line(80, b"\xff\xfe")).comm == "\udcff\udcfe"
+
+
+def test_canned_process_with_a_hostile_comm(canned: CannedProc) -> None:
+    canned.process(4242, b"x) (Z 1 2 [red]", ppid=7)
+    snapshot = canned.scan()
+    (process,) = snapshot.processes
+    assert (process.pid, process.comm, process.ppid, process.start_ticks) == (4242, "x) (Z 1 2 [red]", 7, 4200)
+    assert process.cmdline == ("canned", "--flag")
+    assert process.start_time == BTIME + 4200 / os.sysconf("SC_CLK_TCK")
+    (signals,) = snapshot.signals
+    assert (signals.comm, signals.pending, signals.blocked) == ("x) (Z 1 2 [red]", ("SIGUSR1",), ("SIGUSR1",))
+    assert (signals.ignored, signals.caught) == (("SIGPIPE",), ("SIGINT", "SIGTERM"))
+    assert (signals.queued, signals.queue_limit) == (1, 7000)
+
+
+@pytest.mark.parametrize("missing", ["fd", "status", "maps", "cmdline"])
+def test_process_vanishing_mid_scan_drops_out_whole(canned: CannedProc, missing: str) -> None:
+    """The process exited between two reads: whatever was read of it before must not show up."""
+    canned.process(100)
+    canned.process(200, skip=(missing,))
+    snapshot = canned.scan()
+    assert [process.pid for process in snapshot.processes] == [100]
+    assert [entry.pid for entry in snapshot.signals] == [100]
+    assert snapshot.hidden_processes == 0
+
+
+def test_process_without_a_stat_file_is_skipped(canned: CannedProc) -> None:
+    canned.process(100)
+    canned.process(300, skip=("stat",))
+    (canned.root / "400").mkdir()  # a pid directory already emptied by the exit
+    assert [process.pid for process in canned.scan().processes] == [100]
+
+
+@pytest.mark.parametrize("stat", [b"", b"500 (cut", b"500 (cut) S 1 500", b"500 (ok) S x 1"])
+def test_process_with_a_cut_or_garbled_stat_is_skipped(canned: CannedProc, stat: bytes) -> None:
+    canned.process(100)
+    (canned.process(500) / "stat").write_bytes(stat)
+    assert [process.pid for process in canned.scan().processes] == [100]
+
+
+def test_descriptor_closed_mid_scan_drops_only_that_descriptor(canned: CannedProc) -> None:
+    fd_dir = canned.process(100) / "fd"
+    os.symlink("pipe:[123456]", fd_dir / "3")  # the link stays, but what it named is gone: stat fails
+    snapshot = canned.scan("pipe", "signal")
+    assert [process.pid for process in snapshot.processes] == [100]
+    assert snapshot.pipes == ()
+
+
+SHM_HEADER = (
+    b"       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime"
+    b"      dtime      ctime                   rss                  swap\n"
+)
+SHM_ROW = b"  1234   7  1600  4096  10  11  1  0  0  0  0  1700000001  0  1700000000  4096  0\n"
+
+
+def test_sysvipc_row_cut_short_is_skipped() -> None:
+    rows = parse_table(SHM_HEADER + SHM_ROW + SHM_ROW.replace(b" 7 ", b" 8 ")[:30])
+    assert [row["shmid"] for row in rows] == [7]
+    assert rows[0]["perms"] == 0o1600  # octal in the file
+    assert rows[0]["key"] == 1234
+    assert parse_table(b"") == []
+    assert parse_table(SHM_HEADER) == []
+
+
+def test_sysvipc_garbled_row_is_skipped_not_fatal(canned: CannedProc) -> None:
+    sysvipc = canned.root / "sysvipc"
+    sysvipc.mkdir()
+    (sysvipc / "shm").write_bytes(SHM_HEADER + SHM_ROW.replace(b"1600", b"16x0") + SHM_ROW.replace(b" 7 ", b" 9 "))
+    (sysvipc / "msg").write_bytes(
+        b"key msqid perms cbytes qnum lspid lrpid uid gid cuid cgid stime rtime ctime\n"
+        b"5 3 600 12 2 10 0 0 0 0 0 1 0 1\n5 4 600 12"
+    )
+    (sysvipc / "sem").write_bytes(b"key semid perms nsems uid gid cuid cgid otime ctime\n")
+    sysv = canned.scan("sysv").sysv
+    assert sysv.available
+    assert [(segment.id, segment.removed, segment.mode) for segment in sysv.shm] == [(9, True, 0o600)]
+    assert [(msg.id, msg.qnum, msg.qbytes) for msg in sysv.msg] == [(3, 2, 12)]
+    assert sysv.sem == ()
+
+
+def test_missing_sysvipc_is_a_note(canned: CannedProc) -> None:
+    snapshot = canned.scan("sysv")
+    assert snapshot.sysv.available is False
+    assert any("/proc/sysvipc is missing" in note for note in snapshot.notes)
+
+
+MOUNTINFO = (
+    b"22 1 0:21 / /proc rw,nosuid - proc proc rw\n"
+    b"41 24 0:20 / %s rw,relatime - mqueue my\\040queue rw\n"
+    b"42 24 0:27 / /dev/shm rw - tmpfs tmpfs rw\n"
+    b"garbage line without separator\n"
+)
+
+
+def test_mountinfo_octal_escapes(canned: CannedProc) -> None:
+    (canned.root / "self" / "mountinfo").write_bytes(MOUNTINFO % b"/run/mq\\040dir\\011tab\\012nl\\134back")
+    mounts = procfs.mounts(str(canned.root))
+    assert [mount.fstype for mount in mounts] == ["proc", "mqueue", "tmpfs"]
+    mqueue = procfs.find_mount("mqueue", str(canned.root))
+    assert mqueue is not None
+    assert mqueue.mount_point == "/run/mq dir\ttab\nnl\\back"
+    assert mqueue.source == "my queue"
+    assert mqueue.dev == os.makedev(0, 20)
+
+
+def test_scan_lists_the_mqueue_mount_found_under_an_escaped_path(canned: CannedProc, tmp_path: Path) -> None:
+    mount_point = tmp_path / "mq dir"
+    mount_point.mkdir()
+    (canned.root / "self" / "mountinfo").write_bytes(MOUNTINFO % str(mount_point).replace(" ", "\\040").encode())
+    snapshot = canned.scan("mqueue")
+    assert snapshot.mqueue_dir == str(mount_point)
+    assert not any("mount -t mqueue" in note for note in snapshot.notes)
+
+
+def test_no_mqueue_mount_is_a_note_with_the_mount_command(canned: CannedProc) -> None:
+    snapshot = canned.scan("mqueue")
+    assert snapshot.mqueue_dir is None
+    assert any("mount -t mqueue none /dev/mqueue" in note for note in snapshot.notes)
+
+
+def test_maps_lines_with_spaces_and_deleted_marks() -> None:
+    token = b"00:1b"
+    data = (
+        b"7f0000000000-7f0000002000 rw-s 00000000 00:1b 3                          /dev/shm/a name (deleted)\n"
+        b"7f0000003000-7f0000004000 r--p 00000000 00:1b 4                          /dev/shm/b\n"
+        b"7f0000005000-7f0000006000 rw-s 00000000 00:01 32769                      /SYSV00000000 (deleted)\n"
+        b"7f0000007000-7f0000008000 r-xp 00000000 08:01 1234                       /usr/lib/00:1b.so\n"
+        b"7f0000009000-7f000000a000 rw-p 00000000 00:00 0 \n"
+    )
+    refs = parse_maps(9, data, token)
+    assert [(ref.path, ref.deleted, ref.sysv, ref.inode, ref.size, ref.prot) for ref in refs] == [
+        ("/dev/shm/a name", True, False, 3, 0x2000, "rw-s"),
+        ("/dev/shm/b", False, False, 4, 0x1000, "r--p"),
+        ("/SYSV00000000", True, True, 32769, 0x1000, "rw-s"),
+    ]
+
+
+def test_processes_exiting_during_scans_drop_out_whole() -> None:
+    """Real races: short-lived processes holding pipes start and exit while scans run."""
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            subprocess.run(["sh", "-c", "echo x | cat >/dev/null"], check=False)
+
+    churner = threading.Thread(target=churn)
+    churner.start()
+    try:
+        for _ in range(30):
+            snapshot = scan(ScanConfig())
+            pids = {process.pid for process in snapshot.processes}
+            for pipe in snapshot.pipes:
+                assert {end.pid for end in pipe.readers + pipe.writers} <= pids
+            for segment in snapshot.shm:
+                assert {holder.pid for holder in segment.holders} <= pids
+            for queue in snapshot.mqueues:
+                assert {holder.pid for holder in queue.holders} <= pids
+            assert {entry.pid for entry in snapshot.signals} <= pids
+    finally:
+        stop.set()
+        churner.join()

@@ -55,10 +55,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     monitor = Monitor(ScanConfig(kinds=args.kind, pids=args.pid), history=args.history, on_event=emit)
     monitor.poll()  # the baseline: events are what changes from here on
-    if not args.json:
-        with output_lock:
-            sys.stdout.write(f"watching {', '.join(args.kind)} every {args.interval:g}s (Ctrl-C to stop)\n")
-            sys.stdout.flush()
+    # On stderr, so that stdout holds nothing but events (JSON lines stay parseable).
+    sys.stderr.write(f"watching {', '.join(args.kind)} every {args.interval:g}s (Ctrl-C to stop)\n")
+    sys.stderr.flush()
     monitor.start()
     try:
         while not stop.is_set():

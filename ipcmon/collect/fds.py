@@ -7,10 +7,11 @@ a busy machine almost every descriptor is a socket or a regular file.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import stat
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from ipcmon.collect import procfs
 from ipcmon.collect.procfs import Denied, Gone
@@ -38,9 +39,8 @@ def access_from_link_mode(mode: int) -> Access:
     return _ACCESS_BY_MODE[((mode >> 8) & 1) | (((mode >> 7) & 1) << 1)]
 
 
-@dataclass(frozen=True, slots=True)
-class FdRef:
-    """One descriptor on an IPC object."""
+class FdRef(NamedTuple):
+    """One descriptor on an IPC object (a NamedTuple: thousands are made per scan, and tuples are cheap)."""
 
     pid: int
     fd: int
@@ -87,34 +87,35 @@ class Devices:
 
 
 def read_fds(pid: int, devices: Devices, proc: str = procfs.PROC) -> list[FdRef]:
-    """The IPC descriptors of one process; raises Gone or Denied for the whole process."""
-    base = f"{proc}/{pid}/fd"
+    """The IPC descriptors of one process; raises Gone or Denied for the whole process.
+
+    This is the hot loop of a scan (one readlink per descriptor on the machine), so it does as little as
+    it can per descriptor: sockets and anon inodes are dropped on the first character of their link, and
+    only IPC descriptors pay for an lstat (their open mode) and a stat (identity and size).
+    """
+    base = f"{proc}/{pid}/fd/"
     try:
         names = os.listdir(base)
     except OSError as error:
         raise procfs.translate(error) from None
+    readlink, lstat = os.readlink, os.lstat
     refs = []
     for name in names:
-        link = f"{base}/{name}"
+        link = base + name
         try:
-            target = os.readlink(link)
-            if target.startswith("pipe:["):
-                if devices.pipefs_dev is None:
-                    devices.pipefs_dev = os.stat(link).st_dev
+            target = readlink(link)
+            first = target[:1]
+            if first == "p" and target.startswith("pipe:["):
+                pipefs_dev = devices.pipefs_dev
+                if pipefs_dev is None:
+                    pipefs_dev = devices.pipefs_dev = os.stat(link).st_dev
+                mode = lstat(link).st_mode
                 refs.append(
-                    FdRef(
-                        pid=pid,
-                        fd=int(name),
-                        kind="pipe",
-                        dev=devices.pipefs_dev,
-                        inode=int(target[6:-1]),
-                        access=access_from_link_mode(os.lstat(link).st_mode),
-                        path=None,
-                        deleted=False,
-                    )
+                    FdRef(pid, int(name), "pipe", pipefs_dev, int(target[6:-1]),
+                          _ACCESS_BY_MODE[((mode >> 8) & 1) | ((mode >> 6) & 2)], None, False)
                 )
                 continue
-            if not target.startswith("/"):
+            if first != "/":
                 continue  # socket:[…], anon_inode:…, and other non-path descriptors
             st = os.stat(link)
             kind: FdKind
@@ -128,21 +129,8 @@ def read_fds(pid: int, devices: Devices, proc: str = procfs.PROC) -> list[FdRef]
                 continue
             path, deleted = split_deleted(target)
             refs.append(
-                FdRef(
-                    pid=pid,
-                    fd=int(name),
-                    kind=kind,
-                    dev=st.st_dev,
-                    inode=st.st_ino,
-                    access=access_from_link_mode(os.lstat(link).st_mode),
-                    path=path,
-                    deleted=deleted or st.st_nlink == 0,
-                    size=st.st_size,
-                    blocks=st.st_blocks,
-                    uid=st.st_uid,
-                    gid=st.st_gid,
-                    mode=st.st_mode,
-                )
+                FdRef(pid, int(name), kind, st.st_dev, st.st_ino, access_from_link_mode(lstat(link).st_mode), path,
+                      deleted or st.st_nlink == 0, st.st_size, st.st_blocks, st.st_uid, st.st_gid, st.st_mode)
             )
         except OSError as error:
             failure = procfs.translate(error)
@@ -154,8 +142,7 @@ def read_fds(pid: int, devices: Devices, proc: str = procfs.PROC) -> list[FdRef]
     return refs
 
 
-@dataclass(frozen=True, slots=True)
-class MapRef:
+class MapRef(NamedTuple):
     """One mapping (VMA) of a shm-backed file: a POSIX segment, a semaphore, or a SysV segment."""
 
     pid: int
@@ -183,34 +170,35 @@ def maps_token(dev: int) -> bytes:
     return b"%02x:%02x" % (os.major(dev), os.minor(dev))
 
 
+_SYSV_MARK = b" /SYSV"
+_MAPS_LINE = (
+    rb"^([0-9a-f]+)-([0-9a-f]+) ([-rwxsp]{4}) [0-9a-f]+ (%s) (\d+) +(.*)$"
+)
+
+
+@functools.lru_cache(maxsize=16)
+def _maps_pattern(shm_token: bytes | None) -> re.Pattern[bytes]:
+    """Lines of /proc/PID/maps on the shm device, or naming a SysV segment, matched in one C-level pass."""
+    devices = [rb"[0-9a-f]+:[0-9a-f]+(?= \d+ +/SYSV)"]
+    if shm_token is not None:
+        devices.insert(0, re.escape(shm_token))
+    return re.compile(_MAPS_LINE % b"|".join(devices), re.MULTILINE)
+
+
 def parse_maps(pid: int, data: bytes, shm_token: bytes | None) -> list[MapRef]:
     """Pick the shm and SysV mappings out of the text of /proc/PID/maps."""
+    if (shm_token is None or shm_token not in data) and _SYSV_MARK not in data:
+        return []  # most processes map no shared memory at all: no per-line work
     refs = []
-    for line in data.splitlines():
-        is_sysv = b" /SYSV" in line
-        if not is_sysv and (shm_token is None or shm_token not in line):
-            continue
-        fields = line.split(None, 5)
-        if len(fields) < 6:
-            continue
-        address, perms, _offset, device, inode, raw_path = fields
-        if not is_sysv and device != shm_token:
-            continue
-        start, _, end = address.partition(b"-")
+    for start, end, perms, device, inode, raw_path in _maps_pattern(shm_token).findall(data):
         major, _, minor = device.partition(b":")
-        path, deleted = split_deleted(os.fsdecode(raw_path.rstrip(b"\n")))
+        path, deleted = split_deleted(os.fsdecode(raw_path))
+        is_sysv = device != shm_token and path.startswith("/SYSV")
+        if device != shm_token and not is_sysv:
+            continue
         refs.append(
-            MapRef(
-                pid=pid,
-                start=int(start, 16),
-                end=int(end, 16),
-                prot=perms.decode(),
-                dev=os.makedev(int(major, 16), int(minor, 16)),
-                inode=int(inode),
-                path=path,
-                deleted=deleted,
-                sysv=is_sysv and path.startswith("/SYSV"),
-            )
+            MapRef(pid, int(start, 16), int(end, 16), perms.decode(), os.makedev(int(major, 16), int(minor, 16)),
+                   int(inode), path, deleted, is_sysv)
         )
     return refs
 

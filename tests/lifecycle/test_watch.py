@@ -98,13 +98,16 @@ def _watch(*args: str) -> subprocess.Popen[str]:
     )
 
 
-def _read_until(process: subprocess.Popen[str], predicate: object, timeout: float = 10.0) -> str:
-    assert process.stdout is not None
+def _read_until(
+    process: subprocess.Popen[str], predicate: object, timeout: float = 20.0, *, stderr: bool = False
+) -> str:
+    stream = process.stderr if stderr else process.stdout
+    assert stream is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 0.1)
+        ready, _, _ = select.select([stream], [], [], 0.1)
         if ready:
-            line = process.stdout.readline()
+            line = stream.readline()
             if line and predicate(line):  # type: ignore[operator]
                 return line
     process.kill()
@@ -116,7 +119,7 @@ def test_watch_json_lines_and_clean_exit(cleanup: Cleanup, stop_signal: int) -> 
     name = cleanup.shm(new_name())
     process = _watch("--json", "--kind", "shm", "--interval", "0.2")
     try:
-        time.sleep(0.5)  # let it take its baseline; a creation before that is simply part of the baseline
+        _read_until(process, lambda text: text.startswith("watching"), stderr=True)  # the baseline is taken
         posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=4096).close_fd()
         line = _read_until(process, lambda text: name in text)
         event = json.loads(line)
@@ -133,7 +136,7 @@ def test_watch_text_lines_escape_hostile_names(cleanup: Cleanup) -> None:
     name = cleanup.shm(new_name("x\x1b]2;pwned\x07[@click=app.quit]"))
     process = _watch("--kind", "shm", "--interval", "0.2")
     try:
-        _read_until(process, lambda text: text.startswith("watching"))
+        _read_until(process, lambda text: text.startswith("watching"), stderr=True)
         posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=1).close_fd()
         line = _read_until(process, lambda text: "pwned" in text)
     finally:

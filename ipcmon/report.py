@@ -166,7 +166,7 @@ def render(snapshot: Snapshot, *, all_signals: bool = False) -> str:
     if "shm" in snapshot.kinds:
         section("POSIX shared memory and semaphores", SHM_HEADERS, [shm_row(s) for s in snapshot.shm])
     if "mqueue" in snapshot.kinds:
-        where = snapshot.mqueue_dir or "not mounted"
+        where = printable(snapshot.mqueue_dir) if snapshot.mqueue_dir else "not mounted"
         section(f"POSIX message queues ({where})", MQUEUE_HEADERS, [mqueue_row(q) for q in snapshot.mqueues])
     if "pipe" in snapshot.kinds:
         section("Pipes and FIFOs", PIPE_HEADERS, [pipe_row(p) for p in snapshot.pipes])

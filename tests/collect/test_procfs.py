@@ -6,8 +6,6 @@ Also one real race: processes that start and exit while scans run must drop out 
 from __future__ import annotations
 
 import os
-import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,8 @@ from ipcmon.collect import ScanConfig, procfs, scan
 from ipcmon.collect.fds import parse_maps
 from ipcmon.collect.sysv import parse_table
 from ipcmon.model import Snapshot
+from ipcmon.report import render
+from tests.helpers import Spawn
 
 BTIME = 1_700_000_000
 
@@ -191,6 +191,18 @@ def test_scan_lists_the_mqueue_mount_found_under_an_escaped_path(canned: CannedP
     assert not any("mount -t mqueue" in note for note in snapshot.notes)
 
 
+def test_report_shows_a_hostile_mount_point_inert(canned: CannedProc, tmp_path: Path) -> None:
+    # The kernel escapes only space, tab, newline and backslash in mountinfo; an ESC comes through raw.
+    mount_point = os.fsencode(tmp_path) + b"/mq\x1b]2;t\x07\ndir"
+    os.mkdir(mount_point)
+    (canned.root / "self" / "mountinfo").write_bytes(MOUNTINFO % mount_point.replace(b"\n", b"\\012"))
+    snapshot = canned.scan("mqueue")
+    assert snapshot.mqueue_dir == os.fsdecode(mount_point)
+    text = render(snapshot)
+    assert "\x1b" not in text and "\x07" not in text
+    assert "/mq\\x1b]2;t\\x07\\x0adir)" in text
+
+
 def test_no_mqueue_mount_is_a_note_with_the_mount_command(canned: CannedProc) -> None:
     snapshot = canned.scan("mqueue")
     assert snapshot.mqueue_dir is None
@@ -214,27 +226,21 @@ def test_maps_lines_with_spaces_and_deleted_marks() -> None:
     ]
 
 
-def test_processes_exiting_during_scans_drop_out_whole() -> None:
+def test_processes_exiting_during_scans_drop_out_whole(spawn: Spawn) -> None:
     """Real races: short-lived processes holding pipes start and exit while scans run."""
-    stop = threading.Event()
-
-    def churn() -> None:
-        while not stop.is_set():
-            subprocess.run(["sh", "-c", "echo x | cat >/dev/null"], check=False)
-
-    churner = threading.Thread(target=churn)
-    churner.start()
-    try:
-        for _ in range(30):
-            snapshot = scan(ScanConfig())
-            pids = {process.pid for process in snapshot.processes}
-            for pipe in snapshot.pipes:
-                assert {end.pid for end in pipe.readers + pipe.writers} <= pids
-            for segment in snapshot.shm:
-                assert {holder.pid for holder in segment.holders} <= pids
-            for queue in snapshot.mqueues:
-                assert {holder.pid for holder in queue.holders} <= pids
-            assert {entry.pid for entry in snapshot.signals} <= pids
-    finally:
-        stop.set()
-        churner.join()
+    churner = spawn("""
+        say("ready")
+        os.execvp("sh", ["sh", "-c", "while :; do echo x | cat >/dev/null; done"])
+    """)
+    churner.expect()
+    for _ in range(8):
+        snapshot = scan(ScanConfig())
+        pids = {process.pid for process in snapshot.processes}
+        for pipe in snapshot.pipes:
+            assert {end.pid for end in pipe.readers + pipe.writers} <= pids
+        for segment in snapshot.shm:
+            assert {holder.pid for holder in segment.holders} <= pids
+        for queue in snapshot.mqueues:
+            assert {holder.pid for holder in queue.holders} <= pids
+        assert {entry.pid for entry in snapshot.signals} <= pids
+    assert churner.popen.poll() is None  # it churned all along

@@ -17,7 +17,7 @@ import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, TypeVar
 
@@ -211,6 +211,19 @@ def tool(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed; the cross-check needs it (.ci/run installs lsof, procps, util-linux)")
     return path
+
+
+def proc_view(directory: Path, pids: Iterable[int]) -> str:
+    """A /proc look-alike that shows only these processes: symlinks to the real /proc entries.
+
+    A scan through it reads the very same kernel files for these processes and skips the rest of the
+    machine, for tests that scan many times while other people's workloads (thousands of processes and
+    pipes) run on the same machine.
+    """
+    directory.mkdir()
+    for name in ("stat", "self", "sysvipc", *(str(pid) for pid in pids)):
+        os.symlink(f"/proc/{name}", directory / name)
+    return str(directory)
 
 
 def scan_kinds(*kinds: str, **options: object) -> Snapshot:

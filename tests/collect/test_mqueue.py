@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import posix_ipc
 
 from ipcmon.collect import ScanConfig, scan
 from ipcmon.collect.scan import MOUNT_MQUEUE_HINT
 from ipcmon.model import Holder, MessageQueue, Snapshot
-from tests.helpers import Cleanup, Spawn, new_name
+from tests.helpers import Cleanup, Spawn, new_name, proc_view
 
 MQUEUE_DIR = "/dev/mqueue"  # .ci/run mounts it; the README's test instructions ask for it
 
@@ -112,7 +113,7 @@ def test_queue_seen_only_through_a_descriptor_when_nothing_is_mounted(spawn: Spa
     assert found.holders == (Holder(pid=holder.pid, comm="ipcm-holder", fd=int(fd), mapped=False, access="w"),)
 
 
-def test_scans_receive_nothing_and_keep_the_notification(spawn: Spawn, cleanup: Cleanup) -> None:
+def test_scans_receive_nothing_and_keep_the_notification(spawn: Spawn, cleanup: Cleanup, tmp_path: Path) -> None:
     name, mine = create_queue(cleanup, max_messages=8, max_message_size=32)
     sent = [(b"first, low", 1), (b"second, high", 7), (b"third, low", 1), (b"fourth, middle", 4)]
     for message, priority in sent:
@@ -120,8 +121,10 @@ def test_scans_receive_nothing_and_keep_the_notification(spawn: Spawn, cleanup: 
     reader = spawn(OPENER.format(name=name, read=True, write=False, notify=True))
     reader.expect()
 
+    proc = proc_view(tmp_path / "proc", [reader.pid, os.getpid()])
     for _ in range(50):
-        found = queue(scan(ScanConfig(kinds=("mqueue",))), name)
+        found = queue(scan(ScanConfig(kinds=("mqueue",), proc=proc)), name)
+        assert [holder.pid for holder in found.holders] == sorted([reader.pid, os.getpid()])
         assert found.messages == len(sent)
         assert found.notify_pid == reader.pid
     # The reader still owns the notification, so the queue still refuses anyone else's (EBUSY).

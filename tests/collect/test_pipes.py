@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ipcmon.model import Pipe, PipeEnd, Snapshot
-from tests.helpers import Spawn, scan_kinds, tool, wait_until
+from tests.helpers import Spawn, proc_view, scan_kinds, tool, wait_until
 
 
 def pipe_by_inode(snapshot: Snapshot, inode: int) -> Pipe:
@@ -195,7 +195,7 @@ def test_fifo_with_a_reader_and_a_writer(spawn: Spawn, tmp_path: Path) -> None:
     assert fifo.flags == ()
 
 
-def test_scans_leave_buffered_bytes_in_place(spawn: Spawn, pipe: OwnPipe) -> None:
+def test_scans_leave_buffered_bytes_in_place(spawn: Spawn, pipe: OwnPipe, tmp_path: Path) -> None:
     read_end, write_end, inode = pipe.read_end, pipe.write_end, pipe.inode
     data = bytes(range(256)) * 3
     os.write(write_end, data)
@@ -203,14 +203,15 @@ def test_scans_leave_buffered_bytes_in_place(spawn: Spawn, pipe: OwnPipe) -> Non
     pipe.close(read_end)
     reader.expect()
 
+    proc = proc_view(tmp_path / "proc", [reader.pid, os.getpid()])
     for _ in range(50):
-        assert pipe_by_inode(scan_kinds("pipe"), inode).buffered == len(data)
+        assert pipe_by_inode(scan_kinds("pipe", proc=proc), inode).buffered == len(data)
     reader.tell(str(len(data) + 100))
     (received,) = reader.expect("got")
     assert bytes.fromhex(received) == data
 
 
-def test_scans_do_not_wake_a_blocked_reader(spawn: Spawn, pipe: OwnPipe) -> None:
+def test_scans_do_not_wake_a_blocked_reader(spawn: Spawn, pipe: OwnPipe, tmp_path: Path) -> None:
     read_end, write_end, inode = pipe.read_end, pipe.write_end, pipe.inode
     reader = spawn(READER.format(fd=read_end), pass_fds=(read_end,))
     pipe.close(read_end)
@@ -218,9 +219,11 @@ def test_scans_do_not_wake_a_blocked_reader(spawn: Spawn, pipe: OwnPipe) -> None
     reader.tell("100")
     wait_until(lambda: "pipe_read" in Path(f"/proc/{reader.pid}/wchan").read_text(), "the reader to block in read")
 
+    proc = proc_view(tmp_path / "proc", [reader.pid, os.getpid()])
     for _ in range(50):
-        found = pipe_by_inode(scan_kinds("pipe"), inode)
+        found = pipe_by_inode(scan_kinds("pipe", proc=proc), inode)
         assert found.buffered == 0
+        assert found.readers == (PipeEnd(pid=reader.pid, comm=found.readers[0].comm, fd=read_end),)
     assert reader.popen.stdout is not None
     readable, _, _ = select.select([reader.popen.stdout], [], [], 0)
     assert not readable, "the reader returned from read() during the scans"

@@ -13,6 +13,7 @@ import functools
 import grp
 import os
 import pwd
+import signal
 from dataclasses import dataclass
 
 PROC = "/proc"
@@ -214,6 +215,31 @@ def fs_type(path: str) -> int | None:
     if libc().statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
         return None
     return int(buf.f_type) & 0xFFFFFFFF
+
+
+def pin(pid: int) -> int | None:
+    """A pidfd on the process that has this pid now, to tell later whether it is still the same one.
+
+    None when the process is gone already (or pidfds are unavailable): then nothing can be checked.
+    """
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
+
+
+def still_running(pidfd: int) -> bool:
+    """Whether the pinned process has not been reaped, so its pid still names it and no other process.
+
+    Signal 0 checks existence only; EPERM (another user's process, when not root) still means it exists.
+    """
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 _SYS_PIDFD_GETFD = 438  # the same number on every architecture (asm-generic unified table)

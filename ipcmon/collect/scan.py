@@ -138,6 +138,9 @@ def _read_processes(config: ScanConfig, kinds: Collection[str], devices: Devices
     except OSError:
         return tables
     for pid in pid_list:
+        # Pin the process first: if it is reaped while we read, its pid may already name another process
+        # whose descriptors we would attribute to it (issue 7). Only real pids can be pinned.
+        pinned = procfs.pin(pid) if proc == procfs.PROC else None
         try:
             stat = procfs.parse_stat(procfs.read_bytes(f"{proc}/{pid}/stat"))
             try:
@@ -159,6 +162,9 @@ def _read_processes(config: ScanConfig, kinds: Collection[str], devices: Devices
             if need_signals:
                 status = procfs.parse_status(procfs.read_bytes(f"{proc}/{pid}/status"))
                 process_signals = signals.from_status(pid, stat.comm, status, proc)
+            raw = waiting.read_raw(pid, proc) if stat.state in ("S", "D") else None
+            if pinned is not None and not procfs.still_running(pinned):
+                continue  # exited mid-scan, and what we read may mix it with a successor on its pid
         except (Gone, FileNotFoundError, ProcessLookupError):
             continue  # exited mid-scan: it drops out whole
         except Denied:
@@ -166,6 +172,9 @@ def _read_processes(config: ScanConfig, kinds: Collection[str], devices: Devices
             continue
         except (ValueError, IndexError):
             continue  # a record cut short by the process exiting
+        finally:
+            if pinned is not None:
+                os.close(pinned)
         tables.processes[pid] = Process(
             pid=pid,
             ppid=stat.ppid,
@@ -182,15 +191,13 @@ def _read_processes(config: ScanConfig, kinds: Collection[str], devices: Devices
         tables.maps.extend(maps)
         if process_signals is not None:
             tables.signals.append(process_signals)
-        if stat.state in ("S", "D"):
-            raw = waiting.read_raw(pid, proc)
-            if raw is not None:
-                tables.waits[pid] = raw
-    _resolve_waits(tables)
+        if raw is not None:
+            tables.waits[pid] = raw
+    _resolve_waits(tables, proc)
     return tables
 
 
-def _resolve_waits(tables: _ProcessTables) -> None:
+def _resolve_waits(tables: _ProcessTables, proc: str) -> None:
     """Fill Process.waiting from the raw waits, now that every descriptor is known."""
     if not tables.waits:
         return
@@ -198,6 +205,8 @@ def _resolve_waits(tables: _ProcessTables) -> None:
     for pid, raw in tables.waits.items():
         resolved = waiting.resolve(raw, pid, fd_index)
         if resolved is not None:
+            if not resolved.wchan:
+                resolved = replace(resolved, wchan=waiting.read_wchan(pid, proc))
             tables.processes[pid] = replace(tables.processes[pid], waiting=resolved)
 
 

@@ -1,0 +1,51 @@
+"""Run Python code as the first process of a private pid namespace, with its own /proc.
+
+Inside, a scan sees only the test's own processes, so it is fast whatever else runs on the machine, and
+pids can be reused on purpose (``/proc/sys/kernel/ns_last_pid``). When the first process exits, the kernel
+kills everything left in the namespace, so a failed run leaves no process behind. Needs root (as CI is).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+import pytest
+
+from tests.helpers import REPO
+
+
+def unshare_command() -> list[str]:
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.fail("unshare (util-linux) is not installed; .ci/run installs util-linux")
+    if os.geteuid() != 0:
+        pytest.fail("these tests need root (a private pid namespace); run them as root, as CI does")
+    return [unshare, "--pid", "--fork", "--mount-proc", "--kill-child"]
+
+
+def run_module(module: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """python -m module args…, in a new pid namespace, from the repository root."""
+    return subprocess.run(
+        [*unshare_command(), sys.executable, "-m", module, *args],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def run_code(code: str, *, timeout: float) -> dict[str, Any]:
+    """Run code in a new pid namespace; it reports by printing one JSON object as its last line."""
+    result = subprocess.run(
+        [*unshare_command(), sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    if result.returncode != 0 or not result.stdout.strip():
+        pytest.fail(f"namespace run exited {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+    report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return report

@@ -7,9 +7,7 @@ a busy machine almost every descriptor is a socket or a regular file.
 
 from __future__ import annotations
 
-import functools
 import os
-import re
 import stat
 from typing import Literal, NamedTuple
 
@@ -171,36 +169,43 @@ def maps_token(dev: int) -> bytes:
 
 
 _SYSV_MARK = b" /SYSV"
-_MAPS_LINE = (
-    rb"^([0-9a-f]+)-([0-9a-f]+) ([-rwxsp]{4}) [0-9a-f]+ (%s) (\d+) +(.*)$"
-)
-
-
-@functools.lru_cache(maxsize=16)
-def _maps_pattern(shm_token: bytes | None) -> re.Pattern[bytes]:
-    """Lines of /proc/PID/maps on the shm device, or naming a SysV segment, matched in one C-level pass."""
-    devices = [rb"[0-9a-f]+:[0-9a-f]+(?= \d+ +/SYSV)"]
-    if shm_token is not None:
-        devices.insert(0, re.escape(shm_token))
-    return re.compile(_MAPS_LINE % b"|".join(devices), re.MULTILINE)
 
 
 def parse_maps(pid: int, data: bytes, shm_token: bytes | None) -> list[MapRef]:
-    """Pick the shm and SysV mappings out of the text of /proc/PID/maps."""
-    if (shm_token is None or shm_token not in data) and _SYSV_MARK not in data:
-        return []  # most processes map no shared memory at all: no per-line work
-    refs = []
-    for start, end, perms, device, inode, raw_path in _maps_pattern(shm_token).findall(data):
-        major, _, minor = device.partition(b":")
-        path, deleted = split_deleted(os.fsdecode(raw_path))
-        is_sysv = device != shm_token and path.startswith("/SYSV")
-        if device != shm_token and not is_sysv:
-            continue
-        refs.append(
-            MapRef(pid, int(start, 16), int(end, 16), perms.decode(), os.makedev(int(major, 16), int(minor, 16)),
-                   int(inode), path, deleted, is_sysv)
-        )
+    """Pick the shm and SysV mappings out of the text of /proc/PID/maps.
+
+    Only the lines holding the shm device number or a /SYSV path are looked at, found with bytes.find:
+    a large process has thousands of mappings and almost none of them are shared memory.
+    """
+    refs: list[MapRef] = []
+    needles = [_SYSV_MARK] if shm_token is None else [b" " + shm_token + b" ", _SYSV_MARK]
+    for needle in needles:
+        position = data.find(needle)
+        while position != -1:
+            line_start = data.rfind(b"\n", 0, position) + 1
+            line_end = data.find(b"\n", position)
+            if line_end == -1:
+                line_end = len(data)
+            ref = _map_line(pid, data[line_start:line_end], shm_token)
+            if ref is not None and (needle is _SYSV_MARK) == ref.sysv:
+                refs.append(ref)
+            position = data.find(needle, line_end)
     return refs
+
+
+def _map_line(pid: int, line: bytes, shm_token: bytes | None) -> MapRef | None:
+    fields = line.split(None, 5)
+    if len(fields) < 6:
+        return None
+    address, perms, _offset, device, inode, raw_path = fields
+    path, deleted = split_deleted(os.fsdecode(raw_path))
+    is_sysv = device != shm_token and path.startswith("/SYSV")
+    if device != shm_token and not is_sysv:
+        return None
+    start, _, end = address.partition(b"-")
+    major, _, minor = device.partition(b":")
+    return MapRef(pid, int(start, 16), int(end, 16), perms.decode(), os.makedev(int(major, 16), int(minor, 16)),
+                  int(inode), path, deleted, is_sysv)
 
 
 def read_maps(pid: int, shm_token: bytes | None, proc: str = procfs.PROC) -> list[MapRef]:

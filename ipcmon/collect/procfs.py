@@ -13,6 +13,7 @@ import functools
 import grp
 import os
 import pwd
+import re
 import signal
 from dataclasses import dataclass
 
@@ -84,14 +85,12 @@ def parse_stat(data: bytes) -> Stat:
     return Stat(comm=comm, state=fields[0].decode(), ppid=int(fields[1]), start_ticks=int(fields[19]))
 
 
+_STATUS_LINE = re.compile(rb"^([^:\n]+):[ \t]*(.*?)[ \t]*$", re.MULTILINE)
+
+
 def parse_status(data: bytes) -> dict[bytes, bytes]:
-    """Parse /proc/PID/status into {key: value} (both bytes, value stripped)."""
-    result = {}
-    for line in data.splitlines():
-        key, sep, value = line.partition(b":")
-        if sep:
-            result[key] = value.strip()
-    return result
+    """Parse /proc/PID/status into {key: value} (both bytes, value stripped), in one regex pass."""
+    return dict(_STATUS_LINE.findall(data))
 
 
 def parse_cmdline(data: bytes) -> tuple[str, ...]:

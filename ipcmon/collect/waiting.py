@@ -50,8 +50,25 @@ class RawWait:
     wchan: str
 
 
+# Calls whose object can only be told from the kernel function the task sleeps in.
+_NEEDS_WCHAN = frozenset({"open", "openat", "splice", "tee"})
+
+
+def read_wchan(pid: int, proc: str = procfs.PROC) -> str:
+    """The kernel function a task sleeps in; empty when unknown (the kernel prints 0 when it won't say)."""
+    try:
+        wchan = procfs.read_bytes(f"{proc}/{pid}/wchan").decode(errors="replace").strip()
+    except (procfs.Gone, procfs.Denied):
+        return ""
+    return "" if wchan == "0" else wchan
+
+
 def read_raw(pid: int, proc: str = procfs.PROC) -> RawWait | None:
-    """The system call a sleeping process is in, or None when running, not in a call, or unreadable."""
+    """The system call a sleeping process is in, or None when running, not in a call, or unreadable.
+
+    wchan is read here only for the calls that need it to be resolved; for the others the scan reads it
+    once the wait turned out to be on an IPC object (most sleeping processes are in poll or futex).
+    """
     try:
         fields = procfs.read_bytes(f"{proc}/{pid}/syscall").split()
     except (procfs.Gone, procfs.Denied):
@@ -59,12 +76,9 @@ def read_raw(pid: int, proc: str = procfs.PROC) -> RawWait | None:
     if not fields or not fields[0].lstrip(b"-").isdigit() or int(fields[0]) < 0:
         return None  # "running", or "-1 sp pc" (blocked outside a system call)
     number = int(fields[0])
+    name = SYSCALL_NAMES.get(number, f"nr={number}")
     args = tuple(int(arg, 16) for arg in fields[1:7])
-    try:
-        wchan = procfs.read_bytes(f"{proc}/{pid}/wchan").decode(errors="replace").strip()
-    except (procfs.Gone, procfs.Denied):
-        wchan = ""
-    return RawWait(SYSCALL_NAMES.get(number, f"nr={number}"), args, "" if wchan == "0" else wchan)
+    return RawWait(name, args, read_wchan(pid, proc) if name in _NEEDS_WCHAN else "")
 
 
 def resolve(raw: RawWait, pid: int, fd_index: Mapping[tuple[int, int], FdRef]) -> Waiting | None:

@@ -26,7 +26,7 @@ from ipcmon.collect import ScanConfig, scan
 from ipcmon.collect.scan import find_mqueue_dir
 from ipcmon.collect.shm import SEM_PREFIX
 from ipcmon.events import EventLog, diff
-from ipcmon.model import Event, Snapshot
+from ipcmon.model import Event, MessageQueue, ShmSegment, Snapshot
 
 EventCallback = Callable[[Event], None]
 
@@ -125,7 +125,8 @@ class Monitor:
         """Who held each object last, so a leak can name the process that made it (ipcmon leaks' hint)."""
         commands = {process.pid: process.cmdline for process in snapshot.processes}
         alive: set[str] = set()
-        for record in (*snapshot.shm, *snapshot.mqueues):
+        records: list[ShmSegment | MessageQueue] = [*snapshot.shm, *snapshot.mqueues]
+        for record in records:
             key = record.object_key
             alive.add(key)
             if record.holders:

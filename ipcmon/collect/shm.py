@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 from ipcmon.collect import procfs
-from ipcmon.collect.fds import FdRef, MapRef
+from ipcmon.collect.fds import FdRef, MapRef, split_deleted
 from ipcmon.model import Access, Holder, Process, ShmSegment, ShmState
 
 SHM_DIR = "/dev/shm"
@@ -80,13 +80,19 @@ def posix_name(path: str, shm_dir: str) -> str:
     return path
 
 
-def _pinned_size(pid: int, ref: MapRef, proc: str) -> tuple[int, int] | None:
-    """(size, allocated) of an unlinked segment known only by a mapping, via map_files (root only)."""
+def _mapped_file(ref: MapRef, proc: str) -> tuple[str, os.stat_result] | None:
+    """(path, stat) of the file behind a mapping, via /proc/PID/map_files (root only), else None.
+
+    For a segment that only a mapping still holds this is the one exact source: the maps text prints a
+    newline in a path as "\\012" (and a backslash as itself), and gives no size, mode or owner.
+    """
+    link = f"{proc}/{ref.pid}/map_files/{ref.start:x}-{ref.end:x}"
     try:
-        st = os.stat(f"{proc}/{pid}/map_files/{ref.start:x}-{ref.end:x}")
+        target = os.readlink(link)
+        st = os.stat(link)
     except OSError:
         return None
-    return st.st_size, st.st_blocks * 512
+    return split_deleted(target)[0], st
 
 
 def collect(
@@ -139,13 +145,16 @@ def collect(
             first = held_fds[0]
             size, allocated = first.size, first.blocks * 512
             mode, uid, gid = first.mode, first.uid, first.gid
+            mtime = ctime = None
+        elif (mapped_file := _mapped_file(held_maps[0], proc)) is not None:
+            path, st = mapped_file
+            size, allocated = st.st_size, st.st_blocks * 512
+            mode, uid, gid, mtime, ctime = st.st_mode, st.st_uid, st.st_gid, st.st_mtime, st.st_ctime
         else:
-            known = _pinned_size(held_maps[0].pid, held_maps[0], proc)
-            mapped = max(ref.size for ref in held_maps)
-            size, allocated = known if known else (mapped, mapped)
-            mode, uid, gid = 0, -1, -1
+            size = allocated = max(ref.size for ref in held_maps)
+            mode, uid, gid, mtime, ctime = 0, -1, -1, None, None
         segments.append(
-            _segment(path, shm_dir, size, allocated, mode, uid, gid, None, None, identity, held_fds,
+            _segment(path, shm_dir, size, allocated, mode, uid, gid, mtime, ctime, identity, held_fds,
                      held_maps, processes, linked=False)
         )
     segments.sort(key=lambda segment: (segment.name, segment.inode))

@@ -16,7 +16,7 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 def segment(snapshot: Snapshot, name: str, inode: int | None = None) -> ShmSegment:
     """The one segment with this name (and inode, when a name was reused)."""
     found = [s for s in snapshot.shm if s.name == name and (inode is None or s.inode == inode)]
-    assert len(found) == 1, f"{name} (inode {inode}) appears {len(found)} times in {snapshot.shm}"
+    assert len(found) == 1, f"{name!r} (inode {inode}) appears {len(found)} times"
     return found[0]
 
 
@@ -131,7 +131,7 @@ DELETED_BY_FD = """
 
 
 def test_segment_unlinked_while_mapped_is_deleted_and_pins_memory(spawn: Spawn, cleanup: Cleanup) -> None:
-    name, st = create_segment(cleanup, 4 * PAGE)
+    name, st = create_segment(cleanup, 4 * PAGE, mode=0o640)
     holder = spawn(DELETED_BY_MAP.format(name=name, size=4 * PAGE, page=PAGE), comm="ipcm-pinner")
     holder.expect()
     posix_ipc.unlink_shared_memory(name)
@@ -143,9 +143,10 @@ def test_segment_unlinked_while_mapped_is_deleted_and_pins_memory(spawn: Spawn, 
     old = segment(snapshot, name, st.st_ino)
     assert old.state == "deleted"
     assert old.path == f"/dev/shm{name}"
-    assert old.size == 4 * PAGE  # read through /proc/PID/map_files: the mapping is all that is left
-    assert old.allocated == PAGE
-    assert old.pinned_bytes == PAGE
+    # Read through /proc/PID/map_files: the mapping is all that is left of it.
+    assert (old.size, old.allocated, old.pinned_bytes) == (4 * PAGE, PAGE, PAGE)
+    assert (old.mode, old.uid, old.gid, old.owner, old.group) == (0o640, 0, 0, "root", "root")
+    assert old.mtime is not None and old.ctime is not None
     assert old.holders == (
         Holder(pid=holder.pid, comm="ipcm-pinner", fd=None, mapped=True, access="rw", shared=True,
                prot="rw-s", mapped_bytes=4 * PAGE),
@@ -190,3 +191,20 @@ def test_named_semaphore_is_a_sem_held_by_its_mapping(spawn: Spawn, cleanup: Cle
     (holder,) = found.holders
     assert (holder.pid, holder.comm, holder.fd, holder.mapped) == (user.pid, "ipcm-sem", None, True)
     assert (holder.prot, holder.shared, holder.access, holder.mapped_bytes) == ("rw-s", True, "rw", PAGE)
+
+
+def test_segment_with_a_newline_in_its_name_unlinked_while_mapped(spawn: Spawn, cleanup: Cleanup) -> None:
+    # /proc/PID/maps prints a newline in a path as "\\012" (and a backslash as itself): the exact name must
+    # come from elsewhere (the map_files link) for a segment that only a mapping still holds.
+    name = new_name() + "-a\nb\\012c"
+    path = cleanup.path(f"/dev/shm{name}")
+    os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
+    holder = spawn(DELETED_BY_MAP.format(name=name, size=PAGE, page=PAGE).replace(
+        "memory = posix_ipc.SharedMemory(", "os.truncate('/dev/shm' + {name!r}, {size})\n    memory = posix_ipc.SharedMemory(".format(name=name, size=PAGE), 1))
+    holder.expect()
+    inode = os.stat(path).st_ino
+    os.unlink(path)
+
+    old = segment(scan_kinds("shm"), name, inode)
+    assert old.state == "deleted"
+    assert old.path == f"/dev/shm{name}"

@@ -107,12 +107,14 @@ def read_threads(pid: int, main_thread: ThreadSignals, proc: str = procfs.PROC) 
             continue
         try:
             status = procfs.parse_status(procfs.read_bytes(f"{proc}/{pid}/task/{tid}/status"))
+            # The comm file, not status "Name": status escapes a backslash and a newline in the name.
+            comm = procfs.read_bytes(f"{proc}/{pid}/task/{tid}/comm").removesuffix(b"\n")
         except (procfs.Gone, procfs.Denied):
             continue
         threads.append(
             ThreadSignals(
                 tid=tid,
-                comm=os.fsdecode(status.get(b"Name", b"")),
+                comm=os.fsdecode(comm),
                 pending=decode_mask(status.get(b"SigPnd", b"0")),
                 blocked=decode_mask(status.get(b"SigBlk", b"0")),
             )

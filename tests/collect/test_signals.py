@@ -23,7 +23,7 @@ SIGNALLED = f"""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     named, stop = threading.Event(), threading.Event()
     def work():
-        set_comm("ipcm-worker")
+        set_comm("ipcm\\\\w\\\\nork\\ner")  # /proc status escapes a backslash and a newline; comm does not
         named.set()
         stop.wait()
     worker = threading.Thread(target=work, daemon=True)
@@ -68,7 +68,7 @@ def test_pending_blocked_caught_ignored_per_process_and_per_thread(signalled: tu
     assert set(threads) == {child.pid, worker_tid}
     assert threads[child.pid].pending == ()
     assert threads[worker_tid].pending == ("SIGUSR1",)
-    assert threads[worker_tid].comm == "ipcm-worker"
+    assert threads[worker_tid].comm == "ipcm\\w\\nork\ner"
     assert set(threads[worker_tid].blocked) == set(found.blocked)
 
     assert found.queued is not None and found.queued >= 3  # all of root's queued signals, ours among them

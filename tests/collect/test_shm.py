@@ -199,8 +199,14 @@ def test_segment_with_a_newline_in_its_name_unlinked_while_mapped(spawn: Spawn, 
     name = new_name() + "-a\nb\\012c"
     path = cleanup.path(f"/dev/shm{name}")
     os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
-    holder = spawn(DELETED_BY_MAP.format(name=name, size=PAGE, page=PAGE).replace(
-        "memory = posix_ipc.SharedMemory(", "os.truncate('/dev/shm' + {name!r}, {size})\n    memory = posix_ipc.SharedMemory(".format(name=name, size=PAGE), 1))
+    holder = spawn(f"""
+        fd = os.open("/dev/shm" + {name!r}, os.O_RDWR)
+        os.ftruncate(fd, {PAGE})
+        touch(map_fd(fd, {PAGE}), {PAGE})
+        os.close(fd)
+        say("ready")
+        hold()
+    """)
     holder.expect()
     inode = os.stat(path).st_ino
     os.unlink(path)
@@ -208,3 +214,4 @@ def test_segment_with_a_newline_in_its_name_unlinked_while_mapped(spawn: Spawn, 
     old = segment(scan_kinds("shm"), name, inode)
     assert old.state == "deleted"
     assert old.path == f"/dev/shm{name}"
+    assert [h.pid for h in old.holders] == [holder.pid]

@@ -230,10 +230,10 @@ def test_processes_exiting_during_scans_drop_out_whole(spawn: Spawn) -> None:
     """Real races: short-lived processes holding pipes start and exit while scans run."""
     churner = spawn("""
         say("ready")
-        os.execvp("sh", ["sh", "-c", "while :; do echo x | cat >/dev/null; done"])
+        os.execvp("sh", ["sh", "-c", "while :; do echo x | cat >/dev/null; sleep 0.01; done"])
     """)
     churner.expect()
-    for _ in range(8):
+    for _ in range(5):
         snapshot = scan(ScanConfig())
         pids = {process.pid for process in snapshot.processes}
         for pipe in snapshot.pipes:

@@ -14,6 +14,7 @@ from typing import Any
 
 import posix_ipc
 import pytest
+import sysv_ipc
 
 from ipcmon.safe import printable
 from tests.helpers import REPO, Cleanup, Spawn, new_name, tool
@@ -200,3 +201,79 @@ def test_fifo_with_a_hostile_path_is_inert(spawn: Spawn, cleanup: Cleanup) -> No
     data = snapshot_json("--kind", "pipe", "--pid", str(holder.pid))
     (entry,) = [pipe for pipe in data["pipes"] if pipe["kind"] == "fifo"]
     assert os.fsencode(entry["path"]) == fifo
+
+
+# The field names README.md promises for `ipcmon snapshot --json` ("fields may be added; the names below
+# are kept").
+CONTRACT = {
+    "top": "schema taken_at hidden_processes notes shm mqueues pipes signals sysv processes",
+    "shm": "name path kind size allocated mode uid gid owner group mtime ctime dev inode state pinned_bytes holders",
+    "holder": "pid comm fd mapped access shared prot mapped_bytes",
+    "mqueue": "name path qsize_bytes messages max_messages message_size fill_percent notify signo notify_pid uid gid "
+              "owner mode deleted holders",
+    "pipe": "inode dev kind path buffered capacity flags readers writers",
+    "end": "pid comm fd",
+    "signal": "pid comm pending blocked ignored caught queued queue_limit threads",
+    "thread": "tid comm pending blocked",
+    "sysv": "available shm msg sem",
+    "sysv_shm": "key id size nattch cpid lpid uid gid owner mode atime dtime ctime rss removed holders",
+    "sysv_msg": "key id qbytes qnum lspid lrpid uid gid owner mode stime rtime ctime",
+    "sysv_sem": "key id nsems uid gid owner mode otime ctime",
+    "process": "pid ppid comm cmdline uid user start_ticks start_time hidden",
+}
+
+
+def test_json_keeps_the_documented_field_names(spawn: Spawn, cleanup: Cleanup) -> None:
+    shm_name = cleanup.shm(new_name())
+    posix_ipc.SharedMemory(shm_name, posix_ipc.O_CREX, size=4096).close_fd()
+    queue_name = cleanup.mqueue(new_name())
+    posix_ipc.MessageQueue(queue_name, posix_ipc.O_CREX).close()
+    memory = sysv_ipc.SharedMemory(None, sysv_ipc.IPC_CREX, size=4096)
+    cleanup.sysv_shm(memory.id)
+    msg = sysv_ipc.MessageQueue(None, sysv_ipc.IPC_CREX)
+    cleanup.sysv_msg(msg.id)
+    sem = sysv_ipc.Semaphore(None, sysv_ipc.IPC_CREX)
+    cleanup.sysv_sem(sem.id)
+    child = spawn(f"""
+        import posix_ipc, sysv_ipc, threading
+        signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGUSR1}})
+        threading.Thread(target=hold, daemon=True).start()
+        shm_fd = os.open("/dev/shm" + {shm_name!r}, os.O_RDWR)
+        queue = posix_ipc.MessageQueue({queue_name!r})
+        attached = sysv_ipc.attach({memory.id})
+        say("ready")
+        hold()
+    """)
+    child.expect()
+
+    data = snapshot_json("--pid", str(child.pid), "--all-signals")
+
+    def check(record: dict[str, Any], kind: str) -> None:
+        missing = set(CONTRACT[kind].split()) - record.keys()
+        assert not missing, f"{kind} record lacks {sorted(missing)}"
+
+    check(data, "top")
+    (segment,) = [s for s in data["shm"] if s["name"] == shm_name]
+    check(segment, "shm")
+    check(segment["holders"][0], "holder")
+    (queue,) = [q for q in data["mqueues"] if q["name"] == queue_name]
+    check(queue, "mqueue")
+    check(queue["holders"][0], "holder")
+    assert data["pipes"], "the child holds its stdin and stdout pipes"
+    check(data["pipes"][0], "pipe")
+    check((data["pipes"][0]["readers"] + data["pipes"][0]["writers"])[0], "end")
+    (signals,) = data["signals"]
+    check(signals, "signal")
+    assert len(signals["threads"]) == 2
+    check(signals["threads"][1], "thread")
+    check(data["sysv"], "sysv")
+    (sysv_segment,) = [s for s in data["sysv"]["shm"] if s["id"] == memory.id]
+    check(sysv_segment, "sysv_shm")
+    check(sysv_segment["holders"][0], "holder")
+    all_sysv = snapshot_json("--kind", "sysv")["sysv"]
+    check(next(m for m in all_sysv["msg"] if m["id"] == msg.id), "sysv_msg")
+    check(next(s for s in all_sysv["sem"] if s["id"] == sem.id), "sysv_sem")
+    (process,) = data["processes"]
+    check(process, "process")
+    assert data["schema"] == 1
+    memory.detach()

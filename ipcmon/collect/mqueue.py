@@ -3,13 +3,15 @@
 Counts come from mq_getattr(3) on a read-only, non-blocking descriptor and the QSIZE/NOTIFY text
 from pread(2) at offset 0: neither receives a message, and pread leaves the file offset alone. Reading
 the text does update the queue file's atime and ctime (ipc/mqueue.c mqueue_read_file); nothing else
-about the queue changes.
+about the queue changes. Queues the scanning process holds itself are read through its own descriptor,
+so a notification it registered survives (own_descriptors).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import os
 import stat
 from collections import defaultdict
@@ -56,12 +58,12 @@ def parse_queue_text(data: bytes) -> dict[str, int]:
     return result
 
 
-def _queue_text(fd: int) -> dict[str, int]:
-    """The QSIZE/NOTIFY text of the queue behind fd, even when fd is write-only."""
+def _queue_text(fd: int, *, reopen: bool) -> dict[str, int]:
+    """The QSIZE/NOTIFY text of the queue behind fd; for a write-only fd, only when reopen is allowed."""
     try:
         return parse_queue_text(os.pread(fd, 256, 0))
     except OSError as error:
-        if error.errno != errno.EBADF:
+        if error.errno != errno.EBADF or not reopen:
             return {}
     # A write-only descriptor (a sender's, borrowed) cannot be read: open the same queue read-only through
     # its magic link. A plain open neither receives nor registers anything on the queue.
@@ -77,12 +79,16 @@ def _queue_text(fd: int) -> dict[str, int]:
         os.close(readable)
 
 
-def read_queue_fd(fd: int) -> QueueState:
-    """Read a queue's state from a descriptor already open on it; never receives a message."""
+def read_queue_fd(fd: int, *, reopen: bool = True) -> QueueState:
+    """Read a queue's state from a descriptor already open on it; never receives a message.
+
+    With reopen=False nothing is opened or closed (see own_descriptors), so a write-only fd leaves
+    QSIZE and the notification unknown.
+    """
     attr = _MqAttr()
     libc = procfs.libc()
     ok = libc.mq_getattr(fd, ctypes.byref(attr)) == 0
-    text = _queue_text(fd)
+    text = _queue_text(fd, reopen=reopen)
     notify_pid = text.get("NOTIFY_PID") or None
     return QueueState(
         qsize_bytes=text.get("QSIZE"),
@@ -121,6 +127,33 @@ def read_queue_borrowed(pid: int, fd: int, pidfds: PidFds) -> QueueState:
         os.close(borrowed)
 
 
+def own_descriptors() -> dict[tuple[int, int], int]:
+    """This process's own descriptors by (dev, inode), a readable one where there are several.
+
+    A process that registered mq_notify(3) loses the registration as soon as it closes *any* descriptor
+    of that queue (ipc/mqueue.c, mqueue_flush_file), so a scan running inside such a process (the pytest
+    plugin, a library user) must read the queue through a descriptor the process already has, and never
+    open and close one of its own. The owner always still holds one: closing its last would have dropped
+    the registration. Other processes' registrations are safe from our closes.
+    """
+    own: dict[tuple[int, int], int] = {}
+    try:
+        names = os.listdir(f"{procfs.PROC}/self/fd")
+    except OSError:
+        return own
+    for name in names:
+        fd = int(name)
+        try:
+            st = os.fstat(fd)
+            readable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_WRONLY
+        except OSError:
+            continue  # the listing's own descriptor, already closed
+        identity = (st.st_dev, st.st_ino)
+        if identity not in own or readable:
+            own[identity] = fd
+    return own
+
+
 def collect(
     mqueue_dir: str | None,
     processes: Mapping[int, Process],
@@ -133,6 +166,7 @@ def collect(
         if ref.kind == "mqueue":
             fds_by_id[(ref.dev, ref.inode)].append(ref)
 
+    own = own_descriptors()
     queues = []
     listed: set[tuple[int, int]] = set()
     if mqueue_dir is not None:
@@ -148,14 +182,17 @@ def collect(
                 continue
             identity = (st.st_dev, st.st_ino)
             listed.add(identity)
-            state = read_queue_path(path)
+            state = read_queue_fd(own[identity], reopen=False) if identity in own else read_queue_path(path)
             queues.append(_queue("/" + file_name, path, st, identity, state, fds_by_id.get(identity, []),
                                  processes, deleted=False))
 
     for identity in fds_by_id.keys() - listed:
         refs = fds_by_id[identity]
         first = refs[0]
-        state = read_queue_borrowed(first.pid, first.fd, pidfds)
+        if identity in own:
+            state = read_queue_fd(own[identity], reopen=False)
+        else:
+            state = read_queue_borrowed(first.pid, first.fd, pidfds)
         name: str = first.path or "?"
         # The link of a queue descriptor reads "/name" (relative to the mqueue root) or a mounted path.
         if mqueue_dir and name.startswith(mqueue_dir.rstrip("/") + "/"):

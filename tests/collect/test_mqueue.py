@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import posix_ipc
@@ -139,4 +140,21 @@ def test_scans_receive_nothing_and_keep_the_notification(spawn: Spawn, cleanup: 
     assert received == [
         (b"second, high", 7), (b"fourth, middle", 4), (b"first, low", 1), (b"third, low", 1),
     ]
+    mine.close()
+
+
+def test_scanning_inside_the_notification_owner_keeps_its_registration(cleanup: Cleanup) -> None:
+    """ipcmon used in-process (the pytest plugin): any close of a queue fd by the owner drops its mq_notify."""
+    name, mine = create_queue(cleanup, max_messages=4, max_message_size=16)
+    mine.send(b"one")
+    mine.request_notification(signal.SIGUSR2)
+
+    for config in (ScanConfig(kinds=("mqueue",)), ScanConfig(kinds=("mqueue",), find_mqueue=False)):
+        found = queue(scan(config), name)
+        assert (found.messages, found.qsize_bytes) == (1, 3)
+        assert (found.notify_pid, found.signo) == (os.getpid(), signal.SIGUSR2)
+
+    # Read by another process: its close cannot touch our registration (ours would have).
+    text = subprocess.run(["cat", f"{MQUEUE_DIR}{name}"], capture_output=True, text=True, check=True).stdout
+    assert f"NOTIFY_PID:{os.getpid()} " in text
     mine.close()

@@ -40,12 +40,26 @@ def _add_scope(parser: argparse.ArgumentParser) -> None:
                         help="only these processes (comma-separated) and the objects they hold")
 
 
+def _add_dashboard_options(parser: argparse.ArgumentParser) -> None:
+    """Options of `ipcmon` with no subcommand: the live dashboard (README "Dashboard")."""
+    parser.epilog = "With no COMMAND, ipcmon opens the live dashboard (q quits, ? lists the keys)."
+    dashboard = parser.add_argument_group("dashboard (no COMMAND)")
+    dashboard.add_argument("--interval", type=parse_interval, default=1.0, metavar="S",
+                           help="seconds between scans (default 1, at least 0.1); + and - change it live")
+    dashboard.add_argument("--read-only", action="store_true",
+                           help="disable every action that changes the system (sending signals, removing orphans)")
+    _add_scope(parser)
+    dashboard.add_argument("--demo", action="append", default=[], metavar="NAME",
+                           help="start this demo workload in the dashboard (repeatable, or 'all')")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ipcmon",
         description="See Linux IPC live: POSIX shared memory, message queues, pipes and FIFOs, signals, SysV IPC.",
     )
     parser.add_argument("--version", action="version", version=f"ipcmon {__version__}")
+    _add_dashboard_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     snapshot = commands.add_parser("snapshot", help="print every IPC object once, as tables or JSON")
@@ -121,8 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from ipcmon import lifecycle_cli
 
             return int(getattr(lifecycle_cli, f"cmd_{args.command}")(args))
-        parser.print_help()
-        return 0
+        return cmd_dashboard(args)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -145,3 +158,11 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         sys.stdout.write(render(snapshot, all_signals=args.all_signals) + "\n")
     sys.stdout.flush()
     return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from ipcmon.ui.app import make_app  # Textual is imported here and nowhere else on the CLI path
+
+    app = make_app(None, args.interval, args.read_only, args.kind, args.pid, args.demo)
+    app.run()
+    return int(app.return_code or 0)

@@ -1,0 +1,45 @@
+"""Where the dashboard's snapshots and events come from: the live Monitor, or any snapshot source (tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from ipcmon.events import EventLog, diff
+from ipcmon.model import Event, Snapshot
+
+SnapshotSource = Callable[[], Snapshot]
+
+
+class Feed(Protocol):
+    """What the app needs: ``poll()`` from one worker thread at a time, inotify started and stopped."""
+
+    log: EventLog
+
+    def poll(self) -> tuple[Snapshot, list[Event]]: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class SourceFeed:
+    """A Feed over a plain snapshot source: events come from diffing consecutive snapshots, no inotify."""
+
+    def __init__(self, source: SnapshotSource, history: int) -> None:
+        self.source = source
+        self.log = EventLog(history)
+        self._previous: Snapshot | None = None
+
+    def poll(self) -> tuple[Snapshot, list[Event]]:
+        snapshot = self.source()
+        events = diff(self._previous, snapshot)
+        self._previous = snapshot
+        self.log.extend(events)
+        return snapshot, events
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass

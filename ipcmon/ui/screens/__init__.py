@@ -1,0 +1,1 @@
+"""Screens pushed over the dashboard: process view, signal picker, confirmations, help."""

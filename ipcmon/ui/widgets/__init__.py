@@ -1,0 +1,1 @@
+"""Widgets of the dashboard's views: object tables, detail pane, overview, events, demos."""

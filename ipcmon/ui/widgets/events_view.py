@@ -1,0 +1,50 @@
+"""The Events view: the lifecycle timeline, newest first, filterable by mechanism, event and pid."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+from ipcmon.model import Event
+from ipcmon.ui.rows import EVENT_COLUMNS, Context, Row, event_row
+from ipcmon.ui.widgets.object_view import ViewSpec
+
+EventSource = Callable[[], Sequence[Event]]
+"""The current events, newest first."""
+
+
+class EventKeys:
+    """Stable row keys for events (they carry no id): assigned on first sight, dropped when they age out."""
+
+    def __init__(self) -> None:
+        self._keys: dict[int, int] = {}
+        self._next = 0
+
+    def rows(self, events: Sequence[Event], ctx: Context) -> Iterator[Row]:
+        keys: dict[int, int] = {}
+        # The log is newest first; number the new ones oldest first so arrival order breaks time ties.
+        for event in reversed(events):
+            ident = id(event)
+            number = self._keys.get(ident)
+            if number is None:
+                number = self._next
+                self._next += 1
+            keys[ident] = number
+        self._keys = keys
+        for event in events:
+            number = keys[id(event)]
+            yield event_row(event, f"event:{number}", number, ctx)
+
+
+def events_spec(keys: EventKeys, events: EventSource) -> ViewSpec:
+    return ViewSpec(
+        id="events",
+        title="Events",
+        columns=EVENT_COLUMNS,
+        rows=lambda ctx: keys.rows(events(), ctx),
+        kinds=("shm", "mqueue", "pipe", "signal", "sysv"),
+        sort_column="time",
+        sort_reverse=True,
+        follow_top=True,
+        empty="no events yet: they appear as objects are created, attached, detached and destroyed",
+        filter_help="filter: mechanism:shm event:created pid:123 source:inotify, or any words",
+    )

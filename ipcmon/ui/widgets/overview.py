@@ -1,0 +1,193 @@
+"""The Overview: counts and bytes per mechanism with sparklines of their totals, and the leaks and hazards."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Grid, Vertical
+from textual.reactive import reactive
+from textual.widgets import DataTable, Sparkline, Static
+
+from ipcmon.model import Snapshot
+from ipcmon.safe import human_bytes
+from ipcmon.ui.alerts import Alert, find_alerts
+from ipcmon.ui.rows import Cell, Column, Context, Row, pending_count, text_cell
+from ipcmon.ui.widgets.tables import ObjectTable
+
+if TYPE_CHECKING:
+    from ipcmon.ui.app import IpcmonApp
+
+HISTORY = 120
+"""Points kept per sparkline (two minutes at the default interval)."""
+
+ALERT_COLUMNS = (
+    Column("severity", "!"),
+    Column("mechanism", "MECHANISM"),
+    Column("object", "OBJECT"),
+    Column("problem", "PROBLEM"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One card: a title, a one-line summary of the snapshot, and the number its sparkline tracks."""
+
+    id: str
+    title: str
+    kind: str
+    summary: Callable[[Snapshot], str]
+    value: Callable[[Snapshot], float]
+    unit: str
+
+
+def _shm_summary(s: Snapshot) -> str:
+    held = sum(x.state == "held" for x in s.shm)
+    orphaned = sum(x.state == "orphaned" for x in s.shm)
+    deleted = sum(x.state == "deleted" for x in s.shm)
+    return (
+        f"{len(s.shm)} POSIX ({held} held, {orphaned} orphaned, {deleted} deleted), {len(s.sysv.shm)} SysV\n"
+        f"{human_bytes(_shm_bytes(s))} allocated, {human_bytes(sum(x.pinned_bytes for x in s.shm))} pinned"
+    )
+
+
+def _shm_bytes(s: Snapshot) -> int:
+    return sum(x.allocated for x in s.shm) + sum(x.rss or 0 for x in s.sysv.shm)
+
+
+def _queue_summary(s: Snapshot) -> str:
+    full = sum((q.fill or 0) >= 1 for q in s.mqueues)
+    messages = sum(q.messages or 0 for q in s.mqueues)
+    queued = sum(q.qsize_bytes or 0 for q in s.mqueues)
+    return (
+        f"{len(s.mqueues)} POSIX ({full} full), {len(s.sysv.msg)} SysV\n"
+        f"{messages} messages, {human_bytes(queued)} queued"
+    )
+
+
+def _pipe_summary(s: Snapshot) -> str:
+    fifos = sum(p.kind == "fifo" for p in s.pipes)
+    hazards = sum(bool(p.flags) for p in s.pipes)
+    buffered = sum(p.buffered or 0 for p in s.pipes)
+    return f"{len(s.pipes) - fifos} pipes, {fifos} FIFOs, {hazards} with hazards\n{human_bytes(buffered)} buffered"
+
+
+def _signal_summary(s: Snapshot) -> str:
+    pending = [p for p in s.signals if pending_count(p)]
+    blocked = sum(bool(p.blocked) for p in s.signals)
+    waiting = sum(p.waiting is not None for p in s.processes)
+    return f"{len(pending)} processes with signals pending, {blocked} blocking some\n{waiting} processes waiting on IPC"
+
+
+METRICS = (
+    Metric("shm", "Shared memory", "shm", _shm_summary, lambda s: float(_shm_bytes(s)), "bytes allocated"),
+    Metric("mqueue", "Message queues", "mqueue", _queue_summary,
+           lambda s: float(sum(q.messages or 0 for q in s.mqueues) + sum(m.qnum for m in s.sysv.msg)), "messages"),
+    Metric("pipes", "Pipes & FIFOs", "pipe", _pipe_summary,
+           lambda s: float(sum(p.buffered or 0 for p in s.pipes)), "bytes buffered"),
+    Metric("signals", "Signals", "signal", _signal_summary,
+           lambda s: float(sum(pending_count(p) for p in s.signals)), "signals pending"),
+)
+
+
+class MetricCard(Vertical):
+    def __init__(self, metric: Metric) -> None:
+        super().__init__(id=f"card-{metric.id}", classes="card")
+        self.metric = metric
+        self.border_title = metric.title
+
+    def compose(self) -> ComposeResult:
+        yield Static("", classes="summary")
+        yield Sparkline([], summary_function=max)
+        yield Static("", classes="caption")
+
+    def show(self, snapshot: Snapshot, history: deque[float]) -> None:
+        scanned = self.metric.kind in snapshot.kinds
+        self.query_one(".summary", Static).update(
+            Text(self.metric.summary(snapshot) if scanned else "not scanned (--kind)")
+        )
+        self.query_one(Sparkline).data = list(history)
+        peak = max(history, default=0.0)
+        shown = human_bytes(int(peak)) if "bytes" in self.metric.unit else f"{peak:g}"
+        self.query_one(".caption", Static).update(Text(f"{self.metric.unit}, peak {shown} over {len(history)} scans"))
+
+
+class Overview(Vertical):
+    """Bound to the app's snapshot; always kept current (it is small and its sparklines need every point)."""
+
+    snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
+
+    def __init__(self) -> None:
+        super().__init__(id="view-overview")
+        self.history: dict[str, deque[float]] = {metric.id: deque(maxlen=HISTORY) for metric in METRICS}
+        self.alerts: dict[str, Alert] = {}
+
+    @property
+    def dashboard(self) -> IpcmonApp:
+        return cast("IpcmonApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        yield Static("", classes="notes")
+        with Grid(id="cards"):
+            for metric in METRICS:
+                yield MetricCard(metric)
+        yield Static("", id="alerts-title")
+        yield ObjectTable(ALERT_COLUMNS, sort_column="severity", id="alerts")
+
+    def watch_snapshot(self, snapshot: Snapshot | None) -> None:
+        if snapshot is None:
+            return
+        for metric in METRICS:
+            self.history[metric.id].append(metric.value(snapshot))
+        self.refresh_view()
+
+    def refresh_view(self) -> None:
+        snapshot = self.snapshot
+        if snapshot is None or not self.is_mounted:
+            return
+        notes = self.query_one(".notes", Static)
+        notes.update(Text("\n".join(snapshot.notes)))
+        notes.display = bool(snapshot.notes)
+        for metric in METRICS:
+            self.query_one(f"#card-{metric.id}", MetricCard).show(snapshot, self.history[metric.id])
+        ctx = self.dashboard.context
+        self.alerts = {alert.alert_key: alert for alert in find_alerts(snapshot)}
+        table = self.query_one("#alerts", ObjectTable)
+        table.sync(self._alert_rows(ctx))
+        bad = sum(alert.severity == "bad" for alert in self.alerts.values())
+        title = Text(f"Leaks and hazards: {len(self.alerts)}", style="bold")
+        if bad:
+            title.append(f"  ({bad} serious)", style=ctx.palette.bad)
+        if self.alerts:
+            title.append("   Enter jumps to the object", style=ctx.palette.muted)
+        else:
+            title.append("   none: nothing orphaned, deleted, full or stuck", style=ctx.palette.good)
+        self.query_one("#alerts-title", Static).update(title)
+
+    def _alert_rows(self, ctx: Context) -> Iterator[Row]:
+        for key, alert in self.alerts.items():
+            style = ctx.palette.bad if alert.severity == "bad" else ctx.palette.warn
+            yield Row(
+                key=key,
+                cells=(
+                    # "bad" sorts before "warn".
+                    Cell("●", (0, alert.severity), style),
+                    text_cell(alert.mechanism),
+                    text_cell(alert.object),
+                    text_cell(alert.problem, style, width=90),
+                ),
+                record=alert,
+                search=f"{alert.mechanism} {alert.object} {alert.problem}".lower(),
+            )
+
+    @on(DataTable.RowSelected, "#alerts")
+    def _jump(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        alert = self.alerts.get(str(event.row_key.value))
+        if alert is not None:
+            self.dashboard.jump_to(alert.view, alert.key)

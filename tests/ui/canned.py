@@ -1,0 +1,139 @@
+"""A fixed, made-up Snapshot for the dashboard's SVG snapshots and sorting tests: nothing here reads the kernel."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ipcmon.model import (
+    KINDS,
+    Holder,
+    MessageQueue,
+    Pipe,
+    PipeEnd,
+    Process,
+    ProcessSignals,
+    ShmSegment,
+    Snapshot,
+    Sysv,
+    SysvShm,
+    ThreadSignals,
+    Waiting,
+)
+
+TAKEN_AT = 1_790_000_000.0
+HOST = "testhost"
+KERNEL = "6.1.0-canned"
+
+HOSTILE_NAMES = (
+    "/[@click=app.quit]x",
+    "/foo[/]bar",
+    "/title\x1b]2;pwned\x07",
+    "/two\nlines",
+    "/bad-utf8-\udcff\udcfe",
+)
+
+
+def _process(pid: int, comm: str, *cmdline: str, waiting: Waiting | None = None) -> Process:
+    return Process(pid, 1, comm, cmdline or (comm,), 0, "root", 1000 + pid, TAKEN_AT - 300, waiting=waiting)
+
+
+def _segment(name: str, inode: int, state: str, holders: tuple[Holder, ...] = (), size: int = 8192) -> ShmSegment:
+    return ShmSegment(
+        name=name, path=f"/dev/shm{name}", kind="sem" if name.startswith("/sem.") else "shm", size=size,
+        allocated=size, mode=0o600, uid=0, gid=0, owner="root", group="root", mtime=TAKEN_AT - 60,
+        ctime=TAKEN_AT - 60, dev=23, inode=inode, state=state,  # type: ignore[arg-type]
+        holders=holders, pinned_bytes=size if state == "deleted" else 0,
+    )
+
+
+def canned_snapshot(*, hostile: bool = False, extra_shm: tuple[ShmSegment, ...] = ()) -> Snapshot:
+    processes = (
+        _process(4242, "producer", "python3", "producer.py", "--frames"),
+        _process(4243, "consumer", "python3", "consumer.py"),
+        _process(4300, "forgetful", "./forgetful"),
+        _process(4310, "writer", "./writer", waiting=Waiting("write", 3, "pipe_write", "pipe:[5710]")),
+        _process(4311, "reader", "./reader"),
+        _process(4400, "worker", "./worker"),
+    )
+    shm = [
+        _segment("/demo-frames", 101, "held", (
+            Holder(4242, "producer", 3, False, "rw"),
+            Holder(4243, "consumer", None, True, "rw", True, "rw-s", 8192),
+        )),
+        _segment("/old-cache", 102, "orphaned", size=1 << 20),
+        _segment("/unlinked-buffer", 103, "deleted", (Holder(4242, "producer", None, True, "r", True, "r--s", 65536),),
+                 size=65536),
+        _segment("/sem.ticket", 104, "held", (Holder(4243, "consumer", None, True, "rw", True, "rw-s", 32),), size=32),
+    ]
+    if hostile:
+        shm.extend(_segment(name, 200 + index, "orphaned") for index, name in enumerate(HOSTILE_NAMES))
+    shm.extend(extra_shm)
+    queues = (
+        MessageQueue(
+            name="/jobs", path="/dev/mqueue/jobs", qsize_bytes=70, messages=10, max_messages=10, message_size=8192,
+            notify=0, signo=10, notify_pid=4243, uid=0, gid=0, owner="root", mode=0o600, dev=24, inode=301,
+            holders=(Holder(4242, "producer", 4, False, "w"), Holder(4243, "consumer", 4, False, "r")),
+            mtime=TAKEN_AT - 5,
+        ),
+        MessageQueue(
+            name="/forgotten", path="/dev/mqueue/forgotten", qsize_bytes=0, messages=0, max_messages=10,
+            message_size=128, notify=None, signo=None, notify_pid=None, uid=0, gid=0, owner="root", mode=0o644,
+            dev=24, inode=302, mtime=TAKEN_AT - 3600,
+        ),
+    )
+    pipes = (
+        Pipe(5637, 12, "pipe", None, 0, 65536, (PipeEnd(4242, "producer", 1),), (PipeEnd(4243, "consumer", 0),)),
+        Pipe(5702, 12, "pipe", None, 12, 65536, (PipeEnd(4300, "forgetful", 4),), (PipeEnd(4300, "forgetful", 3),),
+             ("both-ends",)),
+        Pipe(5710, 12, "fifo", "/tmp/myfifo", 65536, 65536, (PipeEnd(4310, "writer", 3),), (), ("no-reader", "full")),
+    )
+    signals = (
+        ProcessSignals(
+            4400, "worker", ("SIGUSR1",), ("SIGUSR1",), ("SIGINT",), ("SIGUSR1", "SIGTERM"),
+            (
+                ThreadSignals(4400, "worker", (), ("SIGUSR1",)),
+                ThreadSignals(4401, "worker-io", ("SIGRTMIN+3",), ("SIGRTMIN+3",)),
+            ),
+            queued=1, queue_limit=31000,
+        ),
+        ProcessSignals(4242, "producer", (), (), (), ("SIGTERM",), (ThreadSignals(4242, "producer", (), ()),)),
+        ProcessSignals(4310, "writer", (), (), ("SIGPIPE",), (), (ThreadSignals(4310, "writer", (), ()),)),
+    )
+    sysv = Sysv(shm=(SysvShm(key=0x1234, id=65538, mode=0o600, size=4096, nattch=0, cpid=4242, lpid=4242, uid=0, gid=0,
+                             owner="root", atime=0, dtime=0, ctime=int(TAKEN_AT) - 100, rss=4096, removed=False),))
+    return Snapshot(
+        taken_at=TAKEN_AT,
+        kinds=KINDS,
+        processes=processes,
+        hidden_processes=1,
+        shm=tuple(shm),
+        mqueues=queues,
+        pipes=pipes,
+        signals=signals,
+        sysv=sysv,
+        notes=("1 processes could not be fully read (not permitted): objects only they hold may show as orphaned.",),
+        shm_dir="/dev/shm",
+        mqueue_dir="/dev/mqueue",
+        scan_seconds=0.012,
+    )
+
+
+def later_snapshot() -> Snapshot:
+    """The canned snapshot two seconds later: a segment created and attached, one destroyed, a queue drained."""
+    first = canned_snapshot()
+    new = _segment("/fresh", 105, "held", (Holder(4243, "consumer", 5, False, "rw"),))
+    shm = (*(s for s in first.shm if s.name != "/old-cache"), new)
+    queues = (replace(first.mqueues[0], messages=4, qsize_bytes=28), *first.mqueues[1:])
+    return replace(first, taken_at=TAKEN_AT + 2, shm=shm, mqueues=queues)
+
+
+class Sequence:
+    """A snapshot source that returns each snapshot in turn, then the last one forever."""
+
+    def __init__(self, *snapshots: Snapshot) -> None:
+        self.snapshots = list(snapshots)
+        self.calls = 0
+
+    def __call__(self) -> Snapshot:
+        self.calls += 1
+        return self.snapshots.pop(0) if len(self.snapshots) > 1 else self.snapshots[0]

@@ -58,7 +58,7 @@ def shm_row(segment: ShmSegment) -> tuple[str, ...]:
         segment.kind,
         human_bytes(segment.size),
         human_bytes(segment.allocated),
-        mode_text(segment.mode) if segment.mode else "?",
+        mode_text(segment.mode) if segment.uid >= 0 else "?",  # uid -1: attributes unknown (no map_files)
         printable(segment.owner or str(segment.uid)),
         state,
         holders_cell(segment.holders),

@@ -8,6 +8,8 @@ import subprocess
 import posix_ipc
 
 from ipcmon.model import Holder, ShmSegment, Snapshot
+from ipcmon.report import SHM_HEADERS, shm_row
+from ipcmon.safe import human_bytes
 from tests.helpers import Cleanup, Spawn, new_name, scan_kinds, tool
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -104,12 +106,15 @@ def test_segment_holders_agree_with_lsof(spawn: Spawn, cleanup: Cleanup) -> None
 
 
 def test_segment_nobody_holds_is_orphaned(cleanup: Cleanup) -> None:
-    name, st = create_segment(cleanup, 3 * PAGE)
+    name, st = create_segment(cleanup, 3 * PAGE, mode=0)
     found = segment(scan_kinds("shm"), name)
     assert found.state == "orphaned"
     assert found.holders == ()
     assert (found.size, found.allocated, found.pinned_bytes) == (3 * PAGE, 0, 0)
     assert found.inode == st.st_ino
+    assert found.mode == 0
+    row = dict(zip(SHM_HEADERS, shm_row(found), strict=True))
+    assert (row["MODE"], row["STATE"], row["HOLDERS"], row["SIZE"]) == ("---------", "orphaned", "-", human_bytes(3 * PAGE))
 
 
 DELETED_BY_MAP = """
@@ -147,6 +152,9 @@ def test_segment_unlinked_while_mapped_is_deleted_and_pins_memory(spawn: Spawn, 
     assert (old.size, old.allocated, old.pinned_bytes) == (4 * PAGE, PAGE, PAGE)
     assert (old.mode, old.uid, old.gid, old.owner, old.group) == (0o640, 0, 0, "root", "root")
     assert old.mtime is not None and old.ctime is not None
+    row = dict(zip(SHM_HEADERS, shm_row(old), strict=True))
+    assert (row["STATE"], row["MODE"]) == (f"deleted, pins {human_bytes(PAGE)}", "rw-r-----")
+    assert row["HOLDERS"] == f"{holder.pid} ipcm-pinner map rw-s rw"
     assert old.holders == (
         Holder(pid=holder.pid, comm="ipcm-pinner", fd=None, mapped=True, access="rw", shared=True,
                prot="rw-s", mapped_bytes=4 * PAGE),

@@ -19,6 +19,11 @@ HEADLESS = [
     "ipcmon.export",
     "ipcmon.report",
     "ipcmon.safe",
+    "ipcmon.events",
+    "ipcmon.watch",
+    "ipcmon.leaks",
+    "ipcmon.lifecycle_cli",
+    "ipcmon.pytest_plugin",
 ]
 
 _LIST_TEXTUAL = "print(sorted(name for name in sys.modules if name.split('.')[0] == 'textual'))"

@@ -176,7 +176,9 @@ class Monitor:
             observer.join(timeout=5)
 
     def _mqueue_dir(self) -> str | None:
-        return self.config.mqueue_dir if self.config.mqueue_dir is not None else find_mqueue_dir(self.config.proc)
+        if self.config.mqueue_dir is not None:
+            return self.config.mqueue_dir
+        return find_mqueue_dir(self.config.proc) if self.config.find_mqueue else None
 
     def _on_error(self, error: BaseException) -> None:
         self.errors.append(f"inotify: {type(error).__name__}: {error}")

@@ -15,18 +15,34 @@ from ipcmon.model import KINDS, MessageQueue, Pipe, Process, ProcessSignals, Shm
 MOUNT_MQUEUE_HINT = "mkdir -p /dev/mqueue && mount -t mqueue none /dev/mqueue"
 
 
+ENV_PROC = "IPCMON_PROC"
+ENV_SHM_DIR = "IPCMON_SHM_DIR"
+ENV_MQUEUE_DIR = "IPCMON_MQUEUE_DIR"
+"""A directory to list as the mqueue mount, or ``none`` to scan as if none were mounted."""
+
+
+def _env_mqueue_dir() -> str | None:
+    value = os.environ.get(ENV_MQUEUE_DIR, "")
+    return value if value and value.lower() != "none" else None
+
+
+def _env_find_mqueue() -> bool:
+    return os.environ.get(ENV_MQUEUE_DIR, "").lower() != "none"
+
+
 @dataclass(frozen=True, slots=True)
 class ScanConfig:
-    """Where to look. The defaults are the system's; tests point them elsewhere."""
+    """Where to look. The defaults are the system's, or the IPCMON_* environment variables (README.md,
+    "Pointing ipcmon elsewhere"): every command and the dashboard build theirs from the defaults."""
 
     kinds: tuple[str, ...] = KINDS
     pids: frozenset[int] | None = None
     """Only these processes (and the objects they hold); None for every process."""
-    proc: str = procfs.PROC
-    shm_dir: str = shm.SHM_DIR
-    mqueue_dir: str | None = field(default=None)
+    proc: str = field(default_factory=lambda: os.environ.get(ENV_PROC) or procfs.PROC)
+    shm_dir: str = field(default_factory=lambda: os.environ.get(ENV_SHM_DIR) or shm.SHM_DIR)
+    mqueue_dir: str | None = field(default_factory=_env_mqueue_dir)
     """The mqueue mount to list; None to find it in /proc/self/mountinfo (unless find_mqueue is False)."""
-    find_mqueue: bool = True
+    find_mqueue: bool = field(default_factory=_env_find_mqueue)
     """With mqueue_dir None, look the mount up; False scans as if none were mounted (queues only via fds)."""
     pipe_fill: bool = True
     """Borrow a descriptor of each pipe to read its fill (pidfd_getfd)."""
@@ -61,6 +77,8 @@ def scan(config: ScanConfig = ScanConfig()) -> Snapshot:
         shm_dev = None
         if "shm" in kinds:
             notes.append(f"{shm_dir} does not exist: POSIX shared memory cannot be listed.")
+    if "shm" in kinds and shm_dev is not None and (shm_note := shm.dir_note(shm_dir)) is not None:
+        notes.append(shm_note)
     mqueue_dir = config.mqueue_dir
     if mqueue_dir is None and config.find_mqueue:
         mqueue_dir = find_mqueue_dir(config.proc)

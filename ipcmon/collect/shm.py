@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from ipcmon.collect import procfs
 from ipcmon.collect.fds import FdRef, MapRef, split_deleted
@@ -95,6 +95,27 @@ def _mapped_file(ref: MapRef, proc: str) -> tuple[str, os.stat_result] | None:
     return split_deleted(target)[0], st
 
 
+def _path_filter(shm_dir: str) -> Callable[[str | None], bool]:
+    """Which held files are segments: on its own mount, every file of that device (whatever path a
+    holder in another mount namespace sees); a plain directory shares its device with unrelated files
+    (libraries, logs), so there only files whose path is inside it (issue 7)."""
+    if os.path.ismount(shm_dir):
+        return lambda path: True
+    prefix = os.path.realpath(shm_dir).rstrip("/") + "/"
+    return lambda path: path is not None and path.startswith(prefix) and "/" not in path[len(prefix) :]
+
+
+def dir_note(shm_dir: str) -> str | None:
+    """A remark when the shm directory is not the usual tmpfs mount, None when it is."""
+    if procfs.fs_type(shm_dir) == procfs.TMPFS_MAGIC and os.path.ismount(shm_dir):
+        return None
+    return (
+        f"{shm_dir} is not a tmpfs mount: POSIX shared memory normally lives on its own tmpfs there "
+        f"(as root: mount -t tmpfs tmpfs {shm_dir}). Its files are listed as segments, and holders are "
+        "matched by path."
+    )
+
+
 def collect(
     shm_dir: str,
     processes: Mapping[int, Process],
@@ -104,13 +125,14 @@ def collect(
 ) -> tuple[ShmSegment, ...]:
     """Every segment in the directory with its holders, plus unlinked segments still held."""
     listing = list_dir(shm_dir)
+    inside = _path_filter(shm_dir)
     fds_by_id: dict[tuple[int, int], list[FdRef]] = defaultdict(list)
     for ref in fds:
-        if ref.kind == "shm":
+        if ref.kind == "shm" and inside(ref.path):
             fds_by_id[(ref.dev, ref.inode)].append(ref)
     maps_by_id: dict[tuple[int, int], list[MapRef]] = defaultdict(list)
     for mref in maps:
-        if not mref.sysv:
+        if not mref.sysv and inside(mref.path):
             maps_by_id[(mref.dev, mref.inode)].append(mref)
 
     segments = []

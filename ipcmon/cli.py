@@ -104,6 +104,9 @@ def _add_lifecycle_commands(commands: argparse._SubParsersAction[argparse.Argume
                        help="only objects unchanged for at least this long")
     clean.add_argument("--match", metavar="GLOB", help="only names matching this glob, e.g. '/psm_*'")
     clean.add_argument("--yes", action="store_true", help="really remove them")
+    # The global --read-only, accepted after the subcommand too (ipcmon clean --yes --read-only refuses).
+    clean.add_argument("--read-only", action="store_true", default=argparse.SUPPRESS,
+                       help="refuse to remove anything, even with --yes (same as ipcmon --read-only)")
 
 
 def parse_interval(text: str) -> float:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
+from ipcmon import audit
 from ipcmon.collect import ScanConfig, scan
+from ipcmon.collect.procfs import user_name
 from ipcmon.model import Holder, Snapshot
 
 # Who usually makes objects with these names: the best hint when nobody holds them any more.
@@ -128,15 +131,41 @@ class Removal:
     removed: bool
     reason: str
     """Why it was kept, or "removed"."""
+    log_problem: str | None = None
+    """Why the action log was not written (ipcmon.audit), None when it was."""
+
+
+def unlink_refusal(path: str) -> str | None:
+    """Why this process would not be allowed to unlink path, said before trying; None when it may.
+
+    /dev/shm and /dev/mqueue are sticky (mode 1777): only the file's owner (or root) may remove a file.
+    """
+    if os.geteuid() == 0:
+        return None
+    directory = os.path.dirname(path) or "."
+    try:
+        st = os.stat(path)
+        directory_st = os.stat(directory)
+    except OSError:
+        return None  # gone: the removal will say so
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return f"not permitted: you cannot write to {directory} (run as root)"
+    if directory_st.st_mode & stat.S_ISVTX and os.geteuid() not in (st.st_uid, directory_st.st_uid):
+        owner = user_name(st.st_uid) or str(st.st_uid)
+        return f"not permitted: it belongs to {owner}, and only its owner or root may remove it (run as root)"
+    return None
 
 
 def remove_orphans(candidates: Iterable[Leak], config: ScanConfig = ScanConfig()) -> list[Removal]:
     """Unlink orphaned segments and queues, re-checking each one immediately before.
 
     A fresh scan is taken first; an object that gained a holder, was replaced by another object of the
-    same name (different inode), or vanished is left alone and reported.
+    same name (different inode), vanished, or is not ours to remove is left alone and reported. In
+    read-only mode (ipcmon.audit) nothing is removed. Every attempt is written to the action log.
     """
-    wanted = [leak for leak in candidates]
+    wanted = list(candidates)
+    if audit.read_only():
+        return _logged([Removal(leak, False, audit.READ_ONLY_REASON) for leak in wanted])
     fresh = scan(replace(config, kinds=("shm", "mqueue"), pids=None))
     current = {leak.key: leak for leak in find_leaks(fresh)}
     holders: dict[str, tuple[Holder, ...]] = {s.object_key: s.holders for s in fresh.shm}
@@ -158,6 +187,10 @@ def remove_orphans(candidates: Iterable[Leak], config: ScanConfig = ScanConfig()
             if f"{st.st_dev}:{st.st_ino}" != leak.key.split(":", 1)[1]:
                 results.append(Removal(leak, False, "replaced by another object of the same name"))
                 continue
+            refusal = unlink_refusal(leak.path)
+            if refusal is not None:
+                results.append(Removal(leak, False, refusal))
+                continue
             os.unlink(leak.path)
         except FileNotFoundError:
             results.append(Removal(leak, False, "gone already"))
@@ -165,7 +198,18 @@ def remove_orphans(candidates: Iterable[Leak], config: ScanConfig = ScanConfig()
             results.append(Removal(leak, False, f"not removed: {error.strerror}"))
         else:
             results.append(Removal(leak, True, "removed"))
-    return results
+    return _logged(results)
+
+
+def _logged(results: list[Removal]) -> list[Removal]:
+    """Write each attempt to the action log; note on each result whether that worked."""
+    logged = []
+    for removal in results:
+        leak = removal.leak
+        problem = audit.record(f"remove {leak.mechanism}", f"{leak.name} ({leak.key})",
+                               "removed" if removal.removed else f"kept: {removal.reason}")
+        logged.append(replace(removal, log_problem=problem) if problem else removal)
+    return logged
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")

@@ -11,8 +11,9 @@ import threading
 import time
 from types import FrameType
 
+from ipcmon import audit
 from ipcmon.collect import ScanConfig, scan
-from ipcmon.leaks import Leak, find_leaks, matching, remove_orphans
+from ipcmon.leaks import Leak, find_leaks, matching, remove_orphans, unlink_refusal
 from ipcmon.model import Event
 from ipcmon.report import format_table
 from ipcmon.safe import human_age, human_bytes, printable
@@ -121,6 +122,10 @@ def cmd_leaks(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
+    read_only = audit.read_only(getattr(args, "read_only", False))
+    if args.yes and read_only:
+        sys.stderr.write(f"ipcmon clean: refusing to remove anything: {audit.READ_ONLY_REASON}.\n")
+        return 2
     found = _find(args)
     if found is None:
         return 2
@@ -135,16 +140,23 @@ def cmd_clean(args: argparse.Namespace) -> int:
     if not args.yes:
         sys.stdout.write("would remove (dry run; add --yes to remove):\n")
         for leak in candidates:
+            refusal = unlink_refusal(leak.path) if leak.path else None
             sys.stdout.write(f"  {leak.mechanism:<6} {printable(leak.name)}  {human_bytes(leak.bytes)}  "
-                             f"age {human_age(leak.age)}\n")
+                             f"age {human_age(leak.age)}" + (f"  (cannot: {refusal})" if refusal else "") + "\n")
         return 0
     failed = 0
+    log_problem = None
     for removal in remove_orphans(candidates):
         name = printable(removal.leak.name)
+        log_problem = log_problem or removal.log_problem
         if removal.removed:
             sys.stdout.write(f"removed {removal.leak.mechanism} {name}\n")
         else:
             failed += 1
             sys.stdout.write(f"kept {removal.leak.mechanism} {name}: {printable(removal.reason)}\n")
     sys.stdout.flush()
+    if log_problem:
+        sys.stderr.write(f"warning: {log_problem}\n")
+    else:
+        sys.stderr.write(f"logged to {printable(audit.log_path())}\n")
     return 0 if not failed else 1

@@ -6,6 +6,7 @@ object the test registered, by exact name or id, however the test ended.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -33,3 +34,16 @@ def cleanup() -> Iterator[Cleanup]:
     undo = Cleanup()
     yield undo
     undo.run()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def action_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """ipcmon's action log (ipcmon.audit) goes to a temporary file, not the real ~/.local/state/ipcmon."""
+    path = str(tmp_path_factory.mktemp("audit") / "actions.log")
+    previous = os.environ.get("IPCMON_ACTION_LOG")
+    os.environ["IPCMON_ACTION_LOG"] = path
+    yield path
+    if previous is None:
+        del os.environ["IPCMON_ACTION_LOG"]
+    else:
+        os.environ["IPCMON_ACTION_LOG"] = previous

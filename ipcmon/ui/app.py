@@ -68,6 +68,17 @@ OBJECT_SPECS = (
 )
 
 
+class Views(TabbedContent):
+    """The dashboard's views as tabs; they switch only on purpose (keys, clicks, jumps)."""
+
+    def _on_tab_pane_focused(self, event: TabPane.Focused) -> None:
+        # TabbedContent also switches to the pane of any widget that gets the focus. A focus change still in
+        # flight for the previous pane then switched back, and hiding the focused table moved the focus again:
+        # two tabs flipped for ever. The dashboard moves the focus itself after each switch.
+        event.stop()
+        event.prevent_default()
+
+
 class IpcmonApp(App[None]):
     """Live view of every IPC mechanism. Build it with :func:`make_app`."""
 
@@ -150,7 +161,7 @@ class IpcmonApp(App[None]):
             IpcmonApp.snapshot, IpcmonApp.interval, IpcmonApp.paused, IpcmonApp.scan_error
         )
         specs = {spec.id: spec for spec in (*OBJECT_SPECS, events_spec(self.event_keys, lambda: self.events))}
-        with TabbedContent(id="views", initial="overview"):
+        with Views(id="views", initial="overview"):
             for number, (view_id, title) in enumerate(self.VIEWS, start=1):
                 with TabPane(f"{number} {title}", id=view_id):
                     if view_id == "overview":
@@ -270,28 +281,32 @@ class IpcmonApp(App[None]):
 
     def show_view(self, view_id: str) -> None:
         self.query_one("#views", TabbedContent).active = view_id
+        self.active_view = view_id
+        # Move the focus now: focusing a widget makes its pane the active tab, so a focus change still in
+        # flight for the old pane would switch back to it unless a newer one for this pane follows it.
+        self._focus_view(view_id)
 
-    @on(TabbedContent.TabActivated, "#views")
+    @on(Views.TabActivated, "#views")
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        self.active_view = event.pane.id or "overview"
         if not self.screen_stack:
             return  # shutting down
+        # The tab active now, not the event's: a late event for an earlier switch must not win.
+        self.active_view = event.control.active or "overview"
         view = self.current_view()
         if view is not None:
             view.refresh_rows()
-        self.call_after_refresh(self._focus_active_view)
+        self._focus_view(self.active_view)
 
-    def _focus_active_view(self) -> None:
-        """Focus the main widget of the view on screen now (focusing one in another pane would switch to it)."""
+    def _focus_view(self, view_id: str) -> None:
+        """Focus the main widget of a view, unless the focus is in that view already."""
         if not self.screen_stack or len(self.screen_stack) > 1:
             return
-        active = self.query_one("#views", TabbedContent).active
-        pane = self.query_one(f"#views TabPane#{active}")
+        pane = self.query_one(f"#views TabPane#{view_id}")
         focused = self.focused
         if focused is not None and pane in focused.ancestors:
             return
         for widget in pane.query("ObjectTable, #demo-list"):
-            widget.focus()
+            self.screen.set_focus(widget)
             return
 
     def action_show_view(self, view_id: str) -> None:
@@ -300,7 +315,6 @@ class IpcmonApp(App[None]):
     def jump_to(self, view_id: str, key: str) -> None:
         """Switch to a view and put the cursor on an object's row."""
         self.show_view(view_id)
-        self.active_view = view_id
         for view in self.query(ObjectView):
             if view.spec.id == view_id:
                 if view.select_key(key):

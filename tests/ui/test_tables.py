@@ -124,9 +124,8 @@ async def test_read_only_refuses_every_change() -> None:
         await jump(pilot, app, "shm", orphan.object_key)
         await pilot.press("d")
         await pilot.press("k")
-        await pilot.pause()
+        await wait_for(pilot, lambda: sum("Read-only" in m for m in messages) == 2, f"two refusals in {messages}")
         assert not isinstance(app.screen, ConfirmScreen | SignalPicker)
-        assert sum("Read-only" in message for message in messages) == 2
 
 
 async def test_held_object_cannot_be_removed_from_canned_data() -> None:
@@ -137,9 +136,8 @@ async def test_held_object_cannot_be_removed_from_canned_data() -> None:
         await started(pilot, app)
         await jump(pilot, app, "shm", held.object_key)
         await pilot.press("d")
-        await pilot.pause()
+        await wait_for(pilot, lambda: any("Refused" in m and "4242" in m for m in messages), f"refusal in {messages}")
         assert not isinstance(app.screen, ConfirmScreen)
-        assert any("Refused" in message and "4242" in message for message in messages)
 
 
 async def test_process_view_and_palette_jump() -> None:

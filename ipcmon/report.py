@@ -17,8 +17,12 @@ MAX_CELL = 48
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
-    """Left-aligned columns two spaces apart; cells are already printable."""
-    cells = [[shorten(cell, MAX_CELL) for cell in row] for row in rows]
+    """Left-aligned columns two spaces apart; cells are already printable.
+
+    Cells are cut at MAX_CELL characters to keep the columns readable, except in the last column, which
+    (holders, endpoints) can run on without pushing anything else aside.
+    """
+    cells = [[shorten(cell, MAX_CELL) for cell in row[:-1]] + list(row[-1:]) for row in rows]
     widths = [len(header) for header in headers]
     for row in cells:
         for index, cell in enumerate(row):
@@ -33,8 +37,11 @@ def holders_cell(holders: Sequence[Holder]) -> str:
     """'1234 comm fd3 rw, 1235 comm map rw-s' with repeated pids folded."""
     parts = []
     for holder in holders:
-        where = f"fd{holder.fd}" if holder.fd is not None else f"map {holder.prot or ''}".rstrip()
-        parts.append(f"{holder.pid} {printable(holder.comm)} {where} {holder.access}".rstrip())
+        if holder.fd is not None:
+            where = f"fd{holder.fd} {holder.access}"
+        else:
+            where = f"map {holder.prot or holder.access} {human_bytes(holder.mapped_bytes)}"
+        parts.append(f"{holder.pid} {printable(holder.comm)} {where}")
     return ", ".join(parts) if parts else "-"
 
 
@@ -148,7 +155,8 @@ def render(snapshot: Snapshot, *, all_signals: bool = False) -> str:
     orphaned = sum(segment.state == "orphaned" for segment in snapshot.shm)
     deleted = sum(segment.state == "deleted" for segment in snapshot.shm)
     lines.append(
-        f"ipcmon snapshot {when}: {len(snapshot.processes)} processes ({snapshot.hidden_processes} hidden), "
+        f"ipcmon snapshot {when}: {len(snapshot.processes)} processes"
+        f"{f' ({snapshot.hidden_processes} not fully readable)' if snapshot.hidden_processes else ''}, "
         f"shm {len(snapshot.shm)} ({held} held, {orphaned} orphaned, {deleted} deleted), "
         f"mqueues {len(snapshot.mqueues)}, pipes {len(snapshot.pipes)}, "
         f"sysv shm/msg/sem {len(snapshot.sysv.shm)}/{len(snapshot.sysv.msg)}/{len(snapshot.sysv.sem)}, "

@@ -176,7 +176,7 @@ def test_unprivileged_user_gets_a_clean_partial_answer(cleanup: Cleanup, spawn: 
     text = ipcmon("snapshot", user="nobody")
     assert text.returncode == 0, text.stderr
     assert b"Traceback" not in text.stderr
-    hidden = re.search(rb"processes \((\d+) hidden\)", text.stdout.split(b"\n")[0])
+    hidden = re.search(rb"processes \((\d+) not fully readable\)", text.stdout.split(b"\n")[0])
     assert hidden is not None and int(hidden.group(1)) > 0
     assert re.search(rb"\nnote: .*run as root", text.stdout)
 

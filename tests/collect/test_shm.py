@@ -155,7 +155,7 @@ def test_segment_unlinked_while_mapped_is_deleted_and_pins_memory(spawn: Spawn, 
     assert old.mtime is not None and old.ctime is not None
     row = dict(zip(SHM_HEADERS, shm_row(old), strict=True))
     assert (row["STATE"], row["MODE"]) == (f"deleted, pins {human_bytes(PAGE)}", "rw-r-----")
-    assert row["HOLDERS"] == f"{holder.pid} ipcm-pinner map rw-s rw"
+    assert row["HOLDERS"] == f"{holder.pid} ipcm-pinner map rw-s {human_bytes(4 * PAGE)}"
     assert old.holders == (
         Holder(pid=holder.pid, comm="ipcm-pinner", fd=None, mapped=True, access="rw", shared=True,
                prot="rw-s", mapped_bytes=4 * PAGE),

@@ -103,9 +103,10 @@ class ShmSegment:
     size: int
     allocated: int
     """Bytes of memory actually used (st_blocks × 512); sparse segments allocate less than size."""
-    mode: int
-    uid: int
-    gid: int
+    mode: int | None
+    """Permission bits; None when unknown (an unlinked segment held only by a mapping, not root)."""
+    uid: int | None
+    gid: int | None
     owner: str | None
     group: str | None
     mtime: float | None

@@ -65,8 +65,8 @@ def shm_row(segment: ShmSegment) -> tuple[str, ...]:
         segment.kind,
         human_bytes(segment.size),
         human_bytes(segment.allocated),
-        mode_text(segment.mode) if segment.uid >= 0 else "?",  # uid -1: attributes unknown (no map_files)
-        printable(segment.owner or str(segment.uid)),
+        mode_text(segment.mode),
+        printable(segment.owner or optional(segment.uid)),
         state,
         holders_cell(segment.holders),
     )
@@ -84,13 +84,13 @@ def mqueue_row(queue: MessageQueue) -> tuple[str, ...]:
     name = printable(queue.name) + (" (deleted)" if queue.deleted else "")
     return (
         name,
-        _opt(queue.messages),
-        _opt(queue.max_messages),
-        _opt(queue.message_size),
+        optional(queue.messages),
+        optional(queue.max_messages),
+        optional(queue.message_size),
         human_bytes(queue.qsize_bytes),
         "?" if fill is None else f"{fill * 100:.0f}%",
         notify,
-        printable(queue.owner or _opt(queue.uid)),
+        printable(queue.owner or optional(queue.uid)),
         holders_cell(queue.holders),
     )
 
@@ -134,7 +134,7 @@ def signal_row(process: ProcessSignals) -> tuple[str, ...]:
     )
 
 
-def _opt(value: object) -> str:
+def optional(value: object) -> str:
     return "?" if value is None else str(value)
 
 

@@ -163,6 +163,9 @@ def collect(
                     )
                     continue
                 deleted = True
+        mode: int | None
+        uid: int | None
+        gid: int | None
         if held_fds:
             first = held_fds[0]
             size, allocated = first.size, first.blocks * 512
@@ -174,7 +177,8 @@ def collect(
             mode, uid, gid, mtime, ctime = st.st_mode, st.st_uid, st.st_gid, st.st_mtime, st.st_ctime
         else:
             size = allocated = max(ref.size for ref in held_maps)
-            mode, uid, gid, mtime, ctime = 0, -1, -1, None, None
+            mode = uid = gid = None  # only map_files (root) could tell
+            mtime = ctime = None
         segments.append(
             _segment(path, shm_dir, size, allocated, mode, uid, gid, mtime, ctime, identity, held_fds,
                      held_maps, processes, linked=False)
@@ -188,9 +192,9 @@ def _segment(
     shm_dir: str,
     size: int,
     allocated: int,
-    mode: int,
-    uid: int,
-    gid: int,
+    mode: int | None,
+    uid: int | None,
+    gid: int | None,
     mtime: float | None,
     ctime: float | None,
     identity: tuple[int, int],
@@ -211,11 +215,11 @@ def _segment(
         kind="sem" if file_name.startswith(SEM_PREFIX) else "shm",
         size=size,
         allocated=allocated,
-        mode=stat.S_IMODE(mode),
+        mode=None if mode is None else stat.S_IMODE(mode),
         uid=uid,
         gid=gid,
-        owner=procfs.user_name(uid) if uid >= 0 else None,
-        group=procfs.group_name(gid) if gid >= 0 else None,
+        owner=None if uid is None else procfs.user_name(uid),
+        group=None if gid is None else procfs.group_name(gid),
         mtime=mtime,
         ctime=ctime,
         dev=identity[0],

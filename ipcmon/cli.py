@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="list every process in the signals table, not only those with something pending or blocked",
     )
     _add_lifecycle_commands(commands)
+    _add_demo_command(commands)
     return parser
 
 
@@ -109,6 +110,34 @@ def _add_lifecycle_commands(commands: argparse._SubParsersAction[argparse.Argume
                        help="refuse to remove anything, even with --yes (same as ipcmon --read-only)")
 
 
+def _add_demo_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="run demo workloads that walk each IPC mechanism through its lifecycle, narrated",
+        description="Runs demo workloads in the foreground, narrating each step. Ctrl-C stops them: they "
+        "remove what they created (all but leak, by design) and ipcmon exits 0. 'all' runs the lesson demos "
+        "together; not leak (it leaves orphans on purpose) nor stress (it is load, not a lesson).",
+    )
+    demo.add_argument("--list", action="store_true", help="describe each demo in one line")
+    demo.add_argument("--step", type=float, default=None, metavar="S", help="seconds between steps")
+    demo.add_argument("name", nargs="?", metavar="NAME", help="a demo (see --list), or all")
+    demo.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS",
+                      help="passed to the demo, e.g. stress's --processes 500 --duration 60")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ipcmon.demos import DEMOS, LESSONS, run_foreground
+
+    if args.list or args.name is None:
+        width = max(map(len, DEMOS))
+        sys.stdout.write("".join(f"{demo.name:<{width}}  {demo.description}\n" for demo in DEMOS.values()))
+        return 0
+    if args.name != "all" and args.name not in DEMOS:
+        sys.stderr.write(f"ipcmon demo: no demo {args.name!r} (ipcmon demo --list shows them)\n")
+        return 2
+    return run_foreground(LESSONS if args.name == "all" else (args.name,), args.step, args.args)
+
+
 def parse_interval(text: str) -> float:
     try:
         value = float(text)
@@ -134,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "snapshot":
             return cmd_snapshot(args)
+        if args.command == "demo":
+            return cmd_demo(args)
         if args.command in ("watch", "leaks", "clean"):
             from ipcmon import lifecycle_cli
 

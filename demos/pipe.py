@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import fcntl
 import os
-import select
 import signal
+from types import FrameType
 
 from demokit import Lesson, Turns
 
@@ -86,7 +86,17 @@ def lesson_round(lesson: Lesson, turns: Turns) -> None:
         lesson.step(9, f"child {me} reads {data.decode()!r}, then waits for end of file, which cannot come: "
                        f"it holds a write end of {pipe} itself (the both-ends hazard)", pause=False)
         patience = max(2 * lesson.step_seconds, 0.5)
-        select.select([read_end], [], [], patience)  # a plain read() would wait here forever
+
+        def give_up(_signo: int, _frame: FrameType | None) -> None:
+            raise TimeoutError
+
+        # This read() would wait forever; an alarm (SIGALRM) stands in for the programmer who notices.
+        signal.signal(signal.SIGALRM, give_up)
+        signal.setitimer(signal.ITIMER_REAL, patience)
+        try:
+            os.read(read_end, 100)
+        except TimeoutError:
+            pass
         lesson.step(10, f"child {me}: still no end of file after {patience:.1f} s; it closes the write end it "
                         f"forgot", pause=False)
         os.close(write_end)

@@ -436,3 +436,32 @@ def test_demo_list_names_all_eight() -> None:
     assert len(listing) == 8
     assert set(LESSONS) == set(DEMOS) - {"leak", "stress"}
     assert all(demo.path.is_file() for demo in DEMOS.values())
+
+
+def test_demo_cleans_up_when_its_launcher_is_sigkilled() -> None:
+    command = [sys.executable, "-m", "ipcmon", "demo", "mqueue", "--step", "0.5"]
+    cli = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True, cwd=REPO)
+    assert cli.stdout is not None
+    demo: ProcessKey | None = None
+    name = None
+    try:
+        found = re.search(r"parent (\d+) creates (/ipcmon-demo-\d+-mq)", cli.stdout.readline())
+        assert found is not None
+        pid = int(found.group(1))
+        demo = ProcessKey(pid, procfs.parse_stat(procfs.read_bytes(f"/proc/{pid}/stat")).start_ticks)
+        name = found.group(2)
+        os.kill(cli.pid, signal.SIGKILL)  # the launcher dies; --exit-with-parent makes the demo stop itself
+        cli.wait()
+        wait_until(lambda: not _alive(demo), "the demo to stop after its launcher died")
+        assert not _entries(find_mqueue_dir() or "/dev/mqueue", name)
+    finally:
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGKILL)
+            cli.wait()
+        if demo is not None and _alive(demo):
+            os.killpg(demo.pid, signal.SIGKILL)  # its own session: the group is the demo and its children
+        if name is not None:
+            try:
+                posix_ipc.unlink_message_queue(name)
+            except posix_ipc.ExistentialError:
+                pass

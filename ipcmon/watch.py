@@ -30,6 +30,11 @@ from ipcmon.model import Event, MessageQueue, ShmSegment, Snapshot
 
 EventCallback = Callable[[Event], None]
 
+ANNOUNCED_MAX = 4096
+"""inotify events remembered so the next poll does not report them again. Under churn most are never
+matched (the object was gone before the poll), so without a cap this grew to ~100k entries a minute
+and made every poll slower (issue 7)."""
+
 MECHANISMS_BY_KIND: dict[str, frozenset[str]] = {
     "shm": frozenset({"shm", "sem"}),
     "mqueue": frozenset({"mqueue"}),
@@ -207,6 +212,8 @@ class Monitor:
                 verb = "unlinked-while-held" if held else "destroyed"
                 event = Event(now, mechanism, verb, name, key, source="inotify")
             self._announced[(event.key, event.event)] = now
+            if len(self._announced) > ANNOUNCED_MAX:
+                del self._announced[next(iter(self._announced))]  # the oldest (dicts keep insertion order)
             self.log.append(event)
         if self._on_event is not None:
             self._on_event(event)

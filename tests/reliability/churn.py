@@ -343,6 +343,28 @@ def _check(
             )
 
 
+def make_pool(prefix: str, fifo_dir: str) -> None:
+    """The segments and FIFOs the short-lived children open (POOL_GROUPS groups)."""
+    for group in range(POOL_GROUPS):
+        for index in range(POOL_SEGMENTS):
+            fd = os.open(f"{SHM_DIR}/{prefix}-pool{group}-{index}", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+            os.ftruncate(fd, mmap.PAGESIZE)
+            os.close(fd)
+        os.mkfifo(f"{fifo_dir}/{prefix}-pool{group}.fifo", 0o600)
+
+
+def remove_churn_objects(prefix: str, fifo_dir: str) -> None:
+    """Everything a churn run made, by its unique prefix, and the FIFO directory."""
+    for path in glob.glob(f"{SHM_DIR}/{prefix}-*") + glob.glob(f"{MQUEUE_DIR}/{prefix}-*"):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    for path in glob.glob(f"{fifo_dir}/*"):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    with contextlib.suppress(OSError):
+        os.rmdir(fifo_dir)
+
+
 def run_main(args: argparse.Namespace) -> Report:
     from ipcmon.collect import ScanConfig
     from ipcmon.export import dumps
@@ -359,12 +381,7 @@ def run_main(args: argparse.Namespace) -> Report:
     stderr_files: dict[str, Any] = {}
     started = time.monotonic()
     try:
-        for group in range(POOL_GROUPS):
-            for index in range(POOL_SEGMENTS):
-                fd = os.open(f"{SHM_DIR}/{prefix}-pool{group}-{index}", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
-                os.ftruncate(fd, mmap.PAGESIZE)
-                os.close(fd)
-            os.mkfifo(f"{fifo_dir}/{prefix}-pool{group}.fifo", 0o600)
+        make_pool(prefix, fifo_dir)
         per_kind = -(-args.objects // len(OBJECT_KINDS))
         for kind in ("processes", *OBJECT_KINDS):
             count = args.processes if kind == "processes" else per_kind
@@ -428,18 +445,32 @@ def run_main(args: argparse.Namespace) -> Report:
             if popen.poll() is None:
                 popen.kill()
                 popen.wait()
-        for path in glob.glob(f"{SHM_DIR}/{prefix}-*") + glob.glob(f"{MQUEUE_DIR}/{prefix}-*"):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
         for stderr_file in stderr_files.values():
             stderr_file.close()
-        for path in glob.glob(f"{fifo_dir}/*"):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        with contextlib.suppress(OSError):
-            os.rmdir(fifo_dir)
+        remove_churn_objects(prefix, fifo_dir)
     report.seconds = time.monotonic() - started
     return report
+
+
+def rerun_in_pid_namespace(module: str, argv: list[str] | None) -> int:
+    """Run python -m module argv… as the first process of a new pid namespace with its own /proc."""
+    command = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
+               sys.executable, "-m", module, *(argv if argv is not None else sys.argv[1:])]
+    return subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}).returncode
+
+
+def start_workers(kinds: tuple[str, ...], count: int, prefix: str, fifo_dir: str, log_path: str
+                  ) -> list[subprocess.Popen[bytes]]:
+    """Churn workers (see worker_processes and worker_objects) that run until SIGUSR1 once count is made."""
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.reliability.churn", "--worker", kind, "--count", str(count),
+             "--prefix", prefix, "--fifo-dir", fifo_dir, "--log", log_path],
+            cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        for kind in kinds
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -463,10 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         worker_objects(args.worker, args.count, args.prefix, args.fifo_dir, args.log)
         return 0
     if os.getpid() != 1 and not args.no_namespace:
-        # Become the first process of a new pid namespace with its own /proc (see the module docstring).
-        command = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child",
-                   sys.executable, "-m", "tests.reliability.churn", *(argv if argv is not None else sys.argv[1:])]
-        return subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}).returncode
+        return rerun_in_pid_namespace("tests.reliability.churn", argv)
     report = run_main(args)
     result = {**report.__dict__, "phantom_count": len(report.phantoms), "phantoms": report.phantoms[:20],
               "ok": report.ok(args)}

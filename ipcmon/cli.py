@@ -197,6 +197,10 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from ipcmon.ui.app import make_app  # Textual is imported here and nowhere else on the CLI path
 
-    app = make_app(None, args.interval, args.read_only, args.kind, args.pid, args.demo)
+    try:
+        app = make_app(None, args.interval, args.read_only, args.kind, args.pid, args.demo)
+    except ValueError as error:  # an unknown --demo name
+        sys.stderr.write(f"ipcmon: {error}\n")
+        return 2
     app.run()
     return int(app.return_code or 0)

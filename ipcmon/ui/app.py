@@ -15,9 +15,12 @@ from textual.reactive import reactive
 from textual.theme import Theme
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import Footer, TabbedContent, TabPane
+from textual.widgets import Footer, Input, TabbedContent, TabPane
 
+from ipcmon import audit
 from ipcmon.collect import ScanConfig
+from ipcmon.collect.signals import signal_name
+from ipcmon.demos import DemoProcess
 from ipcmon.export import dumps
 from ipcmon.leaks import find_leaks
 from ipcmon.model import KINDS, Event, Snapshot
@@ -45,6 +48,7 @@ from ipcmon.ui.screens.confirm import ConfirmScreen
 from ipcmon.ui.screens.help import HelpScreen
 from ipcmon.ui.screens.process import ProcessScreen
 from ipcmon.ui.screens.signal import SignalPicker
+from ipcmon.ui.widgets.demos_view import DemosView, expand_names, running_demo_pids
 from ipcmon.ui.widgets.events_view import EventKeys, events_spec
 from ipcmon.ui.widgets.header import StatusHeader
 from ipcmon.ui.widgets.object_view import ObjectView, ViewSpec
@@ -97,7 +101,10 @@ class IpcmonApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help"),
-        Binding("slash", "filter", "Filter"),
+        # Priority bindings run before the key is routed to the focused widget, so keys typed right after
+        # "/" (or a view number) already reach the filter box of the new view; check_action lets them through
+        # as text when a text box has the focus.
+        Binding("slash", "filter", "Filter", priority=True),
         Binding("k", "signal", "Signal"),
         Binding("d", "remove", "Remove"),
         Binding("c", "copy_path", "Copy path"),
@@ -105,7 +112,7 @@ class IpcmonApp(App[None]):
         Binding("p,space", "toggle_pause", "Pause"),
         Binding("plus,equals_sign", "faster", "Faster"),
         Binding("minus", "slower", "Slower"),
-        *(Binding(str(number), f"show_view('{view}')", title, show=False)
+        *(Binding(str(number), f"show_view('{view}')", title, show=False, priority=True)
           for number, (view, title) in enumerate(VIEWS, start=1)),
     ]
     # Actions that need the main screen (not a dialog or the process view on top of it).
@@ -132,13 +139,19 @@ class IpcmonApp(App[None]):
         is_root: bool | None = None,
         export_dir: str | None = None,
         demos: Sequence[str] = (),
+        demo_step: float | None = None,
     ) -> None:
         super().__init__()
-        self.initial_demos = tuple(demos)
+        self.demo_step = demo_step
+        """Seconds between demo steps (None: each demo's default)."""
+        self.initial_demos = tuple(expand_names(demos))
         """Demos to start when the dashboard opens (--demo)."""
+        self.demo_processes: dict[str, DemoProcess] = {}
+        """Demos started from this dashboard, by name (the latest run of each)."""
         uname = os.uname()
         self.feed = feed
-        self.read_only = read_only
+        self.read_only = audit.read_only(read_only)
+        """--read-only or IPCMON_READ_ONLY: every action that changes the system is refused."""
         self.scan_config = scan_config
         self.host = host if host is not None else uname.nodename
         self.kernel = kernel if kernel is not None else uname.release
@@ -173,9 +186,7 @@ class IpcmonApp(App[None]):
         yield Footer()
 
     def compose_demos(self) -> Widget:
-        from ipcmon.ui.widgets.demos_view import DemosView
-
-        return DemosView(self.initial_demos)
+        return DemosView(self.initial_demos).data_bind(IpcmonApp.snapshot)
 
     def on_mount(self) -> None:
         self.palette = palette_for(self.current_theme)
@@ -190,6 +201,10 @@ class IpcmonApp(App[None]):
         if self._timer is not None:
             self._timer.stop()
         self.feed.stop()
+        # Demos started here end with the dashboard, removing what they created (as on Ctrl-C).
+        for process in self.demo_processes.values():
+            if process.running:
+                process.stop()
 
     # --- scanning: a thread worker, never two at once, re-armed after each one ----------------------------
 
@@ -218,7 +233,7 @@ class IpcmonApp(App[None]):
         self._scanning = False
         self.scan_error = ""
         self.events = list(self.feed.log)
-        self.context = Context(message.snapshot, self.palette, self.demo_pids())
+        self.context = Context(message.snapshot, self.palette, running_demo_pids(self, message.snapshot))
         self.snapshot = message.snapshot
         self._next_scan()
 
@@ -246,11 +261,6 @@ class IpcmonApp(App[None]):
         if event.source == "inotify":
             self.post_message(WatchedEvent(event))
 
-    def demo_pids(self) -> frozenset[int]:
-        from ipcmon.ui.widgets.demos_view import running_demo_pids
-
-        return running_demo_pids(self)
-
     def history_for(self, key: str) -> list[Event]:
         """One object's events, oldest first (the last 50)."""
         return [event for event in reversed(self.events) if event.key == key][-50:]
@@ -264,7 +274,7 @@ class IpcmonApp(App[None]):
         self.palette = palette_for(theme)
         snapshot = self.snapshot
         if snapshot is not None:
-            self.context = Context(snapshot, self.palette, self.demo_pids())
+            self.context = Context(snapshot, self.palette, running_demo_pids(self, snapshot))
             for overview in self.query(Overview):
                 overview.refresh_view()
             view = self.current_view()
@@ -353,6 +363,8 @@ class IpcmonApp(App[None]):
     # --- actions ----------------------------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("filter", "show_view") and isinstance(self.focused, Input):
+            return False  # the key is text for the box
         return not (action in self.MAIN_SCREEN_ACTIONS and len(self.screen_stack) > 1)
 
     def action_help(self) -> None:
@@ -431,20 +443,21 @@ class IpcmonApp(App[None]):
         if signo is None:
             self.notify("Cancelled: no signal sent.", markup=False)
             return
-        from ipcmon.collect.signals import signal_name
-
         question = Text(f"Send {signal_name(signo)} ({signo}) to ").append_text(target).append("?")
         if not await self.push_screen_wait(ConfirmScreen("Send a signal", question, "Send")):
             self.notify("Cancelled: no signal sent.", markup=False)
             return
-        self._send_signal(pid, process.start_ticks if process else None, signo)
+        self._send_signal(pid, process.start_ticks if process else None, signo, process.comm if process else "?")
 
     @work(thread=True, group="action", exit_on_error=False)
-    def _send_signal(self, pid: int, start_ticks: int | None, signo: int) -> None:
+    def _send_signal(self, pid: int, start_ticks: int | None, signo: int, comm: str) -> None:
         try:
-            self.post_message(ActionDone(actions.send_signal(pid, start_ticks, signo)))
+            text, ok = actions.send_signal(pid, start_ticks, signo), True
         except OSError as error:
-            self.post_message(ActionDone(str(error), ok=False))
+            text, ok = str(error), False
+        # Every signal sent or refused goes to the action log (issue 7), like removals.
+        problem = audit.record("signal", f"{signal_name(signo)} to {pid} {comm}", text)
+        self.post_message(ActionDone(f"{text} ({problem})" if problem else text, ok=ok))
 
     def action_remove(self) -> None:
         if self._refuse_read_only("removing objects"):
@@ -543,6 +556,7 @@ def make_app(
     is_root: bool | None = None,
     export_dir: str | None = None,
     history: int = HISTORY_EVENTS,
+    demo_step: float | None = None,
 ) -> IpcmonApp:
     """The dashboard over a snapshot source (None: the live system, with inotify) — the CLI and tests call this."""
     config = ScanConfig(kinds=tuple(kinds), pids=pids)
@@ -564,5 +578,6 @@ def make_app(
         is_root=is_root,
         export_dir=export_dir,
         demos=demos,
+        demo_step=demo_step,
     )
     return app

@@ -14,6 +14,7 @@ from rich.style import Style
 from rich.text import Text
 
 from ipcmon import report
+from ipcmon.demos import OBJECT_PREFIX
 from ipcmon.model import (
     Event,
     Holder,
@@ -30,7 +31,7 @@ from ipcmon.model import (
 )
 from ipcmon.safe import human_bytes, printable, shorten
 
-DEMO_PREFIX = "/ipcmon-demo-"
+DEMO_PREFIX = OBJECT_PREFIX
 """Objects the demos create are named with this prefix (issue 5)."""
 
 MAX_CELL = 60
@@ -213,7 +214,7 @@ def shm_rows(ctx: Context) -> Iterator[Row]:
                 number_cell(shm.size, human_bytes(shm.size)),
                 number_cell(shm.rss, human_bytes(shm.rss)),
                 text_cell(report.mode_text(shm.mode)),
-                text_cell(shm.owner or str(shm.uid)),
+                text_cell(shm.owner or report.optional(shm.uid)),
                 text_cell(f"{state}, nattch {shm.nattch}", shm_state_style(state, palette)),
                 text_cell(report.holders_cell(shm.holders)),
             ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -48,6 +49,7 @@ def canned_app(*snapshots: Snapshot, **options: object) -> IpcmonApp:
     source = canned.Sequence(*(snapshots or (canned.canned_snapshot(),)))
     defaults: dict[str, object] = {
         "interval": 3600.0, "host": canned.HOST, "kernel": canned.KERNEL, "is_root": True,
+        "export_dir": tempfile.gettempdir(),
     }
     defaults.update(options)
     return make_app(source, **defaults)  # type: ignore[arg-type]
@@ -99,3 +101,9 @@ async def jump(pilot: Pilot[None], app: IpcmonApp, view_id: str, key: str) -> No
     """Put the cursor on an object's row, as the palette or an alert would."""
     app.jump_to(view_id, key)
     await wait_for(pilot, lambda: view(app, view_id).table.cursor_key == key, f"the cursor on {key}")
+
+
+def live_app(**options: object) -> IpcmonApp:
+    """The dashboard over the real system; an export (an "e" typed by mistake) lands in the temp directory."""
+    options.setdefault("export_dir", tempfile.gettempdir())
+    return make_app(None, **options)  # type: ignore[arg-type]

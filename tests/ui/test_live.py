@@ -9,11 +9,11 @@ import uuid
 import posix_ipc
 
 from ipcmon.model import ShmSegment
-from ipcmon.ui.app import IpcmonApp, make_app
+from ipcmon.ui.app import IpcmonApp
 from ipcmon.ui.screens.confirm import ConfirmScreen
 from ipcmon.ui.screens.signal import SignalPicker
 from tests.helpers import Cleanup, Spawn
-from tests.ui.conftest import jump, record_notifications, started, ui_name, view, wait_for
+from tests.ui.conftest import jump, live_app, record_notifications, started, ui_name, view, wait_for
 
 SIGUSR1_BIT = 1 << (10 - 1)
 
@@ -26,7 +26,7 @@ def segment(app: IpcmonApp, name: str) -> ShmSegment | None:
 
 
 def shm_app() -> IpcmonApp:
-    return make_app(None, interval=0.2, kinds=("shm",))
+    return live_app(interval=0.2, kinds=("shm",))
 
 
 async def test_segment_appears_gets_a_holder_and_goes(cleanup: Cleanup) -> None:
@@ -74,7 +74,7 @@ async def test_signal_dialog_delivers_and_cancel_sends_nothing(spawn: Spawn) -> 
         comm="ipcmon-ui-sig",
     )
     child.expect("ready")
-    app = make_app(None, interval=0.2, kinds=("signal",), pids=frozenset({child.pid}))
+    app = live_app(interval=0.2, kinds=("signal",), pids=frozenset({child.pid}))
     messages = record_notifications(app)
 
     def pending() -> int:

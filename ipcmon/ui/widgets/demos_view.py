@@ -1,26 +1,269 @@
-"""The Demos view: the demo workloads, started and stopped from the dashboard, with their narration."""
+"""The Demos view: the demo workloads, started and stopped from the dashboard, each with its narration (issue 5).
+
+Lesson demos run with ``--loop`` here, so the objects keep going through their lifecycle while you watch.
+The demos' processes and objects carry a ◆ badge in the other views; ``g`` jumps to the view that shows the
+selected demo's objects, cursor on the first of them.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections import deque
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.widgets import Static
+from textual.reactive import reactive
+from textual.widgets import DataTable, RichLog, Static
+
+from ipcmon.demos import DEMOS, LESSONS, DemoProcess
+from ipcmon.model import Snapshot
+from ipcmon.safe import printable
+from ipcmon.ui.rows import Cell, Column, Row, text_cell
+from ipcmon.ui.widgets.tables import ObjectTable
 
 if TYPE_CHECKING:
     from ipcmon.ui.app import IpcmonApp
 
+NARRATION_LINES = 500
+"""Narration kept per demo."""
 
-def running_demo_pids(app: IpcmonApp) -> frozenset[int]:
-    return frozenset()
+DEMO_VIEWS: dict[str, str] = {
+    "shm": "shm",
+    "sysv-shm": "shm",
+    "mqueue": "mqueue",
+    "pipe": "pipes",
+    "pipeline": "pipes",
+    "signals": "signals",
+    "leak": "shm",
+    "stress": "overview",
+}
+"""Where each demo's objects show."""
+
+DEMO_COLUMNS = (
+    Column("name", "DEMO"),
+    Column("state", "STATE"),
+    Column("pid", "PID"),
+    Column("processes", "PROCS"),
+    Column("objects", "OBJECTS"),
+    Column("description", "WHAT IT SHOWS"),
+)
+
+
+def expand_names(names: Iterable[str]) -> list[str]:
+    """--demo values: names, or 'all' for every lesson; unknown names raise ValueError."""
+    result: list[str] = []
+    for name in names:
+        for one in LESSONS if name == "all" else (name,):
+            if one not in DEMOS:
+                raise ValueError(f"no demo {one!r} (choose from {', '.join(DEMOS)}, or all)")
+            if one not in result:
+                result.append(one)
+    return result
+
+
+def descendants(snapshot: Snapshot, roots: Iterable[int]) -> frozenset[int]:
+    """The given pids and every process below them in the snapshot's process tree."""
+    children: dict[int, list[int]] = {}
+    for process in snapshot.processes:
+        children.setdefault(process.ppid, []).append(process.pid)
+    found = [pid for pid in roots]
+    for pid in found:  # grows while it is walked: breadth first
+        found.extend(children.get(pid, ()))
+    return frozenset(found)
+
+
+def running_demo_pids(app: IpcmonApp, snapshot: Snapshot) -> frozenset[int]:
+    """Processes of the demos started from this dashboard (a running demo is unreaped, so its pid is its own)."""
+    roots = [demo.pid for demo in app.demo_processes.values() if demo.running]
+    return descendants(snapshot, roots) if roots else frozenset()
+
+
+def demo_object_keys(snapshot: Snapshot, demo: DemoProcess, pids: frozenset[int]) -> Iterator[tuple[str, str]]:
+    """(view, row key) of every object the demo made or holds, in view order."""
+    for segment in snapshot.shm:
+        if segment.name.startswith(demo.prefix) or any(h.pid in pids for h in segment.holders):
+            yield "shm", segment.object_key
+    for shm in snapshot.sysv.shm:
+        if shm.cpid in pids or any(h.pid in pids for h in shm.holders):
+            yield "shm", shm.object_key
+    for queue in snapshot.mqueues:
+        if queue.name.startswith(demo.prefix) or any(h.pid in pids for h in queue.holders):
+            yield "mqueue", queue.object_key
+    for pipe in snapshot.pipes:
+        if any(end.pid in pids for end in (*pipe.readers, *pipe.writers)):
+            yield "pipes", pipe.object_key
+    for signals in snapshot.signals:
+        if signals.pid in pids:
+            yield "signals", signals.object_key
 
 
 class DemosView(Vertical):
+    """Lists the demos; Enter starts or stops the selected one; its narration shows below."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("g", "go", "Show objects"),
+    ]
+
     def __init__(self, start: tuple[str, ...] = ()) -> None:
         super().__init__(id="view-demos")
         self.start = start
+        self.narration: dict[str, deque[str]] = {name: deque(maxlen=NARRATION_LINES) for name in DEMOS}
+        self._shown: str | None = None
+
+    @property
+    def dashboard(self) -> IpcmonApp:
+        return cast("IpcmonApp", self.app)
 
     def compose(self) -> ComposeResult:
-        yield Static(Text("demos are not available yet"))
+        yield Static(Text("Enter starts or stops the selected demo; g shows its objects; ◆ marks them elsewhere."),
+                     classes="hint")
+        yield ObjectTable(DEMO_COLUMNS, id="demo-list")
+        yield RichLog(id="demo-narration", max_lines=NARRATION_LINES, wrap=True, markup=False)
+
+    snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
+
+    def on_mount(self) -> None:
+        self.refresh_rows()
+        for name in self.start:
+            self.start_demo(name, asked_on_command_line=True)
+        self.set_interval(0.25, self._drain)
+
+    def watch_snapshot(self, snapshot: Snapshot | None) -> None:
+        if self.is_mounted:
+            self.table.sync(self._rows())
+
+    @property
+    def table(self) -> ObjectTable:
+        return self.query_one("#demo-list", ObjectTable)
+
+    def refresh_rows(self) -> None:
+        self.table.sync(self._rows())
+        self._show_narration()
+
+    def _rows(self) -> Iterator[Row]:
+        snapshot = self.dashboard.snapshot
+        palette = self.dashboard.palette
+        for index, (name, demo) in enumerate(DEMOS.items()):
+            process = self.dashboard.demo_processes.get(name)
+            pids: frozenset[int] = frozenset()
+            objects = 0
+            if process is not None and process.running and snapshot is not None:
+                pids = descendants(snapshot, (process.pid,))
+                objects = sum(1 for _ in demo_object_keys(snapshot, process, pids))
+            if process is None:
+                state, style = "stopped", palette.muted
+            elif process.running:
+                state, style = "running", palette.good
+            else:
+                code = process.returncode
+                state, style = f"ended ({code})", palette.warn if code else palette.muted
+            yield Row(
+                key=name,
+                cells=(
+                    Cell(name, (0, index), "bold"),
+                    text_cell(state, style),
+                    text_cell(str(process.pid) if process is not None and process.running else "-"),
+                    text_cell(str(len(pids)) if pids else "-"),
+                    text_cell(str(objects) if pids else "-"),
+                    text_cell(demo.description, width=90),
+                ),
+                record=demo,
+                search=f"{name} {demo.description}".lower(),
+                pids=tuple(sorted(pids)),
+            )
+
+    # --- narration --------------------------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Move narration lines from the demos' reader threads into the view (UI thread only)."""
+        changed = False
+        for name, process in self.dashboard.demo_processes.items():
+            while not process.lines.empty():
+                self.narration[name].append(process.lines.get_nowait())
+                if name == self._shown:
+                    self.query_one(RichLog).write(Text(printable(self.narration[name][-1])))
+                changed = True
+        if changed:
+            self.table.sync(self._rows())
+
+    def _show_narration(self) -> None:
+        row = self.table.current_row
+        name = row.key if row is not None else None
+        if name == self._shown:
+            return
+        self._shown = name
+        log = self.query_one(RichLog)
+        log.clear()
+        if name is None:
+            return
+        log.write(Text(f"{name}: {DEMOS[name].description}", style="bold"))
+        for line in self.narration[name]:
+            log.write(Text(printable(line)))
+        if name not in self.dashboard.demo_processes:
+            log.write(Text("not started: press Enter to start it", style="dim"))
+
+    @on(DataTable.RowHighlighted, "#demo-list")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_narration()
+
+    # --- start, stop, go ----------------------------------------------------------------------------------------
+
+    def start_demo(self, name: str, *, asked_on_command_line: bool = False) -> None:
+        if self.dashboard.read_only and not asked_on_command_line:
+            self.dashboard.notify("Read-only: ipcmon was started with --read-only, so demos cannot be started.",
+                                  title="Refused", severity="warning", markup=False)
+            return
+        try:
+            args = ("--loop",) if DEMOS[name].lesson else ()
+            process = DemoProcess.start(name, self.dashboard.demo_step, args=args)
+        except (OSError, ValueError) as error:
+            self.dashboard.notify(f"Could not start demo {name}: {error}", severity="error", markup=False)
+            return
+        self.dashboard.demo_processes[name] = process
+        self.narration[name].clear()
+        if name == self._shown:
+            self._shown = None
+        self.refresh_rows()
+        self.dashboard.request_scan()
+
+    @work(thread=True, group="demo-stop", exit_on_error=False)
+    def stop_demo(self, process: DemoProcess) -> None:
+        process.stop()
+        self.app.call_from_thread(self.refresh_rows)
+        self.app.call_from_thread(self.dashboard.request_scan)
+
+    @on(DataTable.RowSelected, "#demo-list")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        name = str(event.row_key.value)
+        process = self.dashboard.demo_processes.get(name)
+        if process is not None and process.running:
+            self.dashboard.notify(f"Stopping demo {name}: it removes what it created.", markup=False)
+            self.stop_demo(process)
+        else:
+            self.start_demo(name)
+
+    def action_go(self) -> None:
+        row = self.table.current_row
+        if row is None:
+            return
+        name = row.key
+        view = DEMO_VIEWS.get(name, "overview")
+        process = self.dashboard.demo_processes.get(name)
+        snapshot = self.dashboard.snapshot
+        if process is None or not process.running or snapshot is None:
+            self.dashboard.show_view(view)
+            return
+        pids = descendants(snapshot, (process.pid,))
+        keys = [key for where, key in demo_object_keys(snapshot, process, pids) if where == view]
+        if keys:
+            self.dashboard.jump_to(view, keys[0])
+        else:
+            self.dashboard.show_view(view)
+            self.dashboard.notify(f"Demo {name} has no {view} objects right now.", markup=False)
+
+

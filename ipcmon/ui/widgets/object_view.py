@@ -140,7 +140,9 @@ class ObjectView(Vertical):
     def open_filter(self) -> None:
         box = self.query_one(".filter", Input)
         box.add_class("-open")
-        box.focus()
+        # Focus now, not after a refresh: the keys typed right after "/" belong to the filter (an "e" reaching
+        # the table would export the snapshot).
+        self.screen.set_focus(box)
 
     @on(Input.Changed, ".filter")
     def _filter_changed(self, event: Input.Changed) -> None:

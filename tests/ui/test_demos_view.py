@@ -1,0 +1,55 @@
+"""The Demos view: start a demo from the dashboard, read its narration, find its objects, stop it cleanly."""
+
+from __future__ import annotations
+
+import os
+
+from ipcmon.demos import OBJECT_PREFIX
+from tests.ui.conftest import live_app, record_notifications, started, view, wait_for
+
+
+def demo_files(pid: int) -> list[str]:
+    prefix = f"{OBJECT_PREFIX[1:]}{pid}-"
+    return [name for name in os.listdir("/dev/shm") if name.startswith(prefix)]
+
+
+async def test_start_demo_follow_its_objects_and_stop_it() -> None:
+    app = live_app(interval=0.2, kinds=("shm", "signal"), demo_step=0.4)
+    record_notifications(app)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await started(pilot, app)
+        await pilot.press("7")
+        demos = app.query_one("#view-demos")
+        table = demos.query_one("#demo-list")
+        assert table.cursor_key == "shm"  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        try:
+            await wait_for(pilot, lambda: "shm" in app.demo_processes, "the demo to start")
+            process = app.demo_processes["shm"]
+            await wait_for(pilot, lambda: any(line.startswith("step 1/") for line in demos.narration["shm"]),  # type: ignore[attr-defined]
+                           "the first narration line")
+            # The demo's segment is badged in the Shared memory view, and g jumps to it.
+            await wait_for(pilot, lambda: any(s.name.startswith(process.prefix) for s in app.snapshot.shm),  # type: ignore[union-attr]
+                           "the demo's segment in a scan")
+            await pilot.press("g")
+            await wait_for(pilot, lambda: app.active_view == "shm", "the jump to Shared memory")
+            row = view(app, "shm").table.current_row
+            assert row is not None and row.cells[0].plain.startswith("◆ " + OBJECT_PREFIX)
+            await pilot.press("7")
+            await wait_for(pilot, lambda: app.focused is table, "the demo list focused")
+        finally:
+            await pilot.press("enter")  # stop it: SIGINT, and it removes what it made
+            await wait_for(pilot, lambda: not app.demo_processes["shm"].running, "the demo to stop")
+        await wait_for(pilot, lambda: not demo_files(process.pid), "the demo's segments removed")
+        assert "ended" in table.get_row("shm")[1].plain  # type: ignore[attr-defined]
+
+
+async def test_demos_end_with_the_dashboard() -> None:
+    app = live_app(interval=0.5, kinds=("shm",), demos=["shm"], demo_step=0.3)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await started(pilot, app)
+        await wait_for(pilot, lambda: "shm" in app.demo_processes, "the --demo to start")
+        process = app.demo_processes["shm"]
+        await wait_for(pilot, lambda: demo_files(process.pid), "the demo's segment")
+    assert not process.running
+    assert not demo_files(process.pid)

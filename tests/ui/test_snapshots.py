@@ -1,0 +1,66 @@
+"""SVG snapshots of the main views over canned data (fixed times, host and kernel; no clock on screen).
+
+Regenerate after a deliberate change with `pytest tests/ui/test_snapshots.py --snapshot-update`, then look at
+the SVGs in tests/ui/__snapshots__ before committing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+
+import pytest
+from textual.pilot import Pilot
+
+from ipcmon.ui.app import IpcmonApp
+from tests.ui import canned
+from tests.ui.conftest import canned_app, started, wait_for
+
+SIZE = (120, 40)
+SnapCompare = Callable[..., bool]
+
+
+@pytest.fixture(autouse=True)
+def _utc(utc: None) -> Iterator[None]:
+    yield
+
+
+def ready(app: IpcmonApp, *keys: str, rescan: bool = False) -> Callable[[Pilot[None]], Awaitable[None]]:
+    """Wait for the first scan (and a second, for events), then press keys."""
+
+    async def run_before(pilot: Pilot[None]) -> None:
+        await started(pilot, app)
+        if rescan:
+            app.request_scan()
+            await wait_for(pilot, lambda: app.events, "the second scan's events")
+        await pilot.press(*keys)
+        await pilot.pause()
+
+    return run_before
+
+
+@pytest.mark.parametrize(
+    ("name", "keys"),
+    [
+        ("overview", ()),
+        ("shm", ("2",)),
+        ("mqueue", ("3",)),
+        ("pipes", ("4", "down", "down")),
+        ("signals", ("5",)),
+        ("process", ("5", "enter")),
+        ("help", ("question_mark",)),
+        ("demos", ("7",)),
+    ],
+)
+def test_view(snap_compare: SnapCompare, name: str, keys: tuple[str, ...]) -> None:
+    app = canned_app()
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready(app, *keys))
+
+
+def test_events_view(snap_compare: SnapCompare) -> None:
+    app = canned_app(canned.canned_snapshot(), canned.later_snapshot())
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready(app, "6", rescan=True))
+
+
+def test_hostile_names(snap_compare: SnapCompare) -> None:
+    app = canned_app(canned.canned_snapshot(hostile=True))
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready(app, "2", "down"))

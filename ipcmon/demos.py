@@ -8,13 +8,13 @@ removes everything it created. No Textual import here.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import signal
 import subprocess
 import sys
 import threading
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,25 +173,43 @@ class DemoProcess:
         """The demo process and its descendants now, keyed by pid and start time; empty once it has ended."""
         if self._start_ticks is None or self._popen.poll() is not None:
             return frozenset()
-        children: dict[int, list[ProcessKey]] = defaultdict(list)
-        root: ProcessKey | None = None
-        for pid in procfs.pids():
-            try:
-                stat = procfs.parse_stat(procfs.read_bytes(f"{procfs.PROC}/{pid}/stat"))
-            except (procfs.Gone, procfs.Denied, ValueError, IndexError):
-                continue
-            key = ProcessKey(pid, stat.start_ticks)
-            if pid == self.pid:
-                if stat.start_ticks != self._start_ticks:
-                    return frozenset()
-                root = key
-            children[stat.ppid].append(key)
-        if root is None:
+        if _start_ticks(self.pid) != self._start_ticks:
             return frozenset()
-        found = [root]
+        found = [ProcessKey(self.pid, self._start_ticks)]
         for key in found:  # grows while it is walked: breadth first
-            found.extend(children.get(key.pid, ()))
+            for child in _children(key.pid):
+                ticks = _start_ticks(child)
+                if ticks is not None:
+                    found.append(ProcessKey(child, ticks))
         return frozenset(found)
+
+
+def _children(pid: int) -> list[int]:
+    """Children of a process, from /proc/PID/task/TID/children where the kernel has it, else by ppid."""
+    proc = procfs.PROC
+    if not _children_files():
+        return _children_by_ppid(pid)
+    try:
+        return [int(child) for tid in os.listdir(f"{proc}/{pid}/task")
+                for child in procfs.read_bytes(f"{proc}/{pid}/task/{tid}/children").split()]
+    except (OSError, procfs.Gone, procfs.Denied):
+        return []  # the process (or one of its threads) ended meanwhile: the next look sees the rest
+
+
+@functools.cache
+def _children_files() -> bool:
+    return os.path.exists(f"{procfs.PROC}/thread-self/children")  # CONFIG_PROC_CHILDREN
+
+
+def _children_by_ppid(pid: int) -> list[int]:
+    children = []
+    for candidate in procfs.pids():
+        try:
+            if procfs.parse_stat(procfs.read_bytes(f"{procfs.PROC}/{candidate}/stat")).ppid == pid:
+                children.append(candidate)
+        except (procfs.Gone, procfs.Denied, ValueError, IndexError):
+            continue
+    return children
 
 
 def run_foreground(names: Sequence[str], step: float | None = None, args: Sequence[str] = (),

@@ -79,8 +79,10 @@ class Watch:
                 on_snapshot(snapshot)
             assert time.monotonic() < deadline, f"{self.demo.name} did not finish: {self.lines[-3:]}"
             self.demo.finished.wait(0.01)
-        self._read_lines()
         assert self.demo.wait(10) == 0, self.lines
+        if on_snapshot is not None:  # one look after the end: the last step's effect may not be seen yet
+            on_snapshot(self.poll())
+        self._read_lines()
         assert not any("Traceback" in line for line in self.lines), "\n".join(self.lines)
 
     def wait_for(self, pattern: str) -> re.Match[str]:

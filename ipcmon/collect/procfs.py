@@ -7,7 +7,6 @@ A process that exits mid-scan is normal (``Gone``); a read the kernel refuses is
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import functools
 import grp
@@ -205,7 +204,9 @@ class _Statfs(ctypes.Structure):
 
 @functools.cache
 def libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # The C library is already loaded into every CPython process: CDLL(None) finds its symbols without
+    # ctypes.util.find_library, which runs ldconfig in a subprocess (about a second on a busy machine).
+    return ctypes.CDLL(None, use_errno=True)
 
 
 def fs_type(path: str) -> int | None:

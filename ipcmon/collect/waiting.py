@@ -7,7 +7,7 @@ can only be released by another waiter of the set is reported as a deadlock cand
 
 from __future__ import annotations
 
-import platform
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -34,7 +34,7 @@ _SYSCALLS: dict[str, dict[int, str]] = {
         189: "msgsnd", 192: "semtimedop", 193: "semop", 260: "wait4", 441: "epoll_pwait2",
     },
 }
-SYSCALL_NAMES = _SYSCALLS.get(platform.machine(), {})
+SYSCALL_NAMES = _SYSCALLS.get(os.uname().machine, {})
 
 _FD_READS = frozenset({"read", "readv", "preadv", "preadv2"})
 _FD_WRITES = frozenset({"write", "writev", "pwritev", "pwritev2", "vmsplice"})

@@ -79,6 +79,7 @@ class Lesson:
         self.children: list[int] = []
         self._cleanups: list[tuple[str, Callable[[], object]]] = []
         self._reader_gone = False
+        self._failures = os.eventfd(0, os.EFD_NONBLOCK)  # children that failed add 1
 
     def name(self, what: str) -> str:
         """The name of one of this demo's objects: /ipcmon-demo-<pid>-<what>."""
@@ -112,10 +113,14 @@ class Lesson:
 
     def fork(self, child_main: Callable[[], object]) -> int:
         """Start a child running child_main; it exits when child_main returns, and dies with the demo."""
-        pid = os.fork()
-        if pid:
+        with self.uninterrupted():  # a Ctrl-C right at fork must not reach the child's copy of our handler
+            pid = os.fork()
+            if pid == 0:
+                self._run_child(child_main)
             self.children.append(pid)
-            return pid
+        return pid
+
+    def _run_child(self, child_main: Callable[[], object]) -> NoReturn:
         code = 0
         try:
             self._become_child()
@@ -123,7 +128,9 @@ class Lesson:
         except BaseException:
             traceback.print_exc()
             code = 1
-            # Whoever waits for this child's turn would wait forever: stop the whole demo instead.
+            # Whoever waits for this child's turn would wait forever: stop the whole demo instead, and
+            # make it exit 1.
+            os.eventfd_write(self._failures, 1)
             try:
                 os.kill(self.main_pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -141,6 +148,7 @@ class Lesson:
         # Ctrl-C in a terminal reaches every process of the group: a child just ends, the demo cleans up.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
         self.children = []
         self._cleanups = []
 
@@ -205,7 +213,10 @@ class Lesson:
             self.say(f"cleanup: removed {shown}")
 
     def run(self, lesson_round: Callable[[], object]) -> NoReturn:
-        """Run the lesson (again and again with --loop); on SIGINT or SIGTERM clean up and exit 0."""
+        """Run the lesson (again and again with --loop); on SIGINT or SIGTERM clean up and exit 0.
+
+        The exit status is 1 instead when a child failed (its traceback is on stderr).
+        """
 
         def stop(signo: int, _frame: object) -> None:
             # One stop is enough: a second Ctrl-C must not cut the cleanup short.
@@ -230,7 +241,11 @@ class Lesson:
         except Stop as why:
             self._finish_round()  # again, in case the stop came in the middle of the first one
             self.say(f"stopped by {why}")
-        sys.exit(0)
+        try:
+            failed = os.eventfd_read(self._failures) > 0
+        except BlockingIOError:
+            failed = False
+        sys.exit(1 if failed else 0)
 
 
 class Turns:

@@ -24,6 +24,7 @@ HEADLESS = [
     "ipcmon.leaks",
     "ipcmon.lifecycle_cli",
     "ipcmon.pytest_plugin",
+    "ipcmon.demos",
 ]
 
 _LIST_TEXTUAL = "print(sorted(name for name in sys.modules if name.split('.')[0] == 'textual'))"

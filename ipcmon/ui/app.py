@@ -232,7 +232,7 @@ class IpcmonApp(App[None]):
     def _scan_done(self, message: ScanDone) -> None:
         self._scanning = False
         self.scan_error = ""
-        self.events = list(self.feed.log)
+        self.events = self._copy_log()
         self.context = Context(message.snapshot, self.palette, running_demo_pids(self, message.snapshot))
         self.snapshot = message.snapshot
         self._next_scan()
@@ -260,6 +260,15 @@ class IpcmonApp(App[None]):
         """The Monitor's callback, on its observer thread (poll events arrive with the scan instead)."""
         if event.source == "inotify":
             self.post_message(WatchedEvent(event))
+
+    def _copy_log(self) -> list[Event]:
+        """The event log, newest first. The watcher's thread appends to it, so a copy can meet a change."""
+        for _ in range(10):
+            try:
+                return list(self.feed.log)
+            except RuntimeError:  # deque mutated during iteration: take it again
+                continue
+        return self.events
 
     def history_for(self, key: str) -> list[Event]:
         """One object's events, oldest first (the last 50)."""
@@ -305,6 +314,9 @@ class IpcmonApp(App[None]):
         view = self.current_view()
         if view is not None:
             view.refresh_rows()
+        elif self.active_view == "overview":
+            for overview in self.query(Overview):
+                overview.refresh_view()
         self._focus_view(self.active_view)
 
     def _focus_view(self, view_id: str) -> None:

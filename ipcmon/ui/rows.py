@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.style import Style
 from rich.text import Text
@@ -126,6 +127,48 @@ class Context:
         return " ".join(parts)
 
 
+class RowCache:
+    """Rows of the previous refresh, reused while their record (and colours, demo membership) are unchanged.
+
+    Comparing two frozen records costs about a microsecond; building a row's cells costs tens, and a busy
+    machine has thousands of pipes and segments that mostly stay the same from one scan to the next.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[object, Row]] = {}
+        self._epoch: object = None
+
+    def rows(
+        self,
+        ctx: Context,
+        records: Iterable[Any],
+        build: Callable[[Any, Context], Row],
+        extra: Callable[[Any], object] | None = None,
+        key_of: Callable[[Any], str] | None = None,
+    ) -> Iterator[Row]:
+        """A row per record: the cached one when ``(record, extra(record))`` is what it was built from."""
+        epoch = (ctx.palette, ctx.demo_pids)
+        if epoch != self._epoch:
+            self._rows.clear()
+            self._epoch = epoch
+        for record in records:
+            key = key_of(record) if key_of is not None else record.object_key
+            token = (record, extra(record)) if extra is not None else record
+            cached = self._rows.get(key)
+            if cached is not None and cached[0] == token:
+                yield cached[1]
+                continue
+            row = build(record, ctx)
+            self._rows[key] = (token, row)
+            yield row
+
+    def forget(self, keep: Iterable[str]) -> None:
+        """Drop the rows of objects that are gone (call after a refresh with the keys it produced)."""
+        wanted = set(keep)
+        for key in [key for key in self._rows if key not in wanted]:
+            del self._rows[key]
+
+
 def matches(row: Row, query: str) -> bool:
     """Every token must match: ``pid:123``/``event:created`` against the row's fields, words anywhere."""
     for token in query.lower().split():
@@ -179,67 +222,76 @@ def shm_state_style(state: str, palette: Palette) -> str:
     return {"orphaned": palette.warn, "deleted": palette.bad, "removed": palette.bad}.get(state, palette.good)
 
 
-def shm_rows(ctx: Context) -> Iterator[Row]:
-    snapshot = ctx.snapshot
+def shm_rows(ctx: Context, cache: RowCache) -> Iterator[Row]:
+    yield from cache.rows(ctx, ctx.snapshot.shm, _shm_row)
+    yield from cache.rows(ctx, ctx.snapshot.sysv.shm, _sysv_shm_row)
+    yield from cache.rows(ctx, ctx.snapshot.sysv.sem, _sysv_sem_row)
+
+
+def _shm_row(segment: ShmSegment, ctx: Context) -> Row:
     palette = ctx.palette
-    for segment in snapshot.shm:
-        text = report.shm_row(segment)
-        pids = _holder_pids(segment.holders)
-        yield Row(
-            key=segment.object_key,
-            cells=(
-                _name_cell(ctx, segment.name, pids),
-                text_cell(segment.kind),
-                number_cell(segment.size, text[2]),
-                number_cell(segment.allocated, text[3]),
-                text_cell(text[4]),
-                text_cell(text[5]),
-                text_cell(text[6], shm_state_style(segment.state, palette)),
-                text_cell(text[7]),
-            ),
-            record=segment,
-            search=_search(ctx, pids, segment.name, segment.kind, segment.state),
-            fields=_fields(pids, kind=segment.kind, state=segment.state),
-            pids=pids,
-            path=segment.path,
-        )
-    for shm in snapshot.sysv.shm:
-        state = sysv_shm_state(shm)
-        pids = _holder_pids(shm.holders)
-        yield Row(
-            key=shm.object_key,
-            cells=(
-                _name_cell(ctx, sysv_name(shm.key, shm.id), pids),
-                text_cell("sysv-shm"),
-                number_cell(shm.size, human_bytes(shm.size)),
-                number_cell(shm.rss, human_bytes(shm.rss)),
-                text_cell(report.mode_text(shm.mode)),
-                text_cell(shm.owner or report.optional(shm.uid)),
-                text_cell(f"{state}, nattch {shm.nattch}", shm_state_style(state, palette)),
-                text_cell(report.holders_cell(shm.holders)),
-            ),
-            record=shm,
-            search=_search(ctx, _unique((*pids, shm.cpid, shm.lpid)), sysv_name(shm.key, shm.id), "sysv-shm", state),
-            fields=_fields(_unique((*pids, shm.cpid, shm.lpid)), kind="sysv-shm", state=state),
-            pids=pids or _unique(pid for pid in (shm.cpid, shm.lpid) if pid in ctx.processes),
-        )
-    for sem in snapshot.sysv.sem:
-        yield Row(
-            key=sem.object_key,
-            cells=(
-                text_cell(sysv_name(sem.key, sem.id)),
-                text_cell("sysv-sem"),
-                number_cell(sem.nsems, f"{sem.nsems} sems"),
-                number_cell(None, "-"),
-                text_cell(report.mode_text(sem.mode)),
-                text_cell(sem.owner or str(sem.uid)),
-                text_cell("-"),
-                text_cell("-"),
-            ),
-            record=sem,
-            search=_search(ctx, (), sysv_name(sem.key, sem.id), "sysv-sem"),
-            fields=_fields((), kind="sysv-sem"),
-        )
+    text = report.shm_row(segment)
+    pids = _holder_pids(segment.holders)
+    return Row(
+        key=segment.object_key,
+        cells=(
+            _name_cell(ctx, segment.name, pids),
+            text_cell(segment.kind),
+            number_cell(segment.size, text[2]),
+            number_cell(segment.allocated, text[3]),
+            text_cell(text[4]),
+            text_cell(text[5]),
+            text_cell(text[6], shm_state_style(segment.state, palette)),
+            text_cell(text[7]),
+        ),
+        record=segment,
+        search=_search(ctx, pids, segment.name, segment.kind, segment.state),
+        fields=_fields(pids, kind=segment.kind, state=segment.state),
+        pids=pids,
+        path=segment.path,
+    )
+
+
+def _sysv_shm_row(shm: SysvShm, ctx: Context) -> Row:
+    palette = ctx.palette
+    state = sysv_shm_state(shm)
+    pids = _holder_pids(shm.holders)
+    return Row(
+        key=shm.object_key,
+        cells=(
+            _name_cell(ctx, sysv_name(shm.key, shm.id), pids),
+            text_cell("sysv-shm"),
+            number_cell(shm.size, human_bytes(shm.size)),
+            number_cell(shm.rss, human_bytes(shm.rss)),
+            text_cell(report.mode_text(shm.mode)),
+            text_cell(shm.owner or report.optional(shm.uid)),
+            text_cell(f"{state}, nattch {shm.nattch}", shm_state_style(state, palette)),
+            text_cell(report.holders_cell(shm.holders)),
+        ),
+        record=shm,
+        search=_search(ctx, _unique((*pids, shm.cpid, shm.lpid)), sysv_name(shm.key, shm.id), "sysv-shm", state),
+        fields=_fields(_unique((*pids, shm.cpid, shm.lpid)), kind="sysv-shm", state=state),
+        pids=pids or _unique(pid for pid in (shm.cpid, shm.lpid) if pid in ctx.processes),
+    )
+
+
+def _sysv_sem_row(sem: SysvSem, ctx: Context) -> Row:
+    return Row(
+        key=sem.object_key,
+        cells=(
+            text_cell(sysv_name(sem.key, sem.id)),
+            text_cell("sysv-sem"),
+            number_cell(sem.nsems, f"{sem.nsems} sems"),
+            number_cell(None, "-"),
+            text_cell(report.mode_text(sem.mode)),
+            text_cell(sem.owner or str(sem.uid)),
+            text_cell("-"),
+            text_cell("-"),
+        ),
+        record=sem,
+        search=_search(ctx, (), sysv_name(sem.key, sem.id), "sysv-sem"),
+        fields=_fields((), kind="sysv-sem"),
+    )
 
 
 def sysv_name(key: int, ident: int) -> str:
@@ -281,55 +333,61 @@ def queue_state(queue: MessageQueue) -> str:
     return "held" if queue.holders else "orphaned"
 
 
-def mqueue_rows(ctx: Context) -> Iterator[Row]:
+def mqueue_rows(ctx: Context, cache: RowCache) -> Iterator[Row]:
+    yield from cache.rows(ctx, ctx.snapshot.mqueues, _mqueue_row)
+    yield from cache.rows(ctx, ctx.snapshot.sysv.msg, _sysv_msg_row)
+
+
+def _mqueue_row(queue: MessageQueue, ctx: Context) -> Row:
     palette = ctx.palette
-    for queue in ctx.snapshot.mqueues:
-        text = report.mqueue_row(queue)
-        pids = _holder_pids(queue.holders)
-        state = queue_state(queue)
-        name_style = {"deleted": palette.bad, "orphaned": palette.warn}.get(state, "")
-        fill = queue.fill
-        yield Row(
-            key=queue.object_key,
-            cells=(
-                _name_cell(ctx, text[0], pids, name_style),
-                text_cell("mqueue"),
-                number_cell(queue.messages),
-                number_cell(queue.max_messages),
-                number_cell(queue.message_size),
-                number_cell(queue.qsize_bytes, text[4]),
-                number_cell(fill, text[5], palette.bad if state == "full" else ""),
-                text_cell(text[6]),
-                text_cell(text[7]),
-                text_cell(text[8]),
-            ),
-            record=queue,
-            search=_search(ctx, pids, queue.name, "mqueue", state),
-            fields=_fields(pids, kind="mqueue", state=state),
-            pids=pids,
-            path=queue.path or queue.name,
-        )
-    for msg in ctx.snapshot.sysv.msg:
-        pids = _unique(pid for pid in (msg.lspid, msg.lrpid) if pid)
-        yield Row(
-            key=msg.object_key,
-            cells=(
-                text_cell(sysv_name(msg.key, msg.id)),
-                text_cell("sysv-msg"),
-                number_cell(msg.qnum),
-                number_cell(None, "-"),
-                number_cell(None, "-"),
-                number_cell(msg.qbytes, human_bytes(msg.qbytes)),
-                number_cell(None, "-"),
-                text_cell("-"),
-                text_cell(msg.owner or str(msg.uid)),
-                text_cell(f"last send {msg.lspid or '-'}, last receive {msg.lrpid or '-'}"),
-            ),
-            record=msg,
-            search=_search(ctx, pids, sysv_name(msg.key, msg.id), "sysv-msg"),
-            fields=_fields(pids, kind="sysv-msg"),
-            pids=tuple(pid for pid in pids if pid in ctx.processes),
-        )
+    text = report.mqueue_row(queue)
+    pids = _holder_pids(queue.holders)
+    state = queue_state(queue)
+    name_style = {"deleted": palette.bad, "orphaned": palette.warn}.get(state, "")
+    fill = queue.fill
+    return Row(
+        key=queue.object_key,
+        cells=(
+            _name_cell(ctx, text[0], pids, name_style),
+            text_cell("mqueue"),
+            number_cell(queue.messages),
+            number_cell(queue.max_messages),
+            number_cell(queue.message_size),
+            number_cell(queue.qsize_bytes, text[4]),
+            number_cell(fill, text[5], palette.bad if state == "full" else ""),
+            text_cell(text[6]),
+            text_cell(text[7]),
+            text_cell(text[8]),
+        ),
+        record=queue,
+        search=_search(ctx, pids, queue.name, "mqueue", state),
+        fields=_fields(pids, kind="mqueue", state=state),
+        pids=pids,
+        path=queue.path or queue.name,
+    )
+
+
+def _sysv_msg_row(msg: SysvMsg, ctx: Context) -> Row:
+    pids = _unique(pid for pid in (msg.lspid, msg.lrpid) if pid)
+    return Row(
+        key=msg.object_key,
+        cells=(
+            text_cell(sysv_name(msg.key, msg.id)),
+            text_cell("sysv-msg"),
+            number_cell(msg.qnum),
+            number_cell(None, "-"),
+            number_cell(None, "-"),
+            number_cell(msg.qbytes, human_bytes(msg.qbytes)),
+            number_cell(None, "-"),
+            text_cell("-"),
+            text_cell(msg.owner or str(msg.uid)),
+            text_cell(f"last send {msg.lspid or '-'}, last receive {msg.lrpid or '-'}"),
+        ),
+        record=msg,
+        search=_search(ctx, pids, sysv_name(msg.key, msg.id), "sysv-msg"),
+        fields=_fields(pids, kind="sysv-msg"),
+        pids=tuple(pid for pid in pids if pid in ctx.processes),
+    )
 
 
 # --- pipes and FIFOs --------------------------------------------------------------------------------------
@@ -346,33 +404,36 @@ PIPE_COLUMNS = (
 )
 
 
-def pipe_rows(ctx: Context) -> Iterator[Row]:
+def pipe_rows(ctx: Context, cache: RowCache) -> Iterator[Row]:
+    yield from cache.rows(ctx, ctx.snapshot.pipes, _pipe_row)
+
+
+def _pipe_row(pipe: Pipe, ctx: Context) -> Row:
     palette = ctx.palette
-    for pipe in ctx.snapshot.pipes:
-        text = report.pipe_row(pipe)
-        pids = _holder_pids((*pipe.writers, *pipe.readers))
-        flag_style = palette.bad if {"full", "no-reader"} & set(pipe.flags) else palette.warn if pipe.flags else ""
-        kind_cell = text_cell(pipe.kind)
-        if ctx.is_demo(pipe.path, pids):
-            kind_cell = _name_cell(ctx, pipe.kind, pids)
-        yield Row(
-            key=pipe.object_key,
-            cells=(
-                kind_cell,
-                number_cell(pipe.inode),
-                text_cell(text[2]),
-                number_cell(pipe.buffered, text[3], palette.bad if "full" in pipe.flags else ""),
-                number_cell(pipe.capacity, text[4]),
-                text_cell(text[5], flag_style),
-                text_cell(text[6]),
-                text_cell(text[7]),
-            ),
-            record=pipe,
-            search=_search(ctx, pids, pipe.path, pipe.kind, f"pipe:[{pipe.inode}]", *pipe.flags),
-            fields={**_fields(pids, kind=pipe.kind), "flag": frozenset(pipe.flags)},
-            pids=pids,
-            path=pipe.path,
-        )
+    text = report.pipe_row(pipe)
+    pids = _holder_pids((*pipe.writers, *pipe.readers))
+    flag_style = palette.bad if {"full", "no-reader"} & set(pipe.flags) else palette.warn if pipe.flags else ""
+    kind_cell = text_cell(pipe.kind)
+    if ctx.is_demo(pipe.path, pids):
+        kind_cell = _name_cell(ctx, pipe.kind, pids)
+    return Row(
+        key=pipe.object_key,
+        cells=(
+            kind_cell,
+            number_cell(pipe.inode),
+            text_cell(text[2]),
+            number_cell(pipe.buffered, text[3], palette.bad if "full" in pipe.flags else ""),
+            number_cell(pipe.capacity, text[4]),
+            text_cell(text[5], flag_style),
+            text_cell(text[6]),
+            text_cell(text[7]),
+        ),
+        record=pipe,
+        search=_search(ctx, pids, pipe.path, pipe.kind, f"pipe:[{pipe.inode}]", *pipe.flags),
+        fields={**_fields(pids, kind=pipe.kind), "flag": frozenset(pipe.flags)},
+        pids=pids,
+        path=pipe.path,
+    )
 
 
 # --- signals: one row per process ---------------------------------------------------------------------------
@@ -401,31 +462,35 @@ def waiting_text(process: Process | None) -> str:
     return f"{wait.syscall} {what}".strip() if what else wait.syscall
 
 
-def signal_rows(ctx: Context) -> Iterator[Row]:
+def signal_rows(ctx: Context, cache: RowCache) -> Iterator[Row]:
+    # The WAITING column comes from the process record, not the signals record.
+    yield from cache.rows(ctx, ctx.snapshot.signals, _signal_row, extra=lambda s: ctx.processes.get(s.pid))
+
+
+def _signal_row(signals: ProcessSignals, ctx: Context) -> Row:
     palette = ctx.palette
-    for signals in ctx.snapshot.signals:
-        text = report.signal_row(signals)
-        pending = pending_count(signals)
-        process = ctx.processes.get(signals.pid)
-        comm_cell = _name_cell(ctx, signals.comm, (signals.pid,)) if ctx.is_demo(None, (signals.pid,)) else None
-        yield Row(
-            key=signals.object_key,
-            cells=(
-                number_cell(signals.pid),
-                comm_cell or text_cell(text[1]),
-                # Sorted by how many are pending, so "pending first" is one key press.
-                number_cell(pending, text[2], palette.bad if pending else ""),
-                number_cell(len(signals.blocked), text[3], palette.warn if signals.blocked else ""),
-                number_cell(len(signals.ignored), text[4]),
-                number_cell(len(signals.caught), text[5]),
-                number_cell(len(signals.threads)),
-                text_cell(waiting_text(process)),
-            ),
-            record=signals,
-            search=_search(ctx, (signals.pid,), *signals.pending, *(n for t in signals.threads for n in t.pending)),
-            fields=_fields((signals.pid,), state="pending" if pending else "quiet"),
-            pids=(signals.pid,),
-        )
+    text = report.signal_row(signals)
+    pending = pending_count(signals)
+    process = ctx.processes.get(signals.pid)
+    comm_cell = _name_cell(ctx, signals.comm, (signals.pid,)) if ctx.is_demo(None, (signals.pid,)) else None
+    return Row(
+        key=signals.object_key,
+        cells=(
+            number_cell(signals.pid),
+            comm_cell or text_cell(text[1]),
+            # Sorted by how many are pending, so "pending first" is one key press.
+            number_cell(pending, text[2], palette.bad if pending else ""),
+            number_cell(len(signals.blocked), text[3], palette.warn if signals.blocked else ""),
+            number_cell(len(signals.ignored), text[4]),
+            number_cell(len(signals.caught), text[5]),
+            number_cell(len(signals.threads)),
+            text_cell(waiting_text(process)),
+        ),
+        record=signals,
+        search=_search(ctx, (signals.pid,), *signals.pending, *(n for t in signals.threads for n in t.pending)),
+        fields=_fields((signals.pid,), state="pending" if pending else "quiet"),
+        pids=(signals.pid,),
+    )
 
 
 # --- events ---------------------------------------------------------------------------------------------------
@@ -487,7 +552,7 @@ def event_row(event: Event, key: str, sequence: int, ctx: Context) -> Row:
     )
 
 
-RowSource = Callable[[Context], Iterable[Row]]
+RowSource = Callable[[Context, RowCache], Iterable[Row]]
 
 
 def record_name(record: object) -> str:

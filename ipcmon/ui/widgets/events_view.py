@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 
 from ipcmon.model import Event
-from ipcmon.ui.rows import EVENT_COLUMNS, Context, Row, event_row
+from ipcmon.ui.rows import EVENT_COLUMNS, Context, Row, RowCache, event_row
 from ipcmon.ui.widgets.object_view import ViewSpec
 
 EventSource = Callable[[], Sequence[Event]]
@@ -19,7 +19,7 @@ class EventKeys:
         self._keys: dict[int, int] = {}
         self._next = 0
 
-    def rows(self, events: Sequence[Event], ctx: Context) -> Iterator[Row]:
+    def rows(self, events: Sequence[Event], ctx: Context, cache: RowCache) -> Iterator[Row]:
         keys: dict[int, int] = {}
         # The log is newest first; number the new ones oldest first so arrival order breaks time ties.
         for event in reversed(events):
@@ -30,9 +30,11 @@ class EventKeys:
                 self._next += 1
             keys[ident] = number
         self._keys = keys
-        for event in events:
-            number = keys[id(event)]
-            yield event_row(event, f"event:{number}", number, ctx)
+        # Events never change: each row is built once (again only when colours or demo membership change).
+        yield from cache.rows(
+            ctx, events, lambda event, ctx: event_row(event, f"event:{keys[id(event)]}", keys[id(event)], ctx),
+            extra=lambda event: keys[id(event)], key_of=lambda event: f"event:{keys[id(event)]}",
+        )
 
 
 def events_spec(keys: EventKeys, events: EventSource) -> ViewSpec:
@@ -40,7 +42,7 @@ def events_spec(keys: EventKeys, events: EventSource) -> ViewSpec:
         id="events",
         title="Events",
         columns=EVENT_COLUMNS,
-        rows=lambda ctx: keys.rows(events(), ctx),
+        rows=lambda ctx, cache: keys.rows(events(), ctx, cache),
         kinds=("shm", "mqueue", "pipe", "signal", "sysv"),
         sort_column="time",
         sort_reverse=True,

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, cast
 
-from rich.text import Text
+from rich.text import Span, Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.reactive import reactive
+from textual.timer import Timer
 from textual.widgets import DataTable, Input, Static
 
 from ipcmon.model import Snapshot
 from ipcmon.ui.describe import describe_record
-from ipcmon.ui.rows import Column, Context, Row
+from ipcmon.ui.rows import Column, RowCache, RowSource
 from ipcmon.ui.widgets.tables import ObjectTable
+
+FILTER_DELAY = 0.15
+"""Seconds of no typing before the filter is applied."""
 
 if TYPE_CHECKING:
     from ipcmon.ui.app import IpcmonApp
@@ -30,7 +33,7 @@ class ViewSpec:
     id: str
     title: str
     columns: tuple[Column, ...]
-    rows: Callable[[Context], Iterable[Row]]
+    rows: RowSource
     kinds: tuple[str, ...]
     """Snapshot kinds this view needs; a note says so when --kind left them all out."""
     note_words: tuple[str, ...] = ()
@@ -48,8 +51,14 @@ class DetailPane(VerticalScroll):
     def compose(self) -> ComposeResult:
         yield Static(Text("select a row to see its holders, limits and history"), classes="detail-body")
 
+    _shown: tuple[str, list[Span]] | None = None
+
     def show(self, text: Text) -> None:
-        self.query_one(".detail-body", Static).update(text)
+        # Most refreshes change nothing here: skip the repaint then (Text's == ignores styles, so compare spans).
+        shown = (text.plain, list(text.spans))
+        if shown != self._shown:
+            self._shown = shown
+            self.query_one(".detail-body", Static).update(text)
 
 
 class ObjectView(Vertical):
@@ -65,6 +74,9 @@ class ObjectView(Vertical):
         super().__init__(id=f"view-{spec.id}", classes="object-view")
         self.spec = spec
         self._stale = True
+        self.cache = RowCache()
+        self._filter_timer: Timer | None = None
+        self._notes: str | None = None
 
     @property
     def dashboard(self) -> IpcmonApp:
@@ -103,7 +115,9 @@ class ObjectView(Vertical):
         ctx = self.dashboard.context
         self._show_notes(snapshot)
         table = self.table
-        table.sync(self.spec.rows(ctx))
+        rows = list(self.spec.rows(ctx, self.cache))
+        self.cache.forget(row.key for row in rows)
+        table.sync(rows)
         table.set_class(table.row_count == 0, "-empty")
         self.show_detail()
 
@@ -111,9 +125,12 @@ class ObjectView(Vertical):
         notes = [note for note in snapshot.notes if any(word in note for word in self.spec.note_words)]
         if not any(kind in snapshot.kinds for kind in self.spec.kinds):
             notes.append(f"Not scanned: ipcmon was started with --kind {','.join(snapshot.kinds)}.")
-        static = self.query_one(".notes", Static)
-        static.update(Text("\n".join(notes)))
-        static.display = bool(notes)
+        text = "\n".join(notes)
+        if text != self._notes:
+            self._notes = text
+            static = self.query_one(".notes", Static)
+            static.update(Text(text))
+            static.display = bool(notes)
 
     def show_detail(self) -> None:
         row = self.table.current_row
@@ -146,11 +163,21 @@ class ObjectView(Vertical):
 
     @on(Input.Changed, ".filter")
     def _filter_changed(self, event: Input.Changed) -> None:
-        self.table.set_filter(event.value)
+        # Filter once typing pauses: each pass goes over every row, and a busy machine has thousands.
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        self._filter_timer = self.set_timer(FILTER_DELAY, self._apply_filter)
+
+    def _apply_filter(self) -> None:
+        self._filter_timer = None
+        self.table.set_filter(self.query_one(".filter", Input).value)
         self.show_detail()
 
     @on(Input.Submitted, ".filter")
     def _filter_done(self, event: Input.Submitted) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+            self._apply_filter()
         if not event.value.strip():
             event.input.remove_class("-open")
         self.table.focus()
@@ -158,7 +185,11 @@ class ObjectView(Vertical):
     def action_clear_filter(self) -> None:
         box = self.query_one(".filter", Input)
         if box.value or box.has_class("-open"):
-            box.value = ""
+            if self._filter_timer is not None:
+                self._filter_timer.stop()
+                self._filter_timer = None
+            with box.prevent(Input.Changed):
+                box.value = ""
             box.remove_class("-open")
             self.table.set_filter("")
             self.table.focus()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -17,7 +17,7 @@ from textual.widgets import DataTable, Sparkline, Static
 from ipcmon.model import Snapshot
 from ipcmon.safe import human_bytes
 from ipcmon.ui.alerts import Alert, find_alerts
-from ipcmon.ui.rows import Cell, Column, Context, Row, pending_count, text_cell
+from ipcmon.ui.rows import Cell, Column, Context, Row, RowCache, pending_count, text_cell
 from ipcmon.ui.widgets.tables import ObjectTable
 
 if TYPE_CHECKING:
@@ -108,13 +108,13 @@ class MetricCard(Vertical):
 
     def show(self, snapshot: Snapshot, history: deque[float]) -> None:
         scanned = self.metric.kind in snapshot.kinds
-        self.query_one(".summary", Static).update(
-            Text(self.metric.summary(snapshot) if scanned else "not scanned (--kind)")
-        )
+        update_if_changed(self.query_one(".summary", Static),
+                          Text(self.metric.summary(snapshot) if scanned else "not scanned (--kind)"))
         self.query_one(Sparkline).data = list(history)
         peak = max(history, default=0.0)
         shown = human_bytes(int(peak)) if "bytes" in self.metric.unit else f"{peak:g}"
-        self.query_one(".caption", Static).update(Text(f"{self.metric.unit}, peak {shown} over {len(history)} scans"))
+        # No scan count here: a caption that changed every scan would re-lay out the screen every scan.
+        update_if_changed(self.query_one(".caption", Static), Text(f"{self.metric.unit}, peak {shown}"))
 
 
 class Overview(Vertical):
@@ -126,6 +126,7 @@ class Overview(Vertical):
         super().__init__(id="view-overview")
         self.history: dict[str, deque[float]] = {metric.id: deque(maxlen=HISTORY) for metric in METRICS}
         self.alerts: dict[str, Alert] = {}
+        self.cache = RowCache()
 
     @property
     def dashboard(self) -> IpcmonApp:
@@ -144,21 +145,25 @@ class Overview(Vertical):
             return
         for metric in METRICS:
             self.history[metric.id].append(metric.value(snapshot))
-        self.refresh_view()
+        # Hidden, it only keeps the history: updating its widgets would still re-lay out the screen.
+        if self.dashboard.active_view == "overview":
+            self.refresh_view()
 
     def refresh_view(self) -> None:
         snapshot = self.snapshot
         if snapshot is None or not self.is_mounted:
             return
         notes = self.query_one(".notes", Static)
-        notes.update(Text("\n".join(snapshot.notes)))
+        update_if_changed(notes, Text("\n".join(snapshot.notes)))
         notes.display = bool(snapshot.notes)
         for metric in METRICS:
             self.query_one(f"#card-{metric.id}", MetricCard).show(snapshot, self.history[metric.id])
         ctx = self.dashboard.context
         self.alerts = {alert.alert_key: alert for alert in find_alerts(snapshot)}
         table = self.query_one("#alerts", ObjectTable)
-        table.sync(self._alert_rows(ctx))
+        rows = list(self.cache.rows(ctx, self.alerts.values(), _alert_row, key_of=lambda alert: alert.alert_key))
+        self.cache.forget(self.alerts)
+        table.sync(rows)
         bad = sum(alert.severity == "bad" for alert in self.alerts.values())
         title = Text(f"Leaks and hazards: {len(self.alerts)}", style="bold")
         if bad:
@@ -167,23 +172,7 @@ class Overview(Vertical):
             title.append("   Enter jumps to the object", style=ctx.palette.muted)
         else:
             title.append("   none: nothing orphaned, deleted, full or stuck", style=ctx.palette.good)
-        self.query_one("#alerts-title", Static).update(title)
-
-    def _alert_rows(self, ctx: Context) -> Iterator[Row]:
-        for key, alert in self.alerts.items():
-            style = ctx.palette.bad if alert.severity == "bad" else ctx.palette.warn
-            yield Row(
-                key=key,
-                cells=(
-                    # "bad" sorts before "warn".
-                    Cell("●", (0, alert.severity), style),
-                    text_cell(alert.mechanism),
-                    text_cell(alert.object),
-                    text_cell(alert.problem, style, width=90),
-                ),
-                record=alert,
-                search=f"{alert.mechanism} {alert.object} {alert.problem}".lower(),
-            )
+        update_if_changed(self.query_one("#alerts-title", Static), title)
 
     @on(DataTable.RowSelected, "#alerts")
     def _jump(self, event: DataTable.RowSelected) -> None:
@@ -191,3 +180,26 @@ class Overview(Vertical):
         alert = self.alerts.get(str(event.row_key.value))
         if alert is not None:
             self.dashboard.jump_to(alert.view, alert.key)
+
+
+def _alert_row(alert: Alert, ctx: Context) -> Row:
+    style = ctx.palette.bad if alert.severity == "bad" else ctx.palette.warn
+    return Row(
+        key=alert.alert_key,
+        cells=(
+            Cell("●", (0, alert.severity), style),  # "bad" sorts before "warn"
+            text_cell(alert.mechanism),
+            text_cell(alert.object),
+            text_cell(alert.problem, style, width=90),
+        ),
+        record=alert,
+        search=f"{alert.mechanism} {alert.object} {alert.problem}".lower(),
+    )
+
+
+def update_if_changed(static: Static, text: Text) -> None:
+    """Static.update re-lays out the screen; most refreshes change nothing, so skip those."""
+    shown = (text.plain, list(text.spans))
+    if getattr(static, "_ipcmon_shown", None) != shown:
+        static._ipcmon_shown = shown  # type: ignore[attr-defined]
+        static.update(text)

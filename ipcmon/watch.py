@@ -30,6 +30,8 @@ from ipcmon.model import Event, MessageQueue, ShmSegment, Snapshot
 
 EventCallback = Callable[[Event], None]
 
+INOTIFY_BACKLOG = 2000
+"""inotify events waiting in watchdog's queue beyond which they are skipped until it drains (issue 7)."""
 ANNOUNCED_MAX = 4096
 """inotify events remembered so the next poll does not report them again. Under churn most are never
 matched (the object was gone before the poll), so without a cap this grew to ~100k entries a minute
@@ -108,8 +110,11 @@ class Monitor:
         """Scan now and return the snapshot and the new events (also logged and sent to on_event)."""
         with self._scan_lock:
             snapshot = scan(self.config)
+            # diff is pure and only poll() writes self.snapshot: compute it before taking the state lock, which
+            # the inotify thread needs for every event (holding it through the diff stalled that thread).
+            changes = diff(self.snapshot, snapshot)
             with self._state_lock:
-                events = [event for event in diff(self.snapshot, snapshot) if self._fresh(event)]
+                events = [event for event in changes if self._fresh(event)]
                 self.snapshot = snapshot
                 self._remember_names(snapshot)
                 self._remember_holders(snapshot)
@@ -189,8 +194,13 @@ class Monitor:
         self.errors.append(f"inotify: {type(error).__name__}: {error}")
 
     def _on_inotify(self, path: str, created: bool) -> None:
+        observer = self._observer
+        if observer is not None and observer.event_queue.qsize() > INOTIFY_BACKLOG:
+            return  # far behind a burst: skip it (the next poll reports these objects) so the queue drains
         directory, _, file_name = path.rpartition("/")
-        if os.path.realpath(directory) == os.path.realpath(self.config.shm_dir):
+        # The observer watches exactly config.shm_dir and the mqueue directory, and builds each path from the
+        # watched one: a string comparison tells them apart (realpath cost syscalls on every event).
+        if directory == self.config.shm_dir.rstrip("/"):
             mechanism = "sem" if file_name.startswith(SEM_PREFIX) else "shm"
         else:
             mechanism = "mqueue"

@@ -165,6 +165,8 @@ class IpcmonApp(App[None]):
         self.event_keys = EventKeys()
         self._scanning = False
         self._rescan = False
+        self._rescan_posted = False
+        """A WatchedEvent is queued and not handled yet (set on the watcher's thread)."""
         self._timer: Timer | None = None
 
     # --- layout ---------------------------------------------------------------------------------------------
@@ -253,12 +255,16 @@ class IpcmonApp(App[None]):
     @on(WatchedEvent)
     def _watched(self, message: WatchedEvent) -> None:
         # inotify saw a create or delete between polls: rescan now for holders, sizes and the rest.
+        self._rescan_posted = False
         if not self.paused:
             self.request_scan()
 
     def inotify_event(self, event: Event) -> None:
         """The Monitor's callback, on its observer thread (poll events arrive with the scan instead)."""
-        if event.source == "inotify":
+        # One rescan request in flight at a time: under churn inotify fires thousands of times a second, and
+        # a message per event flooded the queue (memory grew, keys waited seconds) (issue 7).
+        if event.source == "inotify" and not self._rescan_posted:
+            self._rescan_posted = True
             self.post_message(WatchedEvent(event))
 
     def _copy_log(self) -> list[Event]:

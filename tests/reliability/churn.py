@@ -35,6 +35,7 @@ import time
 import traceback
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,8 +104,9 @@ def _set_next_pid(pid: int) -> bool:
         return False
 
 
-def worker_processes(count: int, prefix: str, fifo_dir: str, log_path: str) -> None:
-    """Fork children (CONCURRENT_CHILDREN at a time), reusing each dead child's pid for the next one."""
+def worker_processes(count: int, prefix: str, fifo_dir: str, log_path: str,
+                     concurrency: int = CONCURRENT_CHILDREN) -> None:
+    """Fork children (concurrency at a time), reusing each dead child's pid for the next one."""
     _Stop.install()
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
     alive: set[int] = set()
@@ -112,7 +114,7 @@ def worker_processes(count: int, prefix: str, fifo_dir: str, log_path: str) -> N
     made = 0
     reused = 0
     while made < count or not _Stop.requested or alive:
-        while len(alive) < CONCURRENT_CHILDREN and (made < count or not _Stop.requested):
+        while len(alive) < concurrency and (made < count or not _Stop.requested):
             wanted = free_pids.pop() if free_pids else None
             if wanted is not None and _set_next_pid(wanted):
                 reused += 1
@@ -459,18 +461,54 @@ def rerun_in_pid_namespace(module: str, argv: list[str] | None) -> int:
     return subprocess.run(command, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}).returncode
 
 
-def start_workers(kinds: tuple[str, ...], count: int, prefix: str, fifo_dir: str, log_path: str
-                  ) -> list[subprocess.Popen[bytes]]:
+def start_workers(kinds: tuple[str, ...], count: int, prefix: str, fifo_dir: str, log_path: str,
+                  concurrency: int = CONCURRENT_CHILDREN) -> list[subprocess.Popen[bytes]]:
     """Churn workers (see worker_processes and worker_objects) that run until SIGUSR1 once count is made."""
     return [
         subprocess.Popen(
             [sys.executable, "-m", "tests.reliability.churn", "--worker", kind, "--count", str(count),
-             "--prefix", prefix, "--fifo-dir", fifo_dir, "--log", log_path],
+             "--prefix", prefix, "--fifo-dir", fifo_dir, "--log", log_path, "--concurrency", str(concurrency)],
             cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
         for kind in kinds
     ]
+
+
+def stop_workers(workers: list[subprocess.Popen[bytes]], log_path: str) -> int:
+    """Tell the workers to finish (SIGUSR1), wait for them (killing any that hang), and count the child
+    lifetimes they logged."""
+    for worker in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGUSR1)
+    for worker in workers:
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+    with open(log_path) as log:
+        return sum(line.startswith("life") for line in log)
+
+
+@contextlib.contextmanager
+def churning(name: str, concurrency: int = CONCURRENT_CHILDREN) -> Iterator[dict[str, int]]:
+    """Workers of every kind churning (past their count of 0, gently for objects) until the block ends, then
+    stopped and everything they made removed; the yielded dict gets "process_lifetimes" at the end."""
+    prefix = f"ipcmon-{name}-{uuid.uuid4().hex[:10]}"
+    fifo_dir = tempfile.mkdtemp(prefix=f"ipcmon-{name}-")
+    log_path = f"{fifo_dir}/log"
+    Path(log_path).touch()
+    tally: dict[str, int] = {}
+    try:
+        make_pool(prefix, fifo_dir)
+        workers = start_workers(("processes", *OBJECT_KINDS), 0, prefix, fifo_dir, log_path, concurrency)
+        try:
+            yield tally
+        finally:
+            tally["process_lifetimes"] = stop_workers(workers, log_path)
+    finally:
+        remove_churn_objects(prefix, fifo_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -485,10 +523,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--fifo-dir", help=argparse.SUPPRESS)
     parser.add_argument("--log", help=argparse.SUPPRESS)
+    parser.add_argument("--concurrency", type=int, default=CONCURRENT_CHILDREN, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker == "processes":
-        worker_processes(args.count, args.prefix, args.fifo_dir, args.log)
+        worker_processes(args.count, args.prefix, args.fifo_dir, args.log, args.concurrency)
         return 0
     if args.worker:
         worker_objects(args.worker, args.count, args.prefix, args.fifo_dir, args.log)

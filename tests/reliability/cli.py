@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -115,9 +116,12 @@ def unprivileged_setup(packages: Sequence[str]) -> Iterator[Unprivileged]:
         shutil.chown(home, "nobody", "nogroup")
         for package in ("ipcmon", *packages):
             spec = importlib.util.find_spec(package)
-            assert spec is not None and spec.submodule_search_locations, f"{package} is not importable"
-            source = next(iter(spec.submodule_search_locations))
-            shutil.copytree(source, f"{site}/{package}", ignore=shutil.ignore_patterns("__pycache__"))
+            assert spec is not None and spec.origin, f"{package} is not importable"
+            if spec.submodule_search_locations:  # a package: its directory
+                source = next(iter(spec.submodule_search_locations))
+                shutil.copytree(source, f"{site}/{package}", ignore=shutil.ignore_patterns("__pycache__"))
+            else:  # a single-file module
+                shutil.copy(spec.origin, site)
         for directory, _, files in os.walk(site):
             os.chmod(directory, 0o755)
             for name in files:
@@ -128,20 +132,41 @@ def unprivileged_setup(packages: Sequence[str]) -> Iterator[Unprivileged]:
 
 
 def watch_briefly(
-    command: list[str], env: dict[str, str], cwd: str, during: object, *, settle: float = 3.0, after: float = 3.0
+    command: list[str], env: dict[str, str], cwd: str, during: object, *, after: float = 3.0,
+    ready_timeout: float = 60.0,
 ) -> tuple[int, bytes, bytes]:
-    """Run `ipcmon watch`, call during() once it has had time to take its baseline, then SIGTERM it."""
+    """Run `ipcmon watch`, call during() once it says (on stderr) that it is watching, then SIGTERM it.
+
+    Both streams are read all along, so a busy machine's events cannot fill a pipe and stall the watch.
+    """
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd,
                                stdin=subprocess.DEVNULL)
+    assert process.stdout is not None and process.stderr is not None
+    out, err = bytearray(), bytearray()
+    streams = {process.stdout.fileno(): out, process.stderr.fileno(): err}
+
+    def pump(seconds: float, until: bytes | None = None) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and streams and not (until and until in err):
+            ready, _, _ = select.select(list(streams), [], [], 0.1)
+            for fd in ready:
+                chunk = os.read(fd, 65536)
+                if chunk:
+                    streams[fd] += chunk
+                else:
+                    del streams[fd]
+
     try:
-        time.sleep(settle)
+        pump(ready_timeout, until=b"watching")
+        assert b"watching" in err, f"watch never started: {bytes(err[-2000:])!r}"
+        pump(0.5)  # inotify starts right after the banner
         if callable(during):
             during()
-        time.sleep(after)
+        pump(after)
         process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
-    return process.returncode, stdout, stderr
+    return process.returncode, bytes(out) + stdout, bytes(err) + stderr

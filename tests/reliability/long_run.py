@@ -12,21 +12,16 @@ test_long_run.py runs it shorter and bounds the growth.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import json
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
-import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.reliability.churn import OBJECT_KINDS, make_pool, remove_churn_objects, rerun_in_pid_namespace, start_workers
+from tests.reliability.churn import churning, rerun_in_pid_namespace
 
 
 def rss_bytes() -> int:
@@ -75,43 +70,29 @@ def run(cycles: int, warmup: int, history: int, *, trace: bool = False) -> dict[
     from ipcmon.collect import ScanConfig
     from ipcmon.watch import Monitor
 
-    prefix = f"ipcmon-long-{uuid.uuid4().hex[:10]}"
-    fifo_dir = tempfile.mkdtemp(prefix="ipcmon-long-")
-    log_path = f"{fifo_dir}/log"
-    Path(log_path).touch()
-    make_pool(prefix, fifo_dir)
-    workers = start_workers(("processes", *OBJECT_KINDS), 0, prefix, fifo_dir, log_path)
-    result: dict[str, Any] = {"cycles": cycles, "warmup": warmup, "history": history, "errors": []}
+    result: dict[str, Any] = {"cycles": cycles, "warmup": warmup, "history": history, "errors": [], "samples": []}
     events = 0
-    monitor = Monitor(ScanConfig(), history=history)
-    monitor.start()
     started = time.monotonic()
-    try:
-        for cycle in range(cycles):
-            try:
-                _, new = monitor.poll()
-                events += len(new)
-            except Exception as error:  # counted and reported: the run must show zero
-                result["errors"].append(f"cycle {cycle}: {type(error).__name__}: {error}")
-            if cycle + 1 == warmup:
-                if trace:
-                    tracemalloc.start()  # from here on: what is still allocated at the end is growth
-                result["after_warmup"] = measure(monitor)
-        result["at_end"] = measure(monitor)
-    finally:
-        monitor.stop()
-        for worker in workers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.pid, signal.SIGUSR1)
-        for worker in workers:
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
-        with open(log_path) as log:
-            result["process_lifetimes"] = sum(line.startswith("life") for line in log)
-        remove_churn_objects(prefix, fifo_dir)
+    with churning("long") as tally:
+        monitor = Monitor(ScanConfig(), history=history)
+        monitor.start()
+        try:
+            for cycle in range(cycles):
+                try:
+                    _, new = monitor.poll()
+                    events += len(new)
+                except Exception as error:  # counted and reported: the run must show zero
+                    result["errors"].append(f"cycle {cycle}: {type(error).__name__}: {error}")
+                if cycle + 1 == warmup:
+                    if trace:
+                        tracemalloc.start()  # from here on: what is still allocated at the end is growth
+                    result["after_warmup"] = measure(monitor)
+                if (cycle + 1) % max(cycles // 20, 1) == 0:  # the trajectory, not just two points
+                    result["samples"].append((cycle + 1, rss_bytes(), sys.getallocatedblocks()))
+            result["at_end"] = measure(monitor)
+        finally:
+            monitor.stop()
+    result.update(tally)
     before, after = result["after_warmup"], result["at_end"]
     result["growth"] = {key: after[key] - before[key] for key in ("rss", "blocks", "objects")}
     if trace:

@@ -217,4 +217,4 @@ def test_a_process_with_ten_thousand_descriptors_is_counted_exactly(
     assert (len(shown_pipe["readers"]), len(shown_pipe["writers"])) == (3000, 3000)
     text = run_ipcmon("snapshot", "--pid", str(child.pid), timeout=90).stdout.decode()
     (row,) = [line for line in text.splitlines() if line.startswith(name + " ")]
-    assert len(row) < 300, "a row with 4,000 holders is cut short, not 100,000 characters wide"
+    assert row.count(f"{child.pid} python3 fd") == 4000

@@ -116,9 +116,11 @@ def read_queue_path(path: str) -> QueueState:
         os.close(fd)
 
 
-def read_queue_borrowed(pid: int, fd: int, pidfds: PidFds) -> QueueState:
-    """Read a queue's state through a holder's descriptor (pidfd_getfd), when there is no path to open."""
-    borrowed = pidfds.borrow(pid, fd)
+def read_queue_borrowed(pid: int, fd: int, pidfds: PidFds, identity: tuple[int, int] | None = None) -> QueueState:
+    """Read a queue's state through a holder's descriptor (pidfd_getfd), when there is no path to open.
+
+    identity (dev, inode) makes sure the descriptor is still that queue."""
+    borrowed = pidfds.borrow(pid, fd, identity)
     if borrowed is None:
         return _UNKNOWN
     try:
@@ -192,7 +194,7 @@ def collect(
         if identity in own:
             state = read_queue_fd(own[identity], reopen=False)
         else:
-            state = read_queue_borrowed(first.pid, first.fd, pidfds)
+            state = read_queue_borrowed(first.pid, first.fd, pidfds, identity)
         name: str = first.path or "?"
         # The link of a queue descriptor reads "/name" (relative to the mqueue root) or a mounted path.
         if mqueue_dir and name.startswith(mqueue_dir.rstrip("/") + "/"):

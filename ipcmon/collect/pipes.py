@@ -78,7 +78,7 @@ def collect(
         buffered = capacity = None
         if fill:
             for ref in refs:
-                borrowed = pidfds.borrow(ref.pid, ref.fd)
+                borrowed = pidfds.borrow(ref.pid, ref.fd, (dev, inode))
                 if borrowed is None:
                     continue
                 try:

@@ -264,8 +264,12 @@ class PidFds:
     def __init__(self) -> None:
         self._pidfds: dict[int, int | None] = {}
 
-    def borrow(self, pid: int, fd: int) -> int | None:
-        """A duplicate of pid's descriptor fd, or None when the process is gone or not ours to touch."""
+    def borrow(self, pid: int, fd: int, expect: tuple[int, int] | None = None) -> int | None:
+        """A duplicate of pid's descriptor fd, or None when the process is gone or not ours to touch.
+
+        With expect (dev, inode), also None when the descriptor is no longer that file: the process closed it
+        and reused the number, or exited and its pid now names another process (issue 7).
+        """
         if pid not in self._pidfds:
             try:
                 self._pidfds[pid] = os.pidfd_open(pid)
@@ -275,9 +279,15 @@ class PidFds:
         if pidfd is None:
             return None
         try:
-            return pidfd_getfd(pidfd, fd)
+            borrowed = pidfd_getfd(pidfd, fd)
         except OSError:
             return None
+        if expect is not None:
+            st = os.fstat(borrowed)
+            if (st.st_dev, st.st_ino) != expect:
+                os.close(borrowed)
+                return None
+        return borrowed
 
     def close(self) -> None:
         for pidfd in self._pidfds.values():

@@ -7,7 +7,14 @@ during the scan; the classic cause is pid reuse (one process's stat, its success
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
+from typing import Any
 
+import pytest
+
+from ipcmon.collect import ScanConfig, pipes, scan
+from tests.helpers import Spawn, proc_view
 from tests.reliability.namespace import run_code, run_module
 
 CI_PROCESSES = 300
@@ -116,3 +123,40 @@ def test_a_pid_reused_while_the_scan_reads_it_is_not_attributed_to_the_old_proce
         assert (pid, start) == (victim, result["successor_start"])
     # …and the next scan sees the successor holding B, and nobody holding A.
     assert result["after"] == {"A": [], "B": [[victim, None]]}
+
+
+SWAPPER = """
+    for line in commands():
+        if line == "swap":
+            os.dup2({y}, {x})  # fd {x} is now the other pipe
+            say("swapped")
+"""
+
+
+def test_a_descriptor_number_reused_before_the_fill_is_read_is_not_read_as_the_old_pipe(
+    spawn: Spawn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fill is read through a borrowed copy of a holder's descriptor, after every process was read: by
+    then the number may name another file. The borrowed copy is checked to be the same pipe (issue 7)."""
+    x_read, x_write = os.pipe()
+    os.write(x_write, b"x" * 10)
+    os.close(x_write)
+    y_read, y_write = os.pipe()
+    os.write(y_write, b"y" * 500)
+    x_inode, y_inode = os.fstat(x_read).st_ino, os.fstat(y_read).st_ino
+    child = spawn(SWAPPER.format(x=x_read, y=y_read), pass_fds=(x_read, y_read))
+    os.close(x_read)  # only the child holds pipe x now
+    original = pipes.collect
+
+    def swap_then_collect(*args: Any, **kwargs: Any) -> Any:
+        child.tell("swap")
+        child.expect("swapped")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipes, "collect", swap_then_collect)
+    snapshot = scan(ScanConfig(kinds=("pipe",), proc=proc_view(tmp_path / "proc", [child.pid])))
+    shown = {pipe.inode: pipe.buffered for pipe in snapshot.pipes}
+    assert shown[x_inode] is None, "pipe x was shown with the fill of the pipe now on its descriptor"
+    assert shown[y_inode] == 500
+    os.close(y_read)
+    os.close(y_write)

@@ -57,6 +57,8 @@ from ipcmon.ui.widgets.overview import Overview
 INTERVALS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 """Steps for faster/slower refresh."""
 MIN_INTERVAL = 0.1
+MIN_REST = 0.1
+"""Seconds at least between the end of a scan and a rescan triggered by inotify."""
 HISTORY_EVENTS = 10_000
 
 OBJECT_SPECS = (
@@ -168,6 +170,10 @@ class IpcmonApp(App[None]):
         self._rescan_posted = False
         """A WatchedEvent is queued and not handled yet (set on the watcher's thread)."""
         self._timer: Timer | None = None
+        self._timer_due = 0.0
+        """When the armed timer fires (time.monotonic)."""
+        self._rest_until = 0.0
+        """No inotify-triggered scan before this (time.monotonic)."""
 
     # --- layout ---------------------------------------------------------------------------------------------
 
@@ -233,6 +239,7 @@ class IpcmonApp(App[None]):
     @on(ScanDone)
     def _scan_done(self, message: ScanDone) -> None:
         self._scanning = False
+        self._rest_until = time.monotonic() + max(MIN_REST, message.snapshot.scan_seconds)
         self.scan_error = ""
         self.events = self._copy_log()
         self.context = Context(message.snapshot, self.palette, running_demo_pids(self, message.snapshot))
@@ -250,14 +257,29 @@ class IpcmonApp(App[None]):
             self._rescan = False
             self.request_scan()
         elif not self.paused:
-            self._timer = self.set_timer(self.interval, self.request_scan)
+            self._arm(self.interval)
+
+    def _arm(self, delay: float) -> None:
+        """(Re)arm the one scan timer."""
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_timer(delay, self.request_scan)
+        self._timer_due = time.monotonic() + delay
 
     @on(WatchedEvent)
     def _watched(self, message: WatchedEvent) -> None:
-        # inotify saw a create or delete between polls: rescan now for holders, sizes and the rest.
+        # inotify saw a create or delete between polls: rescan now for holders, sizes and the rest. Under
+        # churn that would be scan after scan, the scanning thread holding the GIL most of the time and the
+        # UI starved: after each scan, rest at least as long as it took (MIN_REST at least) first.
         self._rescan_posted = False
-        if not self.paused:
+        if self.paused or self._scanning:
+            self._rescan = self._rescan or not self.paused
+            return
+        wait = self._rest_until - time.monotonic()
+        if wait <= 0:
             self.request_scan()
+        elif self._timer is None or self._timer_due > self._rest_until:
+            self._arm(wait)
 
     def inotify_event(self, event: Event) -> None:
         """The Monitor's callback, on its observer thread (poll events arrive with the scan instead)."""
@@ -414,9 +436,7 @@ class IpcmonApp(App[None]):
         self.interval = max(seconds, MIN_INTERVAL)
         self.notify(f"Refreshing every {self.interval:g}s", timeout=2, markup=False)
         if not self._scanning and not self.paused:
-            if self._timer is not None:
-                self._timer.stop()
-            self._timer = self.set_timer(self.interval, self.request_scan)
+            self._arm(self.interval)
 
     def _refuse_read_only(self, what: str) -> bool:
         if self.read_only:

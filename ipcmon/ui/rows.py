@@ -36,6 +36,8 @@ DEMO_PREFIX = OBJECT_PREFIX
 """Objects the demos create are named with this prefix (issue 5)."""
 
 MAX_CELL = 60
+MASK_WIDTH = 22
+"""Widest signal mask shown in the Signals table."""
 
 
 class Cell(Text):
@@ -480,9 +482,10 @@ def _signal_row(signals: ProcessSignals, ctx: Context) -> Row:
             comm_cell or text_cell(text[1]),
             # Sorted by how many are pending, so "pending first" is one key press.
             number_cell(pending, text[2], palette.bad if pending else ""),
-            number_cell(len(signals.blocked), text[3], palette.warn if signals.blocked else ""),
-            number_cell(len(signals.ignored), text[4]),
-            number_cell(len(signals.caught), text[5]),
+            # Masks can list 30 signals: cut them so every column fits (the detail pane has them all).
+            number_cell(len(signals.blocked), shorten(text[3], MASK_WIDTH), palette.warn if signals.blocked else ""),
+            number_cell(len(signals.ignored), shorten(text[4], MASK_WIDTH)),
+            number_cell(len(signals.caught), shorten(text[5], MASK_WIDTH)),
             number_cell(len(signals.threads)),
             text_cell(waiting_text(process)),
         ),

@@ -17,7 +17,7 @@ from ipcmon.ui.app import IpcmonApp, make_app
 from ipcmon.ui.widgets.object_view import ObjectView
 from tests.ui import canned
 
-DEADLINE = 30.0
+DEADLINE = 60.0
 """Generous: a loaded 2-core machine may take seconds for a scan that usually takes milliseconds."""
 
 

@@ -9,6 +9,9 @@ import pytest
 from ipcmon.demos import OBJECT_PREFIX
 from tests.ui.conftest import live_app, record_notifications, started, view, wait_for
 
+# Real scans of a machine other tests keep busy: generous, but bounded.
+pytestmark = pytest.mark.timeout(300)
+
 
 def demo_files(pid: int) -> list[str]:
     prefix = f"{OBJECT_PREFIX[1:]}{pid}-"
@@ -16,7 +19,7 @@ def demo_files(pid: int) -> list[str]:
 
 
 async def test_start_demo_follow_its_objects_and_stop_it() -> None:
-    app = live_app(interval=0.2, kinds=("shm", "signal"), demo_step=0.4)
+    app = live_app(interval=0.3, kinds=("shm", "signal"), demo_step=0.4)
     record_notifications(app)
     async with app.run_test(size=(120, 40)) as pilot:
         await started(pilot, app)

@@ -7,6 +7,7 @@ import os
 import uuid
 
 import posix_ipc
+import pytest
 
 from ipcmon.model import ShmSegment
 from ipcmon.ui.app import IpcmonApp
@@ -17,6 +18,9 @@ from tests.ui.conftest import jump, live_app, record_notifications, started, ui_
 
 SIGUSR1_BIT = 1 << (10 - 1)
 
+# Real scans of a machine other tests keep busy: generous, but bounded.
+pytestmark = pytest.mark.timeout(300)
+
 
 def segment(app: IpcmonApp, name: str) -> ShmSegment | None:
     snapshot = app.snapshot
@@ -26,7 +30,7 @@ def segment(app: IpcmonApp, name: str) -> ShmSegment | None:
 
 
 def shm_app() -> IpcmonApp:
-    return live_app(interval=0.2, kinds=("shm",))
+    return live_app(interval=0.5, kinds=("shm",))
 
 
 async def test_segment_appears_gets_a_holder_and_goes(cleanup: Cleanup) -> None:
@@ -58,10 +62,12 @@ async def test_segment_appears_gets_a_holder_and_goes(cleanup: Cleanup) -> None:
             mapping.close()
         shm.unlink()
         await wait_for(pilot, lambda: key not in table.shown_keys, "the row gone after unlink")
-        # Its history since the dashboard started: created → attached → detached → destroyed (at least).
+        # Its history since the dashboard started: created, attached, …, destroyed (inotify may report the
+        # removal before a scan has named the object, so that one is matched by name).
         events = [event.event for event in app.history_for(key)]
-        assert events[0] == "created" and events[-1] == "destroyed"
-        assert "attached" in events
+        assert "created" in events and "attached" in events
+        await wait_for(pilot, lambda: any(e.object == name and e.event == "destroyed" for e in app.events),
+                       "the destroyed event")
 
 
 async def test_signal_dialog_delivers_and_cancel_sends_nothing(spawn: Spawn) -> None:
@@ -74,7 +80,7 @@ async def test_signal_dialog_delivers_and_cancel_sends_nothing(spawn: Spawn) -> 
         comm="ipcmon-ui-sig",
     )
     child.expect("ready")
-    app = live_app(interval=0.2, kinds=("signal",), pids=frozenset({child.pid}))
+    app = live_app(interval=0.5, kinds=("signal",), pids=frozenset({child.pid}))
     messages = record_notifications(app)
 
     def pending() -> int:
@@ -142,7 +148,8 @@ async def test_remove_orphan_and_refuse_held(cleanup: Cleanup) -> None:
 
 
 async def test_hostile_real_names_render_inertly(cleanup: Cleanup) -> None:
-    base = f"ipcmon-test-ui-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    token = uuid.uuid4().hex[:8]
+    base = f"ipcmon-test-ui-{os.getpid()}-{token}"
     # A file name cannot hold "/", so the closing-tag case ("foo[/]bar") is in the canned-data test.
     tails = [b"[@click=app.quit]x", b"foo[b]bar", b"t\x1b]2;pwned\x07", b"two\nlines", b"bad\xff\xfe"]
     for tail in tails:
@@ -152,7 +159,7 @@ async def test_hostile_real_names_render_inertly(cleanup: Cleanup) -> None:
     app = shm_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await started(pilot, app)
-        await pilot.press("2", "slash", *base)
+        await pilot.press("2", "slash", *token)  # the random part is enough to find ours
         table = view(app, "shm").table
         await wait_for(pilot, lambda: table.row_count == len(tails), "the five hostile rows")
         shown = sorted(table.get_row(key)[0].plain for key in table.shown_keys)
@@ -165,9 +172,8 @@ async def test_hostile_real_names_render_inertly(cleanup: Cleanup) -> None:
         ])
         await pilot.press("enter")  # focus back on the table
         for _ in tails:
-            await pilot.press("down")
-            await pilot.press("enter")  # no holder: a notice, nothing fired
-            await pilot.press("escape")
+            await pilot.press("down")  # the detail pane shows each name too
+        await pilot.press("enter")  # no holder: a notice, nothing fired
         await pilot.pause()
         assert app.is_running
         assert "\x1b" not in app.export_screenshot()

@@ -189,7 +189,7 @@ def _alert_row(alert: Alert, ctx: Context) -> Row:
         cells=(
             Cell("●", (0, alert.severity), style),  # "bad" sorts before "warn"
             text_cell(alert.mechanism),
-            text_cell(alert.object),
+            text_cell(alert.object, width=40),
             text_cell(alert.problem, style, width=90),
         ),
         record=alert,

@@ -22,7 +22,7 @@ from ipcmon.collect import ScanConfig
 from ipcmon.collect.signals import signal_name
 from ipcmon.demos import DemoProcess
 from ipcmon.export import dumps
-from ipcmon.leaks import find_leaks
+from ipcmon.leaks import Leak, find_leaks
 from ipcmon.model import KINDS, Event, Snapshot
 from ipcmon.safe import printable
 from ipcmon.ui import actions
@@ -515,12 +515,12 @@ class IpcmonApp(App[None]):
             self.notify(f"Refused: {name} was not removed: {reason}.", title="Refused", severity="warning",
                         markup=False)
             return
-        self._remove_flow(leak.name, leak)
+        self._remove_flow(leak)
 
     @work(group="dialog", exclusive=True)
-    async def _remove_flow(self, name: str, leak: object) -> None:
+    async def _remove_flow(self, leak: Leak) -> None:
         question = Text("Remove the orphaned ")
-        question.append(printable(name), style="bold")
+        question.append(printable(leak.name), style="bold")
         question.append("?\nNo process holds it. It is re-checked by a fresh scan just before it is unlinked.")
         if await self.push_screen_wait(ConfirmScreen("Remove orphan", question, "Remove")):
             self._remove(leak)
@@ -528,10 +528,7 @@ class IpcmonApp(App[None]):
             self.notify("Cancelled: nothing removed.", markup=False)
 
     @work(thread=True, group="action", exit_on_error=False)
-    def _remove(self, leak: object) -> None:
-        from ipcmon.leaks import Leak
-
-        assert isinstance(leak, Leak)
+    def _remove(self, leak: Leak) -> None:
         removed, reason = actions.remove_orphan(leak, self.scan_config)
         name = printable(leak.name)
         text = f"Removed {name}." if removed else f"Refused: {name} was not removed: {reason}."

@@ -45,18 +45,3 @@ class ActionDone(Message):
 
     text: str
     ok: bool = True
-
-
-@dataclass
-class JumpTo(Message):
-    """Show one object: switch to its view and put the cursor on its row."""
-
-    view: str
-    key: str
-
-
-@dataclass
-class ShowProcess(Message):
-    """Open the process view for a pid."""
-
-    pid: int

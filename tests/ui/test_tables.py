@@ -179,3 +179,24 @@ async def test_pause_and_interval() -> None:
 def test_canned_later_snapshot_differs() -> None:
     first, later = canned.canned_snapshot(), canned.later_snapshot()
     assert replace(first, taken_at=later.taken_at) != later
+
+
+async def test_missing_pieces_are_explained_in_place() -> None:
+    from ipcmon.collect.scan import MOUNT_MQUEUE_HINT
+    from ipcmon.model import Sysv
+
+    no_mqueue = f"No mqueue filesystem is mounted: only queues some process holds open are listed. {MOUNT_MQUEUE_HINT}"
+    no_sysv = "/proc/sysvipc is missing: this kernel has no SysV IPC (or /proc is not mounted)."
+    snapshot = replace(canned.canned_snapshot(), notes=(no_mqueue, no_sysv), mqueue_dir=None,
+                       sysv=Sysv(available=False), hidden_processes=7)
+    app = canned_app(snapshot, is_root=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await started(pilot, app)
+        header = str(app.query_one("#status").render())
+        assert "not root: 7 processes hidden" in header
+        await pilot.press("3")
+        notes = str(view(app, "mqueue").query_one(".notes").render())
+        assert "No mqueue filesystem is mounted" in notes and "mount -t mqueue" in notes
+        assert "/proc/sysvipc is missing" in notes
+        await pilot.press("4")
+        assert not view(app, "pipes").query_one(".notes").display  # nothing missing for pipes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 from rich.text import Text
@@ -241,6 +241,7 @@ class IpcmonApp(App[None]):
         self._scanning = False
         self._rest_until = time.monotonic() + max(MIN_REST, message.snapshot.scan_seconds)
         self.scan_error = ""
+        drop_closed_watchers(self.query(Footer))
         self.events = self._copy_log()
         self.context = Context(message.snapshot, self.palette, running_demo_pids(self, message.snapshot))
         self.snapshot = message.snapshot
@@ -565,6 +566,19 @@ class IpcmonApp(App[None]):
             self.post_message(ActionDone(f"Export failed: {error}", ok=False))
             return
         self.post_message(ActionDone(f"Exported the snapshot to {path}"))
+
+
+def drop_closed_watchers(nodes: Iterable[Widget]) -> None:
+    """Forget watchers whose widget is gone.
+
+    The Footer rebuilds its keys whenever the bindings change (every view switch), each key data-bound to
+    Footer.compact. Textual drops a closed widget's watcher only when the watched value changes, and compact
+    never does, so every key ever shown stayed in memory, ~20 widgets a view switch (textual#6666).
+    """
+    for node in nodes:
+        for watchers in getattr(node, "__watchers", {}).values():
+            watchers[:] = [(owner, callback) for owner, callback in watchers
+                           if not (getattr(owner, "_closing", False) or getattr(owner, "_closed", False))]
 
 
 def palette_for(theme: Theme) -> Palette:

@@ -4,6 +4,7 @@ as nobody, and its remove and signal actions (logged, re-checked, blocked by IPC
 from __future__ import annotations
 
 import fcntl
+import gc
 import json
 import os
 import pty
@@ -21,6 +22,7 @@ from pathlib import Path
 import posix_ipc
 import pytest
 from textual.pilot import Pilot
+from textual.widgets._footer import FooterKey
 
 from ipcmon.ui.app import IpcmonApp
 from ipcmon.ui.screens.confirm import ConfirmScreen
@@ -28,7 +30,7 @@ from ipcmon.ui.screens.signal import SignalPicker
 from tests.helpers import REPO, Cleanup, Spawn, proc_view
 from tests.reliability.cli import Unprivileged, unprivileged_setup
 from tests.reliability.namespace import run_module
-from tests.ui.conftest import jump, live_app, record_notifications, started, wait_for
+from tests.ui.conftest import canned_app, jump, live_app, record_notifications, started, wait_for
 
 SHM_DIR = "/dev/shm"
 
@@ -302,3 +304,23 @@ async def test_read_only_from_the_environment_blocks_the_dashboard(
         await wait_for(pilot, lambda: sum("Read-only" in m for m in messages) == 2, f"two refusals in {messages}")
         assert not isinstance(app.screen, ConfirmScreen | SignalPicker)
     assert os.path.exists(SHM_DIR + name)
+
+
+# --- long runs: what the dashboard keeps ---------------------------------------------------------------------
+
+
+async def test_switching_views_does_not_pile_up_widgets() -> None:
+    """Each view switch rebuilds the footer's keys; the old ones must be freed (textual#6666 kept them)."""
+    app = canned_app(interval=3600.0)  # refreshed on demand below
+    async with app.run_test(size=(140, 45)) as pilot:
+        await started(pilot, app)
+        for step in range(18):
+            await pilot.press("123456"[step % 6])
+        scans = {"seen": 0}
+        app.watch(app, "snapshot", lambda _: scans.__setitem__("seen", scans["seen"] + 1), init=False)
+        app.request_scan()
+        await wait_for(pilot, lambda: scans["seen"] >= 1, "a refresh")
+        gc.collect()
+        alive = sum(isinstance(obj, FooterKey) for obj in gc.get_objects())
+        shown = len(app.query(FooterKey))
+        assert alive <= 3 * shown, f"{alive} footer keys alive, {shown} shown"

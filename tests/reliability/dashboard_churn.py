@@ -77,7 +77,9 @@ async def drive(scans: int, warmup: int, history: int, report: dict[str, Any]) -
         app.watch(app, "snapshot", on_snapshot, init=False)
         app.watch(app, "scan_error", on_error, init=False)
         step = 0
-        while seen["scans"] < scans:
+        # Walk every key at least once however fast the scans come (on a quiet machine 60 refreshes can
+        # take less than two key presses); a UI that stops taking keys runs into the timeout instead.
+        while seen["scans"] < scans or step < len(KEYS):
             await pilot.press(KEYS[step % len(KEYS)])
             step += 1
             await pilot.pause(0.05)

@@ -8,6 +8,7 @@ never lets an exception escape: one bad event is recorded in ``errors`` and the 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import threading
 import time
@@ -23,6 +24,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 from ipcmon.collect import ScanConfig, scan
+from ipcmon.collect.procfs import group_name, user_name
 from ipcmon.collect.scan import find_mqueue_dir
 from ipcmon.collect.shm import SEM_PREFIX
 from ipcmon.events import EventLog, diff
@@ -234,3 +236,46 @@ class Monitor:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def apply_inotify(snapshot: Snapshot, event: Event) -> Snapshot | None:
+    """The snapshot with an inotify create or delete of a shm segment or semaphore applied at once.
+
+    A full scan is what tells a new segment's holders, and on a busy machine it takes hundreds of
+    milliseconds; this shows the segment the moment it exists. Its creator opened it to create it, so it
+    is shown ``held``, with its holders left for the next scan to name. None when the event changes
+    nothing shown (another mechanism, already there, or gone again).
+    """
+    if event.source != "inotify" or event.mechanism not in ("shm", "sem") or snapshot.shm_dir is None:
+        return None
+    segments = list(snapshot.shm)
+    index = next((i for i, segment in enumerate(segments) if segment.object_key == event.key), None)
+    if event.event == "created":
+        if index is not None:
+            return None
+        path = os.path.join(snapshot.shm_dir, event.object.lstrip("/"))
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        if f"{event.mechanism}:{st.st_dev}:{st.st_ino}" != event.key:
+            return None  # replaced again since the event
+        segments.append(
+            ShmSegment(
+                name=event.object, path=path, kind="sem" if event.mechanism == "sem" else "shm",
+                size=st.st_size, allocated=st.st_blocks * 512, mode=st.st_mode & 0o7777, uid=st.st_uid,
+                gid=st.st_gid, owner=user_name(st.st_uid), group=group_name(st.st_gid), mtime=st.st_mtime,
+                ctime=st.st_ctime, dev=st.st_dev, inode=st.st_ino, state="held",
+            )
+        )
+        segments.sort(key=lambda segment: (segment.name, segment.inode))
+    elif index is None:
+        return None
+    elif event.event == "destroyed":
+        del segments[index]
+    elif event.event == "unlinked-while-held":
+        old = segments[index]
+        segments[index] = dataclasses.replace(old, state="deleted", pinned_bytes=old.allocated)
+    else:
+        return None
+    return dataclasses.replace(snapshot, shm=tuple(segments))

@@ -53,6 +53,7 @@ from ipcmon.ui.widgets.events_view import EventKeys, events_spec
 from ipcmon.ui.widgets.header import StatusHeader
 from ipcmon.ui.widgets.object_view import ObjectView, ViewSpec
 from ipcmon.ui.widgets.overview import Overview
+from ipcmon.watch import apply_inotify
 
 INTERVALS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 """Steps for faster/slower refresh."""
@@ -273,6 +274,12 @@ class IpcmonApp(App[None]):
         # churn that would be scan after scan, the scanning thread holding the GIL most of the time and the
         # UI starved: after each scan, rest at least as long as it took (MIN_REST at least) first.
         self._rescan_posted = False
+        if not self.paused and self.snapshot is not None:
+            # Show a segment created or removed at once; the rescan below fills in its holders.
+            patched = apply_inotify(self.snapshot, message.event)
+            if patched is not None:
+                self.context = Context(patched, self.palette, running_demo_pids(self, patched))
+                self.snapshot = patched
         if self.paused or self._scanning:
             self._rescan = self._rescan or not self.paused
             return

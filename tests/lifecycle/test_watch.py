@@ -167,3 +167,25 @@ def test_monitor_remembers_the_last_holder_of_an_orphan(spawn: Spawn, cleanup: C
     posix_ipc.unlink_shared_memory(name)
     monitor.poll()
     assert not [key for key in monitor.last_holders if key == leak.key]
+
+
+def test_apply_inotify_shows_a_segment_at_once_and_removes_it(cleanup: Cleanup) -> None:
+    from ipcmon.watch import apply_inotify
+
+    events: queue.Queue[Event] = queue.Queue()
+    monitor = Monitor(ScanConfig(kinds=("shm",)), on_event=events.put)
+    baseline, _ = monitor.poll()
+    name = cleanup.shm(new_name())
+    with monitor:
+        posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=8192).close_fd()
+        created = _next_event(events, name)
+        shown = apply_inotify(baseline, created)
+        assert shown is not None
+        segment = next(s for s in shown.shm if s.name == name)
+        assert (segment.state, segment.size, segment.holders, segment.object_key) == ("held", 8192, (), created.key)
+        assert apply_inotify(shown, created) is None  # already there
+        posix_ipc.unlink_shared_memory(name)
+        destroyed = _next_event(events, name)
+        gone = apply_inotify(shown, destroyed)
+    assert gone is not None and not [s for s in gone.shm if s.name == name]
+    assert len(gone.shm) == len(baseline.shm)

@@ -155,8 +155,10 @@ def hostile_world(directory: bytes, shm: bytes, mqueue: bytes, fifo: bytes, comm
         for fd in fds[:3]:  # the holder is the only process holding them
             os.close(fd)
         del fds[:3]
-        # The shell is running (not just forked) once its comm is the link's name.
+        # The shell is running once its comm is the link's name and its arguments are in place (exec sets the
+        # comm before it lays out argv, so for a moment cmdline reads empty).
         wait_until(lambda: Path(f"/proc/{pid}/comm").read_bytes() == comm[:15] + b"\n", "the holder's comm")
+        wait_until(lambda: Path(f"/proc/{pid}/cmdline").read_bytes(), "the holder's cmdline")
         yield holder
     finally:
         if holder is not None:

@@ -190,6 +190,7 @@ async def _drive_dashboard(app: object, seconds: float, scale: str) -> None:
                 latencies.append(time.perf_counter() - created)
             finally:
                 posix_ipc.unlink_shared_memory(name)
+            await asyncio.sleep(0.5)  # one creation at a time, as a person would make them
         await pilot.press("q")
     print(f"\ndashboard at 1 Hz on {scale}, {wall:.0f} s: {cpu / wall * 100:.1f} % of one core, "
           f"longest event-loop stall {max(lateness) * 1000:.0f} ms, first filled frame {first_frame * 1000:.0f} ms, "

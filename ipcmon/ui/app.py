@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -59,6 +60,12 @@ INTERVALS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 """Steps for faster/slower refresh."""
 MIN_INTERVAL = 0.1
 MIN_REST = 0.1
+INOTIFY_APPLIED = 64
+"""inotify events kept for the handler to show at once; under a storm the rescan shows the rest."""
+INOTIFY_CALM = 8
+"""More events than this between two handler runs is a storm: they wait for the rescan."""
+PATCH_GAP = 0.25
+"""Seconds at least between two views refreshed from inotify alone."""
 """Seconds at least between the end of a scan and a rescan triggered by inotify."""
 HISTORY_EVENTS = 10_000
 
@@ -169,6 +176,8 @@ class IpcmonApp(App[None]):
         self._scanning = False
         self._rescan = False
         self._rescan_posted = False
+        self._inotify_pending: collections.deque[Event] = collections.deque(maxlen=INOTIFY_APPLIED)
+        self._last_patch = 0.0
         """A WatchedEvent is queued and not handled yet (set on the watcher's thread)."""
         self._timer: Timer | None = None
         self._timer_due = 0.0
@@ -274,12 +283,21 @@ class IpcmonApp(App[None]):
         # churn that would be scan after scan, the scanning thread holding the GIL most of the time and the
         # UI starved: after each scan, rest at least as long as it took (MIN_REST at least) first.
         self._rescan_posted = False
-        if not self.paused and self.snapshot is not None:
-            # Show a segment created or removed at once; the rescan below fills in its holders.
-            patched = apply_inotify(self.snapshot, message.event)
-            if patched is not None:
-                self.context = Context(patched, self.palette, running_demo_pids(self, patched))
-                self.snapshot = patched
+        pending = []
+        while self._inotify_pending:
+            pending.append(self._inotify_pending.popleft())
+        now = time.monotonic()
+        calm = len(pending) <= INOTIFY_CALM and now - self._last_patch >= PATCH_GAP
+        if calm and not self.paused and self.snapshot is not None:
+            # Show segments created or removed at once; the rescan below fills in their holders. Only when
+            # inotify is calm: each patch refreshes every view, and under churn the rescan shows it all.
+            self._last_patch = now
+            shown = self.snapshot
+            for event in pending:
+                shown = apply_inotify(shown, event) or shown
+            if shown is not self.snapshot:
+                self.context = Context(shown, self.palette, running_demo_pids(self, shown))
+                self.snapshot = shown
         if self.paused or self._scanning:
             self._rescan = self._rescan or not self.paused
             return
@@ -293,7 +311,11 @@ class IpcmonApp(App[None]):
         """The Monitor's callback, on its observer thread (poll events arrive with the scan instead)."""
         # One rescan request in flight at a time: under churn inotify fires thousands of times a second, and
         # a message per event flooded the queue (memory grew, keys waited seconds) (issue 7).
-        if event.source == "inotify" and not self._rescan_posted:
+        if event.source != "inotify":
+            return
+        # Kept for the handler to show at once (the newest INOTIFY_APPLIED of them; the rescan covers the rest).
+        self._inotify_pending.append(event)
+        if not self._rescan_posted:
             self._rescan_posted = True
             self.post_message(WatchedEvent(event))
 

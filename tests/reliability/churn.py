@@ -345,6 +345,14 @@ def _check(
             )
 
 
+PREFIX_VARIABLE = "IPCMON_CHURN_PREFIX"
+"""Set by a test, the prefix of every object a run makes, so the test can remove them if the run is killed."""
+
+
+def unique_prefix(name: str) -> str:
+    return f"{os.environ.get(PREFIX_VARIABLE) or 'ipcmon-' + name}-{uuid.uuid4().hex[:10]}"
+
+
 def make_pool(prefix: str, fifo_dir: str) -> None:
     """The segments and FIFOs the short-lived children open (POOL_GROUPS groups)."""
     for group in range(POOL_GROUPS):
@@ -374,7 +382,7 @@ def run_main(args: argparse.Namespace) -> Report:
     from ipcmon.watch import Monitor
 
     report = Report()
-    prefix = f"ipcmon-churn-{uuid.uuid4().hex[:10]}"
+    prefix = unique_prefix("churn")
     fifo_dir = tempfile.mkdtemp(prefix="ipcmon-churn-")
     log_path = f"{fifo_dir}/log"
     Path(log_path).touch()
@@ -495,7 +503,7 @@ def stop_workers(workers: list[subprocess.Popen[bytes]], log_path: str) -> int:
 def churning(name: str, concurrency: int = CONCURRENT_CHILDREN) -> Iterator[dict[str, int]]:
     """Workers of every kind churning (past their count of 0, gently for objects) until the block ends, then
     stopped and everything they made removed; the yielded dict gets "process_lifetimes" at the end."""
-    prefix = f"ipcmon-{name}-{uuid.uuid4().hex[:10]}"
+    prefix = unique_prefix(name)
     fifo_dir = tempfile.mkdtemp(prefix=f"ipcmon-{name}-")
     log_path = f"{fifo_dir}/log"
     Path(log_path).touch()

@@ -7,12 +7,15 @@ kills everything left in the namespace, so a failed run leaves no process behind
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import uuid
 from typing import Any
 
 import pytest
@@ -30,12 +33,22 @@ def unshare_command() -> list[str]:
 
 
 def run_module(module: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    """python -m module args…, in a new pid namespace, from the repository root."""
-    return subprocess.run(
-        [*unshare_command(), sys.executable, "-m", module, *args],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    """python -m module args…, in a new pid namespace, from the repository root.
+
+    A run that is killed (timeout) takes its processes with it but cannot remove its objects: they carry a
+    prefix of this test's own (churn.PREFIX_VARIABLE) and are removed here.
+    """
+    prefix = f"ipcmon-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        return subprocess.run(
+            [*unshare_command(), sys.executable, "-m", module, *args],
+            cwd=REPO, capture_output=True, text=True, timeout=timeout,
+            env={**os.environ, "PYTHONPATH": str(REPO), "IPCMON_CHURN_PREFIX": prefix},
+        )
+    finally:
+        for path in glob.glob(f"/dev/shm/{prefix}*") + glob.glob(f"/dev/mqueue/{prefix}*"):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
 
 
 def run_code(code: str, *, timeout: float) -> dict[str, Any]:

@@ -73,6 +73,15 @@ def map_fd(fd, size, prot=3, flags=1):
     if address in (None, ctypes.c_void_p(-1).value):
         raise OSError(ctypes.get_errno(), "mmap")
     return address
+def fill_pipe(fd):
+    """Write into a pipe until it is full (without blocking), then make fd blocking again."""
+    os.set_blocking(fd, False)
+    try:
+        while True:
+            os.write(fd, b"f" * 4096)
+    except BlockingIOError:
+        pass
+    os.set_blocking(fd, True)
 def touch(address, size):
     """Write to every page so the memory is allocated."""
     ctypes.memset(address, 0x5A, size)
@@ -137,7 +146,7 @@ class Spawn:
         self.children: list[Child] = []
 
     def __call__(self, code: str, *, pass_fds: tuple[int, ...] = (), comm: str | None = None) -> Child:
-        """Run code in a child; it can use say(), commands(), hold(), map_fd(), touch() and set_comm().
+        """Run code in a child; it can use say(), commands(), hold(), map_fd(), touch(), fill_pipe() and set_comm().
 
         Descriptors in pass_fds keep their numbers in the child; comm names the child (15 bytes at most).
         """

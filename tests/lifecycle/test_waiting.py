@@ -11,15 +11,8 @@ from ipcmon.model import Process, Snapshot
 from tests.helpers import Cleanup, Spawn, new_name, scan_kinds, wait_until
 
 _FILL_AND_BLOCK = """
-import os
 fd = {fd}
-os.set_blocking(fd, False)
-try:
-    while True:
-        os.write(fd, b"x" * 4096)
-except BlockingIOError:
-    pass
-os.set_blocking(fd, True)
+fill_pipe(fd)
 say("ready")
 os.write(fd, b"y" * 65536)   # blocks: the pipe is full and nobody reads
 say("unblocked")

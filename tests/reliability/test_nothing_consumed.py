@@ -100,15 +100,8 @@ BLOCKED = {
         say("returned", data.hex())
     """,
     "pipe-writer": """
-        import fcntl
         fd = {fd}
-        os.set_blocking(fd, False)
-        try:
-            while True:
-                os.write(fd, b"f" * 4096)
-        except BlockingIOError:
-            pass
-        os.set_blocking(fd, True)
+        fill_pipe(fd)
         say("ready")
         written = os.write(fd, b"LAST")
         say("returned", written)

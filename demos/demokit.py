@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import ctypes
 import os
+import select
 import signal
 import sys
 import threading
@@ -266,12 +267,23 @@ class Turns:
 
 
 def _watch_parent(main_pid: int) -> None:
-    """SIGTERM the demo (which then cleans up) when the process that started it goes away."""
+    """SIGTERM the demo (which then cleans up) when the process that started it goes away.
+
+    The thread sleeps in poll(2) on a pidfd of the parent, which becomes readable when the parent exits:
+    it never wakes before that (a demo that woke up every so often would never look idle to a monitor).
+    """
     parent = os.getppid()
+    try:
+        parent_fd = os.pidfd_open(parent)
+    except OSError:
+        parent_fd = None  # the parent is gone already
+    if os.getppid() != parent and parent_fd is not None:  # it exited before the pidfd pinned it
+        os.close(parent_fd)
+        parent_fd = None
 
     def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.25)
+        if parent_fd is not None:
+            select.select([parent_fd], [], [])
         os.kill(main_pid, signal.SIGTERM)
 
     threading.Thread(target=watch, name="watch-parent", daemon=True).start()

@@ -23,7 +23,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from ipcmon.collect import ScanConfig, scan
+from ipcmon.collect import ScanConfig, Scanner
 from ipcmon.collect.procfs import group_name, user_name
 from ipcmon.collect.scan import find_mqueue_dir
 from ipcmon.collect.shm import SEM_PREFIX
@@ -91,6 +91,7 @@ class Monitor:
         on_event: EventCallback | None = None,
     ) -> None:
         self.config = config
+        self.scanner = Scanner(config)
         self.log = EventLog(history)
         self.snapshot: Snapshot | None = None
         self.errors: collections.deque[str] = collections.deque(maxlen=100)
@@ -111,7 +112,7 @@ class Monitor:
     def poll(self) -> tuple[Snapshot, list[Event]]:
         """Scan now and return the snapshot and the new events (also logged and sent to on_event)."""
         with self._scan_lock:
-            snapshot = scan(self.config)
+            snapshot = self.scanner.scan()
             # diff is pure and only poll() writes self.snapshot: compute it before taking the state lock, which
             # the inotify thread needs for every event (holding it through the diff stalled that thread).
             changes = diff(self.snapshot, snapshot)

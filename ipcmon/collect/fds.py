@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from typing import Literal, NamedTuple
 
 from ipcmon.collect import procfs
 from ipcmon.collect.procfs import Denied, Gone
-from ipcmon.model import Access
+from ipcmon.model import Access, Process
 
 FdKind = Literal["pipe", "fifo", "shm", "mqueue"]
 
@@ -138,6 +139,25 @@ def read_fds(pid: int, devices: Devices, proc: str = procfs.PROC) -> list[FdRef]
                 raise failure from None
             # The descriptor was closed between listdir and readlink/stat: it simply drops out.
     return refs
+
+
+def comm_of(processes: Mapping[int, Process], pid: int) -> str:
+    """The command name of a holder, "" when its process is not in the scan."""
+    process = processes.get(pid)
+    return process.comm if process is not None else ""
+
+
+def refresh(ref: FdRef, proc: str = procfs.PROC) -> FdRef:
+    """The descriptor with what others can change about its file read again (size, owner, mode, link
+    count): a Scanner keeps descriptors from earlier scans. As it was when it is gone or names another file."""
+    try:
+        st = os.stat(f"{proc}/{ref.pid}/fd/{ref.fd}")
+    except OSError:
+        return ref
+    if (st.st_dev, st.st_ino) != (ref.dev, ref.inode):
+        return ref
+    return ref._replace(deleted=ref.deleted or st.st_nlink == 0, size=st.st_size, blocks=st.st_blocks,
+                        uid=st.st_uid, gid=st.st_gid, mode=st.st_mode)
 
 
 class MapRef(NamedTuple):

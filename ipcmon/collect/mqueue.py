@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ipcmon.collect import procfs
-from ipcmon.collect.fds import FdRef
+from ipcmon.collect.fds import FdRef, refresh
 from ipcmon.collect.procfs import PidFds
 from ipcmon.collect.shm import fd_holders
 from ipcmon.model import MessageQueue, Process
@@ -161,6 +161,7 @@ def collect(
     processes: Mapping[int, Process],
     fds: Iterable[FdRef],
     pidfds: PidFds,
+    proc: str = procfs.PROC,
 ) -> tuple[MessageQueue, ...]:
     """Every queue in the mounted filesystem with its holders, plus queues seen only through fds."""
     fds_by_id: dict[tuple[int, int], list[FdRef]] = defaultdict(list)
@@ -189,7 +190,7 @@ def collect(
                                  processes, deleted=False))
 
     for identity in fds_by_id.keys() - listed:
-        refs = fds_by_id[identity]
+        refs = [refresh(ref, proc) for ref in fds_by_id[identity]]
         first = refs[0]
         if identity in own:
             state = read_queue_fd(own[identity], reopen=False)

@@ -12,10 +12,11 @@ import fcntl
 import os
 import termios
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
-from ipcmon.collect.fds import FdRef
+from ipcmon.collect.fds import FdRef, comm_of
 from ipcmon.collect.procfs import PidFds
+from ipcmon.collect.recall import Recall
 from ipcmon.model import Pipe, PipeEnd, PipeFlag, PipeKind, Process
 
 
@@ -57,48 +58,86 @@ def collect(
     pidfds: PidFds,
     *,
     fill: bool = True,
+    recall: Recall[Pipe] | None = None,
+    settled: Collection[int] = (),
 ) -> tuple[Pipe, ...]:
-    """Every pipe and FIFO that some readable process holds, grouped by (dev, inode)."""
+    """Every pipe and FIFO that some readable process holds, grouped by (dev, inode).
+
+    With recall (a Scanner's), a pipe whose ends and fill are what they were is the previous scan's record.
+    An anonymous pipe whose every end belongs to a settled process (one that has not run since the previous
+    scan) keeps its previous fill unread: none of its holders can have written to it or read from it.
+    Someone opening /proc/PID/fd/N, or borrowing an end, could; the Scanner passes no settled processes when
+    some descriptor table is unreadable, and its periodic full reads of each process bound how long such a
+    change goes unseen. A FIFO's fill is always read: anyone may open it by its path, write, and go.
+    """
     grouped: dict[tuple[int, int], list[FdRef]] = defaultdict(list)
     for ref in fds:
         if ref.kind in ("pipe", "fifo"):
             grouped[(ref.dev, ref.inode)].append(ref)
 
     pipes = []
-    for (dev, inode), refs in grouped.items():
-        readers = []
-        writers = []
-        for ref in refs:
-            process = processes.get(ref.pid)
-            end = PipeEnd(pid=ref.pid, comm=process.comm if process else "", fd=ref.fd)
-            if "r" in ref.access:
-                readers.append(end)
-            if "w" in ref.access:
-                writers.append(end)
+    for identity, refs in grouped.items():
+        ends = tuple((ref.pid, ref.fd, ref.access, comm_of(processes, ref.pid)) for ref in refs)
+        kind: PipeKind = "fifo" if refs[0].kind == "fifo" else "pipe"
+        prior = recall.get(identity, ends) if recall is not None else None
+        if prior is None or prior.kind != kind:
+            prior = None
+        elif kind == "pipe" and prior.buffered is not None and all(ref.pid in settled for ref in refs):
+            pipes.append(recall.keep(identity, ends, prior) if recall is not None else prior)
+            continue  # nobody who holds it has run: the fill is what it was
         buffered = capacity = None
         if fill:
-            for ref in refs:
-                borrowed = pidfds.borrow(ref.pid, ref.fd, (dev, inode))
-                if borrowed is None:
-                    continue
-                try:
-                    buffered, capacity = read_fill(borrowed)
-                finally:
-                    os.close(borrowed)
-                break
-        kind: PipeKind = "fifo" if refs[0].kind == "fifo" else "pipe"
-        pipes.append(
-            Pipe(
-                inode=inode,
-                dev=dev,
-                kind=kind,
-                path=refs[0].path,
-                buffered=buffered,
-                capacity=capacity,
-                readers=tuple(readers),
-                writers=tuple(writers),
-                flags=flags_for(readers, writers, buffered, capacity),
-            )
-        )
-    pipes.sort(key=lambda pipe: (pipe.kind, pipe.inode))
+            buffered, capacity = _fill(refs, identity, pidfds)
+        if prior is not None and (prior.buffered, prior.capacity) == (buffered, capacity):
+            pipe = prior
+        else:
+            pipe = _pipe(identity, kind, refs, ends, buffered, capacity)
+        pipes.append(recall.keep(identity, ends, pipe) if recall is not None else pipe)
+    pipes.sort(key=_order)
     return tuple(pipes)
+
+
+def _fill(refs: list[FdRef], identity: tuple[int, int], pidfds: PidFds) -> tuple[int | None, int | None]:
+    """Through the first end that can be borrowed; unknown when none can."""
+    for ref in refs:
+        borrowed = pidfds.borrow(ref.pid, ref.fd, identity)
+        if borrowed is None:
+            continue
+        try:
+            return read_fill(borrowed)
+        finally:
+            os.close(borrowed)
+    return None, None
+
+
+def _pipe(
+    identity: tuple[int, int],
+    kind: PipeKind,
+    refs: list[FdRef],
+    ends: tuple[tuple[int, int, str, str], ...],
+    buffered: int | None,
+    capacity: int | None,
+) -> Pipe:
+    readers = []
+    writers = []
+    for pid, fd, access, comm in ends:
+        end = PipeEnd(pid=pid, comm=comm, fd=fd)
+        if "r" in access:
+            readers.append(end)
+        if "w" in access:
+            writers.append(end)
+    return Pipe(
+        inode=identity[1],
+        dev=identity[0],
+        kind=kind,
+        path=refs[0].path,
+        buffered=buffered,
+        capacity=capacity,
+        readers=tuple(readers),
+        writers=tuple(writers),
+        flags=flags_for(readers, writers, buffered, capacity),
+    )
+
+
+def _order(pipe: Pipe) -> tuple[str, int]:
+    return pipe.kind, pipe.inode

@@ -72,6 +72,7 @@ class Stat:
     state: str
     ppid: int
     start_ticks: int
+    threads: int
 
 
 def parse_stat(data: bytes) -> Stat:
@@ -80,8 +81,9 @@ def parse_stat(data: bytes) -> Stat:
     close_paren = data.rindex(b")")
     comm = os.fsdecode(data[open_paren + 1 : close_paren])
     fields = data[close_paren + 2 :].split()
-    # fields[0] is field 3 (state); starttime is field 22.
-    return Stat(comm=comm, state=fields[0].decode(), ppid=int(fields[1]), start_ticks=int(fields[19]))
+    # fields[0] is field 3 (state); num_threads is field 20 and starttime field 22.
+    return Stat(comm=comm, state=fields[0].decode(), ppid=int(fields[1]), start_ticks=int(fields[19]),
+                threads=int(fields[17]))
 
 
 _STATUS_LINE = re.compile(rb"^([^:\n]+):[ \t]*(.*?)[ \t]*$", re.MULTILINE)

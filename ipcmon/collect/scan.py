@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import os
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from ipcmon.collect import mqueue, pipes, procfs, shm, signals, sysv, waiting
 from ipcmon.collect.fds import Devices, FdRef, MapRef, maps_token, read_fds, read_maps
 from ipcmon.collect.procfs import Denied, Gone, PidFds
+from ipcmon.collect.recall import Recall
 from ipcmon.model import KINDS, MessageQueue, Pipe, Process, ProcessSignals, ShmSegment, Snapshot, Sysv
 
 MOUNT_MQUEUE_HINT = "mkdir -p /dev/mqueue && mount -t mqueue none /dev/mqueue"
@@ -56,8 +59,10 @@ class _ProcessTables:
     fds: list[FdRef] = field(default_factory=list)
     maps: list[MapRef] = field(default_factory=list)
     signals: list[ProcessSignals] = field(default_factory=list)
-    waits: dict[int, waiting.RawWait] = field(default_factory=dict)
+    waits: dict[int, tuple[waiting.RawWait, list[FdRef]]] = field(default_factory=dict)
     hidden: int = 0
+    blind: bool = False
+    """Some process's descriptor table could not be read: its pipe ends are unknown."""
 
 
 def find_mqueue_dir(proc: str = procfs.PROC) -> str | None:
@@ -67,6 +72,101 @@ def find_mqueue_dir(proc: str = procfs.PROC) -> str | None:
 
 def scan(config: ScanConfig = ScanConfig()) -> Snapshot:
     """Read every mechanism in config.kinds once; vanished processes and objects simply drop out."""
+    with collector_paused():
+        return _scan(config, None)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Hold off Python's cyclic garbage collector while a scan builds its records.
+
+    A large scan allocates tens of thousands of records, none of them in a reference cycle (they are freed
+    by reference counting), yet every 700 allocations the collector ran and walked them, and now and then
+    the whole heap: a seventh of the scan's time. Paused, it runs once afterwards and finds the same.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+REFRESH_EVERY = 10
+"""A Scanner reads each process in full at least once in this many scans, whatever the scheduler says."""
+MAX_SIGNED_THREADS = 64
+"""Processes with more threads are always read in full: checking every thread would cost about as much."""
+
+
+class _Known(NamedTuple):
+    """A process as the last scan read it, with the scheduler's account of it at that moment."""
+
+    state: str
+    signature: bytes
+    read: _Read
+    process: Process
+    """As the snapshot showed it, its wait resolved."""
+
+
+class Scanner:
+    """Scans again and again (the dashboard, ``watch``), re-reading only the processes that have run since.
+
+    A process's descriptor table and mappings change only when one of its own threads runs (open, close,
+    mmap, exec, receiving a descriptor): no other process can change them. /proc/PID/schedstat gives each
+    thread's run time in nanoseconds and how many times it was put on a CPU, so when those are the same as
+    at the last scan for every thread, and the process is not running now, its fds, maps, command line,
+    owner and the system call it sleeps in are the ones read last time. Only what others can change is read
+    again for it: stat (name, parent), status (pending signals), the fill of its pipes (see pipes.collect),
+    and where a collector uses them, the size, owner, mode and link count of the files its descriptors point
+    at. Each process is still read in full every ``refresh_every`` scans, for what that argument cannot see
+    (a descriptor table shared with clone(CLONE_FILES) between two processes, which is rare).
+    """
+
+    def __init__(self, config: ScanConfig = ScanConfig(), *, refresh_every: int = REFRESH_EVERY) -> None:
+        self.config = config
+        self._memory = _Memory(refresh_every)
+
+    def scan(self) -> Snapshot:
+        with collector_paused():
+            return _scan(self.config, self._memory)
+
+    @property
+    def reused(self) -> frozenset[int]:
+        """The pids whose tables the last scan took over from the scan before it."""
+        return frozenset(self._memory.reused)
+
+    def remembered(self) -> dict[str, int]:
+        """How much is kept between scans: one entry per process, pipe and segment of the last scan."""
+        memory = self._memory
+        return {"processes": len(memory.known), "pipes": len(memory.pipes), "shm": len(memory.shm)}
+
+
+class _Memory:
+    """What a Scanner keeps from one scan to the next."""
+
+    def __init__(self, refresh_every: int) -> None:
+        self.refresh_every = max(1, refresh_every)
+        self.known: dict[int, _Known] = {}
+        self.round = 0
+        self.reused: set[int] = set()
+        self.pipes: Recall[Pipe] = Recall()
+        self.shm: Recall[ShmSegment] = Recall()
+
+    def turn(self) -> None:
+        """A new scan begins."""
+        self.round += 1
+        self.reused = set()
+        self.pipes.turn()
+        self.shm.turn()
+
+    def done(self) -> None:
+        """The scan is over."""
+        self.pipes.done()
+        self.shm.done()
+
+
+def _scan(config: ScanConfig, memory: _Memory | None) -> Snapshot:
     started = time.perf_counter()
     taken_at = time.time()
     kinds = set(config.kinds)
@@ -97,7 +197,7 @@ def scan(config: ScanConfig = ScanConfig()) -> Snapshot:
         )
 
     devices = Devices(shm_dev, mqueue_dev)
-    tables = _read_processes(config, kinds, devices)
+    tables = _read_processes(config, kinds, devices, memory)
     if tables.hidden:
         remedy = (
             "the kernel refuses even root here (a non-dumpable process, or another namespace)"
@@ -115,11 +215,16 @@ def scan(config: ScanConfig = ScanConfig()) -> Snapshot:
     sysv_tables = Sysv()
     with PidFds() as pidfds:
         if "shm" in kinds and shm_dev is not None:
-            segments = shm.collect(shm_dir, tables.processes, tables.fds, tables.maps, config.proc)
+            segments = shm.collect(shm_dir, tables.processes, tables.fds, tables.maps, config.proc,
+                                   recall=memory.shm if memory is not None else None)
         if "mqueue" in kinds:
-            queues = mqueue.collect(mqueue_dir, tables.processes, tables.fds, pidfds)
+            queues = mqueue.collect(mqueue_dir, tables.processes, tables.fds, pidfds, config.proc)
         if "pipe" in kinds:
-            pipe_list = pipes.collect(tables.processes, tables.fds, pidfds, fill=config.pipe_fill)
+            pipe_list = pipes.collect(
+                tables.processes, tables.fds, pidfds, fill=config.pipe_fill,
+                recall=memory.pipes if memory is not None else None,
+                settled=memory.reused if memory is not None and not tables.blind else (),
+            )
     if "sysv" in kinds:
         sysv_tables = sysv.collect(tables.processes, tables.maps, config.proc)
         if not sysv_tables.available:
@@ -141,6 +246,8 @@ def scan(config: ScanConfig = ScanConfig()) -> Snapshot:
         scan_seconds=time.perf_counter() - started,
         deadlocks=waiting.find_deadlocks(tables.processes.values(), pipe_list, queues),
     )
+    if memory is not None:
+        memory.done()
     if config.pids is not None:
         snapshot = restrict_to_pids(snapshot, config.pids)
     return snapshot
@@ -154,12 +261,24 @@ class _Read(NamedTuple):
     maps: list[MapRef]
     signals: ProcessSignals | None
     wait: waiting.RawWait | None
+    """To be resolved once every descriptor is known (None when reused: the process has it resolved)."""
+    state: str = ""
+    signature: bytes | None = None
+    """The scheduler's account of the process before its tables were read (Scanner only)."""
+    reused: bool = False
+    """The fds, maps, command line, owner and wait are the previous scan's (nothing of it has run since)."""
+    fds_hidden: bool = False
+    """Its descriptor table could not be read."""
+    signal_section: bytes = b""
+    """The lines of /proc/PID/status that ``signals`` was decoded from."""
 
 
 _DENIED = "denied"
 
 
-def _read_processes(config: ScanConfig, kinds: Collection[str], devices: Devices) -> _ProcessTables:
+def _read_processes(
+    config: ScanConfig, kinds: Collection[str], devices: Devices, memory: _Memory | None = None
+) -> _ProcessTables:
     proc = config.proc
     tables = _ProcessTables()
     try:
@@ -174,26 +293,47 @@ def _read_processes(config: ScanConfig, kinds: Collection[str], devices: Devices
         need_maps="shm" in kinds or "sysv" in kinds,
         need_signals="signal" in kinds,
         token=maps_token(devices.shm_dev) if devices.shm_dev is not None else None,
+        remember=memory is not None,
     )
+    known: dict[int, _Known] = {}
+    if memory is not None:
+        memory.turn()
+        known, memory.known = memory.known, {}
+    remembered: list[_Read] = []
     # One thread: two threads reading /proc in parallel were measured no faster on a busy 2-core machine
     # (the kernel side of the reads is most of the cost and the GIL serialises the rest).
-    for result in map(reader, pid_list):
+    for pid in pid_list:
+        previous = None
+        if memory is not None and (pid + memory.round) % memory.refresh_every:
+            previous = known.get(pid)
+        result = reader(pid, previous=previous)
         if result is None:
             continue
         if result == _DENIED:
             tables.hidden += 1
+            tables.blind = True
             continue
         assert isinstance(result, _Read)
         process = result.process
-        tables.processes[process.pid] = process
+        tables.processes[pid] = process
         tables.hidden += process.hidden
+        tables.blind = tables.blind or result.fds_hidden
         tables.fds.extend(result.fds)
         tables.maps.extend(result.maps)
         if result.signals is not None:
             tables.signals.append(result.signals)
         if result.wait is not None:
-            tables.waits[process.pid] = result.wait
+            tables.waits[pid] = (result.wait, result.fds)
+        if result.signature is not None:
+            remembered.append(result)
     _resolve_waits(tables, proc)
+    if memory is not None:
+        for result in remembered:
+            pid = result.process.pid
+            assert result.signature is not None
+            memory.known[pid] = _Known(result.state, result.signature, result, tables.processes[pid])
+            if result.reused:
+                memory.reused.add(pid)
     return tables
 
 
@@ -206,33 +346,32 @@ def _read_process(
     need_maps: bool,
     need_signals: bool,
     token: bytes | None,
+    remember: bool = False,
+    previous: _Known | None = None,
 ) -> _Read | str | None:
-    """Everything a scan needs from one process; None when it exited mid-read, _DENIED when refused."""
+    """Everything a scan needs from one process; None when it exited mid-read, _DENIED when refused.
+
+    With remember, the scheduler's signature is read first; given the previous read of the same process
+    with the same signature, its tables are taken over (Scanner).
+    """
     # Pin the process first: if it is reaped while we read, its pid may already name another process
     # whose descriptors we would attribute to it (issue 7). Only real pids can be pinned.
     pinned = procfs.pin(pid) if proc == procfs.PROC else None
     try:
         stat = procfs.parse_stat(procfs.read_bytes(f"{proc}/{pid}/stat"))
-        try:
-            cmdline = procfs.parse_cmdline(procfs.read_bytes(f"{proc}/{pid}/cmdline"))
-        except Denied:
-            cmdline = ()
-        uid: int | None = os.stat(f"{proc}/{pid}").st_uid
-        hidden = False
-        fds: list[FdRef] = []
-        maps: list[MapRef] = []
-        try:
-            if need_fds:
-                fds = read_fds(pid, devices, proc)
-            if need_maps:
-                maps = read_maps(pid, token, proc)
-        except Denied:
-            hidden = True
-        process_signals = None
+        signature = run_signature(pid, stat, proc) if remember else None
+        if (
+            previous is not None
+            and signature is not None
+            and signature == previous.signature
+            and stat.start_ticks == previous.process.start_ticks
+            and stat.state == previous.state
+        ):
+            result = _take_over(previous, stat, signature)
+        else:
+            result = _read_tables(pid, stat, devices, proc, need_fds, need_maps, token)._replace(signature=signature)
         if need_signals:
-            status = procfs.parse_status(procfs.read_bytes(f"{proc}/{pid}/status"))
-            process_signals = signals.from_status(pid, stat.comm, status, proc)
-        raw = waiting.read_raw(pid, proc) if stat.state in ("S", "D") else None
+            result = _read_signals(result, stat, previous, proc)
         if pinned is not None and not procfs.still_running(pinned):
             return None  # exited mid-scan, and what we read may mix it with a successor on its pid
     except (Gone, FileNotFoundError, ProcessLookupError):
@@ -244,31 +383,114 @@ def _read_process(
     finally:
         if pinned is not None:
             os.close(pinned)
+    return result
+
+
+def _read_tables(
+    pid: int,
+    stat: procfs.Stat,
+    devices: Devices,
+    proc: str,
+    need_fds: bool,
+    need_maps: bool,
+    token: bytes | None,
+) -> _Read:
+    try:
+        cmdline = procfs.parse_cmdline(procfs.read_bytes(f"{proc}/{pid}/cmdline"))
+    except Denied:
+        cmdline = ()
+    uid = os.stat(f"{proc}/{pid}").st_uid
+    fds: list[FdRef] = []
+    maps: list[MapRef] = []
+    fds_hidden = maps_hidden = False
+    if need_fds:
+        try:
+            fds = read_fds(pid, devices, proc)
+        except Denied:
+            fds_hidden = True
+    if need_maps and not fds_hidden:
+        try:
+            maps = read_maps(pid, token, proc)
+        except Denied:
+            maps_hidden = True
     process = Process(
         pid=pid,
         ppid=stat.ppid,
         comm=stat.comm,
         cmdline=cmdline,
         uid=uid,
-        user=procfs.user_name(uid) if uid is not None else None,
+        user=procfs.user_name(uid),
         start_ticks=stat.start_ticks,
         start_time=procfs.start_epoch(stat.start_ticks, proc),
-        hidden=hidden,
+        hidden=fds_hidden or maps_hidden,
     )
-    return _Read(process, fds, maps, process_signals, raw)
+    raw = waiting.read_raw(pid, proc) if stat.state in ("S", "D") else None
+    return _Read(process, fds, maps, None, raw, stat.state, fds_hidden=fds_hidden)
+
+
+def _take_over(previous: _Known, stat: procfs.Stat, signature: bytes) -> _Read:
+    """The previous read of a process that has not run since, with its name and parent as they are now.
+
+    What others can change about the files its descriptors point at (size, owner, mode, links) is read again
+    by the collectors that use it (fds.refresh).
+    """
+    old = previous.read
+    process = previous.process
+    if (process.comm, process.ppid) != (stat.comm, stat.ppid):  # a write to /proc/PID/comm; reparenting
+        process = replace(process, comm=stat.comm, ppid=stat.ppid)
+    return old._replace(process=process, signals=None, wait=None, signature=signature, reused=True)
+
+
+def _read_signals(result: _Read, stat: procfs.Stat, previous: _Known | None, proc: str) -> _Read:
+    """Add the signal masks; a single-threaded process whose status shows the same masks keeps its record."""
+    pid = result.process.pid
+    data = procfs.read_bytes(f"{proc}/{pid}/status")
+    section = signals.mask_section(data)
+    if previous is not None and section and section == previous.read.signal_section:
+        old = previous.read.signals
+        if old is not None and len(old.threads) == 1 and old.comm == stat.comm:
+            return result._replace(signals=old, signal_section=section)
+    process_signals = signals.from_status(pid, stat.comm, procfs.parse_status(data), proc)
+    return result._replace(signals=process_signals, signal_section=section)
+
+
+_UNSIGNED_STATES = frozenset("RZX")
+"""Running now (its run time may not be accounted yet), or a dead leader whose threads may live on."""
+
+
+def run_signature(pid: int, stat: procfs.Stat, proc: str = procfs.PROC) -> bytes | None:
+    """Each thread's run time (ns) and run count from schedstat; equal signatures mean no thread has run.
+
+    None when it cannot tell: the process is running or is a zombie leader, has too many threads to check,
+    or the kernel keeps no run statistics (it then prints "0 0 0" for every task).
+    """
+    if stat.state in _UNSIGNED_STATES or stat.threads > MAX_SIGNED_THREADS:
+        return None
+    try:
+        if stat.threads == 1:
+            parts = [procfs.read_bytes(f"{proc}/{pid}/schedstat")]
+        else:
+            task = f"{proc}/{pid}/task/"
+            parts = [name.encode() + b" " + procfs.read_bytes(f"{task}{name}/schedstat")
+                     for name in sorted(os.listdir(task))]
+    except (Gone, Denied, OSError):
+        return None
+    if any(part.split()[-1:] == [b"0"] for part in parts):
+        return None  # never on a CPU yet, or no statistics kept
+    return b"".join(parts)
 
 
 def _resolve_waits(tables: _ProcessTables, proc: str) -> None:
     """Fill Process.waiting from the raw waits, now that every descriptor is known."""
-    if not tables.waits:
-        return
-    fd_index = {(ref.pid, ref.fd): ref for ref in tables.fds}
-    for pid, raw in tables.waits.items():
-        resolved = waiting.resolve(raw, pid, fd_index)
+    for pid, (raw, fds) in tables.waits.items():
+        resolved = waiting.resolve(raw, pid, {(pid, ref.fd): ref for ref in fds})
         if resolved is not None:
             if not resolved.wchan:
                 resolved = replace(resolved, wchan=waiting.read_wchan(pid, proc))
             tables.processes[pid] = replace(tables.processes[pid], waiting=resolved)
+
+
+
 
 
 def restrict_to_pids(snapshot: Snapshot, wanted: Collection[int]) -> Snapshot:

@@ -8,7 +8,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 
 from ipcmon.collect import procfs
-from ipcmon.collect.fds import FdRef, MapRef, split_deleted
+from ipcmon.collect.fds import FdRef, MapRef, comm_of, refresh, split_deleted
+from ipcmon.collect.recall import Recall
 from ipcmon.model import Access, Holder, Process, ShmSegment, ShmState
 
 SHM_DIR = "/dev/shm"
@@ -46,11 +47,10 @@ def mapping_holders(maps: Iterable[MapRef], processes: Mapping[int, Process]) ->
         merged[(ref.pid, ref.prot)] += ref.size
     holders = []
     for (pid, prot), size in merged.items():
-        process = processes.get(pid)
         holders.append(
             Holder(
                 pid=pid,
-                comm=process.comm if process else "",
+                comm=comm_of(processes, pid),
                 fd=None,
                 mapped=True,
                 access=mapping_access(prot),
@@ -65,9 +65,8 @@ def mapping_holders(maps: Iterable[MapRef], processes: Mapping[int, Process]) ->
 def fd_holders(fds: Iterable[FdRef], processes: Mapping[int, Process]) -> list[Holder]:
     holders = []
     for ref in fds:
-        process = processes.get(ref.pid)
         holders.append(
-            Holder(pid=ref.pid, comm=process.comm if process else "", fd=ref.fd, mapped=False, access=ref.access)
+            Holder(pid=ref.pid, comm=comm_of(processes, ref.pid), fd=ref.fd, mapped=False, access=ref.access)
         )
     return holders
 
@@ -122,8 +121,12 @@ def collect(
     fds: Iterable[FdRef],
     maps: Iterable[MapRef],
     proc: str = procfs.PROC,
+    recall: Recall[ShmSegment] | None = None,
 ) -> tuple[ShmSegment, ...]:
-    """Every segment in the directory with its holders, plus unlinked segments still held."""
+    """Every segment in the directory with its holders, plus unlinked segments still held.
+
+    With recall (a Scanner's), a listed segment whose file and holders are what they were is the previous
+    scan's record."""
     listing = list_dir(shm_dir)
     inside = _path_filter(shm_dir)
     fds_by_id: dict[tuple[int, int], list[FdRef]] = defaultdict(list)
@@ -137,15 +140,24 @@ def collect(
 
     segments = []
     for identity, (path, st) in listing.items():
-        segments.append(
-            _segment(path, shm_dir, st.st_size, st.st_blocks * 512, st.st_mode, st.st_uid, st.st_gid,
-                     st.st_mtime, st.st_ctime, identity, fds_by_id.get(identity, []),
-                     maps_by_id.get(identity, []), processes, linked=True)
-        )
+        held_fds = fds_by_id.get(identity, [])
+        held_maps = maps_by_id.get(identity, [])
+        inputs = None
+        if recall is not None:
+            inputs = (path, st.st_size, st.st_blocks, st.st_mode, st.st_uid, st.st_gid, st.st_mtime, st.st_ctime,
+                      tuple((ref.pid, ref.fd, ref.access, comm_of(processes, ref.pid)) for ref in held_fds),
+                      tuple((ref.pid, ref.prot, ref.start, ref.end, comm_of(processes, ref.pid)) for ref in held_maps))
+            segment = recall.get(identity, inputs)
+            if segment is not None:
+                segments.append(recall.keep(identity, inputs, segment))
+                continue
+        segment = _segment(path, shm_dir, st.st_size, st.st_blocks * 512, st.st_mode, st.st_uid, st.st_gid,
+                           st.st_mtime, st.st_ctime, identity, held_fds, held_maps, processes, linked=True)
+        segments.append(segment if recall is None else recall.keep(identity, inputs, segment))
 
     # Held segments missing from the listing: unlinked while held, or created after the listing.
     for identity in (fds_by_id.keys() | maps_by_id.keys()) - listing.keys():
-        held_fds = fds_by_id.get(identity, [])
+        held_fds = [refresh(ref, proc) for ref in fds_by_id.get(identity, [])]
         held_maps = maps_by_id.get(identity, [])
         deleted = any(ref.deleted for ref in held_fds) or any(ref.deleted for ref in held_maps)
         path = (held_fds[0].path if held_fds else None) or held_maps[0].path
@@ -183,8 +195,12 @@ def collect(
             _segment(path, shm_dir, size, allocated, mode, uid, gid, mtime, ctime, identity, held_fds,
                      held_maps, processes, linked=False)
         )
-    segments.sort(key=lambda segment: (segment.name, segment.inode))
+    segments.sort(key=_order)
     return tuple(segments)
+
+
+def _order(segment: ShmSegment) -> tuple[str, int]:
+    return segment.name, segment.inode
 
 
 def _segment(

@@ -65,6 +65,21 @@ def decode_mask(mask: bytes) -> tuple[str, ...]:
     return tuple(names)
 
 
+_SECTION_KEYS = (b"\nSigQ:", b"\nSigPnd:", b"\nShdPnd:", b"\nSigBlk:", b"\nSigIgn:")
+
+
+def mask_section(status: bytes) -> bytes:
+    """The lines of /proc/PID/status from Threads: to SigCgt:, everything from_status reads; b"" when they
+    are not together in that order (then nothing is compared, the status is decoded)."""
+    start = status.find(b"\nThreads:")
+    last = status.find(b"\nSigCgt:", start)
+    if start == -1 or last == -1:
+        return b""
+    end = status.find(b"\n", last + 1)
+    section = status[start : end if end != -1 else len(status)]
+    return section if all(key in section for key in _SECTION_KEYS) else b""
+
+
 def from_status(pid: int, comm: str, status: dict[bytes, bytes], proc: str = procfs.PROC) -> ProcessSignals:
     """Decode one process's masks; threads are read only when there is more than one."""
     queued = limit = None

@@ -1,0 +1,272 @@
+"""Scanner: a process that has not run since the last scan is taken over; one that ran is read again.
+
+Each test drives a real child that sleeps in read(2) on its stdin between commands, so the scheduler's
+account of it stands still until the test tells it to act. The claim under test is the one the dashboard
+relies on: whatever a process does to its own descriptors and mappings shows in the very next scan.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import posix_ipc
+import pytest
+
+from ipcmon.collect import Scanner, procfs, scan
+from ipcmon.collect.fds import Devices, read_fds
+from ipcmon.collect.pipes import collect as collect_pipes
+from ipcmon.collect.recall import Recall
+from ipcmon.collect.scan import run_signature
+from ipcmon.model import Pipe, ShmSegment, Snapshot
+from tests.helpers import Child, Cleanup, Spawn, wait_until
+
+ACTOR = """
+import posix_ipc, threading
+def act(command):
+    verb, _, arg = command.partition(" ")
+    if verb == "open-shm":
+        say("done", posix_ipc.SharedMemory(arg).fd)
+    elif verb == "map-shm":
+        segment = posix_ipc.SharedMemory(arg)
+        map_fd(segment.fd, segment.size)
+        segment.close_fd()
+        say("done")
+    elif verb == "pipe":
+        read_end, write_end = os.pipe()
+        say("done", os.fstat(read_end).st_ino, read_end, write_end)
+    elif verb == "write":
+        fd, _, count = arg.partition(" ")
+        os.write(int(fd), b"x" * int(count))
+        say("done")
+    elif verb == "close":
+        os.close(int(arg))
+        say("done")
+"""
+SINGLE = ACTOR + """
+say("ready")
+for command in commands():
+    act(command)
+"""
+THREADED = ACTOR + """
+def serve():
+    for command in commands():
+        act(command)
+threading.Thread(target=serve).start()
+say("ready")
+signal.pause()  # the main thread never runs again; only the serving thread acts
+"""
+
+
+def settle(scanner: Scanner, pid: int) -> Snapshot:
+    """Scan until a scan takes the process over (it sleeps, and it is not its turn to be read in full)."""
+    snapshots: list[Snapshot] = []
+
+    def taken_over() -> bool:
+        snapshots.append(scanner.scan())
+        return pid in scanner.reused
+
+    wait_until(taken_over, f"a scan that takes process {pid} over")
+    return snapshots[-1]
+
+
+def segment_named(snapshot: Snapshot, name: str) -> ShmSegment:
+    found = [segment for segment in snapshot.shm if segment.name == name]
+    assert len(found) == 1, f"{name} appears {len(found)} times"
+    return found[0]
+
+
+def pipe_by_inode(snapshot: Snapshot, inode: int) -> Pipe:
+    found = [pipe for pipe in snapshot.pipes if pipe.inode == inode and pipe.kind == "pipe"]
+    assert len(found) == 1, f"pipe {inode} appears {len(found)} times"
+    return found[0]
+
+
+def ask(child: Child, command: str) -> list[str]:
+    child.tell(command)
+    return child.expect("done")
+
+
+def new_segment(cleanup: Cleanup, name: str, size: int = 4096) -> None:
+    posix_ipc.SharedMemory(cleanup.shm(name), posix_ipc.O_CREX, size=size).close_fd()
+
+
+def test_a_process_taken_over_reads_as_a_fresh_scan(spawn: Spawn, cleanup: Cleanup, unique_name: str) -> None:
+    new_segment(cleanup, unique_name)
+    child = spawn(SINGLE, comm="ipcmon-settled")
+    child.expect()
+    ask(child, f"open-shm {unique_name}")
+    ask(child, f"map-shm {unique_name}")
+    inode = int(ask(child, "pipe")[0])
+
+    scanner = Scanner()
+    taken_over = settle(scanner, child.pid)
+    fresh = scan()
+
+    segment = segment_named(taken_over, unique_name)
+    assert segment == segment_named(fresh, unique_name)
+    assert sorted((h.pid, h.mapped) for h in segment.holders) == [(child.pid, False), (child.pid, True)]
+    assert pipe_by_inode(taken_over, inode) == pipe_by_inode(fresh, inode)
+    mine = [process for process in taken_over.processes if process.pid == child.pid]
+    assert mine == [process for process in fresh.processes if process.pid == child.pid]
+    assert mine[0].comm == "ipcmon-settled"
+
+
+@pytest.mark.parametrize("code", [SINGLE, THREADED], ids=["single-threaded", "acting-thread"])
+def test_what_a_process_does_shows_in_the_next_scan(
+    spawn: Spawn, cleanup: Cleanup, unique_name: str, code: str
+) -> None:
+    new_segment(cleanup, unique_name)
+    child = spawn(code)
+    child.expect()
+    scanner = Scanner()
+    assert all(child.pid not in {h.pid for h in s.holders} for s in settle(scanner, child.pid).shm)
+
+    fd = int(ask(child, f"open-shm {unique_name}")[0])
+    attached = scanner.scan()  # the very next scan, no waiting
+    assert child.pid not in scanner.reused
+    assert [(h.pid, h.fd) for h in segment_named(attached, unique_name).holders] == [(child.pid, fd)]
+
+    settle(scanner, child.pid)
+    ask(child, f"close {fd}")
+    detached = scanner.scan()
+    assert segment_named(detached, unique_name).holders == ()
+    assert segment_named(detached, unique_name).state == "orphaned"
+
+
+def test_what_others_change_shows_for_a_process_taken_over(
+    spawn: Spawn, cleanup: Cleanup, unique_name: str
+) -> None:
+    """Size, mode and unlinking are changed by another process while the holder sleeps."""
+    new_segment(cleanup, unique_name, size=4096)
+    child = spawn(SINGLE)
+    child.expect()
+    ask(child, f"open-shm {unique_name}")
+    scanner = Scanner()
+    settle(scanner, child.pid)
+
+    path = f"/dev/shm/{unique_name.lstrip('/')}"
+    os.truncate(path, 3 * 4096)
+    os.chmod(path, 0o640)
+    changed = settle(scanner, child.pid)
+    segment = segment_named(changed, unique_name)
+    assert (segment.size, segment.mode) == (3 * 4096, 0o640)
+
+    posix_ipc.unlink_shared_memory(unique_name)
+    os.truncate(f"/proc/{child.pid}/fd/{segment.holders[0].fd}", 5 * 4096)  # through the holder's own fd
+    unlinked = settle(scanner, child.pid)
+    segment = segment_named(unlinked, unique_name)
+    assert (segment.state, segment.size, segment.mode) == ("deleted", 5 * 4096, 0o640)
+    assert [h.pid for h in segment.holders] == [child.pid]
+
+
+def test_a_new_parent_shows_for_a_process_taken_over(spawn: Spawn) -> None:
+    """A process is reparented when its parent exits, without running itself."""
+    parent = spawn("""
+        grandchild = os.fork()
+        if grandchild == 0:
+            signal.pause()
+            os._exit(0)
+        say("ready", grandchild)
+        hold()
+    """)
+    grandchild = int(parent.expect()[0])
+    try:
+        scanner = Scanner()
+        before = settle(scanner, grandchild)
+        assert [p.ppid for p in before.processes if p.pid == grandchild] == [parent.pid]
+        parent.stop()
+        wait_until(lambda: procfs.parse_stat(procfs.read_bytes(f"/proc/{grandchild}/stat")).ppid != parent.pid,
+                   "the grandchild to be reparented")
+        after = settle(scanner, grandchild)
+        assert [p.ppid for p in after.processes if p.pid == grandchild] not in ([parent.pid], [])
+    finally:
+        os.kill(grandchild, signal.SIGKILL)
+
+
+def test_a_pipe_fill_follows_its_writer(spawn: Spawn) -> None:
+    child = spawn(SINGLE)
+    child.expect()
+    inode, _read_end, write_end = (int(word) for word in ask(child, "pipe"))
+    scanner = Scanner()
+    assert pipe_by_inode(settle(scanner, child.pid), inode).buffered == 0
+    ask(child, f"write {write_end} 100")
+    assert pipe_by_inode(scanner.scan(), inode).buffered == 100
+
+
+def test_a_fifo_fill_is_read_even_when_its_holders_have_not_run(spawn: Spawn, tmp_path: object) -> None:
+    """Anyone can open a FIFO by its path, write and go: its holders need not run for its fill to change."""
+    fifo = os.path.join(str(tmp_path), "fifo")
+    os.mkfifo(fifo)
+    child = spawn(f"fd = os.open({fifo!r}, os.O_RDWR)\nsay('ready', fd)\nhold()\n")
+    child.expect()
+    devices = Devices(None, None)
+    refs = [ref for ref in read_fds(child.pid, devices) if ref.kind == "fifo"]
+    assert len(refs) == 1
+    processes = {p.pid: p for p in scan().processes if p.pid == child.pid}
+    recall: Recall[Pipe] = Recall()
+    with procfs.PidFds() as pidfds:
+        (before,) = collect_pipes(processes, refs, pidfds, recall=recall, settled={child.pid})
+        writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        os.write(writer, b"y" * 64)
+        os.close(writer)
+        recall.turn()
+        (after,) = collect_pipes(processes, refs, pidfds, recall=recall, settled={child.pid})
+    assert (before.buffered, after.buffered) == (0, 64)
+
+
+def test_an_anonymous_pipe_of_settled_holders_is_the_previous_record(spawn: Spawn) -> None:
+    """The documented trade: no holder ran, so its fill is not read again (pipes.collect)."""
+    child = spawn(SINGLE)
+    child.expect()
+    inode = int(ask(child, "pipe")[0])
+    refs = [ref for ref in read_fds(child.pid, Devices(None, None)) if ref.inode == inode]
+    processes = {p.pid: p for p in scan().processes if p.pid == child.pid}
+    recall: Recall[Pipe] = Recall()
+    with procfs.PidFds() as pidfds:
+        (first,) = collect_pipes(processes, refs, pidfds, recall=recall, settled={child.pid})
+        recall.turn()
+        (again,) = collect_pipes(processes, refs, pidfds, recall=recall, settled={child.pid})
+        recall.turn()
+        (unsettled,) = collect_pipes(processes, refs, pidfds, recall=recall, settled=set())
+    assert again is first
+    assert unsettled is first  # read again, found equal: still the same record
+    assert (first.buffered, len(first.readers), len(first.writers)) == (0, 1, 1)
+
+
+def test_every_process_is_read_in_full_in_turn(spawn: Spawn) -> None:
+    child = spawn(SINGLE)
+    child.expect()
+    scanner = Scanner(refresh_every=3)
+    taken: list[bool] = []
+    for _ in range(9):
+        scanner.scan()
+        taken.append(child.pid in scanner.reused)
+    assert taken.count(False) >= 3  # the first scan and every third
+    always = Scanner(refresh_every=1)
+    always.scan()
+    always.scan()
+    assert always.reused == frozenset()
+
+
+def test_run_signature_stands_still_only_while_the_process_sleeps(spawn: Spawn) -> None:
+    sleeper = spawn(SINGLE)
+    sleeper.expect()
+    busy = spawn("say('ready')\nwhile True:\n    pass\n")
+    busy.expect()
+
+    def signature(child: Child) -> bytes | None:
+        return run_signature(child.pid, procfs.parse_stat(procfs.read_bytes(f"/proc/{child.pid}/stat")))
+
+    wait_until(lambda: signature(sleeper) is not None and signature(sleeper) == signature(sleeper),
+               "the sleeping child to have a steady signature")
+    before = signature(sleeper)
+    ask(sleeper, "pipe")
+    wait_until(lambda: signature(sleeper) is not None, "the child to sleep again")
+    assert signature(sleeper) != before
+
+    def running() -> bool:
+        state = procfs.parse_stat(procfs.read_bytes(f"/proc/{busy.pid}/stat")).state
+        return state == "R" and signature(busy) is None
+
+    wait_until(running, "a running process to have no signature")

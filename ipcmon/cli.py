@@ -181,7 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from ipcmon.collect import ScanConfig, scan
 
-    snapshot = scan(ScanConfig(kinds=args.kind, pids=args.pid))
+    # This process has no threads and no descriptors but stdio: it may fork a second reader (scan docs).
+    snapshot = scan(ScanConfig(kinds=args.kind, pids=args.pid), fork=True)
     if args.json:
         from ipcmon.export import dumps
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 
 import posix_ipc
 import pytest
@@ -20,6 +21,8 @@ from ipcmon.collect.recall import Recall
 from ipcmon.collect.scan import run_signature
 from ipcmon.model import Pipe, ShmSegment, Snapshot
 from tests.helpers import Child, Cleanup, Spawn, wait_until
+
+scan_module = sys.modules["ipcmon.collect.scan"]  # the package exports the function under the same name
 
 ACTOR = """
 import posix_ipc, threading
@@ -270,3 +273,68 @@ def test_run_signature_stands_still_only_while_the_process_sleeps(spawn: Spawn) 
         return state == "R" and signature(busy) is None
 
     wait_until(running, "a running process to have no signature")
+
+
+# --- the forked half-scan of a one-shot snapshot ------------------------------------------------------------
+
+
+def reader_identity(pid: int) -> tuple[int, list[str]]:
+    """Which process read pid, and which descriptors that process had open."""
+    return os.getpid(), sorted(os.listdir("/proc/self/fd"), key=int)
+
+
+def test_a_forked_read_splits_the_processes_and_keeps_nothing_of_the_parent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(scan_module, "FORK_MIN_PROCESSES", 1)
+    pids = procfs.pids()
+    kept_open = os.open("/dev/null", os.O_RDONLY)  # one more of the parent's descriptors the child must close
+    try:
+        results = scan_module.read_forked(pids, reader_identity)
+    finally:
+        os.close(kept_open)
+    assert [pid for pid, _ in results] == pids  # each once, in order
+    readers = {reader for _, (reader, _) in results}
+    assert os.getpid() in readers and len(readers) == 2
+    child_fds = {tuple(fds) for _, (reader, fds) in results if reader != os.getpid()}
+    assert len(child_fds) == 1
+    (fds,) = child_fds
+    beyond_stdio = [fd for fd in fds if int(fd) > 2]
+    assert len(beyond_stdio) == 2, fds  # its pipe to the parent, and the descriptor listdir itself opened
+
+
+def test_a_forked_read_falls_back_when_the_child_dies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scan_module, "FORK_MIN_PROCESSES", 1)
+    parent = os.getpid()
+
+    def dies_in_the_child(pid: int) -> int:
+        if os.getpid() != parent:
+            os._exit(3)
+        return pid * 2
+
+    pids = procfs.pids()
+    assert scan_module.read_forked(pids, dies_in_the_child) == [(pid, pid * 2) for pid in pids]
+
+
+def test_a_forked_scan_reads_what_a_serial_scan_reads(
+    monkeypatch: pytest.MonkeyPatch, spawn: Spawn, cleanup: Cleanup, unique_name: str
+) -> None:
+    monkeypatch.setattr(scan_module, "FORK_MIN_PROCESSES", 1)
+    new_segment(cleanup, unique_name)
+    children = [spawn(SINGLE) for _ in range(4)]
+    for child in children:
+        child.expect()
+        ask(child, f"open-shm {unique_name}")
+        ask(child, f"map-shm {unique_name}")
+    inodes = [int(ask(child, "pipe")[0]) for child in children]
+
+    serial, forked = scan(), scan(fork=True)
+    assert segment_named(forked, unique_name) == segment_named(serial, unique_name)
+    assert [pipe_by_inode(forked, inode) for inode in inodes] == [pipe_by_inode(serial, inode) for inode in inodes]
+    mine = {child.pid for child in children} | {os.getpid()}
+    assert [p for p in forked.processes if p.pid in mine] == [p for p in serial.processes if p.pid in mine]
+
+    def held_by_me(snapshot: Snapshot) -> set[int]:
+        return {p.inode for p in snapshot.pipes if os.getpid() in {e.pid for e in (*p.readers, *p.writers)}}
+
+    assert held_by_me(forked) == held_by_me(serial)  # the pipe to the child is not in the snapshot

@@ -102,6 +102,8 @@ def _diff_shm(emit: _Emitter, before: Sequence[ShmSegment], after: Sequence[ShmS
         emit(segment.kind, "destroyed", segment.name, key, detail=human_bytes(segment.size))
     for key, segment in new.items():
         previous = old.get(key)
+        if previous is segment:
+            continue  # the same record: a Scanner found nothing changed (collect.recall)
         if previous is None:
             emit(segment.kind, "created", segment.name, key, detail=human_bytes(segment.size))
             _diff_holders(emit, segment.kind, segment.name, key, (), segment.holders)
@@ -179,8 +181,10 @@ def _diff_pipes(emit: _Emitter, before: Sequence[Pipe], after: Sequence[Pipe]) -
         if key not in new:
             emit(pipe.kind, "closed", pipe_label(pipe), key)
     for key, pipe in new.items():
-        label = pipe_label(pipe)
         previous = old.get(key)
+        if previous is pipe:
+            continue
+        label = pipe_label(pipe)
         if previous is None:
             ends = ", ".join(
                 [f"writer {end.pid} fd {end.fd}" for end in pipe.writers]

@@ -157,7 +157,7 @@ class RowCache:
             key = key_of(record) if key_of is not None else record.object_key
             token = (record, extra(record)) if extra is not None else record
             cached = self._rows.get(key)
-            if cached is not None and cached[0] == token:
+            if cached is not None and (cached[0] is token or cached[0] == token):  # `is`: a recalled record
                 yield cached[1]
                 continue
             row = build(record, ctx)

@@ -16,7 +16,7 @@ from ipcmon.collect import ScanConfig, scan
 from ipcmon.leaks import Leak, find_leaks, matching, remove_orphans, unlink_refusal
 from ipcmon.model import Event
 from ipcmon.report import format_table
-from ipcmon.safe import human_age, human_bytes, printable
+from ipcmon.safe import counted, human_age, human_bytes, printable
 
 
 def format_event(event: Event) -> str:
@@ -113,11 +113,11 @@ def cmd_leaks(args: argparse.Namespace) -> int:
         lines = format_table(("KIND", "PROBLEM", "NAME", "BYTES", "AGE", "HINT"), _leak_rows(leaks))
         sys.stdout.write("\n".join(lines) + "\n")
         pinned = sum(leak.bytes or 0 for leak in leaks)
-        sys.stdout.write(f"{len(leaks)} leaks, {human_bytes(pinned)} in all. "
+        sys.stdout.write(f"{counted(len(leaks), 'leak', 'leaks')}, {human_bytes(pinned)} in all. "
                          "Remove the orphaned ones with: ipcmon clean --yes [--match GLOB]\n")
     if hidden and not args.json:
-        sys.stderr.write(f"note: {hidden} processes could not be fully read; objects they hold may be listed "
-                         "as orphaned.\n")
+        sys.stderr.write(f"note: {counted(hidden, 'process', 'processes')} could not be fully read; objects they "
+                         "hold may be listed as orphaned.\n")
     return 1 if leaks else 0
 
 
@@ -135,8 +135,8 @@ def cmd_clean(args: argparse.Namespace) -> int:
         sys.stdout.write("nothing to remove\n")
         return 0
     if hidden:
-        sys.stderr.write(f"warning: {hidden} processes could not be fully read; they may hold objects listed "
-                         "here.\n")
+        sys.stderr.write(f"warning: {counted(hidden, 'process', 'processes')} could not be fully read; they may "
+                         "hold objects listed here.\n")
     if not args.yes:
         sys.stdout.write("would remove (dry run; add --yes to remove):\n")
         for leak in candidates:

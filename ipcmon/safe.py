@@ -45,6 +45,11 @@ def shorten(text: str, width: int) -> str:
     return text[: max(width - 1, 0)] + "…"
 
 
+def counted(count: int, singular: str, plural: str) -> str:
+    """ "1 process", "3 processes": a number with its noun in the right number."""
+    return f"{count} {singular if count == 1 else plural}"
+
+
 def human_bytes(count: int | None) -> str:
     """1536 → 1.5K; None → '?'."""
     if count is None:

@@ -17,6 +17,7 @@ from ipcmon.collect.fds import Devices, FdRef, MapRef, maps_token, read_fds, rea
 from ipcmon.collect.procfs import Denied, Gone, PidFds
 from ipcmon.collect.recall import Recall
 from ipcmon.model import KINDS, MessageQueue, Pipe, Process, ProcessSignals, ShmSegment, Snapshot, Sysv
+from ipcmon.safe import counted
 
 MOUNT_MQUEUE_HINT = "mkdir -p /dev/mqueue && mount -t mqueue none /dev/mqueue"
 
@@ -212,8 +213,8 @@ def _scan(config: ScanConfig, memory: _Memory | None, *, fork: bool = False) -> 
             else "run as root to see them"
         )
         notes.append(
-            f"{tables.hidden} processes could not be fully read (not permitted): objects only they hold "
-            f"may show as orphaned, and pipe ends they hold are missing; {remedy}."
+            f"{counted(tables.hidden, 'process', 'processes')} could not be fully read (not permitted): objects "
+            f"only they hold may show as orphaned, and pipe ends they hold are missing; {remedy}."
         )
 
     segments: tuple[ShmSegment, ...] = ()

@@ -7,7 +7,7 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from ipcmon.model import Snapshot
-from ipcmon.safe import printable
+from ipcmon.safe import counted, printable
 
 
 class StatusHeader(Static):
@@ -33,9 +33,9 @@ class StatusHeader(Static):
         if self.is_root:
             text.append("  root")
             if hidden:
-                text.append(f", {hidden} {'process' if hidden == 1 else 'processes'} hidden", style="yellow")
+                text.append(f", {counted(hidden, 'process', 'processes')} hidden", style="yellow")
         else:
-            text.append(f"  not root: {hidden} processes hidden", style="bold yellow")
+            text.append(f"  not root: {counted(hidden, 'process', 'processes')} hidden", style="bold yellow")
         text.append(f"  every {self.interval:g}s")
         if self.paused:
             text.append("  ⏸ PAUSED", style="bold reverse yellow")

@@ -15,7 +15,7 @@ from textual.reactive import reactive
 from textual.widgets import DataTable, Sparkline, Static
 
 from ipcmon.model import Snapshot
-from ipcmon.safe import human_bytes
+from ipcmon.safe import counted, human_bytes
 from ipcmon.ui.alerts import Alert, find_alerts
 from ipcmon.ui.rows import Cell, Column, Context, Row, RowCache, pending_count, text_cell
 from ipcmon.ui.widgets.tables import ObjectTable
@@ -74,14 +74,16 @@ def _pipe_summary(s: Snapshot) -> str:
     fifos = sum(p.kind == "fifo" for p in s.pipes)
     hazards = sum(bool(p.flags) for p in s.pipes)
     buffered = sum(p.buffered or 0 for p in s.pipes)
-    return f"{len(s.pipes) - fifos} pipes, {fifos} FIFOs, {hazards} with hazards\n{human_bytes(buffered)} buffered"
+    pipes = counted(len(s.pipes) - fifos, "pipe", "pipes")
+    return f"{pipes}, {counted(fifos, 'FIFO', 'FIFOs')}, {hazards} with hazards\n{human_bytes(buffered)} buffered"
 
 
 def _signal_summary(s: Snapshot) -> str:
     pending = [p for p in s.signals if pending_count(p)]
     blocked = sum(bool(p.blocked) for p in s.signals)
     waiting = sum(p.waiting is not None for p in s.processes)
-    return f"{len(pending)} processes with signals pending, {blocked} blocking some\n{waiting} processes waiting on IPC"
+    return (f"{counted(len(pending), 'process', 'processes')} with signals pending, {blocked} blocking some\n"
+            f"{counted(waiting, 'process', 'processes')} waiting on IPC")
 
 
 METRICS = (

@@ -80,19 +80,19 @@ def collect(
         ends = tuple((ref.pid, ref.fd, ref.access, comm_of(processes, ref.pid)) for ref in refs)
         kind: PipeKind = "fifo" if refs[0].kind == "fifo" else "pipe"
         prior = recall.get(identity, ends) if recall is not None else None
-        if prior is None or prior.kind != kind:
+        if prior is not None and prior.kind != kind:
             prior = None
-        elif kind == "pipe" and prior.buffered is not None and all(ref.pid in settled for ref in refs):
-            pipes.append(recall.keep(identity, ends, prior) if recall is not None else prior)
-            continue  # nobody who holds it has run: the fill is what it was
-        buffered = capacity = None
-        if fill:
-            buffered, capacity = _fill(refs, identity, pidfds)
-        if prior is not None and (prior.buffered, prior.capacity) == (buffered, capacity):
-            pipe = prior
+        if prior is not None and kind == "pipe" and prior.buffered is not None and all(
+            ref.pid in settled for ref in refs
+        ):
+            pipe = prior  # nobody who holds it has run: the fill is what it was
         else:
-            pipe = _pipe(identity, kind, refs, ends, buffered, capacity)
-        pipes.append(recall.keep(identity, ends, pipe) if recall is not None else pipe)
+            buffered, capacity = _fill(refs, identity, pidfds) if fill else (None, None)
+            if prior is not None and (prior.buffered, prior.capacity) == (buffered, capacity):
+                pipe = prior
+            else:
+                pipe = _pipe(identity, kind, refs, ends, buffered, capacity)
+        pipes.append(pipe if recall is None else recall.keep(identity, ends, pipe))
     pipes.sort(key=_order)
     return tuple(pipes)
 

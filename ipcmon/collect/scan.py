@@ -525,7 +525,9 @@ def _take_over(previous: _Known, stat: procfs.Stat, signature: bytes) -> _Read:
     """
     old = previous.read
     process = previous.process
-    if (process.comm, process.ppid) != (stat.comm, stat.ppid):  # a write to /proc/PID/comm; reparenting
+    # Reparented when its parent exited. (Its name cannot change without it running: the kernel refuses a
+    # write to another process's /proc/PID/comm. Compared all the same, it costs nothing.)
+    if (process.comm, process.ppid) != (stat.comm, stat.ppid):
         process = replace(process, comm=stat.comm, ppid=stat.ppid)
     return old._replace(process=process, signals=None, wait=None, signature=signature, reused=True)
 

@@ -16,8 +16,8 @@ import uuid
 import posix_ipc
 
 from ipcmon.collect import ScanConfig
+from ipcmon.live.monitor import Monitor
 from ipcmon.model import Event
-from ipcmon.watch import Monitor
 
 
 def measure_inotify(count: int, prefix: str) -> list[float]:

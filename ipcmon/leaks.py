@@ -9,7 +9,7 @@ import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
-from ipcmon import audit
+from ipcmon import actions as audit
 from ipcmon.collect import ScanConfig, scan
 from ipcmon.collect.procfs import user_name
 from ipcmon.model import Holder, Snapshot
@@ -132,7 +132,7 @@ class Removal:
     reason: str
     """Why it was kept, or "removed"."""
     log_problem: str | None = None
-    """Why the action log was not written (ipcmon.audit), None when it was."""
+    """Why the action log was not written (ipcmon.actions), None when it was."""
 
 
 def unlink_refusal(path: str) -> str | None:
@@ -161,7 +161,7 @@ def remove_orphans(candidates: Iterable[Leak], config: ScanConfig = ScanConfig()
 
     A fresh scan is taken first; an object that gained a holder, was replaced by another object of the
     same name (different inode), vanished, or is not ours to remove is left alone and reported. In
-    read-only mode (ipcmon.audit) nothing is removed. Every attempt is written to the action log.
+    read-only mode (ipcmon.actions) nothing is removed. Every attempt is written to the action log.
     """
     wanted = list(candidates)
     if audit.read_only():

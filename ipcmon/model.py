@@ -21,6 +21,7 @@ ShmState = Literal["held", "orphaned", "deleted"]
 ShmKind = Literal["shm", "sem"]
 PipeKind = Literal["pipe", "fifo"]
 PipeFlag = Literal["no-reader", "no-writer", "full", "both-ends"]
+RegionKind = Literal["memfd", "anon"]
 
 KINDS: tuple[str, ...] = ("shm", "mqueue", "pipe", "signal", "sysv")
 """Mechanisms a scan can be limited to (``--kind``)."""
@@ -121,6 +122,28 @@ class ShmSegment:
     @property
     def object_key(self) -> str:
         """Stable identity across snapshots (a row key, an event's object key)."""
+        return f"{self.kind}:{self.dev}:{self.inode}"
+
+
+@dataclass(frozen=True, slots=True)
+class SharedRegion:
+    """Shared memory with no name in the shm directory: a ``memfd_create`` file or a ``MAP_SHARED|MAP_ANONYMOUS``
+    region (issue 11). Both live on the kernel's internal shm mount; /proc shows them as ``/memfd:NAME (deleted)``
+    and ``/dev/zero (deleted)`` in fd links and maps. Such a region dies with its last holder: never orphaned."""
+
+    kind: RegionKind
+    name: str
+    """The memfd's name as given to ``memfd_create`` (without ``memfd:``), or ``anonymous``."""
+    dev: int
+    inode: int
+    size: int | None
+    """Bytes (st_size of the file, or the largest mapping); None when unknown."""
+    allocated: int | None
+    """Bytes of memory actually used (st_blocks × 512) where the kernel says; None when unknown."""
+    holders: tuple[Holder, ...] = ()
+
+    @property
+    def object_key(self) -> str:
         return f"{self.kind}:{self.dev}:{self.inode}"
 
 
@@ -310,6 +333,8 @@ class Snapshot:
     hidden_processes: int = 0
     """Processes whose descriptors or mappings could not be read."""
     shm: tuple[ShmSegment, ...] = ()
+    regions: tuple[SharedRegion, ...] = ()
+    """memfd and anonymous shared regions (kind ``memfd`` of the scan)."""
     mqueues: tuple[MessageQueue, ...] = ()
     pipes: tuple[Pipe, ...] = ()
     signals: tuple[ProcessSignals, ...] = ()

@@ -38,7 +38,7 @@ def cleanup() -> Iterator[Cleanup]:
 
 @pytest.fixture(autouse=True, scope="session")
 def action_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """ipcmon's action log (ipcmon.audit) goes to a temporary file, not the real ~/.local/state/ipcmon."""
+    """ipcmon's action log (ipcmon.actions) goes to a temporary file, not the real ~/.local/state/ipcmon."""
     path = str(tmp_path_factory.mktemp("audit") / "actions.log")
     previous = os.environ.get("IPCMON_ACTION_LOG")
     os.environ["IPCMON_ACTION_LOG"] = path

@@ -19,10 +19,10 @@ HEADLESS = [
     "ipcmon.export",
     "ipcmon.report",
     "ipcmon.safe",
-    "ipcmon.events",
-    "ipcmon.watch",
+    "ipcmon.live.events",
+    "ipcmon.live.monitor",
     "ipcmon.leaks",
-    "ipcmon.lifecycle_cli",
+    "ipcmon.cli.lifecycle",
     "ipcmon.pytest_plugin",
     "ipcmon.demos",
 ]

@@ -18,19 +18,25 @@ from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Footer, Input, TabbedContent, TabPane
 
-from ipcmon import audit
+from ipcmon import actions as audit
 from ipcmon.collect import ScanConfig
 from ipcmon.collect.signals import signal_name
 from ipcmon.demos import DemoProcess
 from ipcmon.export import dumps
 from ipcmon.leaks import Leak, find_leaks
+from ipcmon.live.monitor import apply_inotify
 from ipcmon.model import KINDS, Event, Snapshot
 from ipcmon.safe import printable
 from ipcmon.ui import actions
 from ipcmon.ui.commands import IpcmonCommands
 from ipcmon.ui.feed import Feed, SnapshotSource, SourceFeed
 from ipcmon.ui.messages import ActionDone, ScanDone, ScanFailed, WatchedEvent
-from ipcmon.ui.rows import (
+from ipcmon.ui.screens.choose import ChooseProcess
+from ipcmon.ui.screens.confirm import ConfirmScreen
+from ipcmon.ui.screens.help import HelpScreen
+from ipcmon.ui.screens.process import ProcessScreen
+from ipcmon.ui.screens.signal import SignalPicker
+from ipcmon.ui.view.rows import (
     MQUEUE_COLUMNS,
     PIPE_COLUMNS,
     SHM_COLUMNS,
@@ -44,17 +50,11 @@ from ipcmon.ui.rows import (
     shm_rows,
     signal_rows,
 )
-from ipcmon.ui.screens.choose import ChooseProcess
-from ipcmon.ui.screens.confirm import ConfirmScreen
-from ipcmon.ui.screens.help import HelpScreen
-from ipcmon.ui.screens.process import ProcessScreen
-from ipcmon.ui.screens.signal import SignalPicker
 from ipcmon.ui.widgets.demos_view import DemosView, expand_names, running_demo_pids
 from ipcmon.ui.widgets.events_view import EventKeys, events_spec
 from ipcmon.ui.widgets.header import StatusHeader
 from ipcmon.ui.widgets.object_view import ObjectView, ViewSpec
 from ipcmon.ui.widgets.overview import Overview
-from ipcmon.watch import apply_inotify
 
 INTERVALS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 """Steps for faster/slower refresh."""
@@ -640,7 +640,7 @@ def make_app(
     config = ScanConfig(kinds=tuple(kinds), pids=pids)
     app: IpcmonApp
     if source is None:
-        from ipcmon.watch import Monitor
+        from ipcmon.live.monitor import Monitor
 
         monitor = Monitor(config, history=history, on_event=lambda event: app.inotify_event(event))
         feed: Feed = monitor

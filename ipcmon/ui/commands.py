@@ -14,7 +14,7 @@ from rich.text import Text
 from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
 
 from ipcmon.safe import printable, shorten
-from ipcmon.ui.rows import sysv_name
+from ipcmon.ui.view.rows import sysv_name
 
 if TYPE_CHECKING:
     from ipcmon.ui.app import IpcmonApp

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from ipcmon.events import EventLog, diff
+from ipcmon.live.events import EventLog, diff
 from ipcmon.model import Event, Snapshot
 
 SnapshotSource = Callable[[], Snapshot]

@@ -1,4 +1,4 @@
-"""Snapshots of real objects diffed into lifecycle events (ipcmon.events.diff) and the bounded log."""
+"""Snapshots of real objects diffed into lifecycle events (ipcmon.live.events.diff) and the bounded log."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 
 import posix_ipc
 
-from ipcmon.events import EventLog, diff
+from ipcmon.live.events import EventLog, diff
 from ipcmon.model import Event
 from tests.helpers import Cleanup, Spawn, new_name, scan_kinds
 

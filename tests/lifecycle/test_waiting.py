@@ -6,7 +6,7 @@ import os
 
 import posix_ipc
 
-from ipcmon.events import diff
+from ipcmon.live.events import diff
 from ipcmon.model import Process, Snapshot
 from tests.helpers import Cleanup, Spawn, new_name, scan_kinds, wait_until
 

@@ -16,8 +16,8 @@ import pytest
 
 from ipcmon.collect import ScanConfig
 from ipcmon.leaks import find_leaks
+from ipcmon.live.monitor import Monitor
 from ipcmon.model import Event
-from ipcmon.watch import Monitor
 from tests.helpers import REPO, Cleanup, Spawn, new_name, wait_until
 
 
@@ -170,7 +170,7 @@ def test_monitor_remembers_the_last_holder_of_an_orphan(spawn: Spawn, cleanup: C
 
 
 def test_apply_inotify_shows_a_segment_at_once_and_removes_it(cleanup: Cleanup) -> None:
-    from ipcmon.watch import apply_inotify
+    from ipcmon.live.monitor import apply_inotify
 
     events: queue.Queue[Event] = queue.Queue()
     monitor = Monitor(ScanConfig(kinds=("shm",)), on_event=events.put)

@@ -378,8 +378,8 @@ def remove_churn_objects(prefix: str, fifo_dir: str) -> None:
 def run_main(args: argparse.Namespace) -> Report:
     from ipcmon.collect import ScanConfig
     from ipcmon.export import dumps
+    from ipcmon.live.monitor import Monitor
     from ipcmon.report import render
-    from ipcmon.watch import Monitor
 
     report = Report()
     prefix = unique_prefix("churn")

@@ -72,7 +72,7 @@ def measure(monitor: Any) -> dict[str, Any]:
 
 def run(cycles: int, warmup: int, history: int, *, trace: bool = False) -> dict[str, Any]:
     from ipcmon.collect import ScanConfig
-    from ipcmon.watch import Monitor
+    from ipcmon.live.monitor import Monitor
 
     result: dict[str, Any] = {"cycles": cycles, "warmup": warmup, "history": history, "errors": [], "samples": []}
     events = 0

@@ -150,7 +150,7 @@ def test_hostile_names_reach_the_terminal_only_as_visible_escapes(spawn: Spawn, 
 
 _LIST_PACKAGES = """
 import sys, sysconfig
-import ipcmon.cli, ipcmon.ui.app, ipcmon.watch
+import ipcmon.cli, ipcmon.ui.app, ipcmon.live.monitor
 roots = tuple({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
 found = {name.partition(".")[0] for name, module in list(sys.modules.items())
          if (getattr(module, "__file__", None) or "").startswith(roots)}

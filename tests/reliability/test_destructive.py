@@ -10,7 +10,7 @@ from pathlib import Path
 import posix_ipc
 import pytest
 
-from ipcmon import audit
+from ipcmon import actions as audit
 from ipcmon.collect import ScanConfig, scan
 from ipcmon.leaks import find_leaks, matching, remove_orphans
 from tests.helpers import Cleanup, Spawn

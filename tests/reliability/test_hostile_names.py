@@ -26,13 +26,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ipcmon import export
+from ipcmon.cli.lifecycle import _leak_rows, format_event, leak_to_dict
 from ipcmon.collect import ScanConfig
 from ipcmon.leaks import find_leaks
-from ipcmon.lifecycle_cli import _leak_rows, format_event, leak_to_dict
+from ipcmon.live.monitor import Monitor
 from ipcmon.model import Event, Snapshot
 from ipcmon.report import format_table, render
 from ipcmon.safe import printable
-from ipcmon.watch import Monitor
 from tests.helpers import proc_view, wait_until
 from tests.reliability.cli import assert_inert, run_ipcmon, watch_briefly
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 
+from ipcmon.live.monitor import ANNOUNCED_MAX
 from ipcmon.safe import printable
-from ipcmon.watch import ANNOUNCED_MAX
 from tests.reliability.namespace import run_module
 
 CYCLES = 800

@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
 from ipcmon.model import Snapshot
-from ipcmon.ui.describe import describe_process
+from ipcmon.ui.view.describe import describe_process
 
 if TYPE_CHECKING:
     from ipcmon.ui.app import IpcmonApp

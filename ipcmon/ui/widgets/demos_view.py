@@ -22,7 +22,7 @@ from textual.widgets import DataTable, RichLog, Static
 from ipcmon.demos import DEMOS, LESSONS, DemoProcess
 from ipcmon.model import Snapshot
 from ipcmon.safe import printable
-from ipcmon.ui.rows import Cell, Column, Row, text_cell
+from ipcmon.ui.view.rows import Cell, Column, Row, text_cell
 from ipcmon.ui.widgets.tables import ObjectTable
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 
 from ipcmon.model import Event
-from ipcmon.ui.rows import EVENT_COLUMNS, Context, Row, RowCache, event_row
+from ipcmon.ui.view.rows import EVENT_COLUMNS, Context, Row, RowCache, event_row
 from ipcmon.ui.widgets.object_view import ViewSpec
 
 EventSource = Callable[[], Sequence[Event]]

@@ -15,8 +15,8 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Input, Static
 
 from ipcmon.model import Snapshot
-from ipcmon.ui.describe import describe_record
-from ipcmon.ui.rows import Column, RowCache, RowSource
+from ipcmon.ui.view.describe import describe_record
+from ipcmon.ui.view.rows import Column, RowCache, RowSource
 from ipcmon.ui.widgets.tables import ObjectTable
 
 FILTER_DELAY = 0.15

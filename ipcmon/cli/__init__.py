@@ -166,9 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             return cmd_demo(args)
         if args.command in ("watch", "leaks", "clean"):
-            from ipcmon import lifecycle_cli
+            from ipcmon.cli import lifecycle
 
-            return int(getattr(lifecycle_cli, f"cmd_{args.command}")(args))
+            return int(getattr(lifecycle, f"cmd_{args.command}")(args))
         return cmd_dashboard(args)
     except KeyboardInterrupt:
         return 130

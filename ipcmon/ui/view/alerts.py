@@ -8,7 +8,7 @@ from typing import Literal
 
 from ipcmon.model import Snapshot
 from ipcmon.safe import human_bytes
-from ipcmon.ui.rows import pending_count, sysv_name
+from ipcmon.ui.view.rows import pending_count, sysv_name
 
 Severity = Literal["bad", "warn"]
 

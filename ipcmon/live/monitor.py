@@ -27,7 +27,7 @@ from ipcmon.collect import ScanConfig, Scanner
 from ipcmon.collect.procfs import group_name, user_name
 from ipcmon.collect.scan import find_mqueue_dir
 from ipcmon.collect.shm import SEM_PREFIX
-from ipcmon.events import EventLog, diff
+from ipcmon.live.events import EventLog, diff
 from ipcmon.model import Event, MessageQueue, ShmSegment, Snapshot
 
 EventCallback = Callable[[Event], None]

@@ -11,7 +11,7 @@ import threading
 import time
 from types import FrameType
 
-from ipcmon import audit
+from ipcmon import actions as audit
 from ipcmon.collect import ScanConfig, scan
 from ipcmon.leaks import Leak, find_leaks, matching, remove_orphans, unlink_refusal
 from ipcmon.model import Event
@@ -34,7 +34,7 @@ def format_event(event: Event) -> str:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from ipcmon.watch import Monitor
+    from ipcmon.live.monitor import Monitor
 
     stop = threading.Event()
     output_lock = threading.Lock()

@@ -22,8 +22,8 @@ from ipcmon.model import (
     ThreadSignals,
 )
 from ipcmon.safe import human_age, human_bytes, printable, shorten
-from ipcmon.ui.alerts import PIPE_FLAGS, PIPE_HAZARDS
-from ipcmon.ui.rows import Context, clock_text, queue_state, record_name, sysv_name, sysv_shm_state, waiting_text
+from ipcmon.ui.view.alerts import PIPE_FLAGS, PIPE_HAZARDS
+from ipcmon.ui.view.rows import Context, clock_text, queue_state, record_name, sysv_name, sysv_shm_state, waiting_text
 
 BAR_WIDTH = 30
 NOTIFY_METHODS = {0: "SIGEV_SIGNAL", 1: "SIGEV_NONE", 2: "SIGEV_THREAD"}

@@ -1,0 +1,1 @@
+"""Live: the diff of two snapshots into lifecycle events, the Monitor that polls, and the inotify source."""

@@ -23,7 +23,7 @@ PipeKind = Literal["pipe", "fifo"]
 PipeFlag = Literal["no-reader", "no-writer", "full", "both-ends"]
 RegionKind = Literal["memfd", "anon"]
 
-KINDS: tuple[str, ...] = ("shm", "mqueue", "pipe", "signal", "sysv")
+KINDS: tuple[str, ...] = ("shm", "memfd", "mqueue", "pipe", "signal", "sysv")
 """Mechanisms a scan can be limited to (``--kind``)."""
 
 

@@ -1,12 +1,13 @@
 """Per-process descriptor and mapping tables, reduced to the entries that are IPC objects.
 
 One pass over /proc/PID/fd and /proc/PID/maps feeds every mechanism: a descriptor is classified once
-(pipe, FIFO, shm object, message queue) and everything else is dropped as early as possible, because on
-a busy machine almost every descriptor is a socket or a regular file.
+(pipe, FIFO, shm object, message queue, memfd or anonymous shared region) and everything else is dropped
+as early as possible, because on a busy machine almost every descriptor is a socket or a regular file.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from ipcmon.collect import procfs
 from ipcmon.collect.procfs import Denied, Gone
 from ipcmon.model import Access, Process
 
-FdKind = Literal["pipe", "fifo", "shm", "mqueue"]
+FdKind = Literal["pipe", "fifo", "shm", "mqueue", "memfd", "anon"]
 
 _DELETED = " (deleted)"
 _ACCESS_BY_MODE: dict[int, Access] = {0: "-", 1: "r", 2: "w", 3: "rw"}
@@ -57,8 +58,46 @@ class FdRef(NamedTuple):
     mode: int = 0
 
 
+MEMFD_PREFIX = "/memfd:"
+"""How a memfd_create(2) file's path reads in fd links and maps: ``/memfd:NAME (deleted)``."""
+ANON_PATH = "/dev/zero"
+"""How a MAP_SHARED|MAP_ANONYMOUS region's file reads in maps: ``/dev/zero (deleted)`` (mm/shmem.c
+shmem_zero_setup names it so)."""
+
+
+@functools.cache
+def internal_shm_dev() -> int | None:
+    """The device number of the kernel's internal shm mount (mm/shmem.c shm_mnt), where memfd files,
+    shared anonymous mappings and SysV segments live; None when memfd_create(2) is refused.
+
+    Learned from a memfd of our own, closed at once: the mount is the same for every process, and no other
+    file has this device, so a file merely named ``/dev/zero (deleted)`` elsewhere is never taken for one.
+    """
+    try:
+        fd = os.memfd_create("ipcmon-probe", os.MFD_CLOEXEC)
+    except (OSError, AttributeError):
+        return None
+    try:
+        return os.fstat(fd).st_dev
+    finally:
+        os.close(fd)
+
+
+def region_kind(dev: int, path: str, region_dev: int | None) -> FdKind | None:
+    """"memfd" or "anon" for a file of the internal shm mount with such a path (without " (deleted)"),
+    None for anything else: SysV segments (``/SYSV…``) on the same mount stay the sysv collector's."""
+    if dev != region_dev:
+        return None
+    if path.startswith(MEMFD_PREFIX):
+        return "memfd"
+    if path == ANON_PATH:
+        return "anon"
+    return None
+
+
 class Devices:
-    """Which device numbers are the shm directory, the mqueue filesystem and pipefs, for one scan.
+    """Which device numbers are the shm directory, the mqueue filesystem, pipefs and the kernel's internal
+    shm mount (memfd and anonymous shared regions), for one scan.
 
     Message queues are recognised by their filesystem (statfs f_type), not by the shape of the link,
     so a queue is found even when no mqueue filesystem is mounted anywhere.
@@ -66,6 +105,7 @@ class Devices:
 
     def __init__(self, shm_dev: int | None, mqueue_dev: int | None) -> None:
         self.shm_dev = shm_dev
+        self.region_dev = internal_shm_dev()
         self._mqueue: dict[int, bool] = {}
         if mqueue_dev is not None:
             self._mqueue[mqueue_dev] = True
@@ -122,6 +162,11 @@ def read_fds(pid: int, devices: Devices, proc: str = procfs.PROC) -> list[FdRef]
                 kind = "fifo"
             elif st.st_dev == devices.shm_dev and stat.S_ISREG(st.st_mode):
                 kind = "shm"
+            elif st.st_dev == devices.region_dev:
+                region = region_kind(st.st_dev, split_deleted(target)[0], devices.region_dev)
+                if region is None:
+                    continue
+                kind = region
             elif devices.is_mqueue(st.st_dev, link):
                 kind = "mqueue"
             else:
@@ -161,7 +206,8 @@ def refresh(ref: FdRef, proc: str = procfs.PROC) -> FdRef:
 
 
 class MapRef(NamedTuple):
-    """One mapping (VMA) of a shm-backed file: a POSIX segment, a semaphore, or a SysV segment."""
+    """One mapping (VMA) of a shm-backed file: a POSIX segment, a semaphore, a SysV segment, or a memfd or
+    anonymous shared region (``region``)."""
 
     pid: int
     start: int
@@ -173,6 +219,8 @@ class MapRef(NamedTuple):
     path: str
     deleted: bool
     sysv: bool
+    region: FdKind | None = None
+    """"memfd" or "anon" for a region of the kernel's internal shm mount, else None."""
 
     @property
     def shared(self) -> bool:
@@ -191,14 +239,17 @@ def maps_token(dev: int) -> bytes:
 _SYSV_MARK = b" /SYSV"
 
 
-def parse_maps(pid: int, data: bytes, shm_token: bytes | None) -> list[MapRef]:
-    """Pick the shm and SysV mappings out of the text of /proc/PID/maps.
+def parse_maps(pid: int, data: bytes, shm_token: bytes | None, region_token: bytes | None = None) -> list[MapRef]:
+    """Pick the shm, SysV and (with region_token, the internal shm mount's device) memfd and anonymous
+    shared mappings out of the text of /proc/PID/maps.
 
-    Only the lines holding the shm device number or a /SYSV path are looked at, found with bytes.find:
+    Only the lines holding one of those device numbers or a /SYSV path are looked at, found with bytes.find:
     a large process has thousands of mappings and almost none of them are shared memory.
     """
     refs: list[MapRef] = []
-    needles = [_SYSV_MARK] if shm_token is None else [b" " + shm_token + b" ", _SYSV_MARK]
+    region_needle = None if region_token is None else b" " + region_token + b" "
+    needles = [needle for needle in (shm_token and b" " + shm_token + b" ", region_needle) if needle is not None]
+    needles.append(_SYSV_MARK)
     for needle in needles:
         position = data.find(needle)
         while position != -1:
@@ -206,28 +257,39 @@ def parse_maps(pid: int, data: bytes, shm_token: bytes | None) -> list[MapRef]:
             line_end = data.find(b"\n", position)
             if line_end == -1:
                 line_end = len(data)
-            ref = _map_line(pid, data[line_start:line_end], shm_token)
-            if ref is not None and (needle is _SYSV_MARK) == ref.sysv:
+            ref = _map_line(pid, data[line_start:line_end], shm_token, region_token)
+            # Each line once, found by its own needle: a SysV line also holds the region device.
+            if ref is not None and (needle is _SYSV_MARK) == ref.sysv and (
+                ref.sysv or (ref.region is not None) == (needle is region_needle)
+            ):
                 refs.append(ref)
             position = data.find(needle, line_end)
     return refs
 
 
-def _map_line(pid: int, line: bytes, shm_token: bytes | None) -> MapRef | None:
+def _map_line(pid: int, line: bytes, shm_token: bytes | None, region_token: bytes | None) -> MapRef | None:
     fields = line.split(None, 5)
     if len(fields) < 6:
         return None
     address, perms, _offset, device, inode, raw_path = fields
     path, deleted = split_deleted(os.fsdecode(raw_path))
     is_sysv = device != shm_token and path.startswith("/SYSV")
+    region: FdKind | None = None
     if device != shm_token and not is_sysv:
-        return None
+        if device != region_token:
+            return None
+        region = "memfd" if path.startswith(MEMFD_PREFIX) else "anon" if path == ANON_PATH else None
+        if region is None:
+            return None
     start, _, end = address.partition(b"-")
     major, _, minor = device.partition(b":")
     return MapRef(pid, int(start, 16), int(end, 16), perms.decode(), os.makedev(int(major, 16), int(minor, 16)),
-                  int(inode), path, deleted, is_sysv)
+                  int(inode), path, deleted, is_sysv, region)
 
 
-def read_maps(pid: int, shm_token: bytes | None, proc: str = procfs.PROC) -> list[MapRef]:
-    """The shm and SysV mappings of one process; raises Gone or Denied."""
-    return parse_maps(pid, procfs.read_bytes(f"{proc}/{pid}/maps"), shm_token)
+def read_maps(
+    pid: int, shm_token: bytes | None, proc: str = procfs.PROC, region_token: bytes | None = None
+) -> list[MapRef]:
+    """The shm, SysV and (with region_token) memfd and anonymous shared mappings of one process; raises Gone
+    or Denied."""
+    return parse_maps(pid, procfs.read_bytes(f"{proc}/{pid}/maps"), shm_token, region_token)

@@ -15,14 +15,18 @@ import fcntl
 import os
 import stat
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from ipcmon.collect import procfs
+from ipcmon.collect.collector import Collector, ScanInputs, held_by
+from ipcmon.collect.config import Places, ScanConfig
 from ipcmon.collect.fds import FdRef, refresh
 from ipcmon.collect.procfs import PidFds
 from ipcmon.collect.shm import fd_holders
 from ipcmon.model import MessageQueue, Process
+
+MOUNT_MQUEUE_HINT = "mkdir -p /dev/mqueue && mount -t mqueue none /dev/mqueue"
 
 
 class _MqAttr(ctypes.Structure):
@@ -245,3 +249,25 @@ def _queue(
         deleted=deleted,
         mtime=st.st_mtime if st else None,
     )
+
+
+def _notes(config: ScanConfig, places: Places) -> list[str]:
+    if places.mqueue_dir is not None:
+        return []
+    return [
+        "No mqueue filesystem is mounted: only queues some process holds open are listed. "
+        f"To see all of them, mount it (as root): {MOUNT_MQUEUE_HINT}"
+    ]
+
+
+def _build(inputs: ScanInputs) -> tuple[MessageQueue, ...]:
+    return collect(inputs.places.mqueue_dir, inputs.processes, inputs.fds, inputs.pidfds, inputs.config.proc)
+
+
+def _restrict(queues: tuple[MessageQueue, ...], wanted: Collection[int]) -> tuple[MessageQueue, ...]:
+    return tuple(queue for queue in queues if held_by(queue.holders, wanted))
+
+
+COLLECTOR = Collector(
+    kind="mqueue", snapshot_field="mqueues", needs=frozenset({"fds"}), build=_build, notes=_notes, restrict=_restrict
+)

@@ -14,6 +14,7 @@ import termios
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
 
+from ipcmon.collect.collector import Collector, ScanInputs, held_by
 from ipcmon.collect.fds import FdRef, comm_of
 from ipcmon.collect.procfs import PidFds
 from ipcmon.collect.recall import Recall
@@ -141,3 +142,15 @@ def _pipe(
 
 def _order(pipe: Pipe) -> tuple[str, int]:
     return pipe.kind, pipe.inode
+
+
+def _build(inputs: ScanInputs) -> tuple[Pipe, ...]:
+    return collect(inputs.processes, inputs.fds, inputs.pidfds, fill=inputs.config.pipe_fill,
+                   recall=inputs.recall("pipes"), settled=inputs.settled)
+
+
+def _restrict(pipes: tuple[Pipe, ...], wanted: Collection[int]) -> tuple[Pipe, ...]:
+    return tuple(pipe for pipe in pipes if held_by(pipe.readers, wanted) or held_by(pipe.writers, wanted))
+
+
+COLLECTOR = Collector(kind="pipe", snapshot_field="pipes", needs=frozenset({"fds"}), build=_build, restrict=_restrict)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import stat
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from ipcmon.collect import procfs
+from ipcmon.collect.collector import Collector, ScanInputs, held_by
+from ipcmon.collect.config import SHM_DIR as SHM_DIR  # where it was defined before config.py; callers use it
+from ipcmon.collect.config import Places, ScanConfig
 from ipcmon.collect.fds import FdRef, MapRef, comm_of, refresh, split_deleted
 from ipcmon.collect.recall import Recall
 from ipcmon.model import Access, Holder, Process, ShmSegment, ShmState
 
-SHM_DIR = "/dev/shm"
 SEM_PREFIX = "sem."
 
 
@@ -79,7 +81,7 @@ def posix_name(path: str, shm_dir: str) -> str:
     return path
 
 
-def _mapped_file(ref: MapRef, proc: str) -> tuple[str, os.stat_result] | None:
+def mapped_file(ref: MapRef, proc: str = procfs.PROC) -> tuple[str, os.stat_result] | None:
     """(path, stat) of the file behind a mapping, via /proc/PID/map_files (root only), else None.
 
     For a segment that only a mapping still holds this is the one exact source: the maps text prints a
@@ -135,7 +137,7 @@ def collect(
             fds_by_id[(ref.dev, ref.inode)].append(ref)
     maps_by_id: dict[tuple[int, int], list[MapRef]] = defaultdict(list)
     for mref in maps:
-        if not mref.sysv and inside(mref.path):
+        if not mref.sysv and mref.region is None and inside(mref.path):
             maps_by_id[(mref.dev, mref.inode)].append(mref)
 
     segments = []
@@ -183,8 +185,8 @@ def collect(
             size, allocated = first.size, first.blocks * 512
             mode, uid, gid = first.mode, first.uid, first.gid
             mtime = ctime = None
-        elif (mapped_file := _mapped_file(held_maps[0], proc)) is not None:
-            path, st = mapped_file
+        elif (on_file := mapped_file(held_maps[0], proc)) is not None:
+            path, st = on_file
             size, allocated = st.st_size, st.st_blocks * 512
             mode, uid, gid, mtime, ctime = st.st_mode, st.st_uid, st.st_gid, st.st_mtime, st.st_ctime
         else:
@@ -244,3 +246,27 @@ def _segment(
         holders=tuple(holders),
         pinned_bytes=allocated if state == "deleted" else 0,
     )
+
+
+def _notes(config: ScanConfig, places: Places) -> list[str]:
+    if places.shm_dev is None:
+        return [f"{places.shm_dir} does not exist: POSIX shared memory cannot be listed."]
+    note = dir_note(places.shm_dir)
+    return [] if note is None else [note]
+
+
+def _build(inputs: ScanInputs) -> tuple[ShmSegment, ...]:
+    places = inputs.places
+    if places.shm_dev is None:
+        return ()
+    return collect(places.shm_dir, inputs.processes, inputs.fds, inputs.maps, inputs.config.proc,
+                   recall=inputs.recall("shm"))
+
+
+def _restrict(segments: tuple[ShmSegment, ...], wanted: Collection[int]) -> tuple[ShmSegment, ...]:
+    return tuple(segment for segment in segments if held_by(segment.holders, wanted))
+
+
+COLLECTOR = Collector(
+    kind="shm", snapshot_field="shm", needs=frozenset({"fds", "maps"}), build=_build, notes=_notes, restrict=_restrict
+)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import os
 import signal
+from collections.abc import Collection
 
 from ipcmon.collect import procfs
+from ipcmon.collect.collector import Collector, ScanInputs
 from ipcmon.model import ProcessSignals, ThreadSignals
 
 # The kernel's first real-time signal is 32; glibc reserves 32 and 33 for threading and reports
@@ -135,3 +137,16 @@ def read_threads(pid: int, main_thread: ThreadSignals, proc: str = procfs.PROC) 
             )
         )
     return threads
+
+
+def _build(inputs: ScanInputs) -> tuple[ProcessSignals, ...]:
+    return tuple(inputs.signals)  # decoded while each process was read (collect.process), from its status
+
+
+def _restrict(records: tuple[ProcessSignals, ...], wanted: Collection[int]) -> tuple[ProcessSignals, ...]:
+    return tuple(record for record in records if record.pid in wanted)
+
+
+COLLECTOR = Collector(
+    kind="signal", snapshot_field="signals", needs=frozenset({"signals"}), build=_build, restrict=_restrict
+)

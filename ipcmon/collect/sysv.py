@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import replace
 
 from ipcmon.collect import procfs
+from ipcmon.collect.collector import Collector, ScanInputs, held_by
 from ipcmon.collect.fds import MapRef
 from ipcmon.collect.shm import mapping_holders
 from ipcmon.model import Process, Sysv, SysvMsg, SysvSem, SysvShm
@@ -113,3 +115,22 @@ def collect(processes: Mapping[int, Process], maps: Iterable[MapRef], proc: str 
         for row in sem_rows or []
     )
     return Sysv(shm=shm, msg=msg, sem=sem, available=True)
+
+
+def _build(inputs: ScanInputs) -> Sysv:
+    tables = collect(inputs.processes, inputs.maps, inputs.config.proc)
+    if not tables.available:
+        inputs.notes.append("/proc/sysvipc is missing: this kernel has no SysV IPC (or /proc is not mounted).")
+    return tables
+
+
+def _restrict(tables: Sysv, wanted: Collection[int]) -> Sysv:
+    return replace(
+        tables,
+        shm=tuple(s for s in tables.shm if held_by(s.holders, wanted) or s.cpid in wanted),
+        msg=tuple(m for m in tables.msg if m.lspid in wanted or m.lrpid in wanted),
+        sem=(),
+    )
+
+
+COLLECTOR = Collector(kind="sysv", snapshot_field="sysv", needs=frozenset({"maps"}), build=_build, restrict=_restrict)

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 
 import posix_ipc
 import pytest
 
 from ipcmon.collect import Scanner, procfs, scan
+from ipcmon.collect import forked as forked_reader
 from ipcmon.collect.fds import Devices, read_fds
 from ipcmon.collect.pipes import collect as collect_pipes
+from ipcmon.collect.process import run_signature
 from ipcmon.collect.recall import Recall
-from ipcmon.collect.scan import run_signature
 from ipcmon.model import Pipe, ShmSegment, Snapshot
 from tests.helpers import Child, Cleanup, Spawn, wait_until
-
-scan_module = sys.modules["ipcmon.collect.scan"]  # the package exports the function under the same name
 
 ACTOR = """
 import posix_ipc, threading
@@ -286,11 +284,11 @@ def reader_identity(pid: int) -> tuple[int, list[str]]:
 def test_a_forked_read_splits_the_processes_and_keeps_nothing_of_the_parent(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(scan_module, "FORK_MIN_PROCESSES", 1)
+    monkeypatch.setattr(forked_reader, "FORK_MIN_PROCESSES", 1)
     pids = procfs.pids()
     kept_open = os.open("/dev/null", os.O_RDONLY)  # one more of the parent's descriptors the child must close
     try:
-        results = scan_module.read_forked(pids, reader_identity)
+        results = forked_reader.read_forked(pids, reader_identity)
     finally:
         os.close(kept_open)
     assert [pid for pid, _ in results] == pids  # each once, in order
@@ -304,7 +302,7 @@ def test_a_forked_read_splits_the_processes_and_keeps_nothing_of_the_parent(
 
 
 def test_a_forked_read_falls_back_when_the_child_dies(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scan_module, "FORK_MIN_PROCESSES", 1)
+    monkeypatch.setattr(forked_reader, "FORK_MIN_PROCESSES", 1)
     parent = os.getpid()
 
     def dies_in_the_child(pid: int) -> int:
@@ -313,13 +311,13 @@ def test_a_forked_read_falls_back_when_the_child_dies(monkeypatch: pytest.Monkey
         return pid * 2
 
     pids = procfs.pids()
-    assert scan_module.read_forked(pids, dies_in_the_child) == [(pid, pid * 2) for pid in pids]
+    assert forked_reader.read_forked(pids, dies_in_the_child) == [(pid, pid * 2) for pid in pids]
 
 
 def test_a_forked_scan_reads_what_a_serial_scan_reads(
     monkeypatch: pytest.MonkeyPatch, spawn: Spawn, cleanup: Cleanup, unique_name: str
 ) -> None:
-    monkeypatch.setattr(scan_module, "FORK_MIN_PROCESSES", 1)
+    monkeypatch.setattr(forked_reader, "FORK_MIN_PROCESSES", 1)
     new_segment(cleanup, unique_name)
     children = [spawn(SINGLE) for _ in range(4)]
     for child in children:

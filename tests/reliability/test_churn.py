@@ -50,7 +50,7 @@ def test_scans_during_churn_raise_nothing_and_report_no_phantom_holder() -> None
 _PID_REUSE = r'''
 import importlib, json, os, signal, time, uuid
 from ipcmon.collect import ScanConfig, scan, procfs
-scan_module = importlib.import_module("ipcmon.collect.scan")  # the module; ipcmon.collect.scan is the function
+scan_module = importlib.import_module("ipcmon.collect.process")  # where a process is read (read_fds)
 
 prefix = f"/dev/shm/ipcmon-test-reuse-{uuid.uuid4().hex[:8]}"
 paths = {group: f"{prefix}-{group}" for group in "AB"}

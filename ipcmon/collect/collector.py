@@ -1,0 +1,78 @@
+"""The collector entry each mechanism module exports, and the inputs a scan hands every collector.
+
+The model is util-linux lsfd's ``struct file_class`` (lsfd-cmd/lsfd.h): each mechanism fills the same
+record, and the scan loops over the table of them (collectors.py) without ever naming a mechanism.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from ipcmon.collect.config import Places, ScanConfig
+from ipcmon.collect.fds import FdRef, MapRef
+from ipcmon.collect.procfs import PidFds
+from ipcmon.collect.recall import Recall
+from ipcmon.model import Process, ProcessSignals
+
+if TYPE_CHECKING:
+    from ipcmon.collect.memory import ScanMemory
+
+Need = Literal["fds", "maps", "signals"]
+"""Per-process data a collector builds from: /proc/PID/fd entries, /proc/PID/maps lines, /proc/PID/status
+signal masks. A process is read only for what the collectors of the scan need."""
+
+
+@dataclass(slots=True)
+class ScanInputs:
+    """What one scan read of every process, handed to each collector in turn."""
+
+    config: ScanConfig
+    places: Places
+    processes: Mapping[int, Process]
+    fds: list[FdRef]
+    maps: list[MapRef]
+    signals: list[ProcessSignals]
+    pidfds: PidFds
+    """Borrows descriptors of the scanned processes (pidfd_getfd); open for the whole scan."""
+    settled: Collection[int] = ()
+    """Pids whose tables a Scanner took over unread (they have not run since); empty when some process's
+    descriptors could not be read (then nothing is known to be unchanged)."""
+    memory: ScanMemory | None = None
+    notes: list[str] = field(default_factory=list)
+    """Notes a collector adds while it builds (after the where-to-look notes and the unreadable count)."""
+
+    def recall(self, snapshot_field: str) -> Recall[Any] | None:
+        """The records a Scanner kept of this Snapshot field in its previous scan; None for a single scan."""
+        return self.memory.recall(snapshot_field) if self.memory is not None else None
+
+
+def held_by(holders: Iterable[object], wanted: Collection[int]) -> bool:
+    """Whether one of the holders (anything with a ``pid``: Holder, PipeEnd) is a wanted process."""
+    return any(getattr(holder, "pid", None) in wanted for holder in holders)
+
+
+def _no_notes(config: ScanConfig, places: Places) -> Iterable[str]:
+    return ()
+
+
+def _keep_all(records: Any, wanted: Collection[int]) -> Any:
+    return records
+
+
+@dataclass(frozen=True, slots=True)
+class Collector:
+    """One mechanism, as the scan sees it: an entry in the collectors table."""
+
+    kind: str
+    """The scan kind it answers to (``--kind``, ``Snapshot.kinds``): one of model.KINDS."""
+    snapshot_field: str
+    """The Snapshot field its records fill (``shm``, ``regions``, ``pipes``…)."""
+    needs: frozenset[Need]
+    build: Callable[[ScanInputs], Any]
+    """The records, of the field's type; may add notes to inputs.notes."""
+    notes: Callable[[ScanConfig, Places], Iterable[str]] = _no_notes
+    """What cannot be seen where it looks (a missing directory, no mount), said before the processes are read."""
+    restrict: Callable[[Any, Collection[int]], Any] = _keep_all
+    """The records that at least one of the given pids holds (``--pid``)."""

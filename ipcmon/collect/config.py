@@ -1,0 +1,80 @@
+"""Where a scan looks: ScanConfig, the IPCMON_* environment it defaults from, and the places it resolves to."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ipcmon.collect import procfs
+from ipcmon.model import KINDS
+
+ENV_PROC = "IPCMON_PROC"
+ENV_SHM_DIR = "IPCMON_SHM_DIR"
+ENV_MQUEUE_DIR = "IPCMON_MQUEUE_DIR"
+"""A directory to list as the mqueue mount, or ``none`` to scan as if none were mounted."""
+
+SHM_DIR = "/dev/shm"
+"""Where glibc's shm_open(3) and sem_open(3) put their files (shm_overview(7))."""
+
+
+def _env_mqueue_dir() -> str | None:
+    value = os.environ.get(ENV_MQUEUE_DIR, "")
+    return value if value and value.lower() != "none" else None
+
+
+def _env_find_mqueue() -> bool:
+    return os.environ.get(ENV_MQUEUE_DIR, "").lower() != "none"
+
+
+@dataclass(frozen=True, slots=True)
+class ScanConfig:
+    """Where to look. The defaults are the system's, or the IPCMON_* environment variables (README.md,
+    "Pointing ipcmon elsewhere"): every command and the dashboard build theirs from the defaults."""
+
+    kinds: tuple[str, ...] = KINDS
+    pids: frozenset[int] | None = None
+    """Only these processes (and the objects they hold); None for every process."""
+    proc: str = field(default_factory=lambda: os.environ.get(ENV_PROC) or procfs.PROC)
+    shm_dir: str = field(default_factory=lambda: os.environ.get(ENV_SHM_DIR) or SHM_DIR)
+    mqueue_dir: str | None = field(default_factory=_env_mqueue_dir)
+    """The mqueue mount to list; None to find it in /proc/self/mountinfo (unless find_mqueue is False)."""
+    find_mqueue: bool = field(default_factory=_env_find_mqueue)
+    """With mqueue_dir None, look the mount up; False scans as if none were mounted (queues only via fds)."""
+    pipe_fill: bool = True
+    """Borrow a descriptor of each pipe to read its fill (pidfd_getfd)."""
+
+
+def find_mqueue_dir(proc: str = procfs.PROC) -> str | None:
+    """Where the mqueue filesystem is mounted, from /proc/self/mountinfo; None when it is not."""
+    mount = procfs.find_mount("mqueue", proc)
+    return mount.mount_point if mount else None
+
+
+@dataclass(frozen=True, slots=True)
+class Places:
+    """The directories of one scan and their device numbers (st_dev); None where there is none."""
+
+    shm_dir: str
+    shm_dev: int | None
+    """None when the shm directory does not exist."""
+    mqueue_dir: str | None
+    """The mqueue mount to list: the configured one, else the one found in mountinfo; None when neither."""
+    mqueue_dev: int | None
+
+
+def locate(config: ScanConfig) -> Places:
+    """Resolve the configured directories once per scan (a stat each, and mountinfo when asked)."""
+    try:
+        shm_dev: int | None = os.stat(config.shm_dir).st_dev
+    except OSError:
+        shm_dev = None
+    mqueue_dir = config.mqueue_dir
+    if mqueue_dir is None and config.find_mqueue:
+        mqueue_dir = find_mqueue_dir(config.proc)
+    mqueue_dev: int | None = None
+    if mqueue_dir is not None:
+        try:
+            mqueue_dev = os.stat(mqueue_dir).st_dev
+        except OSError:
+            mqueue_dir = None
+    return Places(config.shm_dir, shm_dev, mqueue_dir, mqueue_dev)

@@ -1,0 +1,53 @@
+"""What a Scanner keeps from one scan to the next: each process's last read, and each collector's records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ipcmon.collect.process import RememberedProcess
+from ipcmon.collect.recall import Recall
+
+REFRESH_EVERY = 10
+"""A Scanner reads each process in full at least once in this many scans, whatever the scheduler says."""
+
+
+class ScanMemory:
+    """The processes of the last scan by pid, the pids whose tables it took over, and, per Snapshot field, the
+    records a collector may reuse (Recall)."""
+
+    def __init__(self, refresh_every: int = REFRESH_EVERY) -> None:
+        self.refresh_every = max(1, refresh_every)
+        self.processes: dict[int, RememberedProcess] = {}
+        """The last scan's read of each process it could read, by pid."""
+        self.scans_begun = 0
+        self.reused: set[int] = set()
+        """The pids whose tables the current (or last) scan took over from the scan before it."""
+        self.records: dict[str, Recall[Any]] = {}
+        """Per Snapshot field (``shm``, ``pipes``…), what its collector kept for the next scan."""
+
+    def recall(self, snapshot_field: str) -> Recall[Any]:
+        """The records kept for snapshot_field, made empty the first time a collector asks."""
+        kept = self.records.get(snapshot_field)
+        if kept is None:
+            kept = self.records[snapshot_field] = Recall()
+        return kept
+
+    def begin_scan(self) -> dict[int, RememberedProcess]:
+        """A new scan begins: returns the previous scan's processes (self.processes starts empty)."""
+        self.scans_begun += 1
+        self.reused = set()
+        for kept in self.records.values():
+            kept.turn()
+        previous, self.processes = self.processes, {}
+        return previous
+
+    def previous_read(self, previous: dict[int, RememberedProcess], pid: int) -> RememberedProcess | None:
+        """What the last scan read of pid, unless it is this process's turn to be read in full."""
+        if not (pid + self.scans_begun) % self.refresh_every:
+            return None
+        return previous.get(pid)
+
+    def end_scan(self) -> None:
+        """The scan is over: only what it kept is needed by the next one."""
+        for kept in self.records.values():
+            kept.done()

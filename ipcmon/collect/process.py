@@ -1,0 +1,212 @@
+"""Reading one process for a scan: its stat, tables, wait and signal masks, with every error meaning said once.
+
+A process that exits while it is read is normal, and so is one the kernel will not show: read_process turns
+the errors of all its reads into one of two outcomes (Unread.GONE, Unread.DENIED) in one place, the way
+psutil's ``wrap_exceptions`` does (psutil/_pslinux.py).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+from ipcmon.collect import procfs, signals, waiting
+from ipcmon.collect.fds import Devices, FdRef, MapRef, read_fds, read_maps
+from ipcmon.collect.procfs import Denied, Gone
+from ipcmon.model import Process, ProcessSignals
+
+MAX_SIGNED_THREADS = 64
+"""Processes with more threads are always read in full: checking every thread would cost about as much."""
+
+
+class Unread(enum.Enum):
+    """Why a process gave a scan nothing."""
+
+    GONE = "gone"
+    """It exited while it was read (or its pid may already name a successor): it drops out whole."""
+    DENIED = "denied"
+    """The kernel refused to show it: counted as not readable."""
+
+
+class ProcessRead(NamedTuple):
+    """What one process contributed to a scan."""
+
+    process: Process
+    fds: list[FdRef]
+    maps: list[MapRef]
+    signals: ProcessSignals | None
+    wait: waiting.RawWait | None
+    """To be resolved once every descriptor is known (None when reused: the process has it resolved)."""
+    state: str = ""
+    """The state letter of /proc/PID/stat when it was read (R, S, D…)."""
+    run_signature: bytes | None = None
+    """The scheduler's account of the process before its tables were read (Scanner only; see run_signature)."""
+    reused: bool = False
+    """The fds, maps, command line, owner and wait are the previous scan's (nothing of it has run since)."""
+    fds_hidden: bool = False
+    """Its descriptor table could not be read."""
+    signal_section: bytes = b""
+    """The lines of /proc/PID/status that ``signals`` was decoded from."""
+
+
+class RememberedProcess(NamedTuple):
+    """A process as the last scan read it, with the scheduler's account of it at that moment (Scanner)."""
+
+    read: ProcessRead
+    process: Process
+    """As the snapshot showed it, its wait resolved."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPlan:
+    """What to read of every process in one scan: the union of what the scan's collectors need."""
+
+    devices: Devices
+    proc: str
+    fds: bool
+    maps: bool
+    signals: bool
+    shm_token: bytes | None
+    """The shm directory's device as /proc/PID/maps prints it (fds.maps_token)."""
+    region_token: bytes | None
+    """The kernel's internal shm mount's device, likewise (memfd and anonymous shared regions)."""
+    remember: bool = False
+    """Read the run signature first, so that a Scanner can take the next scan's tables over."""
+
+
+def read_process(pid: int, plan: ReadPlan, previous: RememberedProcess | None = None) -> ProcessRead | Unread:
+    """Everything a scan needs from one process, or why there is nothing.
+
+    Given the previous read of the same process (a Scanner's) and the same run signature, its tables are taken
+    over. Every error of every read is given its meaning here and nowhere else.
+    """
+    # Pin the process first: if it is reaped while we read, its pid may already name another process
+    # whose descriptors we would attribute to it (issue 7). Only real pids can be pinned.
+    pinned = procfs.pin(pid) if plan.proc == procfs.PROC else None
+    try:
+        result = _read(pid, plan, previous)
+        if pinned is not None and not procfs.still_running(pinned):
+            return Unread.GONE  # exited mid-scan, and what we read may mix it with a successor on its pid
+    except (Gone, FileNotFoundError, ProcessLookupError):
+        return Unread.GONE  # exited mid-scan: it drops out whole
+    except Denied:
+        return Unread.DENIED
+    except (ValueError, IndexError):
+        return Unread.GONE  # a record cut short by the process exiting
+    finally:
+        if pinned is not None:
+            os.close(pinned)
+    return result
+
+
+def _read(pid: int, plan: ReadPlan, previous: RememberedProcess | None) -> ProcessRead:
+    proc = plan.proc
+    stat = procfs.parse_stat(procfs.read_bytes(f"{proc}/{pid}/stat"))
+    signature = run_signature(pid, stat, proc) if plan.remember else None
+    if (
+        previous is not None
+        and signature is not None
+        and signature == previous.read.run_signature
+        and stat.start_ticks == previous.process.start_ticks
+        and stat.state == previous.read.state
+    ):
+        result = _take_over(previous, stat, signature)
+    else:
+        result = _read_tables(pid, stat, plan)._replace(run_signature=signature)
+    if plan.signals:
+        result = _read_signals(result, stat, previous, proc)
+    return result
+
+
+def _read_tables(pid: int, stat: procfs.Stat, plan: ReadPlan) -> ProcessRead:
+    proc = plan.proc
+    try:
+        cmdline = procfs.parse_cmdline(procfs.read_bytes(f"{proc}/{pid}/cmdline"))
+    except Denied:
+        cmdline = ()
+    uid = os.stat(f"{proc}/{pid}").st_uid
+    fds: list[FdRef] = []
+    maps: list[MapRef] = []
+    fds_hidden = maps_hidden = False
+    if plan.fds:
+        try:
+            fds = read_fds(pid, plan.devices, proc)
+        except Denied:
+            fds_hidden = True
+    if plan.maps and not fds_hidden:
+        try:
+            maps = read_maps(pid, plan.shm_token, proc, plan.region_token)
+        except Denied:
+            maps_hidden = True
+    process = Process(
+        pid=pid,
+        ppid=stat.ppid,
+        comm=stat.comm,
+        cmdline=cmdline,
+        uid=uid,
+        user=procfs.user_name(uid),
+        start_ticks=stat.start_ticks,
+        start_time=procfs.start_epoch(stat.start_ticks, proc),
+        hidden=fds_hidden or maps_hidden,
+    )
+    raw = waiting.read_raw(pid, proc) if stat.state in ("S", "D") else None
+    return ProcessRead(process, fds, maps, None, raw, stat.state, fds_hidden=fds_hidden)
+
+
+def _take_over(previous: RememberedProcess, stat: procfs.Stat, signature: bytes) -> ProcessRead:
+    """The previous read of a process that has not run since, with its name and parent as they are now.
+
+    What others can change about the files its descriptors point at (size, owner, mode, links) is read again
+    by the collectors that use it (fds.refresh).
+    """
+    process = previous.process
+    # Reparented when its parent exited. (Its name cannot change without it running: the kernel refuses a
+    # write to another process's /proc/PID/comm. Compared all the same, it costs nothing.)
+    if (process.comm, process.ppid) != (stat.comm, stat.ppid):
+        process = replace(process, comm=stat.comm, ppid=stat.ppid)
+    return previous.read._replace(process=process, signals=None, wait=None, run_signature=signature, reused=True)
+
+
+def _read_signals(
+    result: ProcessRead, stat: procfs.Stat, previous: RememberedProcess | None, proc: str
+) -> ProcessRead:
+    """Add the signal masks; a single-threaded process whose status shows the same masks keeps its record."""
+    pid = result.process.pid
+    data = procfs.read_bytes(f"{proc}/{pid}/status")
+    section = signals.mask_section(data)
+    if previous is not None and section and section == previous.read.signal_section:
+        old = previous.read.signals
+        if old is not None and len(old.threads) == 1 and old.comm == stat.comm:
+            return result._replace(signals=old, signal_section=section)
+    # The section holds every line from_status reads: parsing 7 lines instead of 55 is a tenth of the time.
+    process_signals = signals.from_status(pid, stat.comm, procfs.parse_status(section or data), proc)
+    return result._replace(signals=process_signals, signal_section=section)
+
+
+_UNSIGNED_STATES = frozenset("RZX")
+"""Running now (its run time may not be accounted yet), or a dead leader whose threads may live on."""
+
+
+def run_signature(pid: int, stat: procfs.Stat, proc: str = procfs.PROC) -> bytes | None:
+    """Each thread's run time (ns) and run count from /proc/PID/schedstat (of each /proc/PID/task/TID when
+    there are several); equal signatures mean no thread has run.
+
+    None when it cannot tell: the process is running or is a zombie leader, has too many threads to check,
+    or the kernel keeps no run statistics (it then prints "0 0 0" for every task).
+    """
+    if stat.state in _UNSIGNED_STATES or stat.threads > MAX_SIGNED_THREADS:
+        return None
+    try:
+        if stat.threads == 1:
+            parts = [procfs.read_bytes(f"{proc}/{pid}/schedstat")]
+        else:
+            task = f"{proc}/{pid}/task/"
+            parts = [name.encode() + b" " + procfs.read_bytes(f"{task}{name}/schedstat")
+                     for name in sorted(os.listdir(task))]
+    except (Gone, Denied, OSError):
+        return None
+    if any(part.split()[-1:] == [b"0"] for part in parts):
+        return None  # never on a CPU yet, or no statistics kept
+    return b"".join(parts)

@@ -49,6 +49,8 @@ DEMOS: dict[str, Demo] = {
     demo.name: demo
     for demo in (
         Demo("shm", "POSIX shared memory: create, attach from two processes, share, detach, unlink", "shm.py"),
+        Demo("memfd", "memfd and anonymous shared memory: a region shared across fork, a memfd passed over a socket",
+             "memfd.py"),
         Demo("sysv-shm", "SysV shared memory: shmget, shmat/shmdt counted in nattch, IPC_RMID while attached",
              "sysv_shm.py"),
         Demo("mqueue", "POSIX message queue: blocking send and receive, O_NONBLOCK and EAGAIN, mq_notify",

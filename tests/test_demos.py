@@ -210,6 +210,31 @@ def test_shm_holders_go_0_1_2_1_0_then_gone(watch: Callable[..., Watch]) -> None
     assert run.leftovers() == []
 
 
+def test_memfd_anonymous_region_across_fork_and_memfd_passed_to_a_receiver(watch: Callable[..., Watch]) -> None:
+    run = watch("memfd", ["memfd"])
+    anonymous: list[int] = []  # how many processes hold the demo's anonymous region, scan by scan
+    memfd: list[frozenset[tuple[int, bool]]] = []  # who holds the memfd (pid, by mapping), scan by scan
+    name = run.prefix.lstrip("/") + "frames"
+
+    def look(snapshot: Snapshot) -> None:
+        pid = run.demo.pid
+        region = next((r for r in snapshot.regions if r.kind == "anon" and r.size == 8192
+                       and pid in {h.pid for h in r.holders}), None)
+        anonymous.append(len({h.pid for h in region.holders}) if region is not None else 0)
+        frames = next((r for r in snapshot.regions if r.kind == "memfd" and r.name == name), None)
+        memfd.append(frozenset((h.pid, h.mapped) for h in frames.holders) if frames is not None else frozenset())
+
+    run.run_to_end(look)
+    assert run.steps() == list(range(1, 14))
+    parent = run.demo.pid
+    receiver = run.number(r"receiver (\d+) gets the descriptor")
+    assert in_order([1, 2, 1, 0], squeeze(anonymous)), squeeze(anonymous)
+    assert {(parent, False), (receiver, False)} in memfd, "never saw the memfd held by both processes' fds"
+    assert any((receiver, True) in held and parent not in {pid for pid, _ in held} for held in memfd)
+    assert memfd[-1] == frozenset()
+    assert run.leftovers() == []
+
+
 def test_sysv_shm_nattch_and_removal_while_attached(watch: Callable[..., Watch]) -> None:
     run = watch("sysv-shm", ["sysv"])
     states: list[object] = []
@@ -431,11 +456,11 @@ def test_children_die_with_a_sigkilled_demo(watch: Callable[..., Watch]) -> None
     wait_until(lambda: not any(_alive(key) for key in children), "the demo's children to die with it")
 
 
-def test_demo_list_names_all_eight() -> None:
+def test_demo_list_names_all_nine() -> None:
     listing = subprocess.run([sys.executable, "-m", "ipcmon", "demo", "--list"], capture_output=True, text=True,
                              check=True).stdout.splitlines()
     assert [line.split()[0] for line in listing] == list(DEMOS)
-    assert len(listing) == 8
+    assert len(listing) == 9
     assert set(LESSONS) == set(DEMOS) - {"leak", "stress"}
     assert all(demo.path.is_file() for demo in DEMOS.values())
 

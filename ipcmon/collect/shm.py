@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterable, Mapping
 from ipcmon.collect import procfs
 from ipcmon.collect.fds import FdRef, MapRef, comm_of, refresh, split_deleted
 from ipcmon.collect.recall import Recall
-from ipcmon.model import Access, Holder, Process, ShmSegment, ShmState
+from ipcmon.health import shm_state
+from ipcmon.model import Access, Holder, Process, ShmSegment
 
 SHM_DIR = "/dev/shm"
 SEM_PREFIX = "sem."
@@ -222,7 +223,7 @@ def _segment(
 ) -> ShmSegment:
     holders = fd_holders(held_fds, processes) + mapping_holders(held_maps, processes)
     holders.sort(key=lambda holder: (holder.pid, holder.fd is None, holder.fd or 0))
-    state: ShmState = "deleted" if not linked else "held" if holders else "orphaned"
+    state = shm_state(linked=linked, held=bool(holders))
     name = posix_name(path, shm_dir)
     file_name = name.rsplit("/", 1)[-1]
     return ShmSegment(

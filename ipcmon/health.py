@@ -6,7 +6,7 @@ here and nowhere else, so a rule changed once changes everywhere. Pure functions
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -131,9 +131,7 @@ class Hazard:
     """The object's ``object_key``."""
 
 
-def hazards(snapshot: Snapshot) -> Iterator[Hazard]:
-    """Every leak and hazard, by mechanism: orphaned or deleted segments, full or orphaned queues, pipe
-    flags in PIPE_HAZARDS, pending signals, orphaned SysV segments. memfd and anonymous regions have none."""
+def _shm_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
     for segment in snapshot.shm:
         if segment.state == "orphaned":
             what = "semaphore" if segment.kind == "sem" else "segment"
@@ -144,6 +142,9 @@ def hazards(snapshot: Snapshot) -> Iterator[Hazard]:
             yield Hazard("bad", segment.kind, segment.label,
                          f"deleted but still held: pins {human_bytes(segment.pinned_bytes)} until the last holder "
                          "lets go", segment.object_key)
+
+
+def _queue_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
     for queue in snapshot.mqueues:
         if queue_full(queue):
             yield Hazard("bad", "mqueue", queue.label, "full: senders block (or get EAGAIN)", queue.object_key)
@@ -151,15 +152,38 @@ def hazards(snapshot: Snapshot) -> Iterator[Hazard]:
             messages = queue.messages if queue.messages is not None else "?"
             yield Hazard("warn", "mqueue", queue.label, f"orphaned: no process has it open ({messages} messages)",
                          queue.object_key)
+
+
+def _pipe_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
     for pipe in snapshot.pipes:
         for flag in pipe.flags:
             if flag in PIPE_HAZARDS:
                 yield Hazard(PIPE_HAZARDS[flag], pipe.kind, pipe.label, PIPE_FLAG_WORDS[flag], pipe.object_key)
+
+
+def _signal_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
     for signals in snapshot.signals:
         if pending_count(signals):
             names = sorted({*signals.pending, *(name for thread in signals.threads for name in thread.pending)})
             yield Hazard("warn", "signal", signals.label, f"pending: {', '.join(names)}", signals.object_key)
-    for sysv_segment in snapshot.sysv.shm:
-        if sysv_shm_orphaned(sysv_segment):
-            yield Hazard("warn", "sysv-shm", sysv_segment.label,
-                         f"orphaned: no process attached ({human_bytes(sysv_segment.size)})", sysv_segment.object_key)
+
+
+def _sysv_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
+    for segment in snapshot.sysv.shm:
+        if sysv_shm_orphaned(segment):
+            yield Hazard("warn", "sysv-shm", segment.label,
+                         f"orphaned: no process attached ({human_bytes(segment.size)})", segment.object_key)
+
+
+HAZARDS: tuple[Callable[[Snapshot], Iterator[Hazard]], ...] = (
+    _shm_hazards, _queue_hazards, _pipe_hazards, _signal_hazards, _sysv_hazards,
+)
+"""One entry per mechanism that can have hazards, in Overview order (memfd and anonymous regions have none:
+nothing keeps them once their last holder lets go)."""
+
+
+def hazards(snapshot: Snapshot) -> Iterator[Hazard]:
+    """Every leak and hazard of a snapshot: orphaned or deleted segments, full or orphaned queues, pipe flags in
+    PIPE_HAZARDS, pending signals, orphaned SysV segments."""
+    for mechanism_hazards in HAZARDS:
+        yield from mechanism_hazards(snapshot)

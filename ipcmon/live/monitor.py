@@ -260,7 +260,7 @@ def apply_inotify(snapshot: Snapshot, event: Event) -> Snapshot | None:
             st = os.lstat(path)
         except OSError:
             return None
-        if f"{event.mechanism}:{st.st_dev}:{st.st_ino}" != event.key:
+        if file_key(event.mechanism, st.st_dev, st.st_ino) != event.key:
             return None  # replaced again since the event
         segments.append(
             ShmSegment(

@@ -210,7 +210,7 @@ def _describe_sysv_shm(detail: Detail, record: SysvShm) -> None:
     palette = detail.ctx.palette
     state = health.sysv_shm_state(record)
     detail.heading(f"SysV shared memory {record.label}")
-    detail.line("state", state, palette.bad if record.removed else palette.warn if state == "orphaned" else "")
+    detail.line("state", state, _state_style(state, palette))
     detail.line("size", f"{human_bytes(record.size)}, resident {human_bytes(record.rss)}")
     detail.line("attached", f"{record.nattch} (nattch)")
     detail.line("creator", str(record.cpid))

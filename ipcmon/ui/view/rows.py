@@ -22,6 +22,7 @@ from ipcmon.model import (
     SysvMsg,
     SysvSem,
     SysvShm,
+    pipe_ref,
     sysv_label,
 )
 from ipcmon.safe import shorten
@@ -313,7 +314,7 @@ def _pipe_row(pipe: Pipe, ctx: Context) -> Row:
             text_cell(ends_cell(pipe.readers)),
         ),
         record=pipe,
-        search=search_text(ctx, pids, pipe.path, pipe.kind, f"pipe:[{pipe.inode}]", *pipe.flags),
+        search=search_text(ctx, pids, pipe.path, pipe.kind, pipe_ref("pipe", pipe.inode, None), *pipe.flags),
         fields={**fields_of(pids, kind=pipe.kind), "flag": frozenset(pipe.flags)},
         pids=pids,
         path=pipe.path,

@@ -1,4 +1,5 @@
-"""Destructive actions' guard rails: the read-only switch, and the log of every removal and signal.
+"""The only code that changes the system: unlinking orphans, signalling a process, and their guard rails
+(the read-only switch, the action log).
 
 ipcmon changes the system only when asked and confirmed (``clean --yes``, the dashboard's remove and
 signal dialogs). Each attempt, done or refused, is appended as one line to the action log, so "who
@@ -13,9 +14,15 @@ from __future__ import annotations
 
 import os
 import pwd
+import signal
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
+from ipcmon.collect import ScanConfig, procfs, scan
+from ipcmon.leaks import Leak, Recheck, same_object, unlink_refusal
 from ipcmon.safe import printable
+from ipcmon.text import signal_name
 
 ENV_READ_ONLY = "IPCMON_READ_ONLY"
 ENV_ACTION_LOG = "IPCMON_ACTION_LOG"
@@ -61,3 +68,86 @@ def record(action: str, target: str, outcome: str) -> str | None:
     except OSError as error:
         return f"the action log {printable(path)} could not be written: {error.strerror}"
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    leak: Leak
+    removed: bool
+    reason: str
+    """Why it was kept, or "removed"."""
+    log_problem: str | None = None
+    """Why the action log was not written, None when it was."""
+
+
+def remove_orphans(candidates: Iterable[Leak], config: ScanConfig = ScanConfig()) -> list[Removal]:
+    """Unlink orphaned segments and queues, re-checking each one immediately before.
+
+    A fresh scan is taken first; an object that gained a holder, was replaced by another object of the
+    same name (different inode), vanished, or is not ours to remove is left alone and reported
+    (ipcmon.leaks.Recheck, unlink_refusal). In read-only mode nothing is removed. Every attempt is written
+    to the action log.
+    """
+    wanted = list(candidates)
+    if read_only():
+        return _logged([Removal(leak, False, READ_ONLY_REASON) for leak in wanted])
+    recheck = Recheck(scan(replace(config, kinds=("shm", "mqueue"), pids=None)))
+    return _logged([_remove(leak, recheck) for leak in wanted])
+
+
+def _remove(leak: Leak, recheck: Recheck) -> Removal:
+    reason = recheck.keep_reason(leak)
+    if reason is not None or leak.path is None:
+        return Removal(leak, False, reason or "not removable by name (still held, or not a POSIX object)")
+    try:
+        st = os.stat(leak.path)
+        if not same_object(leak, st.st_dev, st.st_ino):
+            return Removal(leak, False, "replaced by another object of the same name")
+        refusal = unlink_refusal(leak.path)
+        if refusal is not None:
+            return Removal(leak, False, refusal)
+        os.unlink(leak.path)
+    except FileNotFoundError:
+        return Removal(leak, False, "gone already")
+    except OSError as error:
+        return Removal(leak, False, f"not removed: {error.strerror}")
+    return Removal(leak, True, "removed")
+
+
+def _logged(results: list[Removal]) -> list[Removal]:
+    """Write each attempt to the action log; note on each result whether that worked."""
+    logged = []
+    for removal in results:
+        leak = removal.leak
+        problem = record(f"remove {leak.mechanism}", f"{leak.name} ({leak.key})",
+                         "removed" if removal.removed else f"kept: {removal.reason}")
+        logged.append(replace(removal, log_problem=problem) if problem else removal)
+    return logged
+
+
+def send_signal(pid: int, start_ticks: int | None, signo: int, proc: str = procfs.PROC) -> str:
+    """Signal the process that was on screen, not a newer one that reused its pid; returns what was done.
+
+    A pidfd (pidfd_open(2)) pins the process; its start time (field 22 of /proc/PID/stat) is compared with the
+    one the scan saw before pidfd_send_signal(2). Raises OSError (ProcessLookupError, PermissionError) with a
+    message fit to show. The caller writes the action log (it knows the command name shown).
+    """
+    name = signal_name(signo)
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise ProcessLookupError(f"process {pid} has exited; {name} not sent") from None
+    try:
+        if start_ticks is not None:
+            try:
+                current = procfs.parse_stat(procfs.read_bytes(f"{proc}/{pid}/stat")).start_ticks
+            except procfs.Gone:
+                raise ProcessLookupError(f"process {pid} has exited; {name} not sent") from None
+            if current != start_ticks:
+                raise ProcessLookupError(f"pid {pid} now belongs to another process; {name} not sent")
+        signal.pidfd_send_signal(pidfd, signo)
+    except PermissionError:
+        raise PermissionError(f"not permitted to signal process {pid}; {name} not sent") from None
+    finally:
+        os.close(pidfd)
+    return f"sent {name} ({signo}) to process {pid}"

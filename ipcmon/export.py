@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 from ipcmon.model import MessageQueue, Snapshot
@@ -26,12 +27,27 @@ def _encode(record: object) -> dict[str, Any]:
     if not dataclasses.is_dataclass(record) or isinstance(record, type):
         raise TypeError(f"{type(record).__name__} is not part of a snapshot")
     data = {name: getattr(record, name) for name in _field_names(type(record))}
-    if isinstance(record, MessageQueue):
-        fill = record.fill
-        data["fill_percent"] = None if fill is None else round(fill * 100, 1)
-    elif isinstance(record, Snapshot):
-        data["schema"] = SCHEMA_VERSION
+    derived = DERIVED.get(type(record))
+    if derived is not None:
+        data.update(derived(record))
     return data
+
+
+def _queue_fields(queue: MessageQueue) -> dict[str, Any]:
+    fill = queue.fill
+    return {"fill_percent": None if fill is None else round(fill * 100, 1)}
+
+
+def _snapshot_fields(snapshot: Snapshot) -> dict[str, Any]:
+    return {"schema": SCHEMA_VERSION}
+
+
+DERIVED: dict[type, Callable[[Any], dict[str, Any]]] = {
+    MessageQueue: _queue_fields,
+    Snapshot: _snapshot_fields,
+}
+"""Fields a record's JSON object has beyond its dataclass fields, by record type. Every other record (each
+mechanism's list: ``shm``, ``regions``, ``mqueues``, ``pipes``…) is exactly its fields, in their order."""
 
 
 def dumps(snapshot: Snapshot, *, indent: int | None = None) -> str:

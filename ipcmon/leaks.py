@@ -1,4 +1,8 @@
-"""Leak hunting: objects nobody holds any more, memory pinned by unlinked segments, and their safe removal."""
+"""Leak hunting: objects nobody holds any more, memory pinned by unlinked segments, and whether one may go.
+
+Analysis only: ipcmon.actions.remove_orphans does the removal, asking a :class:`Recheck` about each object
+right before it unlinks it.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,11 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from ipcmon import actions as audit
-from ipcmon.collect import ScanConfig, scan
+from ipcmon import health
 from ipcmon.collect.procfs import user_name
-from ipcmon.model import Holder, Snapshot
+from ipcmon.model import Holder, Mechanism, Snapshot, file_key
 
 # Who usually makes objects with these names: the best hint when nobody holds them any more.
 KNOWN_PREFIXES: tuple[tuple[str, str], ...] = (
@@ -33,8 +36,8 @@ KNOWN_PREFIXES: tuple[tuple[str, str], ...] = (
 class Leak:
     """One object worth a look: orphaned (held by nobody) or deleted but still pinning memory."""
 
-    mechanism: str
-    """``shm``, ``sem``, ``mqueue`` or ``sysv-shm``."""
+    mechanism: Mechanism
+    """``shm``, ``sem``, ``mqueue`` or ``sysv-shm`` (memfd and anonymous regions are never leaks)."""
     problem: str
     """``orphaned`` (no holder, still linked) or ``deleted-but-held`` (unlinked, memory still pinned)."""
     name: str
@@ -87,15 +90,15 @@ def find_leaks(
                               segment.pinned_bytes, age, segment.owner,
                               _hint(segment.name, segment.owner, None), segment.holders))
     for queue in snapshot.mqueues:
-        if queue.holders or queue.deleted:
+        if not health.queue_orphaned(queue):
             continue
         age = None if queue.mtime is None else now - queue.mtime
         leaks.append(Leak("mqueue", "orphaned", queue.name, queue.path, queue.object_key, queue.qsize_bytes, age,
                           queue.owner, _hint(queue.name, queue.owner, last.get(queue.object_key))))
     for sysv_segment in snapshot.sysv.shm:
-        if sysv_segment.nattch == 0 and not sysv_segment.removed:
+        if health.sysv_shm_orphaned(sysv_segment):
             changed = max(sysv_segment.dtime, sysv_segment.ctime)
-            leaks.append(Leak("sysv-shm", "orphaned", f"key 0x{sysv_segment.key & 0xFFFFFFFF:08x} id {sysv_segment.id}",
+            leaks.append(Leak("sysv-shm", "orphaned", sysv_segment.label,
                               None, sysv_segment.object_key, sysv_segment.size,
                               now - changed if changed else None, sysv_segment.owner,
                               f"created by pid {sysv_segment.cpid}, last used by pid {sysv_segment.lpid}"))
@@ -125,16 +128,6 @@ def matching(leaks: Iterable[Leak], pattern: str | None) -> list[Leak]:
     ]
 
 
-@dataclass(frozen=True, slots=True)
-class Removal:
-    leak: Leak
-    removed: bool
-    reason: str
-    """Why it was kept, or "removed"."""
-    log_problem: str | None = None
-    """Why the action log was not written (ipcmon.actions), None when it was."""
-
-
 def unlink_refusal(path: str) -> str | None:
     """Why this process would not be allowed to unlink path, said before trying; None when it may.
 
@@ -156,60 +149,30 @@ def unlink_refusal(path: str) -> str | None:
     return None
 
 
-def remove_orphans(candidates: Iterable[Leak], config: ScanConfig = ScanConfig()) -> list[Removal]:
-    """Unlink orphaned segments and queues, re-checking each one immediately before.
+class Recheck:
+    """A fresh scan of shm and mqueue, asked about each orphan listed earlier right before its removal."""
 
-    A fresh scan is taken first; an object that gained a holder, was replaced by another object of the
-    same name (different inode), vanished, or is not ours to remove is left alone and reported. In
-    read-only mode (ipcmon.actions) nothing is removed. Every attempt is written to the action log.
-    """
-    wanted = list(candidates)
-    if audit.read_only():
-        return _logged([Removal(leak, False, audit.READ_ONLY_REASON) for leak in wanted])
-    fresh = scan(replace(config, kinds=("shm", "mqueue"), pids=None))
-    current = {leak.key: leak for leak in find_leaks(fresh)}
-    holders: dict[str, tuple[Holder, ...]] = {s.object_key: s.holders for s in fresh.shm}
-    holders.update({q.object_key: q.holders for q in fresh.mqueues})
-    results = []
-    for leak in wanted:
+    def __init__(self, fresh: Snapshot) -> None:
+        self._orphans = {leak.key for leak in find_leaks(fresh) if leak.problem == "orphaned"}
+        self._holders: dict[str, tuple[Holder, ...]] = {segment.object_key: segment.holders for segment in fresh.shm}
+        self._holders.update({queue.object_key: queue.holders for queue in fresh.mqueues})
+
+    def keep_reason(self, leak: Leak) -> str | None:
+        """Why the object must be kept now (not removable by name, held now, gone already); None when it is
+        still an orphan that may be unlinked by name."""
         if not leak.removable or leak.path is None:
-            results.append(Removal(leak, False, "not removable by name (still held, or not a POSIX object)"))
-            continue
-        now = current.get(leak.key)
-        if now is None or now.problem != "orphaned":
-            held = holders.get(leak.key, ())
-            reason = "gone already" if leak.key not in holders else "held now by " + ", ".join(
-                sorted({f"{holder.pid} {holder.comm}" for holder in held}))
-            results.append(Removal(leak, False, reason))
-            continue
-        try:
-            st = os.stat(leak.path)
-            if f"{st.st_dev}:{st.st_ino}" != leak.key.split(":", 1)[1]:
-                results.append(Removal(leak, False, "replaced by another object of the same name"))
-                continue
-            refusal = unlink_refusal(leak.path)
-            if refusal is not None:
-                results.append(Removal(leak, False, refusal))
-                continue
-            os.unlink(leak.path)
-        except FileNotFoundError:
-            results.append(Removal(leak, False, "gone already"))
-        except OSError as error:
-            results.append(Removal(leak, False, f"not removed: {error.strerror}"))
-        else:
-            results.append(Removal(leak, True, "removed"))
-    return _logged(results)
+            return "not removable by name (still held, or not a POSIX object)"
+        if leak.key in self._orphans:
+            return None
+        if leak.key not in self._holders:
+            return "gone already"
+        held = self._holders[leak.key]
+        return "held now by " + ", ".join(sorted({f"{holder.pid} {holder.comm}" for holder in held}))
 
 
-def _logged(results: list[Removal]) -> list[Removal]:
-    """Write each attempt to the action log; note on each result whether that worked."""
-    logged = []
-    for removal in results:
-        leak = removal.leak
-        problem = audit.record(f"remove {leak.mechanism}", f"{leak.name} ({leak.key})",
-                               "removed" if removal.removed else f"kept: {removal.reason}")
-        logged.append(replace(removal, log_problem=problem) if problem else removal)
-    return logged
+def same_object(leak: Leak, dev: int, inode: int) -> bool:
+    """Whether the file now at the leak's path (its st_dev, st_ino) is the object that was listed."""
+    return file_key(leak.mechanism, dev, inode) == leak.key
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")

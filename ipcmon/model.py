@@ -12,7 +12,7 @@ Printers must pass them through :mod:`ipcmon.safe` before showing them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast, get_args
 
 Access = Literal["r", "w", "rw", "-"]
 """How a descriptor was opened: read, write, both, or neither (``O_PATH``)."""
@@ -23,8 +23,55 @@ PipeKind = Literal["pipe", "fifo"]
 PipeFlag = Literal["no-reader", "no-writer", "full", "both-ends"]
 RegionKind = Literal["memfd", "anon"]
 
+ScanKind = Literal["shm", "memfd", "mqueue", "pipe", "signal", "sysv"]
+"""What a scan can be limited to (``--kind``, ``Snapshot.kinds``); ``KINDS`` lists them in report order."""
+
+Mechanism = Literal[
+    "shm", "sem", "memfd", "anon", "mqueue", "pipe", "fifo", "signal", "sysv-shm", "sysv-msg", "sysv-sem", "process"
+]
+"""What an event is about: a record kind (the first part of its ``object_key``), or ``process`` for a deadlock."""
+
+EventName = Literal[
+    "created", "resized", "attached", "detached", "unlinked-while-held", "orphaned", "destroyed",
+    "opened", "closed", "depth", "notify-registered", "notify-cleared",
+    "writer-closed", "reader-closed", "full", "drained",
+    "pending", "delivered", "handler-installed", "blocked", "unblocked", "deadlock",
+]
+"""Every lifecycle event name (README's table; ``ipcmon.live.events`` says which mechanism has which)."""
+
+MECHANISMS: frozenset[str] = frozenset(get_args(Mechanism))
+
 KINDS: tuple[str, ...] = ("shm", "memfd", "mqueue", "pipe", "signal", "sysv")
 """Mechanisms a scan can be limited to (``--kind``)."""
+
+
+def file_key(mechanism: Mechanism, dev: int, inode: int) -> str:
+    """The stable identity of a file-backed object: ``MECHANISM:DEV:INODE`` (``shm:25:1234``).
+
+    A row key, an event's key, the action log's object; the same inode on another device is another object.
+    """
+    return f"{mechanism}:{dev}:{inode}"
+
+
+def key_mechanism(key: str) -> Mechanism | None:
+    """The mechanism an ``object_key`` belongs to (its first part), None for a key of no record kind."""
+    mechanism = key.split(":", 1)[0]
+    return cast(Mechanism, mechanism) if mechanism in MECHANISMS else None
+
+
+def pipe_ref(kind: PipeKind, inode: int, path: str | None) -> str:
+    """How events and waits name a pipe: ``pipe:[INODE]`` (as /proc/PID/fd links read) or ``fifo:PATH``."""
+    return f"fifo:{path}" if kind == "fifo" else f"pipe:[{inode}]"
+
+
+def sysv_key(key: int) -> str:
+    """A SysV IPC key as ipcs(1) prints it: ``0x0000abcd`` (an unsigned 32 bits; /proc/sysvipc shows it signed)."""
+    return f"0x{key & 0xFFFFFFFF:08x}"
+
+
+def sysv_label(key: int, ident: int) -> str:
+    """How a SysV object reads: ``key 0x0000abcd id 5``."""
+    return f"key {sysv_key(key)} id {ident}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +169,12 @@ class ShmSegment:
     @property
     def object_key(self) -> str:
         """Stable identity across snapshots (a row key, an event's object key)."""
-        return f"{self.kind}:{self.dev}:{self.inode}"
+        return file_key(self.kind, self.dev, self.inode)
+
+    @property
+    def label(self) -> str:
+        """What a person calls it: its POSIX name."""
+        return self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +196,12 @@ class SharedRegion:
 
     @property
     def object_key(self) -> str:
-        return f"{self.kind}:{self.dev}:{self.inode}"
+        return file_key(self.kind, self.dev, self.inode)
+
+    @property
+    def label(self) -> str:
+        """The memfd's name, or ``anonymous``."""
+        return self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +235,11 @@ class MessageQueue:
 
     @property
     def object_key(self) -> str:
-        return f"mqueue:{self.dev}:{self.inode}"
+        return file_key("mqueue", self.dev, self.inode)
+
+    @property
+    def label(self) -> str:
+        return self.name
 
     @property
     def fill(self) -> float | None:
@@ -215,7 +276,17 @@ class Pipe:
 
     @property
     def object_key(self) -> str:
-        return f"{self.kind}:{self.dev}:{self.inode}"
+        return file_key(self.kind, self.dev, self.inode)
+
+    @property
+    def label(self) -> str:
+        """What a person calls it: a FIFO's path, else ``pipe:[INODE]``."""
+        return self.path or f"pipe:[{self.inode}]"
+
+    @property
+    def ref(self) -> str:
+        """How events and waits name it (``Waiting.object``): ``pipe:[INODE]`` or ``fifo:PATH``."""
+        return pipe_ref(self.kind, self.inode, self.path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +320,11 @@ class ProcessSignals:
     def object_key(self) -> str:
         return f"signal:{self.pid}"
 
+    @property
+    def label(self) -> str:
+        """``PID COMM``."""
+        return f"{self.pid} {self.comm}"
+
 
 @dataclass(frozen=True, slots=True)
 class SysvShm:
@@ -274,6 +350,10 @@ class SysvShm:
     def object_key(self) -> str:
         return f"sysv-shm:{self.id}"
 
+    @property
+    def label(self) -> str:
+        return sysv_label(self.key, self.id)
+
 
 @dataclass(frozen=True, slots=True)
 class SysvMsg:
@@ -296,6 +376,10 @@ class SysvMsg:
     def object_key(self) -> str:
         return f"sysv-msg:{self.id}"
 
+    @property
+    def label(self) -> str:
+        return sysv_label(self.key, self.id)
+
 
 @dataclass(frozen=True, slots=True)
 class SysvSem:
@@ -312,6 +396,10 @@ class SysvSem:
     @property
     def object_key(self) -> str:
         return f"sysv-sem:{self.id}"
+
+    @property
+    def label(self) -> str:
+        return sysv_label(self.key, self.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,9 +445,9 @@ class Event:
     """One lifecycle step of an IPC object: created, attached, detached, destroyed, and the rest."""
 
     time: float
-    mechanism: str
-    """``shm``, ``sem``, ``mqueue``, ``pipe``, ``fifo``, ``signal``, ``sysv-shm``, ``sysv-msg``, ``sysv-sem``."""
-    event: str
+    mechanism: Mechanism
+    """``shm``, ``sem``, ``memfd``, ``anon``, ``mqueue``, ``pipe``, ``fifo``, ``signal``, ``sysv-*``, ``process``."""
+    event: EventName
     """``created``, ``attached``, ``detached``, ``destroyed``, ``orphaned``… (README lists them all)."""
     object: str
     """What a person calls the object: its name, ``pipe:[INODE]``, or the pid for signals."""

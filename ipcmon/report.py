@@ -6,12 +6,30 @@ visible escapes and can neither forge a row nor reach the terminal as a control 
 
 from __future__ import annotations
 
-import stat
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
-from ipcmon.model import Holder, MessageQueue, Pipe, PipeEnd, ProcessSignals, ShmSegment, Snapshot
-from ipcmon.safe import human_age, human_bytes, printable, shorten
+from ipcmon import health
+from ipcmon.model import MessageQueue, Pipe, ProcessSignals, ScanKind, SharedRegion, ShmSegment, Snapshot, sysv_key
+from ipcmon.safe import printable, shorten
+from ipcmon.text import (
+    ends_cell,
+    fill_cell,
+    flags_cell,
+    holders_cell,
+    human_age,
+    human_bytes,
+    mode_text,
+    notify_cell,
+    optional,
+    owner_cell,
+    path_cell,
+    pending_cell,
+    queue_name_cell,
+    shm_state_cell,
+    signal_names,
+)
 
 MAX_CELL = 48
 
@@ -33,41 +51,18 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[
     return lines
 
 
-def holders_cell(holders: Sequence[Holder]) -> str:
-    """'1234 comm fd3 rw, 1235 comm map rw-s' with repeated pids folded."""
-    parts = []
-    for holder in holders:
-        if holder.fd is not None:
-            where = f"fd{holder.fd} {holder.access}"
-        else:
-            where = f"map {holder.prot or holder.access} {human_bytes(holder.mapped_bytes)}"
-        parts.append(f"{holder.pid} {printable(holder.comm)} {where}")
-    return ", ".join(parts) if parts else "-"
-
-
-def ends_cell(ends: Sequence[PipeEnd]) -> str:
-    return ", ".join(f"{end.pid} {printable(end.comm)} fd{end.fd}" for end in ends) or "-"
-
-
-def mode_text(mode: int | None) -> str:
-    return "?" if mode is None else stat.filemode(mode | stat.S_IFREG)[1:]
-
-
 SHM_HEADERS = ("NAME", "KIND", "SIZE", "ALLOC", "MODE", "OWNER", "STATE", "HOLDERS")
 
 
 def shm_row(segment: ShmSegment) -> tuple[str, ...]:
-    state: str = segment.state
-    if state == "deleted":
-        state = f"deleted, pins {human_bytes(segment.pinned_bytes)}"
     return (
         printable(segment.name),
         segment.kind,
         human_bytes(segment.size),
         human_bytes(segment.allocated),
         mode_text(segment.mode),
-        printable(segment.owner or optional(segment.uid)),
-        state,
+        owner_cell(segment.owner, segment.uid),
+        shm_state_cell(segment),
         holders_cell(segment.holders),
     )
 
@@ -76,21 +71,15 @@ MQUEUE_HEADERS = ("NAME", "MSGS", "MAX", "MSGSIZE", "QSIZE", "FILL", "NOTIFY", "
 
 
 def mqueue_row(queue: MessageQueue) -> tuple[str, ...]:
-    fill = queue.fill
-    notify = "-"
-    if queue.notify_pid:
-        method = {0: "signal", 1: "none", 2: "thread"}.get(queue.notify or 0, str(queue.notify))
-        notify = f"{method} pid {queue.notify_pid}" + (f" sig {queue.signo}" if queue.signo else "")
-    name = printable(queue.name) + (" (deleted)" if queue.deleted else "")
     return (
-        name,
+        queue_name_cell(queue),
         optional(queue.messages),
         optional(queue.max_messages),
         optional(queue.message_size),
         human_bytes(queue.qsize_bytes),
-        "?" if fill is None else f"{fill * 100:.0f}%",
-        notify,
-        printable(queue.owner or optional(queue.uid)),
+        fill_cell(queue.fill),
+        notify_cell(queue),
+        owner_cell(queue.owner, queue.uid),
         holders_cell(queue.holders),
     )
 
@@ -102,10 +91,10 @@ def pipe_row(pipe: Pipe) -> tuple[str, ...]:
     return (
         pipe.kind,
         str(pipe.inode),
-        printable(pipe.path) if pipe.path else "-",
+        path_cell(pipe.path),
         human_bytes(pipe.buffered),
         human_bytes(pipe.capacity),
-        ",".join(pipe.flags) or "-",
+        flags_cell(pipe.flags),
         ends_cell(pipe.writers),
         ends_cell(pipe.readers),
     )
@@ -114,19 +103,11 @@ def pipe_row(pipe: Pipe) -> tuple[str, ...]:
 SIGNAL_HEADERS = ("PID", "COMM", "PENDING", "BLOCKED", "IGNORED", "CAUGHT", "THREADS")
 
 
-def signal_names(names: Sequence[str]) -> str:
-    return ",".join(name.removeprefix("SIG") for name in names) or "-"
-
-
 def signal_row(process: ProcessSignals) -> tuple[str, ...]:
-    thread_pending = sorted({name for thread in process.threads for name in thread.pending})
-    pending = signal_names(process.pending)
-    if thread_pending:
-        pending += f" (thread: {signal_names(thread_pending)})"
     return (
         str(process.pid),
         printable(process.comm),
-        pending,
+        pending_cell(process),
         signal_names(process.blocked),
         signal_names(process.ignored),
         signal_names(process.caught),
@@ -134,17 +115,107 @@ def signal_row(process: ProcessSignals) -> tuple[str, ...]:
     )
 
 
-def optional(value: object) -> str:
-    return "?" if value is None else str(value)
+REGION_HEADERS = ("NAME", "KIND", "SIZE", "ALLOC", "HOLDERS")
 
 
-def is_interesting(process: ProcessSignals) -> bool:
-    """Processes worth a row in the text report: something pending or blocked, or a handler caught."""
-    return bool(
-        process.pending
-        or process.blocked
-        or any(thread.pending or thread.blocked for thread in process.threads)
+def region_row(region: SharedRegion) -> tuple[str, ...]:
+    return (
+        printable(region.label),
+        region.kind,
+        human_bytes(region.size),
+        human_bytes(region.allocated),
+        holders_cell(region.holders),
     )
+
+
+SYSV_SHM_HEADERS = ("KEY", "SHMID", "SIZE", "NATTCH", "CPID", "LPID", "OWNER", "MODE", "STATE", "ATTACHED")
+SYSV_MSG_HEADERS = ("KEY", "MSQID", "BYTES", "MSGS", "LSPID", "LRPID", "OWNER", "MODE", "LAST SEND")
+SYSV_SEM_HEADERS = ("KEY", "SEMID", "NSEMS", "OWNER", "MODE")
+
+Table = tuple[str, Sequence[str], list[tuple[str, ...]]]
+"""One section of the report: its title, its column headers, its rows."""
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A mechanism's entry in the report: the scan kind that enables it and the tables it prints."""
+
+    kind: ScanKind
+    tables: Callable[[Snapshot, bool], Iterable[Table]]
+    """(snapshot, all_signals) → the tables, in order."""
+
+
+def _shm_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
+    yield "POSIX shared memory and semaphores", SHM_HEADERS, [shm_row(s) for s in snapshot.shm]
+
+
+def _region_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
+    yield "memfd and anonymous shared memory", REGION_HEADERS, [region_row(r) for r in snapshot.regions]
+
+
+def _mqueue_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
+    where = printable(snapshot.mqueue_dir) if snapshot.mqueue_dir else "not mounted"
+    yield f"POSIX message queues ({where})", MQUEUE_HEADERS, [mqueue_row(q) for q in snapshot.mqueues]
+
+
+def _pipe_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
+    yield "Pipes and FIFOs", PIPE_HEADERS, [pipe_row(p) for p in snapshot.pipes]
+
+
+def _signal_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
+    shown = [p for p in snapshot.signals if all_signals or health.signals_of_note(p)]
+    title = "Signals" if all_signals else "Signals (processes with pending or blocked signals)"
+    yield title, SIGNAL_HEADERS, [signal_row(p) for p in shown]
+
+
+def _sysv_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
+    if not snapshot.sysv.available:
+        return
+    now = snapshot.taken_at
+    yield "SysV shared memory", SYSV_SHM_HEADERS, [
+        (
+            sysv_key(s.key),
+            str(s.id),
+            human_bytes(s.size),
+            str(s.nattch),
+            str(s.cpid),
+            str(s.lpid),
+            owner_cell(s.owner, s.uid),
+            mode_text(s.mode),
+            health.sysv_shm_state(s),
+            holders_cell(s.holders),
+        )
+        for s in snapshot.sysv.shm
+    ]
+    yield "SysV message queues", SYSV_MSG_HEADERS, [
+        (
+            sysv_key(m.key),
+            str(m.id),
+            human_bytes(m.qbytes),
+            str(m.qnum),
+            str(m.lspid),
+            str(m.lrpid),
+            owner_cell(m.owner, m.uid),
+            mode_text(m.mode),
+            human_age(now - m.stime) + " ago" if m.stime else "never",
+        )
+        for m in snapshot.sysv.msg
+    ]
+    yield "SysV semaphores", SYSV_SEM_HEADERS, [
+        (sysv_key(s.key), str(s.id), str(s.nsems), owner_cell(s.owner, s.uid), mode_text(s.mode))
+        for s in snapshot.sysv.sem
+    ]
+
+
+SECTIONS: tuple[Section, ...] = (
+    Section("shm", _shm_tables),
+    Section("memfd", _region_tables),
+    Section("mqueue", _mqueue_tables),
+    Section("pipe", _pipe_tables),
+    Section("signal", _signal_tables),
+    Section("sysv", _sysv_tables),
+)
+"""One entry per mechanism, in report order: adding a mechanism adds an entry."""
 
 
 def render(snapshot: Snapshot, *, all_signals: bool = False) -> str:
@@ -165,69 +236,11 @@ def render(snapshot: Snapshot, *, all_signals: bool = False) -> str:
     for note in snapshot.notes:
         lines.append(f"note: {note}")
 
-    def section(title: str, headers: Sequence[str], rows: list[tuple[str, ...]]) -> None:
-        lines.append("")
-        lines.append(f"== {title} ({len(rows)})")
-        if rows:
-            lines.extend(format_table(headers, rows))
-
-    if "shm" in snapshot.kinds:
-        section("POSIX shared memory and semaphores", SHM_HEADERS, [shm_row(s) for s in snapshot.shm])
-    if "mqueue" in snapshot.kinds:
-        where = printable(snapshot.mqueue_dir) if snapshot.mqueue_dir else "not mounted"
-        section(f"POSIX message queues ({where})", MQUEUE_HEADERS, [mqueue_row(q) for q in snapshot.mqueues])
-    if "pipe" in snapshot.kinds:
-        section("Pipes and FIFOs", PIPE_HEADERS, [pipe_row(p) for p in snapshot.pipes])
-    if "signal" in snapshot.kinds:
-        shown = [p for p in snapshot.signals if all_signals or is_interesting(p)]
-        title = "Signals" if all_signals else "Signals (processes with pending or blocked signals)"
-        section(title, SIGNAL_HEADERS, [signal_row(p) for p in shown])
-    if "sysv" in snapshot.kinds and snapshot.sysv.available:
-        now = snapshot.taken_at
-        section(
-            "SysV shared memory",
-            ("KEY", "SHMID", "SIZE", "NATTCH", "CPID", "LPID", "OWNER", "MODE", "STATE", "ATTACHED"),
-            [
-                (
-                    f"0x{s.key & 0xFFFFFFFF:08x}",
-                    str(s.id),
-                    human_bytes(s.size),
-                    str(s.nattch),
-                    str(s.cpid),
-                    str(s.lpid),
-                    printable(s.owner or str(s.uid)),
-                    mode_text(s.mode),
-                    "removed" if s.removed else "orphaned" if s.nattch == 0 else "attached",
-                    holders_cell(s.holders),
-                )
-                for s in snapshot.sysv.shm
-            ],
-        )
-        section(
-            "SysV message queues",
-            ("KEY", "MSQID", "BYTES", "MSGS", "LSPID", "LRPID", "OWNER", "MODE", "LAST SEND"),
-            [
-                (
-                    f"0x{m.key & 0xFFFFFFFF:08x}",
-                    str(m.id),
-                    human_bytes(m.qbytes),
-                    str(m.qnum),
-                    str(m.lspid),
-                    str(m.lrpid),
-                    printable(m.owner or str(m.uid)),
-                    mode_text(m.mode),
-                    human_age(now - m.stime) + " ago" if m.stime else "never",
-                )
-                for m in snapshot.sysv.msg
-            ],
-        )
-        section(
-            "SysV semaphores",
-            ("KEY", "SEMID", "NSEMS", "OWNER", "MODE"),
-            [
-                (f"0x{s.key & 0xFFFFFFFF:08x}", str(s.id), str(s.nsems), printable(s.owner or str(s.uid)),
-                 mode_text(s.mode))
-                for s in snapshot.sysv.sem
-            ],
-        )
+    for section in SECTIONS:
+        if section.kind in snapshot.kinds:
+            for title, headers, rows in section.tables(snapshot, all_signals):
+                lines.append("")
+                lines.append(f"== {title} ({len(rows)})")
+                if rows:
+                    lines.extend(format_table(headers, rows))
     return "\n".join(lines)

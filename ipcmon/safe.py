@@ -48,31 +48,3 @@ def shorten(text: str, width: int) -> str:
 def counted(count: int, singular: str, plural: str) -> str:
     """ "1 process", "3 processes": a number with its noun in the right number."""
     return f"{count} {singular if count == 1 else plural}"
-
-
-def human_bytes(count: int | None) -> str:
-    """1536 → 1.5K; None → '?'."""
-    if count is None:
-        return "?"
-    value = float(count)
-    for unit in ("B", "K", "M", "G", "T", "P"):
-        if value < 1024 or unit == "P":
-            if unit == "B":
-                return f"{int(value)}B"
-            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
-        value /= 1024
-    return f"{count}B"
-
-
-def human_age(seconds: float | None) -> str:
-    """72 → 1m12s; None → '?'."""
-    if seconds is None:
-        return "?"
-    seconds = max(int(seconds), 0)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"

@@ -12,11 +12,13 @@ import time
 from types import FrameType
 
 from ipcmon import actions as audit
+from ipcmon.actions import remove_orphans
 from ipcmon.collect import ScanConfig, scan
-from ipcmon.leaks import Leak, find_leaks, matching, remove_orphans, unlink_refusal
+from ipcmon.leaks import Leak, find_leaks, matching, unlink_refusal
 from ipcmon.model import Event
 from ipcmon.report import format_table
-from ipcmon.safe import counted, human_age, human_bytes, printable
+from ipcmon.safe import counted, printable
+from ipcmon.text import human_age, human_bytes
 
 
 def format_event(event: Event) -> str:

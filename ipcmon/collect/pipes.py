@@ -18,7 +18,8 @@ from ipcmon.collect.collector import Collector, ScanInputs, held_by
 from ipcmon.collect.fds import FdRef, comm_of
 from ipcmon.collect.procfs import PidFds
 from ipcmon.collect.recall import Recall
-from ipcmon.model import Pipe, PipeEnd, PipeFlag, PipeKind, Process
+from ipcmon.health import pipe_flags
+from ipcmon.model import Pipe, PipeEnd, PipeKind, Process
 
 
 def read_fill(fd: int) -> tuple[int | None, int | None]:
@@ -34,23 +35,6 @@ def read_fill(fd: int) -> tuple[int | None, int | None]:
     except OSError:
         capacity = None
     return count, capacity
-
-
-def flags_for(
-    readers: Iterable[PipeEnd], writers: Iterable[PipeEnd], buffered: int | None, capacity: int | None
-) -> tuple[PipeFlag, ...]:
-    reader_pids = {end.pid for end in readers}
-    writer_pids = {end.pid for end in writers}
-    flags: list[PipeFlag] = []
-    if not reader_pids:
-        flags.append("no-reader")
-    if not writer_pids:
-        flags.append("no-writer")
-    if buffered is not None and capacity and buffered >= capacity:
-        flags.append("full")
-    if reader_pids & writer_pids:
-        flags.append("both-ends")
-    return tuple(flags)
 
 
 def collect(
@@ -136,7 +120,7 @@ def _pipe(
         capacity=capacity,
         readers=tuple(readers),
         writers=tuple(writers),
-        flags=flags_for(readers, writers, buffered, capacity),
+        flags=pipe_flags(readers, writers, buffered, capacity),
     )
 
 

@@ -13,7 +13,8 @@ from ipcmon.collect.config import SHM_DIR as SHM_DIR  # where it was defined bef
 from ipcmon.collect.config import Places, ScanConfig
 from ipcmon.collect.fds import FdRef, MapRef, comm_of, refresh, split_deleted
 from ipcmon.collect.recall import Recall
-from ipcmon.model import Access, Holder, Process, ShmSegment, ShmState
+from ipcmon.health import shm_state
+from ipcmon.model import Access, Holder, Process, ShmSegment
 
 SEM_PREFIX = "sem."
 
@@ -224,7 +225,7 @@ def _segment(
 ) -> ShmSegment:
     holders = fd_holders(held_fds, processes) + mapping_holders(held_maps, processes)
     holders.sort(key=lambda holder: (holder.pid, holder.fd is None, holder.fd or 0))
-    state: ShmState = "deleted" if not linked else "held" if holders else "orphaned"
+    state = shm_state(linked=linked, held=bool(holders))
     name = posix_name(path, shm_dir)
     file_name = name.rsplit("/", 1)[-1]
     return ShmSegment(

@@ -10,6 +10,7 @@ from collections.abc import Collection
 from ipcmon.collect import procfs
 from ipcmon.collect.collector import Collector, ScanInputs
 from ipcmon.model import ProcessSignals, ThreadSignals
+from ipcmon.text import signal_name as signal_name  # moved to text.py; collect and the UI import it from here
 
 # The kernel's first real-time signal is 32; glibc reserves 32 and 33 for threading and reports
 # SIGRTMIN as 34. Names follow what a user can send: SIGRTMIN+N counted from the libc SIGRTMIN.
@@ -17,19 +18,6 @@ _KERNEL_NSIG = 64
 
 
 @functools.cache
-def signal_name(number: int) -> str:
-    """SIGUSR1, SIGRTMIN+3, SIGRTMAX; signals glibc keeps for itself are SIG32 and SIG33."""
-    if number >= signal.SIGRTMIN:
-        offset = number - signal.SIGRTMIN
-        if number == signal.SIGRTMAX:
-            return "SIGRTMAX"
-        return "SIGRTMIN" if offset == 0 else f"SIGRTMIN+{offset}"
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"SIG{number}"
-
-
 def signal_number(name: str) -> int:
     """The inverse of signal_name: SIGUSR1 → 10, SIGRTMIN+3 → 37; raises ValueError."""
     name = name.upper()

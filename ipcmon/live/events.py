@@ -6,6 +6,7 @@ Event names by mechanism:
 - mqueue: created, opened, closed, depth, notify-registered, notify-cleared, unlinked-while-held, destroyed
 - pipe, fifo: opened, writer-closed, reader-closed, closed, full, drained
 - signal: pending, delivered (left pending), handler-installed, blocked, unblocked (the mask)
+- memfd, anon: created (first seen), attached, detached, destroyed (never orphaned: no name keeps them)
 - sysv-msg: created, depth, destroyed; sysv-sem: created, destroyed
 - any mechanism a process waits on: blocked, unblocked (detail names the system call), deadlock
 """
@@ -13,22 +14,28 @@ Event names by mechanism:
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from ipcmon import health
 from ipcmon.model import (
     Event,
+    EventName,
     Holder,
+    Mechanism,
     MessageQueue,
     Pipe,
     PipeEnd,
+    Process,
+    ProcessKey,
     ProcessSignals,
+    ScanKind,
+    SharedRegion,
     ShmSegment,
     Snapshot,
-    SysvShm,
-    Waiting,
+    key_mechanism,
 )
-from ipcmon.safe import human_bytes
+from ipcmon.text import holder_detail, human_bytes, last_holders, wait_call
 
 
 def diff(prev: Snapshot | None, cur: Snapshot) -> list[Event]:
@@ -37,16 +44,9 @@ def diff(prev: Snapshot | None, cur: Snapshot) -> list[Event]:
         return []
     events: list[Event] = []
     emit = _Emitter(cur.taken_at, events)
-    if "shm" in cur.kinds and "shm" in prev.kinds:
-        _diff_shm(emit, prev.shm, cur.shm)
-    if "mqueue" in cur.kinds and "mqueue" in prev.kinds:
-        _diff_mqueues(emit, prev.mqueues, cur.mqueues)
-    if "pipe" in cur.kinds and "pipe" in prev.kinds:
-        _diff_pipes(emit, prev.pipes, cur.pipes)
-    if "signal" in cur.kinds and "signal" in prev.kinds:
-        _diff_signals(emit, prev, cur)
-    if "sysv" in cur.kinds and "sysv" in prev.kinds:
-        _diff_sysv(emit, prev, cur)
+    for kind, differ in DIFFERS:
+        if kind in cur.kinds and kind in prev.kinds:
+            differ(emit, prev, cur)
     _diff_waiting(emit, prev, cur)
     return events
 
@@ -57,8 +57,8 @@ class _Emitter:
         self.events = events
 
     def __call__(
-        self, mechanism: str, event: str, obj: str, key: str, pid: int | None = None, comm: str | None = None,
-        detail: str = "",
+        self, mechanism: Mechanism, event: EventName, obj: str, key: str, pid: int | None = None,
+        comm: str | None = None, detail: str = "",
     ) -> None:
         self.events.append(Event(self.when, mechanism, event, obj, key, pid, comm, "poll", detail))
 
@@ -67,20 +67,13 @@ def _by_key(records: Iterable[Any]) -> dict[str, Any]:
     return {record.object_key: record for record in records}
 
 
-def holder_detail(holder: Holder) -> str:
-    if holder.fd is not None:
-        return f"fd {holder.fd} {holder.access}"
-    size = f" {human_bytes(holder.mapped_bytes)}" if holder.mapped_bytes is not None else ""
-    return f"mapped {holder.prot or holder.access}{size}"
-
-
 def _holder_id(holder: Holder) -> tuple[int, object]:
     return (holder.pid, holder.fd if holder.fd is not None else ("map", holder.prot))
 
 
 def _diff_holders(
-    emit: _Emitter, mechanism: str, name: str, key: str, before: Sequence[Holder], after: Sequence[Holder],
-    *, attach: str = "attached", detach: str = "detached",
+    emit: _Emitter, mechanism: Mechanism, name: str, key: str, before: Sequence[Holder], after: Sequence[Holder],
+    *, attach: EventName = "attached", detach: EventName = "detached",
 ) -> None:
     old = {_holder_id(holder): holder for holder in before}
     new = {_holder_id(holder): holder for holder in after}
@@ -92,9 +85,9 @@ def _diff_holders(
         emit(mechanism, attach, name, key, holder.pid, holder.comm, holder_detail(holder))
 
 
-def _diff_shm(emit: _Emitter, before: Sequence[ShmSegment], after: Sequence[ShmSegment]) -> None:
-    old = _by_key(before)
-    new = _by_key(after)
+def _diff_shm(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
+    old: dict[str, ShmSegment] = _by_key(prev.shm)
+    new: dict[str, ShmSegment] = _by_key(cur.shm)
     for key, segment in old.items():
         if key in new:
             continue
@@ -120,19 +113,32 @@ def _diff_shm(emit: _Emitter, before: Sequence[ShmSegment], after: Sequence[ShmS
                 emit(segment.kind, "unlinked-while-held", segment.name, key,
                      detail=f"pins {human_bytes(segment.pinned_bytes)}")
             elif segment.state == "orphaned":
-                emit(segment.kind, "orphaned", segment.name, key, detail=last_holder_detail(previous.holders))
+                emit(segment.kind, "orphaned", segment.name, key, detail=last_holders(previous.holders))
 
 
-def last_holder_detail(holders: Sequence[Holder]) -> str:
-    if not holders:
-        return ""
-    pids = sorted({(holder.pid, holder.comm) for holder in holders})
-    return "last holder " + ", ".join(f"{pid} {comm}" for pid, comm in pids)
+def _diff_regions(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
+    """memfd and anonymous regions: created when first seen, attached and detached by holder, destroyed with
+    their last holder (no name keeps them alive, so never orphaned)."""
+    old: dict[str, SharedRegion] = _by_key(prev.regions)
+    new: dict[str, SharedRegion] = _by_key(cur.regions)
+    for key, region in old.items():
+        if key not in new:
+            _diff_holders(emit, region.kind, region.label, key, region.holders, ())
+            emit(region.kind, "destroyed", region.label, key, detail=human_bytes(region.size))
+    for key, region in new.items():
+        previous = old.get(key)
+        if previous is region:
+            continue
+        if previous is None:
+            emit(region.kind, "created", region.label, key, detail=human_bytes(region.size))
+            _diff_holders(emit, region.kind, region.label, key, (), region.holders)
+            continue
+        _diff_holders(emit, region.kind, region.label, key, previous.holders, region.holders)
 
 
-def _diff_mqueues(emit: _Emitter, before: Sequence[MessageQueue], after: Sequence[MessageQueue]) -> None:
-    old = _by_key(before)
-    new = _by_key(after)
+def _diff_mqueues(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
+    old: dict[str, MessageQueue] = _by_key(prev.mqueues)
+    new: dict[str, MessageQueue] = _by_key(cur.mqueues)
     for key, queue in old.items():
         if key not in new:
             _diff_holders(emit, "mqueue", queue.name, key, queue.holders, (), attach="opened", detach="closed")
@@ -156,8 +162,8 @@ def _diff_mqueues(emit: _Emitter, before: Sequence[MessageQueue], after: Sequenc
                 emit("mqueue", "notify-cleared", queue.name, key, previous.notify_pid)
         if queue.deleted and not previous.deleted:
             emit("mqueue", "unlinked-while-held", queue.name, key)
-        if not queue.holders and previous.holders and not queue.deleted:
-            emit("mqueue", "orphaned", queue.name, key, detail=last_holder_detail(previous.holders))
+        if health.queue_orphaned(queue) and previous.holders:
+            emit("mqueue", "orphaned", queue.name, key, detail=last_holders(previous.holders))
 
 
 def _queue_limits(queue: MessageQueue) -> str:
@@ -166,25 +172,21 @@ def _queue_limits(queue: MessageQueue) -> str:
     return f"max {queue.max_messages} × {queue.message_size} bytes"
 
 
-def pipe_label(pipe: Pipe) -> str:
-    return f"fifo:{pipe.path}" if pipe.kind == "fifo" else f"pipe:[{pipe.inode}]"
-
-
 def _end_ids(ends: Sequence[PipeEnd]) -> dict[tuple[int, int], PipeEnd]:
     return {(end.pid, end.fd): end for end in ends}
 
 
-def _diff_pipes(emit: _Emitter, before: Sequence[Pipe], after: Sequence[Pipe]) -> None:
-    old = _by_key(before)
-    new = _by_key(after)
+def _diff_pipes(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
+    old: dict[str, Pipe] = _by_key(prev.pipes)
+    new: dict[str, Pipe] = _by_key(cur.pipes)
     for key, pipe in old.items():
         if key not in new:
-            emit(pipe.kind, "closed", pipe_label(pipe), key)
+            emit(pipe.kind, "closed", pipe.ref, key)
     for key, pipe in new.items():
         previous = old.get(key)
         if previous is pipe:
             continue
-        label = pipe_label(pipe)
+        label = pipe.ref
         if previous is None:
             ends = ", ".join(
                 [f"writer {end.pid} fd {end.fd}" for end in pipe.writers]
@@ -192,14 +194,15 @@ def _diff_pipes(emit: _Emitter, before: Sequence[Pipe], after: Sequence[Pipe]) -
             )
             emit(pipe.kind, "opened", label, key, detail=ends)
             continue
-        for role, old_ends, new_ends in (
-            ("writer", previous.writers, pipe.writers),
-            ("reader", previous.readers, pipe.readers),
-        ):
+        ends_closed: tuple[tuple[EventName, Sequence[PipeEnd], Sequence[PipeEnd]], ...] = (
+            ("writer-closed", previous.writers, pipe.writers),
+            ("reader-closed", previous.readers, pipe.readers),
+        )
+        for closed, old_ends, new_ends in ends_closed:
             gone = _end_ids(old_ends).keys() - _end_ids(new_ends).keys()
             for pid, fd in sorted(gone):
                 end = _end_ids(old_ends)[(pid, fd)]
-                emit(pipe.kind, f"{role}-closed", label, key, pid, end.comm, f"fd {fd}")
+                emit(pipe.kind, closed, label, key, pid, end.comm, f"fd {fd}")
         was_full = "full" in previous.flags
         is_full = "full" in pipe.flags
         if is_full and not was_full:
@@ -238,7 +241,7 @@ def _diff_signals(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
 
 def _set_change(
     emit: _Emitter, entry: ProcessSignals, key: str, before: Sequence[str], after: Sequence[str],
-    added: str, removed: str, suffix: str = "",
+    added: EventName, removed: EventName, suffix: str = "",
 ) -> None:
     for name in [name for name in after if name not in before]:
         emit("signal", added, str(entry.pid), key, entry.pid, entry.comm, name + suffix)
@@ -246,41 +249,37 @@ def _set_change(
         emit("signal", removed, str(entry.pid), key, entry.pid, entry.comm, name + suffix)
 
 
-def sysv_label(segment: SysvShm) -> str:
-    return f"key 0x{segment.key & 0xFFFFFFFF:08x} id {segment.id}"
-
-
 def _diff_sysv(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
     old_shm = _by_key(prev.sysv.shm)
     new_shm = _by_key(cur.sysv.shm)
     for key, segment in old_shm.items():
         if key not in new_shm:
-            _diff_holders(emit, "sysv-shm", sysv_label(segment), key, segment.holders, ())
-            emit("sysv-shm", "destroyed", sysv_label(segment), key, detail=human_bytes(segment.size))
+            _diff_holders(emit, "sysv-shm", segment.label, key, segment.holders, ())
+            emit("sysv-shm", "destroyed", segment.label, key, detail=human_bytes(segment.size))
     for key, segment in new_shm.items():
-        label = sysv_label(segment)
+        label = segment.label
         previous = old_shm.get(key)
         if previous is None:
             emit("sysv-shm", "created", label, key, segment.cpid, detail=human_bytes(segment.size))
             _diff_holders(emit, "sysv-shm", label, key, (), segment.holders)
             continue
-        label = sysv_label(previous) if segment.removed else label  # keep the key it was known by
+        label = previous.label if segment.removed else label  # keep the key it was known by
         _diff_holders(emit, "sysv-shm", label, key, previous.holders, segment.holders)
         if segment.nattch != previous.nattch and not (segment.holders or previous.holders):
             # Attachments we cannot see (hidden processes): report the count at least.
-            kind = "attached" if segment.nattch > previous.nattch else "detached"
+            kind: EventName = "attached" if segment.nattch > previous.nattch else "detached"
             emit("sysv-shm", kind, label, key, segment.lpid, detail=f"nattch {previous.nattch} → {segment.nattch}")
         if segment.removed and not previous.removed:
             emit("sysv-shm", "unlinked-while-held", label, key, detail=f"nattch {segment.nattch}")
-        if segment.nattch == 0 and previous.nattch > 0 and not segment.removed:
-            emit("sysv-shm", "orphaned", label, key, detail=last_holder_detail(previous.holders))
+        if health.sysv_shm_orphaned(segment) and previous.nattch > 0:
+            emit("sysv-shm", "orphaned", label, key, detail=last_holders(previous.holders))
     old_msg = _by_key(prev.sysv.msg)
     new_msg = _by_key(cur.sysv.msg)
     for key, queue in old_msg.items():
         if key not in new_msg:
-            emit("sysv-msg", "destroyed", f"key 0x{queue.key & 0xFFFFFFFF:08x} id {queue.id}", key)
+            emit("sysv-msg", "destroyed", queue.label, key)
     for key, queue in new_msg.items():
-        label = f"key 0x{queue.key & 0xFFFFFFFF:08x} id {queue.id}"
+        label = queue.label
         previous_msg = old_msg.get(key)
         if previous_msg is None:
             emit("sysv-msg", "created", label, key)
@@ -289,6 +288,7 @@ def _diff_sysv(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
             emit("sysv-msg", "depth", label, key, pid, detail=f"{previous_msg.qnum} → {queue.qnum} messages")
     old_sem = _by_key(prev.sysv.sem)
     new_sem = _by_key(cur.sysv.sem)
+    # A semaphore set's events name it by id alone (not its label), as they always have.
     for key in old_sem.keys() - new_sem.keys():
         emit("sysv-sem", "destroyed", f"id {old_sem[key].id}", key)
     for key in new_sem.keys() - old_sem.keys():
@@ -299,14 +299,17 @@ def _diff_waiting(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
     old = {process.key: process for process in prev.processes}
     new = {process.key: process for process in cur.processes}
     # A process keyed by pid and start time: a reused pid is a different process.
-    for verb, these, others in (("unblocked", old, new), ("blocked", new, old)):
+    changes: tuple[tuple[EventName, dict[ProcessKey, Process], dict[ProcessKey, Process]], ...] = (
+        ("unblocked", old, new), ("blocked", new, old))
+    for verb, these, others in changes:
         for ident, process in these.items():
             wait = process.waiting
             other = others.get(ident)
             if wait is None or (other is not None and other.waiting == wait):
                 continue
-            emit(_wait_mechanism(wait.key), verb, wait.object or "?", wait.key or f"pid:{process.pid}",
-                 process.pid, process.comm, _wait_detail(wait))
+            mechanism = key_mechanism(wait.key) if wait.key is not None else "signal"
+            emit(mechanism or "process", verb, wait.object or "?", wait.key or f"pid:{process.pid}",
+                 process.pid, process.comm, wait_call(wait))
     old_groups = set(prev.deadlocks)
     for group in cur.deadlocks:
         if group not in old_groups:
@@ -314,15 +317,15 @@ def _diff_waiting(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
                  detail="each waits on a pipe or queue only the others could release")
 
 
-def _wait_mechanism(key: str | None) -> str:
-    if key is None:
-        return "signal"
-    return key.split(":", 1)[0]
-
-
-def _wait_detail(wait: Waiting) -> str:
-    call = f"{wait.syscall}({wait.fd})" if wait.fd is not None else wait.syscall
-    return f"{call} in {wait.wchan}" if wait.wchan else call
+DIFFERS: tuple[tuple[ScanKind, Callable[[_Emitter, Snapshot, Snapshot], None]], ...] = (
+    ("shm", _diff_shm),
+    ("memfd", _diff_regions),
+    ("mqueue", _diff_mqueues),
+    ("pipe", _diff_pipes),
+    ("signal", _diff_signals),
+    ("sysv", _diff_sysv),
+)
+"""One entry per mechanism, in event order: the scan kind both snapshots must include, and its diff."""
 
 
 class EventLog:

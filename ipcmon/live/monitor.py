@@ -28,7 +28,7 @@ from ipcmon.collect.procfs import group_name, user_name
 from ipcmon.collect.scan import find_mqueue_dir
 from ipcmon.collect.shm import SEM_PREFIX
 from ipcmon.live.events import EventLog, diff
-from ipcmon.model import Event, MessageQueue, ShmSegment, Snapshot
+from ipcmon.model import Event, EventName, Mechanism, MessageQueue, ShmSegment, Snapshot, file_key
 
 EventCallback = Callable[[Event], None]
 
@@ -203,6 +203,7 @@ class Monitor:
         directory, _, file_name = path.rpartition("/")
         # The observer watches exactly config.shm_dir and the mqueue directory, and builds each path from the
         # watched one: a string comparison tells them apart (realpath cost syscalls on every event).
+        mechanism: Mechanism
         if directory == self.config.shm_dir.rstrip("/"):
             mechanism = "sem" if file_name.startswith(SEM_PREFIX) else "shm"
         else:
@@ -215,14 +216,14 @@ class Monitor:
                     st = os.stat(path)
                 except OSError:
                     return  # created and gone again before we looked: the next poll has nothing to say either
-                key = f"{mechanism}:{st.st_dev}:{st.st_ino}"
+                key = file_key(mechanism, st.st_dev, st.st_ino)
                 if self._names.get(path, ("", False))[0] == key:
                     return  # a poll already saw it (the inotify event came late)
                 self._names[path] = (key, False)
                 event = Event(now, mechanism, "created", name, key, source="inotify", detail=f"{st.st_size} bytes")
             else:
                 key, held = self._names.pop(path, (f"{mechanism}:?:{name}", False))
-                verb = "unlinked-while-held" if held else "destroyed"
+                verb: EventName = "unlinked-while-held" if held else "destroyed"
                 event = Event(now, mechanism, verb, name, key, source="inotify")
             self._announced[(event.key, event.event)] = now
             if len(self._announced) > ANNOUNCED_MAX:
@@ -259,7 +260,7 @@ def apply_inotify(snapshot: Snapshot, event: Event) -> Snapshot | None:
             st = os.lstat(path)
         except OSError:
             return None
-        if f"{event.mechanism}:{st.st_dev}:{st.st_ino}" != event.key:
+        if file_key(event.mechanism, st.st_dev, st.st_ino) != event.key:
             return None  # replaced again since the event
         segments.append(
             ShmSegment(

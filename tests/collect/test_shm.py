@@ -9,7 +9,7 @@ import posix_ipc
 
 from ipcmon.model import Holder, ShmSegment, Snapshot
 from ipcmon.report import SHM_HEADERS, shm_row
-from ipcmon.safe import human_bytes
+from ipcmon.text import human_bytes
 from tests.helpers import Cleanup, Spawn, new_name, scan_kinds, tool
 
 PAGE = os.sysconf("SC_PAGE_SIZE")

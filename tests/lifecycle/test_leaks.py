@@ -10,8 +10,9 @@ import uuid
 
 import posix_ipc
 
+from ipcmon.actions import remove_orphans
 from ipcmon.collect import ScanConfig, scan
-from ipcmon.leaks import find_leaks, matching, parse_duration, remove_orphans
+from ipcmon.leaks import find_leaks, matching, parse_duration
 from tests.helpers import REPO, Cleanup, Spawn
 
 

@@ -11,8 +11,9 @@ import posix_ipc
 import pytest
 
 from ipcmon import actions as audit
+from ipcmon.actions import remove_orphans
 from ipcmon.collect import ScanConfig, scan
-from ipcmon.leaks import find_leaks, matching, remove_orphans
+from ipcmon.leaks import find_leaks, matching
 from tests.helpers import Cleanup, Spawn
 from tests.reliability.cli import run_ipcmon
 

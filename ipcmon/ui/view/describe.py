@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from rich.text import Text
 
-from ipcmon import report
+from ipcmon import health
+from ipcmon.health import PIPE_FLAG_WORDS, PIPE_HAZARDS
 from ipcmon.model import (
     Event,
     Holder,
@@ -15,18 +17,31 @@ from ipcmon.model import (
     PipeEnd,
     Process,
     ProcessSignals,
+    SharedRegion,
     ShmSegment,
+    Snapshot,
     SysvMsg,
     SysvSem,
     SysvShm,
     ThreadSignals,
+    pipe_ref,
 )
-from ipcmon.safe import human_age, human_bytes, printable, shorten
-from ipcmon.ui.view.alerts import PIPE_FLAGS, PIPE_HAZARDS
-from ipcmon.ui.view.rows import Context, clock_text, queue_state, record_name, sysv_name, sysv_shm_state, waiting_text
+from ipcmon.safe import printable, shorten
+from ipcmon.text import (
+    NOTIFY_METHODS,
+    clock_text,
+    holder_tail,
+    human_age,
+    human_bytes,
+    mode_text,
+    optional,
+    signal_names,
+    waiting_text,
+)
+from ipcmon.ui.view.rows import record_name
+from ipcmon.ui.view.table import Context, Palette
 
 BAR_WIDTH = 30
-NOTIFY_METHODS = {0: "SIGEV_SIGNAL", 1: "SIGEV_NONE", 2: "SIGEV_THREAD"}
 
 
 class Detail:
@@ -77,17 +92,6 @@ def fill_bar(
     return f"{'█' * filled}{'░' * (width - filled)} {unit(used)} of {unit(capacity)} ({fraction:.0%})", fraction
 
 
-def holder_tail(holder: Holder) -> str:
-    if holder.fd is not None:
-        return f"fd {holder.fd}  {holder.access}"
-    mapping = f"mapped {holder.prot or holder.access}"
-    if holder.shared is not None:
-        mapping += " shared" if holder.shared else " private"
-    if holder.mapped_bytes is not None:
-        mapping += f" {human_bytes(holder.mapped_bytes)}"
-    return mapping
-
-
 def _holders(detail: Detail, holders: Sequence[Holder], empty: str) -> None:
     detail.heading(f"Holders ({len(holders)})")
     if not holders:
@@ -104,11 +108,12 @@ def _ends(detail: Detail, title: str, ends: Sequence[PipeEnd], empty: str) -> No
         detail.process(end.pid, end.comm, f"fd {end.fd}")
 
 
-def _waiters(detail: Detail, object_ref: str | None) -> None:
-    """Processes blocked in a system call on this object (Process.waiting, issue 3)."""
-    if object_ref is None:
-        return
-    waiting = [p for p in detail.ctx.snapshot.processes if p.waiting is not None and p.waiting.object == object_ref]
+def _waiters(detail: Detail, object_ref: str, key: str) -> None:
+    """Processes blocked in a system call on this object (Process.waiting, issue 3), by its key or its name."""
+    waiting = [
+        p for p in detail.ctx.snapshot.processes
+        if p.waiting is not None and (p.waiting.key == key or p.waiting.object == object_ref)
+    ]
     if waiting:
         detail.heading(f"Waiting on it ({len(waiting)})", f"bold {detail.ctx.palette.warn}")
         for process in waiting:
@@ -133,135 +138,192 @@ def _times(detail: Detail, mtime: float | None, ctime: float | None) -> None:
         detail.line("changed", f"{human_age(now - ctime)} ago")
 
 
+def _describe_shm(detail: Detail, record: ShmSegment) -> None:
+    palette = detail.ctx.palette
+    detail.heading(f"{'Semaphore' if record.kind == 'sem' else 'Shared memory'} {record.name}")
+    detail.line("path", record.path)
+    detail.line("state", record.state, _state_style(record.state, palette) or palette.good)
+    if record.state == "deleted":
+        detail.line("pins", human_bytes(record.pinned_bytes), palette.bad)
+    detail.line("size", f"{human_bytes(record.size)} ({record.size} bytes)")
+    detail.line("allocated", human_bytes(record.allocated))
+    detail.line("mode", mode_text(record.mode))
+    detail.line("owner", f"{record.owner or record.uid}:{record.group or record.gid}")
+    detail.line("inode", f"{record.inode} on device {record.dev}")
+    _times(detail, record.mtime, record.ctime)
+    _holders(detail, record.holders, "nobody holds it: an orphan (d removes it)")
+
+
+def _describe_region(detail: Detail, record: SharedRegion) -> None:
+    palette = detail.ctx.palette
+    what = "memfd" if record.kind == "memfd" else "Anonymous shared memory"
+    detail.heading(f"{what} {record.label}")
+    detail.line("state", health.region_state(record), palette.good)
+    size = "?" if record.size is None else f"{human_bytes(record.size)} ({record.size} bytes)"
+    detail.line("size", size)
+    detail.line("allocated", human_bytes(record.allocated))
+    detail.line("inode", f"{record.inode} on device {record.dev}")
+    detail.line("lifetime", "no name keeps it: it goes with its last holder")
+    _holders(detail, record.holders, "nobody holds it: it is gone")
+
+
+def _describe_mqueue(detail: Detail, record: MessageQueue) -> None:
+    palette = detail.ctx.palette
+    state = health.queue_state(record)
+    detail.heading(f"Message queue {record.name}")
+    detail.line("path", record.path or "(not in a mounted mqueue filesystem)")
+    detail.line("state", state, _state_style(state, palette))
+    detail.line("messages", f"{optional(record.messages)} of at most {optional(record.max_messages)}")
+    detail.line("msg size", f"at most {optional(record.message_size)} bytes")
+    detail.line("queued", human_bytes(record.qsize_bytes))
+    if record.messages is not None and record.max_messages:
+        bar, _ = fill_bar(record.messages, record.max_messages, optional)
+        detail.line("fill", bar, palette.bad if state == "full" else "")
+    if record.notify_pid:
+        method = NOTIFY_METHODS.get(record.notify or 0, str(record.notify))
+        signo = f", signal {record.signo}" if record.signo else ""
+        detail.line("notify", f"{method} to pid {record.notify_pid}{signo}")
+    else:
+        detail.line("notify", "none registered")
+    detail.line("mode", mode_text(record.mode))
+    detail.line("owner", str(record.owner or optional(record.uid)))
+    _times(detail, record.mtime, None)
+    _holders(detail, record.holders, "nobody has it open: an orphan (d removes it)")
+    _waiters(detail, f"mqueue:{record.name}", record.object_key)
+
+
+def _describe_pipe(detail: Detail, record: Pipe) -> None:
+    palette = detail.ctx.palette
+    detail.heading(f"{'FIFO' if record.kind == 'fifo' else 'Pipe'} {record.label}")
+    detail.line("inode", str(record.inode))
+    bar, fraction = fill_bar(record.buffered, record.capacity)
+    detail.line("fill", bar, palette.bad if fraction is not None and fraction >= 1 else "")
+    for flag in record.flags:
+        detail.line("flag", PIPE_FLAG_WORDS.get(flag, flag), palette.bad if flag in PIPE_HAZARDS else palette.warn)
+    _ends(detail, "Writers", record.writers, "no writer: readers see EOF once it drains")
+    _ends(detail, "Readers", record.readers, "no reader: a write gets SIGPIPE/EPIPE")
+    # By key, or by the inode as /proc/PID/fd shows it (pipe:[N]) for waits recorded without a key.
+    _waiters(detail, pipe_ref("pipe", record.inode, None), record.object_key)
+
+
+def _describe_sysv_shm(detail: Detail, record: SysvShm) -> None:
+    palette = detail.ctx.palette
+    state = health.sysv_shm_state(record)
+    detail.heading(f"SysV shared memory {record.label}")
+    detail.line("state", state, _state_style(state, palette))
+    detail.line("size", f"{human_bytes(record.size)}, resident {human_bytes(record.rss)}")
+    detail.line("attached", f"{record.nattch} (nattch)")
+    detail.line("creator", str(record.cpid))
+    detail.line("last op", str(record.lpid))
+    detail.line("mode", mode_text(record.mode))
+    detail.line("owner", str(record.owner or record.uid))
+    _holders(detail, record.holders, "nothing attached")
+
+
+def _describe_sysv_msg(detail: Detail, record: SysvMsg) -> None:
+    detail.heading(f"SysV message queue {record.label}")
+    detail.line("messages", str(record.qnum))
+    detail.line("queued", human_bytes(record.qbytes))
+    detail.line("last send", str(record.lspid or "-"))
+    detail.line("last recv", str(record.lrpid or "-"))
+    detail.line("mode", mode_text(record.mode))
+    detail.line("owner", str(record.owner or record.uid))
+
+
+def _describe_sysv_sem(detail: Detail, record: SysvSem) -> None:
+    detail.heading(f"SysV semaphore set {record.label}")
+    detail.line("semaphores", str(record.nsems))
+    detail.line("mode", mode_text(record.mode))
+    detail.line("owner", str(record.owner or record.uid))
+
+
+def _describe_event(detail: Detail, record: Event) -> None:
+    detail.heading(f"{record.event} {record.object}")
+    detail.line("time", clock_text(record.time))
+    detail.line("mechanism", record.mechanism)
+    detail.line("source", record.source)
+    if record.pid is not None:
+        detail.line("process", f"{record.pid} {record.comm or ''}")
+    if record.detail:
+        detail.line("detail", record.detail)
+    detail.line("object key", record.key)
+
+
+DESCRIBERS: dict[type, Callable[[Detail, Any], None]] = {
+    ShmSegment: _describe_shm,
+    SharedRegion: _describe_region,
+    MessageQueue: _describe_mqueue,
+    Pipe: _describe_pipe,
+    SysvShm: _describe_sysv_shm,
+    SysvMsg: _describe_sysv_msg,
+    SysvSem: _describe_sysv_sem,
+    Event: _describe_event,
+}
+"""How each kind of record is described: one entry per mechanism (signals are described as their process)."""
+
+
+def _state_style(state: str, palette: Palette) -> str:
+    level = health.STATE_LEVELS.get(state)
+    return str(getattr(palette, level)) if level is not None else ""
+
+
 def describe_record(record: object, ctx: Context, events: Sequence[Event]) -> Text:
     """Everything known about one object: identity, limits or fill, holders or ends, waiters, history."""
     detail = Detail(ctx)
-    palette = ctx.palette
-    if isinstance(record, ShmSegment):
-        state_style = {"orphaned": palette.warn, "deleted": palette.bad}.get(record.state, palette.good)
-        detail.heading(f"{'Semaphore' if record.kind == 'sem' else 'Shared memory'} {record.name}")
-        detail.line("path", record.path)
-        detail.line("state", record.state, state_style)
-        if record.state == "deleted":
-            detail.line("pins", human_bytes(record.pinned_bytes), palette.bad)
-        detail.line("size", f"{human_bytes(record.size)} ({record.size} bytes)")
-        detail.line("allocated", human_bytes(record.allocated))
-        detail.line("mode", report.mode_text(record.mode))
-        detail.line("owner", f"{record.owner or record.uid}:{record.group or record.gid}")
-        detail.line("inode", f"{record.inode} on device {record.dev}")
-        _times(detail, record.mtime, record.ctime)
-        _holders(detail, record.holders, "nobody holds it: an orphan (d removes it)")
-    elif isinstance(record, MessageQueue):
-        state = queue_state(record)
-        detail.heading(f"Message queue {record.name}")
-        detail.line("path", record.path or "(not in a mounted mqueue filesystem)")
-        state_style = {"full": palette.bad, "orphaned": palette.warn, "deleted": palette.bad}.get(state, "")
-        detail.line("state", state, state_style)
-        detail.line("messages", f"{_opt(record.messages)} of at most {_opt(record.max_messages)}")
-        detail.line("msg size", f"at most {_opt(record.message_size)} bytes")
-        detail.line("queued", human_bytes(record.qsize_bytes))
-        if record.messages is not None and record.max_messages:
-            bar, _ = fill_bar(record.messages, record.max_messages, _opt)
-            detail.line("fill", bar, palette.bad if state == "full" else "")
-        if record.notify_pid:
-            method = NOTIFY_METHODS.get(record.notify or 0, str(record.notify))
-            signo = f", signal {record.signo}" if record.signo else ""
-            detail.line("notify", f"{method} to pid {record.notify_pid}{signo}")
-        else:
-            detail.line("notify", "none registered")
-        detail.line("mode", report.mode_text(record.mode))
-        detail.line("owner", str(record.owner or _opt(record.uid)))
-        _times(detail, record.mtime, None)
-        _holders(detail, record.holders, "nobody has it open: an orphan (d removes it)")
-        _waiters(detail, f"mqueue:{record.name}")
-    elif isinstance(record, Pipe):
-        name = record.path or f"pipe:[{record.inode}]"
-        detail.heading(f"{'FIFO' if record.kind == 'fifo' else 'Pipe'} {name}")
-        detail.line("inode", str(record.inode))
-        bar, fraction = fill_bar(record.buffered, record.capacity)
-        detail.line("fill", bar, palette.bad if fraction is not None and fraction >= 1 else "")
-        for flag in record.flags:
-            detail.line("flag", PIPE_FLAGS.get(flag, flag), palette.bad if flag in PIPE_HAZARDS else palette.warn)
-        _ends(detail, "Writers", record.writers, "no writer: readers see EOF once it drains")
-        _ends(detail, "Readers", record.readers, "no reader: a write gets SIGPIPE/EPIPE")
-        _waiters(detail, f"pipe:[{record.inode}]")
-    elif isinstance(record, ProcessSignals):
+    if isinstance(record, ProcessSignals):
         detail.text.append_text(describe_process(record.pid, ctx, events, brief=True))
         return detail.text
-    elif isinstance(record, SysvShm):
-        state = sysv_shm_state(record)
-        detail.heading(f"SysV shared memory {sysv_name(record.key, record.id)}")
-        detail.line("state", state, palette.bad if record.removed else palette.warn if state == "orphaned" else "")
-        detail.line("size", f"{human_bytes(record.size)}, resident {human_bytes(record.rss)}")
-        detail.line("attached", f"{record.nattch} (nattch)")
-        detail.line("creator", str(record.cpid))
-        detail.line("last op", str(record.lpid))
-        detail.line("mode", report.mode_text(record.mode))
-        detail.line("owner", str(record.owner or record.uid))
-        _holders(detail, record.holders, "nothing attached")
-    elif isinstance(record, SysvMsg):
-        detail.heading(f"SysV message queue {sysv_name(record.key, record.id)}")
-        detail.line("messages", str(record.qnum))
-        detail.line("queued", human_bytes(record.qbytes))
-        detail.line("last send", str(record.lspid or "-"))
-        detail.line("last recv", str(record.lrpid or "-"))
-        detail.line("mode", report.mode_text(record.mode))
-        detail.line("owner", str(record.owner or record.uid))
-    elif isinstance(record, SysvSem):
-        detail.heading(f"SysV semaphore set {sysv_name(record.key, record.id)}")
-        detail.line("semaphores", str(record.nsems))
-        detail.line("mode", report.mode_text(record.mode))
-        detail.line("owner", str(record.owner or record.uid))
-    elif isinstance(record, Event):
-        detail.heading(f"{record.event} {record.object}")
-        detail.line("time", clock_text(record.time))
-        detail.line("mechanism", record.mechanism)
-        detail.line("source", record.source)
-        if record.pid is not None:
-            detail.line("process", f"{record.pid} {record.comm or ''}")
-        if record.detail:
-            detail.line("detail", record.detail)
-        detail.line("object key", record.key)
+    describe = DESCRIBERS.get(type(record))
+    if describe is not None:
+        describe(detail, record)
     else:
         detail.heading(record_name(record))
     _history(detail, events)
     return detail.text
 
 
-def _opt(value: object) -> str:
-    return "?" if value is None else str(value)
-
-
 def _masks(detail: Detail, thread: ThreadSignals | ProcessSignals, label_prefix: str = "") -> None:
     palette = detail.ctx.palette
-    detail.line(f"{label_prefix}pending", report.signal_names(thread.pending), palette.bad if thread.pending else "")
-    detail.line(f"{label_prefix}blocked", report.signal_names(thread.blocked), palette.warn if thread.blocked else "")
+    detail.line(f"{label_prefix}pending", signal_names(thread.pending), palette.bad if thread.pending else "")
+    detail.line(f"{label_prefix}blocked", signal_names(thread.blocked), palette.warn if thread.blocked else "")
 
 
-def held_objects(pid: int, ctx: Context) -> Iterable[tuple[str, str, str]]:
-    """(mechanism, name, how) for every object the process holds."""
-    snapshot = ctx.snapshot
-    for segment in snapshot.shm:
-        for holder in segment.holders:
+Held = Iterable[tuple[str, str, str]]
+"""(mechanism, name, how) of each object a process holds."""
+
+
+def _held(pid: int, objects: Iterable[tuple[str, str, Sequence[Holder]]]) -> Held:
+    for mechanism, label, holders in objects:
+        for holder in holders:
             if holder.pid == pid:
-                yield segment.kind, segment.name, holder_tail(holder)
-    for queue in snapshot.mqueues:
-        for holder in queue.holders:
-            if holder.pid == pid:
-                yield "mqueue", queue.name, holder_tail(holder)
+                yield mechanism, label, holder_tail(holder)
+
+
+def _held_pipe_ends(pid: int, snapshot: Snapshot) -> Held:
     for pipe in snapshot.pipes:
-        name = pipe.path or f"pipe:[{pipe.inode}]"
         flags = f"  ({', '.join(pipe.flags)})" if pipe.flags else ""
         for end in pipe.writers:
             if end.pid == pid:
-                yield pipe.kind, name, f"fd {end.fd} write end{flags}"
+                yield pipe.kind, pipe.label, f"fd {end.fd} write end{flags}"
         for end in pipe.readers:
             if end.pid == pid:
-                yield pipe.kind, name, f"fd {end.fd} read end{flags}"
-    for shm in snapshot.sysv.shm:
-        for holder in shm.holders:
-            if holder.pid == pid:
-                yield "sysv-shm", sysv_name(shm.key, shm.id), holder_tail(holder)
+                yield pipe.kind, pipe.label, f"fd {end.fd} read end{flags}"
+
+
+HELD: tuple[Callable[[int, Snapshot], Held], ...] = (
+    lambda pid, snapshot: _held(pid, ((s.kind, s.label, s.holders) for s in snapshot.shm)),
+    lambda pid, snapshot: _held(pid, ((r.kind, r.label, r.holders) for r in snapshot.regions)),
+    lambda pid, snapshot: _held(pid, (("mqueue", q.label, q.holders) for q in snapshot.mqueues)),
+    _held_pipe_ends,
+    lambda pid, snapshot: _held(pid, (("sysv-shm", s.label, s.holders) for s in snapshot.sysv.shm)),
+)
+"""What a process holds, one entry per mechanism, in the order the process view lists them."""
+
+
+def held_objects(pid: int, ctx: Context) -> Held:
+    """(mechanism, name, how) for every object the process holds."""
+    for source in HELD:
+        yield from source(pid, ctx.snapshot)
 
 
 def describe_process(pid: int, ctx: Context, events: Sequence[Event] = (), *, brief: bool = False) -> Text:
@@ -301,10 +363,10 @@ def describe_process(pid: int, ctx: Context, events: Sequence[Event] = (), *, br
 
     if signals is not None:
         detail.heading("Signals")
-        detail.line("pending", report.signal_names(signals.pending) + "  (whole process)",
+        detail.line("pending", signal_names(signals.pending) + "  (whole process)",
                     palette.bad if signals.pending else "")
-        detail.line("ignored", report.signal_names(signals.ignored))
-        detail.line("caught", report.signal_names(signals.caught))
+        detail.line("ignored", signal_names(signals.ignored))
+        detail.line("caught", signal_names(signals.caught))
         if signals.queued is not None:
             detail.line("queued", f"{signals.queued} of {signals.queue_limit} (for its user)")
         threads = signals.threads

@@ -15,7 +15,8 @@ from textual.reactive import reactive
 from textual.widgets import DataTable, Sparkline, Static
 
 from ipcmon.model import Snapshot
-from ipcmon.safe import counted, human_bytes
+from ipcmon.safe import counted
+from ipcmon.text import human_bytes
 from ipcmon.ui.view.alerts import Alert, find_alerts
 from ipcmon.ui.view.rows import Cell, Column, Context, Row, RowCache, pending_count, text_cell
 from ipcmon.ui.widgets.tables import ObjectTable

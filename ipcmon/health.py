@@ -1,0 +1,189 @@
+"""The one rule book for states and hazards: held, orphaned or deleted; full queues; pipe flags; their words and levels.
+
+Collectors, the event diff, leak hunting, the text report and the dashboard all decide "is this orphaned?"
+here and nowhere else, so a rule changed once changes everywhere. Pure functions of records, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+from ipcmon.model import (
+    Mechanism,
+    MessageQueue,
+    PipeEnd,
+    PipeFlag,
+    ProcessSignals,
+    SharedRegion,
+    ShmState,
+    Snapshot,
+    SysvShm,
+)
+from ipcmon.text import human_bytes
+
+QueueState = Literal["held", "orphaned", "deleted", "full"]
+SysvShmState = Literal["attached", "orphaned", "removed"]
+RegionState = Literal["held"]
+Level = Literal["bad", "warn"]
+"""How much a hazard matters: ``bad`` (something is stuck or lost) or ``warn`` (worth a look)."""
+
+STATE_LEVELS: dict[str, Level] = {"orphaned": "warn", "deleted": "bad", "removed": "bad", "full": "bad"}
+"""The level of each state word that is a hazard; a state not here (held, attached) is fine."""
+
+PIPE_FLAG_WORDS: dict[PipeFlag, str] = {
+    "no-reader": "no reader: the next write gets SIGPIPE/EPIPE",
+    "no-writer": "no writer: readers get EOF once it drains",
+    "full": "full: writers block until someone reads",
+    "both-ends": "one process holds both ends: its reader may never see EOF",
+}
+"""What each pipe flag means, in words (pipe(7))."""
+
+PIPE_HAZARDS: dict[PipeFlag, Level] = {"no-reader": "bad", "full": "bad", "both-ends": "warn"}
+"""Flags worth an alert (no-writer is the normal end of a pipe's life)."""
+
+
+def shm_state(*, linked: bool, held: bool) -> ShmState:
+    """A POSIX segment or semaphore: ``deleted`` when unlinked (yet still held), else ``held`` or ``orphaned``."""
+    return "deleted" if not linked else "held" if held else "orphaned"
+
+
+def region_state(region: SharedRegion) -> RegionState:
+    """A memfd or anonymous region is always ``held``: it has no name, so it dies with its last holder."""
+    return "held"
+
+
+def queue_full(queue: MessageQueue) -> bool:
+    """mq_curmsgs reached mq_maxmsg: senders block (or get EAGAIN). False when the counts are unknown."""
+    fill = queue.fill
+    return fill is not None and fill >= 1
+
+
+def queue_orphaned(queue: MessageQueue) -> bool:
+    """Still linked in the mqueue filesystem, and no process has it open."""
+    return not queue.holders and not queue.deleted
+
+
+def queue_state(queue: MessageQueue) -> QueueState:
+    """``deleted`` (unlinked, still open) before ``full`` before ``held`` or ``orphaned``."""
+    if queue.deleted:
+        return "deleted"
+    if queue_full(queue):
+        return "full"
+    return "held" if queue.holders else "orphaned"
+
+
+def sysv_shm_orphaned(segment: SysvShm) -> bool:
+    """No process attached (nattch 0) and not marked for removal: it stays until IPC_RMID or reboot."""
+    return segment.nattch == 0 and not segment.removed
+
+
+def sysv_shm_state(segment: SysvShm) -> SysvShmState:
+    """``removed`` (IPC_RMID, still attached), ``orphaned`` (nattch 0) or ``attached``."""
+    return "removed" if segment.removed else "orphaned" if segment.nattch == 0 else "attached"
+
+
+def pipe_flags(
+    readers: Iterable[PipeEnd], writers: Iterable[PipeEnd], buffered: int | None, capacity: int | None
+) -> tuple[PipeFlag, ...]:
+    """A pipe's flags in this order: no-reader, no-writer, full (buffered ≥ capacity, when both are known),
+    both-ends (one process holds a read and a write end)."""
+    reader_pids = {end.pid for end in readers}
+    writer_pids = {end.pid for end in writers}
+    flags: list[PipeFlag] = []
+    if not reader_pids:
+        flags.append("no-reader")
+    if not writer_pids:
+        flags.append("no-writer")
+    if buffered is not None and capacity and buffered >= capacity:
+        flags.append("full")
+    if reader_pids & writer_pids:
+        flags.append("both-ends")
+    return tuple(flags)
+
+
+def pending_count(signals: ProcessSignals) -> int:
+    """Signals pending for the process (ShdPnd) plus those pending for each of its threads (SigPnd)."""
+    return len(signals.pending) + sum(len(thread.pending) for thread in signals.threads)
+
+
+def signals_of_note(signals: ProcessSignals) -> bool:
+    """Worth a row in the text report: something pending or blocked, in the process or one of its threads."""
+    return bool(
+        signals.pending
+        or signals.blocked
+        or any(thread.pending or thread.blocked for thread in signals.threads)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Hazard:
+    """One leak or hazard in a snapshot, in words."""
+
+    level: Level
+    mechanism: Mechanism
+    object: str
+    """The object's raw label (untrusted: show it through safe.printable)."""
+    problem: str
+    """``WORD: explanation``; the word before the colon (orphaned, full, no reader…) names the hazard."""
+    key: str
+    """The object's ``object_key``."""
+
+
+def _shm_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
+    for segment in snapshot.shm:
+        if segment.state == "orphaned":
+            what = "semaphore" if segment.kind == "sem" else "segment"
+            yield Hazard("warn", segment.kind, segment.label,
+                         f"orphaned: no process holds this {what} ({human_bytes(segment.allocated)} allocated)",
+                         segment.object_key)
+        elif segment.state == "deleted":
+            yield Hazard("bad", segment.kind, segment.label,
+                         f"deleted but still held: pins {human_bytes(segment.pinned_bytes)} until the last holder "
+                         "lets go", segment.object_key)
+
+
+def _queue_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
+    for queue in snapshot.mqueues:
+        if queue_full(queue):
+            yield Hazard("bad", "mqueue", queue.label, "full: senders block (or get EAGAIN)", queue.object_key)
+        if queue_orphaned(queue):
+            messages = queue.messages if queue.messages is not None else "?"
+            yield Hazard("warn", "mqueue", queue.label, f"orphaned: no process has it open ({messages} messages)",
+                         queue.object_key)
+
+
+def _pipe_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
+    for pipe in snapshot.pipes:
+        for flag in pipe.flags:
+            if flag in PIPE_HAZARDS:
+                yield Hazard(PIPE_HAZARDS[flag], pipe.kind, pipe.label, PIPE_FLAG_WORDS[flag], pipe.object_key)
+
+
+def _signal_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
+    for signals in snapshot.signals:
+        if pending_count(signals):
+            names = sorted({*signals.pending, *(name for thread in signals.threads for name in thread.pending)})
+            yield Hazard("warn", "signal", signals.label, f"pending: {', '.join(names)}", signals.object_key)
+
+
+def _sysv_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
+    for segment in snapshot.sysv.shm:
+        if sysv_shm_orphaned(segment):
+            yield Hazard("warn", "sysv-shm", segment.label,
+                         f"orphaned: no process attached ({human_bytes(segment.size)})", segment.object_key)
+
+
+HAZARDS: tuple[Callable[[Snapshot], Iterator[Hazard]], ...] = (
+    _shm_hazards, _queue_hazards, _pipe_hazards, _signal_hazards, _sysv_hazards,
+)
+"""One entry per mechanism that can have hazards, in Overview order (memfd and anonymous regions have none:
+nothing keeps them once their last holder lets go)."""
+
+
+def hazards(snapshot: Snapshot) -> Iterator[Hazard]:
+    """Every leak and hazard of a snapshot: orphaned or deleted segments, full or orphaned queues, pipe flags in
+    PIPE_HAZARDS, pending signals, orphaned SysV segments."""
+    for mechanism_hazards in HAZARDS:
+        yield from mechanism_hazards(snapshot)

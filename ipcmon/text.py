@@ -1,0 +1,192 @@
+"""How values read: sizes, ages, clock times, modes, signal names, holders, pipe ends and waits, as plain str.
+
+One function per way a value reads, shared by the text report, the event lines and the dashboard, so the
+same holder or mask reads the same everywhere. Names from the system go through :func:`ipcmon.safe.printable`
+where a function returns them inside a cell; the rest (sizes, modes, numbers) cannot carry control characters.
+"""
+
+from __future__ import annotations
+
+import signal
+import stat
+import time
+from collections.abc import Sequence
+
+from ipcmon.model import Holder, MessageQueue, PipeEnd, Process, ProcessSignals, ShmSegment, Waiting
+from ipcmon.safe import printable
+
+NOTIFY_METHODS: dict[int, str] = {0: "SIGEV_SIGNAL", 1: "SIGEV_NONE", 2: "SIGEV_THREAD"}
+"""mq_notify(3) methods by the number the queue file's NOTIFY field shows (sigevent(7))."""
+_NOTIFY_WORDS: dict[int, str] = {0: "signal", 1: "none", 2: "thread"}
+
+
+def human_bytes(count: int | None) -> str:
+    """1536 → 1.5K (powers of 1024); None (unknown) → '?'."""
+    if count is None:
+        return "?"
+    value = float(count)
+    for unit in ("B", "K", "M", "G", "T", "P"):
+        if value < 1024 or unit == "P":
+            if unit == "B":
+                return f"{int(value)}B"
+            return f"{value:.1f}{unit}" if value < 10 else f"{value:.0f}{unit}"
+        value /= 1024
+    return f"{count}B"
+
+
+def human_age(seconds: float | None) -> str:
+    """72 → 1m12s, 7200 → 2h00m; negative reads as 0s; None (unknown) → '?'."""
+    if seconds is None:
+        return "?"
+    seconds = max(int(seconds), 0)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def clock_text(epoch: float) -> str:
+    """Local wall-clock time with milliseconds, ``14:03:07.042`` (the tests pin TZ for their snapshots)."""
+    return time.strftime("%H:%M:%S", time.localtime(epoch)) + f".{int(epoch * 1000) % 1000:03d}"
+
+
+def optional(value: object) -> str:
+    """A value as text, '?' when it is None (unknown: not permitted to ask)."""
+    return "?" if value is None else str(value)
+
+
+def mode_text(mode: int | None) -> str:
+    """Permission bits as ls(1) shows them, ``rw-r-----``; '?' when unknown."""
+    return "?" if mode is None else stat.filemode(mode | stat.S_IFREG)[1:]
+
+
+def signal_name(number: int) -> str:
+    """SIGUSR1, SIGRTMIN+3, SIGRTMAX (from the C library's SIGRTMIN, signal(7)); glibc's own are SIG32, SIG33."""
+    if number >= signal.SIGRTMIN:
+        offset = number - signal.SIGRTMIN
+        if number == signal.SIGRTMAX:
+            return "SIGRTMAX"
+        return "SIGRTMIN" if offset == 0 else f"SIGRTMIN+{offset}"
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"SIG{number}"
+
+
+def signal_names(names: Sequence[str]) -> str:
+    """A signal set in a cell: ``USR1,TERM`` (without SIG); '-' for none."""
+    return ",".join(name.removeprefix("SIG") for name in names) or "-"
+
+
+def holder_cell(holder: Holder) -> str:
+    """One holder in a table cell: ``1234 comm fd3 rw`` or ``1234 comm map rw-s 8.0K``."""
+    if holder.fd is not None:
+        where = f"fd{holder.fd} {holder.access}"
+    else:
+        where = f"map {holder.prot or holder.access} {human_bytes(holder.mapped_bytes)}"
+    return f"{holder.pid} {printable(holder.comm)} {where}"
+
+
+def holders_cell(holders: Sequence[Holder]) -> str:
+    """Every holder in a table cell, comma-separated; '-' for none."""
+    return ", ".join(holder_cell(holder) for holder in holders) if holders else "-"
+
+
+def ends_cell(ends: Sequence[PipeEnd]) -> str:
+    """Pipe ends in a table cell: ``1234 comm fd4, 1235 comm fd0``; '-' for none."""
+    return ", ".join(f"{end.pid} {printable(end.comm)} fd{end.fd}" for end in ends) or "-"
+
+
+def holder_detail(holder: Holder) -> str:
+    """How one holder holds, in an event's detail: ``fd 3 rw`` or ``mapped rw-s 8.0K``."""
+    if holder.fd is not None:
+        return f"fd {holder.fd} {holder.access}"
+    size = f" {human_bytes(holder.mapped_bytes)}" if holder.mapped_bytes is not None else ""
+    return f"mapped {holder.prot or holder.access}{size}"
+
+
+def holder_tail(holder: Holder) -> str:
+    """How one holder holds, in the detail pane: ``fd 3  rw`` or ``mapped rw-s shared 8.0K``."""
+    if holder.fd is not None:
+        return f"fd {holder.fd}  {holder.access}"
+    mapping = f"mapped {holder.prot or holder.access}"
+    if holder.shared is not None:
+        mapping += " shared" if holder.shared else " private"
+    if holder.mapped_bytes is not None:
+        mapping += f" {human_bytes(holder.mapped_bytes)}"
+    return mapping
+
+
+def last_holders(holders: Sequence[Holder]) -> str:
+    """``last holder 1234 comm, 1240 other`` (each process once, by pid); '' when there were none. Raw names."""
+    if not holders:
+        return ""
+    pids = sorted({(holder.pid, holder.comm) for holder in holders})
+    return "last holder " + ", ".join(f"{pid} {comm}" for pid, comm in pids)
+
+
+def notify_cell(queue: MessageQueue) -> str:
+    """A queue's mq_notify registration in a cell: ``signal pid 42 sig 10``; '-' when none."""
+    if not queue.notify_pid:
+        return "-"
+    method = _NOTIFY_WORDS.get(queue.notify or 0, str(queue.notify))
+    return f"{method} pid {queue.notify_pid}" + (f" sig {queue.signo}" if queue.signo else "")
+
+
+def wait_call(wait: Waiting) -> str:
+    """The blocking call as an event's detail: ``write(4) in pipe_write``."""
+    call = f"{wait.syscall}({wait.fd})" if wait.fd is not None else wait.syscall
+    return f"{call} in {wait.wchan}" if wait.wchan else call
+
+
+def waiting_text(process: Process | None) -> str:
+    """What a process waits on, in a cell: ``write pipe:[123]``; '-' when it waits on no IPC object."""
+    if process is None or process.waiting is None:
+        return "-"
+    wait = process.waiting
+    what = wait.object or (f"fd {wait.fd}" if wait.fd is not None else wait.wchan)
+    return f"{wait.syscall} {what}".strip() if what else wait.syscall
+
+
+def owner_cell(owner: str | None, uid: int | None) -> str:
+    """The owner's user name, else the uid, else '?'; printable."""
+    return printable(owner or optional(uid))
+
+
+def shm_state_cell(segment: ShmSegment) -> str:
+    """A POSIX segment's state word; a deleted one says what it still pins: ``deleted, pins 8.0K``."""
+    if segment.state == "deleted":
+        return f"deleted, pins {human_bytes(segment.pinned_bytes)}"
+    return segment.state
+
+
+def queue_name_cell(queue: MessageQueue) -> str:
+    """A queue's printable name, with `` (deleted)`` when it was unlinked while open."""
+    return printable(queue.name) + (" (deleted)" if queue.deleted else "")
+
+
+def fill_cell(fraction: float | None) -> str:
+    """A fill fraction as a whole percentage, ``80%``; '?' when unknown."""
+    return "?" if fraction is None else f"{fraction * 100:.0f}%"
+
+
+def flags_cell(flags: Sequence[str]) -> str:
+    """Pipe flags comma-separated, ``no-reader,full``; '-' for none."""
+    return ",".join(flags) or "-"
+
+
+def path_cell(path: str | None) -> str:
+    """A printable path, '-' for none."""
+    return printable(path) if path else "-"
+
+
+def pending_cell(signals: ProcessSignals) -> str:
+    """Process-directed pending signals, then those pending for threads: ``USR1 (thread: USR2)``."""
+    thread_pending = sorted({name for thread in signals.threads for name in thread.pending})
+    pending = signal_names(signals.pending)
+    if thread_pending:
+        pending += f" (thread: {signal_names(thread_pending)})"
+    return pending

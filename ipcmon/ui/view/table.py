@@ -1,0 +1,201 @@
+"""Table cells and rows for the dashboard: sortable inert cells, the row record, its filter, and the row cache.
+
+No widgets here: the cell text and the filter can be tested without a terminal. A DataTable parses ``str``
+cells as markup, so every cell is a ``rich.text.Text`` whose text went through :func:`ipcmon.safe.printable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.style import Style
+from rich.text import Text
+
+from ipcmon.demos import OBJECT_PREFIX
+from ipcmon.model import Holder, PipeEnd, Process, Snapshot
+from ipcmon.safe import printable, shorten
+
+DEMO_PREFIX = OBJECT_PREFIX
+"""Objects the demos create are named with this prefix (issue 5)."""
+
+MAX_CELL = 60
+MASK_WIDTH = 22
+"""Widest signal mask shown in the Signals table."""
+
+
+class Cell(Text):
+    """A table cell: printable text plus the value its column sorts by."""
+
+    __slots__ = ("sort_key",)
+
+    def __init__(self, text: str, sort_key: tuple[object, ...], style: Style | str = "") -> None:
+        super().__init__(text, style=style, no_wrap=True, overflow="ellipsis", end="")
+        self.sort_key = sort_key
+
+    def same(self, other: Cell) -> bool:
+        """Same text, colour and sort value (Text's own == ignores the style)."""
+        return self.plain == other.plain and str(self.style) == str(other.style) and self.sort_key == other.sort_key
+
+
+def text_cell(text: str, style: Style | str = "", *, width: int = MAX_CELL) -> Cell:
+    """A cell sorted by its text; the text is made printable here whatever the caller did."""
+    shown = shorten(printable(text), width)
+    return Cell(shown, (0, shown.lower()), style)
+
+
+def number_cell(value: int | float | None, shown: str | None = None, style: Style | str = "") -> Cell:
+    """A cell sorted by a number; unknown (None) sorts after every number."""
+    if value is None:
+        return Cell(shown if shown is not None else "?", (1, 0), style)
+    return Cell(shown if shown is not None else str(value), (0, value), style)
+
+
+@dataclass(frozen=True, slots=True)
+class Palette:
+    """Styles for states; the app builds one from the current theme so colours follow theme changes."""
+
+    bad: str = "bold red"
+    warn: str = "yellow"
+    good: str = "green"
+    muted: str = "dim"
+    accent: str = "bold magenta"
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    key: str
+    label: str
+    width: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One table row: stable key, cells in column order, and what the filter and actions need."""
+
+    key: str
+    cells: tuple[Cell, ...]
+    record: object
+    search: str
+    """Lower-case text the free-text filter matches: names, pids, commands, command lines."""
+    fields: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """Values for ``name:value`` filter tokens (pid, kind, mechanism, event, state…)."""
+    pids: tuple[int, ...] = ()
+    """Processes involved, in order (Enter and ``k`` act on them)."""
+    path: str | None = None
+    """What ``c`` copies."""
+
+
+@dataclass(slots=True)
+class Context:
+    """What rows need besides the record: the process table, demo membership, colours."""
+
+    snapshot: Snapshot
+    palette: Palette = field(default_factory=Palette)
+    demo_pids: frozenset[int] = frozenset()
+    processes: dict[int, Process] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.processes:
+            self.processes = {process.pid: process for process in self.snapshot.processes}
+
+    def is_demo(self, name: str | None, pids: Iterable[int]) -> bool:
+        return bool(name and name.startswith(DEMO_PREFIX)) or any(pid in self.demo_pids for pid in pids)
+
+    def commands(self, pids: Iterable[int]) -> str:
+        """comm and command line of each pid, for the filter."""
+        parts = []
+        for pid in pids:
+            process = self.processes.get(pid)
+            if process is not None:
+                parts.append(process.comm)
+                parts.extend(process.cmdline)
+        return " ".join(parts)
+
+
+class RowCache:
+    """Rows of the previous refresh, reused while their record (and colours, demo membership) are unchanged.
+
+    Comparing two frozen records costs about a microsecond; building a row's cells costs tens, and a busy
+    machine has thousands of pipes and segments that mostly stay the same from one scan to the next.
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[object, Row]] = {}
+        self._epoch: object = None
+
+    def rows(
+        self,
+        ctx: Context,
+        records: Iterable[Any],
+        build: Callable[[Any, Context], Row],
+        extra: Callable[[Any], object] | None = None,
+        key_of: Callable[[Any], str] | None = None,
+    ) -> Iterator[Row]:
+        """A row per record: the cached one when ``(record, extra(record))`` is what it was built from."""
+        epoch = (ctx.palette, ctx.demo_pids)
+        if epoch != self._epoch:
+            self._rows.clear()
+            self._epoch = epoch
+        for record in records:
+            key = key_of(record) if key_of is not None else record.object_key
+            token = (record, extra(record)) if extra is not None else record
+            cached = self._rows.get(key)
+            if cached is not None and (cached[0] is token or cached[0] == token):  # `is`: a recalled record
+                yield cached[1]
+                continue
+            row = build(record, ctx)
+            self._rows[key] = (token, row)
+            yield row
+
+    def forget(self, keep: Iterable[str]) -> None:
+        """Drop the rows of objects that are gone (call after a refresh with the keys it produced)."""
+        wanted = set(keep)
+        for key in [key for key in self._rows if key not in wanted]:
+            del self._rows[key]
+
+
+def matches(row: Row, query: str) -> bool:
+    """Every token must match: ``pid:123``/``event:created`` against the row's fields, words anywhere."""
+    for token in query.lower().split():
+        name, sep, value = token.partition(":")
+        if sep and name in row.fields:
+            if value not in row.fields[name]:
+                return False
+        elif token not in row.search:
+            return False
+    return True
+
+
+def unique_pids(pids: Iterable[int]) -> tuple[int, ...]:
+    """Each pid once, in first-seen order."""
+    return tuple(dict.fromkeys(pids))
+
+
+def search_text(ctx: Context, pids: Sequence[int], *words: str | None) -> str:
+    """A row's lower-case free-text filter target: its words, its pids, and their commands."""
+    text = " ".join(word for word in words if word)
+    return f"{text} {' '.join(map(str, pids))} {ctx.commands(pids)}".lower()
+
+
+def name_cell(ctx: Context, name: str, pids: Iterable[int], style: str = "") -> Cell:
+    """The name, with a demo badge in front when a demo made it or holds it (issue 5)."""
+    cell = text_cell(name, style)
+    if ctx.is_demo(name, pids):
+        badged = Cell("◆ ", cell.sort_key, ctx.palette.accent)
+        badged.append_text(cell)
+        return badged
+    return cell
+
+
+def holder_pids(holders: Iterable[Holder] | Iterable[PipeEnd]) -> tuple[int, ...]:
+    """The processes holding an object (by fd, mapping or pipe end), each once."""
+    return unique_pids(holder.pid for holder in holders)
+
+
+def fields_of(pids: Iterable[int], **values: str) -> dict[str, frozenset[str]]:
+    """A row's ``name:value`` filter fields (lower-case), with ``pid`` from the pids."""
+    fields = {name: frozenset({value.lower()}) for name, value in values.items()}
+    fields["pid"] = frozenset(str(pid) for pid in pids)
+    return fields

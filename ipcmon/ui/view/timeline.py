@@ -1,0 +1,56 @@
+"""Rows of the events timeline (view 6): one lifecycle event per row, newest first, coloured by event name."""
+
+from __future__ import annotations
+
+from ipcmon.model import Event
+from ipcmon.text import clock_text
+from ipcmon.ui.view.table import Cell, Column, Context, Row, fields_of, name_cell, number_cell, search_text, text_cell
+
+EVENT_COLUMNS = (
+    Column("time", "TIME"),
+    Column("mechanism", "MECHANISM"),
+    Column("event", "EVENT"),
+    Column("object", "OBJECT"),
+    Column("pid", "PID"),
+    Column("comm", "COMM"),
+    Column("source", "SOURCE"),
+    Column("detail", "DETAIL"),
+)
+
+EVENT_STYLES: dict[str, str] = {
+    # event name → Palette field
+    "created": "good",
+    "attached": "good",
+    "opened": "good",
+    "orphaned": "warn",
+    "unlinked-while-held": "warn",
+    "no-reader": "bad",
+    "full": "bad",
+    "pending": "warn",
+    "blocked": "warn",
+    "destroyed": "muted",
+}
+
+
+def event_row(event: Event, key: str, sequence: int, ctx: Context) -> Row:
+    pids = (event.pid,) if event.pid is not None else ()
+    style_name = EVENT_STYLES.get(event.event)
+    style: str = getattr(ctx.palette, style_name) if style_name else ""
+    return Row(
+        key=key,
+        cells=(
+            # Newest first by time, ties broken by arrival order.
+            Cell(clock_text(event.time), (0, event.time, sequence)),
+            text_cell(event.mechanism),
+            text_cell(event.event, style),
+            name_cell(ctx, event.object, pids),
+            number_cell(event.pid, None if event.pid is not None else "-"),
+            text_cell(event.comm or "-"),
+            text_cell(event.source),
+            text_cell(event.detail or ""),
+        ),
+        record=event,
+        search=search_text(ctx, pids, event.mechanism, event.event, event.object, event.comm, event.detail),
+        fields=fields_of(pids, mechanism=event.mechanism, event=event.event, source=event.source),
+        pids=tuple(pid for pid in pids if pid in ctx.processes),
+    )

@@ -119,7 +119,7 @@ def test_kind_and_pid_restrict_the_output(spawn: Spawn, cleanup: Cleanup) -> Non
     second.expect()
 
     everything = snapshot_json()
-    assert everything["kinds"] == ["shm", "mqueue", "pipe", "signal", "sysv"]
+    assert everything["kinds"] == ["shm", "memfd", "mqueue", "pipe", "signal", "sysv"]
     assert set(names) <= {segment["name"] for segment in everything["shm"]}
 
     only_queues = snapshot_json("--kind", "mqueue")

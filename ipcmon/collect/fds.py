@@ -247,8 +247,10 @@ def parse_maps(pid: int, data: bytes, shm_token: bytes | None, region_token: byt
     a large process has thousands of mappings and almost none of them are shared memory.
     """
     refs: list[MapRef] = []
+    needles = [] if shm_token is None else [b" " + shm_token + b" "]
     region_needle = None if region_token is None else b" " + region_token + b" "
-    needles = [needle for needle in (shm_token and b" " + shm_token + b" ", region_needle) if needle is not None]
+    if region_needle is not None:
+        needles.append(region_needle)
     needles.append(_SYSV_MARK)
     for needle in needles:
         position = data.find(needle)

@@ -6,12 +6,16 @@ Pure functions of hand-built records; the kernel-backed tests check that the col
 from __future__ import annotations
 
 import signal
+from typing import get_args
 
 import pytest
 
 from ipcmon import health, text
+from ipcmon.live.events import diff
 from ipcmon.model import (
+    EventName,
     Holder,
+    Mechanism,
     MessageQueue,
     Pipe,
     PipeEnd,
@@ -160,3 +164,12 @@ def test_queue_cells() -> None:
     assert text.notify_cell(_queue()) == "-"
     assert text.notify_cell(_queue(notify=0, notify_pid=42, signo=10)) == "signal pid 42 sig 10"
     assert text.queue_name_cell(_queue(deleted=True)) == "/q (deleted)"
+
+
+def test_every_event_the_diff_makes_is_in_the_vocabulary() -> None:
+    from tests.ui.canned import canned_snapshot, later_snapshot
+
+    events = diff(canned_snapshot(), later_snapshot()) + diff(later_snapshot(), canned_snapshot())
+    assert events
+    assert {event.mechanism for event in events} <= set(get_args(Mechanism))
+    assert {event.event for event in events} <= set(get_args(EventName))

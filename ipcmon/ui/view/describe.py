@@ -39,7 +39,7 @@ from ipcmon.text import (
     waiting_text,
 )
 from ipcmon.ui.view.rows import record_name
-from ipcmon.ui.view.table import Context, Palette
+from ipcmon.ui.view.table import Context, state_style
 
 BAR_WIDTH = 30
 
@@ -142,7 +142,7 @@ def _describe_shm(detail: Detail, record: ShmSegment) -> None:
     palette = detail.ctx.palette
     detail.heading(f"{'Semaphore' if record.kind == 'sem' else 'Shared memory'} {record.name}")
     detail.line("path", record.path)
-    detail.line("state", record.state, _state_style(record.state, palette) or palette.good)
+    detail.line("state", record.state, state_style(record.state, palette, palette.good))
     if record.state == "deleted":
         detail.line("pins", human_bytes(record.pinned_bytes), palette.bad)
     detail.line("size", f"{human_bytes(record.size)} ({record.size} bytes)")
@@ -172,7 +172,7 @@ def _describe_mqueue(detail: Detail, record: MessageQueue) -> None:
     state = health.queue_state(record)
     detail.heading(f"Message queue {record.name}")
     detail.line("path", record.path or "(not in a mounted mqueue filesystem)")
-    detail.line("state", state, _state_style(state, palette))
+    detail.line("state", state, state_style(state, palette))
     detail.line("messages", f"{optional(record.messages)} of at most {optional(record.max_messages)}")
     detail.line("msg size", f"at most {optional(record.message_size)} bytes")
     detail.line("queued", human_bytes(record.qsize_bytes))
@@ -210,7 +210,7 @@ def _describe_sysv_shm(detail: Detail, record: SysvShm) -> None:
     palette = detail.ctx.palette
     state = health.sysv_shm_state(record)
     detail.heading(f"SysV shared memory {record.label}")
-    detail.line("state", state, _state_style(state, palette))
+    detail.line("state", state, state_style(state, palette))
     detail.line("size", f"{human_bytes(record.size)}, resident {human_bytes(record.rss)}")
     detail.line("attached", f"{record.nattch} (nattch)")
     detail.line("creator", str(record.cpid))
@@ -260,11 +260,6 @@ DESCRIBERS: dict[type, Callable[[Detail, Any], None]] = {
     Event: _describe_event,
 }
 """How each kind of record is described: one entry per mechanism (signals are described as their process)."""
-
-
-def _state_style(state: str, palette: Palette) -> str:
-    level = health.STATE_LEVELS.get(state)
-    return str(getattr(palette, level)) if level is not None else ""
 
 
 def describe_record(record: object, ctx: Context, events: Sequence[Event]) -> Text:

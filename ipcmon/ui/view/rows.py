@@ -1,8 +1,10 @@
-"""Table rows for the dashboard: each record of a Snapshot as inert, sortable, filterable cells.
+"""Table rows for the dashboard's views: each record of a Snapshot as inert, sortable, filterable cells.
 
-Pure functions of a snapshot (no widgets), so the cell text and the filter can be tested without a
-terminal. Every cell goes through :func:`ipcmon.safe.printable` and becomes a ``rich.text.Text``: a
-DataTable parses ``str`` cells as markup, and a segment may be called ``[@click=app.quit]x``.
+Pure functions of a snapshot (no widgets), so the cell text and the filter can be tested without a terminal.
+Each view is a table with one entry per mechanism (SHM_ROWS, MQUEUE_ROWS); cells read as the text report's do
+because both take them from ipcmon.text, and states from ipcmon.health. Every cell goes through
+:func:`ipcmon.safe.printable` and becomes a ``rich.text.Text``: a DataTable parses ``str`` cells as markup,
+and a segment may be called ``[@click=app.quit]x``.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from ipcmon.ui.view.table import (
     name_cell,
     number_cell,
     search_text,
+    state_style,
     text_cell,
     unique_pids,
 )
@@ -82,15 +85,8 @@ SHM_COLUMNS = (
 
 
 def shm_state_style(state: str, palette: Palette) -> str:
-    """A shared-memory state's colour: its hazard level (health.STATE_LEVELS), else good."""
-    level = health.STATE_LEVELS.get(state)
-    return str(getattr(palette, level)) if level is not None else palette.good
-
-
-def _state_style(state: str, palette: Palette) -> str:
-    """A state's colour when only hazards are coloured (queue names, detail lines)."""
-    level = health.STATE_LEVELS.get(state)
-    return str(getattr(palette, level)) if level is not None else ""
+    """A shared-memory state's colour: its hazard level, else good."""
+    return state_style(state, palette, palette.good)
 
 
 def _shm_row(segment: ShmSegment, ctx: Context) -> Row:
@@ -216,7 +212,7 @@ def _mqueue_row(queue: MessageQueue, ctx: Context) -> Row:
     palette = ctx.palette
     pids = holder_pids(queue.holders)
     state = health.queue_state(queue)
-    name_style = "" if state == "full" else _state_style(state, palette)  # a full queue is red in its FILL
+    name_style = "" if state == "full" else state_style(state, palette)  # a full queue is red in its FILL
     fill = queue.fill
     return Row(
         key=queue.object_key,

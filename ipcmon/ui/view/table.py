@@ -14,6 +14,7 @@ from rich.style import Style
 from rich.text import Text
 
 from ipcmon.demos import OBJECT_PREFIX
+from ipcmon.health import STATE_LEVELS
 from ipcmon.model import Holder, PipeEnd, Process, Snapshot
 from ipcmon.safe import printable, shorten
 
@@ -61,6 +62,13 @@ class Palette:
     good: str = "green"
     muted: str = "dim"
     accent: str = "bold magenta"
+
+
+def state_style(state: str, palette: Palette, fine: str = "") -> str:
+    """A state word's colour: its hazard level in health.STATE_LEVELS (orphaned warn; deleted, removed, full
+    bad), else ``fine``."""
+    level = STATE_LEVELS.get(state)
+    return str(getattr(palette, level)) if level is not None else fine
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 """The dashboard's structure: widgets and screens post, the App decides; the watcher thread only posts, merged.
 
-Asserted on what the App dispatched (``run_test(message_hook=…)``) and on its state afterwards.
+Asserted on what the App dispatched (``run_test(message_hook=…)``) and on its state afterwards. Last, the
+Overview's Shared memory card over memfd and anonymous regions (issue 11), and without them as before.
 """
 
 from __future__ import annotations
@@ -8,10 +9,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 
 from textual.message import Message
 
-from ipcmon.model import Event
+from ipcmon.model import Event, Holder, SharedRegion
 from ipcmon.ui.messages import Goto, OpenRow, SignalProcess, StartDemo, WatchedEvents
 from ipcmon.ui.screens.process import ProcessScreen
 from ipcmon.ui.view.alerts import find_alerts
@@ -113,3 +115,21 @@ def test_widgets_and_screens_never_import_the_app() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"
+
+
+async def test_memfd_and_anonymous_regions_are_counted_in_the_shared_memory_card() -> None:
+    regions = (
+        SharedRegion("memfd", "wl_shm", 7, 3001, 65536, 65536, (Holder(4242, "producer", 5, False, "rw"),)),
+        SharedRegion("anon", "anonymous", 7, 3002, 8192, None, (Holder(4243, "consumer", None, True, "rw"),)),
+    )
+    app = canned_app(replace(canned.canned_snapshot(), regions=regions))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await started(pilot, app)
+        card = str(app.query_one("#card-shm .summary").render())
+        assert "2 memfd/anonymous" in card
+        # A scan of memfd alone still shows the Shared memory view (no "not scanned" note).
+        assert "memfd" in view(app, "shm").spec.kinds
+    plain = canned_app()
+    async with plain.run_test(size=(120, 40)) as pilot:
+        await started(pilot, plain)
+        assert "memfd" not in str(plain.query_one("#card-shm .summary").render())

@@ -21,10 +21,11 @@ from textual.widgets import Footer
 from ipcmon.demos import DemoProcess
 from ipcmon.live.events import EventLog
 from ipcmon.live.monitor import apply_inotify
-from ipcmon.model import KINDS, Event, Snapshot
+from ipcmon.model import Event, Snapshot
 from ipcmon.ui.feed import Feed
 from ipcmon.ui.messages import ScanDone, ScanFailed, WatchedEvents
 from ipcmon.ui.screens.process import process_history
+from ipcmon.ui.state import empty_context
 from ipcmon.ui.view.rows import Context, Palette
 from ipcmon.ui.widgets.demos_view import running_demo_pids
 from ipcmon.ui.widgets.object_view import object_history
@@ -46,7 +47,7 @@ class RefreshingApp(App[None]):
 
     snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
     """The one App-level snapshot every view is bound to."""
-    context: reactive[Context] = reactive(lambda: Context(Snapshot(taken_at=0.0, kinds=KINDS)), always_update=True)
+    context: reactive[Context] = reactive(empty_context, always_update=True)
     """What rows need besides the snapshot (colours, demo membership); set just before ``snapshot``."""
     events: reactive[Sequence[Event]] = reactive(tuple, always_update=True)
     """The event log, newest first, as of the last scan; set just before ``snapshot``."""

@@ -13,8 +13,9 @@ from textual.reactive import reactive
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
-from ipcmon.model import KINDS, Event, Snapshot
+from ipcmon.model import Event, Snapshot
 from ipcmon.ui.messages import SignalProcess
+from ipcmon.ui.state import empty_context
 from ipcmon.ui.view.describe import describe_process
 from ipcmon.ui.view.rows import Context
 
@@ -40,7 +41,7 @@ class ProcessScreen(ModalScreen[None]):
     ]
 
     snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
-    context: reactive[Context] = reactive(lambda: Context(Snapshot(taken_at=0.0, kinds=KINDS)), always_update=True)
+    context: reactive[Context] = reactive(empty_context, always_update=True)
     events: reactive[Sequence[Event]] = reactive(tuple, always_update=True)
 
     def __init__(self, pid: int) -> None:

@@ -21,9 +21,10 @@ from textual.reactive import reactive
 from textual.widgets import DataTable, RichLog, Static
 
 from ipcmon.demos import DEMOS, LESSONS, DemoProcess
-from ipcmon.model import KINDS, Snapshot
+from ipcmon.model import Snapshot
 from ipcmon.safe import printable
 from ipcmon.ui.messages import Goto, StartDemo, StopDemo
+from ipcmon.ui.state import empty_context
 from ipcmon.ui.view.rows import Cell, Column, Context, Row, text_cell
 from ipcmon.ui.widgets.tables import ObjectTable
 
@@ -111,7 +112,7 @@ class DemosView(Vertical):
     ]
 
     snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
-    context: reactive[Context] = reactive(lambda: Context(Snapshot(taken_at=0.0, kinds=KINDS)), always_update=True)
+    context: reactive[Context] = reactive(empty_context, always_update=True)
     demo_processes: reactive[dict[str, DemoProcess]] = reactive(dict, always_update=True)
     """The demos the App started, by name (the latest run of each)."""
 

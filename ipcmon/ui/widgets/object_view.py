@@ -15,8 +15,9 @@ from textual.reactive import reactive
 from textual.timer import Timer
 from textual.widgets import DataTable, Input, Static
 
-from ipcmon.model import KINDS, Event, Snapshot
+from ipcmon.model import Event, Snapshot
 from ipcmon.ui.messages import OpenRow
+from ipcmon.ui.state import empty_context
 from ipcmon.ui.view.describe import describe_record
 from ipcmon.ui.view.rows import Column, Context, Row, RowCache, RowSource
 from ipcmon.ui.widgets.tables import ObjectTable
@@ -80,7 +81,7 @@ class ObjectView(Vertical):
     ]
 
     snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
-    context: reactive[Context] = reactive(lambda: Context(Snapshot(taken_at=0.0, kinds=KINDS)), always_update=True)
+    context: reactive[Context] = reactive(empty_context, always_update=True)
     events: reactive[Sequence[Event]] = reactive(tuple, always_update=True)
     """The event log, newest first (for the selected object's history)."""
     active_view: reactive[str] = reactive("overview")
@@ -133,8 +134,7 @@ class ObjectView(Vertical):
 
     def rows(self, ctx: Context) -> Iterable[Row]:
         """This view's rows for a context (the spec's row builder, with this view's cache)."""
-        assert self.spec.rows is not None, f"view {self.spec.id} builds its rows itself"
-        return self.spec.rows(ctx, self.cache)
+        return self.spec.rows(ctx, self.cache) if self.spec.rows is not None else ()
 
     def _show_notes(self, snapshot: Snapshot) -> None:
         notes = [note for note in snapshot.notes if any(word in note for word in self.spec.note_words)]

@@ -13,9 +13,10 @@ from textual.containers import Grid, Vertical
 from textual.reactive import reactive
 from textual.widgets import DataTable, Sparkline, Static
 
-from ipcmon.model import KINDS, Snapshot
+from ipcmon.model import Snapshot
 from ipcmon.safe import counted, human_bytes
 from ipcmon.ui.messages import Goto
+from ipcmon.ui.state import empty_context
 from ipcmon.ui.view.alerts import Alert, find_alerts
 from ipcmon.ui.view.rows import Cell, Column, Context, Row, RowCache, pending_count, text_cell
 from ipcmon.ui.widgets.tables import ObjectTable
@@ -128,7 +129,7 @@ class Overview(Vertical):
     """
 
     snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
-    context: reactive[Context] = reactive(lambda: Context(Snapshot(taken_at=0.0, kinds=KINDS)), always_update=True)
+    context: reactive[Context] = reactive(empty_context, always_update=True)
     active_view: reactive[str] = reactive("overview")
 
     def __init__(self) -> None:

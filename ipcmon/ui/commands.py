@@ -1,5 +1,8 @@
 """Command palette entries: jump to a pid or an object, switch views, and the dashboard's actions.
 
+Jumps are posted to the App as the same messages the views post (``Goto``, ``OpenProcess``); the provider
+reads the App's snapshot, so it and the App are the one import cycle left in the dashboard.
+
 Names come from the system, so every prompt is a ``rich.text.Text`` (the palette parses ``str`` prompts,
 ``Matcher.highlight`` results and help text as markup); help strings here are constants.
 """
@@ -14,7 +17,9 @@ from rich.text import Text
 from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
 
 from ipcmon.safe import printable, shorten
+from ipcmon.ui.messages import Goto, OpenProcess
 from ipcmon.ui.view.rows import sysv_name
+from ipcmon.ui.views import VIEWS
 
 if TYPE_CHECKING:
     from ipcmon.ui.app import IpcmonApp
@@ -24,14 +29,16 @@ Command = tuple[str, Callable[[], object], str]
 
 
 class IpcmonCommands(Provider):
+    """Views, actions (by their key's action) and every process and object of the current snapshot."""
+
     @property
     def dashboard(self) -> IpcmonApp:
         return cast("IpcmonApp", self.app)
 
     def _static_commands(self) -> Iterator[Command]:
         app = self.dashboard
-        for view_id, title in app.VIEWS:
-            yield f"View: {title}", partial(app.show_view, view_id), "switch to this view"
+        for view_id, title in VIEWS:
+            yield f"View: {title}", partial(app.post_message, Goto(view_id)), "switch to this view"
         yield "Pause or resume refreshing", app.action_toggle_pause, "p or space"
         yield "Refresh faster", app.action_faster, "+"
         yield "Refresh slower", app.action_slower, "-"
@@ -46,28 +53,28 @@ class IpcmonCommands(Provider):
         snapshot = app.snapshot
         if snapshot is None:
             return
+
+        def goto(view: str, key: str) -> Callable[[], object]:
+            return partial(app.post_message, Goto(view, key))
+
         for process in snapshot.processes:
             command = shorten(printable(" ".join(process.cmdline)), 60)
             yield (
                 f"Process {process.pid} {printable(process.comm)}  {command}".rstrip(),
-                partial(app.show_process, process.pid),
+                partial(app.post_message, OpenProcess(process.pid)),
                 "open the process view",
             )
         for segment in snapshot.shm:
-            yield f"{segment.kind} {printable(segment.name)}", partial(app.jump_to, "shm", segment.object_key), (
-                "show in Shared memory"
-            )
+            yield f"{segment.kind} {printable(segment.name)}", goto("shm", segment.object_key), "show in Shared memory"
+        for region in snapshot.regions:
+            yield f"{region.kind} {printable(region.name)}", goto("shm", region.object_key), "show in Shared memory"
         for shm in snapshot.sysv.shm:
-            yield f"sysv-shm {sysv_name(shm.key, shm.id)}", partial(app.jump_to, "shm", shm.object_key), (
-                "show in Shared memory"
-            )
+            yield f"sysv-shm {sysv_name(shm.key, shm.id)}", goto("shm", shm.object_key), "show in Shared memory"
         for queue in snapshot.mqueues:
-            yield f"mqueue {printable(queue.name)}", partial(app.jump_to, "mqueue", queue.object_key), (
-                "show in Message queues"
-            )
+            yield f"mqueue {printable(queue.name)}", goto("mqueue", queue.object_key), "show in Message queues"
         for pipe in snapshot.pipes:
             name = printable(pipe.path) if pipe.path else f"pipe:[{pipe.inode}]"
-            yield f"{pipe.kind} {name}", partial(app.jump_to, "pipes", pipe.object_key), "show in Pipes & FIFOs"
+            yield f"{pipe.kind} {name}", goto("pipes", pipe.object_key), "show in Pipes & FIFOs"
 
     async def discover(self) -> Hits:
         for text, callback, help_text in self._static_commands():

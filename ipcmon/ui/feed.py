@@ -5,16 +5,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from ipcmon.live.events import EventLog, diff
+from ipcmon.live.events import diff
 from ipcmon.model import Event, Snapshot
 
 SnapshotSource = Callable[[], Snapshot]
 
 
 class Feed(Protocol):
-    """What the app needs: ``poll()`` from one worker thread at a time, inotify started and stopped."""
+    """What the app needs: ``poll()`` from one worker thread at a time, inotify started and stopped.
 
-    log: EventLog
+    The app keeps its own event log, on its own thread, from what ``poll()`` returns and what inotify posts.
+    """
 
     def poll(self) -> tuple[Snapshot, list[Event]]: ...
 
@@ -26,16 +27,14 @@ class Feed(Protocol):
 class SourceFeed:
     """A Feed over a plain snapshot source: events come from diffing consecutive snapshots, no inotify."""
 
-    def __init__(self, source: SnapshotSource, history: int) -> None:
+    def __init__(self, source: SnapshotSource) -> None:
         self.source = source
-        self.log = EventLog(history)
         self._previous: Snapshot | None = None
 
     def poll(self) -> tuple[Snapshot, list[Event]]:
         snapshot = self.source()
         events = diff(self._previous, snapshot)
         self._previous = snapshot
-        self.log.extend(events)
         return snapshot, events
 
     def start(self) -> None:

@@ -33,12 +33,14 @@ KEYS = ("1", "2", "down", "down", "3", "down", "4", "up", "5", "6", "slash", *"c
 
 def sizes(app: Any) -> dict[str, int]:
     """Every container the dashboard keeps between refreshes."""
+    from ipcmon.ui.widgets.events_view import EventsView
     from ipcmon.ui.widgets.object_view import ObjectView
     from ipcmon.ui.widgets.overview import Overview
 
     result = {
         "events": len(app.events),
-        "event_keys": len(app.event_keys._keys),
+        "event_keys": len(app.query_one(EventsView).keys._keys),
+        "event_log": len(app.event_log),
         "log": len(app.feed.log),
         "announced": len(app.feed._announced),
         "last_holders": len(app.feed.last_holders),

@@ -2,37 +2,51 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, cast
+from collections.abc import Sequence
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
+from textual.reactive import reactive
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
-from ipcmon.model import Snapshot
+from ipcmon.model import Event, Snapshot
+from ipcmon.ui.messages import SignalProcess
+from ipcmon.ui.state import empty_context
 from ipcmon.ui.view.describe import describe_process
+from ipcmon.ui.view.rows import Context
 
-if TYPE_CHECKING:
-    from ipcmon.ui.app import IpcmonApp
+HISTORY_SHOWN = 50
+"""Events of the process shown (the newest)."""
+
+
+def process_history(events: Sequence[Event], pid: int) -> list[Event]:
+    """One process's events, oldest first (the last HISTORY_SHOWN), from a log that is newest first."""
+    return [event for event in reversed(events) if event.pid == pid][-HISTORY_SHOWN:]
 
 
 class ProcessScreen(ModalScreen[None]):
-    """Follows the live snapshot while open; says so plainly when the process exits."""
+    """Follows the live snapshot while open; says so plainly when the process exits.
+
+    Bound to the App's ``context``, ``events`` and ``snapshot`` (bind ``snapshot`` last: it redraws);
+    ``k`` posts :class:`~ipcmon.ui.messages.SignalProcess`.
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q", "dismiss(None)", "Back"),
         Binding("k", "signal", "Signal"),
     ]
 
+    snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
+    context: reactive[Context] = reactive(empty_context, always_update=True)
+    events: reactive[Sequence[Event]] = reactive(tuple, always_update=True)
+
     def __init__(self, pid: int) -> None:
         super().__init__(classes="process-screen")
         self.pid = pid
-
-    @property
-    def dashboard(self) -> IpcmonApp:
-        return cast("IpcmonApp", self.app)
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="process-body") as body:
@@ -41,14 +55,13 @@ class ProcessScreen(ModalScreen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.watch(self.dashboard, "snapshot", self._show)
+        self.watch_snapshot(self.snapshot)
 
-    def _show(self, snapshot: Snapshot | None) -> None:
-        if snapshot is None:
+    def watch_snapshot(self, snapshot: Snapshot | None) -> None:
+        if snapshot is None or not self.is_mounted:
             return
-        ctx = self.dashboard.context
-        text = describe_process(self.pid, ctx, self.dashboard.history_for_pid(self.pid))
+        text = describe_process(self.pid, self.context, process_history(self.events, self.pid))
         self.query_one("#process-text", Static).update(text)
 
     def action_signal(self) -> None:
-        self.dashboard.signal_pid(self.pid)
+        self.post_message(SignalProcess(self.pid))

@@ -2,17 +2,18 @@
 
 Lesson demos run with ``--loop`` here, so the objects keep going through their lifecycle while you watch.
 The demos' processes and objects carry a ◆ badge in the other views; ``g`` jumps to the view that shows the
-selected demo's objects, cursor on the first of them.
+selected demo's objects, cursor on the first of them. The App runs the demos: this view shows the bound
+``demo_processes`` and posts ``StartDemo``, ``StopDemo`` and ``Goto``.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -22,11 +23,10 @@ from textual.widgets import DataTable, RichLog, Static
 from ipcmon.demos import DEMOS, LESSONS, DemoProcess
 from ipcmon.model import Snapshot
 from ipcmon.safe import printable
-from ipcmon.ui.view.rows import Cell, Column, Row, text_cell
+from ipcmon.ui.messages import Goto, StartDemo, StopDemo
+from ipcmon.ui.state import empty_context
+from ipcmon.ui.view.rows import Cell, Column, Context, Row, text_cell
 from ipcmon.ui.widgets.tables import ObjectTable
-
-if TYPE_CHECKING:
-    from ipcmon.ui.app import IpcmonApp
 
 NARRATION_LINES = 500
 """Narration kept per demo."""
@@ -76,9 +76,9 @@ def descendants(snapshot: Snapshot, roots: Iterable[int]) -> frozenset[int]:
     return frozenset(found)
 
 
-def running_demo_pids(app: IpcmonApp, snapshot: Snapshot) -> frozenset[int]:
+def running_demo_pids(demos: Iterable[DemoProcess], snapshot: Snapshot) -> frozenset[int]:
     """Processes of the demos started from this dashboard (a running demo is unreaped, so its pid is its own)."""
-    roots = [demo.pid for demo in app.demo_processes.values() if demo.running]
+    roots = [demo.pid for demo in demos if demo.running]
     return descendants(snapshot, roots) if roots else frozenset()
 
 
@@ -87,6 +87,9 @@ def demo_object_keys(snapshot: Snapshot, demo: DemoProcess, pids: frozenset[int]
     for segment in snapshot.shm:
         if segment.name.startswith(demo.prefix) or any(h.pid in pids for h in segment.holders):
             yield "shm", segment.object_key
+    for region in snapshot.regions:
+        if any(h.pid in pids for h in region.holders):
+            yield "shm", region.object_key
     for shm in snapshot.sysv.shm:
         if shm.cpid in pids or any(h.pid in pids for h in shm.holders):
             yield "shm", shm.object_key
@@ -108,15 +111,17 @@ class DemosView(Vertical):
         Binding("g", "go", "Show objects"),
     ]
 
-    def __init__(self, start: tuple[str, ...] = ()) -> None:
+    snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
+    context: reactive[Context] = reactive(empty_context, always_update=True)
+    demo_processes: reactive[dict[str, DemoProcess]] = reactive(dict, always_update=True)
+    """The demos the App started, by name (the latest run of each)."""
+
+    def __init__(self) -> None:
         super().__init__(id="view-demos")
-        self.start = start
         self.narration: dict[str, deque[str]] = {name: deque(maxlen=NARRATION_LINES) for name in DEMOS}
         self._shown: str | None = None
-
-    @property
-    def dashboard(self) -> IpcmonApp:
-        return cast("IpcmonApp", self.app)
+        self._runs: dict[str, DemoProcess] = {}
+        """The run of each demo whose narration is kept (a new run starts a new narration)."""
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Enter starts or stops the selected demo; g shows its objects; ◆ marks them elsewhere."),
@@ -124,17 +129,23 @@ class DemosView(Vertical):
         yield ObjectTable(DEMO_COLUMNS, id="demo-list")
         yield RichLog(id="demo-narration", max_lines=NARRATION_LINES, wrap=True, markup=False)
 
-    snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
-
     def on_mount(self) -> None:
         self.refresh_rows()
-        for name in self.start:
-            self.start_demo(name, asked_on_command_line=True)
         self.set_interval(0.25, self._drain)
 
     def watch_snapshot(self, snapshot: Snapshot | None) -> None:
         if self.is_mounted:
             self.table.sync(self._rows())
+
+    def watch_demo_processes(self, demos: dict[str, DemoProcess]) -> None:
+        for name, process in demos.items():
+            if self._runs.get(name) is not process:
+                self._runs[name] = process
+                self.narration[name].clear()
+                if name == self._shown:
+                    self._shown = None
+        if self.is_mounted:
+            self.refresh_rows()
 
     @property
     def table(self) -> ObjectTable:
@@ -145,10 +156,10 @@ class DemosView(Vertical):
         self._show_narration()
 
     def _rows(self) -> Iterator[Row]:
-        snapshot = self.dashboard.snapshot
-        palette = self.dashboard.palette
+        snapshot = self.snapshot
+        palette = self.context.palette
         for index, (name, demo) in enumerate(DEMOS.items()):
-            process = self.dashboard.demo_processes.get(name)
+            process = self.demo_processes.get(name)
             pids: frozenset[int] = frozenset()
             objects = 0
             if process is not None and process.running and snapshot is not None:
@@ -181,7 +192,7 @@ class DemosView(Vertical):
     def _drain(self) -> None:
         """Move narration lines from the demos' reader threads into the view (UI thread only)."""
         changed = False
-        for name, process in self.dashboard.demo_processes.items():
+        for name, process in self.demo_processes.items():
             while not process.lines.empty():
                 self.narration[name].append(process.lines.get_nowait())
                 if name == self._shown:
@@ -203,7 +214,7 @@ class DemosView(Vertical):
         log.write(Text(f"{name}: {DEMOS[name].description}", style="bold"))
         for line in self.narration[name]:
             log.write(Text(printable(line)))
-        if name not in self.dashboard.demo_processes:
+        if name not in self.demo_processes:
             log.write(Text("not started: press Enter to start it", style="dim"))
 
     @on(DataTable.RowHighlighted, "#demo-list")
@@ -212,40 +223,12 @@ class DemosView(Vertical):
 
     # --- start, stop, go ----------------------------------------------------------------------------------------
 
-    def start_demo(self, name: str, *, asked_on_command_line: bool = False) -> None:
-        if self.dashboard.read_only and not asked_on_command_line:
-            self.dashboard.notify("Read-only: ipcmon was started with --read-only, so demos cannot be started.",
-                                  title="Refused", severity="warning", markup=False)
-            return
-        try:
-            args = ("--loop",) if DEMOS[name].lesson else ()
-            process = DemoProcess.start(name, self.dashboard.demo_step, args=args)
-        except (OSError, ValueError) as error:
-            self.dashboard.notify(f"Could not start demo {name}: {error}", severity="error", markup=False)
-            return
-        self.dashboard.demo_processes[name] = process
-        self.narration[name].clear()
-        if name == self._shown:
-            self._shown = None
-        self.refresh_rows()
-        self.dashboard.request_scan()
-
-    @work(thread=True, group="demo-stop", exit_on_error=False)
-    def stop_demo(self, process: DemoProcess) -> None:
-        process.stop()
-        self.app.call_from_thread(self.refresh_rows)
-        self.app.call_from_thread(self.dashboard.request_scan)
-
     @on(DataTable.RowSelected, "#demo-list")
     def _selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         name = str(event.row_key.value)
-        process = self.dashboard.demo_processes.get(name)
-        if process is not None and process.running:
-            self.dashboard.notify(f"Stopping demo {name}: it removes what it created.", markup=False)
-            self.stop_demo(process)
-        else:
-            self.start_demo(name)
+        process = self.demo_processes.get(name)
+        self.post_message(StopDemo(name) if process is not None and process.running else StartDemo(name))
 
     def action_go(self) -> None:
         row = self.table.current_row
@@ -253,17 +236,15 @@ class DemosView(Vertical):
             return
         name = row.key
         view = DEMO_VIEWS.get(name, "overview")
-        process = self.dashboard.demo_processes.get(name)
-        snapshot = self.dashboard.snapshot
+        process = self.demo_processes.get(name)
+        snapshot = self.snapshot
         if process is None or not process.running or snapshot is None:
-            self.dashboard.show_view(view)
+            self.post_message(Goto(view))
             return
         pids = descendants(snapshot, (process.pid,))
         keys = [key for where, key in demo_object_keys(snapshot, process, pids) if where == view]
-        if keys:
-            self.dashboard.jump_to(view, keys[0])
-        else:
-            self.dashboard.show_view(view)
-            self.dashboard.notify(f"Demo {name} has no {view} objects right now.", markup=False)
+        self.post_message(Goto(view, keys[0] if keys else None))
+        if not keys:
+            self.notify(f"Demo {name} has no {view} objects right now.", markup=False)
 
 

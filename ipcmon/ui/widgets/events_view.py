@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from ipcmon.model import Event
 from ipcmon.ui.view.rows import EVENT_COLUMNS, Context, Row, RowCache, event_row
-from ipcmon.ui.widgets.object_view import ViewSpec
-
-EventSource = Callable[[], Sequence[Event]]
-"""The current events, newest first."""
+from ipcmon.ui.widgets.object_view import ObjectView, ViewSpec
 
 
 class EventKeys:
@@ -37,16 +34,26 @@ class EventKeys:
         )
 
 
-def events_spec(keys: EventKeys, events: EventSource) -> ViewSpec:
-    return ViewSpec(
-        id="events",
-        title="Events",
-        columns=EVENT_COLUMNS,
-        rows=lambda ctx, cache: keys.rows(events(), ctx, cache),
-        kinds=("shm", "mqueue", "pipe", "signal", "sysv"),
-        sort_column="time",
-        sort_reverse=True,
-        follow_top=True,
-        empty="no events yet: they appear as objects are created, attached, detached and destroyed",
-        filter_help="filter: mechanism:shm event:created pid:123 source:inotify, or any words",
-    )
+EVENTS_SPEC = ViewSpec(
+    id="events",
+    title="Events",
+    columns=EVENT_COLUMNS,
+    rows=None,  # EventsView.rows: from its bound event log
+    kinds=("shm", "memfd", "mqueue", "pipe", "signal", "sysv"),
+    sort_column="time",
+    sort_reverse=True,
+    follow_top=True,
+    empty="no events yet: they appear as objects are created, attached, detached and destroyed",
+    filter_help="filter: mechanism:shm event:created pid:123 source:inotify, or any words",
+)
+
+
+class EventsView(ObjectView):
+    """The Events view: an object table over the bound event log, newest first, each event a row."""
+
+    def __init__(self) -> None:
+        super().__init__(EVENTS_SPEC)
+        self.keys = EventKeys()
+
+    def rows(self, ctx: Context) -> Iterable[Row]:
+        return self.keys.rows(self.events, ctx, self.cache)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from rich.text import Span, Text
 from textual import on
@@ -14,16 +15,22 @@ from textual.reactive import reactive
 from textual.timer import Timer
 from textual.widgets import DataTable, Input, Static
 
-from ipcmon.model import Snapshot
+from ipcmon.model import Event, Snapshot
+from ipcmon.ui.messages import OpenRow
+from ipcmon.ui.state import empty_context
 from ipcmon.ui.view.describe import describe_record
-from ipcmon.ui.view.rows import Column, RowCache, RowSource
+from ipcmon.ui.view.rows import Column, Context, Row, RowCache, RowSource
 from ipcmon.ui.widgets.tables import ObjectTable
 
 FILTER_DELAY = 0.15
 """Seconds of no typing before the filter is applied."""
+HISTORY_SHOWN = 50
+"""Events of one object shown in its detail pane (the newest)."""
 
-if TYPE_CHECKING:
-    from ipcmon.ui.app import IpcmonApp
+
+def object_history(events: Sequence[Event], key: str) -> list[Event]:
+    """One object's events, oldest first (the last HISTORY_SHOWN), from a log that is newest first."""
+    return [event for event in reversed(events) if event.key == key][-HISTORY_SHOWN:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +40,8 @@ class ViewSpec:
     id: str
     title: str
     columns: tuple[Column, ...]
-    rows: RowSource
+    rows: RowSource | None
+    """The table's rows from the context; None when the view builds them itself (the Events view)."""
     kinds: tuple[str, ...]
     """Snapshot kinds this view needs; a note says so when --kind left them all out."""
     note_words: tuple[str, ...] = ()
@@ -62,13 +70,21 @@ class DetailPane(VerticalScroll):
 
 
 class ObjectView(Vertical):
-    """Bound to the app's snapshot; syncs its table when it is the visible view (hidden ones catch up later)."""
+    """Bound to the app's snapshot; syncs its table when it is the visible view (hidden ones catch up later).
+
+    ``context``, ``events`` and ``active_view`` are bound too, and set before ``snapshot``: a new snapshot
+    finds them current. Enter on a row posts :class:`~ipcmon.ui.messages.OpenRow`.
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
     snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
+    context: reactive[Context] = reactive(empty_context, always_update=True)
+    events: reactive[Sequence[Event]] = reactive(tuple, always_update=True)
+    """The event log, newest first (for the selected object's history)."""
+    active_view: reactive[str] = reactive("overview")
 
     def __init__(self, spec: ViewSpec) -> None:
         super().__init__(id=f"view-{spec.id}", classes="object-view")
@@ -77,10 +93,6 @@ class ObjectView(Vertical):
         self.cache = RowCache()
         self._filter_timer: Timer | None = None
         self._notes: str | None = None
-
-    @property
-    def dashboard(self) -> IpcmonApp:
-        return cast("IpcmonApp", self.app)
 
     def compose(self) -> ComposeResult:
         yield Static("", classes="notes")
@@ -99,7 +111,7 @@ class ObjectView(Vertical):
 
     @property
     def active(self) -> bool:
-        return self.dashboard.active_view == self.spec.id
+        return self.active_view == self.spec.id
 
     def watch_snapshot(self, snapshot: Snapshot | None) -> None:
         self._stale = True
@@ -112,14 +124,17 @@ class ObjectView(Vertical):
         if snapshot is None or not (self._stale or force) or not self.is_mounted:
             return
         self._stale = False
-        ctx = self.dashboard.context
         self._show_notes(snapshot)
         table = self.table
-        rows = list(self.spec.rows(ctx, self.cache))
+        rows = list(self.rows(self.context))
         self.cache.forget(row.key for row in rows)
         table.sync(rows)
         table.set_class(table.row_count == 0, "-empty")
         self.show_detail()
+
+    def rows(self, ctx: Context) -> Iterable[Row]:
+        """This view's rows for a context (the spec's row builder, with this view's cache)."""
+        return self.spec.rows(ctx, self.cache) if self.spec.rows is not None else ()
 
     def _show_notes(self, snapshot: Snapshot) -> None:
         notes = [note for note in snapshot.notes if any(word in note for word in self.spec.note_words)]
@@ -139,7 +154,7 @@ class ObjectView(Vertical):
             empty = self.spec.empty if not self.table.filter_text else f"no row matches {self.table.filter_text!r}"
             pane.show(Text(empty))
             return
-        pane.show(describe_record(row.record, self.dashboard.context, self.dashboard.history_for(row.key)))
+        pane.show(describe_record(row.record, self.context, object_history(self.events, row.key)))
 
     @on(DataTable.RowHighlighted)
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -150,7 +165,7 @@ class ObjectView(Vertical):
         event.stop()
         row = self.table.current_row
         if row is not None:
-            self.dashboard.open_row(row)
+            self.post_message(OpenRow(row))
 
     # --- filter -----------------------------------------------------------------------------------------------
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
 from textual import on
@@ -17,12 +16,11 @@ from textual.widgets import DataTable, Sparkline, Static
 from ipcmon.model import Snapshot
 from ipcmon.safe import counted
 from ipcmon.text import human_bytes
+from ipcmon.ui.messages import Goto
+from ipcmon.ui.state import empty_context
 from ipcmon.ui.view.alerts import Alert, find_alerts
 from ipcmon.ui.view.rows import Cell, Column, Context, Row, RowCache, pending_count, text_cell
 from ipcmon.ui.widgets.tables import ObjectTable
-
-if TYPE_CHECKING:
-    from ipcmon.ui.app import IpcmonApp
 
 HISTORY = 120
 """Points kept per sparkline (two minutes at the default interval)."""
@@ -41,7 +39,8 @@ class Metric:
 
     id: str
     title: str
-    kind: str
+    kinds: tuple[str, ...]
+    """Scan kinds it summarises: "not scanned (--kind)" when none of them was."""
     summary: Callable[[Snapshot], str]
     value: Callable[[Snapshot], float]
     unit: str
@@ -51,14 +50,18 @@ def _shm_summary(s: Snapshot) -> str:
     held = sum(x.state == "held" for x in s.shm)
     orphaned = sum(x.state == "orphaned" for x in s.shm)
     deleted = sum(x.state == "deleted" for x in s.shm)
+    # memfd and anonymous shared regions are counted only when there are some: a machine without them reads
+    # as before.
+    regions = f", {len(s.regions)} memfd/anonymous" if s.regions else ""
     return (
-        f"{len(s.shm)} POSIX ({held} held, {orphaned} orphaned, {deleted} deleted), {len(s.sysv.shm)} SysV\n"
+        f"{len(s.shm)} POSIX ({held} held, {orphaned} orphaned, {deleted} deleted), {len(s.sysv.shm)} SysV{regions}\n"
         f"{human_bytes(_shm_bytes(s))} allocated, {human_bytes(sum(x.pinned_bytes for x in s.shm))} pinned"
     )
 
 
 def _shm_bytes(s: Snapshot) -> int:
-    return sum(x.allocated for x in s.shm) + sum(x.rss or 0 for x in s.sysv.shm)
+    return (sum(x.allocated for x in s.shm) + sum(x.rss or 0 for x in s.sysv.shm)
+            + sum(x.allocated or 0 for x in s.regions))
 
 
 def _queue_summary(s: Snapshot) -> str:
@@ -88,12 +91,12 @@ def _signal_summary(s: Snapshot) -> str:
 
 
 METRICS = (
-    Metric("shm", "Shared memory", "shm", _shm_summary, lambda s: float(_shm_bytes(s)), "bytes allocated"),
-    Metric("mqueue", "Message queues", "mqueue", _queue_summary,
+    Metric("shm", "Shared memory", ("shm", "memfd"), _shm_summary, lambda s: float(_shm_bytes(s)), "bytes allocated"),
+    Metric("mqueue", "Message queues", ("mqueue",), _queue_summary,
            lambda s: float(sum(q.messages or 0 for q in s.mqueues) + sum(m.qnum for m in s.sysv.msg)), "messages"),
-    Metric("pipes", "Pipes & FIFOs", "pipe", _pipe_summary,
+    Metric("pipes", "Pipes & FIFOs", ("pipe",), _pipe_summary,
            lambda s: float(sum(p.buffered or 0 for p in s.pipes)), "bytes buffered"),
-    Metric("signals", "Signals", "signal", _signal_summary,
+    Metric("signals", "Signals", ("signal",), _signal_summary,
            lambda s: float(sum(pending_count(p) for p in s.signals)), "signals pending"),
 )
 
@@ -110,7 +113,7 @@ class MetricCard(Vertical):
         yield Static("", classes="caption")
 
     def show(self, snapshot: Snapshot, history: deque[float]) -> None:
-        scanned = self.metric.kind in snapshot.kinds
+        scanned = any(kind in snapshot.kinds for kind in self.metric.kinds)
         update_if_changed(self.query_one(".summary", Static),
                           Text(self.metric.summary(snapshot) if scanned else "not scanned (--kind)"))
         self.query_one(Sparkline).data = list(history)
@@ -121,19 +124,20 @@ class MetricCard(Vertical):
 
 
 class Overview(Vertical):
-    """Bound to the app's snapshot; always kept current (it is small and its sparklines need every point)."""
+    """Bound to the app's snapshot; always kept current (it is small and its sparklines need every point).
+
+    Enter on an alert posts :class:`~ipcmon.ui.messages.Goto` with the object's view and key.
+    """
 
     snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
+    context: reactive[Context] = reactive(empty_context, always_update=True)
+    active_view: reactive[str] = reactive("overview")
 
     def __init__(self) -> None:
         super().__init__(id="view-overview")
         self.history: dict[str, deque[float]] = {metric.id: deque(maxlen=HISTORY) for metric in METRICS}
         self.alerts: dict[str, Alert] = {}
         self.cache = RowCache()
-
-    @property
-    def dashboard(self) -> IpcmonApp:
-        return cast("IpcmonApp", self.app)
 
     def compose(self) -> ComposeResult:
         yield Static("", classes="notes")
@@ -149,7 +153,7 @@ class Overview(Vertical):
         for metric in METRICS:
             self.history[metric.id].append(metric.value(snapshot))
         # Hidden, it only keeps the history: updating its widgets would still re-lay out the screen.
-        if self.dashboard.active_view == "overview":
+        if self.active_view == "overview":
             self.refresh_view()
 
     def refresh_view(self) -> None:
@@ -161,7 +165,7 @@ class Overview(Vertical):
         notes.display = bool(snapshot.notes)
         for metric in METRICS:
             self.query_one(f"#card-{metric.id}", MetricCard).show(snapshot, self.history[metric.id])
-        ctx = self.dashboard.context
+        ctx = self.context
         self.alerts = {alert.alert_key: alert for alert in find_alerts(snapshot)}
         table = self.query_one("#alerts", ObjectTable)
         rows = list(self.cache.rows(ctx, self.alerts.values(), _alert_row, key_of=lambda alert: alert.alert_key))
@@ -182,7 +186,7 @@ class Overview(Vertical):
         event.stop()
         alert = self.alerts.get(str(event.row_key.value))
         if alert is not None:
-            self.dashboard.jump_to(alert.view, alert.key)
+            self.post_message(Goto(alert.view, alert.key))
 
 
 def _alert_row(alert: Alert, ctx: Context) -> Row:

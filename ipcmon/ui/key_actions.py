@@ -1,0 +1,255 @@
+"""The dashboard's keys and what they do: filter, pause, interval, export, copy, and the signal and remove flows.
+
+Each flow that changes the system asks first (a picker, a confirmation), refuses under ``--read-only``, and
+runs the change in a thread worker that only posts its outcome (``ActionDone``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.binding import Binding, BindingType
+from textual.widgets import Input
+
+from ipcmon import actions as audit
+from ipcmon.collect import ScanConfig
+from ipcmon.collect.signals import signal_name
+from ipcmon.export import dumps
+from ipcmon.leaks import Leak, find_leaks
+from ipcmon.model import Snapshot
+from ipcmon.safe import printable
+from ipcmon.ui import actions
+from ipcmon.ui.messages import ActionDone, OpenProcess, OpenRow, SignalProcess
+from ipcmon.ui.screens.choose import ChooseProcess
+from ipcmon.ui.screens.confirm import ConfirmScreen
+from ipcmon.ui.screens.help import HelpScreen
+from ipcmon.ui.screens.process import ProcessScreen
+from ipcmon.ui.screens.signal import SignalPicker
+from ipcmon.ui.view.rows import Row, record_name
+from ipcmon.ui.views import VIEWS, NavigatingApp
+
+
+class ActingApp(NavigatingApp):
+    """Key bindings, their actions and the dialogs they open (the dashboard's third layer)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help"),
+        # Priority bindings run before the key is routed to the focused widget, so keys typed right after
+        # "/" (or a view number) already reach the filter box of the new view; check_action lets them through
+        # as text when a text box has the focus.
+        Binding("slash", "filter", "Filter", priority=True),
+        Binding("k", "signal", "Signal"),
+        Binding("d", "remove", "Remove"),
+        Binding("c", "copy_path", "Copy path"),
+        Binding("e", "export", "Export"),
+        Binding("p,space", "toggle_pause", "Pause"),
+        Binding("plus,equals_sign", "faster", "Faster"),
+        Binding("minus", "slower", "Slower"),
+        *(Binding(str(number), f"show_view('{view}')", title, show=False, priority=True)
+          for number, (view, title) in enumerate(VIEWS, start=1)),
+    ]
+    # Actions that need the main screen (not a dialog or the process view on top of it).
+    MAIN_SCREEN_ACTIONS: ClassVar[frozenset[str]] = frozenset(
+        {"quit", "help", "filter", "signal", "remove", "copy_path", "export", "show_view"}
+    )
+
+    read_only: bool
+    """--read-only or IPCMON_READ_ONLY: every action that changes the system is refused (set by IpcmonApp)."""
+    scan_config: ScanConfig
+    """How the fresh scan before a removal reads the system (set by IpcmonApp)."""
+    export_dir: str
+    """Where ``e`` writes the snapshot (set by IpcmonApp)."""
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("filter", "show_view") and isinstance(self.focused, Input):
+            return False  # the key is text for the box
+        return not (action in self.MAIN_SCREEN_ACTIONS and len(self.screen_stack) > 1)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(self.read_only))
+
+    def action_filter(self) -> None:
+        view = self.current_view()
+        if view is None:
+            self.notify("Filtering works in the table views (2–6).", markup=False)
+            return
+        view.open_filter()
+
+    def action_toggle_pause(self) -> None:
+        self.toggle_pause()
+
+    def action_faster(self) -> None:
+        self.faster()
+
+    def action_slower(self) -> None:
+        self.slower()
+
+    # --- the process view -------------------------------------------------------------------------------------
+
+    def show_process(self, pid: int) -> None:
+        self.push_screen(ProcessScreen(pid).data_bind(ActingApp.context, ActingApp.events, ActingApp.snapshot))
+
+    @on(OpenProcess)
+    def _open_process(self, message: OpenProcess) -> None:
+        self.show_process(message.pid)
+
+    @on(OpenRow)
+    def _open_row(self, message: OpenRow) -> None:
+        self._choose_and_show(message.row)
+
+    @work(group="dialog", exclusive=True)
+    async def _choose_and_show(self, row: Row) -> None:
+        pid = await self._choose_pid(row, "Process view")
+        if pid is not None:
+            self.show_process(pid)
+
+    async def _choose_pid(self, row: Row, title: str) -> int | None:
+        pids = list(row.pids)
+        if not pids:
+            self.notify(f"No process holds {printable(record_name(row.record))}.", markup=False)
+            return None
+        if len(pids) == 1:
+            return pids[0]
+        processes = self.context.processes
+        choices = [(pid, processes[pid].comm if pid in processes else "?") for pid in pids]
+        return await self.push_screen_wait(ChooseProcess(title, choices))
+
+    # --- signal -----------------------------------------------------------------------------------------------
+
+    def _refuse_read_only(self, what: str) -> bool:
+        if self.read_only:
+            self.notify(
+                f"Read-only: ipcmon was started with --read-only, so {what} is disabled.",
+                title="Refused",
+                severity="warning",
+                markup=False,
+            )
+        return self.read_only
+
+    def action_signal(self) -> None:
+        if self._refuse_read_only("sending signals"):
+            return
+        row = self.current_row()
+        if row is None:
+            self.notify("Select a process (Signals view) or an object first.", markup=False)
+            return
+        self._signal_row(row)
+
+    @work(group="dialog", exclusive=True)
+    async def _signal_row(self, row: Row) -> None:
+        pid = await self._choose_pid(row, "Send a signal")
+        if pid is not None:
+            await self._signal_flow(pid)
+
+    @on(SignalProcess)
+    def _signal_process(self, message: SignalProcess) -> None:
+        """k in the process view."""
+        if self._refuse_read_only("sending signals"):
+            return
+        self._signal_pid(message.pid)
+
+    @work(group="dialog", exclusive=True)
+    async def _signal_pid(self, pid: int) -> None:
+        await self._signal_flow(pid)
+
+    async def _signal_flow(self, pid: int) -> None:
+        process = self.context.processes.get(pid)
+        target = Text(f"process {pid} ")
+        target.append(printable(process.comm) if process else "?", style="bold")
+        signo = await self.push_screen_wait(SignalPicker(target))
+        if signo is None:
+            self.notify("Cancelled: no signal sent.", markup=False)
+            return
+        question = Text(f"Send {signal_name(signo)} ({signo}) to ").append_text(target).append("?")
+        if not await self.push_screen_wait(ConfirmScreen("Send a signal", question, "Send")):
+            self.notify("Cancelled: no signal sent.", markup=False)
+            return
+        self._send_signal(pid, process.start_ticks if process else None, signo, process.comm if process else "?")
+
+    @work(thread=True, group="action", exit_on_error=False)
+    def _send_signal(self, pid: int, start_ticks: int | None, signo: int, comm: str) -> None:
+        try:
+            text, ok = actions.send_signal(pid, start_ticks, signo), True
+        except OSError as error:
+            text, ok = str(error), False
+        # Every signal sent or refused goes to the action log (issue 7), like removals.
+        problem = audit.record("signal", f"{signal_name(signo)} to {pid} {comm}", text)
+        self.post_message(ActionDone(f"{text} ({problem})" if problem else text, ok=ok))
+
+    # --- remove -----------------------------------------------------------------------------------------------
+
+    def action_remove(self) -> None:
+        if self._refuse_read_only("removing objects"):
+            return
+        row = self.current_row()
+        if row is None:
+            self.notify("Select an orphaned segment or queue first.", markup=False)
+            return
+        snapshot = self.snapshot
+        leak = None
+        if snapshot is not None:
+            leak = next((leak for leak in find_leaks(snapshot) if leak.key == row.key), None)
+        name = printable(record_name(row.record))
+        if leak is None or not leak.removable:
+            holders = ", ".join(f"{pid}" for pid in row.pids)
+            reason = f"it is held by {holders}" if holders else "only orphaned POSIX segments and queues can be removed"
+            self.notify(f"Refused: {name} was not removed: {reason}.", title="Refused", severity="warning",
+                        markup=False)
+            return
+        self._remove_flow(leak)
+
+    @work(group="dialog", exclusive=True)
+    async def _remove_flow(self, leak: Leak) -> None:
+        question = Text("Remove the orphaned ")
+        question.append(printable(leak.name), style="bold")
+        question.append("?\nNo process holds it. It is re-checked by a fresh scan just before it is unlinked.")
+        if await self.push_screen_wait(ConfirmScreen("Remove orphan", question, "Remove")):
+            self._remove(leak)
+        else:
+            self.notify("Cancelled: nothing removed.", markup=False)
+
+    @work(thread=True, group="action", exit_on_error=False)
+    def _remove(self, leak: Leak) -> None:
+        removed, reason = actions.remove_orphan(leak, self.scan_config)
+        name = printable(leak.name)
+        text = f"Removed {name}." if removed else f"Refused: {name} was not removed: {reason}."
+        self.post_message(ActionDone(text, ok=removed))
+
+    @on(ActionDone)
+    def _action_done(self, message: ActionDone) -> None:
+        self.notify(message.text, severity="information" if message.ok else "error", markup=False)
+        self.request_scan()
+
+    # --- copy and export --------------------------------------------------------------------------------------
+
+    def action_copy_path(self) -> None:
+        row = self.current_row()
+        path = row.path if row is not None else None
+        if path is None:
+            self.notify("The selected row has no path to copy.", markup=False)
+            return
+        self.copy_to_clipboard(path)
+        self.notify(f"Copied {printable(path)}", markup=False)
+
+    def action_export(self) -> None:
+        if self.snapshot is None:
+            self.notify("No snapshot yet.", markup=False)
+            return
+        self._export(self.snapshot)
+
+    @work(thread=True, group="action", exit_on_error=False)
+    def _export(self, snapshot: Snapshot) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(snapshot.taken_at))
+        path = os.path.join(self.export_dir, f"ipcmon-snapshot-{stamp}.json")
+        try:
+            with open(path, "w", encoding="utf-8") as out:
+                out.write(dumps(snapshot, indent=2) + "\n")
+        except OSError as error:
+            self.post_message(ActionDone(f"Export failed: {error}", ok=False))
+            return
+        self.post_message(ActionDone(f"Exported the snapshot to {path}"))

@@ -1,0 +1,253 @@
+"""Keeping the dashboard current: scans in a thread worker re-armed after each one, inotify events between them.
+
+Every state change happens on the UI thread. The scan worker only posts its result (``ScanDone``), the
+inotify watcher only posts what it saw (``WatchedEvents``, merged while queued); the handlers here turn both
+into the App-level reactives the views are bound to: ``snapshot``, ``context``, ``events``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+from textual import on, work
+from textual.app import App
+from textual.reactive import reactive
+from textual.theme import Theme
+from textual.timer import Timer
+from textual.widget import Widget
+from textual.widgets import Footer
+
+from ipcmon.demos import DemoProcess
+from ipcmon.live.events import EventLog
+from ipcmon.live.monitor import apply_inotify
+from ipcmon.model import Event, Snapshot
+from ipcmon.ui.feed import Feed
+from ipcmon.ui.messages import ScanDone, ScanFailed, WatchedEvents
+from ipcmon.ui.screens.process import process_history
+from ipcmon.ui.state import empty_context
+from ipcmon.ui.view.rows import Context, Palette
+from ipcmon.ui.widgets.demos_view import running_demo_pids
+from ipcmon.ui.widgets.object_view import object_history
+
+INTERVALS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+"""Steps for faster/slower refresh."""
+MIN_INTERVAL = 0.1
+MIN_REST = 0.1
+"""Seconds at least between the end of a scan and a rescan triggered by inotify."""
+INOTIFY_CALM = 8
+"""More events than this in one handled burst is a storm: they wait for the rescan."""
+PATCH_GAP = 0.25
+"""Seconds at least between two views refreshed from inotify alone."""
+HISTORY_EVENTS = 10_000
+
+
+class RefreshingApp(App[None]):
+    """The scan loop and the App-level state every view is bound to (the dashboard's first layer)."""
+
+    snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
+    """The one App-level snapshot every view is bound to."""
+    context: reactive[Context] = reactive(empty_context, always_update=True)
+    """What rows need besides the snapshot (colours, demo membership); set just before ``snapshot``."""
+    events: reactive[Sequence[Event]] = reactive(tuple, always_update=True)
+    """The event log, newest first, as of the last scan; set just before ``snapshot``."""
+    demo_processes: reactive[dict[str, DemoProcess]] = reactive(dict, always_update=True)
+    """Demos started from this dashboard, by name (the latest run of each); replaced, never changed in place."""
+    interval: reactive[float] = reactive(1.0)
+    paused: reactive[bool] = reactive(False)
+    scan_error: reactive[str] = reactive("")
+
+    def __init__(self, feed: Feed, *, interval: float, history: int = HISTORY_EVENTS) -> None:
+        super().__init__()
+        self.feed = feed
+        self.event_log = EventLog(history)
+        """Every event seen (scans' diffs and inotify's), appended on the UI thread only."""
+        self.set_reactive(RefreshingApp.interval, max(interval, MIN_INTERVAL))
+        self.palette = Palette()
+        self._scanning = False
+        self._rescan = False
+        self._last_patch = 0.0
+        self._timer: Timer | None = None
+        self._timer_due = 0.0
+        """When the armed timer fires (time.monotonic)."""
+        self._rest_until = 0.0
+        """No inotify-triggered scan before this (time.monotonic)."""
+
+    def start_refreshing(self) -> None:
+        """Start inotify (polling still works without it) and the first scan (from on_mount)."""
+        self.palette = palette_for(self.current_theme)
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
+        try:
+            self.feed.start()
+        except Exception as error:  # inotify limits, permissions: polling still works
+            self.notify(f"inotify unavailable, polling only: {error}", severity="warning", markup=False)
+        self.request_scan()
+
+    def stop_refreshing(self) -> None:
+        """Stop the timer and the watcher thread (from on_unmount: threads you start, you stop)."""
+        if self._timer is not None:
+            self._timer.stop()
+        self.feed.stop()
+
+    # --- scanning: a thread worker, never two at once, re-armed after each one ----------------------------
+
+    def request_scan(self) -> None:
+        """Scan now, or right after the scan in progress."""
+        if self._scanning:
+            self._rescan = True
+            return
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self._scanning = True
+        self._scan()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="scan")
+    def _scan(self) -> None:
+        try:
+            snapshot, events = self.feed.poll()
+        except Exception as error:
+            self.post_message(ScanFailed(f"{type(error).__name__}: {error}"))
+            return
+        self.post_message(ScanDone(snapshot, events))
+
+    @on(ScanDone)
+    def _scan_done(self, message: ScanDone) -> None:
+        self._scanning = False
+        self._rest_until = time.monotonic() + max(MIN_REST, message.snapshot.scan_seconds)
+        self.scan_error = ""
+        drop_closed_watchers(self.query(Footer))
+        self.event_log.extend(message.events)
+        self._show(message.snapshot, events=list(self.event_log))
+        self._next_scan()
+
+    @on(ScanFailed)
+    def _scan_failed(self, message: ScanFailed) -> None:
+        self._scanning = False
+        self.scan_error = message.error
+        self._next_scan()
+
+    def _show(self, snapshot: Snapshot, *, events: Sequence[Event] | None = None) -> None:
+        """Hand a snapshot to the views: events and context first, so a view refreshed by ``snapshot`` has them."""
+        if events is not None:
+            self.events = events
+        self.context = self.context_for(snapshot)
+        self.snapshot = snapshot
+
+    def context_for(self, snapshot: Snapshot) -> Context:
+        return Context(snapshot, self.palette, running_demo_pids(self.demo_processes.values(), snapshot))
+
+    def _next_scan(self) -> None:
+        if self._rescan:
+            self._rescan = False
+            self.request_scan()
+        elif not self.paused:
+            self._arm(self.interval)
+
+    def _arm(self, delay: float) -> None:
+        """(Re)arm the one scan timer."""
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_timer(delay, self.request_scan)
+        self._timer_due = time.monotonic() + delay
+
+    # --- inotify: the watcher thread posts, this thread decides -------------------------------------------
+
+    def inotify_event(self, event: Event) -> None:
+        """The Monitor's callback, on its observer thread: it only posts (poll events arrive with the scan)."""
+        if event.source == "inotify":
+            self.post_message(WatchedEvents([event]))
+
+    @on(WatchedEvents)
+    def _watched(self, message: WatchedEvents) -> None:
+        # inotify saw creates or deletes between polls: rescan now for holders, sizes and the rest. Under
+        # churn that would be scan after scan, the scanning thread holding the GIL most of the time and the
+        # UI starved: after each scan, rest at least as long as it took (MIN_REST at least) first.
+        self.event_log.extend(message.events)
+        now = time.monotonic()
+        calm = len(message.events) <= INOTIFY_CALM and now - self._last_patch >= PATCH_GAP
+        if calm and not self.paused and self.snapshot is not None:
+            # Show segments created or removed at once; the rescan below fills in their holders. Only when
+            # inotify is calm: each patch refreshes every view, and under churn the rescan shows it all.
+            self._last_patch = now
+            shown = self.snapshot
+            for event in message.events:
+                shown = apply_inotify(shown, event) or shown
+            if shown is not self.snapshot:
+                self._show(shown)
+        if self.paused or self._scanning:
+            self._rescan = self._rescan or not self.paused
+            return
+        wait = self._rest_until - time.monotonic()
+        if wait <= 0:
+            self.request_scan()
+        elif self._timer is None or self._timer_due > self._rest_until:
+            self._arm(wait)
+
+    # --- pause and interval ---------------------------------------------------------------------------------
+
+    def toggle_pause(self) -> None:
+        self.paused = not self.paused
+        if self.paused:
+            if self._timer is not None:
+                self._timer.stop()
+                self._timer = None
+        else:
+            self.request_scan()
+
+    def set_interval_seconds(self, seconds: float) -> None:
+        self.interval = max(seconds, MIN_INTERVAL)
+        self.notify(f"Refreshing every {self.interval:g}s", timeout=2, markup=False)
+        if not self._scanning and not self.paused:
+            self._arm(self.interval)
+
+    def faster(self) -> None:
+        self.set_interval_seconds(max((step for step in INTERVALS if step < self.interval), default=MIN_INTERVAL))
+
+    def slower(self) -> None:
+        self.set_interval_seconds(min((step for step in INTERVALS if step > self.interval), default=self.interval))
+
+    # --- history --------------------------------------------------------------------------------------------
+
+    def history_for(self, key: str) -> list[Event]:
+        """One object's events, oldest first (the last 50)."""
+        return object_history(self.events, key)
+
+    def history_for_pid(self, pid: int) -> list[Event]:
+        return process_history(self.events, pid)
+
+    # --- theme ------------------------------------------------------------------------------------------------
+
+    def _theme_changed(self, theme: Theme) -> None:
+        self.palette = palette_for(theme)
+        snapshot = self.snapshot
+        if snapshot is not None:
+            self.context = self.context_for(snapshot)
+            self.recolour()
+
+    def recolour(self) -> None:
+        """Redraw what is on screen in the new colours (the views know how)."""
+
+
+def drop_closed_watchers(nodes: Iterable[Widget]) -> None:
+    """Forget watchers whose widget is gone.
+
+    The Footer rebuilds its keys whenever the bindings change (every view switch), each key data-bound to
+    Footer.compact. Textual drops a closed widget's watcher only when the watched value changes, and compact
+    never does, so every key ever shown stayed in memory, ~20 widgets a view switch (textual#6666).
+    """
+    for node in nodes:
+        for watchers in getattr(node, "__watchers", {}).values():
+            watchers[:] = [(owner, callback) for owner, callback in watchers
+                           if not (getattr(owner, "_closing", False) or getattr(owner, "_closed", False))]
+
+
+def palette_for(theme: Theme) -> Palette:
+    """State colours from the theme, so the built-in theme switcher recolours the tables too."""
+    return Palette(
+        bad=f"bold {theme.error or 'red'}",
+        warn=theme.warning or "yellow",
+        good=theme.success or "green",
+        muted="dim",
+        accent=f"bold {theme.accent or 'magenta'}",
+    )

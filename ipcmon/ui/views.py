@@ -1,0 +1,138 @@
+"""The dashboard's views: what each one shows (the specs), the tabs, and moving between them (keys, jumps, focus)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import on
+from textual.reactive import reactive
+from textual.widgets import TabbedContent, TabPane
+
+from ipcmon.ui.messages import Goto
+from ipcmon.ui.refresh import RefreshingApp
+from ipcmon.ui.view.rows import (
+    MQUEUE_COLUMNS,
+    PIPE_COLUMNS,
+    SHM_COLUMNS,
+    SIGNAL_COLUMNS,
+    Row,
+    mqueue_rows,
+    pipe_rows,
+    shm_rows,
+    signal_rows,
+)
+from ipcmon.ui.widgets.object_view import ObjectView, ViewSpec
+from ipcmon.ui.widgets.overview import Overview
+
+VIEWS: tuple[tuple[str, str], ...] = (
+    ("overview", "Overview"),
+    ("shm", "Shared memory"),
+    ("mqueue", "Message queues"),
+    ("pipes", "Pipes & FIFOs"),
+    ("signals", "Signals"),
+    ("events", "Events"),
+    ("demos", "Demos"),
+)
+"""(id, title) of every view, in key order: ``1`` shows the first."""
+
+OBJECT_SPECS = (
+    # memfd and anonymous shared regions (scan kind memfd) are shared memory too: shm_rows lists them.
+    ViewSpec("shm", "Shared memory", SHM_COLUMNS, shm_rows, ("shm", "memfd", "sysv"),
+             note_words=("shm", "sysvipc", "could not be fully read"), sort_column="name",
+             empty="no shared memory segments or semaphores"),
+    ViewSpec("mqueue", "Message queues", MQUEUE_COLUMNS, mqueue_rows, ("mqueue", "sysv"),
+             note_words=("mqueue", "sysvipc"), sort_column="name", empty="no message queues"),
+    ViewSpec("pipes", "Pipes & FIFOs", PIPE_COLUMNS, pipe_rows, ("pipe",),
+             note_words=("pipe",), sort_column="inode", empty="no pipes or FIFOs"),
+    ViewSpec("signals", "Signals", SIGNAL_COLUMNS, signal_rows, ("signal",), sort_column="pending",
+             sort_reverse=True, empty="no processes", filter_help="filter: pid, command, signal name; state:pending"),
+)
+"""The table views other than Events (whose rows come from the event log, see widgets/events_view.py)."""
+
+
+class Views(TabbedContent):
+    """The dashboard's views as tabs; they switch only on purpose (keys, clicks, jumps)."""
+
+    def _on_tab_pane_focused(self, event: TabPane.Focused) -> None:
+        # TabbedContent also switches to the pane of any widget that gets the focus. A focus change still in
+        # flight for the previous pane then switched back, and hiding the focused table moved the focus again:
+        # two tabs flipped for ever. The dashboard moves the focus itself after each switch.
+        event.stop()
+        event.prevent_default()
+
+
+class NavigatingApp(RefreshingApp):
+    """Which view is shown, and going to a view or an object's row (the dashboard's second layer)."""
+
+    VIEWS: ClassVar[tuple[tuple[str, str], ...]] = VIEWS
+    active_view: reactive[str] = reactive("overview")
+
+    def current_view(self) -> ObjectView | None:
+        for view in self.query(ObjectView):
+            if view.spec.id == self.active_view:
+                return view
+        return None
+
+    def current_row(self) -> Row | None:
+        view = self.current_view()
+        return view.table.current_row if view is not None else None
+
+    def show_view(self, view_id: str) -> None:
+        self.query_one("#views", TabbedContent).active = view_id
+        self.active_view = view_id
+        # Move the focus now: focusing a widget makes its pane the active tab, so a focus change still in
+        # flight for the old pane would switch back to it unless a newer one for this pane follows it.
+        self._focus_view(view_id)
+
+    def action_show_view(self, view_id: str) -> None:
+        self.show_view(view_id)
+
+    def jump_to(self, view_id: str, key: str) -> None:
+        """Switch to a view and put the cursor on an object's row."""
+        self.show_view(view_id)
+        for view in self.query(ObjectView):
+            if view.spec.id == view_id:
+                if view.select_key(key):
+                    view.table.focus()
+                else:
+                    self.notify("That object is gone (or not in this view).", severity="warning", markup=False)
+
+    @on(Goto)
+    def _goto(self, message: Goto) -> None:
+        if message.key is None:
+            self.show_view(message.view)
+        else:
+            self.jump_to(message.view, message.key)
+
+    @on(Views.TabActivated, "#views")
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        if not self.screen_stack:
+            return  # shutting down
+        # The tab active now, not the event's: a late event for an earlier switch must not win.
+        self.active_view = event.control.active or "overview"
+        view = self.current_view()
+        if view is not None:
+            view.refresh_rows()
+        elif self.active_view == "overview":
+            for overview in self.query(Overview):
+                overview.refresh_view()
+        self._focus_view(self.active_view)
+
+    def _focus_view(self, view_id: str) -> None:
+        """Focus the main widget of a view, unless the focus is in that view already."""
+        if not self.screen_stack or len(self.screen_stack) > 1:
+            return
+        pane = self.query_one(f"#views TabPane#{view_id}")
+        focused = self.focused
+        if focused is not None and pane in focused.ancestors:
+            return
+        for widget in pane.query("ObjectTable, #demo-list"):
+            self.screen.set_focus(widget)
+            return
+
+    def recolour(self) -> None:
+        for overview in self.query(Overview):
+            overview.refresh_view()
+        view = self.current_view()
+        if view is not None:
+            view.refresh_rows(force=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ipcmon.collect import procfs
 from ipcmon.collect.fds import FdRef
-from ipcmon.model import MessageQueue, Pipe, Process, Waiting
+from ipcmon.model import MessageQueue, Pipe, Process, Waiting, file_key, pipe_ref
 
 # Only the calls that block on IPC matter; numbers differ per architecture (arch/*/syscall*.tbl).
 _SYSCALLS: dict[str, dict[int, str]] = {
@@ -93,11 +93,11 @@ def resolve(raw: RawWait, pid: int, fd_index: Mapping[tuple[int, int], FdRef]) -
         ref = fd_index.get((pid, fd))
         if ref is None:
             return None
-        if ref.kind in ("pipe", "fifo"):
-            label = f"{ref.kind}:[{ref.inode}]" if ref.kind == "pipe" else f"fifo:{ref.path}"
-            return Waiting(syscall, fd, raw.wchan, label, f"{ref.kind}:{ref.dev}:{ref.inode}")
+        if ref.kind == "pipe" or ref.kind == "fifo":
+            return Waiting(syscall, fd, raw.wchan, pipe_ref(ref.kind, ref.inode, ref.path),
+                           file_key(ref.kind, ref.dev, ref.inode))
         if ref.kind == "mqueue":
-            return Waiting(syscall, fd, raw.wchan, f"mqueue:{ref.path}", f"mqueue:{ref.dev}:{ref.inode}")
+            return Waiting(syscall, fd, raw.wchan, f"mqueue:{ref.path}", file_key("mqueue", ref.dev, ref.inode))
         return None
     if syscall in ("msgsnd", "msgrcv") and raw.args:
         msqid = raw.args[0]

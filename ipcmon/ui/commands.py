@@ -73,8 +73,7 @@ class IpcmonCommands(Provider):
         for queue in snapshot.mqueues:
             yield f"mqueue {printable(queue.name)}", goto("mqueue", queue.object_key), "show in Message queues"
         for pipe in snapshot.pipes:
-            name = printable(pipe.path) if pipe.path else f"pipe:[{pipe.inode}]"
-            yield f"{pipe.kind} {name}", goto("pipes", pipe.object_key), "show in Pipes & FIFOs"
+            yield f"{pipe.kind} {printable(pipe.label)}", goto("pipes", pipe.object_key), "show in Pipes & FIFOs"
 
     async def discover(self) -> Hits:
         for text, callback, help_text in self._static_commands():

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from ipcmon import health
 from ipcmon.model import MessageQueue, Pipe, ProcessSignals, ScanKind, SharedRegion, ShmSegment, Snapshot, sysv_key
-from ipcmon.safe import printable, shorten
+from ipcmon.safe import counted, printable, shorten
 from ipcmon.text import (
     ends_cell,
     fill_cell,
@@ -226,9 +226,10 @@ def render(snapshot: Snapshot, *, all_signals: bool = False) -> str:
     orphaned = sum(segment.state == "orphaned" for segment in snapshot.shm)
     deleted = sum(segment.state == "deleted" for segment in snapshot.shm)
     lines.append(
-        f"ipcmon snapshot {when}: {len(snapshot.processes)} processes"
+        f"ipcmon snapshot {when}: {counted(len(snapshot.processes), 'process', 'processes')}"
         f"{f' ({snapshot.hidden_processes} not fully readable)' if snapshot.hidden_processes else ''}, "
         f"shm {len(snapshot.shm)} ({held} held, {orphaned} orphaned, {deleted} deleted), "
+        f"memfd/anon {len(snapshot.regions)}, "
         f"mqueues {len(snapshot.mqueues)}, pipes {len(snapshot.pipes)}, "
         f"sysv shm/msg/sem {len(snapshot.sysv.shm)}/{len(snapshot.sysv.msg)}/{len(snapshot.sysv.sem)}, "
         f"scan {snapshot.scan_seconds * 1000:.0f} ms"

@@ -54,7 +54,7 @@ def test_inotify_reports_create_and_destroy_between_polls(cleanup: Cleanup) -> N
         _, polled = monitor.poll()
         # The poll does not announce the queue's creation a second time.
         assert not [e for e in polled if e.object == queue_name and e.event == "created"]
-    assert monitor._observer is None
+    assert monitor._inotify is None
 
 
 def test_reading_queues_causes_no_inotify_events(cleanup: Cleanup) -> None:

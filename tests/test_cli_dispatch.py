@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import io
 import subprocess
 import sys
@@ -28,7 +27,7 @@ def test_each_command_is_dispatched_to_its_entry(name: str, monkeypatch: pytest.
         seen.append(args)
         return 42
 
-    monkeypatch.setitem(COMMANDS, name, dataclasses.replace(COMMANDS[name], run=record))
+    monkeypatch.setitem(COMMANDS, name, COMMANDS[name]._replace(run=record))
     assert main([name]) == 42
     assert [args.command for args in seen] == [name]
 
@@ -55,7 +54,7 @@ def test_interrupt_and_a_vanished_reader_end_the_command_quietly(
     def fail(args: argparse.Namespace) -> int:
         raise error
 
-    monkeypatch.setitem(COMMANDS, "snapshot", dataclasses.replace(COMMANDS["snapshot"], run=fail))
+    monkeypatch.setitem(COMMANDS, "snapshot", COMMANDS["snapshot"]._replace(run=fail))
     monkeypatch.setattr(sys, "stderr", io.StringIO())  # main closes stderr after a broken pipe
     assert main(["snapshot"]) == status
 

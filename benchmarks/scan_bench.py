@@ -13,9 +13,12 @@ measures, alternating the tools round by round so that load changes hit them all
   command uses, and a repeated scan of a `Scanner` (what each dashboard refresh costs),
 - `lsof -n +E` and `lsfd` (wall time and peak RSS),
 
-and prints medians and the ratios ipcmon ÷ peer. With --dashboard S it also runs the dashboard headless
-at 1 Hz on the largest workload for S seconds and prints CPU seconds per wall second, the longest stall
-of the event loop (the longest UI handler), the time to the first filled frame, and create→screen latency.
+- the import time of `ipcmon snapshot --json` (`python -X importtime`: all of it, and ipcmon's own part),
+
+and prints medians and the ratios ipcmon ÷ peer, against the targets of issue 11 for lsof. With --dashboard S
+it also runs the dashboard headless at 1 Hz on the largest workload for S seconds and prints CPU seconds per
+wall second, the longest stall of the event loop (the longest UI handler), the time to the first filled frame,
+and create→screen latency.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ SCALES = {
     # 100 queues, not 200: fs.mqueue.queues_max is 256 for the whole machine, shared with everything else.
     "large": {"processes": 500, "pipes": 5000, "segments": 2000, "queues": 100},
 }
+TARGETS = {"small": 0.8, "medium": 0.5, "large": 0.5}
+"""Issue 11: the one-shot `ipcmon snapshot --json` ÷ `lsof -n +E` at most this, in time."""
+SNAPSHOT = [sys.executable, "-m", "ipcmon", "snapshot", "--json"]
 
 
 @dataclass
@@ -65,6 +71,23 @@ def run_timed(command: list[str]) -> tuple[float, int]:
     if process.returncode != 0:
         raise RuntimeError(f"{command[0]} exited {process.returncode}")
     return elapsed, usage.ru_maxrss
+
+
+def import_times(command: list[str]) -> tuple[float, float]:
+    """Seconds a command spends importing (the `python -X importtime` self times summed) and the part of it that
+    is ipcmon's own package (the cumulative time of each top-level `ipcmon…` import)."""
+    result = subprocess.run([sys.executable, "-X", "importtime", *command[1:]], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, check=True, cwd=REPO)
+    total = own = 0
+    for line in result.stderr.splitlines():
+        # "import time: self [us] | cumulative | imported package", the package indented by its depth.
+        if not line.startswith("import time:") or "[us]" in line:
+            continue
+        self_us, cumulative_us, package = line.removeprefix("import time:").split("|")
+        total += int(self_us)
+        if package.startswith(" ipcmon"):  # one space: imported at the top level, not from inside another module
+            own += int(cumulative_us)
+    return total / 1e6, own / 1e6
 
 
 def count_fds() -> int:
@@ -126,6 +149,16 @@ def time_in_process(label: str) -> float:
     return float(output.stdout)
 
 
+def byte_compile() -> None:
+    """Byte-compile the checkout's ipcmon, as pip does when it installs the wheel.
+
+    Without it, an environment with PYTHONDONTWRITEBYTECODE=1 compiles every ipcmon module from source on
+    each `python -m ipcmon` (~30 ms of a one-shot run), which no installed ipcmon pays. The .pyc files go
+    to ipcmon/__pycache__ (ignored by git); a changed source is recompiled by Python as usual.
+    """
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "ipcmon"], check=True, cwd=REPO)
+
+
 def bench_scale(name: str, rounds: int) -> dict[str, Samples]:
     workload = start_workload(SCALES[name])
     try:
@@ -134,28 +167,34 @@ def bench_scale(name: str, rounds: int) -> dict[str, Samples]:
         peers = {"lsof -n +E": ["lsof", "-n", "+E"], "lsfd": ["lsfd"]}
         peers = {label: command for label, command in peers.items() if shutil.which(command[0])}
         in_process = ["scan in-process", "scan in-process, forked", "Scanner, again"]
-        order = ["ipcmon snapshot --json", *in_process, *peers]
-        samples: dict[str, Samples] = {label: Samples() for label in order}
-        run_timed([sys.executable, "-m", "ipcmon", "snapshot", "--json"])  # warm the page cache, as after round 1
+        order = ["ipcmon snapshot --json", *in_process, "imports", *peers]
+        samples: dict[str, Samples] = {label: Samples() for label in order if label != "imports"}
+        imported: list[tuple[float, float]] = []
+        run_timed(SNAPSHOT)  # warm the page cache, as after round 1
         for round_number in range(rounds):
             shift = round_number % len(order)
             for label in order[shift:] + order[:shift]:
+                if label == "imports":
+                    imported.append(import_times(SNAPSHOT))
+                    continue
                 if label in in_process:
                     samples[label].wall.append(time_in_process(label))
                     continue
-                command = ([sys.executable, "-m", "ipcmon", "snapshot", "--json"]
-                           if label.startswith("ipcmon") else peers[label])
-                wall, rss = run_timed(command)
+                wall, rss = run_timed(SNAPSHOT if label.startswith("ipcmon") else peers[label])
                 samples[label].wall.append(wall)
                 samples[label].rss_kib.append(rss)
-        print(f"\n{name}: {SCALES[name]}  — {fds} fds system-wide, {rounds} rounds")
+        print(f"\n{name}: {SCALES[name]}  — {fds} fds system-wide, {rounds} rounds, "
+              f"load average {os.getloadavg()[0]:.1f} at the end")
         for label, sample in samples.items():
             peak = f"  peak RSS {sample.peak_mib():6.1f} MiB" if sample.rss_kib else ""
             print(f"  {label:<24} median {sample.median_ms():8.1f} ms{peak}")
+        total, own = (statistics.median(times) * 1000 for times in zip(*imported, strict=True))
+        print(f"  imports (-X importtime)  median {total:8.1f} ms, {own:.1f} ms of it ipcmon's own package")
         whole = samples["ipcmon snapshot --json"]
         for label in peers:
+            target = f" (target ≤ {TARGETS[name]}×)" if label.startswith("lsof") and name in TARGETS else ""
             print(f"  ipcmon snapshot ÷ {label:<12} {whole.median_ms() / samples[label].median_ms():5.2f} × time,"
-                  f" {whole.peak_mib() / samples[label].peak_mib():5.2f} × RSS")
+                  f" {whole.peak_mib() / samples[label].peak_mib():5.2f} × RSS{target}")
         return samples
     finally:
         stop_workload(workload)
@@ -239,7 +278,9 @@ def main() -> None:
     if os.geteuid() != 0:
         sys.exit("run as root: lsof, lsfd and ipcmon must all see every process")
     scales = [scale.strip() for scale in args.scales.split(",")]
-    print(f"machine: {os.cpu_count()} cores, {os.uname().release}, Python {sys.version.split()[0]}")
+    print(f"machine: {os.cpu_count()} cores, {os.uname().release}, Python {sys.version.split()[0]}, "
+          f"load average {os.getloadavg()[0]:.1f} at the start")
+    byte_compile()
     for scale in scales:
         bench_scale(scale, args.rounds)
     if args.dashboard:

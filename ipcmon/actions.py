@@ -125,13 +125,34 @@ def _logged(results: list[Removal]) -> list[Removal]:
     return logged
 
 
-def send_signal(pid: int, start_ticks: int | None, signo: int, proc: str = procfs.PROC) -> str:
-    """Signal the process that was on screen, not a newer one that reused its pid; returns what was done.
+@dataclass(frozen=True, slots=True)
+class SignalOutcome:
+    """What became of one signal the user asked for."""
 
-    A pidfd (pidfd_open(2)) pins the process; its start time (field 22 of /proc/PID/stat) is compared with the
-    one the scan saw before pidfd_send_signal(2). Raises OSError (ProcessLookupError, PermissionError) with a
-    message fit to show. The caller writes the action log (it knows the command name shown).
+    sent: bool
+    text: str
+    """What was done, or why not, fit to show (``sent SIGUSR1 (10) to process 42``)."""
+    log_problem: str | None
+    """Why the action log could not be written; None when it was."""
+
+
+def send_signal(pid: int, start_ticks: int | None, signo: int, comm: str, proc: str = procfs.PROC) -> SignalOutcome:
+    """Signal the process that was on screen, not a newer one that reused its pid, and log the attempt.
+
+    A pidfd (pidfd_open(2)) pins the process; its start time (field 22 of /proc/PID/stat, clock ticks) is
+    compared with the one the scan saw (None: not checked) before pidfd_send_signal(2). A process that has
+    exited, a reused pid and a refusal by the kernel (EPERM) are outcomes with ``sent`` False, never raised.
+    Every attempt, sent or not, is one line of the action log, naming the signal, the pid and comm.
     """
+    try:
+        text, sent = _send_signal(pid, start_ticks, signo, proc), True
+    except OSError as error:
+        text, sent = str(error), False
+    problem = record("signal", f"{signal_name(signo)} to {pid} {comm}", text)
+    return SignalOutcome(sent, text, problem)
+
+
+def _send_signal(pid: int, start_ticks: int | None, signo: int, proc: str) -> str:
     name = signal_name(signo)
     try:
         pidfd = os.pidfd_open(pid)

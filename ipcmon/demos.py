@@ -8,7 +8,6 @@ removes everything it created. No Textual import here.
 
 from __future__ import annotations
 
-import functools
 import os
 import queue
 import signal
@@ -19,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
+
+import psutil
 
 from ipcmon.collect import procfs
 from ipcmon.model import ProcessKey
@@ -172,46 +173,25 @@ class DemoProcess:
         return self._popen.returncode
 
     def pids(self) -> frozenset[ProcessKey]:
-        """The demo process and its descendants now, keyed by pid and start time; empty once it has ended."""
+        """The demo process and its descendants now, keyed by pid and start time; empty once it has ended.
+
+        The tree comes from psutil's ``Process.children(recursive=True)``, which reads the ppid in every
+        /proc/PID/stat: fine for a look now and then, and never on the scan's measured path (issue 11).
+        """
         if self._start_ticks is None or self._popen.poll() is not None:
             return frozenset()
         if _start_ticks(self.pid) != self._start_ticks:
             return frozenset()
-        found = [ProcessKey(self.pid, self._start_ticks)]
-        for key in found:  # grows while it is walked: breadth first
-            for child in _children(key.pid):
-                ticks = _start_ticks(child)
-                if ticks is not None:
-                    found.append(ProcessKey(child, ticks))
-        return frozenset(found)
-
-
-def _children(pid: int) -> list[int]:
-    """Children of a process, from /proc/PID/task/TID/children where the kernel has it, else by ppid."""
-    proc = procfs.PROC
-    if not _children_files():
-        return _children_by_ppid(pid)
-    try:
-        return [int(child) for tid in os.listdir(f"{proc}/{pid}/task")
-                for child in procfs.read_bytes(f"{proc}/{pid}/task/{tid}/children").split()]
-    except (OSError, procfs.Gone, procfs.Denied):
-        return []  # the process (or one of its threads) ended meanwhile: the next look sees the rest
-
-
-@functools.cache
-def _children_files() -> bool:
-    return os.path.exists(f"{procfs.PROC}/thread-self/children")  # CONFIG_PROC_CHILDREN
-
-
-def _children_by_ppid(pid: int) -> list[int]:
-    children = []
-    for candidate in procfs.pids():
+        found = {ProcessKey(self.pid, self._start_ticks)}
         try:
-            if procfs.parse_stat(procfs.read_bytes(f"{procfs.PROC}/{candidate}/stat")).ppid == pid:
-                children.append(candidate)
-        except (procfs.Gone, procfs.Denied, ValueError, IndexError):
-            continue
-    return children
+            descendants = psutil.Process(self.pid).children(recursive=True)
+        except psutil.Error:  # the demo ended meanwhile (NoSuchProcess, ZombieProcess): the next look is empty
+            return frozenset(found)
+        for child in descendants:
+            ticks = _start_ticks(child.pid)  # None: that child ended meanwhile, and drops out
+            if ticks is not None:
+                found.add(ProcessKey(child.pid, ticks))
+        return frozenset(found)
 
 
 def run_foreground(names: Sequence[str], step: float | None = None, args: Sequence[str] = (),

@@ -1,4 +1,9 @@
-"""`ipcmon watch`, `ipcmon leaks` and `ipcmon clean`: the lifecycle commands of the command line."""
+"""`ipcmon watch`, `ipcmon leaks` and `ipcmon clean`: the lifecycle commands of the command line.
+
+`watch` prints the events of a ``live.monitor.Monitor`` as lines or JSON lines; `leaks` and `clean` print and
+remove what ``ipcmon.leaks`` finds. What each command needs beyond that is imported when it runs, so `leaks`
+loads neither watchdog nor the text report for ``--json``, and nothing here loads Textual (issue 11).
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,57 @@ import sys
 import threading
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from ipcmon import actions as audit
-from ipcmon.actions import remove_orphans
-from ipcmon.collect import ScanConfig, scan
-from ipcmon.leaks import Leak, find_leaks, matching, unlink_refusal
-from ipcmon.model import Event
-from ipcmon.report import format_table
+from ipcmon.cli.arguments import Command, Subcommands, add_scope, parse_duration_arg, parse_interval
 from ipcmon.safe import counted, printable
 from ipcmon.text import human_age, human_bytes
+
+if TYPE_CHECKING:
+    from ipcmon.leaks import Leak
+    from ipcmon.model import Event
+
+
+def add_watch_parser(commands: Subcommands) -> argparse.ArgumentParser:
+    watch = commands.add_parser("watch", help="stream lifecycle events (created, attached, detached, destroyed…)")
+    add_scope(watch)
+    watch.add_argument("--json", action="store_true", help="one JSON object per line, flushed")
+    watch.add_argument("--interval", type=parse_interval, default=1.0, metavar="S",
+                       help="seconds between scans (default 1, at least 0.1); inotify reports shm and mqueue "
+                            "creation and removal between scans")
+    watch.add_argument("--history", type=int, default=10_000, metavar="N", help="events kept in memory")
+    return watch
+
+
+def add_leaks_parser(commands: Subcommands) -> argparse.ArgumentParser:
+    leaks = commands.add_parser(
+        "leaks",
+        help="list orphaned segments and queues and unlinked segments still pinning memory",
+        description="Exit status: 0 no leaks, 1 leaks found, 2 error.",
+    )
+    leaks.add_argument("--min-age", type=parse_duration_arg, default=0.0, metavar="DURATION",
+                       help="only objects unchanged for at least this long (30s, 5m, 2h, 1d)")
+    leaks.add_argument("--match", metavar="GLOB", help="only names matching this glob, e.g. '/psm_*'")
+    leaks.add_argument("--json", action="store_true", help="a JSON list")
+    return leaks
+
+
+def add_clean_parser(commands: Subcommands) -> argparse.ArgumentParser:
+    clean = commands.add_parser(
+        "clean",
+        help="remove orphaned segments and queues (dry run unless --yes)",
+        description="Removes POSIX shm segments, semaphores and message queues that no process holds. "
+        "Without --yes it only prints what it would remove. With --yes it re-checks each object is still "
+        "orphaned immediately before unlinking it and never touches a held object.",
+    )
+    clean.add_argument("--min-age", type=parse_duration_arg, default=0.0, metavar="DURATION",
+                       help="only objects unchanged for at least this long")
+    clean.add_argument("--match", metavar="GLOB", help="only names matching this glob, e.g. '/psm_*'")
+    clean.add_argument("--yes", action="store_true", help="really remove them")
+    # The global --read-only, accepted after the subcommand too (ipcmon clean --yes --read-only refuses).
+    clean.add_argument("--read-only", action="store_true", default=argparse.SUPPRESS,
+                       help="refuse to remove anything, even with --yes (same as ipcmon --read-only)")
+    return clean
 
 
 def format_event(event: Event) -> str:
@@ -36,6 +83,8 @@ def format_event(event: Event) -> str:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
+    """Print each event as it comes until SIGINT or SIGTERM, or until stdout's reader leaves; exit 0."""
+    from ipcmon.collect import ScanConfig
     from ipcmon.live.monitor import Monitor
 
     stop = threading.Event()
@@ -73,6 +122,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def leak_to_dict(leak: Leak) -> dict[str, object]:
+    """One leak as `ipcmon leaks --json` gives it: its fields and whether `clean` may remove it."""
     data = dataclasses.asdict(leak)
     data["removable"] = leak.removable
     return data
@@ -80,6 +130,9 @@ def leak_to_dict(leak: Leak) -> dict[str, object]:
 
 def _find(args: argparse.Namespace) -> tuple[list[Leak], int] | None:
     """The leaks the options select and the count of hidden processes; None after printing an error."""
+    from ipcmon.collect import ScanConfig, scan
+    from ipcmon.leaks import find_leaks, matching
+
     try:
         snapshot = scan(ScanConfig(kinds=("shm", "mqueue", "sysv")))
     except OSError as error:
@@ -103,6 +156,7 @@ def _leak_rows(leaks: list[Leak]) -> list[tuple[str, ...]]:
 
 
 def cmd_leaks(args: argparse.Namespace) -> int:
+    """Print the leaks; exit 0 when there are none, 1 when there are, 2 when the scan failed."""
     found = _find(args)
     if found is None:
         return 2
@@ -112,6 +166,8 @@ def cmd_leaks(args: argparse.Namespace) -> int:
     elif not leaks:
         sys.stdout.write("no leaks found\n")
     else:
+        from ipcmon.report import format_table
+
         lines = format_table(("KIND", "PROBLEM", "NAME", "BYTES", "AGE", "HINT"), _leak_rows(leaks))
         sys.stdout.write("\n".join(lines) + "\n")
         pinned = sum(leak.bytes or 0 for leak in leaks)
@@ -124,9 +180,13 @@ def cmd_leaks(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    read_only = audit.read_only(getattr(args, "read_only", False))
+    """List (dry run) or remove the orphaned POSIX objects; exit 0, 1 when one could not be removed, 2 on error."""
+    from ipcmon import actions
+    from ipcmon.leaks import unlink_refusal
+
+    read_only = actions.read_only(getattr(args, "read_only", False))
     if args.yes and read_only:
-        sys.stderr.write(f"ipcmon clean: refusing to remove anything: {audit.READ_ONLY_REASON}.\n")
+        sys.stderr.write(f"ipcmon clean: refusing to remove anything: {actions.READ_ONLY_REASON}.\n")
         return 2
     found = _find(args)
     if found is None:
@@ -148,7 +208,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
         return 0
     failed = 0
     log_problem = None
-    for removal in remove_orphans(candidates):
+    for removal in actions.remove_orphans(candidates):
         name = printable(removal.leak.name)
         log_problem = log_problem or removal.log_problem
         if removal.removed:
@@ -160,5 +220,12 @@ def cmd_clean(args: argparse.Namespace) -> int:
     if log_problem:
         sys.stderr.write(f"warning: {log_problem}\n")
     else:
-        sys.stderr.write(f"logged to {printable(audit.log_path())}\n")
+        sys.stderr.write(f"logged to {printable(actions.log_path())}\n")
     return 0 if not failed else 1
+
+
+COMMANDS = (
+    Command("watch", add_watch_parser, cmd_watch),
+    Command("leaks", add_leaks_parser, cmd_leaks),
+    Command("clean", add_clean_parser, cmd_clean),
+)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from ipcmon.collect.config import Places, ScanConfig
 from ipcmon.collect.fds import FdRef, MapRef
@@ -16,12 +16,15 @@ from ipcmon.collect.procfs import PidFds
 from ipcmon.collect.recall import Recall
 from ipcmon.model import Process, ProcessSignals
 
-if TYPE_CHECKING:
-    from ipcmon.collect.memory import ScanMemory
-
 Need = Literal["fds", "maps", "signals"]
 """Per-process data a collector builds from: /proc/PID/fd entries, /proc/PID/maps lines, /proc/PID/status
 signal masks. A process is read only for what the collectors of the scan need."""
+
+
+class RecordMemory(Protocol):
+    """What a collector may ask of a Scanner's memory (memory.ScanMemory): its records of the last scan."""
+
+    def recall(self, snapshot_field: str) -> Recall[Any]: ...
 
 
 @dataclass(slots=True)
@@ -39,7 +42,7 @@ class ScanInputs:
     settled: Collection[int] = ()
     """Pids whose tables a Scanner took over unread (they have not run since); empty when some process's
     descriptors could not be read (then nothing is known to be unchanged)."""
-    memory: ScanMemory | None = None
+    memory: RecordMemory | None = None
     notes: list[str] = field(default_factory=list)
     """Notes a collector adds while it builds (after the where-to-look notes and the unreadable count)."""
 

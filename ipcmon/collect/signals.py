@@ -10,7 +10,7 @@ from collections.abc import Collection
 from ipcmon.collect import procfs
 from ipcmon.collect.collector import Collector, ScanInputs
 from ipcmon.model import ProcessSignals, ThreadSignals
-from ipcmon.text import signal_name as signal_name  # moved to text.py; collect and the UI import it from here
+from ipcmon.text import signal_name
 
 # The kernel's first real-time signal is 32; glibc reserves 32 and 33 for threading and reports
 # SIGRTMIN as 34. Names follow what a user can send: SIGRTMIN+N counted from the libc SIGRTMIN.

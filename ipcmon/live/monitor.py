@@ -1,8 +1,7 @@
-"""Live monitoring without a UI: periodic scans diffed into events, plus inotify for create/delete between polls.
+"""The Monitor: periodic scans diffed into lifecycle events, merged with inotify's creates and deletes between polls.
 
-The watchdog observer watches the shm directory and the mqueue mount for entries created, deleted or
-renamed only, so ipcmon's own reads (open/close-nowrite of queue files) cause no events. Its handler
-never lets an exception escape: one bad event is recorded in ``errors`` and the observer keeps going.
+The inotify source (``live.inotify``, watchdog) is imported only when ``start()`` runs, so a Monitor that only
+polls loads no watchdog. Its errors are recorded in ``errors``; the observer keeps going.
 """
 
 from __future__ import annotations
@@ -13,15 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-
-from watchdog.events import (
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
+from typing import TYPE_CHECKING
 
 from ipcmon.collect import ScanConfig, Scanner
 from ipcmon.collect.procfs import group_name, user_name
@@ -29,6 +20,9 @@ from ipcmon.collect.scan import find_mqueue_dir
 from ipcmon.collect.shm import SEM_PREFIX
 from ipcmon.live.events import EventLog, diff
 from ipcmon.model import Event, EventName, Mechanism, MessageQueue, ShmSegment, Snapshot, file_key
+
+if TYPE_CHECKING:
+    from ipcmon.live.inotify import DirectoryWatch
 
 EventCallback = Callable[[Event], None]
 
@@ -44,6 +38,7 @@ MECHANISMS_BY_KIND: dict[str, frozenset[str]] = {
     "mqueue": frozenset({"mqueue"}),
     "pipe": frozenset({"pipe", "fifo", "process"}),
     "signal": frozenset({"signal"}),
+    "memfd": frozenset({"memfd", "anon"}),
     "sysv": frozenset({"sysv-shm", "sysv-msg", "sysv-sem"}),
 }
 
@@ -54,26 +49,6 @@ def mechanisms_for(kinds: tuple[str, ...]) -> frozenset[str]:
     for kind in kinds:
         result |= MECHANISMS_BY_KIND.get(kind, frozenset())
     return frozenset(result)
-
-
-class _Handler(FileSystemEventHandler):
-    def __init__(self, on_change: Callable[[str, bool], None], on_error: Callable[[BaseException], None]) -> None:
-        self._on_change = on_change
-        self._on_error = on_error
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        try:
-            if event.is_directory:
-                return
-            if isinstance(event, FileMovedEvent):
-                self._on_change(os.fsdecode(event.src_path), False)
-                self._on_change(os.fsdecode(event.dest_path), True)
-            elif isinstance(event, FileCreatedEvent):
-                self._on_change(os.fsdecode(event.src_path), True)
-            elif isinstance(event, FileDeletedEvent):
-                self._on_change(os.fsdecode(event.src_path), False)
-        except Exception as error:
-            self._on_error(error)
 
 
 class Monitor:
@@ -98,7 +73,7 @@ class Monitor:
         self._on_event = on_event
         self._scan_lock = threading.Lock()
         self._state_lock = threading.Lock()
-        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._inotify: DirectoryWatch | None = None
         self._names: dict[str, tuple[str, bool]] = {}
         """path → (object key, held) from the last snapshot and inotify, to name deletions."""
         self._announced: dict[tuple[str, str], float] = {}
@@ -162,31 +137,31 @@ class Monitor:
     # --- inotify -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start watching the shm directory and the mqueue mount (whichever exist)."""
-        if self._observer is not None:
+        """Start watching the shm directory and the mqueue mount (whichever exist and are in ``config.kinds``)."""
+        if self._inotify is not None:
             return
-        observer = Observer()
-        handler = _Handler(self._on_inotify, self._on_error)
-        watched = 0
-        filters = [FileCreatedEvent, FileDeletedEvent, FileMovedEvent]
-        for kind, directory in (("shm", self.config.shm_dir), ("mqueue", self._mqueue_dir())):
-            if kind not in self.config.kinds or directory is None or not os.path.isdir(directory):
-                continue
-            try:
-                observer.schedule(handler, directory, recursive=False, event_filter=filters)
-                watched += 1
-            except OSError as error:  # inotify limits reached, or not permitted
-                self._on_error(error)
-        if watched:
-            observer.daemon = True
-            observer.start()
-            self._observer = observer
+        from ipcmon.live.inotify import DirectoryWatch  # watchdog: only a Monitor that watches loads it
+
+        directories = [
+            directory
+            for kind, directory in (("shm", self.config.shm_dir), ("mqueue", self._mqueue_dir()))
+            if kind in self.config.kinds and directory is not None
+        ]
+        watch = DirectoryWatch(self._on_inotify, self._on_error)
+        if watch.start(directories):
+            self._inotify = watch
 
     def stop(self) -> None:
-        observer, self._observer = self._observer, None
-        if observer is not None:
-            observer.stop()
-            observer.join(timeout=5)
+        """Stop watching (and wait for the observer thread); a Monitor that was never started is fine."""
+        watch, self._inotify = self._inotify, None
+        if watch is not None:
+            watch.stop()
+
+    @property
+    def inotify_backlog(self) -> int:
+        """inotify events received but not yet handled (0 when not watching): how far behind a burst it is."""
+        watch = self._inotify
+        return watch.backlog() if watch is not None else 0
 
     def _mqueue_dir(self) -> str | None:
         if self.config.mqueue_dir is not None:
@@ -197,8 +172,7 @@ class Monitor:
         self.errors.append(f"inotify: {type(error).__name__}: {error}")
 
     def _on_inotify(self, path: str, created: bool) -> None:
-        observer = self._observer
-        if observer is not None and observer.event_queue.qsize() > INOTIFY_BACKLOG:
+        if self.inotify_backlog > INOTIFY_BACKLOG:
             return  # far behind a burst: skip it (the next poll reports these objects) so the queue drains
         directory, _, file_name = path.rpartition("/")
         # The observer watches exactly config.shm_dir and the mqueue directory, and builds each path from the

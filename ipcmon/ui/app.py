@@ -15,7 +15,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.widgets import Footer, TabPane
 
-from ipcmon import actions as audit
+from ipcmon import actions
 from ipcmon.collect import ScanConfig
 from ipcmon.demos import DEMOS, DemoProcess
 from ipcmon.model import KINDS
@@ -60,7 +60,7 @@ class IpcmonApp(ActingApp):
         self.initial_demos = tuple(expand_names(demos))
         """Demos to start when the dashboard opens (--demo)."""
         uname = os.uname()
-        self.read_only = audit.read_only(read_only)
+        self.read_only = actions.read_only(read_only)
         self.scan_config = scan_config
         self.host = host if host is not None else uname.nodename
         self.kernel = kernel if kernel is not None else uname.release

@@ -15,14 +15,13 @@ from textual import on, work
 from textual.binding import Binding, BindingType
 from textual.widgets import Input
 
-from ipcmon import actions as audit
+from ipcmon import actions
 from ipcmon.collect import ScanConfig
-from ipcmon.collect.signals import signal_name
 from ipcmon.export import dumps
 from ipcmon.leaks import Leak, find_leaks
 from ipcmon.model import Snapshot
 from ipcmon.safe import printable
-from ipcmon.ui import actions
+from ipcmon.text import signal_name
 from ipcmon.ui.messages import ActionDone, OpenProcess, OpenRow, SignalProcess
 from ipcmon.ui.screens.choose import ChooseProcess
 from ipcmon.ui.screens.confirm import ConfirmScreen
@@ -173,13 +172,9 @@ class ActingApp(NavigatingApp):
 
     @work(thread=True, group="action", exit_on_error=False)
     def _send_signal(self, pid: int, start_ticks: int | None, signo: int, comm: str) -> None:
-        try:
-            text, ok = actions.send_signal(pid, start_ticks, signo), True
-        except OSError as error:
-            text, ok = str(error), False
-        # Every signal sent or refused goes to the action log (issue 7), like removals.
-        problem = audit.record("signal", f"{signal_name(signo)} to {pid} {comm}", text)
-        self.post_message(ActionDone(f"{text} ({problem})" if problem else text, ok=ok))
+        outcome = actions.send_signal(pid, start_ticks, signo, comm)
+        text = f"{outcome.text} ({outcome.log_problem})" if outcome.log_problem else outcome.text
+        self.post_message(ActionDone(text, ok=outcome.sent))
 
     # --- remove -----------------------------------------------------------------------------------------------
 
@@ -215,7 +210,8 @@ class ActingApp(NavigatingApp):
 
     @work(thread=True, group="action", exit_on_error=False)
     def _remove(self, leak: Leak) -> None:
-        removed, reason = actions.remove_orphan(leak, self.scan_config)
+        (removal,) = actions.remove_orphans([leak], self.scan_config)
+        removed, reason = removal.removed, removal.reason
         name = printable(leak.name)
         text = f"Removed {name}." if removed else f"Refused: {name} was not removed: {reason}."
         self.post_message(ActionDone(text, ok=removed))

@@ -9,9 +9,10 @@ import subprocess
 
 import pytest
 
-from ipcmon.collect.signals import decode_mask, signal_name, signal_number
+from ipcmon.collect.signals import decode_mask, signal_number
 from ipcmon.model import ProcessSignals
 from ipcmon.report import signal_row
+from ipcmon.text import signal_name
 from tests.helpers import Child, Spawn, scan_kinds, tool
 
 RT3 = signal.SIGRTMIN + 3

@@ -16,8 +16,8 @@ import pytest
 
 from ipcmon.collect import ScanConfig
 from ipcmon.leaks import find_leaks
-from ipcmon.live.monitor import Monitor
-from ipcmon.model import Event
+from ipcmon.live.monitor import MECHANISMS_BY_KIND, Monitor, mechanisms_for
+from ipcmon.model import KINDS, Event
 from tests.helpers import REPO, Cleanup, Spawn, new_name, wait_until
 
 
@@ -54,7 +54,14 @@ def test_inotify_reports_create_and_destroy_between_polls(cleanup: Cleanup) -> N
         _, polled = monitor.poll()
         # The poll does not announce the queue's creation a second time.
         assert not [e for e in polled if e.object == queue_name and e.event == "created"]
-    assert monitor._observer is None
+    assert monitor._inotify is None
+
+
+def test_every_scan_kind_names_its_event_mechanisms() -> None:
+    # A kind without an entry would make the Monitor drop every event of that mechanism under --kind.
+    assert set(MECHANISMS_BY_KIND) >= set(KINDS)
+    assert mechanisms_for(("memfd",)) == {"memfd", "anon"}
+    assert mechanisms_for(("shm", "pipe")) == {"shm", "sem", "pipe", "fifo", "process"}
 
 
 def test_reading_queues_causes_no_inotify_events(cleanup: Cleanup) -> None:

@@ -44,7 +44,7 @@ def sizes(app: Any) -> dict[str, int]:
         "log": len(app.feed.log),
         "announced": len(app.feed._announced),
         "last_holders": len(app.feed.last_holders),
-        "inotify_backlog": app.feed._observer.event_queue.qsize() if app.feed._observer is not None else 0,
+        "inotify_backlog": app.feed.inotify_backlog,
     }
     for view in app.query(ObjectView):
         result[f"rows:{view.spec.id}"] = len(view.table._all)

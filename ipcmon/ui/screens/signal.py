@@ -14,7 +14,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from ipcmon.collect.signals import signal_name
+from ipcmon.text import signal_name
 
 
 def sendable_signals() -> list[tuple[int, str, str]]:

@@ -1,0 +1,82 @@
+"""What every command module shares: the `Command` table entry, and the argument types and options they reuse.
+
+Light on purpose: every command module imports this while the parser is built, whichever command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import NamedTuple, TypeAlias
+
+from ipcmon.model import KINDS
+
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""What ``ArgumentParser.add_subparsers`` returns: a command module adds its sub-parser to it."""
+
+
+class Command(NamedTuple):
+    """One `ipcmon COMMAND`: the entry each command module gives the dispatch table in ``ipcmon.cli``.
+
+    A NamedTuple rather than a dataclass: every run builds this class, and a dataclass costs about a
+    millisecond to build (its methods are generated and compiled at import), a NamedTuple a tenth of that.
+    """
+
+    name: str
+    add_parser: Callable[[Subcommands], argparse.ArgumentParser]
+    """Adds the command's sub-parser (its options, help and description) and returns it."""
+    run: Callable[[argparse.Namespace], int]
+    """Runs the command with the parsed arguments; returns the exit status."""
+
+
+def parse_kinds(text: str) -> tuple[str, ...]:
+    """'shm,pipe' → ('shm', 'pipe'); 'all' → every kind (``model.KINDS``); an unknown kind is a usage error."""
+    if text.strip() in ("", "all"):
+        return KINDS
+    kinds = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [kind for kind in kinds if kind not in KINDS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown kind {', '.join(unknown)} (choose from {', '.join(KINDS)})")
+    return kinds
+
+
+def parse_pids(text: str) -> frozenset[int]:
+    """'17190,17234' → the set of those pids; anything but comma-separated integers is a usage error."""
+    try:
+        return frozenset(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of pids: {text!r}") from None
+
+
+def parse_interval(text: str) -> float:
+    """Seconds between scans, at least 0.1 (faster scans would starve the machine they watch)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0.1:
+        raise argparse.ArgumentTypeError("the interval must be at least 0.1 seconds")
+    return value
+
+
+def parse_duration_arg(text: str) -> float:
+    """'30s', '5m', '2h', '1d' → seconds (``ipcmon.leaks.parse_duration``, imported only when the option is given)."""
+    from ipcmon.leaks import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_scope(parser: argparse.ArgumentParser) -> None:
+    """``--kind KINDS`` and ``--pid PIDS``: which mechanisms and which processes a command looks at."""
+    parser.add_argument(
+        "--kind",
+        type=parse_kinds,
+        default=KINDS,
+        metavar="KINDS",
+        help=f"comma-separated mechanisms to show: {','.join(KINDS)} (default: all)",
+    )
+    parser.add_argument("--pid", type=parse_pids, default=None, metavar="PIDS",
+                        help="only these processes (comma-separated) and the objects they hold")

@@ -1,0 +1,34 @@
+"""`ipcmon` with no command: the live dashboard's options, and opening it (the one place the CLI loads Textual)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ipcmon.cli.arguments import add_scope, parse_interval
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Options of `ipcmon` with no subcommand: the live dashboard (README "Dashboard")."""
+    parser.epilog = "With no COMMAND, ipcmon opens the live dashboard (q quits, ? lists the keys)."
+    dashboard = parser.add_argument_group("dashboard (no COMMAND)")
+    dashboard.add_argument("--interval", type=parse_interval, default=1.0, metavar="S",
+                           help="seconds between scans (default 1, at least 0.1); + and - change it live")
+    dashboard.add_argument("--read-only", action="store_true",
+                           help="disable every action that changes the system (sending signals, removing orphans)")
+    add_scope(parser)
+    dashboard.add_argument("--demo", action="append", default=[], metavar="NAME",
+                           help="start this demo workload in the dashboard (repeatable, or 'all')")
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Run the dashboard until q; its return code, or 2 for an unknown ``--demo`` name."""
+    from ipcmon.ui.app import make_app  # Textual is imported here and nowhere else on the CLI path
+
+    try:
+        app = make_app(None, args.interval, args.read_only, args.kind, args.pid, args.demo)
+    except ValueError as error:  # an unknown --demo name
+        sys.stderr.write(f"ipcmon: {error}\n")
+        return 2
+    app.run()
+    return int(app.return_code or 0)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 
 from ipcmon.collect import ScanConfig, scan
 from ipcmon.model import SharedRegion
@@ -82,19 +83,27 @@ def test_json_regions_have_kind_name_sizes_and_holders(spawn: Spawn) -> None:
     assert sorted(holder["pid"] for holder in anonymous["holders"]) == sorted((sharer.pid, child))
 
 
-def test_watch_reports_created_and_destroyed(spawn: Spawn) -> None:
+def next_event(watch: subprocess.Popen[str], predicate: Callable[[dict[str, object]], bool]) -> dict[str, object]:
+    """The next JSON line of `ipcmon watch --json` that satisfies predicate."""
+    event: dict[str, object] = json.loads(_read_until(watch, lambda line: predicate(json.loads(line)), timeout=30))
+    return event
+
+
+def test_watch_reports_created_attached_and_destroyed(spawn: Spawn) -> None:
     name = new_name()[1:]
     watch = _watch("--json", "--kind", "memfd", "--interval", "0.2")
     try:
         _read_until(watch, lambda text: text.startswith("watching"), stderr=True)
-        sharer, _, _ = start_sharer(spawn, name)
-        created = json.loads(_read_until(watch, lambda text: f'"{name}"' in text))
-        assert (created["mechanism"], created["event"], created["object"]) == ("memfd", "created", name)
+        sharer, fd, _ = start_sharer(spawn, name)
+        created = next_event(watch, lambda event: event["object"] == name)
+        assert (created["mechanism"], created["event"]) == ("memfd", "created")
         key = created["key"]
-        assert key.startswith("memfd:")
+        assert isinstance(key, str) and key.startswith("memfd:")
+        by_fd = next_event(watch, lambda event: (event["key"], event["pid"], event["detail"]) == (key, sharer.pid,
+                                                                                                      f"fd {fd} rw"))
+        assert by_fd["event"] == "attached"
         sharer.stop()  # its forked child follows it
-        destroyed = json.loads(_read_until(
-            watch, lambda text: key in text and '"destroyed"' in text, timeout=30))
+        destroyed = next_event(watch, lambda event: event["key"] == key and event["event"] == "destroyed")
         assert destroyed["object"] == name
     finally:
         os.kill(watch.pid, signal.SIGTERM)

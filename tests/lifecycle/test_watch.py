@@ -105,18 +105,36 @@ def _watch(*args: str) -> subprocess.Popen[str]:
     )
 
 
+_unread: dict[tuple[int, int], bytes] = {}
+"""Bytes read from a watch process's pipe past the last line handed out, by (pid, fd)."""
+
+
 def _read_until(
     process: subprocess.Popen[str], predicate: object, timeout: float = 20.0, *, stderr: bool = False
 ) -> str:
+    """The next line the process prints (stdout, or stderr) that satisfies predicate; fails after timeout.
+
+    Reads the pipe itself (os.read), not the text stream: lines that arrive in one read stay in this module's
+    buffer and are handed out one by one, where select() on the pipe and readline() would leave them waiting in
+    the stream's buffer, unseen, until more output came.
+    """
     stream = process.stderr if stderr else process.stdout
     assert stream is not None
+    fd = stream.fileno()
+    slot = (process.pid, fd)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([stream], [], [], 0.1)
-        if ready:
-            line = stream.readline()
-            if line and predicate(line):  # type: ignore[operator]
+        while b"\n" in _unread.get(slot, b""):
+            raw, _unread[slot] = _unread[slot].split(b"\n", 1)
+            line = raw.decode() + "\n"
+            if predicate(line):  # type: ignore[operator]
                 return line
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            _unread[slot] = _unread.get(slot, b"") + chunk
     process.kill()
     pytest.fail("ipcmon watch did not print the expected line")
 

@@ -176,6 +176,19 @@ def _sysv_sem_row(sem: SysvSem, ctx: Context) -> Row:
 
 
 RowBuilder = tuple[Callable[[Snapshot], Iterable[Any]], Callable[[Any, Context], Row]]
+"""One mechanism of a view: where its records are in a Snapshot, and the row of one record."""
+ViewRows = Callable[[Context, RowCache], Iterator[Row]]
+
+
+def rows_of(builders: tuple[RowBuilder, ...]) -> ViewRows:
+    """A view's rows: each mechanism's records in turn, each row reused from the cache while its record is."""
+
+    def rows(ctx: Context, cache: RowCache) -> Iterator[Row]:
+        for records, build in builders:
+            yield from cache.rows(ctx, records(ctx.snapshot), build)
+
+    return rows
+
 """One mechanism's entry in a view: where its records are in a snapshot, and how one becomes a row."""
 
 SHM_ROWS: tuple[RowBuilder, ...] = (
@@ -186,10 +199,7 @@ SHM_ROWS: tuple[RowBuilder, ...] = (
 )
 """The Shared memory view's mechanisms, in row order."""
 
-
-def shm_rows(ctx: Context, cache: RowCache) -> Iterator[Row]:
-    for records, build in SHM_ROWS:
-        yield from cache.rows(ctx, records(ctx.snapshot), build)
+shm_rows = rows_of(SHM_ROWS)
 
 
 # --- message queues: POSIX and SysV ----------------------------------------------------------------------
@@ -265,10 +275,7 @@ MQUEUE_ROWS: tuple[RowBuilder, ...] = (
 )
 """The Message queues view's mechanisms, in row order."""
 
-
-def mqueue_rows(ctx: Context, cache: RowCache) -> Iterator[Row]:
-    for records, build in MQUEUE_ROWS:
-        yield from cache.rows(ctx, records(ctx.snapshot), build)
+mqueue_rows = rows_of(MQUEUE_ROWS)
 
 
 # --- pipes and FIFOs --------------------------------------------------------------------------------------

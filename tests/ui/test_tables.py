@@ -200,3 +200,27 @@ async def test_missing_pieces_are_explained_in_place() -> None:
         assert "/proc/sysvipc is missing" in notes
         await pilot.press("4")
         assert not view(app, "pipes").query_one(".notes").display  # nothing missing for pipes
+
+
+async def test_a_view_number_typed_right_behind_enter_or_escape_switches_the_view() -> None:
+    """The App forwards each key into the focused widget's queue: a digit queued behind Enter or Escape in the
+    filter box must switch views, not be typed into the filter (the race tests/ui/test_tmux.py ran into)."""
+    from textual.events import Key
+
+    app = canned_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await started(pilot, app)
+        await pilot.press("2", "slash", *"demo")
+        box = view(app, "shm").query_one(".filter")
+        # Both keys are read before either is handled, as when a person types fast or tmux sends them.
+        app.post_message(Key("enter", None))
+        app.post_message(Key("4", "4"))
+        await wait_for(pilot, lambda: app.active_view == "pipes", "the Pipes view")
+        assert box.value == "demo"  # type: ignore[attr-defined]
+        assert shown_names(app, "shm") == ["/demo-frames"]
+        await pilot.press("2", "slash")
+        app.post_message(Key("escape", None))
+        app.post_message(Key("3", "3"))
+        await wait_for(pilot, lambda: app.active_view == "mqueue", "the Message queues view")
+        assert box.value == ""  # type: ignore[attr-defined]
+        assert len(shown_names(app, "shm")) == 5

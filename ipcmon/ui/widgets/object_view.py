@@ -11,8 +11,11 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
+from textual.events import Key
+from textual.message import Message
 from textual.reactive import reactive
 from textual.timer import Timer
+from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static
 
 from ipcmon.model import Event, Snapshot
@@ -26,6 +29,40 @@ FILTER_DELAY = 0.15
 """Seconds of no typing before the filter is applied."""
 HISTORY_SHOWN = 50
 """Events of one object shown in its detail pane (the newest)."""
+
+
+class FilterInput(Input):
+    """The filter box. Enter and Escape hand the keyboard back at once (to ``hand_back_to``, the table).
+
+    The App forwards each key into the queue of the widget focused when the key is read, and a binding such as
+    Enter's is acted on only once the key has bubbled back up to the App, so a view number typed right behind
+    Enter or Escape was typed into the filter before the focus moved. Here Enter and Escape move the focus as
+    the box reads them, and a key that reaches the box after that is handed to the App as if typed again.
+    """
+
+    class Cleared(Message):
+        """Escape in the box: clear the filter."""
+
+    hand_back_to: Widget | None = None
+
+    async def _on_key(self, event: Key) -> None:
+        if self.screen.focused is not self or event.key in ("enter", "escape"):
+            event.stop()
+            event.prevent_default()
+        if self.screen.focused is not self:
+            self.app.post_message(Key(event.key, event.character))
+        elif event.key == "enter":
+            self._hand_back()
+            await self.action_submit()
+        elif event.key == "escape":
+            self._hand_back()
+            self.post_message(self.Cleared())
+        else:
+            await super()._on_key(event)
+
+    def _hand_back(self) -> None:
+        if self.hand_back_to is not None:
+            self.screen.set_focus(self.hand_back_to)
 
 
 def object_history(events: Sequence[Event], key: str) -> list[Event]:
@@ -96,13 +133,15 @@ class ObjectView(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("", classes="notes")
-        yield Input(placeholder=self.spec.filter_help, classes="filter")
-        yield ObjectTable(
+        box = FilterInput(placeholder=self.spec.filter_help, classes="filter")
+        box.hand_back_to = table = ObjectTable(
             self.spec.columns,
             sort_column=self.spec.sort_column,
             sort_reverse=self.spec.sort_reverse,
             follow_top=self.spec.follow_top,
         )
+        yield box
+        yield table
         yield DetailPane(classes="detail")
 
     @property
@@ -175,6 +214,11 @@ class ObjectView(Vertical):
         # Focus now, not after a refresh: the keys typed right after "/" belong to the filter (an "e" reaching
         # the table would export the snapshot).
         self.screen.set_focus(box)
+
+    @on(FilterInput.Cleared)
+    def _filter_cleared(self, event: FilterInput.Cleared) -> None:
+        event.stop()
+        self.action_clear_filter()
 
     @on(Input.Changed, ".filter")
     def _filter_changed(self, event: Input.Changed) -> None:

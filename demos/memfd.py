@@ -105,7 +105,7 @@ def lesson_round(lesson: Lesson, turns: Turns) -> None:
                         f"there was no name to unlink")
         frames.close()
 
-    lesson.step(7, f"parent {parent} forks receiver, connected by a UNIX socket pair (socketpair)")
+    lesson.step(7, f"parent {parent} forks a receiver process, connected by a UNIX socket pair (socketpair)")
     receiver_pid = lesson.fork(receiver)
     theirs.close()
     with lesson.uninterrupted():  # registered before a stop can act

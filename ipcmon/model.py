@@ -200,8 +200,8 @@ class SharedRegion:
 
     @property
     def label(self) -> str:
-        """The memfd's name, or ``anonymous``."""
-        return self.name
+        """The memfd's name; ``anonymous:[INODE]`` for an anonymous region, which has no name to tell it by."""
+        return self.name if self.kind == "memfd" else f"{self.name}:[{self.inode}]"
 
 
 @dataclass(frozen=True, slots=True)

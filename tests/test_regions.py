@@ -35,7 +35,7 @@ def _snapshot(*regions: SharedRegion, at: float = NOW, kinds: tuple[str, ...] = 
 def test_region_key_and_label() -> None:
     assert MEMFD.object_key == "memfd:1:9001"
     assert ANON.object_key == "anon:1:9002"
-    assert (MEMFD.label, ANON.label) == ("wayland-shm", "anonymous")
+    assert (MEMFD.label, ANON.label) == ("wayland-shm", "anonymous:[9002]")
 
 
 def test_report_has_a_region_section() -> None:
@@ -45,7 +45,7 @@ def test_report_has_a_region_section() -> None:
     assert lines[start + 1].split() == ["NAME", "KIND", "SIZE", "ALLOC", "HOLDERS"]
     assert lines[start + 2].split()[:4] == ["wayland-shm", "memfd", "64K", "8.0K"]
     assert lines[start + 2].endswith("500 parent fd4 rw, 500 parent map rw-s 4.0K")
-    assert lines[start + 3].split()[:4] == ["anonymous", "anon", "4.0K", "?"]
+    assert lines[start + 3].split()[:4] == ["anonymous:[9002]", "anon", "4.0K", "?"]
     # The section comes right after POSIX shared memory, and only when the scan asked for memfd.
     assert lines[start - 2] == "== POSIX shared memory and semaphores (0)"
     assert "memfd and anonymous" not in render(_snapshot(MEMFD, kinds=("shm", "mqueue")))
@@ -77,7 +77,7 @@ def test_events_created_attached_detached_destroyed() -> None:
         ("anon", "detached", 500),
         ("anon", "destroyed", None),
     ]
-    assert all(event.object == "anonymous" and event.key == "anon:1:9002" for event in events)
+    assert all(event.object == "anonymous:[9002]" and event.key == "anon:1:9002" for event in events)
     assert events[0].detail == "4.0K"
     assert events[2].detail == "mapped rw-s 4.0K"
 

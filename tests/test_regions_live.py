@@ -58,7 +58,7 @@ def test_text_snapshot_lists_both_regions_with_their_holders(spawn: Spawn) -> No
     memfd_row = next(row for row in rows if row.startswith(name))
     assert memfd_row.split()[1:4] == ["memfd", "16K", "0B"]
     assert f"{sharer.pid} ipcm-sharer fd{fd} rw" in memfd_row
-    anon_row = next(row for row in rows if row.startswith("anonymous"))
+    anon_row = next(row for row in rows if row.startswith("anonymous:["))
     assert anon_row.split()[1:4] == ["anon", "16K", "16K"]
     assert f"{sharer.pid} ipcm-sharer map rw-s 16K" in anon_row and f"{child} ipcm-sharer map rw-s 16K" in anon_row
 

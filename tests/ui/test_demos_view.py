@@ -69,3 +69,26 @@ async def test_demos_end_with_the_dashboard() -> None:
         await wait_for(pilot, lambda: demo_files(process.pid), "the demo's segment")
     assert not process.running
     assert not demo_files(process.pid)
+
+
+def test_every_demo_says_where_its_objects_show() -> None:
+    """`g` in the Demos view goes to DEMO_VIEWS[name]: a demo missing there went to the Overview (memfd did)."""
+    from ipcmon.demos import DEMOS
+    from ipcmon.ui.views import VIEWS
+    from ipcmon.ui.widgets.demos_view import DEMO_VIEWS
+
+    assert set(DEMO_VIEWS) == set(DEMOS)
+    assert set(DEMO_VIEWS.values()) <= {view_id for view_id, _ in VIEWS}
+    assert DEMO_VIEWS["memfd"] == "shm"
+
+
+def test_demo_objects_are_marked_by_name_with_or_without_a_slash() -> None:
+    """POSIX names start with a slash, memfd names do not: both mark a demo's object (◆)."""
+    from ipcmon.model import Snapshot
+    from ipcmon.ui.view.table import Context
+
+    ctx = Context(Snapshot(taken_at=0.0, kinds=()))
+    assert ctx.is_demo(f"{OBJECT_PREFIX}42-frames", ())
+    assert ctx.is_demo(f"{OBJECT_PREFIX[1:]}42-frames", ())
+    assert not ctx.is_demo("/ipcmon-test-42", ())
+    assert not ctx.is_demo("anonymous", ())

@@ -109,7 +109,9 @@ class Context:
             self.processes = {process.pid: process for process in self.snapshot.processes}
 
     def is_demo(self, name: str | None, pids: Iterable[int]) -> bool:
-        return bool(name and name.startswith(DEMO_PREFIX)) or any(pid in self.demo_pids for pid in pids)
+        """A demo's object by its name (``/ipcmon-demo-…``, or ``ipcmon-demo-…`` for a memfd, which has no
+        slash), or held by one of the running demos' processes."""
+        return bool(name and name.lstrip("/").startswith(DEMO_PREFIX[1:])) or any(pid in self.demo_pids for pid in pids)
 
     def commands(self, pids: Iterable[int]) -> str:
         """comm and command line of each pid, for the filter."""

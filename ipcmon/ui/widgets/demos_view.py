@@ -33,6 +33,7 @@ NARRATION_LINES = 500
 
 DEMO_VIEWS: dict[str, str] = {
     "shm": "shm",
+    "memfd": "shm",
     "sysv-shm": "shm",
     "mqueue": "mqueue",
     "pipe": "pipes",

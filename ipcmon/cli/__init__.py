@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command line: the dashboard's options, then one sub-parser per entry of ``COMMANDS``."""
     parser = argparse.ArgumentParser(
         prog="ipcmon",
-        description="See Linux IPC live: POSIX shared memory, memfd and anonymous shared memory, message queues, pipes and FIFOs, signals, SysV IPC.",
+        description="See Linux IPC live: POSIX shared memory, memfd and anonymous shared memory, message queues, "
+        "pipes and FIFOs, signals, SysV IPC.",
     )
     parser.add_argument("--version", action="version", version=f"ipcmon {__version__}")
     dashboard.add_options(parser)

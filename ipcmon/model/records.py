@@ -1,77 +1,21 @@
-"""Immutable records of one consistent pass over the kernel's IPC objects.
-
-Everything downstream (the CLI printers, the event diff, the dashboard) reads these records and
-nothing else. They are frozen and slotted so a snapshot can be shared between the scanning thread and
-the UI without copying, and compared cheaply when two snapshots are diffed.
-
-Strings that come from the system (names, comm, cmdline, paths) are kept raw: invalid UTF-8 bytes are
-carried as surrogate escapes (``os.fsdecode``), so ``os.fsencode(name)`` gives back the exact bytes.
-Printers must pass them through :mod:`ipcmon.safe` before showing them.
-"""
+"""The records of one scan: processes and their holds, and one record per IPC object (shm, memfd and anonymous
+regions, queues, pipes, signals, SysV IPC), each with its stable key and label."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal, cast, get_args
+from dataclasses import dataclass
 
-Access = Literal["r", "w", "rw", "-"]
-"""How a descriptor was opened: read, write, both, or neither (``O_PATH``)."""
-
-ShmState = Literal["held", "orphaned", "deleted"]
-ShmKind = Literal["shm", "sem"]
-PipeKind = Literal["pipe", "fifo"]
-PipeFlag = Literal["no-reader", "no-writer", "full", "both-ends"]
-RegionKind = Literal["memfd", "anon"]
-
-ScanKind = Literal["shm", "memfd", "mqueue", "pipe", "signal", "sysv"]
-"""What a scan can be limited to (``--kind``, ``Snapshot.kinds``); ``KINDS`` lists them in report order."""
-
-Mechanism = Literal[
-    "shm", "sem", "memfd", "anon", "mqueue", "pipe", "fifo", "signal", "sysv-shm", "sysv-msg", "sysv-sem", "process"
-]
-"""What an event is about: a record kind (the first part of its ``object_key``), or ``process`` for a deadlock."""
-
-EventName = Literal[
-    "created", "resized", "attached", "detached", "unlinked-while-held", "orphaned", "destroyed",
-    "opened", "closed", "depth", "notify-registered", "notify-cleared",
-    "writer-closed", "reader-closed", "full", "drained",
-    "pending", "delivered", "handler-installed", "blocked", "unblocked", "deadlock",
-]
-"""Every lifecycle event name (README's table; ``ipcmon.live.events`` says which mechanism has which)."""
-
-MECHANISMS: frozenset[str] = frozenset(get_args(Mechanism))
-
-KINDS: tuple[str, ...] = ("shm", "memfd", "mqueue", "pipe", "signal", "sysv")
-"""Mechanisms a scan can be limited to (``--kind``)."""
-
-
-def file_key(mechanism: Mechanism, dev: int, inode: int) -> str:
-    """The stable identity of a file-backed object: ``MECHANISM:DEV:INODE`` (``shm:25:1234``).
-
-    A row key, an event's key, the action log's object; the same inode on another device is another object.
-    """
-    return f"{mechanism}:{dev}:{inode}"
-
-
-def key_mechanism(key: str) -> Mechanism | None:
-    """The mechanism an ``object_key`` belongs to (its first part), None for a key of no record kind."""
-    mechanism = key.split(":", 1)[0]
-    return cast(Mechanism, mechanism) if mechanism in MECHANISMS else None
-
-
-def pipe_ref(kind: PipeKind, inode: int, path: str | None) -> str:
-    """How events and waits name a pipe: ``pipe:[INODE]`` (as /proc/PID/fd links read) or ``fifo:PATH``."""
-    return f"fifo:{path}" if kind == "fifo" else f"pipe:[{inode}]"
-
-
-def sysv_key(key: int) -> str:
-    """A SysV IPC key as ipcs(1) prints it: ``0x0000abcd`` (an unsigned 32 bits; /proc/sysvipc shows it signed)."""
-    return f"0x{key & 0xFFFFFFFF:08x}"
-
-
-def sysv_label(key: int, ident: int) -> str:
-    """How a SysV object reads: ``key 0x0000abcd id 5``."""
-    return f"key {sysv_key(key)} id {ident}"
+from ipcmon.model.vocabulary import (
+    Access,
+    PipeFlag,
+    PipeKind,
+    RegionKind,
+    ShmKind,
+    ShmState,
+    file_key,
+    pipe_ref,
+    sysv_label,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,52 +353,3 @@ class Sysv:
     sem: tuple[SysvSem, ...] = ()
     available: bool = True
     """False when /proc/sysvipc is missing (kernel without CONFIG_SYSVIPC, or /proc not mounted)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """One consistent pass over every mechanism asked for."""
-
-    taken_at: float
-    kinds: tuple[str, ...]
-    processes: tuple[Process, ...] = ()
-    hidden_processes: int = 0
-    """Processes whose descriptors or mappings could not be read."""
-    shm: tuple[ShmSegment, ...] = ()
-    regions: tuple[SharedRegion, ...] = ()
-    """memfd and anonymous shared regions (kind ``memfd`` of the scan)."""
-    mqueues: tuple[MessageQueue, ...] = ()
-    pipes: tuple[Pipe, ...] = ()
-    signals: tuple[ProcessSignals, ...] = ()
-    sysv: Sysv = field(default_factory=Sysv)
-    notes: tuple[str, ...] = ()
-    """Plain-language remarks about what could not be seen (no mqueue mount, not root…)."""
-    shm_dir: str | None = None
-    mqueue_dir: str | None = None
-    """Where the mqueue filesystem is mounted, or None when it is not."""
-    scan_seconds: float = 0.0
-    deadlocks: tuple[tuple[int, ...], ...] = ()
-    """Groups of pids blocked on pipes or queues that only other members of the group could release."""
-
-
-EventSource = Literal["inotify", "poll"]
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One lifecycle step of an IPC object: created, attached, detached, destroyed, and the rest."""
-
-    time: float
-    mechanism: Mechanism
-    """``shm``, ``sem``, ``memfd``, ``anon``, ``mqueue``, ``pipe``, ``fifo``, ``signal``, ``sysv-*``, ``process``."""
-    event: EventName
-    """``created``, ``attached``, ``detached``, ``destroyed``, ``orphaned``… (README lists them all)."""
-    object: str
-    """What a person calls the object: its name, ``pipe:[INODE]``, or the pid for signals."""
-    key: str
-    """The object's stable key (``ShmSegment.object_key`` and friends), for per-object history."""
-    pid: int | None = None
-    comm: str | None = None
-    source: EventSource = "poll"
-    detail: str = ""
-    """Extra facts in words: ``fd 3 rw``, ``8 → 9 messages``, ``SIGUSR1``."""

@@ -1,0 +1,93 @@
+"""Immutable records of one consistent pass over the kernel's IPC objects.
+
+Everything downstream (the CLI printers, the event diff, the dashboard) reads these records and
+nothing else. They are frozen and slotted so a snapshot can be shared between the scanning thread and
+the UI without copying, and compared cheaply when two snapshots are diffed.
+
+Strings that come from the system (names, comm, cmdline, paths) are kept raw: invalid UTF-8 bytes are
+carried as surrogate escapes (``os.fsdecode``), so ``os.fsencode(name)`` gives back the exact bytes.
+Printers must pass them through :mod:`ipcmon.safe` before showing them.
+
+The package is in three parts: ``vocabulary`` (the words and key formats), ``records`` (one record per object,
+process and holder) and ``snapshot`` (Snapshot and Event); everything is imported from ``ipcmon.model``.
+"""
+
+from __future__ import annotations
+
+from ipcmon.model.records import (
+    Holder,
+    MessageQueue,
+    Pipe,
+    PipeEnd,
+    Process,
+    ProcessKey,
+    ProcessSignals,
+    SharedRegion,
+    ShmSegment,
+    Sysv,
+    SysvMsg,
+    SysvSem,
+    SysvShm,
+    ThreadSignals,
+    Waiting,
+)
+from ipcmon.model.snapshot import (
+    Event,
+    EventSource,
+    Snapshot,
+)
+from ipcmon.model.vocabulary import (
+    KINDS,
+    MECHANISMS,
+    Access,
+    EventName,
+    Mechanism,
+    PipeFlag,
+    PipeKind,
+    RegionKind,
+    ScanKind,
+    ShmKind,
+    ShmState,
+    file_key,
+    key_mechanism,
+    pipe_ref,
+    sysv_key,
+    sysv_label,
+)
+
+__all__ = [
+    "KINDS",
+    "MECHANISMS",
+    "Access",
+    "Event",
+    "EventName",
+    "EventSource",
+    "Holder",
+    "Mechanism",
+    "MessageQueue",
+    "Pipe",
+    "PipeEnd",
+    "PipeFlag",
+    "PipeKind",
+    "Process",
+    "ProcessKey",
+    "ProcessSignals",
+    "RegionKind",
+    "ScanKind",
+    "SharedRegion",
+    "ShmKind",
+    "ShmSegment",
+    "ShmState",
+    "Snapshot",
+    "Sysv",
+    "SysvMsg",
+    "SysvSem",
+    "SysvShm",
+    "ThreadSignals",
+    "Waiting",
+    "file_key",
+    "key_mechanism",
+    "pipe_ref",
+    "sysv_key",
+    "sysv_label",
+]

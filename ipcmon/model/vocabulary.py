@@ -1,0 +1,65 @@
+"""The words of the model: Literal vocabularies for kinds, mechanisms and events, and how a record's stable key
+and label are written (one place for each format)."""
+
+from __future__ import annotations
+
+from typing import Literal, cast, get_args
+
+Access = Literal["r", "w", "rw", "-"]
+"""How a descriptor was opened: read, write, both, or neither (``O_PATH``)."""
+
+ShmState = Literal["held", "orphaned", "deleted"]
+ShmKind = Literal["shm", "sem"]
+PipeKind = Literal["pipe", "fifo"]
+PipeFlag = Literal["no-reader", "no-writer", "full", "both-ends"]
+RegionKind = Literal["memfd", "anon"]
+
+ScanKind = Literal["shm", "memfd", "mqueue", "pipe", "signal", "sysv"]
+"""What a scan can be limited to (``--kind``, ``Snapshot.kinds``); ``KINDS`` lists them in report order."""
+
+Mechanism = Literal[
+    "shm", "sem", "memfd", "anon", "mqueue", "pipe", "fifo", "signal", "sysv-shm", "sysv-msg", "sysv-sem", "process"
+]
+"""What an event is about: a record kind (the first part of its ``object_key``), or ``process`` for a deadlock."""
+
+EventName = Literal[
+    "created", "resized", "attached", "detached", "unlinked-while-held", "orphaned", "destroyed",
+    "opened", "closed", "depth", "notify-registered", "notify-cleared",
+    "writer-closed", "reader-closed", "full", "drained",
+    "pending", "delivered", "handler-installed", "blocked", "unblocked", "deadlock",
+]
+"""Every lifecycle event name (README's table; ``ipcmon.live.events`` says which mechanism has which)."""
+
+MECHANISMS: frozenset[str] = frozenset(get_args(Mechanism))
+
+KINDS: tuple[str, ...] = ("shm", "memfd", "mqueue", "pipe", "signal", "sysv")
+"""Mechanisms a scan can be limited to (``--kind``)."""
+
+
+def file_key(mechanism: Mechanism, dev: int, inode: int) -> str:
+    """The stable identity of a file-backed object: ``MECHANISM:DEV:INODE`` (``shm:25:1234``).
+
+    A row key, an event's key, the action log's object; the same inode on another device is another object.
+    """
+    return f"{mechanism}:{dev}:{inode}"
+
+
+def key_mechanism(key: str) -> Mechanism | None:
+    """The mechanism an ``object_key`` belongs to (its first part), None for a key of no record kind."""
+    mechanism = key.split(":", 1)[0]
+    return cast(Mechanism, mechanism) if mechanism in MECHANISMS else None
+
+
+def pipe_ref(kind: PipeKind, inode: int, path: str | None) -> str:
+    """How events and waits name a pipe: ``pipe:[INODE]`` (as /proc/PID/fd links read) or ``fifo:PATH``."""
+    return f"fifo:{path}" if kind == "fifo" else f"pipe:[{inode}]"
+
+
+def sysv_key(key: int) -> str:
+    """A SysV IPC key as ipcs(1) prints it: ``0x0000abcd`` (an unsigned 32 bits; /proc/sysvipc shows it signed)."""
+    return f"0x{key & 0xFFFFFFFF:08x}"
+
+
+def sysv_label(key: int, ident: int) -> str:
+    """How a SysV object reads: ``key 0x0000abcd id 5``."""
+    return f"key {sysv_key(key)} id {ident}"

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from typing import Any
 
@@ -46,9 +47,25 @@ def run_module(module: str, *args: str, timeout: float) -> subprocess.CompletedP
             env={**os.environ, "PYTHONPATH": str(REPO), "IPCMON_CHURN_PREFIX": prefix},
         )
     finally:
-        for path in glob.glob(f"/dev/shm/{prefix}*") + glob.glob(f"/dev/mqueue/{prefix}*"):
+        remove_prefixed(prefix)
+
+
+def remove_prefixed(prefix: str, settle: float = 0.3, deadline: float = 10.0) -> None:
+    """Unlink every /dev/shm and /dev/mqueue entry named prefix…, until two passes settle seconds apart find none.
+
+    A run killed on timeout has its namespace torn down by the kernel after subprocess.run returns: its
+    processes may create objects for a moment more, after a single pass would have looked (seen in a loaded
+    run that left 4 queues behind).
+    """
+    quiet = 0
+    give_up = time.monotonic() + deadline
+    while quiet < 2 and time.monotonic() < give_up:
+        found = glob.glob(f"/dev/shm/{prefix}*") + glob.glob(f"/dev/mqueue/{prefix}*")
+        for path in found:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        quiet = 0 if found else quiet + 1
+        time.sleep(settle)
 
 
 def run_code(code: str, *, timeout: float) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from ipcmon.model import Holder, Process, SharedRegion, Snapshot
 from ipcmon.report import render
 from ipcmon.ui.view.alerts import find_alerts
 from ipcmon.ui.view.describe import describe_process, describe_record
-from ipcmon.ui.view.rows import Context, RowCache, shm_rows
+from ipcmon.ui.view.rows import shm_rows
+from ipcmon.ui.view.table import Context, RowCache
 
 KINDS = ("shm", "memfd", "mqueue", "pipe", "signal", "sysv")
 NOW = 1_790_000_000.0

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, cast
 from rich.text import Text
 from textual.command import DiscoveryHit, Hit, Hits, Matcher, Provider
 
+from ipcmon.model import sysv_label
 from ipcmon.safe import printable, shorten
 from ipcmon.ui.messages import Goto, OpenProcess
-from ipcmon.ui.view.rows import sysv_name
 from ipcmon.ui.views import VIEWS
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class IpcmonCommands(Provider):
         for region in snapshot.regions:
             yield f"{region.kind} {printable(region.name)}", goto("shm", region.object_key), "show in Shared memory"
         for shm in snapshot.sysv.shm:
-            yield f"sysv-shm {sysv_name(shm.key, shm.id)}", goto("shm", shm.object_key), "show in Shared memory"
+            yield f"sysv-shm {sysv_label(shm.key, shm.id)}", goto("shm", shm.object_key), "show in Shared memory"
         for queue in snapshot.mqueues:
             yield f"mqueue {printable(queue.name)}", goto("mqueue", queue.object_key), "show in Message queues"
         for pipe in snapshot.pipes:

@@ -28,7 +28,8 @@ from ipcmon.ui.screens.confirm import ConfirmScreen
 from ipcmon.ui.screens.help import HelpScreen
 from ipcmon.ui.screens.process import ProcessScreen
 from ipcmon.ui.screens.signal import SignalPicker
-from ipcmon.ui.view.rows import Row, record_name
+from ipcmon.ui.view.rows import record_name
+from ipcmon.ui.view.table import Row
 from ipcmon.ui.views import VIEWS, NavigatingApp
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from textual.message import Message
 
 from ipcmon.model import Event, Snapshot
-from ipcmon.ui.view.rows import Row
+from ipcmon.ui.view.table import Row
 
 # --- from threads -------------------------------------------------------------------------------------------
 

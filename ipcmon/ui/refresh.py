@@ -26,7 +26,7 @@ from ipcmon.ui.feed import Feed
 from ipcmon.ui.messages import ScanDone, ScanFailed, WatchedEvents
 from ipcmon.ui.screens.process import process_history
 from ipcmon.ui.state import empty_context
-from ipcmon.ui.view.rows import Context, Palette
+from ipcmon.ui.view.table import Context, Palette
 from ipcmon.ui.widgets.demos_view import running_demo_pids
 from ipcmon.ui.widgets.object_view import object_history
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ipcmon.model import KINDS, Snapshot
-from ipcmon.ui.view.rows import Context
+from ipcmon.ui.view.table import Context
 
 
 def empty_context() -> Context:

@@ -15,12 +15,12 @@ from ipcmon.ui.view.rows import (
     PIPE_COLUMNS,
     SHM_COLUMNS,
     SIGNAL_COLUMNS,
-    Row,
     mqueue_rows,
     pipe_rows,
     shm_rows,
     signal_rows,
 )
+from ipcmon.ui.view.table import Row
 from ipcmon.ui.widgets.object_view import ObjectView, ViewSpec
 from ipcmon.ui.widgets.overview import Overview
 

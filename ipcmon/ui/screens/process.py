@@ -17,7 +17,7 @@ from ipcmon.model import Event, Snapshot
 from ipcmon.ui.messages import SignalProcess
 from ipcmon.ui.state import empty_context
 from ipcmon.ui.view.describe import describe_process
-from ipcmon.ui.view.rows import Context
+from ipcmon.ui.view.table import Context
 
 HISTORY_SHOWN = 50
 """Events of the process shown (the newest)."""

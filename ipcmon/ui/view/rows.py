@@ -25,11 +25,9 @@ from ipcmon.model import (
     SysvSem,
     SysvShm,
     pipe_ref,
-    sysv_label,
 )
 from ipcmon.safe import shorten
 from ipcmon.text import (
-    clock_text,
     ends_cell,
     fill_cell,
     flags_cell,
@@ -46,9 +44,6 @@ from ipcmon.text import (
     waiting_text,
 )
 from ipcmon.ui.view.table import (
-    DEMO_PREFIX,
-    MAX_CELL,
-    Cell,
     Column,
     Context,
     Palette,
@@ -56,7 +51,6 @@ from ipcmon.ui.view.table import (
     RowCache,
     fields_of,
     holder_pids,
-    matches,
     name_cell,
     number_cell,
     search_text,
@@ -64,7 +58,6 @@ from ipcmon.ui.view.table import (
     text_cell,
     unique_pids,
 )
-from ipcmon.ui.view.timeline import EVENT_COLUMNS, EVENT_STYLES, event_row
 
 MASK_WIDTH = 22
 """Widest signal mask shown in the Signals table."""
@@ -379,15 +372,3 @@ def record_name(record: object) -> str:
         return record.object
     label = getattr(record, "label", None)
     return label if isinstance(label, str) else repr(record)
-
-
-# Kept for the widgets and screens that import these from here (they moved to table.py, timeline.py, text.py,
-# health.py and model.py); the ui front end can import them from where they live now.
-pending_count = health.pending_count
-sysv_name = sysv_label
-__all__ = [
-    "DEMO_PREFIX", "EVENT_COLUMNS", "EVENT_STYLES", "MASK_WIDTH", "MAX_CELL", "MQUEUE_COLUMNS", "PIPE_COLUMNS",
-    "SHM_COLUMNS", "SIGNAL_COLUMNS", "Cell", "Column", "Context", "Palette", "Row", "RowCache", "RowSource",
-    "clock_text", "event_row", "matches", "mqueue_rows", "number_cell", "pending_count", "pipe_rows",
-    "record_name", "shm_rows", "shm_state_style", "signal_rows", "sysv_name", "text_cell", "waiting_text",
-]

@@ -25,7 +25,7 @@ from ipcmon.model import Snapshot
 from ipcmon.safe import printable
 from ipcmon.ui.messages import Goto, StartDemo, StopDemo
 from ipcmon.ui.state import empty_context
-from ipcmon.ui.view.rows import Cell, Column, Context, Row, text_cell
+from ipcmon.ui.view.table import Cell, Column, Context, Row, text_cell
 from ipcmon.ui.widgets.tables import ObjectTable
 
 NARRATION_LINES = 500

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 
 from ipcmon.model import Event
-from ipcmon.ui.view.rows import EVENT_COLUMNS, Context, Row, RowCache, event_row
+from ipcmon.ui.view.table import Context, Row, RowCache
+from ipcmon.ui.view.timeline import EVENT_COLUMNS, event_row
 from ipcmon.ui.widgets.object_view import ObjectView, ViewSpec
 
 

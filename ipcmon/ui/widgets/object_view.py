@@ -22,7 +22,8 @@ from ipcmon.model import Event, Snapshot
 from ipcmon.ui.messages import OpenRow
 from ipcmon.ui.state import empty_context
 from ipcmon.ui.view.describe import describe_record
-from ipcmon.ui.view.rows import Column, Context, Row, RowCache, RowSource
+from ipcmon.ui.view.rows import RowSource
+from ipcmon.ui.view.table import Column, Context, Row, RowCache
 from ipcmon.ui.widgets.tables import ObjectTable
 
 FILTER_DELAY = 0.15

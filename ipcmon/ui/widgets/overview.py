@@ -13,13 +13,14 @@ from textual.containers import Grid, Vertical
 from textual.reactive import reactive
 from textual.widgets import DataTable, Sparkline, Static
 
+from ipcmon.health import pending_count
 from ipcmon.model import Snapshot
 from ipcmon.safe import counted
 from ipcmon.text import human_bytes
 from ipcmon.ui.messages import Goto
 from ipcmon.ui.state import empty_context
 from ipcmon.ui.view.alerts import Alert, find_alerts
-from ipcmon.ui.view.rows import Cell, Column, Context, Row, RowCache, pending_count, text_cell
+from ipcmon.ui.view.table import Cell, Column, Context, Row, RowCache, text_cell
 from ipcmon.ui.widgets.tables import ObjectTable
 
 HISTORY = 120

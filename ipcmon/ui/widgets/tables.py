@@ -15,7 +15,7 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowDoesNotExist
 
-from ipcmon.ui.view.rows import Cell, Column, Row, matches
+from ipcmon.ui.view.table import Cell, Column, Row, matches
 
 REBUILD_AT = 200
 """Rows removed at once above which the table is rebuilt instead (see ObjectTable._apply)."""

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 from rich.text import Text
 
+from ipcmon.model import Event
 from ipcmon.ui.screens.confirm import ConfirmScreen
 from ipcmon.ui.screens.signal import SignalPicker
 from tests.ui import canned
@@ -224,3 +225,19 @@ async def test_a_view_number_typed_right_behind_enter_or_escape_switches_the_vie
         await wait_for(pilot, lambda: app.active_view == "mqueue", "the Message queues view")
         assert box.value == ""  # type: ignore[attr-defined]
         assert len(shown_names(app, "shm")) == 5
+
+
+async def test_an_event_detail_shows_the_history_of_its_object() -> None:
+    """The Events view's rows are keyed by event; the detail pane's history is the object's (it showed (0))."""
+    app = canned_app(canned.canned_snapshot(), canned.later_snapshot())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await started(pilot, app)
+        app.request_scan()
+        await wait_for(pilot, lambda: app.events, "the second scan's events")
+        await pilot.press("6")
+        await wait_for(pilot, lambda: view(app, "events").table.current_row is not None, "an event selected")
+        event = view(app, "events").table.current_row.record  # type: ignore[union-attr]
+        assert isinstance(event, Event)
+        detail = str(view(app, "events").query_one(".detail-body").render())
+        history = [e for e in app.events if e.key == event.key]
+        assert history and f"History since ipcmon started ({len(history)})" in detail

@@ -194,7 +194,9 @@ class ObjectView(Vertical):
             empty = self.spec.empty if not self.table.filter_text else f"no row matches {self.table.filter_text!r}"
             pane.show(Text(empty))
             return
-        pane.show(describe_record(row.record, self.context, object_history(self.events, row.key)))
+        # An event's row key is the event's own; its history is that of the object it is about.
+        key = row.record.key if isinstance(row.record, Event) else row.key
+        pane.show(describe_record(row.record, self.context, object_history(self.events, key)))
 
     @on(DataTable.RowHighlighted)
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:

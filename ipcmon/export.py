@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ipcmon.model import MessageQueue, Snapshot
+from ipcmon.text import signal_name
 
 SCHEMA_VERSION = 1
 
@@ -35,7 +36,11 @@ def _encode(record: object) -> dict[str, Any]:
 
 def _queue_fields(queue: MessageQueue) -> dict[str, Any]:
     fill = queue.fill
-    return {"fill_percent": None if fill is None else round(fill * 100, 1)}
+    return {
+        "fill_percent": None if fill is None else round(fill * 100, 1),
+        # The registration's signal by its one name (text.signal_name); "signo" keeps the number.
+        "signal": signal_name(queue.signo) if queue.signo else None,
+    }
 
 
 def _snapshot_fields(snapshot: Snapshot) -> dict[str, Any]:

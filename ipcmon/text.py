@@ -17,7 +17,7 @@ from ipcmon.safe import printable
 
 NOTIFY_METHODS: dict[int, str] = {0: "SIGEV_SIGNAL", 1: "SIGEV_NONE", 2: "SIGEV_THREAD"}
 """mq_notify(3) methods by the number the queue file's NOTIFY field shows (sigevent(7))."""
-_NOTIFY_WORDS: dict[int, str] = {0: "signal", 1: "none", 2: "thread"}
+_NOTIFY_WORDS: dict[int, str] = {1: "none", 2: "thread"}
 
 
 def human_bytes(count: int | None) -> str:
@@ -63,13 +63,34 @@ def mode_text(mode: int | None) -> str:
     return "?" if mode is None else stat.filemode(mode | stat.S_IFREG)[1:]
 
 
+KERNEL_SIGRTMIN = 32
+"""The kernel's first real-time signal (signal(7)); the C library keeps those below its own SIGRTMIN."""
+
+LIBC_RESERVED = " (glibc)"
+"""How a signal the C library keeps for itself is marked: ``SIG32 (glibc)``, ``SIG33 (glibc)``."""
+
+
+def libc_reserved(number: int) -> bool:
+    """A real-time signal below the C library's SIGRTMIN: glibc's NPTL keeps 32 and 33 for thread cancellation
+    and set*id calls (signal(7)); no program is meant to send them."""
+    return KERNEL_SIGRTMIN <= number < signal.SIGRTMIN
+
+
 def signal_name(number: int) -> str:
-    """SIGUSR1, SIGRTMIN+3, SIGRTMAX (from the C library's SIGRTMIN, signal(7)); glibc's own are SIG32, SIG33."""
+    """The one name of a signal, wherever ipcmon shows one: ``SIGUSR1``; ``SIGRTMIN+3`` and ``SIGRTMAX``
+    counted from the C library's SIGRTMIN (as a program sends them, signal(7)); ``SIG32 (glibc)`` and
+    ``SIG33 (glibc)`` for the two glibc keeps for itself; ``SIGnn`` for a number Python does not know.
+
+    The glibc ones have no public name (SIGCANCEL and SIGSETXID are glibc-internal, and musl uses 32-34
+    differently), so they read as their number, which ``kill -32`` takes, and whose they are.
+    """
     if number >= signal.SIGRTMIN:
         offset = number - signal.SIGRTMIN
         if number == signal.SIGRTMAX:
             return "SIGRTMAX"
         return "SIGRTMIN" if offset == 0 else f"SIGRTMIN+{offset}"
+    if libc_reserved(number):
+        return f"SIG{number}{LIBC_RESERVED}"
     try:
         return signal.Signals(number).name
     except ValueError:
@@ -77,8 +98,8 @@ def signal_name(number: int) -> str:
 
 
 def signal_names(names: Sequence[str]) -> str:
-    """A signal set in a cell: ``USR1,TERM`` (without SIG); '-' for none."""
-    return ",".join(name.removeprefix("SIG") for name in names) or "-"
+    """A signal set in a cell, each by its one name (:func:`signal_name`): ``SIGUSR1,SIGTERM``; '-' for none."""
+    return ",".join(names) or "-"
 
 
 def holder_cell(holder: Holder) -> str:
@@ -128,12 +149,21 @@ def last_holders(holders: Sequence[Holder]) -> str:
     return "last holder " + ", ".join(f"{pid} {comm}" for pid, comm in pids)
 
 
+def notify_how(queue: MessageQueue) -> str:
+    """How a queue's mq_notify registration notifies (sigevent(7)): the signal's name for SIGEV_SIGNAL
+    (``SIGUSR1``; ``signal 0`` registers without a signal), else ``thread`` or ``none``."""
+    if queue.notify in (None, 0):
+        if queue.signo is None:
+            return "signal ?"
+        return signal_name(queue.signo) if queue.signo else "signal 0"
+    return _NOTIFY_WORDS.get(queue.notify, f"method {queue.notify}")
+
+
 def notify_cell(queue: MessageQueue) -> str:
-    """A queue's mq_notify registration in a cell: ``signal pid 42 sig 10``; '-' when none."""
+    """A queue's mq_notify registration in a cell: ``SIGUSR1 to pid 42``, ``thread to pid 42``; '-' when none."""
     if not queue.notify_pid:
         return "-"
-    method = _NOTIFY_WORDS.get(queue.notify or 0, str(queue.notify))
-    return f"{method} pid {queue.notify_pid}" + (f" sig {queue.signo}" if queue.signo else "")
+    return f"{notify_how(queue)} to pid {queue.notify_pid}"
 
 
 def wait_call(wait: Waiting) -> str:

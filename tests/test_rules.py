@@ -142,10 +142,10 @@ def test_signal_names() -> None:
     assert text.signal_name(signal.SIGRTMIN) == "SIGRTMIN"
     assert text.signal_name(signal.SIGRTMIN + 3) == "SIGRTMIN+3"
     assert text.signal_name(signal.SIGRTMAX) == "SIGRTMAX"
-    assert text.signal_names(("SIGUSR1", "SIGTERM")) == "USR1,TERM"
+    assert text.signal_names(("SIGUSR1", "SIGTERM")) == "SIGUSR1,SIGTERM"
     assert text.signal_names(()) == "-"
     both = ProcessSignals(42, "sleep", ("SIGUSR1",), (), (), (), (ThreadSignals(43, "t", ("SIGUSR2",), ()),))
-    assert text.pending_cell(both) == "USR1 (thread: USR2)"
+    assert text.pending_cell(both) == "SIGUSR1 (thread: SIGUSR2)"
 
 
 def test_holders_read_the_same_everywhere() -> None:
@@ -162,7 +162,10 @@ def test_holders_read_the_same_everywhere() -> None:
 
 def test_queue_cells() -> None:
     assert text.notify_cell(_queue()) == "-"
-    assert text.notify_cell(_queue(notify=0, notify_pid=42, signo=10)) == "signal pid 42 sig 10"
+    assert text.notify_cell(_queue(notify=0, notify_pid=42, signo=10)) == "SIGUSR1 to pid 42"
+    assert text.notify_cell(_queue(notify=0, notify_pid=42, signo=signal.SIGRTMIN + 3)) == "SIGRTMIN+3 to pid 42"
+    assert text.notify_cell(_queue(notify=2, notify_pid=42, signo=0)) == "thread to pid 42"
+    assert text.notify_cell(_queue(notify=1, notify_pid=42, signo=0)) == "none to pid 42"
     assert text.queue_name_cell(_queue(deleted=True)) == "/q (deleted)"
 
 

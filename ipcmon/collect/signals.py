@@ -10,7 +10,7 @@ from collections.abc import Collection
 from ipcmon.collect import procfs
 from ipcmon.collect.collector import Collector, ScanInputs
 from ipcmon.model import ProcessSignals, ThreadSignals
-from ipcmon.text import signal_name
+from ipcmon.text import LIBC_RESERVED, signal_name
 
 # The kernel's first real-time signal is 32; glibc reserves 32 and 33 for threading and reports
 # SIGRTMIN as 34. Names follow what a user can send: SIGRTMIN+N counted from the libc SIGRTMIN.
@@ -20,7 +20,7 @@ _KERNEL_NSIG = 64
 @functools.cache
 def signal_number(name: str) -> int:
     """The inverse of signal_name: SIGUSR1 → 10, SIGRTMIN+3 → 37; raises ValueError."""
-    name = name.upper()
+    name = name.upper().removesuffix(LIBC_RESERVED.upper())
     if not name.startswith("SIG"):
         name = "SIG" + name
     if name.startswith("SIGRTMIN"):

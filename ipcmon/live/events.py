@@ -35,7 +35,7 @@ from ipcmon.model import (
     Snapshot,
     key_mechanism,
 )
-from ipcmon.text import holder_detail, human_bytes, last_holders, wait_call
+from ipcmon.text import holder_detail, human_bytes, last_holders, notify_how, wait_call
 
 
 def diff(prev: Snapshot | None, cur: Snapshot) -> list[Event]:
@@ -157,7 +157,7 @@ def _diff_mqueues(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
         if queue.notify_pid != previous.notify_pid:
             if queue.notify_pid:
                 emit("mqueue", "notify-registered", queue.name, key, queue.notify_pid,
-                     detail=f"signal {queue.signo}" if queue.signo else "")
+                     detail=notify_how(queue))
             else:
                 emit("mqueue", "notify-cleared", queue.name, key, previous.notify_pid)
         if queue.deleted and not previous.deleted:

@@ -76,7 +76,7 @@ def test_pending_blocked_caught_ignored_per_process_and_per_thread(signalled: tu
     assert found.queue_limit == resource.getrlimit(resource.RLIMIT_SIGPENDING)[0]
 
     row = signal_row(found)
-    assert row[2] == "USR1,RTMIN+3 (thread: USR1)"
+    assert row[2] == "SIGUSR1,SIGRTMIN+3 (thread: SIGUSR1)"
     assert row[6] == "2"
 
 
@@ -116,12 +116,12 @@ def test_signal_names_and_numbers() -> None:
     assert decode_mask(b"0000000000000000") == ()
     assert decode_mask(b"0000000000000200") == ("SIGUSR1",)
     assert decode_mask(b"0000001000000a02") == ("SIGINT", "SIGUSR1", "SIGUSR2", "SIGRTMIN+3")
-    assert decode_mask(b"0000000300000000") == ("SIG33", "SIGRTMIN")
+    assert decode_mask(b"0000000300000000") == ("SIG33 (glibc)", "SIGRTMIN")
     assert decode_mask(b"8000000000000000") == ("SIGRTMAX",)
     assert decode_mask(b"ffffffffffffffff")[-3:] == ("SIGRTMIN+28", "SIGRTMIN+29", "SIGRTMAX")
     assert len(decode_mask(b"ffffffffffffffff")) == 64
     assert [signal_name(n) for n in (32, 33, 34, 35, 37, 63, 64)] == [
-        "SIG32", "SIG33", "SIGRTMIN", "SIGRTMIN+1", "SIGRTMIN+3", "SIGRTMIN+29", "SIGRTMAX",
+        "SIG32 (glibc)", "SIG33 (glibc)", "SIGRTMIN", "SIGRTMIN+1", "SIGRTMIN+3", "SIGRTMIN+29", "SIGRTMAX",
     ]
     for number in range(1, 65):
         assert signal_number(signal_name(number)) == number

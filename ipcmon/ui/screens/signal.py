@@ -14,16 +14,16 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from ipcmon.text import signal_name
+from ipcmon.text import libc_reserved, signal_name
 
 
 def sendable_signals() -> list[tuple[int, str, str]]:
     """(number, name, description) for 1..SIGRTMAX, without the two glibc keeps for threads (SIG32, SIG33)."""
     result = []
     for number in range(1, int(signal.SIGRTMAX) + 1):
-        name = signal_name(number)
-        if name == f"SIG{number}":
+        if libc_reserved(number):
             continue
+        name = signal_name(number)
         description = signal.strsignal(number) or ""
         result.append((number, name, description))
     return result

@@ -34,6 +34,7 @@ from ipcmon.text import (
     human_age,
     human_bytes,
     mode_text,
+    notify_cell,
     optional,
     signal_names,
     waiting_text,
@@ -181,8 +182,7 @@ def _describe_mqueue(detail: Detail, record: MessageQueue) -> None:
         detail.line("fill", bar, palette.bad if state == "full" else "")
     if record.notify_pid:
         method = NOTIFY_METHODS.get(record.notify or 0, str(record.notify))
-        signo = f", signal {record.signo}" if record.signo else ""
-        detail.line("notify", f"{method} to pid {record.notify_pid}{signo}")
+        detail.line("notify", f"{notify_cell(record)}  ({method})")
     else:
         detail.line("notify", "none registered")
     detail.line("mode", mode_text(record.mode))

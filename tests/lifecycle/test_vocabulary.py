@@ -1,0 +1,143 @@
+"""One vocabulary (issue 12, item 7): a signal has one name in every front end, event names say what happened,
+one kernel action is one event, and the SysV detail shows its times as ipcs -t does.
+
+Every test builds the real process, signal, queue or segment and reads it back through the printers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import posix_ipc
+
+from ipcmon import report
+from ipcmon.cli.lifecycle import format_event
+from ipcmon.export import dumps
+from ipcmon.live.events import diff
+from ipcmon.model import Snapshot
+from ipcmon.ui.view.describe import describe_record
+from ipcmon.ui.view.rows import mqueue_rows, signal_rows
+from ipcmon.ui.view.table import Context, RowCache
+from tests.helpers import REPO, Child, Cleanup, Spawn, new_name, scan_kinds
+from tests.lifecycle.test_watch import _read_until
+
+RT3 = signal.SIGRTMIN + 3
+GLIBC = 33
+"""glibc's SIGSETXID: a real-time signal below the C library's SIGRTMIN (34)."""
+
+# glibc's sigprocmask drops 32 and 33 from any set it is given, so the child blocks 33 with the raw system
+# call (x86_64 number 14, aarch64 135); a machine of another architecture fails here, it does not skip.
+MASKER = f"""
+    import platform
+    number = {{"x86_64": 14, "aarch64": 135}}[platform.machine()]
+    glibc = ctypes.c_uint64(1 << ({GLIBC} - 1))
+    assert _libc.syscall(number, 0, ctypes.byref(glibc), None, 8) == 0  # rt_sigprocmask(SIG_BLOCK)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGUSR1, {RT3}}})
+    signal.signal(signal.SIGUSR1, lambda number, frame: None)  # caught (and blocked: it stays pending)
+    signal.signal({RT3}, signal.SIG_IGN)  # ignored; blocked, so a sent one is kept pending (signal(7))
+    say("ready")
+    hold()
+"""
+
+PENDING = ["SIGUSR1", "SIG33 (glibc)", "SIGRTMIN+3"]
+"""In signal-number order: 10, 33, 37."""
+
+
+def _masked_child(spawn: Spawn) -> Child:
+    child = spawn(MASKER, comm="ipcm-sigmask")
+    child.expect()
+    return child
+
+
+def _send_all(pid: int) -> None:
+    for number in (signal.SIGUSR1, GLIBC, RT3):
+        os.kill(pid, number)
+
+
+def _signals_of(pid: int) -> Snapshot:
+    return scan_kinds("signal", pids=(pid,))
+
+
+def test_one_signal_name_in_the_text_report_json_and_dashboard_rows(spawn: Spawn) -> None:
+    child = _masked_child(spawn)
+    _send_all(child.pid)
+    snapshot = _signals_of(child.pid)
+    (signals,) = snapshot.signals
+
+    assert list(signals.pending) == PENDING
+    assert {"SIGUSR1", "SIG33 (glibc)", "SIGRTMIN+3"} <= set(signals.blocked)
+    assert "SIGUSR1" in signals.caught and "SIGRTMIN+3" in signals.ignored
+
+    (line,) = [line for line in report.render(snapshot).splitlines() if line.startswith(f"{child.pid} ")]
+    assert "SIGUSR1,SIG33 (glibc),SIGRTMIN+3" in line  # PENDING, and BLOCKED holds the same three
+    assert "SIGRTMIN+3" in line.split("SIGUSR1,SIG33 (glibc),SIGRTMIN+3", 2)[-1]  # IGNORED
+    assert " USR1" not in line and ",33" not in line  # no short or bare forms left
+
+    (record,) = json.loads(dumps(snapshot))["signals"]
+    assert record["pending"] == PENDING
+    assert {"SIGUSR1", "SIG33 (glibc)", "SIGRTMIN+3"} <= set(record["blocked"])
+
+    (row,) = signal_rows(Context(snapshot), RowCache())
+    cells = [cell.plain for cell in row.cells]
+    assert cells[2] == "SIGUSR1,SIG33 (glibc),SIGRTMIN+3"  # PENDING
+    assert cells[3].startswith("SIGUSR1,SIG33 (glibc)")  # BLOCKED (cut to the column)
+    detail = describe_record(signals, Context(snapshot), ()).plain
+    assert "pending     SIGUSR1,SIG33 (glibc),SIGRTMIN+3  (whole process)" in detail
+
+
+def test_watch_names_pending_signals_as_everywhere_else(spawn: Spawn) -> None:
+    child = _masked_child(spawn)
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "ipcmon", "watch", "--kind", "signal", "--pid", str(child.pid), "--interval", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    try:
+        _read_until(watch, lambda text: text.startswith("watching"), stderr=True)  # the baseline is taken
+        _send_all(child.pid)
+        seen = [_read_until(watch, lambda text: " pending " in text).rstrip("\n") for _ in PENDING]
+    finally:
+        watch.terminate()
+        watch.communicate(timeout=10)
+    assert sorted(line.rsplit("ipcm-sigmask  ", 1)[1] for line in seen) == sorted(PENDING)
+
+
+def test_events_name_signals_by_their_one_name(spawn: Spawn) -> None:
+    child = _masked_child(spawn)
+    before = _signals_of(child.pid)
+    _send_all(child.pid)
+    events = [event for event in diff(before, _signals_of(child.pid)) if event.pid == child.pid]
+    assert [(event.event, event.detail) for event in events] == [("pending", name) for name in PENDING]
+    assert format_event(events[1]).endswith(f"pid {child.pid} ipcm-sigmask  SIG33 (glibc)")
+
+
+def test_mqueue_notify_names_its_signal(spawn: Spawn, cleanup: Cleanup) -> None:
+    name = cleanup.mqueue(new_name())
+    posix_ipc.MessageQueue(name, posix_ipc.O_CREX, max_messages=4, max_message_size=64).close()
+    before = scan_kinds("mqueue")
+    child = spawn(f"""
+        import posix_ipc
+        queue = posix_ipc.MessageQueue({name!r})
+        queue.request_notification(signal.SIGUSR1)  # mq_notify(SIGEV_SIGNAL, SIGUSR1)
+        say("ready")
+        hold()
+    """)
+    child.expect()
+    snapshot = scan_kinds("mqueue")
+    (queue,) = [queue for queue in snapshot.mqueues if queue.name == name]
+    assert (queue.notify, queue.signo, queue.notify_pid) == (0, signal.SIGUSR1, child.pid)
+    expected = f"SIGUSR1 to pid {child.pid}"
+
+    (line,) = [line for line in report.render(snapshot).splitlines() if line.startswith(name + " ")]
+    assert expected in line
+    (row,) = [row for row in mqueue_rows(Context(snapshot), RowCache()) if row.key == queue.object_key]
+    assert row.cells[7].plain == expected  # NOTIFY
+    assert f"notify      {expected}  (SIGEV_SIGNAL)" in describe_record(queue, Context(snapshot), ()).plain
+    (record,) = [record for record in json.loads(dumps(snapshot))["mqueues"] if record["name"] == name]
+    assert (record["signo"], record["signal"]) == (signal.SIGUSR1, "SIGUSR1")
+    registered = [event for event in diff(before, snapshot) if event.object == name and event.event != "opened"]
+    assert [(event.event, event.pid, event.detail) for event in registered] == [
+        ("notify-registered", child.pid, "SIGUSR1")]

@@ -5,10 +5,10 @@ Event names by mechanism:
 - shm, sem, sysv-shm: created, resized, attached, detached, unlinked-while-held, destroyed, orphaned
 - mqueue: created, opened, closed, depth, notify-registered, notify-cleared, unlinked-while-held, destroyed
 - pipe, fifo: opened, writer-closed, reader-closed, closed, full, drained
-- signal: pending, delivered (left pending), handler-installed, blocked, unblocked (the mask)
+- signal: pending, delivered (left pending), handler-installed, mask-blocked, mask-unblocked (the mask)
 - memfd, anon: created (first seen), attached, detached, destroyed (never orphaned: no name keeps them)
 - sysv-msg: created, depth, destroyed; sysv-sem: created, destroyed
-- any mechanism a process waits on: blocked, unblocked (detail names the system call), deadlock
+- any mechanism a process waits on: waiting, wait-ended (detail names the system call), deadlock
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ def _diff_signals(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
             suffix = f" (thread {thread.tid})"
             _set_change(emit, entry, key, before.pending if before else (), thread.pending, "pending", "delivered",
                         suffix)
-        _set_change(emit, entry, key, previous.blocked, entry.blocked, "blocked", "unblocked")
+        _set_change(emit, entry, key, previous.blocked, entry.blocked, "mask-blocked", "mask-unblocked")
         for name in sorted(set(entry.caught) - set(previous.caught)):
             emit("signal", "handler-installed", obj, key, entry.pid, entry.comm, name)
 
@@ -300,7 +300,7 @@ def _diff_waiting(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
     new = {process.key: process for process in cur.processes}
     # A process keyed by pid and start time: a reused pid is a different process.
     changes: tuple[tuple[EventName, dict[ProcessKey, Process], dict[ProcessKey, Process]], ...] = (
-        ("unblocked", old, new), ("blocked", new, old))
+        ("wait-ended", old, new), ("waiting", new, old))
     for verb, these, others in changes:
         for ident, process in these.items():
             wait = process.waiting

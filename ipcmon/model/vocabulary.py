@@ -26,9 +26,14 @@ EventName = Literal[
     "created", "resized", "attached", "detached", "unlinked-while-held", "orphaned", "destroyed",
     "opened", "closed", "depth", "notify-registered", "notify-cleared",
     "writer-closed", "reader-closed", "full", "drained",
-    "pending", "delivered", "handler-installed", "blocked", "unblocked", "deadlock",
+    "pending", "delivered", "handler-installed", "mask-blocked", "mask-unblocked",
+    "waiting", "wait-ended", "deadlock",
 ]
-"""Every lifecycle event name (README's table; ``ipcmon.live.events`` says which mechanism has which)."""
+"""Every lifecycle event name (README's table; ``ipcmon.live.events`` says which mechanism has which).
+
+A signal added to or taken from a process's mask is ``mask-blocked``/``mask-unblocked``; a process that starts
+or stops waiting in a system call on an object is ``waiting``/``wait-ended``: two things that once shared the
+word "blocked"."""
 
 MECHANISMS: frozenset[str] = frozenset(get_args(Mechanism))
 

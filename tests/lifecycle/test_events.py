@@ -147,7 +147,7 @@ def test_signal_pending_then_delivered(spawn: Spawn) -> None:
     events = [e for e in diff(base, pending) + diff(pending, delivered) if e.pid == child.pid]
     assert ("pending", "SIGUSR1") in [(e.event, e.detail) for e in events]
     assert ("delivered", "SIGUSR1") in [(e.event, e.detail) for e in events]
-    assert ("unblocked", "SIGUSR1") in [(e.event, e.detail) for e in events]
+    assert ("mask-unblocked", "SIGUSR1") in [(e.event, e.detail) for e in events]
 
 
 def test_first_snapshot_has_no_events() -> None:

@@ -6,6 +6,7 @@ Every test builds the real process, signal, queue or segment and reads it back t
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ from ipcmon.model import Snapshot
 from ipcmon.ui.view.describe import describe_record
 from ipcmon.ui.view.rows import mqueue_rows, signal_rows
 from ipcmon.ui.view.table import Context, RowCache
-from tests.helpers import REPO, Child, Cleanup, Spawn, new_name, scan_kinds
+from tests.helpers import REPO, Child, Cleanup, Spawn, new_name, scan_kinds, wait_until
 from tests.lifecycle.test_watch import _read_until
 
 RT3 = signal.SIGRTMIN + 3
@@ -141,3 +142,56 @@ def test_mqueue_notify_names_its_signal(spawn: Spawn, cleanup: Cleanup) -> None:
     registered = [event for event in diff(before, snapshot) if event.object == name and event.event != "opened"]
     assert [(event.event, event.pid, event.detail) for event in registered] == [
         ("notify-registered", child.pid, "SIGUSR1")]
+
+
+def test_a_mask_change_and_a_wait_have_distinct_event_names(spawn: Spawn) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        inode = os.fstat(read_end).st_ino
+        child = spawn(f"""
+            say("ready")
+            for command in commands():
+                if command == "mask":
+                    signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGUSR1}})
+                elif command == "unmask":
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGUSR1}})
+                elif command == "write":
+                    fill_pipe({write_end})
+                    say("ready")
+                    os.write({write_end}, b"w" * 4096)  # blocks: the pipe is full
+                say("ready")
+        """, pass_fds=(write_end,))
+        child.expect()
+        steps = [_scan_pipes_and_signals(child.pid)]
+        for command in ("mask", "unmask", "write"):
+            child.tell(command)
+            child.expect()
+            steps.append(_scan_pipes_and_signals(child.pid))
+        _waits_on_a_pipe(child.pid, steps)
+        os.read(read_end, 1 << 20)  # the write completes
+        child.expect()
+        steps.append(_scan_pipes_and_signals(child.pid))
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    events = [[(event.event, event.mechanism, event.detail.split("(")[0]) for event in diff(before, after)
+               # Not its waits in read(0) for the next command: only the signal mask and the pipe it fills.
+               if event.pid == child.pid and (event.mechanism == "signal" or event.object == f"pipe:[{inode}]")]
+              for before, after in itertools.pairwise(steps)]
+    assert events[0] == [("mask-blocked", "signal", "SIGUSR1")]
+    assert events[1] == [("mask-unblocked", "signal", "SIGUSR1")]
+    assert events[2] == [("waiting", "pipe", "write")]
+    assert events[3] == [("wait-ended", "pipe", "write")]
+
+
+def _scan_pipes_and_signals(pid: int) -> Snapshot:
+    return scan_kinds("pipe", "signal", pids=(pid,))
+
+
+def _waits_on_a_pipe(pid: int, steps: list[Snapshot]) -> None:
+    """The child said it is about to write; rescan until its write is seen blocked (it may not be in it yet)."""
+    def blocked() -> bool:
+        steps[-1] = _scan_pipes_and_signals(pid)
+        return any(process.pid == pid and process.waiting is not None for process in steps[-1].processes)
+
+    wait_until(blocked, f"pid {pid} blocked in write")

@@ -52,13 +52,13 @@ def test_blocked_pipe_writer_waits_on_its_pipe(spawn: Spawn) -> None:
         assert (wait.syscall, wait.fd, wait.object) == ("write", write_fd_in_child, f"pipe:[{inode}]")
         assert wait.key == next(p.object_key for p in snapshot.pipes if p.inode == inode)
         assert "full" in next(p.flags for p in snapshot.pipes if p.inode == inode)
-        blocked = [e for e in diff(before, snapshot) if e.event == "blocked" and e.pid == child.pid]
+        blocked = [e for e in diff(before, snapshot) if e.event == "waiting" and e.pid == child.pid]
         assert blocked and blocked[0].object == f"pipe:[{inode}]" and blocked[0].detail.startswith("write(")
 
         os.read(read_end, 65536 * 2)  # drain: the writer finishes its write
         child.expect("unblocked")
         after = scan_kinds("pipe")
-        assert any(e.event == "unblocked" and e.pid == child.pid for e in diff(snapshot, after))
+        assert any(e.event == "wait-ended" and e.pid == child.pid for e in diff(snapshot, after))
     finally:
         os.close(read_end)
         if write_end >= 0:

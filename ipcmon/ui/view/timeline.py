@@ -24,10 +24,10 @@ EVENT_STYLES: dict[str, str] = {
     "opened": "good",
     "orphaned": "warn",
     "unlinked-while-held": "warn",
-    "no-reader": "bad",
     "full": "bad",
     "pending": "warn",
-    "blocked": "warn",
+    "mask-blocked": "warn",
+    "waiting": "warn",
     "destroyed": "muted",
 }
 

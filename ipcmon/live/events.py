@@ -71,18 +71,40 @@ def _holder_id(holder: Holder) -> tuple[int, object]:
     return (holder.pid, holder.fd if holder.fd is not None else ("map", holder.prot))
 
 
+_Holds = dict[int, dict[tuple[int, object], Holder]]
+"""Each process's holds of one object (by pid), each hold by its _holder_id."""
+
+
+def _hold_order(ident: tuple[int, object]) -> tuple[int, int, str]:
+    """Descriptors by number, then mappings by protection."""
+    how = ident[1]
+    return (0, how, "") if isinstance(how, int) else (1, 0, repr(how))
+
+
+def _holds_by_pid(holders: Sequence[Holder]) -> _Holds:
+    holds: _Holds = {}
+    for holder in holders:
+        holds.setdefault(holder.pid, {})[_holder_id(holder)] = holder
+    return holds
+
+
 def _diff_holders(
     emit: _Emitter, mechanism: Mechanism, name: str, key: str, before: Sequence[Holder], after: Sequence[Holder],
     *, attach: EventName = "attached", detach: EventName = "detached",
 ) -> None:
-    old = {_holder_id(holder): holder for holder in before}
-    new = {_holder_id(holder): holder for holder in after}
-    for ident in sorted(old.keys() - new.keys(), key=repr):
-        holder = old[ident]
-        emit(mechanism, detach, name, key, holder.pid, holder.comm, holder_detail(holder))
-    for ident in sorted(new.keys() - old.keys(), key=repr):
-        holder = new[ident]
-        emit(mechanism, attach, name, key, holder.pid, holder.comm, holder_detail(holder))
+    """At most one detach and one attach event per process: a process that gained holds since the last scan
+    (one shmat; shm_open and mmap; two opens of a queue) is one ``attached`` naming them all (``fd 3 rw,
+    mapped rw-s 8.0K``), and one that lost holds one ``detached``. A process's descriptors and mappings of
+    one object are one holding to the person watching: each used to be an event of its own (issue 12)."""
+    old = _holds_by_pid(before)
+    new = _holds_by_pid(after)
+    changes: tuple[tuple[EventName, _Holds, _Holds], ...] = ((detach, old, new), (attach, new, old))
+    for event, these, others in changes:
+        for pid in sorted(these):
+            other = others.get(pid, {})
+            holds = [these[pid][ident] for ident in sorted(these[pid].keys() - other.keys(), key=_hold_order)]
+            if holds:
+                emit(mechanism, event, name, key, pid, holds[0].comm, ", ".join(holder_detail(h) for h in holds))
 
 
 def _diff_shm(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
@@ -199,10 +221,13 @@ def _diff_pipes(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
             ("reader-closed", previous.readers, pipe.readers),
         )
         for closed, old_ends, new_ends in ends_closed:
-            gone = _end_ids(old_ends).keys() - _end_ids(new_ends).keys()
-            for pid, fd in sorted(gone):
-                end = _end_ids(old_ends)[(pid, fd)]
-                emit(pipe.kind, closed, label, key, pid, end.comm, f"fd {fd}")
+            # One event per process, as for holders: its stdout and stderr on one pipe close as one exit.
+            gone_ends = _end_ids(old_ends)
+            by_pid: dict[int, list[PipeEnd]] = {}
+            for ident in sorted(gone_ends.keys() - _end_ids(new_ends).keys()):
+                by_pid.setdefault(ident[0], []).append(gone_ends[ident])
+            for pid, mine in by_pid.items():
+                emit(pipe.kind, closed, label, key, pid, mine[0].comm, ", ".join(f"fd {end.fd}" for end in mine))
         was_full = "full" in previous.flags
         is_full = "full" in pipe.flags
         if is_full and not was_full:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import posix_ipc
+import sysv_ipc
 
 from ipcmon import report
 from ipcmon.cli.lifecycle import format_event
@@ -195,3 +196,82 @@ def _waits_on_a_pipe(pid: int, steps: list[Snapshot]) -> None:
         return any(process.pid == pid and process.waiting is not None for process in steps[-1].processes)
 
     wait_until(blocked, f"pid {pid} blocked in write")
+
+
+def _events_by_step(steps: list[Snapshot], key: str) -> list[list[tuple[str, int | None, str]]]:
+    return [[(event.event, event.pid, event.detail) for event in diff(before, after) if event.key == key]
+            for before, after in itertools.pairwise(steps)]
+
+
+def test_one_shmat_is_one_attached_and_one_shmdt_one_detached(spawn: Spawn, cleanup: Cleanup) -> None:
+    segment = sysv_ipc.SharedMemory(None, sysv_ipc.IPC_CREX, size=1 << 20)
+    cleanup.sysv_shm(segment.id)
+    segment.detach()
+    child = spawn(f"""
+        import sysv_ipc
+        say("ready")
+        for command in commands():
+            if command == "shmat":
+                memory = sysv_ipc.attach({segment.id})
+            elif command == "shmdt":
+                memory.detach()
+            say("ready")
+    """)
+    child.expect()
+    steps = [scan_kinds("shm", "memfd", "sysv")]
+    for command in ("shmat", "shmdt"):
+        child.tell(command)
+        child.expect()
+        steps.append(scan_kinds("shm", "memfd", "sysv"))
+    attach, detach = _events_by_step(steps, f"sysv-shm:{segment.id}")
+    assert attach == [("attached", child.pid, "mapped rw-s 1.0M")]
+    assert [(event, pid) for event, pid, _ in detach] == [("detached", child.pid), ("orphaned", None)]
+
+
+def test_shm_open_and_mmap_are_one_attached_and_exit_one_detached(spawn: Spawn, cleanup: Cleanup) -> None:
+    name = cleanup.shm(new_name())
+    posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=8192).close_fd()
+    child = spawn(f"""
+        import posix_ipc
+        say("ready")
+        for command in commands():
+            shm = posix_ipc.SharedMemory({name!r})
+            map_fd(shm.fd, 8192)  # the descriptor stays open too: two holds, one attach
+            say("ready", shm.fd)
+    """)
+    child.expect()
+    steps = [scan_kinds("shm")]
+    child.tell("attach")
+    (fd,) = child.expect()
+    steps.append(scan_kinds("shm"))
+    child.stop()
+    steps.append(scan_kinds("shm"))
+    key = next(segment.object_key for segment in steps[1].shm if segment.name == name)
+    attach, detach = _events_by_step(steps, key)
+    assert attach == [("attached", child.pid, f"fd {fd} rw, mapped rw-s 8.0K")]
+    assert [(event, pid) for event, pid, _ in detach] == [("detached", child.pid), ("orphaned", None)]
+    assert detach[0][2] == f"fd {fd} rw, mapped rw-s 8.0K"
+
+
+def test_a_writer_whose_stdout_and_stderr_share_a_pipe_closes_it_once(spawn: Spawn) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        inode = os.fstat(read_end).st_ino
+        child = spawn(f"""
+            os.dup2({write_end}, 40); os.dup2({write_end}, 41); os.close({write_end})
+            say("ready")
+            hold()
+        """, pass_fds=(write_end,))
+        child.expect()
+        os.close(write_end)
+        write_end = -1
+        steps = [scan_kinds("pipe")]
+        child.stop()
+        steps.append(scan_kinds("pipe"))
+        key = next(pipe.object_key for pipe in steps[0].pipes if pipe.inode == inode)
+        (closed,) = _events_by_step(steps, key)
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    assert closed == [("writer-closed", child.pid, "fd 40, fd 41")]  # the reader (this test) keeps it open

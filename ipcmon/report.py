@@ -18,8 +18,8 @@ from ipcmon.text import (
     fill_cell,
     flags_cell,
     holders_cell,
-    human_age,
     human_bytes,
+    ipc_age,
     mode_text,
     notify_cell,
     optional,
@@ -128,9 +128,13 @@ def region_row(region: SharedRegion) -> tuple[str, ...]:
     )
 
 
-SYSV_SHM_HEADERS = ("KEY", "SHMID", "SIZE", "NATTCH", "CPID", "LPID", "OWNER", "MODE", "STATE", "ATTACHED")
-SYSV_MSG_HEADERS = ("KEY", "MSQID", "BYTES", "MSGS", "LSPID", "LRPID", "OWNER", "MODE", "LAST SEND")
-SYSV_SEM_HEADERS = ("KEY", "SEMID", "NSEMS", "OWNER", "MODE")
+# The times are those of ipcs -t (shm_atime, shm_dtime, shm_ctime; msg_stime, msg_rtime, msg_ctime; sem_otime,
+# sem_ctime), as ages: "never" where ipcs says "Not set".
+SYSV_SHM_HEADERS = ("KEY", "SHMID", "SIZE", "NATTCH", "CPID", "LPID", "OWNER", "MODE", "STATE", "LAST ATTACH",
+                    "LAST DETACH", "CHANGED", "ATTACHED")
+SYSV_MSG_HEADERS = ("KEY", "MSQID", "BYTES", "MSGS", "LSPID", "LRPID", "OWNER", "MODE", "LAST SEND", "LAST RECV",
+                    "CHANGED")
+SYSV_SEM_HEADERS = ("KEY", "SEMID", "NSEMS", "OWNER", "MODE", "LAST OP", "CHANGED")
 
 Table = tuple[str, Sequence[str], list[tuple[str, ...]]]
 """One section of the report: its title, its column headers, its rows."""
@@ -183,6 +187,9 @@ def _sysv_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
             owner_cell(s.owner, s.uid),
             mode_text(s.mode),
             health.sysv_shm_state(s),
+            ipc_age(s.atime, now),
+            ipc_age(s.dtime, now),
+            ipc_age(s.ctime, now),
             holders_cell(s.holders),
         )
         for s in snapshot.sysv.shm
@@ -197,12 +204,15 @@ def _sysv_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
             str(m.lrpid),
             owner_cell(m.owner, m.uid),
             mode_text(m.mode),
-            human_age(now - m.stime) + " ago" if m.stime else "never",
+            ipc_age(m.stime, now),
+            ipc_age(m.rtime, now),
+            ipc_age(m.ctime, now),
         )
         for m in snapshot.sysv.msg
     ]
     yield "SysV semaphores", SYSV_SEM_HEADERS, [
-        (sysv_key(s.key), str(s.id), str(s.nsems), owner_cell(s.owner, s.uid), mode_text(s.mode))
+        (sysv_key(s.key), str(s.id), str(s.nsems), owner_cell(s.owner, s.uid), mode_text(s.mode), ipc_age(s.otime, now),
+         ipc_age(s.ctime, now))
         for s in snapshot.sysv.sem
     ]
 

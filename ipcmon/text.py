@@ -53,6 +53,19 @@ def clock_text(epoch: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(epoch)) + f".{int(epoch * 1000) % 1000:03d}"
 
 
+def ipc_time(epoch: int, now: float) -> str:
+    """A SysV time field (shm_atime, msg_stime…: epoch seconds) as ``2026-11-29 19:42:32 (5s ago)``; ``never``
+    when 0, the kernel's value before the first attach, send or operation (ipcs(1) says "Not set")."""
+    if not epoch:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) + f" ({human_age(now - epoch)} ago)"
+
+
+def ipc_age(epoch: int, now: float) -> str:
+    """A SysV time field in a table cell: ``5s ago``, ``never`` when 0."""
+    return f"{human_age(now - epoch)} ago" if epoch else "never"
+
+
 def optional(value: object) -> str:
     """A value as text, '?' when it is None (unknown: not permitted to ask)."""
     return "?" if value is None else str(value)

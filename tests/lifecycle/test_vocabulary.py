@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import posix_ipc
 import sysv_ipc
@@ -20,11 +21,11 @@ from ipcmon import report
 from ipcmon.cli.lifecycle import format_event
 from ipcmon.export import dumps
 from ipcmon.live.events import diff
-from ipcmon.model import Snapshot
+from ipcmon.model import Snapshot, SysvShm
 from ipcmon.ui.view.describe import describe_record
 from ipcmon.ui.view.rows import mqueue_rows, signal_rows
 from ipcmon.ui.view.table import Context, RowCache
-from tests.helpers import REPO, Child, Cleanup, Spawn, new_name, scan_kinds, wait_until
+from tests.helpers import REPO, Child, Cleanup, Spawn, new_name, scan_kinds, tool, wait_until
 from tests.lifecycle.test_watch import _read_until
 
 RT3 = signal.SIGRTMIN + 3
@@ -275,3 +276,64 @@ def test_a_writer_whose_stdout_and_stderr_share_a_pipe_closes_it_once(spawn: Spa
         if write_end >= 0:
             os.close(write_end)
     assert closed == [("writer-closed", child.pid, "fd 40, fd 41")]  # the reader (this test) keeps it open
+
+
+def _ipcs_times(shmid: int) -> dict[str, int]:
+    """att_time, det_time and change_time as `ipcs -m -i` prints them, in epoch seconds (0 for "Not set")."""
+    output = subprocess.run([tool("ipcs"), "-m", "-i", str(shmid)], capture_output=True, text=True, check=True).stdout
+    times = {}
+    for field in ("att_time", "det_time", "change_time"):
+        (value,) = [line.split("=", 1)[1].strip() for line in output.splitlines() if line.startswith(field + "=")]
+        times[field] = 0 if value == "Not set" else int(time.mktime(time.strptime(value, "%a %b %d %H:%M:%S %Y")))
+    return times
+
+
+def _sysv_detail(shmid: int) -> tuple[str, str, SysvShm]:
+    snapshot = scan_kinds("sysv")
+    (segment,) = [segment for segment in snapshot.sysv.shm if segment.id == shmid]
+    (row,) = [line for line in report.render(snapshot).splitlines() if line.split()[1:2] == [str(shmid)]]
+    return describe_record(segment, Context(snapshot), ()).plain, row, segment
+
+
+def test_sysv_detail_shows_attach_detach_and_change_times_as_ipcs(spawn: Spawn, cleanup: Cleanup) -> None:
+    segment = sysv_ipc.SharedMemory(None, sysv_ipc.IPC_CREX, size=4096)
+    cleanup.sysv_shm(segment.id)
+    segment.detach()  # sysv_ipc attaches on creation: start from a clean attach with no detach yet
+    child = spawn(f"""
+        import sysv_ipc
+        memory = sysv_ipc.attach({segment.id})
+        say("ready")
+        for command in commands():
+            memory.detach()
+            say("ready")
+    """)
+    child.expect()
+    attached, row, record = _sysv_detail(segment.id)
+    ipcs = _ipcs_times(segment.id)
+    assert (record.atime, record.ctime) == (ipcs["att_time"], ipcs["change_time"])
+    assert record.atime and record.ctime
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.atime))
+    assert f"attached    {stamp} (" in attached
+    assert f"changed     {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(record.ctime))} (" in attached
+    # The test process's own detach above set shm_dtime; ipcs and the detail agree on it.
+    assert record.dtime == ipcs["det_time"]
+
+    child.tell("shmdt")
+    child.expect()
+    detached, row, record = _sysv_detail(segment.id)
+    ipcs = _ipcs_times(segment.id)
+    assert record.dtime == ipcs["det_time"] >= record.atime
+    assert f"detached    {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(record.dtime))} (" in detached
+    assert "ago" in row and "never" not in row  # LAST ATTACH, LAST DETACH, CHANGED as ages
+
+
+def test_sysv_times_never_set_read_never(cleanup: Cleanup) -> None:
+    queue = sysv_ipc.MessageQueue(None, sysv_ipc.IPC_CREX)
+    cleanup.sysv_msg(queue.id)
+    snapshot = scan_kinds("sysv")
+    (record,) = [record for record in snapshot.sysv.msg if record.id == queue.id]
+    assert (record.stime, record.rtime) == (0, 0) and record.ctime
+    detail = describe_record(record, Context(snapshot), ()).plain
+    assert "sent        never" in detail and "received    never" in detail
+    (row,) = [line for line in report.render(snapshot).splitlines() if line.split()[1:2] == [str(queue.id)]]
+    assert row.split()[-4:-2] == ["never", "never"]  # LAST SEND, LAST RECV; then CHANGED "Ns ago"

@@ -33,6 +33,7 @@ from ipcmon.text import (
     holder_tail,
     human_age,
     human_bytes,
+    ipc_time,
     mode_text,
     notify_cell,
     optional,
@@ -212,12 +213,19 @@ def _describe_sysv_shm(detail: Detail, record: SysvShm) -> None:
     detail.heading(f"SysV shared memory {record.label}")
     detail.line("state", state, state_style(state, palette))
     detail.line("size", f"{human_bytes(record.size)}, resident {human_bytes(record.rss)}")
-    detail.line("attached", f"{record.nattch} (nattch)")
+    detail.line("nattch", str(record.nattch))
     detail.line("creator", str(record.cpid))
     detail.line("last op", str(record.lpid))
+    _sysv_times(detail, ("attached", record.atime), ("detached", record.dtime), ("changed", record.ctime))
     detail.line("mode", mode_text(record.mode))
     detail.line("owner", str(record.owner or record.uid))
     _holders(detail, record.holders, "nothing attached")
+
+
+def _sysv_times(detail: Detail, *times: tuple[str, int]) -> None:
+    """Last attach, detach, send, receive, operation and change, as ``ipcs -t`` lists them (``never``: not set)."""
+    for label, epoch in times:
+        detail.line(label, ipc_time(epoch, detail.ctx.snapshot.taken_at), "" if epoch else detail.ctx.palette.muted)
 
 
 def _describe_sysv_msg(detail: Detail, record: SysvMsg) -> None:
@@ -226,6 +234,7 @@ def _describe_sysv_msg(detail: Detail, record: SysvMsg) -> None:
     detail.line("queued", human_bytes(record.qbytes))
     detail.line("last send", str(record.lspid or "-"))
     detail.line("last recv", str(record.lrpid or "-"))
+    _sysv_times(detail, ("sent", record.stime), ("received", record.rtime), ("changed", record.ctime))
     detail.line("mode", mode_text(record.mode))
     detail.line("owner", str(record.owner or record.uid))
 
@@ -233,6 +242,7 @@ def _describe_sysv_msg(detail: Detail, record: SysvMsg) -> None:
 def _describe_sysv_sem(detail: Detail, record: SysvSem) -> None:
     detail.heading(f"SysV semaphore set {record.label}")
     detail.line("semaphores", str(record.nsems))
+    _sysv_times(detail, ("last op", record.otime), ("changed", record.ctime))
     detail.line("mode", mode_text(record.mode))
     detail.line("owner", str(record.owner or record.uid))
 

@@ -27,9 +27,23 @@ QueueState = Literal["held", "orphaned", "deleted", "full"]
 SysvShmState = Literal["attached", "orphaned", "removed"]
 RegionState = Literal["held"]
 Level = Literal["bad", "warn"]
-"""How much a hazard matters: ``bad`` (something is stuck or lost) or ``warn`` (worth a look)."""
+"""How much a hazard matters, one rule for every mechanism:
 
-STATE_LEVELS: dict[str, Level] = {"orphaned": "warn", "deleted": "bad", "removed": "bad", "full": "bad"}
+- ``bad``: something is lost or stuck now: a leak (what ``ipcmon leaks`` lists: an object nobody holds that
+  stays until someone removes it, or a deleted segment still pinning memory) or a writer or sender that
+  blocks now (a full pipe or queue);
+- ``warn``: goes wrong only if used, or worth a look: a pipe with no reader (its writer fails only when it
+  writes; daemons' stdout often stays so for days), one process holding both ends, pending signals.
+"""
+
+LEVEL_GLYPHS: dict[Level, str] = {"bad": "✖", "warn": "▲"}
+"""Each level's glyph, shown beside its word or alone where a column is one cell wide, so that a level reads
+without colour; no two levels share one."""
+
+LEVEL_ORDER: dict[Level, int] = {"bad": 0, "warn": 1}
+"""Most serious first."""
+
+STATE_LEVELS: dict[str, Level] = {"orphaned": "bad", "deleted": "bad", "removed": "bad", "full": "bad"}
 """The level of each state word that is a hazard; a state not here (held, attached) is fine."""
 
 PIPE_FLAG_WORDS: dict[PipeFlag, str] = {
@@ -40,8 +54,8 @@ PIPE_FLAG_WORDS: dict[PipeFlag, str] = {
 }
 """What each pipe flag means, in words (pipe(7))."""
 
-PIPE_HAZARDS: dict[PipeFlag, Level] = {"no-reader": "bad", "full": "bad", "both-ends": "warn"}
-"""Flags worth an alert (no-writer is the normal end of a pipe's life)."""
+PIPE_HAZARDS: dict[PipeFlag, Level] = {"no-reader": "warn", "full": "bad", "both-ends": "warn"}
+"""Flags worth an alert, at their Level (no-writer is the normal end of a pipe's life)."""
 
 
 def shm_state(*, linked: bool, held: bool) -> ShmState:
@@ -129,36 +143,65 @@ class Hazard:
     """``WORD: explanation``; the word before the colon (orphaned, full, no reader…) names the hazard."""
     key: str
     """The object's ``object_key``."""
+    bytes: int | None = None
+    """Bytes at stake: allocated by an orphaned segment, pinned by a deleted one, queued in a queue or pipe,
+    the size of an orphaned SysV segment; None when unknown or when there are none to speak of (signals)."""
+
+    @property
+    def level_text(self) -> str:
+        """The level as glyph and word, ``✖ bad``, for text without colour."""
+        return f"{LEVEL_GLYPHS[self.level]} {self.level}"
+
+
+KIND_ORDER: dict[Mechanism, int] = {
+    "shm": 0, "sem": 0, "memfd": 0, "anon": 0, "sysv-shm": 0,
+    "mqueue": 1, "sysv-msg": 1, "sysv-sem": 1,
+    "pipe": 2, "fifo": 2,
+    "signal": 3, "process": 3,
+}
+"""Between hazards of one level and as many bytes: memory before queues before pipes before signals."""
+
+
+def rank(hazard: Hazard) -> tuple[int, int, int, str, str]:
+    """The one order of hazards, most serious first: by level (``bad`` before ``warn``), then by bytes at stake
+    (more first; unknown counts as none), then by kind (KIND_ORDER), then by name.
+
+    So an orphaned 1 MiB segment (bad: leaked) ranks above any number of pipes with no reader (warn), and of
+    two leaks the bigger comes first."""
+    return (LEVEL_ORDER[hazard.level], -(hazard.bytes or 0), KIND_ORDER.get(hazard.mechanism, 9), hazard.object,
+            hazard.problem)
 
 
 def _shm_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
     for segment in snapshot.shm:
         if segment.state == "orphaned":
             what = "semaphore" if segment.kind == "sem" else "segment"
-            yield Hazard("warn", segment.kind, segment.label,
+            yield Hazard(STATE_LEVELS["orphaned"], segment.kind, segment.label,
                          f"orphaned: no process holds this {what} ({human_bytes(segment.allocated)} allocated)",
-                         segment.object_key)
+                         segment.object_key, segment.allocated)
         elif segment.state == "deleted":
-            yield Hazard("bad", segment.kind, segment.label,
+            yield Hazard(STATE_LEVELS["deleted"], segment.kind, segment.label,
                          f"deleted but still held: pins {human_bytes(segment.pinned_bytes)} until the last holder "
-                         "lets go", segment.object_key)
+                         "lets go", segment.object_key, segment.pinned_bytes)
 
 
 def _queue_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
     for queue in snapshot.mqueues:
         if queue_full(queue):
-            yield Hazard("bad", "mqueue", queue.label, "full: senders block (or get EAGAIN)", queue.object_key)
+            yield Hazard(STATE_LEVELS["full"], "mqueue", queue.label, "full: senders block (or get EAGAIN)",
+                         queue.object_key, queue.qsize_bytes)
         if queue_orphaned(queue):
             messages = queue.messages if queue.messages is not None else "?"
-            yield Hazard("warn", "mqueue", queue.label, f"orphaned: no process has it open ({messages} messages)",
-                         queue.object_key)
+            yield Hazard(STATE_LEVELS["orphaned"], "mqueue", queue.label,
+                         f"orphaned: no process has it open ({messages} messages)", queue.object_key, queue.qsize_bytes)
 
 
 def _pipe_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
     for pipe in snapshot.pipes:
         for flag in pipe.flags:
             if flag in PIPE_HAZARDS:
-                yield Hazard(PIPE_HAZARDS[flag], pipe.kind, pipe.label, PIPE_FLAG_WORDS[flag], pipe.object_key)
+                yield Hazard(PIPE_HAZARDS[flag], pipe.kind, pipe.label, PIPE_FLAG_WORDS[flag], pipe.object_key,
+                             pipe.buffered)
 
 
 def _signal_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
@@ -171,19 +214,19 @@ def _signal_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
 def _sysv_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
     for segment in snapshot.sysv.shm:
         if sysv_shm_orphaned(segment):
-            yield Hazard("warn", "sysv-shm", segment.label,
-                         f"orphaned: no process attached ({human_bytes(segment.size)})", segment.object_key)
+            yield Hazard(STATE_LEVELS["orphaned"], "sysv-shm", segment.label,
+                         f"orphaned: no process attached ({human_bytes(segment.size)})", segment.object_key,
+                         segment.size)
 
 
 HAZARDS: tuple[Callable[[Snapshot], Iterator[Hazard]], ...] = (
     _shm_hazards, _queue_hazards, _pipe_hazards, _signal_hazards, _sysv_hazards,
 )
-"""One entry per mechanism that can have hazards, in Overview order (memfd and anonymous regions have none:
-nothing keeps them once their last holder lets go)."""
+"""One entry per mechanism that can have hazards (memfd and anonymous regions have none: nothing keeps them
+once their last holder lets go)."""
 
 
-def hazards(snapshot: Snapshot) -> Iterator[Hazard]:
-    """Every leak and hazard of a snapshot: orphaned or deleted segments, full or orphaned queues, pipe flags in
-    PIPE_HAZARDS, pending signals, orphaned SysV segments."""
-    for mechanism_hazards in HAZARDS:
-        yield from mechanism_hazards(snapshot)
+def hazards(snapshot: Snapshot) -> list[Hazard]:
+    """Every leak and hazard of a snapshot, most serious first (:func:`rank`): orphaned or deleted segments,
+    full or orphaned queues, pipe flags in PIPE_HAZARDS, pending signals, orphaned SysV segments."""
+    return sorted((hazard for mechanism_hazards in HAZARDS for hazard in mechanism_hazards(snapshot)), key=rank)

@@ -228,8 +228,19 @@ SECTIONS: tuple[Section, ...] = (
 """One entry per mechanism, in report order: adding a mechanism adds an entry."""
 
 
+HAZARD_HEADERS = ("LEVEL", "KIND", "OBJECT", "PROBLEM")
+
+
+def hazard_rows(snapshot: Snapshot) -> list[tuple[str, ...]]:
+    """Every leak and hazard, most serious first (health.rank), its level as glyph and word: ``✖ bad``."""
+    return [
+        (hazard.level_text, hazard.mechanism, printable(hazard.object), printable(hazard.problem))
+        for hazard in health.hazards(snapshot)
+    ]
+
+
 def render(snapshot: Snapshot, *, all_signals: bool = False) -> str:
-    """The whole snapshot as text: a summary line, then one table per mechanism."""
+    """The whole snapshot as text: a summary line, one table per mechanism, then the leaks and hazards."""
     lines: list[str] = []
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snapshot.taken_at))
     held = sum(segment.state == "held" for segment in snapshot.shm)
@@ -254,4 +265,9 @@ def render(snapshot: Snapshot, *, all_signals: bool = False) -> str:
                 lines.append(f"== {title} ({len(rows)})")
                 if rows:
                     lines.extend(format_table(headers, rows))
+    hazards = hazard_rows(snapshot)
+    lines.append("")
+    lines.append(f"== Leaks and hazards, most serious first ({len(hazards)})")
+    if hazards:
+        lines.extend(format_table(HAZARD_HEADERS, hazards))
     return "\n".join(lines)

@@ -113,15 +113,19 @@ def test_hazards_words_and_levels() -> None:
                         signals=(pending,), sysv=Sysv(shm=(_sysv_shm(0),)))
     found = [(hazard.level, hazard.mechanism, hazard.object, hazard.problem.split(":")[0])
              for hazard in health.hazards(snapshot)]
+    # health.rank: bad before warn, then more bytes at stake first (64K buffered, 8K allocated, a 4K SysV
+    # segment, then the empty queue), then memory before queues before pipes, then by name and problem.
     assert found == [
-        ("warn", "shm", "/o", "orphaned"),
-        ("bad", "mqueue", "/q", "full"),
-        ("warn", "mqueue", "/q", "orphaned"),
         ("bad", "pipe", "pipe:[99]", "full"),
+        ("bad", "shm", "/o", "orphaned"),
+        ("bad", "sysv-shm", "key 0x00001234 id 5", "orphaned"),
+        ("bad", "mqueue", "/q", "full"),
+        ("bad", "mqueue", "/q", "orphaned"),
         ("warn", "signal", "42 sleep", "pending"),
-        ("warn", "sysv-shm", "key 0x00001234 id 5", "orphaned"),
     ]
-    assert [alert.view for alert in find_alerts(snapshot)] == ["shm", "mqueue", "mqueue", "pipes", "signals", "shm"]
+    assert [alert.view for alert in find_alerts(snapshot)] == ["pipes", "shm", "shm", "mqueue", "mqueue", "signals"]
+    assert [alert.glyph for alert in find_alerts(snapshot)] == ["✖"] * 5 + ["▲"]
+    assert len(set(health.LEVEL_GLYPHS.values())) == len(health.LEVEL_GLYPHS) == len(get_args(health.Level))
     assert health.pending_count(pending) == 2
     assert health.signals_of_note(pending)
 

@@ -128,8 +128,18 @@ def leak_to_dict(leak: Leak) -> dict[str, object]:
     return data
 
 
-def _find(args: argparse.Namespace) -> tuple[list[Leak], int] | None:
-    """The leaks the options select and the count of hidden processes; None after printing an error."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Found:
+    leaks: list[Leak]
+    hidden: int
+    """Processes that could not be fully read."""
+    levels: dict[str, str]
+    """Each object's level as glyph and word (``✖ bad``, health.Hazard.level_text), by object key."""
+
+
+def _find(args: argparse.Namespace) -> _Found | None:
+    """The leaks the options select, the count of hidden processes and the levels; None after printing an error."""
+    from ipcmon import health
     from ipcmon.collect import ScanConfig, scan
     from ipcmon.leaks import find_leaks, matching
 
@@ -138,12 +148,19 @@ def _find(args: argparse.Namespace) -> tuple[list[Leak], int] | None:
     except OSError as error:
         sys.stderr.write(f"ipcmon {args.command}: {printable(str(error))}\n")
         return None
-    return matching(find_leaks(snapshot, min_age=args.min_age), args.match), snapshot.hidden_processes
+    levels: dict[str, str] = {}
+    for hazard in health.hazards(snapshot):  # most serious first: an object keeps its worst level
+        levels.setdefault(hazard.key, hazard.level_text)
+    return _Found(matching(find_leaks(snapshot, min_age=args.min_age), args.match), snapshot.hidden_processes, levels)
 
 
-def _leak_rows(leaks: list[Leak]) -> list[tuple[str, ...]]:
+LEAK_HEADERS = ("LEVEL", "KIND", "PROBLEM", "NAME", "BYTES", "AGE", "HINT")
+
+
+def _leak_rows(leaks: list[Leak], levels: dict[str, str]) -> list[tuple[str, ...]]:
     return [
         (
+            levels.get(leak.key, "?"),
             leak.mechanism,
             leak.problem,
             printable(leak.name),
@@ -160,7 +177,7 @@ def cmd_leaks(args: argparse.Namespace) -> int:
     found = _find(args)
     if found is None:
         return 2
-    leaks, hidden = found
+    leaks, hidden = found.leaks, found.hidden
     if args.json:
         sys.stdout.write(json.dumps([leak_to_dict(leak) for leak in leaks]) + "\n")
     elif not leaks:
@@ -168,7 +185,7 @@ def cmd_leaks(args: argparse.Namespace) -> int:
     else:
         from ipcmon.report import format_table
 
-        lines = format_table(("KIND", "PROBLEM", "NAME", "BYTES", "AGE", "HINT"), _leak_rows(leaks))
+        lines = format_table(LEAK_HEADERS, _leak_rows(leaks, found.levels))
         sys.stdout.write("\n".join(lines) + "\n")
         pinned = sum(leak.bytes or 0 for leak in leaks)
         sys.stdout.write(f"{counted(len(leaks), 'leak', 'leaks')}, {human_bytes(pinned)} in all. "
@@ -191,7 +208,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
     found = _find(args)
     if found is None:
         return 2
-    leaks, hidden = found
+    leaks, hidden = found.leaks, found.hidden
     candidates = [leak for leak in leaks if leak.removable]
     if not candidates:
         sys.stdout.write("nothing to remove\n")

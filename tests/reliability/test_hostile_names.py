@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ipcmon import export
-from ipcmon.cli.lifecycle import _leak_rows, format_event, leak_to_dict
+from ipcmon.cli.lifecycle import LEAK_HEADERS, _leak_rows, format_event, leak_to_dict
 from ipcmon.collect import ScanConfig
 from ipcmon.leaks import find_leaks
 from ipcmon.live.monitor import Monitor
@@ -270,7 +270,7 @@ def test_hostile_names_reach_no_printer_as_control_sequences(
             leaks = [leak for leak in find_leaks(orphaned, last_holders=monitor.last_holders)
                      if leak.key.endswith(f":{made.inodes['shm']}") or leak.key.endswith(f":{made.inodes['mqueue']}")]
             assert len(leaks) == 2 and all("last held by" in leak.hint for leak in leaks)
-            table = "\n".join(format_table(("KIND", "PROBLEM", "NAME", "BYTES", "AGE", "HINT"), _leak_rows(leaks)))
+            table = "\n".join(format_table(LEAK_HEADERS, _leak_rows(leaks, {})))
             assert_inert(table.encode("utf-8"))
             assert json.dumps([leak_to_dict(leak) for leak in leaks]).isascii()
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ipcmon.health import PIPE_FLAG_WORDS, PIPE_HAZARDS, Level, hazards
+from ipcmon.health import LEVEL_GLYPHS, PIPE_FLAG_WORDS, PIPE_HAZARDS, Hazard, Level, hazards, rank
 from ipcmon.model import Mechanism, Snapshot
+from ipcmon.ui.view.table import Cell, Context, Row, text_cell
 
 Severity = Level
 
 PIPE_FLAGS = PIPE_FLAG_WORDS
 """What each pipe flag means, in words (kept here for the views that import it; health.py holds it)."""
 
-__all__ = ["PIPE_FLAGS", "PIPE_HAZARDS", "VIEWS", "Alert", "Severity", "find_alerts"]
+__all__ = ["PIPE_FLAGS", "PIPE_HAZARDS", "VIEWS", "Alert", "Severity", "alert_row", "find_alerts"]
 
 VIEWS: dict[Mechanism, str] = {
     "shm": "shm", "sem": "shm", "memfd": "shm", "anon": "shm", "sysv-shm": "shm", "sysv-sem": "shm",
@@ -35,13 +36,41 @@ class Alert:
     """The view that lists the object (a TabPane id)."""
     key: str
     """The object's row key in that view."""
+    rank: tuple[int, int, int, str, str] = (0, 0, 0, "", "")
+    """Its place in the list, most serious first (health.rank: level, then bytes at stake, then kind)."""
 
     @property
     def alert_key(self) -> str:
         return f"{self.key}:{self.problem.split(':')[0]}"
 
+    @property
+    def glyph(self) -> str:
+        """The level's glyph (health.LEVEL_GLYPHS): ✖ bad, ▲ warn; readable without colour."""
+        return LEVEL_GLYPHS[self.severity]
+
+
+def _alert(hazard: Hazard) -> Alert:
+    return Alert(hazard.level, hazard.mechanism, hazard.object, hazard.problem, VIEWS[hazard.mechanism], hazard.key,
+                 rank(hazard))
+
 
 def find_alerts(snapshot: Snapshot) -> Iterator[Alert]:
-    """The Overview's alerts: every hazard of the snapshot, in health.hazards order."""
+    """The Overview's alerts: every hazard of the snapshot, most serious first (health.hazards order)."""
     for hazard in hazards(snapshot):
-        yield Alert(hazard.level, hazard.mechanism, hazard.object, hazard.problem, VIEWS[hazard.mechanism], hazard.key)
+        yield _alert(hazard)
+
+
+def alert_row(alert: Alert, ctx: Context) -> Row:
+    """One line of the Overview's list: the level's glyph (sorting by health.rank), kind, object, problem."""
+    style = ctx.palette.bad if alert.severity == "bad" else ctx.palette.warn
+    return Row(
+        key=alert.alert_key,
+        cells=(
+            Cell(alert.glyph, alert.rank, style),
+            text_cell(alert.mechanism),
+            text_cell(alert.object, width=40),
+            text_cell(alert.problem, style, width=90),
+        ),
+        record=alert,
+        search=f"{alert.mechanism} {alert.object} {alert.problem} {alert.severity}".lower(),
+    )

@@ -8,7 +8,7 @@ from typing import Any
 from rich.text import Text
 
 from ipcmon import health
-from ipcmon.health import PIPE_FLAG_WORDS, PIPE_HAZARDS
+from ipcmon.health import LEVEL_GLYPHS, PIPE_FLAG_WORDS, PIPE_HAZARDS
 from ipcmon.model import (
     Event,
     Holder,
@@ -200,7 +200,9 @@ def _describe_pipe(detail: Detail, record: Pipe) -> None:
     bar, fraction = fill_bar(record.buffered, record.capacity)
     detail.line("fill", bar, palette.bad if fraction is not None and fraction >= 1 else "")
     for flag in record.flags:
-        detail.line("flag", PIPE_FLAG_WORDS.get(flag, flag), palette.bad if flag in PIPE_HAZARDS else palette.warn)
+        level = PIPE_HAZARDS.get(flag)
+        glyph = f"{LEVEL_GLYPHS[level]} " if level else ""
+        detail.line("flag", glyph + PIPE_FLAG_WORDS.get(flag, flag), palette.bad if level == "bad" else palette.warn)
     _ends(detail, "Writers", record.writers, "no writer: readers see EOF once it drains")
     _ends(detail, "Readers", record.readers, "no reader: a write gets SIGPIPE/EPIPE")
     # By key, or by the inode as /proc/PID/fd shows it (pipe:[N]) for waits recorded without a key.

@@ -109,34 +109,33 @@ def demo_object_keys(snapshot: Snapshot, demo: DemoProcess, pids: frozenset[int]
 class NarrationLog(RichLog):
     """A demo's narration, wrapped to the pane's width, and wrapped again when the width changes.
 
-    RichLog wraps each line once, as it is written, and never narrower than its ``min_width`` (78): narration
-    was hard-wrapped at 80 columns in a wide pane and ran off a narrow one (issue 12).
+    RichLog, given no width, wraps each line once, as it is written, at the console's width (80 columns in a
+    wide pane) and never narrower than its ``min_width``, 78 (issue 12: narration was hard-wrapped at 80).
     """
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, max_lines=NARRATION_LINES, wrap=True, markup=False, min_width=1)
+        super().__init__(id=id, max_lines=NARRATION_LINES, wrap=True, markup=False)
         self._written: deque[Text] = deque(maxlen=NARRATION_LINES)
         self._width = 0
 
     def add(self, text: Text) -> None:
-        """Write a line (kept, to be wrapped again after a resize)."""
+        """Write a line (kept, to be wrapped again after a resize; written once the width is known)."""
         self._written.append(text)
-        self.write(text)
+        if self._width:
+            self.write(text, width=self._width)
 
     def clear_lines(self) -> None:
         self._written.clear()
         self.clear()
 
     def on_resize(self, event: Resize) -> None:
-        super().on_resize(event)  # writes made before the size was known
+        super().on_resize(event)
         width = self.scrollable_content_region.width
         if width and width != self._width:
-            rewrap = bool(self._width)
             self._width = width
-            if rewrap:
-                self.clear()
-                for text in self._written:
-                    self.write(text)
+            self.clear()
+            for text in self._written:
+                self.write(text, width=width)
 
 
 class DemosView(Vertical):

@@ -38,7 +38,7 @@ one-line version instead, naming the pids."""
 PIDS_NAMED = 4
 """Hidden processes named in the note; more are counted."""
 DISMISS_KEY = "x"
-TABLE_SHARE = 0.4
+TABLE_SHARE = 0.5
 """Of a view's height, what the table keeps when it and the detail pane both want more than there is."""
 
 

@@ -201,6 +201,8 @@ class DetailPane(VerticalScroll):
 
     _shown: tuple[str, list[Span]] | None = None
     _text: Text = Text()
+    _wanted: tuple[int, int] = (0, 0)
+    """(width, lines) of the last wanted_height: it is asked after every refresh, the text changes seldom."""
 
     def show(self, text: Text) -> None:
         # Most refreshes change nothing here: skip the repaint then (Text's == ignores styles, so compare spans).
@@ -208,12 +210,15 @@ class DetailPane(VerticalScroll):
         if shown != self._shown:
             self._shown = shown
             self._text = text
+            self._wanted = (0, 0)
             self.query_one(".detail-body", Static).update(text)
 
     def wanted_height(self, width: int) -> int:
         """Lines the pane needs to show all it holds at this outer width (its border and padding included)."""
-        inner = max(width - self.styles.gutter.width - self.styles.scrollbar_size_vertical, 1)
-        return len(self._text.wrap(self.app.console, inner)) + self.styles.gutter.height
+        if self._wanted[0] != width:
+            inner = max(width - self.styles.gutter.width - self.styles.scrollbar_size_vertical, 1)
+            self._wanted = (width, len(self._text.wrap(self.app.console, inner)) + self.styles.gutter.height)
+        return self._wanted[1]
 
 
 class ObjectView(Vertical):

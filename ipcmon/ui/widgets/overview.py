@@ -29,9 +29,9 @@ from ipcmon.ui.widgets.tables import ObjectTable
 
 HISTORY = 120
 """Points kept per sparkline (two minutes at the default interval)."""
-FULL_CARDS_HEIGHT = 30
-"""Below this many lines the Overview shows each card as a line or two, without sparkline (issue 12: at 80×24
-the leaks and hazards must stay on screen)."""
+FULL_CARDS_HEIGHT = (30, 20)
+"""Below this many lines (two rows of cards, one row when wide) the Overview shows each card as a line or two,
+without sparkline (issue 12: at 80×24 the leaks and hazards must stay on screen)."""
 WIDE = 160
 """From this many columns the four cards sit side by side."""
 
@@ -210,9 +210,10 @@ class Overview(Vertical):
 
     def on_resize(self, event: Resize) -> None:
         # Cards compress before the alerts go off screen; a wide terminal puts them side by side.
-        compact = event.size.height < FULL_CARDS_HEIGHT
+        wide = event.size.width >= WIDE
+        compact = event.size.height < FULL_CARDS_HEIGHT[wide]
         self.set_class(compact, "-compact")
-        columns = (2 if compact else 4) if event.size.width >= WIDE else (1 if compact else 2)
+        columns = (2 if compact else 4) if wide else (1 if compact else 2)
         self.query_one("#cards", Grid).styles.grid_size_columns = columns
 
     def action_dismiss_note(self) -> None:

@@ -64,6 +64,18 @@ async def test_overview_at_80x24_keeps_alerts_tabs_scan_time_and_read_only() -> 
         assert len(header) <= SMALL[0]
 
 
+async def test_header_at_80_columns_not_root_paused_read_only() -> None:
+    app = canned_app(is_root=False, read_only=True, host="a-rather-long-host-name.example.org")
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        await pilot.press("p")
+        await pilot.pause()
+        header = header_text(app)
+        for part in ("not root: 1 process hidden", "read-only", "PAUSED", "scan 12 ms"):
+            assert part in header, header
+        assert len(header) <= SMALL[0] and "example.org" not in header  # the host gave way first
+
+
 async def test_full_tab_titles_and_cards_when_large() -> None:
     app = canned_app()
     async with app.run_test(size=LARGE) as pilot:

@@ -70,7 +70,7 @@ class IpcmonApp(ActingApp):
     # --- layout ---------------------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        yield StatusHeader(self.host, self.kernel, self.is_root, id="status").data_bind(
+        yield StatusHeader(self.host, self.kernel, self.is_root, read_only=self.read_only, id="status").data_bind(
             IpcmonApp.snapshot, IpcmonApp.interval, IpcmonApp.paused, IpcmonApp.scan_error
         )
         specs = {spec.id: spec for spec in OBJECT_SPECS}

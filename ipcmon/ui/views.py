@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from textual import on
+from textual.events import Resize
 from textual.reactive import reactive
 from textual.widgets import TabbedContent, TabPane
 
@@ -35,6 +36,34 @@ VIEWS: tuple[tuple[str, str], ...] = (
 )
 """(id, title) of every view, in key order: ``1`` shows the first."""
 
+SHORT_TITLES: dict[str, tuple[str, str]] = {
+    "overview": ("Overview", "Ovw"),
+    "shm": ("Shm", "Shm"),
+    "mqueue": ("Queues", "MQ"),
+    "pipes": ("Pipes", "Pipe"),
+    "signals": ("Signals", "Sig"),
+    "events": ("Events", "Evt"),
+    "demos": ("Demos", "Demo"),
+}
+"""Each view's tab label when the full titles do not fit, and when even those do not (issue 12: at 80 columns the
+tab bar was cut off)."""
+TAB_PADDING = 2
+"""Cells a tab adds around its label."""
+
+
+def tab_labels(width: int) -> list[str]:
+    """The tab labels, key number first, in the widest form that fits ``width`` cells."""
+    forms = [
+        [title for _, title in VIEWS],
+        [SHORT_TITLES[view][0] for view, _ in VIEWS],
+        [SHORT_TITLES[view][1] for view, _ in VIEWS],
+    ]
+    for titles in forms:
+        labels = [f"{number} {title}" for number, title in enumerate(titles, start=1)]
+        if sum(len(label) + TAB_PADDING for label in labels) <= width:
+            return labels
+    return labels
+
 OBJECT_SPECS = (
     # memfd and anonymous shared regions (scan kind memfd) are shared memory too: shm_rows lists them.
     ViewSpec("shm", "Shared memory", SHM_COLUMNS, shm_rows, ("shm", "memfd", "sysv"),
@@ -51,7 +80,14 @@ OBJECT_SPECS = (
 
 
 class Views(TabbedContent):
-    """The dashboard's views as tabs; they switch only on purpose (keys, clicks, jumps)."""
+    """The dashboard's views as tabs; they switch only on purpose (keys, clicks, jumps). Tab labels shorten to
+    fit the width (tab_labels)."""
+
+    def on_resize(self, event: Resize) -> None:
+        for (view_id, _), label in zip(VIEWS, tab_labels(event.size.width), strict=True):
+            tab = self.get_tab(view_id)
+            if str(tab.label) != label:
+                tab.label = label
 
     def _on_tab_pane_focused(self, event: TabPane.Focused) -> None:
         # TabbedContent also switches to the pane of any widget that gets the focus. A focus change still in

@@ -7,6 +7,7 @@ the SVGs in tests/ui/__snapshots__ before committing them.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 
 import pytest
 from textual.pilot import Pilot
@@ -64,3 +65,13 @@ def test_events_view(snap_compare: SnapCompare) -> None:
 def test_hostile_names(snap_compare: SnapCompare) -> None:
     app = canned_app(canned.canned_snapshot(hostile=True))
     assert snap_compare(app, terminal_size=SIZE, run_before=ready(app, "2", "down"))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 60)], ids=["80x24", "200x60"])
+@pytest.mark.parametrize(("name", "keys"), [("overview", ()), ("shm", ("2",)), ("signals", ("5",))])
+def test_view_at_size(snap_compare: SnapCompare, name: str, keys: tuple[str, ...], size: tuple[int, int]) -> None:
+    """Issue 12: every view at the smallest usual terminal and a large one (read-only, a hidden process named)."""
+    snapshot = canned.canned_snapshot()
+    hidden = replace(snapshot, processes=tuple(replace(p, hidden=p.pid == 4300) for p in snapshot.processes))
+    app = canned_app(hidden, read_only=True)
+    assert snap_compare(app, terminal_size=size, run_before=ready(app, *keys))

@@ -21,7 +21,8 @@ from ipcmon.safe import printable, shorten
 DEMO_PREFIX = OBJECT_PREFIX
 """Objects the demos create are named with this prefix (issue 5)."""
 
-MAX_CELL = 60
+MAX_CELL = 400
+"""Longest cell text kept; the table cuts cells to its column widths, which follow the terminal (issue 12)."""
 MASK_WIDTH = 22
 """Widest signal mask shown in the Signals table."""
 
@@ -73,6 +74,8 @@ def state_style(state: str, palette: Palette, fine: str = "") -> str:
 
 @dataclass(frozen=True, slots=True)
 class Column:
+    """A table column: its key, header label, and the most cells it takes (None: as wide as what it holds)."""
+
     key: str
     label: str
     width: int | None = None

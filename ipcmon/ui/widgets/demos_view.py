@@ -17,6 +17,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.events import Resize
 from textual.reactive import reactive
 from textual.widgets import DataTable, RichLog, Static
 
@@ -105,6 +106,38 @@ def demo_object_keys(snapshot: Snapshot, demo: DemoProcess, pids: frozenset[int]
             yield "signals", signals.object_key
 
 
+class NarrationLog(RichLog):
+    """A demo's narration, wrapped to the pane's width, and wrapped again when the width changes.
+
+    RichLog, given no width, wraps each line once, as it is written, at the console's width (80 columns in a
+    wide pane) and never narrower than its ``min_width``, 78 (issue 12: narration was hard-wrapped at 80).
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, max_lines=NARRATION_LINES, wrap=True, markup=False)
+        self._written: deque[Text] = deque(maxlen=NARRATION_LINES)
+        self._width = 0
+
+    def add(self, text: Text) -> None:
+        """Write a line (kept, to be wrapped again after a resize; written once the width is known)."""
+        self._written.append(text)
+        if self._width:
+            self.write(text, width=self._width)
+
+    def clear_lines(self) -> None:
+        self._written.clear()
+        self.clear()
+
+    def on_resize(self, event: Resize) -> None:
+        super().on_resize(event)
+        width = self.scrollable_content_region.width
+        if width and width != self._width:
+            self._width = width
+            self.clear()
+            for text in self._written:
+                self.write(text, width=width)
+
+
 class DemosView(Vertical):
     """Lists the demos; Enter starts or stops the selected one; its narration shows below."""
 
@@ -128,7 +161,7 @@ class DemosView(Vertical):
         yield Static(Text("Enter starts or stops the selected demo; g shows its objects; ◆ marks them elsewhere."),
                      classes="hint")
         yield ObjectTable(DEMO_COLUMNS, id="demo-list")
-        yield RichLog(id="demo-narration", max_lines=NARRATION_LINES, wrap=True, markup=False)
+        yield NarrationLog(id="demo-narration")
 
     def on_mount(self) -> None:
         self.refresh_rows()
@@ -197,7 +230,7 @@ class DemosView(Vertical):
             while not process.lines.empty():
                 self.narration[name].append(process.lines.get_nowait())
                 if name == self._shown:
-                    self.query_one(RichLog).write(Text(printable(self.narration[name][-1])))
+                    self.query_one(NarrationLog).add(Text(printable(self.narration[name][-1])))
                 changed = True
         if changed:
             self.table.sync(self._rows())
@@ -208,15 +241,15 @@ class DemosView(Vertical):
         if name == self._shown:
             return
         self._shown = name
-        log = self.query_one(RichLog)
-        log.clear()
+        log = self.query_one(NarrationLog)
+        log.clear_lines()
         if name is None:
             return
-        log.write(Text(f"{name}: {DEMOS[name].description}", style="bold"))
+        log.add(Text(f"{name}: {DEMOS[name].description}", style="bold"))
         for line in self.narration[name]:
-            log.write(Text(printable(line)))
+            log.add(Text(printable(line)))
         if name not in self.demo_processes:
-            log.write(Text("not started: press Enter to start it", style="dim"))
+            log.add(Text("not started: press Enter to start it", style="dim"))
 
     @on(DataTable.RowHighlighted, "#demo-list")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:

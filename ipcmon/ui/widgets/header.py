@@ -1,4 +1,4 @@
-"""The status line at the top: host, kernel, what ipcmon can see, refresh interval and pause state."""
+"""The status line at the top: host, kernel, what ipcmon can see, read-only, refresh interval and pause state."""
 
 from __future__ import annotations
 
@@ -9,6 +9,10 @@ from textual.widgets import Static
 from ipcmon.model import Snapshot
 from ipcmon.safe import counted, printable
 
+DROP_ORDER = ("kernel", "interval", "hidden", "host")
+"""Parts left out, in this order, while the line is wider than the terminal (issue 12: at 80 columns the scan
+time, the pause state and read-only stay)."""
+
 
 class StatusHeader(Static):
     """Bound to the app's snapshot, interval and paused reactives; no clock, so snapshots are deterministic."""
@@ -18,33 +22,52 @@ class StatusHeader(Static):
     paused: reactive[bool] = reactive(False)
     scan_error: reactive[str] = reactive("")
 
-    def __init__(self, host: str, kernel: str, is_root: bool, *, id: str | None = None) -> None:
+    def __init__(
+        self, host: str, kernel: str, is_root: bool, *, read_only: bool = False, id: str | None = None
+    ) -> None:
         super().__init__(id=id)
         self.host = host
         self.kernel = kernel
         self.is_root = is_root
+        self.read_only = read_only
+        """--read-only (or IPCMON_READ_ONLY): shown as "read-only", since k and d refuse."""
 
-    def render(self) -> Text:
-        text = Text(no_wrap=True, overflow="ellipsis", end="")
-        text.append(" ipcmon ", style="bold reverse")
-        text.append(f"  {printable(self.host)}", style="bold")
-        text.append(f"  Linux {printable(self.kernel)}")
+    def parts(self) -> list[tuple[str, Text]]:
+        """The line's parts in order, each named (DROP_ORDER names those that may go)."""
+        parts = [("name", Text(" ipcmon ", style="bold reverse")),
+                 ("host", Text(f"  {printable(self.host)}", style="bold")),
+                 ("kernel", Text(f"  Linux {printable(self.kernel)}"))]
         hidden = self.snapshot.hidden_processes if self.snapshot else 0
         if self.is_root:
-            text.append("  root")
+            parts.append(("root", Text("  root")))
             if hidden:
-                text.append(f", {counted(hidden, 'process', 'processes')} hidden", style="yellow")
+                parts.append(("hidden", Text(f", {counted(hidden, 'process', 'processes')} hidden", style="yellow")))
         else:
-            text.append(f"  not root: {counted(hidden, 'process', 'processes')} hidden", style="bold yellow")
-        text.append(f"  every {self.interval:g}s")
+            parts.append(("root", Text(f"  not root: {counted(hidden, 'process', 'processes')} hidden",
+                                       style="bold yellow")))
+        if self.read_only:
+            parts.append(("read-only", Text("  read-only", style="bold reverse cyan")))
+        parts.append(("interval", Text(f"  every {self.interval:g}s")))
         if self.paused:
-            text.append("  ⏸ PAUSED", style="bold reverse yellow")
+            parts.append(("live", Text("  ⏸ PAUSED", style="bold reverse yellow")))
         else:
-            text.append("  ● live", style="green")
+            parts.append(("live", Text("  ● live", style="green")))
         if self.snapshot is not None:
-            text.append(f"  scan {self.snapshot.scan_seconds * 1000:.0f} ms", style="dim")
+            parts.append(("scan", Text(f"  scan {self.snapshot.scan_seconds * 1000:.0f} ms", style="dim")))
         if self.scan_error:
-            text.append(f"  scan failed: {printable(self.scan_error)}", style="bold red")
+            parts.append(("error", Text(f"  scan failed: {printable(self.scan_error)}", style="bold red")))
+        return parts
+
+    def render(self) -> Text:
+        parts = self.parts()
+        width = self.size.width
+        for name in DROP_ORDER:
+            if not width or sum(part.cell_len for _, part in parts) <= width:
+                break
+            parts = [(key, part) for key, part in parts if key != name]
+        text = Text(no_wrap=True, overflow="ellipsis", end="")
+        for _, part in parts:
+            text.append_text(part)
         return text
 
     def watch_paused(self, paused: bool) -> None:

@@ -11,7 +11,8 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
-from textual.events import Key
+from textual.css.scalar import Scalar, Unit
+from textual.events import Click, Key
 from textual.message import Message
 from textual.reactive import reactive
 from textual.timer import Timer
@@ -19,6 +20,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Input, Static
 
 from ipcmon.model import Event, Snapshot
+from ipcmon.safe import counted, printable
 from ipcmon.ui.messages import OpenRow
 from ipcmon.ui.state import empty_context
 from ipcmon.ui.view.describe import describe_record
@@ -30,6 +32,106 @@ FILTER_DELAY = 0.15
 """Seconds of no typing before the filter is applied."""
 HISTORY_SHOWN = 50
 """Events of one object shown in its detail pane (the newest)."""
+HIDDEN_NOTE = "could not be fully read"
+"""Words of the scan's note on processes it could not fully read (ipcmon/collect/scan.py): Notes shows its own
+one-line version instead, naming the pids."""
+PIDS_NAMED = 4
+"""Hidden processes named in the note; more are counted."""
+DISMISS_KEY = "x"
+TABLE_SHARE = 0.5
+"""Of a view's height, what the table keeps when it and the detail pane both want more than there is."""
+
+
+def hidden_pids(snapshot: Snapshot) -> tuple[int, ...]:
+    """The pids of the processes whose descriptors or mappings could not be read (Process.hidden), in order.
+
+    A process whose very stat was refused has no record: Snapshot.hidden_processes counts it too, so there may
+    be more hidden processes than pids.
+    """
+    return tuple(process.pid for process in snapshot.processes if process.hidden)
+
+
+def hidden_line(snapshot: Snapshot) -> Text:
+    """The one-line note on hidden processes: how many, which pids (with their commands), the key that hides it."""
+    pids = hidden_pids(snapshot)
+    count = max(snapshot.hidden_processes, len(pids))
+    comms = {process.pid: process.comm for process in snapshot.processes}
+    unnamed = count - min(len(pids), PIDS_NAMED)
+    # With no pid: its /proc/PID/stat was refused, so the scan has no record of it.
+    named = "pid unknown" if not pids else "pid " + ", ".join(
+        f"{pid} {printable(comms.get(pid, '?'))}" for pid in pids[:PIDS_NAMED]
+    ) + (f" +{unnamed} more" if unnamed else "")
+    line = Text(f"⚠ {counted(count, 'process', 'processes')} not fully readable ({named})", style="bold")
+    line.append(f"  {DISMISS_KEY} or click: hide", style="reverse")
+    line.append("  objects only they hold may show as orphaned; their pipe ends are missing")
+    return line
+
+
+class Notes(Static):
+    """Notes on what the scan could not see, one line each; the hidden-process one can be dismissed.
+
+    ``DISMISS_KEY`` (bound by the views) or a click hides the hidden-process note in every view, until a
+    process the dismissed note did not name is hidden too.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("", classes="notes")
+        self.dismissed: tuple[frozenset[int], int] | None = None
+        """(pids, count) of the hidden-process note when it was dismissed."""
+        self._notes: tuple[str, ...] = ()
+        self._snapshot: Snapshot | None = None
+        self._shown: tuple[tuple[str, ...], bool] | None = None
+
+    def show(self, snapshot: Snapshot, notes: Sequence[str]) -> None:
+        """Show these notes of the snapshot (its hidden-process note as one line)."""
+        self._snapshot = snapshot
+        self._notes = tuple(notes)
+        self._render_notes()
+
+    @property
+    def hidden_shown(self) -> bool:
+        """Whether the hidden-process note is on screen (it is in the notes, and not dismissed)."""
+        snapshot = self._snapshot
+        if snapshot is None or not any(HIDDEN_NOTE in note for note in self._notes):
+            return False
+        if self.dismissed is None:
+            return True
+        pids, count = self.dismissed
+        return not set(hidden_pids(snapshot)) <= pids or snapshot.hidden_processes > count
+
+    def _render_notes(self) -> None:
+        if self._snapshot is None:
+            return
+        shown = (self._notes, self.hidden_shown)
+        if shown != self._shown:
+            self._shown = shown
+            self.display = bool(self._notes) and (self.hidden_shown or any(HIDDEN_NOTE not in n for n in self._notes))
+            self.refresh(layout=True)
+
+    def render(self) -> Text:
+        # Built at the widget's width: the hidden-process line is cut to one line, the others wrap.
+        snapshot = self._snapshot
+        lines = [Text(note) for note in self._notes if HIDDEN_NOTE not in note]
+        if snapshot is not None and self.hidden_shown:
+            line = hidden_line(snapshot)
+            if self.content_region.width:
+                line.truncate(self.content_region.width, overflow="ellipsis")
+            lines.insert(0, line)
+        return Text("\n", end="").join(lines)
+
+    def dismiss_hidden(self) -> None:
+        """Hide the hidden-process note here and in every other view."""
+        snapshot = self._snapshot
+        if snapshot is None or not self.hidden_shown:
+            return
+        dismissed = (frozenset(hidden_pids(snapshot)), snapshot.hidden_processes)
+        for notes in self.screen.query(Notes):
+            notes.dismissed = dismissed
+            notes._render_notes()
+
+    def on_click(self, event: Click) -> None:
+        event.stop()
+        self.dismiss_hidden()
 
 
 class FilterInput(Input):
@@ -98,13 +200,25 @@ class DetailPane(VerticalScroll):
         yield Static(Text("select a row to see its holders, limits and history"), classes="detail-body")
 
     _shown: tuple[str, list[Span]] | None = None
+    _text: Text = Text()
+    _wanted: tuple[int, int] = (0, 0)
+    """(width, lines) of the last wanted_height: it is asked after every refresh, the text changes seldom."""
 
     def show(self, text: Text) -> None:
         # Most refreshes change nothing here: skip the repaint then (Text's == ignores styles, so compare spans).
         shown = (text.plain, list(text.spans))
         if shown != self._shown:
             self._shown = shown
+            self._text = text
+            self._wanted = (0, 0)
             self.query_one(".detail-body", Static).update(text)
+
+    def wanted_height(self, width: int) -> int:
+        """Lines the pane needs to show all it holds at this outer width (its border and padding included)."""
+        if self._wanted[0] != width:
+            inner = max(width - self.styles.gutter.width - self.styles.scrollbar_size_vertical, 1)
+            self._wanted = (width, len(self._text.wrap(self.app.console, inner)) + self.styles.gutter.height)
+        return self._wanted[1]
 
 
 class ObjectView(Vertical):
@@ -116,6 +230,7 @@ class ObjectView(Vertical):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding(DISMISS_KEY, "dismiss_note", "Hide note", show=False),
     ]
 
     snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
@@ -130,10 +245,9 @@ class ObjectView(Vertical):
         self._stale = True
         self.cache = RowCache()
         self._filter_timer: Timer | None = None
-        self._notes: str | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static("", classes="notes")
+        yield Notes()
         box = FilterInput(placeholder=self.spec.filter_help, classes="filter")
         box.hand_back_to = table = ObjectTable(
             self.spec.columns,
@@ -172,6 +286,31 @@ class ObjectView(Vertical):
         table.set_class(table.row_count == 0, "-empty")
         self.show_detail()
 
+    def on_resize(self) -> None:
+        self.fit_split()
+
+    def fit_split(self) -> None:
+        """Give the table the lines its rows need and the detail pane the rest (issue 12: a table of one row took
+        half the screen while the detail pane cut off the history).
+
+        When both need more than the view has, the detail pane gets what it needs as long as the table keeps
+        TABLE_SHARE of the view.
+        """
+        if not self.is_mounted or not self.size.height:
+            return
+        table = self.table
+        above = sum(child.outer_size.height for child in self.query_children(".notes, .filter") if child.display)
+        available = self.size.height - above
+        wanted = table.row_count + (table.header_height if table.show_header else 0)
+        if table.virtual_size.width > table.scrollable_content_region.width:
+            wanted += table.styles.scrollbar_size_horizontal
+        detail = self.query_one(DetailPane).wanted_height(self.size.width)
+        if wanted + detail > available:
+            wanted = max(min(wanted, available - detail), min(wanted, int(available * TABLE_SHARE)))
+        height = max(wanted, 3)
+        if table.styles.height != Scalar(height, Unit.CELLS, Unit.WIDTH):
+            table.styles.height = height
+
     def rows(self, ctx: Context) -> Iterable[Row]:
         """This view's rows for a context (the spec's row builder, with this view's cache)."""
         return self.spec.rows(ctx, self.cache) if self.spec.rows is not None else ()
@@ -180,12 +319,10 @@ class ObjectView(Vertical):
         notes = [note for note in snapshot.notes if any(word in note for word in self.spec.note_words)]
         if not any(kind in snapshot.kinds for kind in self.spec.kinds):
             notes.append(f"Not scanned: ipcmon was started with --kind {','.join(snapshot.kinds)}.")
-        text = "\n".join(notes)
-        if text != self._notes:
-            self._notes = text
-            static = self.query_one(".notes", Static)
-            static.update(Text(text))
-            static.display = bool(notes)
+        self.query_one(Notes).show(snapshot, notes)
+
+    def action_dismiss_note(self) -> None:
+        self.query_one(Notes).dismiss_hidden()
 
     def show_detail(self) -> None:
         row = self.table.current_row
@@ -193,10 +330,12 @@ class ObjectView(Vertical):
         if row is None:
             empty = self.spec.empty if not self.table.filter_text else f"no row matches {self.table.filter_text!r}"
             pane.show(Text(empty))
+            self.fit_split()
             return
         # An event's row key is the event's own; its history is that of the object it is about.
         key = row.record.key if isinstance(row.record, Event) else row.key
         pane.show(describe_record(row.record, self.context, object_history(self.events, key)))
+        self.fit_split()
 
     @on(DataTable.RowHighlighted)
     def _row_highlighted(self, event: DataTable.RowHighlighted) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Grid, Vertical
+from textual.events import Resize
 from textual.reactive import reactive
 from textual.widgets import DataTable, Sparkline, Static
 
@@ -21,10 +24,16 @@ from ipcmon.ui.messages import Goto
 from ipcmon.ui.state import empty_context
 from ipcmon.ui.view.alerts import Alert, find_alerts
 from ipcmon.ui.view.table import Cell, Column, Context, Row, RowCache, text_cell
+from ipcmon.ui.widgets.object_view import DISMISS_KEY, Notes
 from ipcmon.ui.widgets.tables import ObjectTable
 
 HISTORY = 120
 """Points kept per sparkline (two minutes at the default interval)."""
+FULL_CARDS_HEIGHT = (30, 20)
+"""Below this many lines (two rows of cards, one row when wide) the Overview shows each card as a line or two,
+without sparkline (issue 12: at 80×24 the leaks and hazards must stay on screen)."""
+WIDE = 160
+"""From this many columns the four cards sit side by side."""
 
 ALERT_COLUMNS = (
     Column("severity", "!"),
@@ -103,6 +112,11 @@ METRICS = (
 
 
 class MetricCard(Vertical):
+    """One mechanism's card: its summary, a sparkline of its total and the peak; or that it was not scanned.
+
+    Compact (the Overview's ``-compact`` class), it is one line or two: the title and the summary.
+    """
+
     def __init__(self, metric: Metric) -> None:
         super().__init__(id=f"card-{metric.id}", classes="card")
         self.metric = metric
@@ -110,13 +124,23 @@ class MetricCard(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("", classes="summary")
+        yield Static("", classes="line")
         yield Sparkline([], summary_function=max)
         yield Static("", classes="caption")
 
     def show(self, snapshot: Snapshot, history: deque[float]) -> None:
         scanned = any(kind in snapshot.kinds for kind in self.metric.kinds)
-        update_if_changed(self.query_one(".summary", Static),
-                          Text(self.metric.summary(snapshot) if scanned else "not scanned (--kind)"))
+        self.set_class(not scanned, "-unscanned")
+        if scanned:
+            summary = self.metric.summary(snapshot)
+        else:
+            summary = f"not scanned: ipcmon was started with --kind {','.join(snapshot.kinds)}"
+        update_if_changed(self.query_one(".summary", Static), Text(summary))
+        line = Text(f"{self.metric.title}: ", style="bold")
+        line.append(summary.replace("\n", "; "), style="" if scanned else "dim")
+        update_if_changed(self.query_one(".line", Static), line)
+        if not scanned:
+            return
         self.query_one(Sparkline).data = list(history)
         peak = max(history, default=0.0)
         shown = human_bytes(int(peak)) if "bytes" in self.metric.unit else f"{peak:g}"
@@ -130,6 +154,10 @@ class Overview(Vertical):
     Enter on an alert posts :class:`~ipcmon.ui.messages.Goto` with the object's view and key.
     """
 
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(DISMISS_KEY, "dismiss_note", "Hide note", show=False),
+    ]
+
     snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
     context: reactive[Context] = reactive(empty_context, always_update=True)
     active_view: reactive[str] = reactive("overview")
@@ -141,7 +169,7 @@ class Overview(Vertical):
         self.cache = RowCache()
 
     def compose(self) -> ComposeResult:
-        yield Static("", classes="notes")
+        yield Notes()
         with Grid(id="cards"):
             for metric in METRICS:
                 yield MetricCard(metric)
@@ -161,9 +189,7 @@ class Overview(Vertical):
         snapshot = self.snapshot
         if snapshot is None or not self.is_mounted:
             return
-        notes = self.query_one(".notes", Static)
-        update_if_changed(notes, Text("\n".join(snapshot.notes)))
-        notes.display = bool(snapshot.notes)
+        self.query_one(Notes).show(snapshot, snapshot.notes)
         for metric in METRICS:
             self.query_one(f"#card-{metric.id}", MetricCard).show(snapshot, self.history[metric.id])
         ctx = self.context
@@ -182,6 +208,17 @@ class Overview(Vertical):
             title.append("   none: nothing orphaned, deleted, full or stuck", style=ctx.palette.good)
         update_if_changed(self.query_one("#alerts-title", Static), title)
 
+    def on_resize(self, event: Resize) -> None:
+        # Cards compress before the alerts go off screen; a wide terminal puts them side by side.
+        wide = event.size.width >= WIDE
+        compact = event.size.height < FULL_CARDS_HEIGHT[wide]
+        self.set_class(compact, "-compact")
+        columns = (2 if compact else 4) if wide else (1 if compact else 2)
+        self.query_one("#cards", Grid).styles.grid_size_columns = columns
+
+    def action_dismiss_note(self) -> None:
+        self.query_one(Notes).dismiss_hidden()
+
     @on(DataTable.RowSelected, "#alerts")
     def _jump(self, event: DataTable.RowSelected) -> None:
         event.stop()
@@ -197,8 +234,8 @@ def _alert_row(alert: Alert, ctx: Context) -> Row:
         cells=(
             Cell("●", (0, alert.severity), style),  # "bad" sorts before "warn"
             text_cell(alert.mechanism),
-            text_cell(alert.object, width=40),
-            text_cell(alert.problem, style, width=90),
+            text_cell(alert.object),
+            text_cell(alert.problem, style),
         ),
         record=alert,
         search=f"{alert.mechanism} {alert.object} {alert.problem}".lower(),

@@ -12,8 +12,9 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual.binding import Binding, BindingType
+from textual.events import Resize
 from textual.widgets import DataTable
-from textual.widgets.data_table import ColumnKey, RowDoesNotExist
+from textual.widgets.data_table import ColumnKey, RowDoesNotExist, RowKey
 
 from ipcmon.ui.view.table import Cell, Column, Row, matches
 
@@ -21,6 +22,39 @@ REBUILD_AT = 200
 """Rows removed at once above which the table is rebuilt instead (see ObjectTable._apply)."""
 SORT_UP = " ▲"
 SORT_DOWN = " ▼"
+MIN_WIDTH = 8
+"""Cells a column keeps when the table is too narrow for everything (more if its label needs it)."""
+
+
+def fit_widths(natural: Sequence[int], minimum: Sequence[int], available: int) -> list[int]:
+    """Column widths (cells, padding excluded) that share ``available`` by what the columns hold.
+
+    When every column fits, each gets its natural width (its widest cell or label). Otherwise the widest are
+    cut to a common level, so a long column gives up room before a short one loses any, and none goes below
+    its minimum (when even the minimums do not fit, the table scrolls sideways).
+    """
+    if sum(natural) <= available:
+        return list(natural)
+    if sum(minimum) >= available:
+        return list(minimum)
+
+    def at(level: int) -> list[int]:
+        return [max(low, min(want, level)) for want, low in zip(natural, minimum, strict=True)]
+
+    low, high = 0, max(natural)
+    while low < high:  # the highest level whose widths fit
+        middle = (low + high + 1) // 2
+        if sum(at(middle)) <= available:
+            low = middle
+        else:
+            high = middle - 1
+    widths = at(low)
+    spare = available - sum(widths)
+    for index, want in enumerate(natural):  # what rounding left, a cell each to the cut columns
+        if spare and widths[index] < want:
+            widths[index] += 1
+            spare -= 1
+    return widths
 
 
 class ObjectTable(DataTable[Cell]):
@@ -29,6 +63,10 @@ class ObjectTable(DataTable[Cell]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "sort_next", "Sort", tooltip="Sort by the next column"),
         Binding("S", "sort_reverse", "Reverse", show=False, tooltip="Reverse the sort order"),
+        # DataTable binds Home and End to the first and last column, which a row cursor does not have: they did
+        # nothing. As in htop, they go to the first and last row.
+        Binding("home", "scroll_top", "First row", show=False),
+        Binding("end", "scroll_bottom", "Last row", show=False),
     ]
 
     def __init__(
@@ -55,7 +93,49 @@ class ObjectTable(DataTable[Cell]):
 
     def on_mount(self) -> None:
         for column in self.spec:
-            self.add_column(self._label(column), key=column.key, width=column.width)
+            self.add_column(self._label(column), key=column.key)
+
+    # --- column widths --------------------------------------------------------------------------------------
+
+    def fit_columns(self) -> bool:
+        """Share the table's width among the columns by what they hold (fit_widths); True when widths changed.
+
+        Each column's natural width is its widest cell or its label (with the sort arrow when it is the sort
+        column), capped by the spec's ``Column.width``; its minimum keeps the label whole.
+        """
+        available = self.scrollable_content_region.width
+        if available <= 0 or not self.columns:
+            return False
+        columns = [self.columns[ColumnKey(column.key)] for column in self.spec]
+        natural: list[int] = []
+        minimum: list[int] = []
+        for spec, column in zip(self.spec, columns, strict=True):
+            label = column.label.cell_len
+            want = max(column.content_width, label)
+            if spec.width is not None:
+                want = max(min(want, spec.width), label)
+            natural.append(want)
+            minimum.append(min(want, max(label, MIN_WIDTH)))
+        widths = fit_widths(natural, minimum, available - 2 * self.cell_padding * len(columns))
+        changed = False
+        for column, width in zip(columns, widths, strict=True):
+            if column.auto_width or column.width != width:
+                column.auto_width, column.width = False, width
+                changed = True
+        if changed:
+            self._clear_caches()
+            self.refresh()
+        return changed
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        # DataTable measures new and changed cells when idle, here; the widths follow what was measured.
+        super()._update_dimensions(new_rows)
+        if self.fit_columns():
+            super()._update_dimensions(())  # the scrollable width, from the new widths
+
+    def on_resize(self, event: Resize) -> None:
+        if self.fit_columns():
+            self._require_update_dimensions = True
 
     # --- keeping in step ------------------------------------------------------------------------------------
 
@@ -167,6 +247,8 @@ class ObjectTable(DataTable[Cell]):
                 self.columns[ColumnKey(column.key)].label = self._label(column)
         cursor_key = self.cursor_key
         self._sort()
+        if self.fit_columns():  # the sort column's label grew by its arrow
+            self._require_update_dimensions = True
         self.refresh()
         if cursor_key is not None:
             self.select_key(cursor_key)

@@ -68,8 +68,8 @@ def alert_row(alert: Alert, ctx: Context) -> Row:
         cells=(
             Cell(alert.glyph, alert.rank, style),
             text_cell(alert.mechanism),
-            text_cell(alert.object, width=40),
-            text_cell(alert.problem, style, width=90),
+            text_cell(alert.object),
+            text_cell(alert.problem, style),
         ),
         record=alert,
         search=f"{alert.mechanism} {alert.object} {alert.problem} {alert.severity}".lower(),

@@ -22,8 +22,8 @@ from ipcmon.safe import counted
 from ipcmon.text import human_bytes
 from ipcmon.ui.messages import Goto
 from ipcmon.ui.state import empty_context
-from ipcmon.ui.view.alerts import Alert, find_alerts
-from ipcmon.ui.view.table import Cell, Column, Context, Row, RowCache, text_cell
+from ipcmon.ui.view.alerts import Alert, alert_row, find_alerts
+from ipcmon.ui.view.table import Column, Context, RowCache
 from ipcmon.ui.widgets.object_view import DISMISS_KEY, Notes
 from ipcmon.ui.widgets.tables import ObjectTable
 
@@ -195,7 +195,7 @@ class Overview(Vertical):
         ctx = self.context
         self.alerts = {alert.alert_key: alert for alert in find_alerts(snapshot)}
         table = self.query_one("#alerts", ObjectTable)
-        rows = list(self.cache.rows(ctx, self.alerts.values(), _alert_row, key_of=lambda alert: alert.alert_key))
+        rows = list(self.cache.rows(ctx, self.alerts.values(), alert_row, key_of=lambda alert: alert.alert_key))
         self.cache.forget(self.alerts)
         table.sync(rows)
         bad = sum(alert.severity == "bad" for alert in self.alerts.values())
@@ -225,21 +225,6 @@ class Overview(Vertical):
         alert = self.alerts.get(str(event.row_key.value))
         if alert is not None:
             self.post_message(Goto(alert.view, alert.key))
-
-
-def _alert_row(alert: Alert, ctx: Context) -> Row:
-    style = ctx.palette.bad if alert.severity == "bad" else ctx.palette.warn
-    return Row(
-        key=alert.alert_key,
-        cells=(
-            Cell("●", (0, alert.severity), style),  # "bad" sorts before "warn"
-            text_cell(alert.mechanism),
-            text_cell(alert.object),
-            text_cell(alert.problem, style),
-        ),
-        record=alert,
-        search=f"{alert.mechanism} {alert.object} {alert.problem}".lower(),
-    )
 
 
 def update_if_changed(static: Static, text: Text) -> None:

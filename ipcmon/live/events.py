@@ -360,12 +360,14 @@ class EventLog(Sequence[Event]):
         self._events.append(event)
         self.appended += 1
 
-    def newer_than(self, number: int) -> list[Event]:
-        """The events numbered ``number`` and above that are still kept, oldest first: O(returned), not O(log)."""
+    def newer_than(self, number: int, limit: int | None = None) -> list[Event]:
+        """The events numbered ``number`` and above that are still kept, oldest first (the oldest ``limit`` of
+        them): O(events newer than ``number``), not O(log)."""
         count = min(self.appended - number, len(self._events))
         if count <= 0:
             return []
-        newest = list(itertools.islice(reversed(self._events), count))
+        skip = count - limit if limit is not None and limit < count else 0
+        newest = list(itertools.islice(reversed(self._events), skip, count))
         newest.reverse()
         return newest
 

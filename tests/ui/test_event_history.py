@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 
@@ -23,6 +23,7 @@ from ipcmon.collect.scan import scan
 from ipcmon.live.events import diff
 from ipcmon.model import Event, Snapshot
 from ipcmon.ui.app import IpcmonApp
+from ipcmon.ui.view.table import Row
 from ipcmon.ui.widgets import timeline_table
 from ipcmon.ui.widgets.timeline_table import TimelineTable
 from tests.helpers import Cleanup
@@ -114,7 +115,19 @@ async def feed_batches(pilot: Pilot[None], app: IpcmonApp, feed: ReplayFeed, bat
         app.request_scan()
         await wait_for(pilot, lambda appended=appended: app.event_log.appended == appended  # type: ignore[misc]
                        and view(app, "events").snapshot is app.snapshot and not app._scanning, "the batch")
+    # A flood is taken in over several frames (TimelineTable.follow): wait until the timeline has it all.
+    await wait_for(pilot, lambda: timeline(app)._seen == app.event_log.appended, "the timeline caught up")
     await pilot.pause()
+
+
+def counting(build: Callable[..., Row], calls: list[Event]) -> Callable[..., Row]:
+    """``build``, noting the event of each call."""
+
+    def counted(event: Event, *args: object) -> Row:
+        calls.append(event)
+        return build(event, *args)
+
+    return counted
 
 
 async def timed(pilot: Pilot[None], what: str, *keys: str, until: object) -> float:
@@ -154,18 +167,18 @@ async def test_a_full_history_switches_filters_and_refreshes_in_time(
         assert all(table.get_row(key)[2].plain == "destroyed" for key in table.shown_keys[:50])
         took = await timed(pilot, "the filter cleared", "slash", "escape", until=lambda: table.row_count == history)
         assert took < FAST
-        # A refresh with a few new events builds a row for each of them and no other.
+        # A refresh with a few new events builds a probe (the filter's) for each of them and no other, and the
+        # cells of those drawn: the new ones, on top.
+        probed: list[Event] = []
         built: list[Event] = []
-        original = timeline_table.event_row
-
-        def counting(event: Event, *args: object) -> object:
-            built.append(event)
-            return original(event, *args)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(timeline_table, "event_row", counting)
+        monkeypatch.setattr(timeline_table, "event_probe", counting(timeline_table.event_probe, probed))
+        monkeypatch.setattr(timeline_table, "event_row", counting(timeline_table.event_row, built))
         fresh = replayed(events, 5, history)
         await feed_batches(pilot, app, feed, [fresh])
-        assert built == fresh, f"{len(built)} rows built for {len(fresh)} new events"
+        assert probed == fresh, f"{len(probed)} lines made for {len(fresh)} new events"
+        assert sorted(map(id, built)) == sorted(map(id, fresh)), f"{len(built)} rows built for {len(fresh)} new events"
+        # Only the lines drawn have cells.
+        assert sum(line.row is not None for line in table._all) < 100
         assert table.row_count == history
         assert table.current_row is not None and table.current_row.record is fresh[-1]  # the top followed
         # Keys move over the whole history.

@@ -6,6 +6,7 @@ cells as markup, so every cell is a ``rich.text.Text`` whose text went through :
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -241,6 +242,12 @@ def holder_pids(holders: Iterable[Holder] | Iterable[PipeEnd]) -> tuple[int, ...
 
 def fields_of(pids: Iterable[int], **values: str) -> dict[str, frozenset[str]]:
     """A row's ``name:value`` filter fields (lower-case), with ``pid`` from the pids."""
-    fields = {name: frozenset({value.lower()}) for name, value in values.items()}
+    fields = {name: _one(value.lower()) for name, value in values.items()}
     fields["pid"] = frozenset(str(pid) for pid in pids)
     return fields
+
+
+@functools.lru_cache(maxsize=4096)
+def _one(value: str) -> frozenset[str]:
+    """A one-value field, shared: the same few mechanism and event names fill thousands of rows."""
+    return frozenset({value})

@@ -10,11 +10,16 @@ as in Toolong's ``LogLines`` (a ScrollView with the Line API), the table is two 
   below ``EventLog.oldest``;
 - ``_shown``: the lines that pass the filter, in the same order.
 
-A refresh appends a line per new event (one row built each) and pops the ones that fell off: O(new events).
-:meth:`render_line` draws only what is on screen; a new palette or a change of demo pids re-renders those lines,
-rebuilding a row only when it is drawn (or selected) and its colours or its demo badge are out of date. The
-filter (the same syntax as every table, :func:`~ipcmon.ui.view.table.matches`) goes over every line once when
-it changes, and over new lines only after that.
+A refresh appends a line per new event and pops the ones that fell off: O(new events). A line holds the event
+and its probe (:func:`~ipcmon.ui.view.timeline.event_probe`: search text and fields, no cells), which the
+filter (the same syntax as every table, :func:`~ipcmon.ui.view.table.matches`) goes over: every line once when
+the filter changes, new lines only after that. The cells, most of a row's cost in time and memory, are built
+by :meth:`render_line` for the lines on screen only, and kept for the last :data:`ROWS_KEPT` built, so memory
+stays flat once the log is full. A new palette or a change of demo pids just redraws the screen: a line's row is
+rebuilt as it is drawn when its colours or its demo badge are out of date.
+
+Columns are as wide as the widest cell built so far (as a DataTable's grow with its rows); they never shrink.
+Sorting by another column is not offered: a timeline is in time order.
 
 The cursor is held as a position from the top (0 is the newest shown). At the top it follows the newest
 event; anywhere else it stays on its event as new ones arrive above it, the view scrolling by as many lines
@@ -31,7 +36,7 @@ from typing import ClassVar
 from rich.segment import Segment
 from textual import events
 from textual.binding import Binding, BindingType
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
@@ -40,12 +45,17 @@ from ipcmon.live.events import EventLog
 from ipcmon.model import Event
 from ipcmon.ui.state import empty_context
 from ipcmon.ui.view.table import Cell, Column, Context, Palette, Row, build_recording, matches
-from ipcmon.ui.view.timeline import event_row
+from ipcmon.ui.view.timeline import event_probe, event_row
 
 SORT_DOWN = " ▼"
 """The TIME header's arrow: newest first, always."""
 PADDING = 1
 """Blank cells on each side of a column, as a DataTable draws them."""
+ROWS_KEPT = 1_000
+FOLLOW_AT_ONCE = 500
+"""New events taken in by one call of :meth:`TimelineTable.follow` (about 25 ms); a flood is taken in over
+several frames."""
+"""Lines that keep their built cells (the ones drawn lately); the others keep only their probe."""
 
 
 def event_key(number: int) -> str:
@@ -54,30 +64,44 @@ def event_key(number: int) -> str:
 
 
 class TimelineLine:
-    """One event of the log and its row, with what the row was built for (colours, demo badge)."""
+    """One event of the log: its probe (what the filter matches) at once, its cells only once drawn.
 
-    __slots__ = ("asked", "demo", "event", "number", "palette", "row")
+    ``row`` is None until the line is drawn or selected, and again after :data:`ROWS_KEPT` other rows were
+    built; it is rebuilt when drawn if the colours or its demo badge changed since (``palette``, ``asked``,
+    ``demo``: what it was built for).
+    """
+
+    __slots__ = ("asked", "demo", "event", "number", "palette", "probe", "row")
 
     def __init__(self, number: int, event: Event, ctx: Context) -> None:
         self.number = number
         self.event = event
-        self.build(ctx)
+        self.probe = event_probe(event, event_key(number), ctx)
+        self.row: Row | None = None
+        self.palette: Palette | None = None
+        self.asked: frozenset[int] = frozenset()
+        """pids the row's demo badge depends on (``demo``: those that were demo pids)."""
+        self.demo: frozenset[int] = frozenset()
 
-    def build(self, ctx: Context) -> None:
+    def build(self, ctx: Context) -> Row:
         number = self.number
         # event_row is looked up in this module at each call, so a test can count the rows built.
         row, asked = build_recording(
             lambda event, ctx: event_row(event, event_key(number), number, ctx), self.event, ctx
         )
-        self.row: Row = row
-        self.palette: Palette = ctx.palette
-        self.asked: frozenset[int] = asked
-        """pids the row's demo badge depends on (``demo``: those that were demo pids)."""
-        self.demo: frozenset[int] = asked & ctx.demo_pids
+        self.row = row
+        self.palette = ctx.palette
+        self.asked = asked
+        self.demo = asked & ctx.demo_pids
+        return row
 
     def current(self, ctx: Context) -> bool:
-        """Is the row still right in this context (same colours, same demo badge)?"""
-        return self.palette == ctx.palette and (not self.asked or self.asked & ctx.demo_pids == self.demo)
+        """Is the row built and still right in this context (same colours, same demo badge)?"""
+        return (
+            self.row is not None
+            and self.palette == ctx.palette
+            and (not self.asked or self.asked & ctx.demo_pids == self.demo)
+        )
 
 
 class TimelineTable(ScrollView, can_focus=True):
@@ -151,6 +175,8 @@ class TimelineTable(ScrollView, can_focus=True):
         self._seen = 0
         """The log's ``appended`` when last followed: events numbered from here on are new."""
         self._all: deque[TimelineLine] = deque()
+        self._built: deque[TimelineLine] = deque()
+        """Lines whose row was built, oldest build first (a line built twice is here twice)."""
         self._shown: deque[TimelineLine] = deque()
         self._cursor = 0
         """Lines from the top (0: the newest shown)."""
@@ -168,6 +194,7 @@ class TimelineTable(ScrollView, can_focus=True):
             self._log = log
             self._all.clear()
             self._shown.clear()
+            self._built.clear()
             self._seen = log.oldest
         oldest = log.oldest
         while self._all and self._all[0].number < oldest:
@@ -176,20 +203,27 @@ class TimelineTable(ScrollView, can_focus=True):
             self._shown.popleft()
         start = max(self._seen, oldest)
         added = 0
-        for number, event in enumerate(log.newer_than(start), start):
+        new = log.newer_than(start, FOLLOW_AT_ONCE)
+        for number, event in enumerate(new, start):
             line = TimelineLine(number, event, ctx)
             self._all.append(line)
-            self._widen(line.row)
-            if not self.filter_text or matches(line.row, self.filter_text):
+            if not self.filter_text or matches(line.probe, self.filter_text):
                 self._shown.append(line)
                 added += 1
-        self._seen = log.appended
+        self._seen = start + len(new)
+        if self._seen < log.appended:
+            # A flood: the rest after the next frame, so no handler holds the screen for long.
+            self.call_after_refresh(self._catch_up)
         if added and self._cursor > 0:
             # Not at the top: stay on the same event, and keep the screen still around it.
             self._cursor += added
             self._settle(shift=added)
         else:
             self._settle()
+
+    def _catch_up(self) -> None:
+        if self._log is not None and self._seen < self._log.appended:
+            self.follow(self._log, self.context)
 
     def set_context(self, ctx: Context) -> None:
         """New colours or demo pids: redraw what is on screen (rows are rebuilt as they are drawn)."""
@@ -201,7 +235,7 @@ class TimelineTable(ScrollView, can_focus=True):
         self.filter_text = text.strip()
         keep = self._cursor_number
         query = self.filter_text
-        self._shown = deque(line for line in self._all if not query or matches(line.row, query))
+        self._shown = deque(line for line in self._all if not query or matches(line.probe, query))
         self._cursor = 0
         if keep is not None:
             index = self._index_of(keep)
@@ -257,11 +291,17 @@ class TimelineTable(ScrollView, can_focus=True):
         return self._all[index] if 0 <= index < len(self._all) else None
 
     def _fresh(self, line: TimelineLine) -> Row:
-        """The line's row, rebuilt first if the colours or its demo badge changed since it was built."""
-        if not line.current(self.context):
-            line.build(self.context)
-            self._widen(line.row)
-        return line.row
+        """The line's row, built (again) first if it is not, or if the colours or its demo badge changed."""
+        if line.row is not None and line.current(self.context):
+            return line.row
+        row = line.build(self.context)
+        self._widen(row)
+        built = self._built
+        built.append(line)
+        if len(built) > ROWS_KEPT:
+            # Memory stays flat: only the rows drawn lately keep their cells.
+            built.popleft().row = None
+        return row
 
     @property
     def row_count(self) -> int:
@@ -375,6 +415,18 @@ class TimelineTable(ScrollView, can_focus=True):
             self.post_message(self.Selected())
 
     # --- drawing --------------------------------------------------------------------------------------------
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # Build the rows on screen before drawing any line, so every line of a frame has the same column widths.
+        top = round(self.scroll_y)
+        widths = list(self._widths)
+        for index in range(top, top + self._page):
+            line = self._line_at(index)
+            if line is not None:
+                self._fresh(line)
+        if self._widths != widths:
+            self.virtual_size = Size(self._line_width(), len(self._shown) + 1)
+        return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
         scroll_x = round(self.scroll_x)

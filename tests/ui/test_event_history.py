@@ -24,6 +24,7 @@ from ipcmon.live.events import diff
 from ipcmon.model import Event, Snapshot
 from ipcmon.ui.app import IpcmonApp
 from ipcmon.ui.view.table import Row
+from ipcmon.ui.view.timeline import EVENT_STYLES
 from ipcmon.ui.widgets import timeline_table
 from ipcmon.ui.widgets.timeline_table import TimelineTable
 from tests.helpers import Cleanup
@@ -195,7 +196,7 @@ async def test_a_full_history_switches_filters_and_refreshes_in_time(
 
 
 async def test_the_timeline_stays_at_the_history_limit_and_the_cursor_on_its_event(
-    recorded: tuple[Snapshot, list[Event]],
+    recorded: tuple[Snapshot, list[Event]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     history = 500
     async with filled(recorded, history, 300, 1_500) as (pilot, app, feed, events):
@@ -218,6 +219,17 @@ async def test_the_timeline_stays_at_the_history_limit_and_the_cursor_on_its_eve
         await pilot.press("home")
         await feed_batches(pilot, app, feed, [replayed(events, 3, 1_507)])
         assert table.cursor_key == "event:1509"
+        # A new theme recolours what is on screen, rebuilding only those rows.
+        built: list[Event] = []
+        monkeypatch.setattr(timeline_table, "event_row", counting(timeline_table.event_row, built))
+        old_palette = app.palette
+        app.theme = "nord" if app.theme != "nord" else "gruvbox"  # other colours than the default theme's
+        await wait_for(pilot, lambda: app.palette != old_palette and built, "the rows on screen rebuilt")
+        await pilot.pause()
+        row = table.current_row
+        assert row is not None and isinstance(row.record, Event)
+        assert str(row.cells[2].style) == getattr(app.palette, EVENT_STYLES[row.record.event])
+        assert 0 < len(built) <= table.size.height, f"{len(built)} rows rebuilt for a new theme"
         # Enter on an event opens its process, or says no process holds the object (these are all unheld).
         await pilot.press("enter")
         await pilot.pause()

@@ -189,7 +189,10 @@ class TimelineTable(ScrollView, can_focus=True):
 
     def follow(self, log: EventLog, ctx: Context) -> None:
         """Take in what the log gained and lost since the last call: O(new events), never O(log)."""
+        # Cells depend on the colours and the demo pids only: another process table alone redraws nothing.
+        redraw = (ctx.palette, ctx.demo_pids) != (self.context.palette, self.context.demo_pids)
         self.context = ctx
+        before = self._span()
         if log is not self._log:
             self._log = log
             self._all.clear()
@@ -218,8 +221,12 @@ class TimelineTable(ScrollView, can_focus=True):
             # Not at the top: stay on the same event, and keep the screen still around it.
             self._cursor += added
             self._settle(shift=added)
-        else:
+        elif redraw or self._span() != before:
             self._settle()
+
+    def _span(self) -> tuple[int, int]:
+        """(first number, count) of the lines held: what follow changed."""
+        return (self._all[0].number, len(self._all)) if self._all else (-1, 0)
 
     def _catch_up(self) -> None:
         if self._log is not None and self._seen < self._log.appended:
@@ -460,6 +467,9 @@ class TimelineTable(ScrollView, can_focus=True):
             segments.extend(Segment.apply_style(cell.render(console, end=""), style))
             segments.append(Segment(" " * (width - cell.cell_len + PADDING)))
         return Strip(segments)
+
+    def on_mount(self) -> None:
+        self._settle()  # the header, before any event
 
     def on_focus(self) -> None:
         self.refresh()

@@ -182,7 +182,16 @@ async def test_a_full_history_switches_filters_and_refreshes_in_time(
         assert sum(line.row is not None for line in table._all) < 100
         assert table.row_count == history
         assert table.current_row is not None and table.current_row.record is fresh[-1]  # the top followed
-        # Keys move over the whole history.
+        # Keys move over the whole history, each handled in a moment (the detail pane follows the cursor).
+        moves: list[float] = []
+        move = table._move
+
+        def timed_move(index: int) -> None:
+            start = time.perf_counter()
+            move(index)
+            moves.append(time.perf_counter() - start)
+
+        monkeypatch.setattr(table, "_move", timed_move)
         await pilot.press("end")
         assert table.cursor_row == history - 1
         await pilot.press("home")
@@ -191,6 +200,12 @@ async def test_a_full_history_switches_filters_and_refreshes_in_time(
         assert 0 < table.cursor_row < history
         await pilot.press("pageup")
         assert table.cursor_row == 0
+        await pilot.press(*["down"] * 5, "up")
+        assert table.cursor_row == 4
+        assert len(moves) == 10 and max(moves) < FAST / 20, f"cursor moves took {moves}"
+        # A click puts the cursor on the line clicked (the header is the first line).
+        await pilot.click(table, offset=(5, 3))
+        assert table.cursor_row == round(table.scroll_y) + 2
         detail = str(view(app, "events").query_one(".detail-body").render())
         assert "History since ipcmon started" in detail
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from typing import Any
 
 import posix_ipc
 import pytest
@@ -131,6 +132,17 @@ def counting(build: Callable[..., Row], calls: list[Event]) -> Callable[..., Row
     return counted
 
 
+def timing(handler: Callable[[Any], None], durations: list[float]) -> Callable[[Any], None]:
+    """``handler``, noting how long each call takes (seconds)."""
+
+    def timed_handler(argument: Any) -> None:
+        start = time.perf_counter()
+        handler(argument)
+        durations.append(time.perf_counter() - start)
+
+    return timed_handler
+
+
 async def timed(pilot: Pilot[None], what: str, *keys: str, until: object) -> float:
     start = time.monotonic()
     await pilot.press(*keys)
@@ -153,14 +165,7 @@ async def test_a_full_history_switches_filters_and_refreshes_in_time(
         # The filter: the same syntax as every table, over the whole history. Typing goes at the pace of the
         # pilot on a loaded machine; what must stay short is each pass of the filter over the history.
         passes: list[float] = []
-        set_filter = table.set_filter
-
-        def timed_filter(text: str) -> None:
-            start = time.perf_counter()
-            set_filter(text)
-            passes.append(time.perf_counter() - start)
-
-        monkeypatch.setattr(table, "set_filter", timed_filter)
+        monkeypatch.setattr(table, "set_filter", timing(table.set_filter, passes))
         await pilot.press("slash", *"event:destroyed")
         took = await timed(pilot, "the filter", "enter", until=lambda: table.row_count == history // 2)
         assert took < FAST, f"filtering {history} events took {took:.1f}s"
@@ -184,14 +189,7 @@ async def test_a_full_history_switches_filters_and_refreshes_in_time(
         assert table.current_row is not None and table.current_row.record is fresh[-1]  # the top followed
         # Keys move over the whole history, each handled in a moment (the detail pane follows the cursor).
         moves: list[float] = []
-        move = table._move
-
-        def timed_move(index: int) -> None:
-            start = time.perf_counter()
-            move(index)
-            moves.append(time.perf_counter() - start)
-
-        monkeypatch.setattr(table, "_move", timed_move)
+        monkeypatch.setattr(table, "_move", timing(table._move, moves))
         await pilot.press("end")
         assert table.cursor_row == history - 1
         await pilot.press("home")

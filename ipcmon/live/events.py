@@ -14,8 +14,9 @@ Event names by mechanism:
 from __future__ import annotations
 
 import collections
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, overload
 
 from ipcmon import health
 from ipcmon.model import (
@@ -353,21 +354,47 @@ DIFFERS: tuple[tuple[ScanKind, Callable[[_Emitter, Snapshot, Snapshot], None]], 
 """One entry per mechanism, in event order: the scan kind both snapshots must include, and its diff."""
 
 
-class EventLog:
-    """The newest maxlen events; older ones fall off so a week-long run stays the same size."""
+class EventLog(Sequence[Event]):
+    """The newest maxlen events, newest first; older ones fall off so a week-long run stays the same size.
+
+    Each event is numbered as it is appended (0, 1, 2…; never reused): a reader that remembers :attr:`appended`
+    gets what came since from :meth:`newer_than` and knows that numbers below :attr:`oldest` fell off, without
+    copying the log (issue 12: the dashboard copied all 10,000 events on every scan).
+    """
 
     def __init__(self, maxlen: int = 10_000) -> None:
         self._events: collections.deque[Event] = collections.deque(maxlen=maxlen)
+        self.appended = 0
+        """Events appended since the log was made: the number the next one gets."""
 
     @property
     def maxlen(self) -> int:
         return self._events.maxlen or 0
 
+    @property
+    def oldest(self) -> int:
+        """The number of the oldest event still kept (== appended when the log is empty)."""
+        return self.appended - len(self._events)
+
     def extend(self, events: Iterable[Event]) -> None:
-        self._events.extend(events)
+        added = list(events)
+        self._events.extend(added)
+        self.appended += len(added)
 
     def append(self, event: Event) -> None:
         self._events.append(event)
+        self.appended += 1
+
+    def newer_than(self, number: int, limit: int | None = None) -> list[Event]:
+        """The events numbered ``number`` and above that are still kept, oldest first (the oldest ``limit`` of
+        them): O(events newer than ``number``), not O(log)."""
+        count = min(self.appended - number, len(self._events))
+        if count <= 0:
+            return []
+        skip = count - limit if limit is not None and limit < count else 0
+        newest = list(itertools.islice(reversed(self._events), skip, count))
+        newest.reverse()
+        return newest
 
     def __len__(self) -> int:
         return len(self._events)
@@ -375,6 +402,25 @@ class EventLog:
     def __iter__(self) -> Iterator[Event]:
         """Newest first."""
         return reversed(self._events)
+
+    def __reversed__(self) -> Iterator[Event]:
+        """Oldest first."""
+        return iter(self._events)
+
+    @overload
+    def __getitem__(self, index: int) -> Event: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Event]: ...
+
+    def __getitem__(self, index: int | slice) -> Event | list[Event]:
+        """Newest first: ``log[0]`` is the newest event, ``log[:50]`` the newest fifty (a list)."""
+        if isinstance(index, int):
+            return self._events[-1 - index]
+        start, stop, step = index.indices(len(self._events))
+        if step > 0:
+            return list(itertools.islice(reversed(self._events), start, stop, step))
+        return list(self)[index]
 
     def for_key(self, key: str) -> list[Event]:
         """One object's history, oldest first."""

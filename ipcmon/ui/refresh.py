@@ -50,7 +50,8 @@ class RefreshingApp(App[None]):
     context: reactive[Context] = reactive(empty_context, always_update=True)
     """What rows need besides the snapshot (colours, demo membership); set just before ``snapshot``."""
     events: reactive[Sequence[Event]] = reactive(tuple, always_update=True)
-    """The event log, newest first, as of the last scan; set just before ``snapshot``."""
+    """The event log (``event_log`` itself, newest first; inotify's events join it between scans); set just
+    before ``snapshot``. Views only read it."""
     demo_processes: reactive[dict[str, DemoProcess]] = reactive(dict, always_update=True)
     """Demos started from this dashboard, by name (the latest run of each); replaced, never changed in place."""
     interval: reactive[float] = reactive(1.0)
@@ -118,7 +119,9 @@ class RefreshingApp(App[None]):
         self.scan_error = ""
         drop_closed_watchers(self.query(Footer))
         self.event_log.extend(message.events)
-        self._show(message.snapshot, events=list(self.event_log))
+        # The log itself, not a copy (issue 12: 10,000 events copied every scan): views read what is new since
+        # they last looked (EventLog.newer_than) and never change it.
+        self._show(message.snapshot, events=self.event_log)
         self._next_scan()
 
     @on(ScanFailed)

@@ -162,7 +162,7 @@ class NavigatingApp(RefreshingApp):
         focused = self.focused
         if focused is not None and pane in focused.ancestors:
             return
-        for widget in pane.query("ObjectTable, #demo-list"):
+        for widget in pane.query("ObjectTable, TimelineTable, #demo-list"):
             self.screen.set_focus(widget)
             return
 

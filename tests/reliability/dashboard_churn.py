@@ -39,7 +39,7 @@ def sizes(app: Any) -> dict[str, int]:
 
     result = {
         "events": len(app.events),
-        "event_keys": len(app.query_one(EventsView).keys._keys),
+        "event_cells": len(app.query_one(EventsView).timeline._built),
         "event_log": len(app.event_log),
         "log": len(app.feed.log),
         "announced": len(app.feed._announced),

@@ -27,6 +27,7 @@ from textual.widgets._footer import FooterKey
 from ipcmon.ui.app import IpcmonApp
 from ipcmon.ui.screens.confirm import ConfirmScreen
 from ipcmon.ui.screens.signal import SignalPicker
+from ipcmon.ui.widgets.timeline_table import ROWS_KEPT
 from tests.helpers import REPO, Cleanup, Spawn, proc_view
 from tests.reliability.cli import Unprivileged, unprivileged_setup
 from tests.reliability.dashboard_churn import KEYS
@@ -48,7 +49,7 @@ def test_the_dashboard_runs_through_churn_without_an_error() -> None:
     assert report["keys_pressed"] >= len(KEYS), "the dashboard did not keep taking keys"
     assert report["process_lifetimes"] >= 500
     sizes = report["at_end"]["sizes"]
-    assert sizes["events"] <= 300 and sizes["event_keys"] <= 300 and sizes["rows:events"] <= 300
+    assert sizes["events"] <= 300 and sizes["rows:events"] <= 300 and sizes["event_cells"] <= ROWS_KEPT
     assert sizes["inotify_backlog"] <= 5000
     assert result.returncode == 0
 

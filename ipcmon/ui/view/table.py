@@ -6,6 +6,7 @@ cells as markup, so every cell is a ``rich.text.Text`` whose text went through :
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,6 +107,9 @@ class Context:
     palette: Palette = field(default_factory=Palette)
     demo_pids: frozenset[int] = frozenset()
     processes: dict[int, Process] = field(default_factory=dict)
+    asked: set[int] | None = field(default=None, compare=False, repr=False)
+    """While RowCache builds a row: every pid :meth:`is_demo` was asked about (what the row's demo badge
+    depends on), so a change of demo pids rebuilds only the rows it concerns."""
 
     def __post_init__(self) -> None:
         if not self.processes:
@@ -114,7 +118,12 @@ class Context:
     def is_demo(self, name: str | None, pids: Iterable[int]) -> bool:
         """A demo's object by its name (``/ipcmon-demo-…``, or ``ipcmon-demo-…`` for a memfd, which has no
         slash), or held by one of the running demos' processes."""
-        return bool(name and name.lstrip("/").startswith(DEMO_PREFIX[1:])) or any(pid in self.demo_pids for pid in pids)
+        if name and name.lstrip("/").startswith(DEMO_PREFIX[1:]):
+            return True
+        pids = tuple(pids)
+        if self.asked is not None:
+            self.asked.update(pids)
+        return any(pid in self.demo_pids for pid in pids)
 
     def commands(self, pids: Iterable[int]) -> str:
         """comm and command line of each pid, for the filter."""
@@ -128,15 +137,22 @@ class Context:
 
 
 class RowCache:
-    """Rows of the previous refresh, reused while their record (and colours, demo membership) are unchanged.
+    """Rows of the previous refresh, reused while their record, the colours and their demo membership hold.
 
     Comparing two frozen records costs about a microsecond; building a row's cells costs tens, and a busy
-    machine has thousands of pipes and segments that mostly stay the same from one scan to the next.
+    machine has thousands of pipes and segments that mostly stay the same from one scan to the next. The demos
+    fork at almost every step, so the set of demo pids changes nearly every scan: each row remembers which pids
+    its builder asked :meth:`Context.is_demo` about and which of those were demo pids, and only a row whose
+    answer changed is rebuilt (issue 12: dropping every row on each change rebuilt 10,000 rows a scan).
+    A palette change (a new theme, rare) drops them all.
     """
 
     def __init__(self) -> None:
-        self._rows: dict[str, tuple[object, Row]] = {}
-        self._epoch: object = None
+        self._rows: dict[str, tuple[object, Row, frozenset[int], frozenset[int]]] = {}
+        """key → (what the row was built from, the row, pids asked about, those that were demo pids)."""
+        self._palette: Palette | None = None
+        self.built = 0
+        """Rows built so far (tests count them)."""
 
     def rows(
         self,
@@ -146,20 +162,26 @@ class RowCache:
         extra: Callable[[Any], object] | None = None,
         key_of: Callable[[Any], str] | None = None,
     ) -> Iterator[Row]:
-        """A row per record: the cached one when ``(record, extra(record))`` is what it was built from."""
-        epoch = (ctx.palette, ctx.demo_pids)
-        if epoch != self._epoch:
+        """A row per record: the cached one when ``(record, extra(record))`` is what it was built from and
+        its demo membership is unchanged."""
+        if ctx.palette != self._palette:
             self._rows.clear()
-            self._epoch = epoch
+            self._palette = ctx.palette
+        demo = ctx.demo_pids
         for record in records:
             key = key_of(record) if key_of is not None else record.object_key
             token = (record, extra(record)) if extra is not None else record
             cached = self._rows.get(key)
-            if cached is not None and (cached[0] is token or cached[0] == token):  # `is`: a recalled record
+            if (
+                cached is not None
+                and (cached[0] is token or cached[0] == token)  # `is`: a recalled record
+                and (not cached[2] or cached[2] & demo == cached[3])
+            ):
                 yield cached[1]
                 continue
-            row = build(record, ctx)
-            self._rows[key] = (token, row)
+            row, asked = build_recording(build, record, ctx)
+            self._rows[key] = (token, row, asked, asked & demo if asked else _NO_PIDS)
+            self.built += 1
             yield row
 
     def forget(self, keep: Iterable[str]) -> None:
@@ -167,6 +189,20 @@ class RowCache:
         wanted = set(keep)
         for key in [key for key in self._rows if key not in wanted]:
             del self._rows[key]
+
+
+_NO_PIDS: frozenset[int] = frozenset()
+
+
+def build_recording(build: Callable[[Any, Context], Row], record: Any, ctx: Context) -> tuple[Row, frozenset[int]]:
+    """Build a row, and say which pids it asked :meth:`Context.is_demo` about (its badge depends on those)."""
+    asked: set[int] = set()
+    outer, ctx.asked = ctx.asked, asked
+    try:
+        row = build(record, ctx)
+    finally:
+        ctx.asked = outer
+    return row, frozenset(asked) if asked else _NO_PIDS
 
 
 def matches(row: Row, query: str) -> bool:
@@ -209,6 +245,12 @@ def holder_pids(holders: Iterable[Holder] | Iterable[PipeEnd]) -> tuple[int, ...
 
 def fields_of(pids: Iterable[int], **values: str) -> dict[str, frozenset[str]]:
     """A row's ``name:value`` filter fields (lower-case), with ``pid`` from the pids."""
-    fields = {name: frozenset({value.lower()}) for name, value in values.items()}
+    fields = {name: _one(value.lower()) for name, value in values.items()}
     fields["pid"] = frozenset(str(pid) for pid in pids)
     return fields
+
+
+@functools.lru_cache(maxsize=4096)
+def _one(value: str) -> frozenset[str]:
+    """A one-value field, shared: the same few mechanism and event names fill thousands of rows."""
+    return frozenset({value})

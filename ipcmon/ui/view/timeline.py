@@ -32,10 +32,28 @@ EVENT_STYLES: dict[str, str] = {
 }
 
 
+def event_probe(event: Event, key: str, ctx: Context) -> Row:
+    """An event's row without its cells: what the filter matches (search text, fields) and Enter acts on.
+
+    Built for every event as it arrives (the filter goes over them all); the cells, most of a row's cost, are
+    built by :func:`event_row` only for the lines drawn (issue 12).
+    """
+    pids = (event.pid,) if event.pid is not None else ()
+    return Row(
+        key=key,
+        cells=(),
+        record=event,
+        search=search_text(ctx, pids, event.mechanism, event.event, event.object, event.comm, event.detail),
+        fields=fields_of(pids, mechanism=event.mechanism, event=event.event, source=event.source),
+        pids=tuple(pid for pid in pids if pid in ctx.processes),
+    )
+
+
 def event_row(event: Event, key: str, sequence: int, ctx: Context) -> Row:
     pids = (event.pid,) if event.pid is not None else ()
     style_name = EVENT_STYLES.get(event.event)
     style: str = getattr(ctx.palette, style_name) if style_name else ""
+    probe = event_probe(event, key, ctx)
     return Row(
         key=key,
         cells=(
@@ -50,7 +68,7 @@ def event_row(event: Event, key: str, sequence: int, ctx: Context) -> Row:
             text_cell(event.detail or ""),
         ),
         record=event,
-        search=search_text(ctx, pids, event.mechanism, event.event, event.object, event.comm, event.detail),
-        fields=fields_of(pids, mechanism=event.mechanism, event=event.event, source=event.source),
-        pids=tuple(pid for pid in pids if pid in ctx.processes),
+        search=probe.search,
+        fields=probe.fields,
+        pids=probe.pids,
     )

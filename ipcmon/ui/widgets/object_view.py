@@ -27,6 +27,7 @@ from ipcmon.ui.view.describe import describe_record
 from ipcmon.ui.view.rows import RowSource
 from ipcmon.ui.view.table import Column, Context, Row, RowCache
 from ipcmon.ui.widgets.tables import ObjectTable
+from ipcmon.ui.widgets.timeline_table import TimelineTable
 
 FILTER_DELAY = 0.15
 """Seconds of no typing before the filter is applied."""
@@ -249,19 +250,26 @@ class ObjectView(Vertical):
     def compose(self) -> ComposeResult:
         yield Notes()
         box = FilterInput(placeholder=self.spec.filter_help, classes="filter")
-        box.hand_back_to = table = ObjectTable(
+        box.hand_back_to = table = self.make_table()
+        table.add_class("rows")
+        yield box
+        yield table
+        yield DetailPane(classes="detail")
+
+    def make_table(self) -> ObjectTable | TimelineTable:
+        """The view's table (the Events view makes a TimelineTable)."""
+        return ObjectTable(
             self.spec.columns,
             sort_column=self.spec.sort_column,
             sort_reverse=self.spec.sort_reverse,
             follow_top=self.spec.follow_top,
         )
-        yield box
-        yield table
-        yield DetailPane(classes="detail")
 
     @property
-    def table(self) -> ObjectTable:
-        return self.query_one(ObjectTable)
+    def table(self) -> ObjectTable | TimelineTable:
+        table = self.query_one(".rows")
+        assert isinstance(table, ObjectTable | TimelineTable)
+        return table
 
     @property
     def active(self) -> bool:
@@ -280,6 +288,7 @@ class ObjectView(Vertical):
         self._stale = False
         self._show_notes(snapshot)
         table = self.table
+        assert isinstance(table, ObjectTable)  # the Events view refreshes its timeline itself
         rows = list(self.rows(self.context))
         self.cache.forget(row.key for row in rows)
         table.sync(rows)

@@ -158,6 +158,10 @@ class TimelineTable(ScrollView, can_focus=True):
         Binding("end", "last", "Oldest", show=False),
     ]
 
+    show_header = True
+    header_height = 1
+    """The header is always one line (as DataTable's attributes of these names, for the view's split)."""
+
     class Highlighted(Message):
         """The cursor is on another event (or on none)."""
 

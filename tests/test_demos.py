@@ -447,6 +447,45 @@ def test_ctrl_c_on_ipcmon_demo_exits_0_and_leaves_nothing(tmp_path: Path) -> Non
                 pass
 
 
+@pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_or_sighup_on_ipcmon_demo_cleans_up_and_exits_0(tmp_path: Path, signo: int) -> None:
+    """`kill PID` (or a closed terminal) stops `ipcmon demo` as Ctrl-C does: the demo's cleanup lines, status 0
+    (issue 12: it died with status 143 before its children had removed their objects)."""
+    command = [sys.executable, "-m", "ipcmon", "demo", "shm", "--step", "0.5"]
+    errors = tmp_path / "stderr"
+    with errors.open("w") as stderr:
+        cli = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True, start_new_session=True,
+                               cwd=REPO)
+    assert cli.stdout is not None
+    name = None
+    demo: ProcessKey | None = None
+    try:
+        first = cli.stdout.readline()
+        found = re.search(r"parent (\d+) creates (/ipcmon-demo-\d+-shm)", first)
+        assert found is not None, (first, errors.read_text())
+        pid, name = int(found.group(1)), found.group(2)
+        demo = ProcessKey(pid, procfs.parse_stat(procfs.read_bytes(f"/proc/{pid}/stat")).start_ticks)
+        assert cli.stdout.readline().startswith("step 2/9: ")  # a child forked: there is something to reap
+        os.kill(cli.pid, signo)  # the CLI alone, by pid (the demo runs in its own session)
+        rest = cli.stdout.read()
+        assert cli.wait(10) == 0, (rest, errors.read_text())
+        assert f"cleanup: removed {name}" in rest and "stopped by SIGINT" in rest, rest
+        assert not os.path.exists(f"/dev/shm{name}")
+        assert not _alive(demo), "the demo outlived the CLI"
+        assert "Traceback" not in errors.read_text()
+    finally:
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGKILL)
+            cli.wait()
+        if demo is not None and _alive(demo):
+            os.killpg(demo.pid, signal.SIGKILL)
+        if name is not None:
+            try:
+                posix_ipc.unlink_shared_memory(name)
+            except posix_ipc.ExistentialError:
+                pass
+
+
 def test_children_die_with_a_sigkilled_demo(watch: Callable[..., Watch]) -> None:
     run = watch("signals", ["signal"])
     run.wait_for(r"step 3/12: ")

@@ -13,8 +13,8 @@ def add_parser(commands: Subcommands) -> argparse.ArgumentParser:
         "demo",
         help="run demo workloads that walk each IPC mechanism through its lifecycle, narrated",
         description="Runs demo workloads in the foreground, narrating each step. Ctrl-C (or SIGTERM, SIGHUP) "
-        "stops them: they remove what they created (all but leak, by design) and ipcmon exits 0. 'all' runs the lesson demos "
-        "together; not leak (it leaves orphans on purpose) nor stress (it is load, not a lesson).",
+        "stops them: they remove what they created (all but leak, by design) and ipcmon exits 0. 'all' runs the "
+        "lesson demos together; not leak (it leaves orphans on purpose) nor stress (it is load, not a lesson).",
     )
     demo.add_argument("--list", action="store_true", help="describe each demo in one line")
     demo.add_argument("--step", type=float, default=None, metavar="S", help="seconds between steps")

@@ -8,7 +8,9 @@ and this one (layout, demos, start and stop). Widgets and screens never import i
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 from collections.abc import Sequence
 
 from textual import on, work
@@ -30,6 +32,9 @@ from ipcmon.ui.widgets.events_view import EventsView
 from ipcmon.ui.widgets.header import StatusHeader
 from ipcmon.ui.widgets.object_view import ObjectView
 from ipcmon.ui.widgets.overview import Overview
+
+EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+"""Signals that end the dashboard cleanly: the terminal restored, the demos stopped, exit status 0."""
 
 
 class IpcmonApp(ActingApp):
@@ -66,6 +71,7 @@ class IpcmonApp(ActingApp):
         self.kernel = kernel if kernel is not None else uname.release
         self.is_root = is_root if is_root is not None else os.geteuid() == 0
         self.export_dir = export_dir if export_dir is not None else os.getcwd()
+        self._exit_signals: list[tuple[asyncio.AbstractEventLoop, int]] = []
 
     # --- layout ---------------------------------------------------------------------------------------------
 
@@ -90,16 +96,53 @@ class IpcmonApp(ActingApp):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._handle_exit_signals()
         for name in self.initial_demos:
             self.start_demo(name, asked_on_command_line=True)
         self.start_refreshing()
 
     def on_unmount(self) -> None:
         self.stop_refreshing()
-        # Demos started here end with the dashboard, removing what they created (as on Ctrl-C).
-        for process in self.demo_processes.values():
-            if process.running:
-                process.stop()
+        # Demos started here end with the dashboard, removing what they created (as on Ctrl-C): all are asked
+        # at once, then each is waited for, so they clean up side by side.
+        running = [process for process in self.demo_processes.values() if process.running]
+        for process in running:
+            process.interrupt()
+        for process in running:
+            process.stop()
+        self._release_exit_signals()
+
+    # --- leaving on a signal ----------------------------------------------------------------------------------
+
+    def _handle_exit_signals(self) -> None:
+        """SIGTERM, SIGHUP and SIGINT (``kill``, a closed terminal) end the dashboard as ``q`` does, exit status 0.
+
+        Python's defaults would kill the process (SIGTERM: status 143) with the terminal still in the alternate
+        screen, mouse reporting on and the cursor hidden, and leave the demos' objects behind. Handled on the
+        event loop (loop.add_signal_handler), the signal becomes App.exit: Textual's own shutdown restores the
+        terminal, and on_unmount stops the demos and waits for their cleanup. Textual turns ISIG off, so
+        Ctrl+C typed in the terminal is a key (``ctrl+c``), not a SIGINT; a SIGINT comes only from ``kill -INT``.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop of ours (never the case under App.run or run_test)
+        for signo in EXIT_SIGNALS:
+            try:
+                loop.add_signal_handler(signo, self._exit_on_signal, signo)
+            except (ValueError, RuntimeError, NotImplementedError):
+                return  # not the main thread (an App run in a thread by a test): the defaults stay
+            self._exit_signals.append((loop, signo))
+
+    def _exit_on_signal(self, signo: int) -> None:
+        self.exit(return_code=0)
+
+    def _release_exit_signals(self) -> None:
+        """Give the signals back (the loop may outlive the App: a test's loop must get its Ctrl-C back)."""
+        for loop, signo in self._exit_signals:
+            if not loop.is_closed():
+                loop.remove_signal_handler(signo)
+        self._exit_signals.clear()
 
     # --- demos ------------------------------------------------------------------------------------------------
 

@@ -38,6 +38,9 @@ class ActingApp(NavigatingApp):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
+        # As in htop, Ctrl+C quits, from anywhere: Textual binds it to a reminder to press Ctrl+Q instead (and, in
+        # a text box, to copy). Textual turns the terminal's ISIG off, so Ctrl+C arrives as this key, not SIGINT.
+        Binding("ctrl+c", "quit_now", "Quit", show=False, priority=True),
         Binding("question_mark", "help", "Help"),
         # Priority bindings run before the key is routed to the focused widget, so keys typed right after
         # "/" (or a view number) already reach the filter box of the new view; check_action lets them through
@@ -69,6 +72,9 @@ class ActingApp(NavigatingApp):
         if action in ("filter", "show_view") and isinstance(self.focused, Input):
             return False  # the key is text for the box
         return not (action in self.MAIN_SCREEN_ACTIONS and len(self.screen_stack) > 1)
+
+    def action_quit_now(self) -> None:
+        self.exit()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.read_only))

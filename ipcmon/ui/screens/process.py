@@ -60,8 +60,10 @@ class ProcessScreen(ModalScreen[None]):
     def watch_snapshot(self, snapshot: Snapshot | None) -> None:
         if snapshot is None or not self.is_mounted:
             return
-        text = describe_process(self.pid, self.context, process_history(self.events, self.pid))
-        self.query_one("#process-text", Static).update(text)
+        # The bound values may arrive while the screen is being taken down (the dashboard quitting with the
+        # process view open): its text is gone then, and there is nothing to draw.
+        for shown in self.query("#process-text").results(Static):
+            shown.update(describe_process(self.pid, self.context, process_history(self.events, self.pid)))
 
     def action_signal(self) -> None:
         self.post_message(SignalProcess(self.pid))

@@ -17,7 +17,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.widgets import Footer, TabPane
 
-from ipcmon import actions
+from ipcmon import actions, export
 from ipcmon.collect import ScanConfig
 from ipcmon.demos import DEMOS, DemoProcess
 from ipcmon.model import KINDS
@@ -70,7 +70,7 @@ class IpcmonApp(ActingApp):
         self.host = host if host is not None else uname.nodename
         self.kernel = kernel if kernel is not None else uname.release
         self.is_root = is_root if is_root is not None else os.geteuid() == 0
-        self.export_dir = export_dir if export_dir is not None else os.getcwd()
+        self.export_dir = export_dir if export_dir is not None else export.export_dir()
         self._exit_signals: list[tuple[asyncio.AbstractEventLoop, int]] = []
 
     # --- layout ---------------------------------------------------------------------------------------------

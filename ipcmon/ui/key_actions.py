@@ -6,8 +6,6 @@ runs the change in a thread worker that only posts its outcome (``ActionDone``).
 
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import replace
 from typing import ClassVar
 
@@ -18,7 +16,7 @@ from textual.widgets import Input
 
 from ipcmon import actions
 from ipcmon.collect import ScanConfig, procfs
-from ipcmon.export import dumps
+from ipcmon.export import ENV_EXPORT_DIR, ExportError, write_snapshot
 from ipcmon.leaks import Leak, find_leaks
 from ipcmon.model import Snapshot
 from ipcmon.safe import printable
@@ -73,7 +71,7 @@ class ActingApp(NavigatingApp):
     scan_config: ScanConfig
     """How the fresh scan before a removal reads the system (set by IpcmonApp)."""
     export_dir: str
-    """Where ``e`` writes the snapshot (set by IpcmonApp)."""
+    """Where ``e`` writes the snapshot (set by IpcmonApp; ipcmon.export.export_dir() by default)."""
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # False hides the binding from the footer too (None would show it greyed out).
@@ -294,12 +292,10 @@ class ActingApp(NavigatingApp):
 
     @work(thread=True, group="action", exit_on_error=False)
     def _export(self, snapshot: Snapshot) -> None:
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(snapshot.taken_at))
-        path = os.path.join(self.export_dir, f"ipcmon-snapshot-{stamp}.json")
         try:
-            with open(path, "w", encoding="utf-8") as out:
-                out.write(dumps(snapshot, indent=2) + "\n")
-        except OSError as error:
-            self.post_message(ActionDone(f"Export failed: {error}", ok=False))
+            path = write_snapshot(snapshot, self.export_dir)
+        except ExportError as error:
+            self.post_message(ActionDone(f"Export failed: {printable(str(error))}. Set {ENV_EXPORT_DIR} to choose "
+                                         "another directory.", ok=False))
             return
-        self.post_message(ActionDone(f"Exported the snapshot to {path}"))
+        self.post_message(ActionDone(f"Exported the snapshot to {printable(path)}"))

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from textual import on, work
 from textual.app import App, ComposeResult
-from textual.widgets import Footer, TabPane
+from textual.widgets import Footer, Input, TabPane
 
 from ipcmon import actions, export
 from ipcmon.collect import ScanConfig
@@ -24,7 +24,7 @@ from ipcmon.model import KINDS
 from ipcmon.ui.commands import IpcmonCommands
 from ipcmon.ui.feed import Feed, SnapshotSource, SourceFeed
 from ipcmon.ui.key_actions import ActingApp
-from ipcmon.ui.messages import DemoStopped, StartDemo, StopDemo
+from ipcmon.ui.messages import DemoStopped, ShowFiltered, StartDemo, StopDemo
 from ipcmon.ui.refresh import HISTORY_EVENTS
 from ipcmon.ui.views import OBJECT_SPECS, Views
 from ipcmon.ui.widgets.demos_view import DemosView, expand_names
@@ -180,6 +180,23 @@ class IpcmonApp(ActingApp):
     def _demo_stopped(self, message: DemoStopped) -> None:
         self.demo_processes = dict(self.demo_processes)  # the same demos, one ended: the views show it
         self.request_scan()
+
+    @on(ShowFiltered)
+    def _show_filtered(self, message: ShowFiltered) -> None:
+        self.show_view(message.view)
+        view = self.current_view()
+        if view is None:
+            return
+        # As if the query had been typed after "/" and Enter pressed: the box shows it, Escape clears it.
+        box = view.query_one(".filter", Input)
+        with box.prevent(Input.Changed):
+            box.value = message.query
+        box.add_class("-open")
+        view.table.set_filter(message.query)
+        if message.key is not None:
+            view.select_key(message.key)
+        view.show_detail()
+        view.table.focus()
 
 
 def make_app(

@@ -17,6 +17,8 @@ from ipcmon.ui.screens.process import ProcessScreen
 from ipcmon.ui.screens.signal import SignalPicker
 from ipcmon.ui.view.table import Row, matches
 from ipcmon.ui.widgets.demos_view import DemosView, demo_query
+from ipcmon.ui.widgets.overview import Overview
+from ipcmon.ui.widgets.tables import ObjectTable
 from tests.helpers import Cleanup, Spawn
 from tests.ui import canned
 from tests.ui.conftest import canned_app, jump, live_app, record_notifications, started, ui_name, view, wait_for
@@ -230,3 +232,32 @@ def test_export_dir_is_not_the_working_directory(monkeypatch: pytest.MonkeyPatch
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("IPCMON_EXPORT_DIR", raising=False)
     assert not export.export_dir().startswith(os.getcwd())
+
+
+# --- Enter on an alert ----------------------------------------------------------------------------------------
+
+
+async def test_enter_on_an_orphan_alert_shows_its_row(cleanup: Cleanup) -> None:
+    name = ui_name("orphan-alert")
+    segment = posix_ipc.SharedMemory(cleanup.shm(name), posix_ipc.O_CREX, size=4096)
+    segment.close_fd()
+    app = live_app(interval=3600.0, kinds=("shm",))  # rescans only when asked (and on inotify)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await started(pilot, app)
+        overview = app.query_one(Overview)
+        alerts = overview.query_one("#alerts", ObjectTable)
+
+        def alert_key() -> str | None:
+            return next((key for key, alert in overview.alerts.items() if alert.object == name), None)
+
+        await wait_for(pilot, alert_key, "the orphan's alert")
+        alert = overview.alerts[alert_key()]  # type: ignore[index]
+        alerts.select_key(alert.alert_key)
+        alerts.focus()
+        await pilot.press("enter")
+        shm = view(app, "shm").table
+        await wait_for(pilot, lambda: app.active_view == "shm" and shm.cursor_key == alert.key, "the jump")
+        await pilot.pause(0.2)
+        # On screen, not just selected: the row lies within the table's scrolled window.
+        assert shm.scroll_y <= shm.cursor_row < shm.scroll_y + shm.scrollable_content_region.height
+

@@ -12,9 +12,12 @@ import asyncio
 import os
 import signal
 from collections.abc import Sequence
+from typing import Any, TextIO
 
 from textual import on, work
 from textual.app import App, ComposeResult
+from textual.driver import Driver
+from textual.drivers.linux_driver import LinuxDriver
 from textual.widgets import Footer, Input, TabPane
 
 from ipcmon import actions, export
@@ -35,6 +38,46 @@ from ipcmon.ui.widgets.overview import Overview
 
 EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 """Signals that end the dashboard cleanly: the terminal restored, the demos stopped, exit status 0."""
+
+
+class _TerminalOutput:
+    """The terminal as Textual writes to it, whose writes and flushes never raise: once the terminal is gone (a
+    closed window hangs it up: EIO) what is written is dropped.
+
+    Textual writes from a thread that dies at the first error, and the App then blocks for ever on that thread's
+    full queue: the SIGHUP that follows was never handled, and the demos were never stopped (issue 12).
+    """
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                self._file.write(text)
+            except OSError:
+                self.gone = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._file.flush()
+            except OSError:
+                self.gone = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+class _HangupSafeDriver(LinuxDriver):
+    """Textual's Linux driver, writing through :class:`_TerminalOutput`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self._file is not None:  # None: Python was started without stderr
+            self._file = _TerminalOutput(self._file)  # type: ignore[assignment]  # a file in all Textual uses
 
 
 class IpcmonApp(ActingApp):
@@ -113,6 +156,10 @@ class IpcmonApp(ActingApp):
         self._release_exit_signals()
 
     # --- leaving on a signal ----------------------------------------------------------------------------------
+
+    def get_driver_class(self) -> type[Driver]:
+        driver = super().get_driver_class()
+        return _HangupSafeDriver if driver is LinuxDriver else driver
 
     def _handle_exit_signals(self) -> None:
         """SIGTERM, SIGHUP and SIGINT (``kill``, a closed terminal) end the dashboard as ``q`` does, exit status 0.

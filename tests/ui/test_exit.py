@@ -130,6 +130,61 @@ def test_a_signal_restores_the_terminal_stops_the_demos_and_exits_0(
             os.unlink(path)
 
 
+def test_closing_the_terminal_stops_the_dashboard_and_its_demos(terminal: Callable[[str], Terminal]) -> None:
+    """A closed window hangs the terminal up: the dashboard (the pane's own process here, so the hangup's SIGHUP
+    goes to it) must still stop its demos and exit, though nothing can be written any more."""
+    term = terminal(shlex.join([sys.executable, "-m", "ipcmon", "--kind", "shm", "--interval", "0.1", "--demo", "shm"]))
+    family: set[ProcessKey] = set()
+    demo_pid = None
+    try:
+        term.wait_for(lambda screen: "1 Overview" in screen and "Leaks and hazards" in screen, "the dashboard")
+        shell_or_dashboard = int(subprocess.run([term.tmux, "display", "-p", "-t", term.session, "#{pane_pid}"],
+                                                capture_output=True, text=True, check=True, timeout=30).stdout)
+        dashboard = psutil.Process(shell_or_dashboard)
+        assert "-m ipcmon" in " ".join(_cmdline(dashboard))
+        dashboard_key = key_of(dashboard.pid)
+        assert dashboard_key is not None
+        demos = [child for child in dashboard.children() if "demos/shm.py" in " ".join(_cmdline(child))]
+        assert len(demos) == 1, demos
+        demo_pid = demos[0].pid
+        wait_until(lambda: demo_objects(demo_pid), "the demo's segment")
+        family = {key for key in map(key_of, [dashboard.pid, demo_pid]) if key is not None}
+
+        term.kill()  # the pty's master closes: a hangup
+
+        wait_until(lambda: not alive(dashboard_key), "the dashboard to exit after the hangup")
+        assert not demo_objects(demo_pid)
+        assert not [key for key in family if alive(key)]
+    finally:
+        for key in family:
+            if alive(key):
+                os.kill(key.pid, signal.SIGKILL)
+        for path in demo_objects(demo_pid) if demo_pid is not None else ():
+            os.unlink(path)
+
+
+def test_output_to_a_hung_up_terminal_is_dropped_not_blocking() -> None:
+    """Textual's writer thread died at the first EIO and the App then blocked on its full queue (issue 12)."""
+    from textual.drivers._writer_thread import MAX_QUEUED_WRITES, WriterThread
+
+    from ipcmon.ui.app import _TerminalOutput
+
+    controller, terminal_fd = os.openpty()
+    output = _TerminalOutput(open(terminal_fd, "w", encoding="utf-8", closefd=True))  # noqa: SIM115
+    writer = WriterThread(output)  # type: ignore[arg-type]
+    writer.start()
+    try:
+        writer.write("before the hangup\n")
+        os.close(controller)  # the window closes: writes to the terminal now fail with EIO
+        for _ in range(3 * MAX_QUEUED_WRITES):
+            writer.write("\x1b[?1049l")  # each would block once the queue was full, had the thread died
+        writer.stop()  # joins: returns only if the thread consumed everything
+        assert output.gone
+    finally:
+        if writer.is_alive():
+            pytest.fail("the writer thread is stuck")
+
+
 def test_ctrl_c_quits_and_restores_the_terminal(terminal: Callable[[str], Terminal], tmp_path: Path) -> None:
     """As in htop (Textual's own Ctrl+C only says to press Ctrl+Q); the terminal's ISIG is off, so it is a key."""
     status = tmp_path / "status"

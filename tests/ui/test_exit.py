@@ -8,7 +8,7 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -17,25 +17,15 @@ import pytest
 from ipcmon.collect import procfs
 from ipcmon.demos import OBJECT_PREFIX
 from ipcmon.model import ProcessKey
-from tests.helpers import tool, wait_until
+from tests.helpers import wait_until
+from tests.ui import test_tmux
 from tests.ui.test_tmux import Terminal
 
 # Real scans and a real demo on a machine other tests keep busy: generous, but bounded.
 pytestmark = pytest.mark.timeout(300)
 
-
-@pytest.fixture
-def terminal(tmp_path: Path) -> Iterator[Callable[[str], Terminal]]:
-    """Commands in tmux sessions of our own (unique names); only those are killed."""
-    started: list[Terminal] = []
-
-    def start(command: str) -> Terminal:
-        started.append(Terminal(tool("tmux"), command, tmp_path))
-        return started[-1]
-
-    yield start
-    for term in started:
-        term.kill()
+terminal = test_tmux.terminal
+"""The fixture: commands in tmux sessions of our own (unique names); only those are killed."""
 
 
 def modes(term: Terminal) -> tuple[str, str, str]:

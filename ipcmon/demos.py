@@ -103,6 +103,7 @@ class DemoProcess:
         """Set once the narration has ended (every line is in `lines`)."""
         self._popen = popen
         self._on_line = on_line
+        self._interrupted = False
         # Not yet reaped, so this pid cannot have been reused: its start time identifies it from now on.
         self._start_ticks = _start_ticks(self.pid)
         threading.Thread(target=self._read, name=f"demo-{self.name}-{self.pid}", daemon=True).start()
@@ -159,10 +160,21 @@ class DemoProcess:
         self.finished.wait(timeout)
         return code
 
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """Stop the demo like Ctrl-C (SIGINT: it cleans up and exits 0); SIGKILL its group if it hangs."""
-        if self._popen.poll() is None:
+    def interrupt(self) -> None:
+        """Ask the demo to stop like Ctrl-C (SIGINT: it cleans up and exits 0), once, without waiting (see `stop`).
+
+        Once only: the demo ignores a second SIGINT while it cleans up, but one sent before its handler ran
+        could cut that cleanup short.
+        """
+        if not self._interrupted and self._popen.poll() is None:  # unreaped, so the pid is still the demo's own
+            self._interrupted = True
             self._popen.send_signal(signal.SIGINT)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Stop the demo like Ctrl-C (`interrupt`) and wait for its cleanup; SIGKILL its group if it takes longer
+        than `timeout` seconds. The demo's exit status (negative: the signal that ended it)."""
+        if self._popen.poll() is None:
+            self.interrupt()
             try:
                 self._popen.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -194,12 +206,21 @@ class DemoProcess:
         return frozenset(found)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""What stops `run_foreground` cleanly: Ctrl-C, ``kill``, and the terminal closing."""
+
+
+class _Stopped(Exception):
+    """Raised by SIGTERM or SIGHUP in `run_foreground`, as Ctrl-C raises KeyboardInterrupt."""
+
+
 def run_foreground(names: Sequence[str], step: float | None = None, args: Sequence[str] = (),
                    out: TextIO = sys.stdout) -> int:
     """Run demos together, printing their narration (each line led by the demo's name if several).
 
-    Ctrl-C stops them all, lets each clean up and returns 0; otherwise returns the first non-zero exit
-    status, or 0.
+    Ctrl-C (SIGINT), SIGTERM and SIGHUP stop them all, let each clean up (its ``cleanup:`` lines are printed)
+    and return 0; otherwise returns the first non-zero exit status, or 0. Call it from the main thread: it
+    handles SIGTERM and SIGHUP until it returns.
     """
     merged: queue.Queue[tuple[str, str]] = queue.Queue()
     label = len(names) > 1
@@ -214,23 +235,47 @@ def run_foreground(names: Sequence[str], step: float | None = None, args: Sequen
         return lambda line: merged.put((name, line))
 
     def drain() -> None:
-        while not merged.empty():
-            show(*merged.get())
+        try:
+            while not merged.empty():
+                show(*merged.get())
+        except OSError:  # the terminal is gone (SIGHUP): the demos cleaned up all the same
+            pass
 
+    def stop(signo: int, _frame: object) -> None:
+        # One stop is enough: a second signal must not cut the demos' cleanup short.
+        for each in STOP_SIGNALS:
+            signal.signal(each, signal.SIG_IGN)
+        raise _Stopped(signal.Signals(signo).name)
+
+    previous = {signo: signal.getsignal(signo) for signo in STOP_SIGNALS}
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
     running: list[DemoProcess] = []
     try:
         for name in names:
-            running.append(DemoProcess.start(name, step, args=args, on_line=forward(name)))
+            # Held back while a demo starts, so none runs unrecorded (and so never stopped).
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                running.append(DemoProcess.start(name, step, args=args, on_line=forward(name)))
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         while not (all(demo.finished.is_set() for demo in running) and merged.empty()):
             try:
                 show(*merged.get(timeout=0.2))
             except queue.Empty:
                 continue
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Stopped):
+        for each in STOP_SIGNALS:
+            signal.signal(each, signal.SIG_IGN)
+        for demo in running:
+            demo.interrupt()
         for demo in running:
             demo.stop()
         drain()
         return 0
+    finally:
+        for signo, handler in previous.items():
+            signal.signal(signo, handler)
     codes = [demo.wait() for demo in running]
     drain()
     return next((code for code in codes if code), 0)

@@ -1,10 +1,12 @@
-"""The JSON contract: a Snapshot as plain dicts and lists (documented in README.md)."""
+"""The JSON contract: a Snapshot as plain dicts and lists (documented in README.md), and writing one to a file."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 import json
+import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -67,3 +69,54 @@ def snapshot_to_dict(snapshot: Snapshot) -> dict[str, Any]:
     """The snapshot as plain data, exactly as `dumps` writes it."""
     result: dict[str, Any] = json.loads(dumps(snapshot))
     return result
+
+
+ENV_EXPORT_DIR = "IPCMON_EXPORT_DIR"
+
+
+class ExportError(Exception):
+    """A snapshot could not be written; the message says where and why, fit to show."""
+
+
+def export_dir() -> str:
+    """Where exported snapshots go: ``$IPCMON_EXPORT_DIR``, else ``$XDG_STATE_HOME/ipcmon``, else
+    ``~/.local/state/ipcmon`` (the XDG Base Directory spec ignores a relative ``XDG_STATE_HOME``)."""
+    explicit = os.environ.get(ENV_EXPORT_DIR)
+    if explicit:
+        return explicit
+    state = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(state):
+        state = os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(state, "ipcmon")
+
+
+def write_snapshot(snapshot: Snapshot, directory: str) -> str:
+    """Write the snapshot as ``ipcmon-snapshot-YYYYmmdd-HHMMSS.json`` (local time of the scan) in `directory`;
+    return the file's path.
+
+    A missing directory is created with mode 0700 (the snapshot names every process and its command line),
+    the file with mode 0600 and never over another: a second export in the same second gets ``-2``.
+    Raises ExportError, saying which path failed and why (an unwritable directory, a file in the way).
+    """
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError as error:
+        raise ExportError(f"could not create the directory {directory}: {error.strerror or error}") from error
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(snapshot.taken_at))
+    text = dumps(snapshot, indent=2) + "\n"
+    for attempt in range(1, 100):
+        suffix = "" if attempt == 1 else f"-{attempt}"
+        path = os.path.join(directory, f"ipcmon-snapshot-{stamp}{suffix}.json")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise ExportError(f"could not write {path}: {error.strerror or error}") from error
+        try:
+            with open(fd, "w", encoding="utf-8") as out:
+                out.write(text)
+        except OSError as error:
+            raise ExportError(f"could not write {path}: {error.strerror or error}") from error
+        return path
+    raise ExportError(f"could not write to {directory}: 99 snapshots of {stamp} are there already")

@@ -416,7 +416,10 @@ def test_interrupt_mid_demo_cleans_up_and_exits_0(watch: Callable[..., Watch], n
     assert run.leftovers() == []
 
 
-def test_ctrl_c_on_ipcmon_demo_exits_0_and_leaves_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signo", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["Ctrl-C", "SIGTERM", "SIGHUP"])
+def test_ctrl_c_sigterm_or_sighup_on_ipcmon_demo_exits_0_and_leaves_nothing(tmp_path: Path, signo: int) -> None:
+    """Ctrl-C, `kill PID` or a closed terminal: the demo's cleanup lines, status 0 (issue 12: SIGTERM and SIGHUP
+    killed the CLI with status 143 before its demo had removed its objects)."""
     command = [sys.executable, "-m", "ipcmon", "demo", "shm", "--step", "0.5"]
     errors = tmp_path / "stderr"
     # Its own session: the SIGINT below reaches this CLI's group only, as a terminal's Ctrl-C would.
@@ -425,21 +428,30 @@ def test_ctrl_c_on_ipcmon_demo_exits_0_and_leaves_nothing(tmp_path: Path) -> Non
                                cwd=REPO)
     assert cli.stdout is not None
     name = None
+    demo: ProcessKey | None = None
     try:
         first = cli.stdout.readline()
-        found = re.search(r"creates (/ipcmon-demo-\d+-shm)", first)
+        found = re.search(r"parent (\d+) creates (/ipcmon-demo-\d+-shm)", first)
         assert found is not None, (first, errors.read_text())
-        name = found.group(1)
-        assert cli.stdout.readline().startswith("step 2/9: ")
-        os.killpg(cli.pid, signal.SIGINT)
+        pid, name = int(found.group(1)), found.group(2)
+        demo = ProcessKey(pid, procfs.parse_stat(procfs.read_bytes(f"/proc/{pid}/stat")).start_ticks)
+        assert cli.stdout.readline().startswith("step 2/9: ")  # a child forked: there is something to reap
+        if signo == signal.SIGINT:
+            os.killpg(cli.pid, signo)
+        else:
+            os.kill(cli.pid, signo)  # the CLI alone, by pid (the demo runs in its own session)
         rest = cli.stdout.read()
-        assert cli.wait(10) == 0
+        assert cli.wait(10) == 0, (rest, errors.read_text())
         assert f"cleanup: removed {name}" in rest and "stopped by SIGINT" in rest, rest
         assert not os.path.exists(f"/dev/shm{name}")
+        assert not _alive(demo), "the demo outlived the CLI"
+        assert "Traceback" not in errors.read_text()
     finally:
         if cli.poll() is None:
             os.killpg(cli.pid, signal.SIGKILL)
             cli.wait()
+        if demo is not None and _alive(demo):
+            os.killpg(demo.pid, signal.SIGKILL)
         if name is not None:
             try:
                 posix_ipc.unlink_shared_memory(name)

@@ -12,9 +12,9 @@ def add_parser(commands: Subcommands) -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="run demo workloads that walk each IPC mechanism through its lifecycle, narrated",
-        description="Runs demo workloads in the foreground, narrating each step. Ctrl-C stops them: they "
-        "remove what they created (all but leak, by design) and ipcmon exits 0. 'all' runs the lesson demos "
-        "together; not leak (it leaves orphans on purpose) nor stress (it is load, not a lesson).",
+        description="Runs demo workloads in the foreground, narrating each step. Ctrl-C (or SIGTERM, SIGHUP) "
+        "stops them: they remove what they created (all but leak, by design) and ipcmon exits 0. 'all' runs the "
+        "lesson demos together; not leak (it leaves orphans on purpose) nor stress (it is load, not a lesson).",
     )
     demo.add_argument("--list", action="store_true", help="describe each demo in one line")
     demo.add_argument("--step", type=float, default=None, metavar="S", help="seconds between steps")
@@ -25,7 +25,8 @@ def add_parser(commands: Subcommands) -> argparse.ArgumentParser:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """List the demos (exit 0), run one or all of them until they end or Ctrl-C, or exit 2 for an unknown name."""
+    """List the demos (exit 0), run one or all of them until they end or Ctrl-C/SIGTERM/SIGHUP (exit 0 after their
+    cleanup), or exit 2 for an unknown name."""
     from ipcmon.demos import DEMOS, LESSONS, run_foreground
 
     if args.list or args.name is None:

@@ -8,21 +8,26 @@ and this one (layout, demos, start and stop). Widgets and screens never import i
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 from collections.abc import Sequence
+from typing import Any, TextIO
 
 from textual import on, work
 from textual.app import App, ComposeResult
-from textual.widgets import Footer, TabPane
+from textual.driver import Driver
+from textual.drivers.linux_driver import LinuxDriver
+from textual.widgets import Footer, Input, TabPane
 
-from ipcmon import actions
+from ipcmon import actions, export
 from ipcmon.collect import ScanConfig
 from ipcmon.demos import DEMOS, DemoProcess
 from ipcmon.model import KINDS
 from ipcmon.ui.commands import IpcmonCommands
 from ipcmon.ui.feed import Feed, SnapshotSource, SourceFeed
 from ipcmon.ui.key_actions import ActingApp
-from ipcmon.ui.messages import DemoStopped, StartDemo, StopDemo
+from ipcmon.ui.messages import DemoStopped, ShowFiltered, StartDemo, StopDemo
 from ipcmon.ui.refresh import HISTORY_EVENTS
 from ipcmon.ui.views import OBJECT_SPECS, Views
 from ipcmon.ui.widgets.demos_view import DemosView, expand_names
@@ -30,6 +35,49 @@ from ipcmon.ui.widgets.events_view import EventsView
 from ipcmon.ui.widgets.header import StatusHeader
 from ipcmon.ui.widgets.object_view import ObjectView
 from ipcmon.ui.widgets.overview import Overview
+
+EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+"""Signals that end the dashboard cleanly: the terminal restored, the demos stopped, exit status 0."""
+
+
+class _TerminalOutput:
+    """The terminal as Textual writes to it, whose writes and flushes never raise: once the terminal is gone (a
+    closed window hangs it up: EIO) what is written is dropped.
+
+    Textual writes from a thread that dies at the first error, and the App then blocks for ever on that thread's
+    full queue: the SIGHUP that follows was never handled, and the demos were never stopped (issue 12).
+    """
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                self._file.write(text)
+            except OSError:
+                self.gone = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self._file.flush()
+            except OSError:
+                self.gone = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+class _HangupSafeDriver(LinuxDriver):
+    """Textual's Linux driver, writing through :class:`_TerminalOutput`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self._file is not None:  # None: Python was started without stderr
+            self._file = _TerminalOutput(self._file)  # type: ignore[assignment]  # a file in all Textual uses
 
 
 class IpcmonApp(ActingApp):
@@ -65,7 +113,8 @@ class IpcmonApp(ActingApp):
         self.host = host if host is not None else uname.nodename
         self.kernel = kernel if kernel is not None else uname.release
         self.is_root = is_root if is_root is not None else os.geteuid() == 0
-        self.export_dir = export_dir if export_dir is not None else os.getcwd()
+        self.export_dir = export_dir if export_dir is not None else export.export_dir()
+        self._exit_signals: list[tuple[asyncio.AbstractEventLoop, int]] = []
 
     # --- layout ---------------------------------------------------------------------------------------------
 
@@ -90,16 +139,57 @@ class IpcmonApp(ActingApp):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._handle_exit_signals()
         for name in self.initial_demos:
             self.start_demo(name, asked_on_command_line=True)
         self.start_refreshing()
 
     def on_unmount(self) -> None:
         self.stop_refreshing()
-        # Demos started here end with the dashboard, removing what they created (as on Ctrl-C).
-        for process in self.demo_processes.values():
-            if process.running:
-                process.stop()
+        # Demos started here end with the dashboard, removing what they created (as on Ctrl-C): all are asked
+        # at once, then each is waited for, so they clean up side by side.
+        running = [process for process in self.demo_processes.values() if process.running]
+        for process in running:
+            process.interrupt()
+        for process in running:
+            process.stop()
+        self._release_exit_signals()
+
+    # --- leaving on a signal ----------------------------------------------------------------------------------
+
+    def get_driver_class(self) -> type[Driver]:
+        driver = super().get_driver_class()
+        return _HangupSafeDriver if driver is LinuxDriver else driver
+
+    def _handle_exit_signals(self) -> None:
+        """SIGTERM, SIGHUP and SIGINT (``kill``, a closed terminal) end the dashboard as ``q`` does, exit status 0.
+
+        Python's defaults would kill the process (SIGTERM: status 143) with the terminal still in the alternate
+        screen, mouse reporting on and the cursor hidden, and leave the demos' objects behind. Handled on the
+        event loop (loop.add_signal_handler), the signal becomes App.exit: Textual's own shutdown restores the
+        terminal, and on_unmount stops the demos and waits for their cleanup. Textual turns ISIG off, so
+        Ctrl+C typed in the terminal is a key (``ctrl+c``), not a SIGINT; a SIGINT comes only from ``kill -INT``.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop of ours (never the case under App.run or run_test)
+        for signo in EXIT_SIGNALS:
+            try:
+                loop.add_signal_handler(signo, self._exit_on_signal, signo)
+            except (ValueError, RuntimeError, NotImplementedError):
+                return  # not the main thread (an App run in a thread by a test): the defaults stay
+            self._exit_signals.append((loop, signo))
+
+    def _exit_on_signal(self, signo: int) -> None:
+        self.exit(return_code=0)
+
+    def _release_exit_signals(self) -> None:
+        """Give the signals back (the loop may outlive the App: a test's loop must get its Ctrl-C back)."""
+        for loop, signo in self._exit_signals:
+            if not loop.is_closed():
+                loop.remove_signal_handler(signo)
+        self._exit_signals.clear()
 
     # --- demos ------------------------------------------------------------------------------------------------
 
@@ -137,6 +227,23 @@ class IpcmonApp(ActingApp):
     def _demo_stopped(self, message: DemoStopped) -> None:
         self.demo_processes = dict(self.demo_processes)  # the same demos, one ended: the views show it
         self.request_scan()
+
+    @on(ShowFiltered)
+    def _show_filtered(self, message: ShowFiltered) -> None:
+        self.show_view(message.view)
+        view = self.current_view()
+        if view is None:
+            return
+        # As if the query had been typed after "/" and Enter pressed: the box shows it, Escape clears it.
+        box = view.query_one(".filter", Input)
+        with box.prevent(Input.Changed):
+            box.value = message.query
+        box.add_class("-open")
+        view.table.set_filter(message.query)
+        if message.key is not None:
+            view.select_key(message.key)
+        view.show_detail()
+        view.table.focus()
 
 
 def make_app(

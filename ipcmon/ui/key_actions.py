@@ -6,8 +6,7 @@ runs the change in a thread worker that only posts its outcome (``ActionDone``).
 
 from __future__ import annotations
 
-import os
-import time
+from dataclasses import replace
 from typing import ClassVar
 
 from rich.text import Text
@@ -16,8 +15,8 @@ from textual.binding import Binding, BindingType
 from textual.widgets import Input
 
 from ipcmon import actions
-from ipcmon.collect import ScanConfig
-from ipcmon.export import dumps
+from ipcmon.collect import ScanConfig, procfs
+from ipcmon.export import ENV_EXPORT_DIR, ExportError, write_snapshot
 from ipcmon.leaks import Leak, find_leaks
 from ipcmon.model import Snapshot
 from ipcmon.safe import printable
@@ -38,13 +37,20 @@ class ActingApp(NavigatingApp):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit"),
+        # As in htop, Ctrl+C quits, from anywhere: Textual binds it to a reminder to press Ctrl+Q instead (and, in
+        # a text box, to copy). Textual turns the terminal's ISIG off, so Ctrl+C arrives as this key, not SIGINT.
+        Binding("ctrl+c", "quit_now", "Quit", show=False, priority=True),
         Binding("question_mark", "help", "Help"),
         # Priority bindings run before the key is routed to the focused widget, so keys typed right after
         # "/" (or a view number) already reach the filter box of the new view; check_action lets them through
         # as text when a text box has the focus.
         Binding("slash", "filter", "Filter", priority=True),
+        # Under --read-only the footer leaves out what would be refused (check_action): the same keys then run
+        # the hidden bindings that say why, instead of doing nothing.
         Binding("k", "signal", "Signal"),
+        Binding("k", "refuse('sending signals')", show=False),
         Binding("d", "remove", "Remove"),
+        Binding("d", "refuse('removing objects')", show=False),
         Binding("c", "copy_path", "Copy path"),
         Binding("e", "export", "Export"),
         Binding("p,space", "toggle_pause", "Pause"),
@@ -55,20 +61,33 @@ class ActingApp(NavigatingApp):
     ]
     # Actions that need the main screen (not a dialog or the process view on top of it).
     MAIN_SCREEN_ACTIONS: ClassVar[frozenset[str]] = frozenset(
-        {"quit", "help", "filter", "signal", "remove", "copy_path", "export", "show_view"}
+        {"quit", "help", "filter", "signal", "remove", "refuse", "copy_path", "export", "show_view"}
     )
+    CHANGING_ACTIONS: ClassVar[frozenset[str]] = frozenset({"signal", "remove"})
+    """Actions that change the system: refused, and left out of the footer, under --read-only."""
 
     read_only: bool
     """--read-only or IPCMON_READ_ONLY: every action that changes the system is refused (set by IpcmonApp)."""
     scan_config: ScanConfig
     """How the fresh scan before a removal reads the system (set by IpcmonApp)."""
     export_dir: str
-    """Where ``e`` writes the snapshot (set by IpcmonApp)."""
+    """Where ``e`` writes the snapshot (set by IpcmonApp; ipcmon.export.export_dir() by default)."""
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # False hides the binding from the footer too (None would show it greyed out).
         if action in ("filter", "show_view") and isinstance(self.focused, Input):
             return False  # the key is text for the box
+        if action in self.CHANGING_ACTIONS and self.read_only:
+            return False
+        if action == "refuse" and not self.read_only:
+            return False
         return not (action in self.MAIN_SCREEN_ACTIONS and len(self.screen_stack) > 1)
+
+    def action_quit_now(self) -> None:
+        self.exit()
+
+    def action_refuse(self, what: str) -> None:
+        self._refuse_read_only(what)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.read_only))
@@ -92,7 +111,8 @@ class ActingApp(NavigatingApp):
     # --- the process view -------------------------------------------------------------------------------------
 
     def show_process(self, pid: int) -> None:
-        self.push_screen(ProcessScreen(pid).data_bind(ActingApp.context, ActingApp.events, ActingApp.snapshot))
+        screen = ProcessScreen(pid, read_only=self.read_only)
+        self.push_screen(screen.data_bind(ActingApp.context, ActingApp.events, ActingApp.snapshot))
 
     @on(OpenProcess)
     def _open_process(self, message: OpenProcess) -> None:
@@ -142,9 +162,37 @@ class ActingApp(NavigatingApp):
 
     @work(group="dialog", exclusive=True)
     async def _signal_row(self, row: Row) -> None:
-        pid = await self._choose_pid(row, "Send a signal")
+        living = [pid for pid in row.pids if self._exited(pid) is None]
+        if row.pids and not living:
+            # Every process of the row has ended since the scan: say so now, before any picker or question.
+            self._refuse_exited(row.pids[0] if len(row.pids) == 1 else None)
+            return
+        pid = await self._choose_pid(replace(row, pids=tuple(living)), "Send a signal")
         if pid is not None:
             await self._signal_flow(pid)
+
+    def _exited(self, pid: int) -> str | None:
+        """Why `pid` can no longer be signalled (it has exited, or its pid now names another process); None
+        while the process the last scan saw still runs (or cannot be checked).
+
+        Read from /proc/PID/stat now: the last scan may be up to an interval old.
+        """
+        process = self.context.processes.get(pid)
+        try:
+            stat = procfs.parse_stat(procfs.read_bytes(f"{self.scan_config.proc}/{pid}/stat"))
+        except procfs.Gone:
+            return f"process {pid} has exited"
+        except (procfs.Denied, ValueError, IndexError):
+            return None  # the signal itself will find out
+        if process is not None and stat.start_ticks != process.start_ticks:
+            return f"process {pid} has exited (pid {pid} now names another process)"
+        if stat.state in ("Z", "X"):
+            return f"process {pid} has exited (a zombie: it waits for its parent to reap it)"
+        return None
+
+    def _refuse_exited(self, pid: int | None) -> None:
+        reason = self._exited(pid) if pid is not None else "every process that held it has exited"
+        self.notify(f"No signal sent: {reason}.", title="Refused", severity="warning", markup=False)
 
     @on(SignalProcess)
     def _signal_process(self, message: SignalProcess) -> None:
@@ -155,6 +203,9 @@ class ActingApp(NavigatingApp):
 
     @work(group="dialog", exclusive=True)
     async def _signal_pid(self, pid: int) -> None:
+        if self._exited(pid) is not None:
+            self._refuse_exited(pid)
+            return
         await self._signal_flow(pid)
 
     async def _signal_flow(self, pid: int) -> None:
@@ -241,12 +292,10 @@ class ActingApp(NavigatingApp):
 
     @work(thread=True, group="action", exit_on_error=False)
     def _export(self, snapshot: Snapshot) -> None:
-        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(snapshot.taken_at))
-        path = os.path.join(self.export_dir, f"ipcmon-snapshot-{stamp}.json")
         try:
-            with open(path, "w", encoding="utf-8") as out:
-                out.write(dumps(snapshot, indent=2) + "\n")
-        except OSError as error:
-            self.post_message(ActionDone(f"Export failed: {error}", ok=False))
+            path = write_snapshot(snapshot, self.export_dir)
+        except ExportError as error:
+            self.post_message(ActionDone(f"Export failed: {printable(str(error))}. Set {ENV_EXPORT_DIR} to choose "
+                                         "another directory.", ok=False))
             return
-        self.post_message(ActionDone(f"Exported the snapshot to {path}"))
+        self.post_message(ActionDone(f"Exported the snapshot to {printable(path)}"))

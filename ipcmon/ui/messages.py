@@ -86,6 +86,16 @@ class Goto(Message):
 
 
 @dataclass
+class ShowFiltered(Message):
+    """Show a view filtered by ``query`` (as if typed after ``/``), the cursor on ``key`` when given (``g`` on a
+    demo: its objects)."""
+
+    view: str
+    query: str
+    key: str | None = None
+
+
+@dataclass
 class OpenRow(Message):
     """Enter on a row: the process view of its process (asking which one when several hold it)."""
 

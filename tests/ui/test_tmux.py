@@ -73,7 +73,9 @@ def terminal(tmp_path: Path) -> Iterator[Callable[[str], Terminal]]:
 
 def test_dashboard_in_tmux(terminal: Callable[[str], Terminal], cleanup: Cleanup, tmp_path: Path) -> None:
     status = tmp_path / "status"
-    ipcmon = shlex.join([sys.executable, "-m", "ipcmon", "--kind", "shm", "--interval", "0.3"])
+    # An "e" typed by mistake would export into tmp_path (checked at the end).
+    ipcmon = shlex.join(["env", f"IPCMON_EXPORT_DIR={tmp_path}", sys.executable, "-m", "ipcmon", "--kind", "shm",
+                         "--interval", "0.3"])
     # After ipcmon exits, its status is saved and the pane stays a while so a traceback would be seen.
     term = terminal(f"{ipcmon}; echo $? > {shlex.quote(str(status))}; echo IPCMON-EXITED; sleep 60")
     term.wait_for(lambda screen: "1 Overview" in screen and "Leaks and hazards" in screen, "the dashboard")

@@ -38,15 +38,19 @@ class ProcessScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q", "dismiss(None)", "Back"),
         Binding("k", "signal", "Signal"),
+        # Under --read-only the footer leaves k out; the key still asks, and the App says why it refuses.
+        Binding("k", "signal_refused", show=False),
     ]
 
     snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
     context: reactive[Context] = reactive(empty_context, always_update=True)
     events: reactive[Sequence[Event]] = reactive(tuple, always_update=True)
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, *, read_only: bool = False) -> None:
         super().__init__(classes="process-screen")
         self.pid = pid
+        self.read_only = read_only
+        """--read-only: ``k`` is not offered in the footer (the App refuses it)."""
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="process-body") as body:
@@ -60,8 +64,20 @@ class ProcessScreen(ModalScreen[None]):
     def watch_snapshot(self, snapshot: Snapshot | None) -> None:
         if snapshot is None or not self.is_mounted:
             return
-        text = describe_process(self.pid, self.context, process_history(self.events, self.pid))
-        self.query_one("#process-text", Static).update(text)
+        # The bound values may arrive while the screen is being taken down (the dashboard quitting with the
+        # process view open): its text is gone then, and there is nothing to draw.
+        for shown in self.query("#process-text").results(Static):
+            shown.update(describe_process(self.pid, self.context, process_history(self.events, self.pid)))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "signal":
+            return not self.read_only
+        if action == "signal_refused":
+            return self.read_only
+        return True
 
     def action_signal(self) -> None:
+        self.post_message(SignalProcess(self.pid))
+
+    def action_signal_refused(self) -> None:
         self.post_message(SignalProcess(self.pid))

@@ -206,15 +206,20 @@ def build_recording(build: Callable[[Any, Context], Row], record: Any, ctx: Cont
 
 
 def matches(row: Row, query: str) -> bool:
-    """Every token must match: ``pid:123``/``event:created`` against the row's fields, words anywhere."""
+    """Every token must match: ``pid:123``/``event:created`` against the row's fields, words anywhere; a token
+    of alternatives, ``a|b``, matches when one of them does (``g`` in the Demos view filters so)."""
     for token in query.lower().split():
-        name, sep, value = token.partition(":")
-        if sep and name in row.fields:
-            if value not in row.fields[name]:
-                return False
-        elif token not in row.search:
+        alternatives = [word for word in token.split("|") if word]
+        if alternatives and not any(_matches_token(row, word) for word in alternatives):
             return False
     return True
+
+
+def _matches_token(row: Row, token: str) -> bool:
+    name, sep, value = token.partition(":")
+    if sep and name in row.fields:
+        return value in row.fields[name]
+    return token in row.search
 
 
 def unique_pids(pids: Iterable[int]) -> tuple[int, ...]:

@@ -24,7 +24,7 @@ from textual.widgets import DataTable, RichLog, Static
 from ipcmon.demos import DEMOS, LESSONS, DemoProcess
 from ipcmon.model import Snapshot
 from ipcmon.safe import printable
-from ipcmon.ui.messages import Goto, StartDemo, StopDemo
+from ipcmon.ui.messages import Goto, ShowFiltered, StartDemo, StopDemo
 from ipcmon.ui.state import empty_context
 from ipcmon.ui.view.table import Cell, Column, Context, Row, text_cell
 from ipcmon.ui.widgets.tables import ObjectTable
@@ -265,20 +265,29 @@ class DemosView(Vertical):
         self.post_message(StopDemo(name) if process is not None and process.running else StartDemo(name))
 
     def action_go(self) -> None:
+        """Show the view of the selected demo's objects, filtered to them (`demo_query`), cursor on the first."""
         row = self.table.current_row
         if row is None:
             return
         name = row.key
         view = DEMO_VIEWS.get(name, "overview")
         process = self.demo_processes.get(name)
-        snapshot = self.snapshot
-        if process is None or not process.running or snapshot is None:
+        if process is None or view == "overview":  # never started here, or no one view lists its objects
             self.post_message(Goto(view))
             return
-        pids = descendants(snapshot, (process.pid,))
-        keys = [key for where, key in demo_object_keys(snapshot, process, pids) if where == view]
-        self.post_message(Goto(view, keys[0] if keys else None))
+        snapshot = self.snapshot
+        keys: list[str] = []
+        if snapshot is not None:
+            pids = descendants(snapshot, (process.pid,)) if process.running else frozenset()
+            keys = [key for where, key in demo_object_keys(snapshot, process, pids) if where == view]
+        # An ended demo is filtered by its name prefix alone: what it left behind (leak's orphans) still shows.
+        self.post_message(ShowFiltered(view, demo_query(process), keys[0] if keys else None))
         if not keys:
             self.notify(f"Demo {name} has no {view} objects right now.", markup=False)
 
 
+def demo_query(process: DemoProcess) -> str:
+    """The filter that keeps one demo's objects: named with its prefix (``ipcmon-demo-4242-``, which also matches
+    a memfd's name without the slash), or held by a process running its script (every demo process is a fork of
+    it, never an exec). Another run of the same script elsewhere matches too."""
+    return f"{process.prefix.lstrip('/')}|demos/{process.demo.script}".lower()

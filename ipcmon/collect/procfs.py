@@ -64,6 +64,19 @@ def pids(proc: str = PROC) -> list[int]:
     return sorted(int(name) for name in os.listdir(proc) if name.isdigit())
 
 
+def fd_flags(pid: int, fd: int, proc: str = PROC) -> int | None:
+    """The open flags of one descriptor (the octal ``flags:`` line of /proc/PID/fdinfo/FD: O_NONBLOCK,
+    O_APPEND…, proc(5)); None when it cannot be read (gone, denied, or no such line)."""
+    try:
+        data = read_bytes(f"{proc}/{pid}/fdinfo/{fd}")
+    except (Gone, Denied, OSError):
+        return None
+    for line in data.splitlines():
+        if line.startswith(b"flags:"):
+            return int(line[6:].strip(), 8)
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Stat:
     """The fields of /proc/PID/stat that ipcmon uses."""

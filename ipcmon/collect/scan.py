@@ -198,6 +198,8 @@ def _read_processes(
     if memory is not None:
         previous = memory.begin_scan()
     remembered: list[ProcessRead] = []
+    own = os.getpid() if config.hide_self else None
+    own_pipes: set[tuple[int, int]] = set()
     # Threads do not help: two threads reading /proc were measured twice as slow as one (every read
     # releases the GIL and the threads spend their time handing it over). A forked child does (read_forked).
     results: Iterable[tuple[int, ProcessRead | Unread]]
@@ -215,6 +217,9 @@ def _read_processes(
             tables.blind = True
             continue
         assert isinstance(result, ProcessRead)
+        if pid == own:
+            own_pipes.update((ref.dev, ref.inode) for ref in result.fds if ref.kind == "pipe")
+            continue
         process = result.process
         tables.processes[pid] = process
         tables.hidden += process.hidden
@@ -227,6 +232,8 @@ def _read_processes(
             tables.waits[pid] = (result.wait, result.fds)
         if result.run_signature is not None:
             remembered.append(result)
+    if own_pipes:
+        _drop_pipes(tables, own_pipes)
     _resolve_waits(tables, proc)
     if memory is not None:
         for result in remembered:
@@ -235,6 +242,13 @@ def _read_processes(
             if result.reused:
                 memory.reused.add(pid)
     return tables
+
+
+def _drop_pipes(tables: _ProcessTables, pipes: set[tuple[int, int]]) -> None:
+    """Forget every end of these anonymous pipes (ScanConfig.hide_self: the scanner's own), in other processes too."""
+    tables.fds = [ref for ref in tables.fds if ref.kind != "pipe" or (ref.dev, ref.inode) not in pipes]
+    for pid, (raw, fds) in list(tables.waits.items()):
+        tables.waits[pid] = (raw, [ref for ref in fds if ref.kind != "pipe" or (ref.dev, ref.inode) not in pipes])
 
 
 def _resolve_waits(tables: _ProcessTables, proc: str) -> None:

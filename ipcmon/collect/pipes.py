@@ -92,8 +92,12 @@ def collect(
 def _self_held(refs: list[FdRef]) -> bool:
     """One process holds every end, among them a read end and a write end."""
     pid = refs[0].pid
-    return (all(ref.pid == pid for ref in refs) and any("r" in ref.access for ref in refs)
-            and any("w" in ref.access for ref in refs))
+    if len(refs) > 1 and refs[1].pid != pid:
+        return False  # the common case, told cheaply: a scan asks this of every pipe
+    for ref in refs:
+        if ref.pid != pid:
+            return False
+    return any("r" in ref.access for ref in refs) and any("w" in ref.access for ref in refs)
 
 
 def _all_nonblocking(refs: list[FdRef], proc: str) -> bool:

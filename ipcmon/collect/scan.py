@@ -111,7 +111,8 @@ class _ProcessTables:
     waits: dict[int, tuple[waiting.RawWait, list[FdRef]]] = field(default_factory=dict)
     hidden: int = 0
     blind: bool = False
-    """Some process's descriptor table could not be read: its pipe ends are unknown."""
+    """Some process whose descriptor table could not be read has run since the last scan (or could not be
+    told): its pipe ends are unknown, and it may have written into or read from any of them."""
 
 
 def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) -> Snapshot:
@@ -223,7 +224,9 @@ def _read_processes(
         process = result.process
         tables.processes[pid] = process
         tables.hidden += process.hidden
-        tables.blind = tables.blind or result.fds_hidden
+        # A process whose descriptors are hidden may write into any pipe; one that has not run since the last
+        # scan (its tables taken over) cannot have, so only one that ran makes every pipe's fill worth reading.
+        tables.blind = tables.blind or (result.fds_hidden and not result.reused)
         tables.fds.extend(result.fds)
         tables.maps.extend(result.maps)
         if result.signals is not None:

@@ -62,12 +62,15 @@ def collect(
     """
     grouped: dict[tuple[int, int], list[FdRef]] = defaultdict(list)
     for ref in fds:
-        if ref.kind in ("pipe", "fifo"):
+        if ref.kind == "pipe" or ref.kind == "fifo":
             grouped[(ref.dev, ref.inode)].append(ref)
+    # Once per scan, not once per end: a large machine has tens of thousands of ends, the same few comms.
+    comms = {pid: comm_of(processes, pid) for pid in {ref.pid for refs in grouped.values() for ref in refs}}
+    settled = settled if isinstance(settled, (set, frozenset)) else frozenset(settled)
 
     pipes = []
     for identity, refs in grouped.items():
-        ends = tuple((ref.pid, ref.fd, ref.access, comm_of(processes, ref.pid)) for ref in refs)
+        ends = tuple([(ref.pid, ref.fd, ref.access, comms[ref.pid]) for ref in refs])
         kind: PipeKind = "fifo" if refs[0].kind == "fifo" else "pipe"
         nonblocking = _self_held(refs) and _all_nonblocking(refs, proc)
         inputs = (ends, True) if nonblocking else ends

@@ -111,9 +111,9 @@ def read_threads(pid: int, main_thread: ThreadSignals, proc: str = procfs.PROC) 
             threads.append(main_thread)
             continue
         try:
-            status = procfs.parse_status(procfs.read_bytes(f"{proc}/{pid}/task/{tid}/status"))
+            status = procfs.parse_status(procfs.read_bytes(f"{proc}/{pid}/task/{tid}/status", single=True))
             # The comm file, not status "Name": status escapes a backslash and a newline in the name.
-            comm = procfs.read_bytes(f"{proc}/{pid}/task/{tid}/comm").removesuffix(b"\n")
+            comm = procfs.read_bytes(f"{proc}/{pid}/task/{tid}/comm", single=True).removesuffix(b"\n")
         except (procfs.Gone, procfs.Denied):
             continue
         threads.append(

@@ -54,8 +54,9 @@ def collect(
     An anonymous pipe whose every end belongs to a settled process (one that has not run since the previous
     scan) keeps its previous fill unread: none of its holders can have written to it or read from it.
     Someone opening /proc/PID/fd/N, or borrowing an end, could; the Scanner passes no settled processes when
-    some descriptor table is unreadable, and its periodic full reads of each process bound how long such a
-    change goes unseen. A FIFO's fill is always read: anyone may open it by its path, write, and go.
+    a process whose descriptor table is unreadable has run since the last scan, and its periodic full reads of
+    each process bound how long such a change goes unseen. A FIFO's fill is always read: anyone may open it
+    by its path, write, and go.
 
     A pipe that one process alone holds, with a read and a write end, has the open flags of its ends read
     (/proc/PID/fdinfo, every scan: they are few) to tell an event loop's wake-up pipe (health.wakeup_pipe).

@@ -20,12 +20,12 @@ from ipcmon.collect import procfs, waiting
 from ipcmon.collect.collector import Collector, ScanInputs
 from ipcmon.collect.collectors import COLLECTORS
 from ipcmon.collect.config import ScanConfig, find_mqueue_dir, locate
-from ipcmon.collect.fds import Devices, FdRef, MapRef, maps_token
+from ipcmon.collect.fds import Devices, FdRef, MapRef, maps_token, read_fds
 from ipcmon.collect.forked import read_forked
 from ipcmon.collect.memory import REFRESH_EVERY, ScanMemory
 from ipcmon.collect.mqueue import MOUNT_MQUEUE_HINT
 from ipcmon.collect.process import ProcessRead, ReadPlan, RememberedProcess, Unread, read_process, run_signature
-from ipcmon.collect.procfs import PidFds
+from ipcmon.collect.procfs import Denied, Gone, PidFds
 from ipcmon.model import Process, ProcessSignals, Snapshot
 from ipcmon.safe import counted
 
@@ -200,7 +200,8 @@ def _read_processes(
         previous = memory.begin_scan()
     remembered: list[ProcessRead] = []
     own = os.getpid() if config.hide_self else None
-    own_pipes: set[tuple[int, int]] = set()
+    if own is not None:
+        pid_list = [pid for pid in pid_list if pid != own]
     # Threads do not help: two threads reading /proc were measured twice as slow as one (every read
     # releases the GIL and the threads spend their time handing it over). A forked child does (read_forked).
     results: Iterable[tuple[int, ProcessRead | Unread]]
@@ -218,9 +219,6 @@ def _read_processes(
             tables.blind = True
             continue
         assert isinstance(result, ProcessRead)
-        if pid == own:
-            own_pipes.update((ref.dev, ref.inode) for ref in result.fds if ref.kind == "pipe")
-            continue
         process = result.process
         tables.processes[pid] = process
         tables.hidden += process.hidden
@@ -235,6 +233,8 @@ def _read_processes(
             tables.waits[pid] = (result.wait, result.fds)
         if result.run_signature is not None:
             remembered.append(result)
+    # Its own descriptors last: a pipe it made while the others were read (a demo started) is among them.
+    own_pipes = _own_pipes(own, devices, proc) if own is not None and plan.fds else set()
     if own_pipes:
         _drop_pipes(tables, own_pipes)
     _resolve_waits(tables, proc)
@@ -245,6 +245,15 @@ def _read_processes(
             if result.reused:
                 memory.reused.add(pid)
     return tables
+
+
+def _own_pipes(pid: int, devices: Devices, proc: str) -> set[tuple[int, int]]:
+    """The anonymous pipes this process holds an end of (ScanConfig.hide_self): only its descriptors are read,
+    not its maps, masks or command line, since nothing else of it is shown."""
+    try:
+        return {(ref.dev, ref.inode) for ref in read_fds(pid, devices, proc) if ref.kind == "pipe"}
+    except (Gone, Denied, OSError):
+        return set()
 
 
 def _drop_pipes(tables: _ProcessTables, pipes: set[tuple[int, int]]) -> None:

@@ -113,8 +113,9 @@ def wakeup_pipe(reader_pids: Collection[int], writer_pids: Collection[int]) -> b
     does not use: its reader then never sees EOF, because it holds a writer itself. That end is a plain
     blocking descriptor (pipe(2) without flags, as every course writes it), or the pipe is shared with the
     child it forked. The self-pipe trick (a signal or another thread writes a byte so that poll/select wakes
-    up: tmux, libevent, glib, Python's signal wake-up fd) is the opposite on both counts: one process, every
-    end made non-blocking so that neither the write in a signal handler nor the draining read can ever block.
+    up: libevent's signal pipe, made with pipe2(O_NONBLOCK), hence tmux's; a pipe given to Python's
+    signal.set_wakeup_fd, which must be non-blocking) is the opposite on both counts: one process, every end
+    made non-blocking so that neither the write in a signal handler nor the draining read can ever block.
     An htop or lsof user would not want every terminal multiplexer on the machine listed as a hazard, so that
     pattern is no hazard. A wake-up pipe that was never made non-blocking, or a non-blocking pipe shared
     with a second process, is still flagged: the rule errs towards showing.

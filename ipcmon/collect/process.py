@@ -176,10 +176,16 @@ def _read_signals(
     pid = result.process.pid
     data = procfs.read_bytes(f"{proc}/{pid}/status", single=True)
     section = signals.mask_section(data)
-    if previous is not None and section and section == previous.read.signal_section:
+    if previous is not None and section and previous.read.signal_section:
         old = previous.read.signals
         if old is not None and len(old.threads) == 1 and old.comm == stat.comm:
-            return result._replace(signals=old, signal_section=section)
+            if section == previous.read.signal_section:
+                return result._replace(signals=old, signal_section=section)
+            # Often only SigQ moved: it counts the signals queued for the whole user (signals.queue_line).
+            masks, queue = signals.queue_line(section)
+            if masks == signals.queue_line(previous.read.signal_section)[0]:
+                queued, limit = signals.parse_queue(queue)
+                return result._replace(signals=replace(old, queued=queued, queue_limit=limit), signal_section=section)
     # The section holds every line from_status reads: parsing 7 lines instead of 55 is a tenth of the time.
     process_signals = signals.from_status(pid, stat.comm, procfs.parse_status(section or data), proc)
     return result._replace(signals=process_signals, signal_section=section)

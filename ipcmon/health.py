@@ -6,7 +6,7 @@ here and nowhere else, so a rule changed once changes everywhere. Pure functions
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -99,10 +99,12 @@ def sysv_shm_state(segment: SysvShm) -> SysvShmState:
 
 
 def pipe_flags(
-    readers: Iterable[PipeEnd], writers: Iterable[PipeEnd], buffered: int | None, capacity: int | None
+    readers: Iterable[PipeEnd], writers: Iterable[PipeEnd], buffered: int | None, capacity: int | None,
+    *, nonblocking: bool = False,
 ) -> tuple[PipeFlag, ...]:
     """A pipe's flags in this order: no-reader, no-writer, full (buffered ≥ capacity, when both are known),
-    both-ends (one process holds a read and a write end)."""
+    both-ends (one process holds a read and a write end; not for a wake-up pipe, see wakeup_pipe, which needs
+    nonblocking: every end has O_NONBLOCK)."""
     reader_pids = {end.pid for end in readers}
     writer_pids = {end.pid for end in writers}
     flags: list[PipeFlag] = []
@@ -112,9 +114,27 @@ def pipe_flags(
         flags.append("no-writer")
     if buffered is not None and capacity and buffered >= capacity:
         flags.append("full")
-    if reader_pids & writer_pids:
+    if reader_pids & writer_pids and not (nonblocking and wakeup_pipe(reader_pids, writer_pids)):
         flags.append("both-ends")
     return tuple(flags)
+
+
+def wakeup_pipe(reader_pids: Collection[int], writer_pids: Collection[int]) -> bool:
+    """Whether a pipe whose every end is O_NONBLOCK (the caller checks that) is an event loop's wake-up pipe,
+    which ``both-ends`` must not flag: one process holds every read and every write end, and nobody else.
+
+    ``both-ends`` is there for the classic mistake of a process that forks and forgets to close the end it
+    does not use: its reader then never sees EOF, because it holds a writer itself. That end is a plain
+    blocking descriptor (pipe(2) without flags, as every course writes it), or the pipe is shared with the
+    child it forked. The self-pipe trick (a signal or another thread writes a byte so that poll/select wakes
+    up: libevent's signal pipe, made with pipe2(O_NONBLOCK), hence tmux's; a pipe given to Python's
+    signal.set_wakeup_fd, which must be non-blocking) is the opposite on both counts: one process, every end
+    made non-blocking so that neither the write in a signal handler nor the draining read can ever block.
+    An htop or lsof user would not want every terminal multiplexer on the machine listed as a hazard, so that
+    pattern is no hazard. A wake-up pipe that was never made non-blocking, or a non-blocking pipe shared
+    with a second process, is still flagged: the rule errs towards showing.
+    """
+    return len(reader_pids) == 1 and set(reader_pids) == set(writer_pids)
 
 
 def pending_count(signals: ProcessSignals) -> int:

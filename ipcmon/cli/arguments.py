@@ -80,3 +80,11 @@ def add_scope(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--pid", type=parse_pids, default=None, metavar="PIDS",
                         help="only these processes (comma-separated) and the objects they hold")
+    add_show_self(parser)
+
+
+def add_show_self(parser: argparse.ArgumentParser) -> None:
+    """``--show-self``: ipcmon leaves its own process and its own pipes out of every scan unless given this
+    (``ScanConfig.hide_self``; README "Commands")."""
+    parser.add_argument("--show-self", action="store_true",
+                        help="also show ipcmon's own process and its own pipes (hidden by default)")

@@ -26,7 +26,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from ipcmon.ui.app import make_app  # Textual is imported here and nowhere else on the CLI path
 
     try:
-        app = make_app(None, args.interval, args.read_only, args.kind, args.pid, args.demo)
+        app = make_app(None, args.interval, args.read_only, args.kind, args.pid, args.demo, show_self=args.show_self)
     except ValueError as error:  # an unknown --demo name
         sys.stderr.write(f"ipcmon: {error}\n")
         return 2

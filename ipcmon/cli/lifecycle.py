@@ -17,7 +17,14 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from ipcmon.cli.arguments import Command, Subcommands, add_scope, parse_duration_arg, parse_interval
+from ipcmon.cli.arguments import (
+    Command,
+    Subcommands,
+    add_scope,
+    add_show_self,
+    parse_duration_arg,
+    parse_interval,
+)
 from ipcmon.safe import counted, printable
 from ipcmon.text import human_age, human_bytes
 
@@ -47,6 +54,7 @@ def add_leaks_parser(commands: Subcommands) -> argparse.ArgumentParser:
                        help="only objects unchanged for at least this long (30s, 5m, 2h, 1d)")
     leaks.add_argument("--match", metavar="GLOB", help="only names matching this glob, e.g. '/psm_*'")
     leaks.add_argument("--json", action="store_true", help="a JSON list")
+    add_show_self(leaks)
     return leaks
 
 
@@ -105,7 +113,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
             except BrokenPipeError:
                 stop.set()
 
-    monitor = Monitor(ScanConfig(kinds=args.kind, pids=args.pid), history=args.history, on_event=emit)
+    config = ScanConfig(kinds=args.kind, pids=args.pid, hide_self=not args.show_self)
+    monitor = Monitor(config, history=args.history, on_event=emit)
     monitor.poll()  # the baseline: events are what changes from here on
     # On stderr, so that stdout holds nothing but events (JSON lines stay parseable).
     sys.stderr.write(f"watching {', '.join(args.kind)} every {args.interval:g}s (Ctrl-C to stop)\n")
@@ -144,7 +153,7 @@ def _find(args: argparse.Namespace) -> _Found | None:
     from ipcmon.leaks import find_leaks, matching
 
     try:
-        snapshot = scan(ScanConfig(kinds=("shm", "mqueue", "sysv")))
+        snapshot = scan(ScanConfig(kinds=("shm", "mqueue", "sysv"), hide_self=not getattr(args, "show_self", False)))
     except OSError as error:
         sys.stderr.write(f"ipcmon {args.command}: {printable(str(error))}\n")
         return None

@@ -25,7 +25,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     from ipcmon.collect import ScanConfig, scan
 
     # This process has no threads and no descriptors but stdio: it may fork a second reader (scan docs).
-    snapshot = scan(ScanConfig(kinds=args.kind, pids=args.pid), fork=True)
+    snapshot = scan(ScanConfig(kinds=args.kind, pids=args.pid, hide_self=not args.show_self), fork=True)
     if args.json:
         from ipcmon.export import dumps
 

@@ -42,6 +42,15 @@ class ScanConfig:
     """With mqueue_dir None, look the mount up; False scans as if none were mounted (queues only via fds)."""
     pipe_fill: bool = True
     """Borrow a descriptor of each pipe to read its fill (pidfd_getfd)."""
+    hide_self: bool = False
+    """Leave out the scanning process itself (os.getpid() at scan time): its record, signal masks and every
+    descriptor and mapping it holds, and every pipe one of whose ends it holds, so the other ends of those
+    pipes are dropped too (its event-loop and inotify wake-up pipes, the pipes to the demos it started:
+    ipcmon's own plumbing, not the machine's IPC). Every ipcmon command sets it unless given ``--show-self``;
+    the library default shows everything, because a program that scans itself (the pytest plugin, a test)
+    wants its own objects seen. A segment or queue that only ipcmon held would show as orphaned: ipcmon holds
+    none across a scan. Its threads are not processes of /proc, and the forked second reader (forked.py) reads
+    only pids listed before it existed, so neither appears either way."""
 
 
 def find_mqueue_dir(proc: str = procfs.PROC) -> str | None:

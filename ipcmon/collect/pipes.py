@@ -14,6 +14,7 @@ import termios
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
 
+from ipcmon.collect import procfs
 from ipcmon.collect.collector import Collector, ScanInputs, held_by
 from ipcmon.collect.fds import FdRef, comm_of
 from ipcmon.collect.procfs import PidFds
@@ -45,6 +46,7 @@ def collect(
     fill: bool = True,
     recall: Recall[Pipe] | None = None,
     settled: Collection[int] = (),
+    proc: str = procfs.PROC,
 ) -> tuple[Pipe, ...]:
     """Every pipe and FIFO that some readable process holds, grouped by (dev, inode).
 
@@ -52,19 +54,28 @@ def collect(
     An anonymous pipe whose every end belongs to a settled process (one that has not run since the previous
     scan) keeps its previous fill unread: none of its holders can have written to it or read from it.
     Someone opening /proc/PID/fd/N, or borrowing an end, could; the Scanner passes no settled processes when
-    some descriptor table is unreadable, and its periodic full reads of each process bound how long such a
-    change goes unseen. A FIFO's fill is always read: anyone may open it by its path, write, and go.
+    a process whose descriptor table is unreadable has run since the last scan, and its periodic full reads of
+    each process bound how long such a change goes unseen. A FIFO's fill is always read: anyone may open it
+    by its path, write, and go.
+
+    A pipe that one process alone holds, with a read and a write end, has the open flags of its ends read
+    (/proc/PID/fdinfo, every scan: they are few) to tell an event loop's wake-up pipe (health.wakeup_pipe).
     """
     grouped: dict[tuple[int, int], list[FdRef]] = defaultdict(list)
     for ref in fds:
-        if ref.kind in ("pipe", "fifo"):
+        if ref.kind == "pipe" or ref.kind == "fifo":
             grouped[(ref.dev, ref.inode)].append(ref)
+    # Once per scan, not once per end: a large machine has tens of thousands of ends, the same few comms.
+    comms = {pid: comm_of(processes, pid) for pid in {ref.pid for refs in grouped.values() for ref in refs}}
+    settled = settled if isinstance(settled, (set, frozenset)) else frozenset(settled)
 
     pipes = []
     for identity, refs in grouped.items():
-        ends = tuple((ref.pid, ref.fd, ref.access, comm_of(processes, ref.pid)) for ref in refs)
+        ends = tuple([(ref.pid, ref.fd, ref.access, comms[ref.pid]) for ref in refs])
         kind: PipeKind = "fifo" if refs[0].kind == "fifo" else "pipe"
-        prior = recall.get(identity, ends) if recall is not None else None
+        nonblocking = _self_held(refs) and _all_nonblocking(refs, proc)
+        inputs = (ends, True) if nonblocking else ends
+        prior = recall.get(identity, inputs) if recall is not None else None
         if prior is not None and prior.kind != kind:
             prior = None
         if prior is not None and kind == "pipe" and prior.buffered is not None and all(
@@ -76,10 +87,30 @@ def collect(
             if prior is not None and (prior.buffered, prior.capacity) == (buffered, capacity):
                 pipe = prior
             else:
-                pipe = _pipe(identity, kind, refs, ends, buffered, capacity)
-        pipes.append(pipe if recall is None else recall.keep(identity, ends, pipe))
+                pipe = _pipe(identity, kind, refs, ends, buffered, capacity, nonblocking)
+        pipes.append(pipe if recall is None else recall.keep(identity, inputs, pipe))
     pipes.sort(key=_order)
     return tuple(pipes)
+
+
+def _self_held(refs: list[FdRef]) -> bool:
+    """One process holds every end, among them a read end and a write end."""
+    pid = refs[0].pid
+    if len(refs) > 1 and refs[1].pid != pid:
+        return False  # the common case, told cheaply: a scan asks this of every pipe
+    for ref in refs:
+        if ref.pid != pid:
+            return False
+    return any("r" in ref.access for ref in refs) and any("w" in ref.access for ref in refs)
+
+
+def _all_nonblocking(refs: list[FdRef], proc: str) -> bool:
+    """Every end has O_NONBLOCK (an end whose flags cannot be read counts as blocking)."""
+    for ref in refs:
+        flags = procfs.fd_flags(ref.pid, ref.fd, proc)
+        if flags is None or not flags & os.O_NONBLOCK:
+            return False
+    return True
 
 
 def _fill(refs: list[FdRef], identity: tuple[int, int], pidfds: PidFds) -> tuple[int | None, int | None]:
@@ -102,6 +133,7 @@ def _pipe(
     ends: tuple[tuple[int, int, str, str], ...],
     buffered: int | None,
     capacity: int | None,
+    nonblocking: bool = False,
 ) -> Pipe:
     readers = []
     writers = []
@@ -120,7 +152,7 @@ def _pipe(
         capacity=capacity,
         readers=tuple(readers),
         writers=tuple(writers),
-        flags=pipe_flags(readers, writers, buffered, capacity),
+        flags=pipe_flags(readers, writers, buffered, capacity, nonblocking=nonblocking),
     )
 
 
@@ -130,7 +162,7 @@ def _order(pipe: Pipe) -> tuple[str, int]:
 
 def _build(inputs: ScanInputs) -> tuple[Pipe, ...]:
     return collect(inputs.processes, inputs.fds, inputs.pidfds, fill=inputs.config.pipe_fill,
-                   recall=inputs.recall("pipes"), settled=inputs.settled)
+                   recall=inputs.recall("pipes"), settled=inputs.settled, proc=inputs.config.proc)
 
 
 def _restrict(pipes: tuple[Pipe, ...], wanted: Collection[int]) -> tuple[Pipe, ...]:

@@ -103,7 +103,7 @@ def read_process(pid: int, plan: ReadPlan, previous: RememberedProcess | None = 
 
 def _read(pid: int, plan: ReadPlan, previous: RememberedProcess | None) -> ProcessRead:
     proc = plan.proc
-    stat = procfs.parse_stat(procfs.read_bytes(f"{proc}/{pid}/stat"))
+    stat = procfs.parse_stat(procfs.read_bytes(f"{proc}/{pid}/stat", single=True))
     signature = run_signature(pid, stat, proc) if plan.remember else None
     if (
         previous is not None
@@ -174,12 +174,18 @@ def _read_signals(
 ) -> ProcessRead:
     """Add the signal masks; a single-threaded process whose status shows the same masks keeps its record."""
     pid = result.process.pid
-    data = procfs.read_bytes(f"{proc}/{pid}/status")
+    data = procfs.read_bytes(f"{proc}/{pid}/status", single=True)
     section = signals.mask_section(data)
-    if previous is not None and section and section == previous.read.signal_section:
+    if previous is not None and section and previous.read.signal_section:
         old = previous.read.signals
         if old is not None and len(old.threads) == 1 and old.comm == stat.comm:
-            return result._replace(signals=old, signal_section=section)
+            if section == previous.read.signal_section:
+                return result._replace(signals=old, signal_section=section)
+            # Often only SigQ moved: it counts the signals queued for the whole user (signals.queue_line).
+            masks, queue = signals.queue_line(section)
+            if masks == signals.queue_line(previous.read.signal_section)[0]:
+                queued, limit = signals.parse_queue(queue)
+                return result._replace(signals=replace(old, queued=queued, queue_limit=limit), signal_section=section)
     # The section holds every line from_status reads: parsing 7 lines instead of 55 is a tenth of the time.
     process_signals = signals.from_status(pid, stat.comm, procfs.parse_status(section or data), proc)
     return result._replace(signals=process_signals, signal_section=section)
@@ -200,10 +206,10 @@ def run_signature(pid: int, stat: procfs.Stat, proc: str = procfs.PROC) -> bytes
         return None
     try:
         if stat.threads == 1:
-            parts = [procfs.read_bytes(f"{proc}/{pid}/schedstat")]
+            parts = [procfs.read_bytes(f"{proc}/{pid}/schedstat", single=True)]
         else:
             task = f"{proc}/{pid}/task/"
-            parts = [name.encode() + b" " + procfs.read_bytes(f"{task}{name}/schedstat")
+            parts = [name.encode() + b" " + procfs.read_bytes(f"{task}{name}/schedstat", single=True)
                      for name in sorted(os.listdir(task))]
     except (Gone, Denied, OSError):
         return None

@@ -39,8 +39,17 @@ def translate(error: OSError) -> Exception:
     return error
 
 
-def read_bytes(path: str) -> bytes:
-    """Read a whole file as bytes, raising Gone or Denied for a vanished or forbidden file."""
+_CHUNK = 65536
+
+
+def read_bytes(path: str, *, single: bool = False) -> bytes:
+    """Read a whole file as bytes, raising Gone or Denied for a vanished or forbidden file.
+
+    single: the kernel makes the file in one piece (single_open(): /proc/PID/stat, status, schedstat, wchan,
+    syscall, fdinfo/N, task/TID/comm), so a read shorter than the buffer returned all of it and the empty
+    read that would confirm the end is skipped: a scan makes a few thousand of these. Not for files made
+    record by record (maps, mountinfo), where a short read may come before the end.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as error:
@@ -48,10 +57,12 @@ def read_bytes(path: str) -> bytes:
     try:
         chunks = []
         while True:
-            chunk = os.read(fd, 65536)
+            chunk = os.read(fd, _CHUNK)
             if not chunk:
                 break
             chunks.append(chunk)
+            if single and len(chunk) < _CHUNK:
+                break
         return b"".join(chunks)
     except OSError as error:
         raise translate(error) from None
@@ -62,6 +73,19 @@ def read_bytes(path: str) -> bytes:
 def pids(proc: str = PROC) -> list[int]:
     """Every pid listed in /proc right now, ascending."""
     return sorted(int(name) for name in os.listdir(proc) if name.isdigit())
+
+
+def fd_flags(pid: int, fd: int, proc: str = PROC) -> int | None:
+    """The open flags of one descriptor (the octal ``flags:`` line of /proc/PID/fdinfo/FD: O_NONBLOCK,
+    O_APPEND…, proc(5)); None when it cannot be read (gone, denied, or no such line)."""
+    try:
+        data = read_bytes(f"{proc}/{pid}/fdinfo/{fd}", single=True)
+    except (Gone, Denied, OSError):
+        return None
+    for line in data.splitlines():
+        if line.startswith(b"flags:"):
+            return int(line[6:].strip(), 8)
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,12 +20,12 @@ from ipcmon.collect import procfs, waiting
 from ipcmon.collect.collector import Collector, ScanInputs
 from ipcmon.collect.collectors import COLLECTORS
 from ipcmon.collect.config import ScanConfig, find_mqueue_dir, locate
-from ipcmon.collect.fds import Devices, FdRef, MapRef, maps_token
+from ipcmon.collect.fds import Devices, FdRef, MapRef, maps_token, read_fds
 from ipcmon.collect.forked import read_forked
 from ipcmon.collect.memory import REFRESH_EVERY, ScanMemory
 from ipcmon.collect.mqueue import MOUNT_MQUEUE_HINT
 from ipcmon.collect.process import ProcessRead, ReadPlan, RememberedProcess, Unread, read_process, run_signature
-from ipcmon.collect.procfs import PidFds
+from ipcmon.collect.procfs import Denied, Gone, PidFds
 from ipcmon.model import Process, ProcessSignals, Snapshot
 from ipcmon.safe import counted
 
@@ -111,7 +111,8 @@ class _ProcessTables:
     waits: dict[int, tuple[waiting.RawWait, list[FdRef]]] = field(default_factory=dict)
     hidden: int = 0
     blind: bool = False
-    """Some process's descriptor table could not be read: its pipe ends are unknown."""
+    """Some process whose descriptor table could not be read has run since the last scan (or could not be
+    told): its pipe ends are unknown, and it may have written into or read from any of them."""
 
 
 def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) -> Snapshot:
@@ -198,6 +199,9 @@ def _read_processes(
     if memory is not None:
         previous = memory.begin_scan()
     remembered: list[ProcessRead] = []
+    own = os.getpid() if config.hide_self else None
+    if own is not None:
+        pid_list = [pid for pid in pid_list if pid != own]
     # Threads do not help: two threads reading /proc were measured twice as slow as one (every read
     # releases the GIL and the threads spend their time handing it over). A forked child does (read_forked).
     results: Iterable[tuple[int, ProcessRead | Unread]]
@@ -218,7 +222,9 @@ def _read_processes(
         process = result.process
         tables.processes[pid] = process
         tables.hidden += process.hidden
-        tables.blind = tables.blind or result.fds_hidden
+        # A process whose descriptors are hidden may write into any pipe; one that has not run since the last
+        # scan (its tables taken over) cannot have, so only one that ran makes every pipe's fill worth reading.
+        tables.blind = tables.blind or (result.fds_hidden and not result.reused)
         tables.fds.extend(result.fds)
         tables.maps.extend(result.maps)
         if result.signals is not None:
@@ -227,6 +233,10 @@ def _read_processes(
             tables.waits[pid] = (result.wait, result.fds)
         if result.run_signature is not None:
             remembered.append(result)
+    # Its own descriptors last: a pipe it made while the others were read (a demo started) is among them.
+    own_pipes = _own_pipes(own, devices, proc) if own is not None and plan.fds else set()
+    if own_pipes:
+        _drop_pipes(tables, own_pipes)
     _resolve_waits(tables, proc)
     if memory is not None:
         for result in remembered:
@@ -235,6 +245,22 @@ def _read_processes(
             if result.reused:
                 memory.reused.add(pid)
     return tables
+
+
+def _own_pipes(pid: int, devices: Devices, proc: str) -> set[tuple[int, int]]:
+    """The anonymous pipes this process holds an end of (ScanConfig.hide_self): only its descriptors are read,
+    not its maps, masks or command line, since nothing else of it is shown."""
+    try:
+        return {(ref.dev, ref.inode) for ref in read_fds(pid, devices, proc) if ref.kind == "pipe"}
+    except (Gone, Denied, OSError):
+        return set()
+
+
+def _drop_pipes(tables: _ProcessTables, pipes: set[tuple[int, int]]) -> None:
+    """Forget every end of these anonymous pipes (ScanConfig.hide_self: the scanner's own), in other processes too."""
+    tables.fds = [ref for ref in tables.fds if ref.kind != "pipe" or (ref.dev, ref.inode) not in pipes]
+    for pid, (raw, fds) in list(tables.waits.items()):
+        tables.waits[pid] = (raw, [ref for ref in fds if ref.kind != "pipe" or (ref.dev, ref.inode) not in pipes])
 
 
 def _resolve_waits(tables: _ProcessTables, proc: str) -> None:

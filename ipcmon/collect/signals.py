@@ -70,13 +70,30 @@ def mask_section(status: bytes) -> bytes:
     return section if all(key in section for key in _SECTION_KEYS) else b""
 
 
+def queue_line(section: bytes) -> tuple[bytes, bytes]:
+    """A mask section (mask_section) split into the section without its SigQ line and that line's value.
+
+    SigQ counts the signals queued for the process's real user, all its processes together: any of them
+    receiving one changes it in every other process's status, so it is compared apart from the masks."""
+    start = section.find(b"\nSigQ:")
+    if start == -1:
+        return section, b""
+    end = section.find(b"\n", start + 1)
+    end = end if end != -1 else len(section)
+    return section[:start] + section[end:], section[start + 6 : end].strip()
+
+
+def parse_queue(value: bytes) -> tuple[int | None, int | None]:
+    """SigQ's ``queued/limit`` as two numbers; (None, None) when it does not read so."""
+    if b"/" not in value:
+        return None, None
+    left, _, right = value.partition(b"/")
+    return int(left), int(right)
+
+
 def from_status(pid: int, comm: str, status: dict[bytes, bytes], proc: str = procfs.PROC) -> ProcessSignals:
     """Decode one process's masks; threads are read only when there is more than one."""
-    queued = limit = None
-    sig_q = status.get(b"SigQ")
-    if sig_q and b"/" in sig_q:
-        left, _, right = sig_q.partition(b"/")
-        queued, limit = int(left), int(right)
+    queued, limit = parse_queue(status.get(b"SigQ", b""))
     main_thread = ThreadSignals(
         tid=pid,
         comm=comm,
@@ -111,9 +128,9 @@ def read_threads(pid: int, main_thread: ThreadSignals, proc: str = procfs.PROC) 
             threads.append(main_thread)
             continue
         try:
-            status = procfs.parse_status(procfs.read_bytes(f"{proc}/{pid}/task/{tid}/status"))
+            status = procfs.parse_status(procfs.read_bytes(f"{proc}/{pid}/task/{tid}/status", single=True))
             # The comm file, not status "Name": status escapes a backslash and a newline in the name.
-            comm = procfs.read_bytes(f"{proc}/{pid}/task/{tid}/comm").removesuffix(b"\n")
+            comm = procfs.read_bytes(f"{proc}/{pid}/task/{tid}/comm", single=True).removesuffix(b"\n")
         except (procfs.Gone, procfs.Denied):
             continue
         threads.append(

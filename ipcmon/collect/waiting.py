@@ -57,7 +57,7 @@ _NEEDS_WCHAN = frozenset({"open", "openat", "splice", "tee"})
 def read_wchan(pid: int, proc: str = procfs.PROC) -> str:
     """The kernel function a task sleeps in; empty when unknown (the kernel prints 0 when it won't say)."""
     try:
-        wchan = procfs.read_bytes(f"{proc}/{pid}/wchan").decode(errors="replace").strip()
+        wchan = procfs.read_bytes(f"{proc}/{pid}/wchan", single=True).decode(errors="replace").strip()
     except (procfs.Gone, procfs.Denied):
         return ""
     return "" if wchan == "0" else wchan
@@ -70,7 +70,7 @@ def read_raw(pid: int, proc: str = procfs.PROC) -> RawWait | None:
     once the wait turned out to be on an IPC object (most sleeping processes are in poll or futex).
     """
     try:
-        fields = procfs.read_bytes(f"{proc}/{pid}/syscall").split()
+        fields = procfs.read_bytes(f"{proc}/{pid}/syscall", single=True).split()
     except (procfs.Gone, procfs.Denied):
         return None
     if not fields or not fields[0].lstrip(b"-").isdigit() or int(fields[0]) < 0:

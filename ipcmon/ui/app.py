@@ -260,9 +260,13 @@ def make_app(
     export_dir: str | None = None,
     history: int = HISTORY_EVENTS,
     demo_step: float | None = None,
+    show_self: bool = True,
 ) -> IpcmonApp:
-    """The dashboard over a snapshot source (None: the live system, with inotify) — the CLI and tests call this."""
-    config = ScanConfig(kinds=tuple(kinds), pids=pids)
+    """The dashboard over a snapshot source (None: the live system, with inotify) — the CLI and tests call this.
+
+    show_self False leaves the dashboard's own process and pipes out of its scans (ScanConfig.hide_self): the CLI
+    passes it unless ``--show-self``; tests that make objects in their own process keep the default."""
+    config = ScanConfig(kinds=tuple(kinds), pids=pids, hide_self=not show_self)
     app: IpcmonApp
     if source is None:
         from ipcmon.live.monitor import Monitor

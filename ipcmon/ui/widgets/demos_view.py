@@ -145,9 +145,9 @@ class DemosView(Vertical):
         Binding("g", "go", "Show objects"),
     ]
 
-    snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
-    context: reactive[Context] = reactive(empty_context, always_update=True)
-    demo_processes: reactive[dict[str, DemoProcess]] = reactive(dict, always_update=True)
+    snapshot: reactive[Snapshot | None] = reactive(None, always_update=True, repaint=False)
+    context: reactive[Context] = reactive(empty_context, always_update=True, repaint=False)
+    demo_processes: reactive[dict[str, DemoProcess]] = reactive(dict, always_update=True, repaint=False)
     """The demos the App started, by name (the latest run of each)."""
 
     def __init__(self) -> None:

@@ -234,9 +234,9 @@ class ObjectView(Vertical):
         Binding(DISMISS_KEY, "dismiss_note", "Hide note", show=False),
     ]
 
-    snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
-    context: reactive[Context] = reactive(empty_context, always_update=True)
-    events: reactive[Sequence[Event]] = reactive(tuple, always_update=True)
+    snapshot: reactive[Snapshot | None] = reactive(None, always_update=True, repaint=False)
+    context: reactive[Context] = reactive(empty_context, always_update=True, repaint=False)
+    events: reactive[Sequence[Event]] = reactive(tuple, always_update=True, repaint=False)
     """The event log, newest first (for the selected object's history)."""
     active_view: reactive[str] = reactive("overview")
 

@@ -158,8 +158,8 @@ class Overview(Vertical):
         Binding(DISMISS_KEY, "dismiss_note", "Hide note", show=False),
     ]
 
-    snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
-    context: reactive[Context] = reactive(empty_context, always_update=True)
+    snapshot: reactive[Snapshot | None] = reactive(None, always_update=True, repaint=False)
+    context: reactive[Context] = reactive(empty_context, always_update=True, repaint=False)
     active_view: reactive[str] = reactive("overview")
 
     def __init__(self) -> None:

@@ -14,10 +14,11 @@ from textual.widgets import Static
 
 KEYS: tuple[tuple[str, str], ...] = (
     ("1 … 7", "views: Overview, Shared memory, Message queues, Pipes & FIFOs, Signals, Events, Demos"),
-    ("↑ ↓ PgUp PgDn", "move in a table; the pane below shows the selected object"),
+    ("↑ ↓ PgUp PgDn Home End", "move in a table; the pane below shows the selected object"),
     ("Enter", "process view of the selected process (or of the holder you pick); on an alert, jump to it"),
     ("/", "filter the table: words match names, pids, commands; pid:123 kind:shm event:created …; a|b either"),
     ("Escape", "clear the filter, close a dialog"),
+    ("x", "hide the note on processes that could not be fully read (it returns if another one appears)"),
     ("s / S", "sort by the next column / reverse; or click a column header"),
     ("k", "send a signal to the selected process (you confirm first)"),
     ("d", "remove the selected orphaned segment or queue (re-checked, confirmed; held objects refused)"),
@@ -39,6 +40,7 @@ COLOURS: tuple[tuple[str, str], ...] = (
     ("no-reader", "a pipe whose readers are gone: the next write gets SIGPIPE"),
     ("both-ends", "one process holds both ends of its pipe: its reader may never see EOF"),
     ("pending", "a signal raised but not delivered yet (blocked, or the process has not run)"),
+    ("✖ / ▲", "hazard level: ✖ bad (a leak, or a writer stuck now), ▲ warn (bites only if used)"),
     ("◆", "made or held by an ipcmon demo"),
 )
 

@@ -37,7 +37,13 @@ def test_sigq_moves_in_a_process_that_did_not_run(spawn: Spawn) -> None:
     bystander.expect()
     receiver.expect()
     scanner = Scanner(ScanConfig(kinds=("signal",)))
-    scanner.scan()
+    # Settled: blocked in read(2) and not run between two scans (on a loaded machine it may still be getting
+    # there after saying "ready").
+    def settled() -> bool:
+        scanner.scan()
+        return bystander.pid in scanner.reused
+
+    wait_until(settled, "the bystander settled")
     first = signals_of(scanner.scan(), bystander.pid)
 
     os.kill(receiver.pid, signal.SIGUSR1)  # blocked: it stays queued, counted in SigQ of every root process

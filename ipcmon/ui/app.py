@@ -18,7 +18,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.driver import Driver
 from textual.drivers.linux_driver import LinuxDriver
-from textual.widgets import Footer, Input, TabPane
+from textual.widgets import Input, TabPane
 
 from ipcmon import actions, export
 from ipcmon.collect import ScanConfig
@@ -32,6 +32,7 @@ from ipcmon.ui.refresh import HISTORY_EVENTS
 from ipcmon.ui.views import OBJECT_SPECS, Views
 from ipcmon.ui.widgets.demos_view import DemosView, expand_names
 from ipcmon.ui.widgets.events_view import EventsView
+from ipcmon.ui.widgets.footer import SteadyFooter
 from ipcmon.ui.widgets.header import StatusHeader
 from ipcmon.ui.widgets.object_view import ObjectView
 from ipcmon.ui.widgets.overview import Overview
@@ -136,7 +137,7 @@ class IpcmonApp(ActingApp):
                         yield ObjectView(specs[view_id]).data_bind(*state, IpcmonApp.events, IpcmonApp.snapshot)
                     else:
                         yield DemosView().data_bind(IpcmonApp.context, IpcmonApp.demo_processes, IpcmonApp.snapshot)
-        yield Footer()
+        yield SteadyFooter()
 
     def on_mount(self) -> None:
         self._handle_exit_signals()

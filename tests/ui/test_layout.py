@@ -296,3 +296,15 @@ async def test_narration_wraps_to_the_pane() -> None:
 def test_specs_cover_the_table_views() -> None:
     # The tests above walk views 2-6 by number: they are the object views and Events.
     assert [spec.id for spec in OBJECT_SPECS] == [view_id for view_id, _ in VIEWS[1:5]]
+
+
+def test_a_sparkline_redraws_only_when_its_picture_changes() -> None:
+    from ipcmon.ui.widgets.overview import redraws
+
+    assert redraws([], [5.0])  # first point
+    assert redraws([5.0], [5.0, 5.0])  # one point is a full bar, two a flat row
+    assert redraws([5.0, 5.0], [5.0, 5.0, 5.0]) is False  # constant stays a flat row of lowest bars
+    assert redraws([5.0, 5.0], [7.0, 7.0]) is False  # any constant series looks the same
+    assert redraws([5.0, 5.0], [5.0, 5.0, 6.0])  # a change shows
+    assert redraws([1.0, 2.0], [1.0, 2.0, 2.0])  # a non-constant series moves as the window slides
+    assert redraws([1.0, 2.0], [1.0, 2.0]) is False

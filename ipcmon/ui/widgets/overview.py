@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -141,7 +141,10 @@ class MetricCard(Vertical):
         update_if_changed(self.query_one(".line", Static), line)
         if not scanned:
             return
-        self.query_one(Sparkline).data = list(history)
+        sparkline = self.query_one(Sparkline)
+        data = list(history)
+        if redraws(sparkline.data or (), data):
+            sparkline.data = data
         peak = max(history, default=0.0)
         shown = human_bytes(int(peak)) if "bytes" in self.metric.unit else f"{peak:g}"
         # No scan count here: a caption that changed every scan would re-lay out the screen every scan.
@@ -225,6 +228,18 @@ class Overview(Vertical):
         alert = self.alerts.get(str(event.row_key.value))
         if alert is not None:
             self.post_message(Goto(alert.view, alert.key))
+
+
+def redraws(shown: Sequence[float], data: Sequence[float]) -> bool:
+    """Whether a sparkline showing ``shown`` looks different with ``data``.
+
+    Textual's Sparkline scales between the series' minimum and maximum, so every constant series of two points
+    or more is the same row of lowest bars: on an idle machine each scan appends the same value, and the four
+    sparklines were redrawn (and the screen under them composed) every second for no visible change.
+    """
+    if list(shown) == list(data):
+        return False
+    return not (len(shown) > 1 and len(data) > 1 and len(set(shown)) == 1 and len(set(data)) == 1)
 
 
 def update_if_changed(static: Static, text: Text) -> None:

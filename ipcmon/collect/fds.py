@@ -231,6 +231,42 @@ class MapRef(NamedTuple):
         return self.end - self.start
 
 
+def holds_file(pid: int, dev: int, inode: int, proc: str = procfs.PROC) -> bool | None:
+    """Whether a process has the file (dev, inode) open or mapped now: a descriptor in /proc/PID/fd or a line of
+    /proc/PID/maps (proc(5)). False when the process is gone; None when the kernel refuses to show either.
+
+    A few system calls per descriptor of one process: for re-checking the last scan's holders of one object,
+    not for scanning.
+    """
+    try:
+        fds = os.listdir(f"{proc}/{pid}/fd")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            st = os.stat(f"{proc}/{pid}/fd/{fd}")
+        except OSError:
+            continue  # closed since the listing, or not a file
+        if (st.st_dev, st.st_ino) == (dev, inode):
+            return True
+    try:
+        maps = procfs.read_bytes(f"{proc}/{pid}/maps")
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    needle = b" " + maps_token(dev) + b" "
+    wanted = str(inode).encode()
+    for line in maps.splitlines():
+        if needle in line:
+            fields = line.split(None, 5)
+            if len(fields) >= 5 and fields[4] == wanted:
+                return True
+    return False
+
+
 def maps_token(dev: int) -> bytes:
     """How /proc/PID/maps prints a device number ("%02x:%02x" of major and minor)."""
     return b"%02x:%02x" % (os.major(dev), os.minor(dev))

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ipcmon.collect import ScanConfig, Scanner
+from ipcmon.collect.fds import holds_file
 from ipcmon.collect.procfs import group_name, user_name
 from ipcmon.collect.scan import find_mqueue_dir
 from ipcmon.collect.shm import SEM_PREFIX
@@ -51,6 +52,26 @@ def mechanisms_for(kinds: tuple[str, ...]) -> frozenset[str]:
     return frozenset(result)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Named:
+    """A segment or queue name as the last poll saw it: its key, its file, and the pids that held it."""
+
+    key: str
+    dev: int
+    inode: int
+    holders: frozenset[int]
+
+    def held_now(self) -> bool:
+        """Whether one of the last poll's holders still has the file open or mapped (asked at its unlink).
+
+        The poll may be up to an interval old: a holder that let go since must not make an unlink read as
+        "unlinked-while-held" (the shm demo unmaps, then unlinks, faster than one scan). A holder the kernel
+        will not show us counts as holding, as the poll said; a holder that came after the poll is not seen
+        here, and the next poll reports the segment deleted but held.
+        """
+        return any(holds_file(pid, self.dev, self.inode) is not False for pid in self.holders)
+
+
 class Monitor:
     """Scans on demand (never two at once), turns each scan into events, and merges inotify events.
 
@@ -74,7 +95,7 @@ class Monitor:
         self._scan_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._inotify: DirectoryWatch | None = None
-        self._names: dict[str, tuple[str, bool]] = {}
+        self._names: dict[str, Named] = {}
         """path → (object key, held) from the last snapshot and inotify, to name deletions."""
         self._announced: dict[tuple[str, str], float] = {}
         """(key, event) already reported by inotify, so the next poll does not report it twice."""
@@ -125,13 +146,15 @@ class Monitor:
             del self.last_holders[key]  # destroyed: forget it, so the map stays as small as the system
 
     def _remember_names(self, snapshot: Snapshot) -> None:
-        names: dict[str, tuple[str, bool]] = {}
+        names: dict[str, Named] = {}
         for segment in snapshot.shm:
             if segment.state != "deleted":
-                names[segment.path] = (segment.object_key, bool(segment.holders))
+                names[segment.path] = Named(segment.object_key, segment.dev, segment.inode,
+                                            frozenset(holder.pid for holder in segment.holders))
         for queue in snapshot.mqueues:
             if queue.path is not None:
-                names[queue.path] = (queue.object_key, bool(queue.holders))
+                names[queue.path] = Named(queue.object_key, queue.dev, queue.inode,
+                                          frozenset(holder.pid for holder in queue.holders))
         self._names = names
 
     # --- inotify -------------------------------------------------------------------------------
@@ -191,13 +214,15 @@ class Monitor:
                 except OSError:
                     return  # created and gone again before we looked: the next poll has nothing to say either
                 key = file_key(mechanism, st.st_dev, st.st_ino)
-                if self._names.get(path, ("", False))[0] == key:
+                known = self._names.get(path)
+                if known is not None and known.key == key:
                     return  # a poll already saw it (the inotify event came late)
-                self._names[path] = (key, False)
+                self._names[path] = Named(key, st.st_dev, st.st_ino, frozenset())
                 event = Event(now, mechanism, "created", name, key, source="inotify", detail=f"{st.st_size} bytes")
             else:
-                key, held = self._names.pop(path, (f"{mechanism}:?:{name}", False))
-                verb: EventName = "unlinked-while-held" if held else "destroyed"
+                known = self._names.pop(path, None)
+                key = known.key if known is not None else f"{mechanism}:?:{name}"
+                verb: EventName = "unlinked-while-held" if known is not None and known.held_now() else "destroyed"
                 event = Event(now, mechanism, verb, name, key, source="inotify")
             self._announced[(event.key, event.event)] = now
             if len(self._announced) > ANNOUNCED_MAX:

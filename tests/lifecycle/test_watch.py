@@ -214,3 +214,40 @@ def test_apply_inotify_shows_a_segment_at_once_and_removes_it(cleanup: Cleanup) 
         gone = apply_inotify(shown, destroyed)
     assert gone is not None and not [s for s in gone.shm if s.name == name]
     assert len(gone.shm) == len(baseline.shm)
+
+
+HOLDS_UNTIL_TOLD = """
+    import os, posix_ipc
+    memory = posix_ipc.SharedMemory(sys.argv[1])
+    address = map_fd(memory.fd, 4096)
+    memory.close_fd()
+    say("ready")
+    for command in commands():
+        if command == "let-go":
+            _libc.munmap(ctypes.c_void_p(address), ctypes.c_size_t(4096))
+            say("done")
+"""
+
+
+@pytest.mark.parametrize("lets_go", [True, False], ids=["let-go-before-unlink", "still-mapped"])
+def test_an_unlink_seen_by_inotify_is_held_only_if_a_holder_still_has_it(
+    cleanup: Cleanup, spawn: Spawn, lets_go: bool
+) -> None:
+    # The shm demo unmaps and then unlinks within one scan interval: "unlinked-while-held" judged by the last
+    # poll's holders was false (a newcomer's `ipcmon watch` showed it before the detach).
+    name = cleanup.shm(new_name())
+    posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=4096).close_fd()
+    events: queue.Queue[Event] = queue.Queue()
+    monitor = Monitor(ScanConfig(kinds=("shm",)), on_event=events.put)
+    holder = spawn(HOLDS_UNTIL_TOLD.replace("sys.argv[1]", repr(name)))
+    holder.expect()
+    [segment] = [s for s in monitor.poll()[0].shm if s.name == name]
+    assert [h.pid for h in segment.holders] == [holder.pid]
+    with monitor:
+        if lets_go:
+            holder.tell("let-go")
+            holder.expect("done")
+        posix_ipc.unlink_shared_memory(name)
+        unlinked = _next_event(events, name)
+        assert unlinked.source == "inotify"
+        assert unlinked.event == ("destroyed" if lets_go else "unlinked-while-held")

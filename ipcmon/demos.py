@@ -160,15 +160,16 @@ class DemoProcess:
         self.finished.wait(timeout)
         return code
 
-    def interrupt(self) -> None:
-        """Ask the demo to stop like Ctrl-C (SIGINT: it cleans up and exits 0), once, without waiting (see `stop`).
+    def interrupt(self, signo: int = signal.SIGINT) -> None:
+        """Ask the demo to stop like Ctrl-C (SIGINT, or SIGTERM, which it takes alike: it cleans up, says which
+        signal stopped it, and exits 0), once, without waiting (see `stop`).
 
         Once only: the demo ignores a second SIGINT while it cleans up, but one sent before its handler ran
         could cut that cleanup short.
         """
         if not self._interrupted and self._popen.poll() is None:  # unreaped, so the pid is still the demo's own
             self._interrupted = True
-            self._popen.send_signal(signal.SIGINT)
+            self._popen.send_signal(signo)
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """Stop the demo like Ctrl-C (`interrupt`) and wait for its cleanup; SIGKILL its group if it takes longer
@@ -264,11 +265,13 @@ def run_foreground(names: Sequence[str], step: float | None = None, args: Sequen
                 show(*merged.get(timeout=0.2))
             except queue.Empty:
                 continue
-    except (KeyboardInterrupt, _Stopped):
+    except (KeyboardInterrupt, _Stopped) as why:
         for each in STOP_SIGNALS:
             signal.signal(each, signal.SIG_IGN)
+        # Passed on as it came, so the demo says what stopped it (it takes SIGINT and SIGTERM; SIGHUP as SIGINT).
+        passed_on = signal.SIGTERM if str(why) == "SIGTERM" else signal.SIGINT
         for demo in running:
-            demo.interrupt()
+            demo.interrupt(passed_on)
         for demo in running:
             demo.stop()
         drain()

@@ -82,11 +82,11 @@ def test_leaked_memory_ranks_above_pipes_with_no_reader(spawn: Spawn, cleanup: C
     assert lines[0].startswith("✖ bad") and "orphaned: no process holds this segment (1.0M allocated)" in lines[0]
     assert all(line.startswith("▲ warn") and "no reader" in line for line in lines[1:])
 
-    # The Overview's rows: the glyph alone in its one-cell column, and the sort value is the rank.
+    # The Overview's rows: the glyph and the word (readable without colour), and the sort value is the rank.
     rows = [alert_row(alert, Context(snapshot)) for alert in find_alerts(snapshot)
             if alert.object == name or alert.object in pipe_labels]
     ranked = sorted(rows, key=lambda row: row.cells[0].sort_key)
-    assert [row.cells[0].plain for row in ranked] == ["✖"] + ["▲"] * PIPES
+    assert [row.cells[0].plain for row in ranked] == ["✖ bad"] + ["▲ warn"] * PIPES
     assert ranked[0].cells[2].plain == name
 
 

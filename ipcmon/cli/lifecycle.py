@@ -197,8 +197,10 @@ def cmd_leaks(args: argparse.Namespace) -> int:
         lines = format_table(LEAK_HEADERS, _leak_rows(leaks, found.levels))
         sys.stdout.write("\n".join(lines) + "\n")
         pinned = sum(leak.bytes or 0 for leak in leaks)
-        sys.stdout.write(f"{counted(len(leaks), 'leak', 'leaks')}, {human_bytes(pinned)} in all. "
-                         "Remove the orphaned ones with: ipcmon clean --yes [--match GLOB]\n")
+        removable = sum(leak.removable for leak in leaks)
+        advice = (f"{counted(removable, 'is', 'are')} orphaned: remove with ipcmon clean --yes [--match GLOB]"
+                  if removable else "none can be removed by name: their memory goes when the holders exit")
+        sys.stdout.write(f"{counted(len(leaks), 'leak', 'leaks')}, {human_bytes(pinned)} in all; {advice}.\n")
     if hidden and not args.json:
         sys.stderr.write(f"note: {counted(hidden, 'process', 'processes')} could not be fully read; objects they "
                          "hold may be listed as orphaned.\n")

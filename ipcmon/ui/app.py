@@ -196,7 +196,8 @@ class IpcmonApp(ActingApp):
 
     def start_demo(self, name: str, *, asked_on_command_line: bool = False) -> None:
         if self.read_only and not asked_on_command_line:
-            self.notify("Read-only: ipcmon was started with --read-only, so demos cannot be started.",
+            self.notify("Read-only: ipcmon was started with --read-only, so demos cannot be started from the dashboard "
+                        "(name them with --demo on the command line).",
                         title="Refused", severity="warning", markup=False)
             return
         try:

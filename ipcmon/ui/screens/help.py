@@ -23,7 +23,7 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("k", "send a signal to the selected process (you confirm first)"),
     ("d", "remove the selected orphaned segment or queue (re-checked, confirmed; held objects refused)"),
     ("c", "copy the selected object's path"),
-    ("e", "export the snapshot as JSON to $IPCMON_EXPORT_DIR or ~/.local/state/ipcmon"),
+    ("e", "export the snapshot as JSON to $IPCMON_EXPORT_DIR, else $XDG_STATE_HOME/ipcmon or ~/.local/state/ipcmon"),
     ("p / space", "pause or resume refreshing"),
     ("+ / -", "refresh faster / slower"),
     ("g", "in Demos: the selected demo's objects, filtered to them (Escape clears)"),

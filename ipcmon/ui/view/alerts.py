@@ -66,7 +66,7 @@ def alert_row(alert: Alert, ctx: Context) -> Row:
     return Row(
         key=alert.alert_key,
         cells=(
-            Cell(alert.glyph, alert.rank, style),
+            Cell(f"{alert.glyph} {alert.severity}", alert.rank, style),  # the word too: readable without colour
             text_cell(alert.mechanism),
             text_cell(alert.object),
             text_cell(alert.problem, style),

@@ -16,7 +16,7 @@ from textual.events import Resize
 from textual.reactive import reactive
 from textual.widgets import DataTable, Sparkline, Static
 
-from ipcmon.health import pending_count
+from ipcmon.health import PIPE_HAZARDS, pending_count
 from ipcmon.model import Snapshot
 from ipcmon.safe import counted
 from ipcmon.text import human_bytes
@@ -36,7 +36,7 @@ WIDE = 160
 """From this many columns the four cards sit side by side."""
 
 ALERT_COLUMNS = (
-    Column("severity", "!"),
+    Column("severity", "LEVEL"),
     Column("mechanism", "MECHANISM"),
     Column("object", "OBJECT"),
     Column("problem", "PROBLEM"),
@@ -80,13 +80,13 @@ def _queue_summary(s: Snapshot) -> str:
     queued = sum(q.qsize_bytes or 0 for q in s.mqueues)
     return (
         f"{len(s.mqueues)} POSIX ({full} full), {len(s.sysv.msg)} SysV\n"
-        f"{messages} messages, {human_bytes(queued)} queued"
+        f"{counted(messages, 'message', 'messages')}, {human_bytes(queued)} queued"
     )
 
 
 def _pipe_summary(s: Snapshot) -> str:
     fifos = sum(p.kind == "fifo" for p in s.pipes)
-    hazards = sum(bool(p.flags) for p in s.pipes)
+    hazards = sum(any(flag in PIPE_HAZARDS for flag in p.flags) for p in s.pipes)  # as the alerts list them
     buffered = sum(p.buffered or 0 for p in s.pipes)
     pipes = counted(len(s.pipes) - fifos, "pipe", "pipes")
     return f"{pipes}, {counted(fifos, 'FIFO', 'FIFOs')}, {hazards} with hazards\n{human_bytes(buffered)} buffered"

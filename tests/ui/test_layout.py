@@ -308,3 +308,36 @@ def test_a_sparkline_redraws_only_when_its_picture_changes() -> None:
     assert redraws([5.0, 5.0], [5.0, 5.0, 6.0])  # a change shows
     assert redraws([1.0, 2.0], [1.0, 2.0, 2.0])  # a non-constant series moves as the window slides
     assert redraws([1.0, 2.0], [1.0, 2.0]) is False
+
+
+async def test_names_stay_readable_at_80_columns() -> None:
+    # A newcomer at 80×24: every name was cut to ten cells while MODE and OWNER kept their full width.
+    app = canned_app()
+    async with app.run_test(size=SMALL) as pilot:
+        await started(pilot, app)
+        await pilot.press("2")
+        await pilot.pause()
+        table = view(app, "shm").table
+        assert isinstance(table, ObjectTable)
+        name_width = table.columns[next(key for key in table.columns if key.value == "name")].width
+        assert name_width >= 15, name_width  # the longest canned name, "/unlinked-buffer", is 16 cells
+        header = table.render_line(0).text
+        assert "HOLDERS" in header or table.max_scroll_x > 0
+
+
+async def test_a_more_serious_alert_arriving_above_takes_the_cursor() -> None:
+    quiet = canned.canned_snapshot()
+    app = canned_app(quiet)
+    async with app.run_test(size=LARGE) as pilot:
+        await started(pilot, app)
+        alerts = app.query_one("#alerts", ObjectTable)
+        assert alerts.cursor_row == 0
+        top = alerts.current_row
+        assert top is not None
+        # A bigger orphan appears: it ranks first, and the cursor, on the top row, follows it there.
+        bigger = replace(quiet.shm[1], name="/huge-orphan", path="/dev/shm/huge-orphan", inode=9999,
+                         size=1 << 30, allocated=1 << 30, state="orphaned", holders=())
+        app._show(canned.canned_snapshot(extra_shm=(bigger,)))
+        await pilot.pause()
+        current = alerts.current_row
+        assert current is not None and "/huge-orphan" in current.cells[2].plain, current

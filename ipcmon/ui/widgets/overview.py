@@ -177,7 +177,9 @@ class Overview(Vertical):
             for metric in METRICS:
                 yield MetricCard(metric)
         yield Static("", id="alerts-title")
-        yield ObjectTable(ALERT_COLUMNS, sort_column="severity", id="alerts")
+        # follow_top: a more serious alert arriving above keeps the cursor on the top row, so Enter takes the user
+        # to the most serious one (the cursor stayed on its alert, now second, and Enter went there).
+        yield ObjectTable(ALERT_COLUMNS, sort_column="severity", follow_top=True, id="alerts")
 
     def watch_snapshot(self, snapshot: Snapshot | None) -> None:
         if snapshot is None:

@@ -23,6 +23,9 @@ REBUILD_AT = 200
 SORT_UP = " ▲"
 SORT_DOWN = " ▼"
 MIN_WIDTH = 8
+FIRST_MIN_WIDTH = 20
+"""The first column names the row's object (NAME, a pid): it keeps this much before the others are cut
+(at 80 columns every name was cut to ten cells while MODE and OWNER kept theirs)."""
 """Cells a column keeps when the table is too narrow for everything (more if its label needs it)."""
 
 
@@ -101,7 +104,8 @@ class ObjectTable(DataTable[Cell]):
         """Share the table's width among the columns by what they hold (fit_widths); True when widths changed.
 
         Each column's natural width is its widest cell or its label (with the sort arrow when it is the sort
-        column), capped by the spec's ``Column.width``; its minimum keeps the label whole.
+        column), capped by the spec's ``Column.width``; its minimum keeps the label whole, and the first
+        column's name readable (FIRST_MIN_WIDTH).
         """
         available = self.scrollable_content_region.width
         if available <= 0 or not self.columns:
@@ -109,13 +113,13 @@ class ObjectTable(DataTable[Cell]):
         columns = [self.columns[ColumnKey(column.key)] for column in self.spec]
         natural: list[int] = []
         minimum: list[int] = []
-        for spec, column in zip(self.spec, columns, strict=True):
+        for index, (spec, column) in enumerate(zip(self.spec, columns, strict=True)):
             label = column.label.cell_len
             want = max(column.content_width, label)
             if spec.width is not None:
                 want = max(min(want, spec.width), label)
             natural.append(want)
-            minimum.append(min(want, max(label, MIN_WIDTH)))
+            minimum.append(min(want, max(label, FIRST_MIN_WIDTH if index == 0 else MIN_WIDTH)))
         widths = fit_widths(natural, minimum, available - 2 * self.cell_padding * len(columns))
         changed = False
         for column, width in zip(columns, widths, strict=True):

@@ -14,6 +14,7 @@ from ipcmon import health
 from ipcmon.model import MessageQueue, Pipe, ProcessSignals, ScanKind, SharedRegion, ShmSegment, Snapshot, sysv_key
 from ipcmon.safe import counted, printable, shorten
 from ipcmon.text import (
+    blocked_cell,
     ends_cell,
     fill_cell,
     flags_cell,
@@ -108,7 +109,7 @@ def signal_row(process: ProcessSignals) -> tuple[str, ...]:
         str(process.pid),
         printable(process.comm),
         pending_cell(process),
-        signal_names(process.blocked),
+        blocked_cell(process),
         signal_names(process.ignored),
         signal_names(process.caught),
         str(len(process.threads)),

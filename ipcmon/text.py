@@ -226,6 +226,18 @@ def path_cell(path: str | None) -> str:
     return printable(path) if path else "-"
 
 
+def blocked_cell(signals: ProcessSignals) -> str:
+    """Signals the process (its main thread) blocks, then those only other threads block:
+    ``- (thread: SIGUSR1)`` (a thread's mask is its own: pthread_sigmask(3), SigBlk in /proc/PID/task/TID/status).
+    """
+    own = set(signals.blocked)
+    thread_only = sorted({name for thread in signals.threads for name in thread.blocked} - own)
+    blocked = signal_names(signals.blocked)
+    if thread_only:
+        blocked += f" (thread: {signal_names(thread_only)})"
+    return blocked
+
+
 def pending_cell(signals: ProcessSignals) -> str:
     """Process-directed pending signals, then those pending for threads: ``USR1 (thread: USR2)``."""
     thread_pending = sorted({name for thread in signals.threads for name in thread.pending})

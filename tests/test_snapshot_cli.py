@@ -279,3 +279,27 @@ def test_json_keeps_the_documented_field_names(spawn: Spawn, cleanup: Cleanup) -
     check(process, "process")
     assert data["schema"] == 1
     memory.detach()
+
+
+THREAD_BLOCKS_USR1 = """
+    import threading
+    ready = threading.Event()
+    def worker():
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        ready.set()
+        threading.Event().wait()
+    threading.Thread(target=worker, daemon=True).start()
+    ready.wait()
+    say("ready")
+    hold()
+"""
+
+
+def test_a_signal_only_a_thread_blocks_is_named_in_the_text_row(spawn: Spawn) -> None:
+    # A newcomer saw pid 1 listed under "pending or blocked" with "-" in both columns: a thread blocked them.
+    child = spawn(THREAD_BLOCKS_USR1, comm="ipcm-threadblk")
+    child.expect()
+    result = ipcmon("snapshot", "--kind", "signal", "--pid", str(child.pid))
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    [row] = [line for line in result.stdout.decode().splitlines() if line.startswith(f"{child.pid} ")]
+    assert re.search(r"ipcm-threadblk\s+-\s+- \(thread: SIGUSR1\)", row), row

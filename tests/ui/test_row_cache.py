@@ -56,3 +56,30 @@ def test_a_change_of_demo_pids_rebuilds_only_the_rows_it_concerns(cleanup: Clean
     # New colours (a theme change) rebuild every row.
     list(shm_rows(Context(snapshot, Palette(good="blue"), frozenset({bystander.pid})), cache))
     assert cache.built == 2 * len(rows) + 2 * len(held_by_me)
+
+
+CREATES_SYSV = """
+    import sysv_ipc
+    segment = sysv_ipc.SharedMemory(None, sysv_ipc.IPC_CREX, size=4096)
+    segment.detach()  # sysv_ipc attaches on creation: as after a bare shmget, nobody is attached
+    say(f"ready {segment.id}")
+    hold()
+"""
+
+
+def test_a_demos_sysv_segment_is_marked_before_anyone_attaches(spawn: Spawn) -> None:
+    # The sysv demo's segment showed no ◆ right after shmget (nattch 0, no holder) while its events had one.
+    import sysv_ipc
+
+    creator = spawn(CREATES_SYSV)
+    shmid = int(creator.expect()[0])
+    try:
+        snapshot = scan(ScanConfig(kinds=("sysv",)))
+        [row] = [row for row in shm_rows(Context(snapshot, demo_pids=frozenset({creator.pid})), RowCache())
+                 if row.key.startswith("sysv") and f"id {shmid}" in row.cells[0].plain]
+        assert "nattch 0" in row.cells[6].plain
+        assert row.cells[0].plain.startswith("◆"), row.cells[0].plain
+        [plain] = [row for row in shm_rows(Context(snapshot), RowCache()) if f"id {shmid}" in row.cells[0].plain]
+        assert not plain.cells[0].plain.startswith("◆")
+    finally:
+        sysv_ipc.remove_shared_memory(shmid)

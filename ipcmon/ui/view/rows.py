@@ -133,7 +133,7 @@ def _sysv_shm_row(shm: SysvShm, ctx: Context) -> Row:
     return Row(
         key=shm.object_key,
         cells=(
-            name_cell(ctx, shm.label, pids),
+            name_cell(ctx, shm.label, (*pids, shm.cpid)),  # its creator too: a demo's segment before shmat
             text_cell("sysv-shm"),
             number_cell(shm.size, human_bytes(shm.size)),
             number_cell(shm.rss, human_bytes(shm.rss)),

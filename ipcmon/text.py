@@ -110,9 +110,12 @@ def signal_name(number: int) -> str:
         return f"SIG{number}"
 
 
-def signal_names(names: Sequence[str]) -> str:
-    """A signal set in a cell, each by its one name (:func:`signal_name`): ``SIGUSR1,SIGTERM``; '-' for none."""
-    return ",".join(names) or "-"
+def signal_names(names: Sequence[str], sep: str = ",") -> str:
+    """A signal set in a cell, each by its one name (:func:`signal_name`): ``SIGUSR1,SIGTERM``; '-' for none.
+
+    Prose that wraps (the detail pane) passes ``sep=", "`` so that lines break between names, not inside one.
+    """
+    return sep.join(names) or "-"
 
 
 def holder_cell(holder: Holder) -> str:

@@ -89,7 +89,7 @@ def test_one_signal_name_in_the_text_report_json_and_dashboard_rows(spawn: Spawn
     assert cells[2] == "SIGUSR1,SIG33 (glibc),SIGRTMIN+3"  # PENDING
     assert cells[3].startswith("SIGUSR1,SIG33 (glibc)")  # BLOCKED (cut to the column)
     detail = describe_record(signals, Context(snapshot), ()).plain
-    assert "pending     SIGUSR1,SIG33 (glibc),SIGRTMIN+3  (whole process)" in detail
+    assert "pending     SIGUSR1, SIG33 (glibc), SIGRTMIN+3  (whole process)" in detail
 
 
 def test_watch_names_pending_signals_as_everywhere_else(spawn: Spawn) -> None:

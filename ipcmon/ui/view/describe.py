@@ -291,8 +291,9 @@ def describe_record(record: object, ctx: Context, events: Sequence[Event]) -> Te
 
 def _masks(detail: Detail, thread: ThreadSignals | ProcessSignals, label_prefix: str = "") -> None:
     palette = detail.ctx.palette
-    detail.line(f"{label_prefix}pending", signal_names(thread.pending), palette.bad if thread.pending else "")
-    detail.line(f"{label_prefix}blocked", signal_names(thread.blocked), palette.warn if thread.blocked else "")
+    pending, blocked = signal_names(thread.pending, sep=", "), signal_names(thread.blocked, sep=", ")
+    detail.line(f"{label_prefix}pending", pending, palette.bad if thread.pending else "")
+    detail.line(f"{label_prefix}blocked", blocked, palette.warn if thread.blocked else "")
 
 
 Held = Iterable[tuple[str, str, str]]
@@ -370,10 +371,10 @@ def describe_process(pid: int, ctx: Context, events: Sequence[Event] = (), *, br
 
     if signals is not None:
         detail.heading("Signals")
-        detail.line("pending", signal_names(signals.pending) + "  (whole process)",
+        detail.line("pending", signal_names(signals.pending, sep=", ") + "  (whole process)",
                     palette.bad if signals.pending else "")
-        detail.line("ignored", signal_names(signals.ignored))
-        detail.line("caught", signal_names(signals.caught))
+        detail.line("ignored", signal_names(signals.ignored, sep=", "))
+        detail.line("caught", signal_names(signals.caught, sep=", "))
         if signals.queued is not None:
             detail.line("queued", f"{signals.queued} of {signals.queue_limit} (for its user)")
         threads = signals.threads

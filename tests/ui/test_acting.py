@@ -84,6 +84,13 @@ async def test_k_on_a_process_that_has_exited_refuses_at_once(spawn: Spawn) -> N
         await wait_for(pilot, lambda: sum(m.startswith("No signal sent") for m in messages) == 2, "the second refusal")
         await pilot.pause(0.2)
         assert isinstance(app.screen, ProcessScreen)
+        assert "k" in footer_keys(app)  # the last scan still lists it
+
+        # Once a scan no longer lists it, the process view stops offering k (and k still says why).
+        app.request_scan()
+        await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen) and app.screen.exited, "the exit seen")
+        await pilot.pause()
+        assert "k" not in footer_keys(app)
 
 
 # --- --read-only: the footer -----------------------------------------------------------------------------------

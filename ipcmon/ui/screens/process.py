@@ -38,7 +38,8 @@ class ProcessScreen(ModalScreen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q", "dismiss(None)", "Back"),
         Binding("k", "signal", "Signal"),
-        # Under --read-only the footer leaves k out; the key still asks, and the App says why it refuses.
+        # Under --read-only, or once the process has exited, the footer leaves k out; the key still asks, and the
+        # App says why it refuses.
         Binding("k", "signal_refused", show=False),
     ]
 
@@ -51,6 +52,8 @@ class ProcessScreen(ModalScreen[None]):
         self.pid = pid
         self.read_only = read_only
         """--read-only: ``k`` is not offered in the footer (the App refuses it)."""
+        self.exited = False
+        """The process is not in the latest snapshot: ``k`` is not offered either (the App says why)."""
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="process-body") as body:
@@ -66,14 +69,18 @@ class ProcessScreen(ModalScreen[None]):
             return
         # The bound values may arrive while the screen is being taken down (the dashboard quitting with the
         # process view open): its text is gone then, and there is nothing to draw.
+        exited = all(process.pid != self.pid for process in snapshot.processes)
+        if exited != self.exited:
+            self.exited = exited
+            self.refresh_bindings()
         for shown in self.query("#process-text").results(Static):
             shown.update(describe_process(self.pid, self.context, process_history(self.events, self.pid)))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "signal":
-            return not self.read_only
+            return not (self.read_only or self.exited)
         if action == "signal_refused":
-            return self.read_only
+            return self.read_only or self.exited
         return True
 
     def action_signal(self) -> None:

@@ -25,7 +25,7 @@ import posix_ipc
 import pytest
 import sysv_ipc
 
-from ipcmon.collect import ScanConfig, scan
+from ipcmon.collect import ScanConfig, Scanner, scan
 from ipcmon.model import Snapshot
 
 T = TypeVar("T")
@@ -48,6 +48,18 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = DEAD
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.01)
+
+
+def settle(scanner: Scanner, pid: int) -> Snapshot:
+    """Scan until a scan takes the process over (it sleeps, and it is not its turn to be read in full)."""
+    snapshots: list[Snapshot] = []
+
+    def taken_over() -> bool:
+        snapshots.append(scanner.scan())
+        return pid in scanner.reused
+
+    wait_until(taken_over, f"a scan that takes process {pid} over")
+    return snapshots[-1]
 
 
 # Code every child runs first: name itself (comm), report over stdout, take commands from stdin.

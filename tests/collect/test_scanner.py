@@ -20,7 +20,7 @@ from ipcmon.collect.pipes import collect as collect_pipes
 from ipcmon.collect.process import run_signature
 from ipcmon.collect.recall import Recall
 from ipcmon.model import Pipe, ShmSegment, Snapshot
-from tests.helpers import Child, Cleanup, Spawn, wait_until
+from tests.helpers import Child, Cleanup, Spawn, settle, wait_until
 
 ACTOR = """
 import posix_ipc, threading
@@ -57,18 +57,6 @@ threading.Thread(target=serve).start()
 say("ready")
 signal.pause()  # the main thread never runs again; only the serving thread acts
 """
-
-
-def settle(scanner: Scanner, pid: int) -> Snapshot:
-    """Scan until a scan takes the process over (it sleeps, and it is not its turn to be read in full)."""
-    snapshots: list[Snapshot] = []
-
-    def taken_over() -> bool:
-        snapshots.append(scanner.scan())
-        return pid in scanner.reused
-
-    wait_until(taken_over, f"a scan that takes process {pid} over")
-    return snapshots[-1]
 
 
 def segment_named(snapshot: Snapshot, name: str) -> ShmSegment:

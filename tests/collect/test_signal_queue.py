@@ -7,7 +7,7 @@ import signal
 
 from ipcmon.collect import ScanConfig, Scanner
 from ipcmon.model import ProcessSignals, Snapshot
-from tests.helpers import Spawn, wait_until
+from tests.helpers import Spawn, settle, wait_until
 
 BLOCKS_USR1 = """
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
@@ -39,20 +39,25 @@ def test_sigq_moves_in_a_process_that_did_not_run(spawn: Spawn) -> None:
     scanner = Scanner(ScanConfig(kinds=("signal",)))
     # Settled: blocked in read(2) and not run between two scans (on a loaded machine it may still be getting
     # there after saying "ready").
-    def settled() -> bool:
-        scanner.scan()
-        return bystander.pid in scanner.reused
-
-    wait_until(settled, "the bystander settled")
+    settle(scanner, bystander.pid)
     first = signals_of(scanner.scan(), bystander.pid)
 
     os.kill(receiver.pid, signal.SIGUSR1)  # blocked: it stays queued, counted in SigQ of every root process
     wait_until(lambda: signals_of(scanner.scan(), receiver.pid).pending, "SIGUSR1 pending")
-    before = sig_q(bystander.pid)
-    again = signals_of(scanner.scan(), bystander.pid)
-    after = sig_q(bystander.pid)
+    seen: dict[str, object] = {}
 
-    assert bystander.pid in scanner.reused  # it has not run: its masks were not decoded again
+    def reusing_scan() -> bool:
+        # A Scanner reads every process in full now and then (one scan in ten), whether it ran or not: wait for
+        # a scan that took the bystander's record over (it has not run), and look at that one.
+        seen["before"] = sig_q(bystander.pid)
+        seen["again"] = signals_of(scanner.scan(), bystander.pid)
+        seen["after"] = sig_q(bystander.pid)
+        return bystander.pid in scanner.reused
+
+    wait_until(reusing_scan, "a scan that reuses the bystander's record")
+    before, after = seen["before"], seen["after"]
+    again = seen["again"]
+    assert isinstance(again, ProcessSignals)
     assert (again.queued, again.queue_limit) in {before, after}
     assert again.queued != first.queued  # the receiver's SIGUSR1 is counted (other root processes' may be too)
     assert (again.pending, again.blocked, again.ignored, again.caught) == (

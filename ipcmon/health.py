@@ -199,6 +199,12 @@ def _shm_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
             yield Hazard(STATE_LEVELS["orphaned"], segment.kind, segment.label,
                          f"orphaned: no process holds this {what} ({human_bytes(segment.allocated)} allocated)",
                          segment.object_key, segment.allocated)
+        elif segment.state == "deleted" and segment.pinned_bytes == 0:
+            # Nothing allocated (tmpfs allocates a page when it is first written): it pins no memory yet, so it
+            # is worth a look, not a leak.
+            yield Hazard("warn", segment.kind, segment.label,
+                         "deleted but still held: pins nothing yet (no page written), until the last holder lets go",
+                         segment.object_key, 0)
         elif segment.state == "deleted":
             yield Hazard(STATE_LEVELS["deleted"], segment.kind, segment.label,
                          f"deleted but still held: pins {human_bytes(segment.pinned_bytes)} until the last holder "

@@ -100,3 +100,33 @@ def test_leaks_lists_each_leak_with_its_level(cleanup: Cleanup) -> None:
     header, row = output.stdout.splitlines()[:2]
     assert header.split()[:3] == ["LEVEL", "KIND", "PROBLEM"]
     assert row.startswith("✖ bad") and name in row and "1.0M" in row
+
+
+HOLDS_FD = """
+    import posix_ipc
+    memory = posix_ipc.SharedMemory(NAME)
+    say("ready")
+    hold()
+"""
+
+
+def test_a_deleted_segment_that_pins_nothing_is_a_warning_and_one_that_pins_memory_is_bad(
+    spawn: Spawn, cleanup: Cleanup
+) -> None:
+    # A newcomer saw "deleted but still held: pins 0B" counted among the serious ones.
+    levels = {}
+    for written in (False, True):
+        name = cleanup.shm(new_name("written" if written else "untouched"))
+        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=MIB)
+        if written:
+            with mmap.mmap(shm.fd, MIB) as area:
+                area.write(b"\x5a" * MIB)
+        shm.close_fd()
+        holder = spawn(HOLDS_FD.replace("NAME", repr(name)))
+        holder.expect()
+        posix_ipc.unlink_shared_memory(name)
+        snapshot = scan_kinds("shm")
+        [hazard] = [h for h in health.hazards(snapshot) if h.object == name]
+        levels[written] = (hazard.level, hazard.problem)
+    assert levels[False][0] == "warn" and "pins nothing yet" in levels[False][1], levels
+    assert levels[True][0] == "bad" and "pins 1.0M" in levels[True][1], levels

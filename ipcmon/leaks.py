@@ -85,7 +85,7 @@ def find_leaks(
             leaks.append(Leak(segment.kind, "orphaned", segment.name, segment.path, segment.object_key,
                               segment.allocated, age, segment.owner,
                               _hint(segment.name, segment.owner, last.get(segment.object_key))))
-        elif segment.state == "deleted":
+        elif segment.state == "deleted" and segment.pinned_bytes != 0:  # pinning nothing is no leak (health)
             leaks.append(Leak(segment.kind, "deleted-but-held", segment.name, None, segment.object_key,
                               segment.pinned_bytes, age, segment.owner,
                               _hint(segment.name, segment.owner, None), segment.holders))

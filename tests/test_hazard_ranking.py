@@ -128,5 +128,8 @@ def test_a_deleted_segment_that_pins_nothing_is_a_warning_and_one_that_pins_memo
         snapshot = scan_kinds("shm")
         [hazard] = [h for h in health.hazards(snapshot) if h.object == name]
         levels[written] = (hazard.level, hazard.problem)
+        leaks = subprocess.run([sys.executable, "-m", "ipcmon", "leaks", "--match", name], capture_output=True,
+                               text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert leaks.returncode == (1 if written else 0), (leaks.stdout, leaks.stderr)  # no leak if it pins nothing
     assert levels[False][0] == "warn" and "pins nothing yet" in levels[False][1], levels
     assert levels[True][0] == "bad" and "pins 1.0M" in levels[True][1], levels

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -53,7 +54,10 @@ def test_leaks_exit_codes_and_json(spawn: Spawn, cleanup: Cleanup) -> None:
     posix_ipc.SharedMemory(held, posix_ipc.O_CREX, size=4096).close_fd()
     _holding_child(spawn, held)
     pinned = cleanup.shm(prefix + "-pinned")
-    posix_ipc.SharedMemory(pinned, posix_ipc.O_CREX, size=4096).close_fd()
+    memory = posix_ipc.SharedMemory(pinned, posix_ipc.O_CREX, size=4096)
+    with mmap.mmap(memory.fd, 4096) as page:
+        page.write(b"x" * 4096)  # written: the page is allocated, so the deleted segment pins it
+    memory.close_fd()
     _holding_child(spawn, pinned)
     posix_ipc.unlink_shared_memory(pinned)
 

@@ -157,11 +157,8 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
         **records,
     )
     # Who waits on whom crosses mechanisms: it reads the pipes and queues the collectors built (if asked for).
-    snapshot = replace(
-        snapshot,
-        scan_seconds=time.perf_counter() - started,
-        deadlocks=waiting.find_deadlocks(snapshot.processes, snapshot.pipes, snapshot.mqueues),
-    )
+    stuck, deadlocks = waiting.analyse(snapshot.processes, snapshot.pipes, snapshot.mqueues)
+    snapshot = replace(snapshot, scan_seconds=time.perf_counter() - started, stuck=stuck, deadlocks=deadlocks)
     if memory is not None:
         memory.end_scan()
     if config.pids is not None:
@@ -274,10 +271,13 @@ def _resolve_waits(tables: _ProcessTables, proc: str) -> None:
 
 
 def restrict_to_pids(snapshot: Snapshot, wanted: Collection[int]) -> Snapshot:
-    """Keep only the given processes and the objects at least one of them holds (each collector says which)."""
+    """Keep only the given processes and the objects at least one of them holds (each collector says which), their
+    waits, and the deadlocks they are in (whole: every member of a deadlock a selected process is in)."""
     return replace(
         snapshot,
         processes=tuple(p for p in snapshot.processes if p.pid in wanted),
+        stuck=tuple(entry for entry in snapshot.stuck if entry.pid in wanted),
+        deadlocks=tuple(group for group in snapshot.deadlocks if any(pid in wanted for pid in group.pids)),
         **{
             collector.snapshot_field: collector.restrict(getattr(snapshot, collector.snapshot_field), wanted)
             for collector in COLLECTORS

@@ -13,7 +13,20 @@ from dataclasses import dataclass
 
 from ipcmon.collect import procfs
 from ipcmon.collect.fds import FdRef
-from ipcmon.model import MessageQueue, Pipe, Process, Waiting, file_key, pipe_ref
+from ipcmon.model import (
+    Deadlock,
+    DeadlockMember,
+    MessageQueue,
+    Pipe,
+    Process,
+    Stuck,
+    StuckState,
+    Waiting,
+    WaitKind,
+    file_key,
+    pipe_ref,
+)
+from ipcmon.text import waiting_text
 
 # Only the calls that block on IPC matter; numbers differ per architecture (arch/*/syscall*.tbl).
 _SYSCALLS: dict[str, dict[int, str]] = {
@@ -85,7 +98,7 @@ def resolve(raw: RawWait, pid: int, fd_index: Mapping[tuple[int, int], FdRef]) -
     """Name the IPC object a raw wait is on; None when the call is not an IPC wait."""
     syscall = raw.syscall
     if syscall in _SIGNAL_WAITS:
-        return Waiting(syscall=syscall, fd=None, wchan=raw.wchan, object="signal", key=None)
+        return Waiting(syscall=syscall, fd=None, wchan=raw.wchan, object="signal", key=None, kind="signal")
     if syscall in _FD_READS | _FD_WRITES | {"mq_timedsend", "mq_timedreceive", "splice", "tee"}:
         fd = raw.args[0] if raw.args else -1
         if syscall in ("splice", "tee") and raw.wchan.startswith("pipe_wait_writable"):
@@ -94,57 +107,102 @@ def resolve(raw: RawWait, pid: int, fd_index: Mapping[tuple[int, int], FdRef]) -
         if ref is None:
             return None
         if ref.kind == "pipe" or ref.kind == "fifo":
+            writing = syscall in _FD_WRITES or (
+                syscall in ("splice", "tee") and raw.wchan.startswith("pipe_wait_writable"))
             return Waiting(syscall, fd, raw.wchan, pipe_ref(ref.kind, ref.inode, ref.path),
-                           file_key(ref.kind, ref.dev, ref.inode))
+                           file_key(ref.kind, ref.dev, ref.inode), "write" if writing else "read")
         if ref.kind == "mqueue":
-            return Waiting(syscall, fd, raw.wchan, f"mqueue:{ref.path}", file_key("mqueue", ref.dev, ref.inode))
+            kind: WaitKind = "send" if syscall == "mq_timedsend" else "receive"
+            return Waiting(syscall, fd, raw.wchan, f"mqueue:{ref.path}", file_key("mqueue", ref.dev, ref.inode), kind)
         return None
     if syscall in ("msgsnd", "msgrcv") and raw.args:
         msqid = raw.args[0]
-        return Waiting(syscall, None, raw.wchan, f"sysv-msg:{msqid}", f"sysv-msg:{msqid}")
+        return Waiting(syscall, None, raw.wchan, f"sysv-msg:{msqid}", f"sysv-msg:{msqid}", "sysv")
     if syscall in ("semop", "semtimedop") and raw.args:
         semid = raw.args[0]
-        return Waiting(syscall, None, raw.wchan, f"sysv-sem:{semid}", f"sysv-sem:{semid}")
+        return Waiting(syscall, None, raw.wchan, f"sysv-sem:{semid}", f"sysv-sem:{semid}", "sysv")
     if raw.wchan in ("fifo_open", "wait_for_partner"):
-        return Waiting(syscall, None, raw.wchan, "fifo (waiting for the other end to open)", None)
+        return Waiting(syscall, None, raw.wchan, "fifo (waiting for the other end to open)", None, "open")
     return None
 
 
-def _release_pids(wait: Waiting, pid: int, pipes: Mapping[str, Pipe], queues: Mapping[str, MessageQueue]) -> set[int]:
-    """Processes that could release a waiter: the other end of its pipe, the other openers of its queue."""
+def _release(wait: Waiting, pid: int, pipes: Mapping[str, Pipe], queues: Mapping[str, MessageQueue]
+             ) -> tuple[tuple[int, ...], str]:
+    """Who could release a waiter, as pids and in words: the other end of its pipe, the other openers of its queue."""
     if wait.key is None:
-        return set()
+        return (), "unknown"
     pipe = pipes.get(wait.key)
     if pipe is not None:
-        reading = wait.syscall in _FD_READS
+        reading = wait.kind == "read"
         ends = pipe.writers if reading else pipe.readers
-        return {end.pid for end in ends}
+        side = "write" if reading else "read"
+        if not ends:
+            return (), f"nobody: no process holds the {side} end"
+        pids = tuple(sorted({end.pid for end in ends}))
+        words = ", ".join(f"pid {end.pid} {end.comm} (holds the {side} end, fd {end.fd})" for end in ends)
+        return pids, words
     queue = queues.get(wait.key)
     if queue is not None:
-        wanted = "w" if wait.syscall == "mq_timedreceive" else "r"
-        return {holder.pid for holder in queue.holders if wanted in holder.access}
-    return set()
+        wanted = "w" if wait.kind == "receive" else "r"
+        holders = [holder for holder in queue.holders if wanted in holder.access and holder.fd is not None]
+        if not holders:
+            return (), f"nobody: no process has it open for {'sending' if wanted == 'w' else 'receiving'}"
+        pids = tuple(sorted({holder.pid for holder in holders}))
+        return pids, ", ".join(f"pid {holder.pid} {holder.comm} (fd {holder.fd})" for holder in holders)
+    return (), "unknown"
 
 
-def find_deadlocks(
+_BLOCKING_KINDS = frozenset({"write", "send", "open"})
+"""Waits that mean the other side is not keeping up (or not there): a full pipe or queue, a FIFO never opened."""
+
+
+def analyse(
     processes: Iterable[Process], pipes: Iterable[Pipe], queues: Iterable[MessageQueue]
-) -> tuple[tuple[int, ...], ...]:
-    """Groups of processes each blocked on a pipe or queue that only other members of the group can release.
+) -> tuple[tuple[Stuck, ...], tuple[Deadlock, ...]]:
+    """Every process blocked on IPC with who could release it (most serious first), and the deadlocks among them.
 
-    Start from every waiter on a pipe or queue, then repeatedly drop any whose releasers include a
-    process that is not stuck; what remains cannot make progress on its own. A process blocked
-    writing to a full pipe it alone reads is a group of one.
+    A deadlock is a group of processes each blocked on a pipe or queue that only members of the group could
+    release: start from every waiter with known releasers, then repeatedly drop any whose releasers include a
+    process that is not stuck; what remains cannot make progress on its own. A process blocked reading a pipe
+    whose only writer is itself is a group of one.
     """
     pipe_by_key = {pipe.object_key: pipe for pipe in pipes}
     queue_by_key = {queue.object_key: queue for queue in queues}
-    releasers: dict[int, set[int]] = {}
-    for process in processes:
+    waiters = [process for process in processes if process.waiting is not None]
+    released: dict[int, tuple[tuple[int, ...], str]] = {}
+    for process in waiters:
+        assert process.waiting is not None
+        released[process.pid] = _release(process.waiting, process.pid, pipe_by_key, queue_by_key)
+    groups = _deadlock_groups({pid: set(pids) for pid, (pids, _) in released.items() if pids})
+    in_group = {pid for group in groups for pid in group}
+    by_pid = {process.pid: process for process in waiters}
+    deadlocks = tuple(
+        Deadlock(tuple(
+            DeadlockMember(pid, by_pid[pid].comm, waiting_text(by_pid[pid]),
+                           tuple(sorted(set(released[pid][0]) & set(group))))
+            for pid in group
+        ))
+        for group in groups
+    )
+    stuck = []
+    for process in waiters:
         wait = process.waiting
-        if wait is None or wait.key is None:
-            continue
-        found = _release_pids(wait, process.pid, pipe_by_key, queue_by_key)
-        if found:
-            releasers[process.pid] = found
+        assert wait is not None
+        pids, words = released[process.pid]
+        if process.pid in in_group:
+            state: StuckState = "deadlocked"
+        elif wait.kind in _BLOCKING_KINDS or (wait.key is not None and not pids and wait.kind != "signal"):
+            state = "blocked"
+        else:
+            state = "waiting"
+        stuck.append(Stuck(process.pid, process.comm, wait, state, pids, words))
+    order = {"deadlocked": 0, "blocked": 1, "waiting": 2}
+    stuck.sort(key=lambda entry: (order[entry.state], entry.pid))
+    return tuple(stuck), deadlocks
+
+
+def _deadlock_groups(releasers: dict[int, set[int]]) -> list[tuple[int, ...]]:
+    """The groups of pids whose releasers are all inside the group, connected through releasers."""
     stuck = set(releasers)
     changed = True
     while changed:
@@ -153,7 +211,6 @@ def find_deadlocks(
             if not releasers[pid] <= stuck:
                 stuck.discard(pid)
                 changed = True
-    # Split what remains into groups that wait on each other (connected through releasers).
     groups: list[tuple[int, ...]] = []
     seen: set[int] = set()
     for pid in sorted(stuck):
@@ -170,4 +227,4 @@ def find_deadlocks(
             frontier.extend(other for other in stuck if current in releasers[other])
         seen |= group
         groups.append(tuple(sorted(group)))
-    return tuple(groups)
+    return groups

@@ -336,10 +336,10 @@ def _diff_waiting(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
             mechanism = key_mechanism(wait.key) if wait.key is not None else "signal"
             emit(mechanism or "process", verb, wait.object or "?", wait.key or f"pid:{process.pid}",
                  process.pid, process.comm, wait_call(wait))
-    old_groups = set(prev.deadlocks)
-    for group in cur.deadlocks:
-        if group not in old_groups:
-            emit("process", "deadlock", ", ".join(map(str, group)), "deadlock:" + ",".join(map(str, group)),
+    old_groups = {deadlock.key for deadlock in prev.deadlocks}
+    for deadlock in cur.deadlocks:
+        if deadlock.key not in old_groups:
+            emit("process", "deadlock", ", ".join(map(str, deadlock.pids)), deadlock.key,
                  detail="each waits on a pipe or queue only the others could release")
 
 

@@ -4,6 +4,7 @@ regions, queues, pipes, signals, SysV IPC), each with its stable key and label."
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from ipcmon.model.vocabulary import (
     Access,
@@ -12,6 +13,7 @@ from ipcmon.model.vocabulary import (
     RegionKind,
     ShmKind,
     ShmState,
+    WaitKind,
     file_key,
     pipe_ref,
     sysv_label,
@@ -27,8 +29,23 @@ class ProcessKey:
 
 
 @dataclass(frozen=True, slots=True)
+class Watched:
+    """One IPC descriptor in the set a process blocked in poll, ppoll, select, pselect6 or epoll_wait watches."""
+
+    fd: int
+    object: str
+    """The object in words, as ``Waiting.object``: ``pipe:[INODE]``, ``fifo:PATH``, ``mqueue:/NAME``."""
+    key: str | None
+    """Its ``object_key`` when it is one ipcmon lists."""
+    events: str
+    """What it waits for on it: ``read``, ``write`` or ``read,write`` (POLLIN/POLLOUT, the fd_set it is in,
+    the epoll event mask)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Waiting:
-    """What a process is blocked on, read from /proc/PID/syscall and /proc/PID/wchan."""
+    """What a process is blocked on, read from /proc/PID/syscall and /proc/PID/wchan (and, where permitted, the
+    system call's arguments in the process's memory: a poll set, a FIFO's path, a signal set)."""
 
     syscall: str
     """System call name (``write``, ``mq_timedsend``, ``pause``…) or ``nr=N`` when unknown."""
@@ -37,9 +54,23 @@ class Waiting:
     wchan: str
     """Kernel function the task sleeps in (``pipe_write``, ``do_sigtimedwait``…), may be empty."""
     object: str | None
-    """The IPC object waited on, in words: ``pipe:[INODE]``, ``mqueue:/NAME``, ``signal``."""
+    """The IPC object waited on, in words: ``pipe:[INODE]``, ``mqueue:/NAME``, ``fifo:PATH``, ``signal``,
+    ``child 42``; for a poll, the first IPC object of its set."""
     key: str | None = None
     """The waited-on object's ``object_key`` when it is one ipcmon lists."""
+    kind: WaitKind = "read"
+    """How it waits (vocabulary.WaitKind)."""
+    path: str | None = None
+    """For ``open``: the FIFO's path, read from the caller's memory; None when it could not be read."""
+    missing: Literal["reader", "writer"] | None = None
+    """For ``open``: the end nobody has open, that the open waits for (a reader for O_WRONLY, a writer for
+    O_RDONLY); None when the open flags could not be read."""
+    watched: tuple[Watched, ...] = ()
+    """For ``poll``: the IPC descriptors in the watched set; () when the set could not be read."""
+    children: tuple[int, ...] = ()
+    """For ``child``: the pids of the children it waits for (every child for wait(-1)); () for none known."""
+    signals: tuple[str, ...] = ()
+    """For ``signal``: the signals that would end the wait, by name (text.signal_name); () when unknown."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,65 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ipcmon.model.records import MessageQueue, Pipe, Process, ProcessSignals, SharedRegion, ShmSegment, Sysv
-from ipcmon.model.vocabulary import EventName, Mechanism
+from ipcmon.model.records import (
+    MessageQueue,
+    Pipe,
+    Process,
+    ProcessSignals,
+    SharedRegion,
+    ShmSegment,
+    Sysv,
+    Waiting,
+)
+from ipcmon.model.vocabulary import EventName, Mechanism, StuckState
+
+
+@dataclass(frozen=True, slots=True)
+class Stuck:
+    """One process blocked in a system call on IPC, how serious that is, and who could let it go."""
+
+    pid: int
+    comm: str
+    waiting: Waiting
+    state: StuckState
+    """``deadlocked``, ``blocked`` or ``waiting`` (vocabulary.StuckState)."""
+    releasers: tuple[int, ...]
+    """Pids that could release it: the other end of its pipe, the other openers of its queue, the children it
+    waits for, the process a FIFO's other end would come from; () when no process holds the other side."""
+    release: str
+    """Who could release it, in words: ``pid 12 python3 (holds the read end, fd 3)``, ``nobody: no process holds
+    the read end``, ``anyone who opens /run/f.fifo for writing``. Raw: show it through safe.printable."""
+    since: float | None = None
+    """When the process last ran, as a Unix epoch (se.exec_start of /proc/PID/sched, sched_clock milliseconds,
+    mapped onto the wall clock); None when the kernel does not say (no CONFIG_SCHED_DEBUG, not permitted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlockMember:
+    """One process of a deadlock: what it waits on and which members could release it."""
+
+    pid: int
+    comm: str
+    waits_on: str
+    """What it waits on in words, ``write pipe:[77]`` (text.waiting_text)."""
+    released_by: tuple[int, ...]
+    """The members that could release it (itself, in a one-member deadlock)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deadlock:
+    """Processes each blocked on IPC that only members of the group could release: none can make progress."""
+
+    members: tuple[DeadlockMember, ...]
+
+    @property
+    def pids(self) -> tuple[int, ...]:
+        return tuple(member.pid for member in self.members)
+
+    @property
+    def key(self) -> str:
+        """Stable identity while the same processes stay deadlocked: ``deadlock:PID,PID``."""
+        return "deadlock:" + ",".join(map(str, self.pids))
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,8 +88,10 @@ class Snapshot:
     mqueue_dir: str | None = None
     """Where the mqueue filesystem is mounted, or None when it is not."""
     scan_seconds: float = 0.0
-    deadlocks: tuple[tuple[int, ...], ...] = ()
-    """Groups of pids blocked on pipes or queues that only other members of the group could release."""
+    stuck: tuple[Stuck, ...] = ()
+    """Every process blocked in a system call on IPC, most serious first (deadlocked, blocked, waiting)."""
+    deadlocks: tuple[Deadlock, ...] = ()
+    """Groups of processes blocked on IPC that only members of the group could release."""
 
 
 EventSource = Literal["inotify", "poll"]

@@ -14,6 +14,23 @@ PipeKind = Literal["pipe", "fifo"]
 PipeFlag = Literal["no-reader", "no-writer", "full", "both-ends"]
 RegionKind = Literal["memfd", "anon"]
 
+WaitKind = Literal["read", "write", "send", "receive", "open", "poll", "child", "signal", "sysv"]
+"""How a process waits on IPC (``Waiting.kind``): ``read``/``write`` on a pipe or FIFO, ``send``/``receive`` on a
+POSIX queue (mq_timedsend/mq_timedreceive), ``open`` of a FIFO nobody has open at the other end, ``poll`` (poll,
+ppoll, select, pselect6, epoll_wait) over a set with IPC descriptors in it, ``child`` (wait4/waitid), ``signal``
+(pause, sigsuspend, sigtimedwait), ``sysv`` (msgsnd/msgrcv/semop on a SysV object)."""
+
+StuckState = Literal["deadlocked", "blocked", "waiting"]
+"""How serious a wait on IPC is (``Stuck.state``), most serious first:
+
+- ``deadlocked``: a member of a :class:`Deadlock`: only other members (or itself) could release it;
+- ``blocked``: cannot go on until someone else acts, and nothing shows anyone will: a writer on a full pipe, a
+  sender on a full queue, an open() of a FIFO nobody has open at the other end, a wait for a child that is
+  itself blocked, a read that only the reader itself could satisfy;
+- ``waiting``: idle in the ordinary way: reading or polling while a writer holds the other end, waiting for a
+  signal or for a child that is running.
+"""
+
 ScanKind = Literal["shm", "memfd", "mqueue", "pipe", "signal", "sysv"]
 """What a scan can be limited to (``--kind``, ``Snapshot.kinds``); ``KINDS`` lists them in report order."""
 

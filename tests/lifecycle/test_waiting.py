@@ -128,7 +128,7 @@ def test_two_process_pipe_deadlock_is_reported(spawn: Spawn) -> None:
 
     def deadlocked() -> bool:
         snapshot = scan_kinds("pipe")
-        found[:] = [group for group in snapshot.deadlocks if first.pid in group]
+        found[:] = [group.pids for group in snapshot.deadlocks if first.pid in group.pids]
         return bool(found)
 
     wait_until(deadlocked, "the deadlock to be reported")
@@ -142,7 +142,7 @@ def test_a_waiter_someone_free_can_release_is_no_deadlock(spawn: Spawn) -> None:
         child.expect()
         snapshot = _waiting(child.pid)
         # This test process still holds the read end and is not blocked: it could drain the pipe.
-        assert not [group for group in snapshot.deadlocks if child.pid in group]
+        assert not [group for group in snapshot.deadlocks if child.pid in group.pids]
     finally:
         os.close(read_end)
         os.close(write_end)

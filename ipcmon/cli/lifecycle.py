@@ -315,7 +315,10 @@ def cmd_clean(args: argparse.Namespace) -> int:
         return 0
     if candidates or left:
         # Every object --yes went for is one line of the action log: removed, or kept and why (read-only too).
-        tried = actions.remove_orphans(candidates)
+        if read_only:  # the --read-only flag: remove_orphans itself sees only the environment variable
+            tried = actions.refuse((leak, actions.READ_ONLY_REASON) for leak in candidates)
+        else:
+            tried = actions.remove_orphans(candidates)
         failed = sum(not removal.removed for removal in tried)
         _report_removals([*tried, *actions.refuse(left)])
     if read_only:

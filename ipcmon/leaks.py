@@ -90,11 +90,6 @@ class Leak:
         the caller is permitted to unlink or IPC_RMID. A deleted-but-held segment never is."""
         return self.refusal is None
 
-    @property
-    def at_stake(self) -> int:
-        """Bytes it keeps from others: allocated memory, or queued messages (0 when unknown)."""
-        return (self.allocated if self.allocated is not None else self.queued) or 0
-
 
 def prefix_hint(name: str, mechanism: Mechanism) -> str:
     for kinds, prefix, who in KNOWN_PREFIXES:

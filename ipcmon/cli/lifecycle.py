@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shlex
 import signal
 import sys
 import threading
@@ -212,6 +211,8 @@ def _nothing_matches(pattern: str) -> str:
 def _closing_line(leaks: list[Leak], pattern: str | None) -> str:
     """What the leaks add up to, and the remedy for each sort: clean for those it may remove, the holders for
     deleted ones, root for other users' orphans."""
+    import shlex
+
     from ipcmon.leaks import CLEAN_MIN_AGE
 
     allocated = sum(leak.allocated or 0 for leak in leaks)
@@ -285,9 +286,10 @@ def cmd_clean(args: argparse.Namespace) -> int:
     found = _find(args)
     if found is None:
         return 2
+    refused = 2 if args.yes and read_only else 0
     if found.matched == 0:
         sys.stdout.write(_nothing_matches(args.match))
-        return 0
+        return refused
     candidates: list[Leak] = []
     left: list[tuple[Leak, str]] = []
     for leak in found.leaks:
@@ -313,6 +315,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
             for leak, reason in left:
                 sys.stdout.write(_clean_line(leak, f"  (kept: {printable(reason)})"))
         return 0
+    failed = 0
     if candidates or left:
         # Every object --yes went for is one line of the action log: removed, or kept and why (read-only too).
         if read_only:  # the --read-only flag: remove_orphans itself sees only the environment variable
@@ -321,9 +324,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
             tried = actions.remove_orphans(candidates)
         failed = sum(not removal.removed for removal in tried)
         _report_removals([*tried, *actions.refuse(left)])
-    if read_only:
-        return 2
-    return 0 if not (candidates and failed) else 1
+    return refused or (1 if failed else 0)
 
 
 def _report_removals(results: list[Removal]) -> None:

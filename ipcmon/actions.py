@@ -87,7 +87,7 @@ def remove_orphans(candidates: Iterable[Leak], config: ScanConfig = ScanConfig()
     A fresh scan is taken first; an object that gained a holder, was replaced by another object of the
     same name (different inode), vanished, or is not ours to remove is left alone and reported
     (ipcmon.leaks.Recheck, unlink_refusal). A SysV segment is looked up again in /proc/sysvipc/shm right
-    before shmctl(2) IPC_RMID: it must still have no attachment, the same key, creator and ctime, and be
+    before shmctl(2) IPC_RMID: it must still have no attachment, the same key and ctime, and be
     ours to remove (:func:`_remove_sysv`). A deleted-but-held segment is never removed (only its holders can
     free it). In read-only mode nothing is removed. Every attempt, removed or kept, is written to the action log.
     """

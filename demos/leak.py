@@ -7,8 +7,8 @@ its segments and queue stay behind as orphans: no process holds them, and the se
 
 This demo leaves them on purpose, even when interrupted. Then:
 
-    ipcmon leaks                                         lists them
-    ipcmon clean --yes --match '/ipcmon-demo-<pid>-*'    removes them
+    ipcmon leaks --match '/ipcmon-demo-<pid>-*'          lists them
+    ipcmon clean --yes --match '/ipcmon-demo-<pid>-*'    removes them (once they are 10 s old: clean's --min-age)
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def lesson_round(lesson: Lesson, turns: Turns) -> None:
     names = [lesson.name(what) for what in SEGMENTS]
     queue_name = lesson.name("leak-q")
     prefix = lesson.name("")
-    how_to_clean = (f"to find them: ipcmon leaks; to remove them: ipcmon clean --yes --match '{prefix}*' "
-                    f"(or --match '/ipcmon-demo-*' for what every demo left)")
+    how_to_clean = (f"to find them: ipcmon leaks --match '{prefix}*'; to remove them: ipcmon clean --yes --match "
+                    f"'{prefix}*' (clean leaves what changed in the last 10 s: wait, or add --min-age 0)")
 
     def worker() -> None:
         me = os.getpid()

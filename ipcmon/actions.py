@@ -1,4 +1,4 @@
-"""The only code that changes the system: unlinking orphans, signalling a process, and their guard rails
+"""The only code that changes the system: removing orphans, signalling a process, and their guard rails
 (the read-only switch, the action log).
 
 ipcmon changes the system only when asked and confirmed (``clean --yes``, the dashboard's remove and
@@ -19,8 +19,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from ipcmon.collect import ScanConfig, procfs, scan
-from ipcmon.leaks import Leak, Recheck, same_object, unlink_refusal
+from ipcmon.collect import ScanConfig, procfs, scan, sysv
+from ipcmon.leaks import Leak, Recheck, SysvIdentity, ipc_rmid_refusal, same_object, unlink_refusal
 from ipcmon.safe import printable
 from ipcmon.text import signal_name
 
@@ -81,24 +81,38 @@ class Removal:
 
 
 def remove_orphans(candidates: Iterable[Leak], config: ScanConfig = ScanConfig()) -> list[Removal]:
-    """Unlink orphaned segments and queues, re-checking each one immediately before.
+    """Unlink orphaned POSIX segments, semaphores and queues and IPC_RMID orphaned SysV segments, re-checking
+    each one immediately before.
 
     A fresh scan is taken first; an object that gained a holder, was replaced by another object of the
     same name (different inode), vanished, or is not ours to remove is left alone and reported
-    (ipcmon.leaks.Recheck, unlink_refusal). In read-only mode nothing is removed. Every attempt is written
-    to the action log.
+    (ipcmon.leaks.Recheck, unlink_refusal). A SysV segment is looked up again in /proc/sysvipc/shm right
+    before shmctl(2) IPC_RMID: it must still have no attachment, the same key and ctime, and be
+    ours to remove (:func:`_remove_sysv`). A deleted-but-held segment is never removed (only its holders can
+    free it). In read-only mode nothing is removed. Every attempt, removed or kept, is written to the action log.
     """
     wanted = list(candidates)
     if read_only():
         return _logged([Removal(leak, False, READ_ONLY_REASON) for leak in wanted])
-    recheck = Recheck(scan(replace(config, kinds=("shm", "mqueue"), pids=None)))
-    return _logged([_remove(leak, recheck) for leak in wanted])
+    posix = [leak for leak in wanted if leak.sysv is None and leak.refusal is None]
+    recheck = Recheck(scan(replace(config, kinds=("shm", "mqueue"), pids=None))) if posix else None
+    return _logged([_remove(leak, recheck, config.proc) for leak in wanted])
 
 
-def _remove(leak: Leak, recheck: Recheck) -> Removal:
-    reason = recheck.keep_reason(leak)
+def refuse(kept: Iterable[tuple[Leak, str]]) -> list[Removal]:
+    """Log each (leak, reason) as kept without touching it: what `clean --yes` leaves alone (too young, deleted
+    but held), so the log names every object it was asked about; the results."""
+    return _logged([Removal(leak, False, reason) for leak, reason in kept])
+
+
+def _remove(leak: Leak, recheck: Recheck | None, proc: str) -> Removal:
+    if leak.refusal is not None:
+        return Removal(leak, False, leak.refusal)
+    if leak.sysv is not None:
+        return _remove_sysv(leak, leak.sysv, proc)
+    reason = recheck.keep_reason(leak) if recheck is not None else "not re-checked"
     if reason is not None or leak.path is None:
-        return Removal(leak, False, reason or "not removable by name (still held, or not a POSIX object)")
+        return Removal(leak, False, reason or "not removable by name")
     try:
         st = os.stat(leak.path)
         if not same_object(leak, st.st_dev, st.st_ino):
@@ -111,6 +125,39 @@ def _remove(leak: Leak, recheck: Recheck) -> Removal:
         return Removal(leak, False, "gone already")
     except OSError as error:
         return Removal(leak, False, f"not removed: {error.strerror}")
+    return Removal(leak, True, "removed")
+
+
+def _remove_sysv(leak: Leak, identity: SysvIdentity, proc: str) -> Removal:
+    """IPC_RMID a SysV segment that is still the one listed and still unattached (read again just before).
+
+    sysv_ipc.remove_shared_memory is shmctl(id, IPC_RMID, NULL): it never attaches. Between the read and the
+    call a process could still attach by id; the segment then lives on until it detaches, as IPC_RMID does.
+    """
+    import sysv_ipc
+
+    try:
+        rows = sysv.parse_table(procfs.read_bytes(f"{proc}/sysvipc/shm"))
+    except (procfs.Gone, procfs.Denied):
+        return Removal(leak, False, f"{proc}/sysvipc/shm cannot be read: not re-checked, so not removed")
+    row = next((row for row in rows if row.get("shmid") == identity.shmid), None)
+    if row is None:
+        return Removal(leak, False, "gone already")
+    if (row.get("key"), row.get("ctime")) != (identity.ipc_key, identity.ctime):
+        return Removal(leak, False, "replaced or changed since it was listed (its key or ctime differs)")
+    if row.get("perms", 0) & sysv.SHM_DEST:
+        return Removal(leak, False, "gone already (marked for removal)")
+    if row.get("nattch", 0) != 0:
+        return Removal(leak, False, f"attached now ({row['nattch']} attachments, last by pid {row.get('lpid')})")
+    refusal = ipc_rmid_refusal(row.get("uid", -1), row.get("cuid"))
+    if refusal is not None:
+        return Removal(leak, False, refusal)
+    try:
+        sysv_ipc.remove_shared_memory(identity.shmid)
+    except sysv_ipc.ExistentialError:
+        return Removal(leak, False, "gone already")
+    except sysv_ipc.PermissionsError:
+        return Removal(leak, False, "not permitted (run as root)")
     return Removal(leak, True, "removed")
 
 

@@ -8,15 +8,16 @@ to names matching glob patterns (useful when other programs create objects on th
 
 from __future__ import annotations
 
-import fnmatch
 import os
+import shlex
 import warnings
 from collections.abc import Generator
 
 import pytest
 
 from ipcmon.collect.scan import find_mqueue_dir
-from ipcmon.collect.shm import SHM_DIR
+from ipcmon.collect.shm import SHM_DIR, name_of
+from ipcmon.leaks import matches
 
 _BEFORE = pytest.StashKey[frozenset[str]]()
 
@@ -47,22 +48,22 @@ def _mode(config: pytest.Config) -> str:
 
 
 def current_names(patterns: list[str]) -> frozenset[str]:
-    """POSIX names present now: ``/name`` for shm and semaphores (``/sem.name``), ``mqueue:/name`` for queues."""
-    names: set[str] = set()
-    for directory, prefix in ((SHM_DIR, "/"), (find_mqueue_dir(), "mqueue:/")):
+    """POSIX names present now: ``/name`` for shm, ``sem:/name`` for a semaphore (the name sem_open(3) was given;
+    its file is ``sem.name``), ``mqueue:/name`` for a queue. Patterns match the name without its ``sem:`` or
+    ``mqueue:``, with or without the slash, or a semaphore's file name (``ipcmon.leaks.spellings``)."""
+    found: set[tuple[str, str]] = set()
+    for directory, kind in ((SHM_DIR, "shm"), (find_mqueue_dir(), "mqueue")):
         if directory is None:
             continue
         try:
             entries = os.listdir(directory)
         except OSError:
             continue
-        names.update(prefix + entry for entry in entries)
+        for entry in entries:
+            found.add(name_of(entry) if kind == "shm" else ("mqueue", "/" + entry))
     if patterns:
-        names = {
-            name for name in names
-            if any(fnmatch.fnmatchcase(name.removeprefix("mqueue:"), pattern) for pattern in patterns)
-        }
-    return frozenset(names)
+        found = {(kind, name) for kind, name in found if any(matches(kind, name, pattern) for pattern in patterns)}
+    return frozenset(name if kind == "shm" else f"{kind}:{name}" for kind, name in found)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -90,5 +91,8 @@ def pytest_runtest_makereport(
                                lineno=item.location[1] or 0)
         return report
     report.outcome = "failed"
-    report.longrepr = message + "\n(remove them with: ipcmon clean --yes --match GLOB)"
+    patterns = item.config.getini("ipc_leaks_match")
+    glob = shlex.quote(patterns[0]) if len(patterns) == 1 else "GLOB"
+    # --min-age 0: the objects are seconds old, and clean leaves what changed in the last 10 s by default.
+    report.longrepr = message + f"\n(remove them with: ipcmon clean --yes --min-age 0 --match {glob})"
     return report

@@ -380,7 +380,9 @@ def test_leak_leaves_orphans_that_leaks_finds_and_clean_removes(watch: Callable[
     assert leaks.returncode == 1, leaks.stderr
     for name in (f"{run.prefix}leak-a", f"{run.prefix}leak-b", f"{run.prefix}leak-q"):
         assert name in leaks.stdout
-    clean = subprocess.run([*ipcmon, "clean", "--yes", "--match", pattern], capture_output=True, text=True)
+    # --min-age 0: the demo made them seconds ago, and clean leaves what changed in the last 10 s by default.
+    clean = subprocess.run([*ipcmon, "clean", "--yes", "--min-age", "0", "--match", pattern], capture_output=True,
+                           text=True)
     assert clean.returncode == 0, clean.stderr
     assert run.leftovers() == []
 

@@ -29,6 +29,7 @@ from ipcmon.safe import counted, printable
 from ipcmon.text import human_age, human_bytes
 
 if TYPE_CHECKING:
+    from ipcmon.actions import Removal
     from ipcmon.leaks import Leak
     from ipcmon.model import Event
 
@@ -48,11 +49,13 @@ def add_leaks_parser(commands: Subcommands) -> argparse.ArgumentParser:
     leaks = commands.add_parser(
         "leaks",
         help="list orphaned segments and queues and unlinked segments still pinning memory",
-        description="Exit status: 0 no leaks, 1 leaks found, 2 error.",
+        description="Exit status: 0 no leaks (or nothing matches --match), 1 leaks found, 2 error.",
     )
     leaks.add_argument("--min-age", type=parse_duration_arg, default=0.0, metavar="DURATION",
                        help="only objects unchanged for at least this long (30s, 5m, 2h, 1d)")
-    leaks.add_argument("--match", metavar="GLOB", help="only names matching this glob, e.g. '/psm_*'")
+    leaks.add_argument("--match", metavar="GLOB",
+                       help="only names matching this glob, with or without the leading slash, or as ls /dev/shm "
+                            "prints them (sem.NAME for semaphore /NAME), e.g. '/psm_*'")
     leaks.add_argument("--json", action="store_true", help="a JSON list")
     add_show_self(leaks)
     return leaks
@@ -61,14 +64,19 @@ def add_leaks_parser(commands: Subcommands) -> argparse.ArgumentParser:
 def add_clean_parser(commands: Subcommands) -> argparse.ArgumentParser:
     clean = commands.add_parser(
         "clean",
-        help="remove orphaned segments and queues (dry run unless --yes)",
-        description="Removes POSIX shm segments, semaphores and message queues that no process holds. "
-        "Without --yes it only prints what it would remove. With --yes it re-checks each object is still "
-        "orphaned immediately before unlinking it and never touches a held object.",
+        help="remove orphaned segments, semaphores and queues (dry run unless --yes)",
+        description="Removes POSIX shm segments, semaphores and message queues that no process holds, and SysV "
+        "segments with no attachment. Without --yes it only prints what it would remove. With --yes it re-checks "
+        "each object is still orphaned immediately before removing it and never touches a held object; every "
+        "object it removes or keeps is written to the action log. A deleted segment still held cannot be freed "
+        "by clean: its holders must close it or exit.",
     )
-    clean.add_argument("--min-age", type=parse_duration_arg, default=0.0, metavar="DURATION",
-                       help="only objects unchanged for at least this long")
-    clean.add_argument("--match", metavar="GLOB", help="only names matching this glob, e.g. '/psm_*'")
+    clean.add_argument("--min-age", type=parse_duration_arg, default=10.0, metavar="DURATION",
+                       help="only objects unchanged for at least this long (default 10s, so that one created a "
+                            "moment ago is not removed before its creator opens it; --min-age 0 takes every one)")
+    clean.add_argument("--match", metavar="GLOB",
+                       help="only names matching this glob, with or without the leading slash, or as ls /dev/shm "
+                            "prints them (sem.NAME for semaphore /NAME), e.g. '/psm_*'")
     clean.add_argument("--yes", action="store_true", help="really remove them")
     # The global --read-only, accepted after the subcommand too (ipcmon clean --yes --read-only refuses).
     clean.add_argument("--read-only", action="store_true", default=argparse.SUPPRESS,
@@ -131,7 +139,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def leak_to_dict(leak: Leak) -> dict[str, object]:
-    """One leak as `ipcmon leaks --json` gives it: its fields and whether `clean` may remove it."""
+    """One leak as `ipcmon leaks --json` gives it: its fields (``ipcmon.leaks.Leak``) and ``removable``, whether
+    `clean` may remove it as this user."""
     data = dataclasses.asdict(leak)
     data["removable"] = leak.removable
     return data
@@ -140,6 +149,9 @@ def leak_to_dict(leak: Leak) -> dict[str, object]:
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Found:
     leaks: list[Leak]
+    """Every leak whose name matches --match (all without it), whatever its age."""
+    matched: int | None
+    """Objects (leaks or not) whose name matches --match; None without --match."""
     hidden: int
     """Processes that could not be fully read."""
     levels: dict[str, str]
@@ -147,10 +159,11 @@ class _Found:
 
 
 def _find(args: argparse.Namespace) -> _Found | None:
-    """The leaks the options select, the count of hidden processes and the levels; None after printing an error."""
+    """The leaks --match selects, how many objects it matched, the count of hidden processes and the levels;
+    None after printing an error."""
     from ipcmon import health
     from ipcmon.collect import ScanConfig, scan
-    from ipcmon.leaks import find_leaks, matching
+    from ipcmon.leaks import count_matching, find_leaks, matching
 
     try:
         snapshot = scan(ScanConfig(kinds=("shm", "mqueue", "sysv"), hide_self=not getattr(args, "show_self", False)))
@@ -160,96 +173,177 @@ def _find(args: argparse.Namespace) -> _Found | None:
     levels: dict[str, str] = {}
     for hazard in health.hazards(snapshot):  # most serious first: an object keeps its worst level
         levels.setdefault(hazard.key, hazard.level_text)
-    return _Found(matching(find_leaks(snapshot, min_age=args.min_age), args.match), snapshot.hidden_processes, levels)
+    matched = None if args.match is None else count_matching(snapshot, args.match)
+    return _Found(matching(find_leaks(snapshot), args.match), matched, snapshot.hidden_processes, levels)
 
 
-LEAK_HEADERS = ("LEVEL", "KIND", "PROBLEM", "NAME", "BYTES", "AGE", "HINT")
+def _old_enough(leak: Leak, min_age: float) -> bool:
+    return min_age <= 0 or (leak.age is not None and leak.age >= min_age)  # unknown is not "old"
+
+
+LEAK_HEADERS = ("LEVEL", "KIND", "PROBLEM", "NAME", "SIZE", "ALLOC", "QUEUED", "AGE", "HINT")
+"""SIZE: the object's size; ALLOC: memory it takes (allocated, or pinned once deleted); QUEUED: bytes in a
+queue's messages. '-' where a column does not apply, '?' where it is unknown."""
 
 
 def _leak_rows(leaks: list[Leak], levels: dict[str, str]) -> list[tuple[str, ...]]:
-    return [
-        (
+    rows: list[tuple[str, ...]] = []
+    for leak in leaks:
+        queue = leak.mechanism == "mqueue"
+        rows.append((
             levels.get(leak.key, "?"),
             leak.mechanism,
             leak.problem,
             printable(leak.name),
-            human_bytes(leak.bytes),
+            "-" if queue else human_bytes(leak.size),
+            "-" if queue else human_bytes(leak.allocated),
+            human_bytes(leak.queued) if queue else "-",
             human_age(leak.age),
             printable(leak.hint) or "-",
-        )
-        for leak in leaks
-    ]
+        ))
+    return rows
+
+
+def _nothing_matches(pattern: str) -> str:
+    return f"nothing matches {printable(pattern)}\n"
+
+
+def _closing_line(leaks: list[Leak], pattern: str | None) -> str:
+    """What the leaks add up to, and the remedy for each sort: clean for those it may remove, the holders for
+    deleted ones, root for other users' orphans."""
+    import shlex
+
+    from ipcmon.leaks import CLEAN_MIN_AGE
+
+    allocated = sum(leak.allocated or 0 for leak in leaks)
+    queued = sum(leak.queued or 0 for leak in leaks)
+    amounts = [f"{human_bytes(allocated)} of memory"] + ([f"{human_bytes(queued)} queued"] if queued else [])
+    removable = [leak for leak in leaks if leak.removable]
+    deleted = [leak for leak in leaks if leak.problem == "deleted-but-held"]
+    others = len(leaks) - len(removable) - len(deleted)
+    advice = []
+    if removable:
+        match = shlex.quote(pattern) if pattern is not None else "GLOB"
+        young = sum(not _old_enough(leak, CLEAN_MIN_AGE) for leak in removable)
+        advice.append(f"{counted(len(removable), 'orphan', 'orphans')} can be removed: ipcmon clean --yes --match "
+                      f"{printable(match)}" + (f" ({young} changed in the last {CLEAN_MIN_AGE:g}s: clean leaves "
+                                               "them unless --min-age 0)" if young else ""))
+    if deleted:
+        it = "it; its holders (HINT) must close it" if len(deleted) == 1 else \
+            "them; their holders (HINT) must close them"
+        advice.append(f"{counted(len(deleted), 'deleted segment', 'deleted segments')} still held: clean cannot "
+                      f"free {it} or exit")
+    if others:
+        advice.append(f"{counted(others, 'orphan is', 'orphans are')} not yours to remove (run as root)")
+    return f"{counted(len(leaks), 'leak', 'leaks')}, {' and '.join(amounts)} in all; {'; '.join(advice)}.\n"
 
 
 def cmd_leaks(args: argparse.Namespace) -> int:
-    """Print the leaks; exit 0 when there are none, 1 when there are, 2 when the scan failed."""
+    """Print the leaks; exit 0 when there are none (or --match names nothing), 1 when there are, 2 on error."""
     found = _find(args)
     if found is None:
         return 2
-    leaks, hidden = found.leaks, found.hidden
+    leaks = [leak for leak in found.leaks if _old_enough(leak, args.min_age)]
     if args.json:
         sys.stdout.write(json.dumps([leak_to_dict(leak) for leak in leaks]) + "\n")
+        if found.matched == 0:
+            sys.stderr.write(_nothing_matches(args.match))
+    elif found.matched == 0:
+        sys.stdout.write(_nothing_matches(args.match))
     elif not leaks:
-        sys.stdout.write("no leaks found\n")
+        sys.stdout.write("no leaks found" + (f" among {counted(found.matched, 'object', 'objects')} matching "
+                                             f"{printable(args.match)}" if found.matched else "") + "\n")
     else:
         from ipcmon.report import format_table
 
         lines = format_table(LEAK_HEADERS, _leak_rows(leaks, found.levels))
         sys.stdout.write("\n".join(lines) + "\n")
-        pinned = sum(leak.bytes or 0 for leak in leaks)
-        removable = sum(leak.removable for leak in leaks)
-        advice = (f"{counted(removable, 'is', 'are')} orphaned: remove with ipcmon clean --yes [--match GLOB]"
-                  if removable else "none can be removed by name: their memory goes when the holders exit")
-        sys.stdout.write(f"{counted(len(leaks), 'leak', 'leaks')}, {human_bytes(pinned)} in all; {advice}.\n")
-    if hidden and not args.json:
-        sys.stderr.write(f"note: {counted(hidden, 'process', 'processes')} could not be fully read; objects they "
-                         "hold may be listed as orphaned.\n")
+        sys.stdout.write(_closing_line(leaks, args.match))
+    if found.hidden and not args.json:
+        sys.stderr.write(f"note: {counted(found.hidden, 'process', 'processes')} could not be fully read; objects "
+                         "they hold may be listed as orphaned.\n")
     return 1 if leaks else 0
 
 
+def _clean_line(leak: Leak, note: str = "") -> str:
+    amount = f"{human_bytes(leak.queued)} queued" if leak.mechanism == "mqueue" else \
+        f"{human_bytes(leak.allocated)} allocated"
+    return f"  {leak.mechanism:<8} {printable(leak.name)}  {amount}  age {human_age(leak.age)}{note}\n"
+
+
 def cmd_clean(args: argparse.Namespace) -> int:
-    """List (dry run) or remove the orphaned POSIX objects; exit 0, 1 when one could not be removed, 2 on error."""
+    """List (dry run) or remove the orphans; exit 0, 1 when an orphan it went for was kept, 2 on error or when
+    read-only mode refuses --yes.
+
+    Orphans changed within --min-age and deleted-but-held segments are left alone (and, with --yes, logged
+    as kept); only the rest are tried.
+    """
     from ipcmon import actions
-    from ipcmon.leaks import unlink_refusal
 
     read_only = actions.read_only(getattr(args, "read_only", False))
     if args.yes and read_only:
         sys.stderr.write(f"ipcmon clean: refusing to remove anything: {actions.READ_ONLY_REASON}.\n")
-        return 2
     found = _find(args)
     if found is None:
         return 2
-    leaks, hidden = found.leaks, found.hidden
-    candidates = [leak for leak in leaks if leak.removable]
+    refused = 2 if args.yes and read_only else 0
+    if found.matched == 0:
+        sys.stdout.write(_nothing_matches(args.match))
+        return refused
+    candidates: list[Leak] = []
+    left: list[tuple[Leak, str]] = []
+    for leak in found.leaks:
+        if leak.problem != "orphaned":
+            left.append((leak, leak.refusal or "not an orphan"))
+        elif not _old_enough(leak, args.min_age):
+            changed = "its age is unknown" if leak.age is None else f"changed {human_age(leak.age)} ago"
+            left.append((leak, f"{changed}, under --min-age {args.min_age:g}s"))
+        else:
+            candidates.append(leak)
     if not candidates:
         sys.stdout.write("nothing to remove\n")
-        return 0
-    if hidden:
-        sys.stderr.write(f"warning: {counted(hidden, 'process', 'processes')} could not be fully read; they may "
-                         "hold objects listed here.\n")
+    if found.hidden and candidates:
+        sys.stderr.write(f"warning: {counted(found.hidden, 'process', 'processes')} could not be fully read; they "
+                         "may hold objects listed here.\n")
     if not args.yes:
-        sys.stdout.write("would remove (dry run; add --yes to remove):\n")
-        for leak in candidates:
-            refusal = unlink_refusal(leak.path) if leak.path else None
-            sys.stdout.write(f"  {leak.mechanism:<6} {printable(leak.name)}  {human_bytes(leak.bytes)}  "
-                             f"age {human_age(leak.age)}" + (f"  (cannot: {refusal})" if refusal else "") + "\n")
+        if candidates:
+            sys.stdout.write("would remove (dry run; add --yes to remove):\n")
+            for leak in candidates:
+                sys.stdout.write(_clean_line(leak, f"  (cannot: {printable(leak.refusal)})" if leak.refusal else ""))
+        if left:
+            sys.stdout.write("left alone:\n")
+            for leak, reason in left:
+                sys.stdout.write(_clean_line(leak, f"  (kept: {printable(reason)})"))
         return 0
     failed = 0
+    if candidates or left:
+        # Every object --yes went for is one line of the action log: removed, or kept and why (read-only too).
+        if read_only:  # the --read-only flag: remove_orphans itself sees only the environment variable
+            tried = actions.refuse((leak, actions.READ_ONLY_REASON) for leak in candidates)
+        else:
+            tried = actions.remove_orphans(candidates)
+        failed = sum(not removal.removed for removal in tried)
+        _report_removals([*tried, *actions.refuse(left)])
+    return refused or (1 if failed else 0)
+
+
+def _report_removals(results: list[Removal]) -> None:
+    """One line per object removed or kept; then where the log is, or why it could not be written."""
+    from ipcmon import actions
+
     log_problem = None
-    for removal in actions.remove_orphans(candidates):
+    for removal in results:
         name = printable(removal.leak.name)
         log_problem = log_problem or removal.log_problem
         if removal.removed:
             sys.stdout.write(f"removed {removal.leak.mechanism} {name}\n")
         else:
-            failed += 1
             sys.stdout.write(f"kept {removal.leak.mechanism} {name}: {printable(removal.reason)}\n")
     sys.stdout.flush()
     if log_problem:
         sys.stderr.write(f"warning: {log_problem}\n")
     else:
         sys.stderr.write(f"logged to {printable(actions.log_path())}\n")
-    return 0 if not failed else 1
 
 
 COMMANDS = (

@@ -14,9 +14,25 @@ from ipcmon.collect.config import Places, ScanConfig
 from ipcmon.collect.fds import FdRef, MapRef, comm_of, refresh, split_deleted
 from ipcmon.collect.recall import Recall
 from ipcmon.health import shm_state
-from ipcmon.model import Access, Holder, Process, ShmSegment
+from ipcmon.model import Access, Holder, Process, ShmKind, ShmSegment
 
 SEM_PREFIX = "sem."
+"""glibc's sem_open(3) keeps semaphore NAME as the file sem.NAME in the shm directory (sysdeps/pthread/sem_open.c)."""
+
+
+def name_of(file_name: str) -> tuple[ShmKind, str]:
+    """A shm directory entry's kind and POSIX name: ``foo`` → (shm, /foo); ``sem.foo`` → (sem, /foo), the name
+    sem_open(3) was given."""
+    if file_name.startswith(SEM_PREFIX) and len(file_name) > len(SEM_PREFIX):
+        return "sem", "/" + file_name[len(SEM_PREFIX) :]
+    return "shm", "/" + file_name
+
+
+def file_name_of(kind: str, name: str) -> str:
+    """The inverse of :func:`name_of`: the entry in the shm directory for a segment or semaphore's POSIX name
+    (``/foo`` of kind sem → ``sem.foo``)."""
+    bare = name.removeprefix("/")
+    return SEM_PREFIX + bare if kind == "sem" else bare
 
 
 def list_dir(shm_dir: str) -> dict[tuple[int, int], tuple[str, os.stat_result]]:
@@ -74,12 +90,16 @@ def fd_holders(fds: Iterable[FdRef], processes: Mapping[int, Process]) -> list[H
     return holders
 
 
-def posix_name(path: str, shm_dir: str) -> str:
-    """The POSIX name of a segment file: /dev/shm/foo → /foo."""
+def posix_name(path: str, shm_dir: str) -> tuple[ShmKind, str]:
+    """The kind and POSIX name of a segment file: /dev/shm/foo → (shm, /foo), /dev/shm/sem.foo → (sem, /foo).
+
+    A held file whose path is not inside shm_dir (a holder in another mount namespace) is named by its
+    path's last part."""
     prefix = shm_dir.rstrip("/") + "/"
     if path.startswith(prefix):
-        return "/" + path[len(prefix) :]
-    return path
+        return name_of(path[len(prefix) :])
+    kind, _ = name_of(path.rsplit("/", 1)[-1])
+    return kind, path
 
 
 def mapped_file(ref: MapRef, proc: str = procfs.PROC) -> tuple[str, os.stat_result] | None:
@@ -95,6 +115,23 @@ def mapped_file(ref: MapRef, proc: str = procfs.PROC) -> tuple[str, os.stat_resu
     except OSError:
         return None
     return split_deleted(target)[0], st
+
+
+def held_times(refs: Iterable[FdRef], proc: str = procfs.PROC) -> tuple[float | None, float | None]:
+    """(mtime, ctime) of an unlinked segment, read through a holder's descriptor; (None, None) when none can be.
+
+    stat(2) of /proc/PID/fd/N follows the link to the open file itself, so it gives the segment's own times
+    although its name is gone (the descriptor's open time is kept nowhere). unlink(2) sets the file's ctime
+    (mm/shmem.c shmem_unlink), so unless its mode or owner changed since, the ctime is when it was deleted.
+    """
+    for ref in refs:
+        try:
+            st = os.stat(f"{proc}/{ref.pid}/fd/{ref.fd}")
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (ref.dev, ref.inode):
+            return st.st_mtime, st.st_ctime
+    return None, None
 
 
 def _path_filter(shm_dir: str) -> Callable[[str | None], bool]:
@@ -185,7 +222,7 @@ def collect(
             first = held_fds[0]
             size, allocated = first.size, first.blocks * 512
             mode, uid, gid = first.mode, first.uid, first.gid
-            mtime = ctime = None
+            mtime, ctime = held_times(held_fds, proc)
         elif (on_file := mapped_file(held_maps[0], proc)) is not None:
             path, st = on_file
             size, allocated = st.st_size, st.st_blocks * 512
@@ -226,12 +263,11 @@ def _segment(
     holders = fd_holders(held_fds, processes) + mapping_holders(held_maps, processes)
     holders.sort(key=lambda holder: (holder.pid, holder.fd is None, holder.fd or 0))
     state = shm_state(linked=linked, held=bool(holders))
-    name = posix_name(path, shm_dir)
-    file_name = name.rsplit("/", 1)[-1]
+    kind, name = posix_name(path, shm_dir)
     return ShmSegment(
         name=name,
         path=path,
-        kind="sem" if file_name.startswith(SEM_PREFIX) else "shm",
+        kind=kind,
         size=size,
         allocated=allocated,
         mode=None if mode is None else stat.S_IMODE(mode),

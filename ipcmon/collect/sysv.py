@@ -79,6 +79,7 @@ def collect(processes: Mapping[int, Process], maps: Iterable[MapRef], proc: str 
             holders=tuple(
                 sorted(mapping_holders(maps_by_id.get(row["shmid"], []), processes), key=lambda h: h.pid)
             ),
+            cuid=row.get("cuid"),
         )
         for row in shm_rows or []
     )

@@ -120,7 +120,8 @@ class ShmSegment:
     """A POSIX shared memory object or named semaphore in the shm directory (or pinned after unlink)."""
 
     name: str
-    """POSIX name with its leading slash (``/foo``); semaphores keep their file name (``/sem.foo``)."""
+    """POSIX name with its leading slash (``/foo``); a semaphore's is the name sem_open(3) was given (``/foo``
+    for the file ``sem.foo``, kind ``sem``)."""
     path: str
     kind: ShmKind
     size: int
@@ -320,6 +321,8 @@ class SysvShm:
     removed: bool
     """Marked for removal (IPC_RMID) but still attached: its key reads as IPC_PRIVATE."""
     holders: tuple[Holder, ...] = ()
+    cuid: int | None = None
+    """The creator's uid (with the owner ``uid``, who may remove it: shmctl(2) IPC_RMID); None when unknown."""
 
     @property
     def object_key(self) -> str:

@@ -244,7 +244,12 @@ class ActingApp(NavigatingApp):
         name = printable(record_name(row.record))
         if leak is None or not leak.removable:
             holders = ", ".join(f"{pid}" for pid in row.pids)
-            reason = f"it is held by {holders}" if holders else "only orphaned POSIX segments and queues can be removed"
+            if leak is not None and leak.refusal:  # not this user's to remove, or deleted but held
+                reason = printable(leak.refusal)
+            elif holders:
+                reason = f"it is held by {holders}"
+            else:
+                reason = "only orphaned segments, semaphores and queues can be removed"
             self.notify(f"Refused: {name} was not removed: {reason}.", title="Refused", severity="warning",
                         markup=False)
             return

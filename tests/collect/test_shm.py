@@ -191,10 +191,9 @@ def test_named_semaphore_is_a_sem_held_by_its_mapping(spawn: Spawn, cleanup: Cle
     )
     user.expect()
 
-    file_name = "/sem." + name[1:]
-    found = segment(scan_kinds("shm"), file_name)
-    st = os.stat(f"/dev/shm{file_name}")
-    assert found.kind == "sem"
+    found = segment(scan_kinds("shm"), name)  # the name sem_open was given; the file is sem.NAME
+    st = os.stat(f"/dev/shm/sem.{name[1:]}")
+    assert (found.kind, found.path) == ("sem", f"/dev/shm/sem.{name[1:]}")
     assert (found.size, found.inode, found.mode) == (st.st_size, st.st_ino, 0o600)
     assert found.state == "held"
     (holder,) = found.holders

@@ -65,3 +65,29 @@ def test_plugin_warn_mode_and_off_by_default(pytester: pytest.Pytester) -> None:
     finally:
         _remove(name)
     off.assert_outcomes(passed=2)
+
+
+def test_plugin_names_a_leaked_semaphore_as_sem_open_does_and_how_to_remove_it(pytester: pytest.Pytester) -> None:
+    name = _name()
+    pytester.makeini(f"[pytest]\nipc_leaks_match = {name}*\n")
+    pytester.makepyfile(
+        f"""
+        import posix_ipc
+
+        def test_semaphore():
+            posix_ipc.Semaphore({name + "-sem"!r}, posix_ipc.O_CREX).close()
+        """
+    )
+    try:
+        result = pytester.runpytest_subprocess("--ipc-leaks")
+    finally:
+        try:
+            posix_ipc.unlink_semaphore(name + "-sem")
+        except posix_ipc.ExistentialError:
+            pass
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines([
+        f"*test_semaphore left 1 POSIX IPC objects behind: 'sem:{name}-sem'",
+        f"(remove them with: ipcmon clean --yes --min-age 0 --match '{name}*')",
+    ])
+    assert "/sem." not in result.stdout.str()

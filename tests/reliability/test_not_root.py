@@ -130,7 +130,7 @@ def test_leaks_as_nobody_reports_and_says_what_it_could_not_read(nobody: Unprivi
 
 
 def test_clean_as_nobody_refuses_roots_objects_clearly_and_removes_its_own(nobody: Unprivileged, world: World) -> None:
-    dry = nobody.run("clean", "--match", world.prefix + "*")
+    dry = nobody.run("clean", "--min-age", "0", "--match", world.prefix + "*")
     assert dry.returncode == 0
     lines = dry.stdout.decode().splitlines()
     (root_line,) = [line for line in lines if world.root_orphan in line]
@@ -139,7 +139,7 @@ def test_clean_as_nobody_refuses_roots_objects_clearly_and_removes_its_own(nobod
     assert "cannot" not in own_line
     assert b"warning:" in dry.stderr and b"could not be fully read" in dry.stderr
 
-    done = nobody.run("clean", "--yes", "--match", world.prefix + "*")
+    done = nobody.run("clean", "--yes", "--min-age", "0", "--match", world.prefix + "*")
     assert done.returncode == 1  # some were kept
     out = done.stdout.decode()
     assert f"kept shm {world.root_orphan}: not permitted: it belongs to root" in out

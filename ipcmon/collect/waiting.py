@@ -73,6 +73,8 @@ _OPENS = frozenset({"open", "openat", "openat2", "creat"})
 _CHILD_WAITS = frozenset({"wait4", "waitid"})
 _FIFO_WCHANS = frozenset({"fifo_open", "wait_for_partner"})
 """Where open(2) of a FIFO sleeps until the other end is opened (fs/pipe.c)."""
+_OPEN_FIFO_WCHANS = _FIFO_WCHANS | {"pipe_wait"}
+"""The same for an open call: on older kernels wait_for_partner slept in pipe_wait, as reads and writes did."""
 
 MAX_POLLED = 4096
 """A poll set or select's nfds larger than this is not read (unknown): a scan reads at most 32 KiB of it."""
@@ -163,30 +165,40 @@ def read_raw(
     descriptor (fds, its IPC descriptors); an open's path only when it sleeps in fifo_open.
     """
     try:
-        fields = procfs.read_bytes(f"{proc}/{pid}/syscall", single=True).split()
+        line = procfs.read_bytes(f"{proc}/{pid}/syscall", single=True)
     except (procfs.Gone, procfs.Denied):
         return None
+    fields = line.split()
     if not fields or not fields[0].lstrip(b"-").isdigit() or int(fields[0]) < 0:
         return None  # "running", or "-1 sp pc" (blocked outside a system call)
     number = int(fields[0])
     name = SYSCALL_NAMES.get(number, f"nr={number}")
     args = tuple(int(arg, 16) for arg in fields[1:7])
     wchan = read_wchan(pid, proc) if name in _NEEDS_WCHAN else ""
-    raw = RawWait(name, args, wchan, cpu)
     if len(args) < 6:
-        return raw
+        return RawWait(name, args, wchan, cpu)
     if name in _POLL_WAITS:
-        if any(ref.kind in _IPC_FD_KINDS for ref in fds):
-            with Memory(pid, proc) as memory:
-                return RawWait(name, args, wchan, cpu, polled=_read_polled(pid, name, args, memory, proc))
-    elif name in _OPENS and wchan in _FIFO_WCHANS:
+        if not any(ref.kind in _IPC_FD_KINDS for ref in fds):
+            return RawWait(name, args, wchan, cpu)
         with Memory(pid, proc) as memory:
-            return RawWait(name, args, wchan, cpu, fifo=_read_fifo(pid, name, args, memory, proc))
+            found = RawWait(name, args, wchan, cpu, polled=_read_polled(pid, name, args, memory, proc))
+    elif name in _OPENS and wchan in _OPEN_FIFO_WCHANS:
+        with Memory(pid, proc) as memory:
+            found = RawWait(name, args, wchan, cpu, fifo=_read_fifo(pid, name, args, memory, proc))
     elif name in _SIGNAL_WAITS:
-        return RawWait(name, args, wchan, cpu, signals=_read_signals(pid, name, args, proc))
+        found = RawWait(name, args, wchan, cpu, signals=_read_signals(pid, name, args, proc))
     elif name == "waitid" and _int(args[0]) == _P_PIDFD:
-        return RawWait(name, args, wchan, cpu, pidfd_pid=_pidfd_pid(pid, _int(args[1]), proc))
-    return raw
+        found = RawWait(name, args, wchan, cpu, pidfd_pid=_pidfd_pid(pid, _int(args[1]), proc))
+    else:
+        return RawWait(name, args, wchan, cpu)
+    # What was read after the call must belong to it: a process that left the call (or entered another)
+    # meanwhile may have reused the memory. The line holds the stack and instruction pointers too.
+    try:
+        if procfs.read_bytes(f"{proc}/{pid}/syscall", single=True) != line:
+            return None
+    except (procfs.Gone, procfs.Denied):
+        return None
+    return found
 
 
 # --- what the arguments point at --------------------------------------------------------------------------
@@ -412,7 +424,7 @@ def resolve(
     if syscall in ("semop", "semtimedop") and raw.args:
         semid = raw.args[0]
         return Waiting(syscall, None, raw.wchan, f"sysv-sem:{semid}", f"sysv-sem:{semid}", "sysv", timed=timed)
-    if raw.wchan in _FIFO_WCHANS:
+    if raw.wchan in _FIFO_WCHANS or (syscall in _OPENS and raw.wchan in _OPEN_FIFO_WCHANS):
         return _fifo_wait(raw)
     if syscall in _POLL_WAITS:
         return _poll_wait(raw, pid, fd_index, timed)

@@ -263,6 +263,25 @@ def test_pause_is_ended_by_the_signals_it_neither_blocks_nor_ignores(spawn: Spaw
     assert not {"SIGUSR1", "SIGTERM", "SIGTSTP", "SIGSTOP", "SIGWINCH"} & set(names)  # blocked, ignored, stop
 
 
+def test_sigsuspend_is_ended_by_what_its_temporary_mask_lets_through(spawn: Spawn) -> None:
+    child = spawn(
+        """
+        import signal
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        mask = ctypes.create_string_buffer(128)  # sigset_t
+        _libc.sigemptyset(mask)
+        _libc.sigaddset(mask, signal.SIGUSR2)
+        say("ready")
+        _libc.sigsuspend(mask)   # SIGUSR1 let through while it waits, SIGUSR2 held back
+        """
+    )
+    child.expect()
+    _, entry = _stuck(child.pid, ("signal",))
+    names = entry.waiting.signals
+    assert entry.waiting.syscall == "rt_sigsuspend"
+    assert "SIGUSR1" in names and "SIGUSR2" not in names
+
+
 # --- since ------------------------------------------------------------------------------------------------
 
 def test_since_is_when_the_wait_began(spawn: Spawn) -> None:

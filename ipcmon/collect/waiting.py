@@ -68,6 +68,7 @@ SYSCALL_NAMES = _SYSCALLS.get(os.uname().machine, {})
 _FD_READS = frozenset({"read", "readv", "preadv", "preadv2"})
 _FD_WRITES = frozenset({"write", "writev", "pwritev", "pwritev2", "vmsplice"})
 _SIGNAL_WAITS = frozenset({"pause", "rt_sigsuspend", "rt_sigtimedwait"})
+_ON_A_DESCRIPTOR = _FD_READS | _FD_WRITES | {"mq_timedsend", "mq_timedreceive", "splice", "tee"}
 _POLL_WAITS = frozenset({"poll", "ppoll", "select", "pselect6", "epoll_wait", "epoll_pwait", "epoll_pwait2"})
 _OPENS = frozenset({"open", "openat", "openat2", "creat"})
 _CHILD_WAITS = frozenset({"wait4", "waitid"})
@@ -401,7 +402,7 @@ def resolve(
     if syscall in _SIGNAL_WAITS:
         names = decode_mask(f"{raw.signals:x}".encode()) if raw.signals is not None else ()
         return Waiting(syscall, None, raw.wchan, "signal", None, "signal", signals=names, timed=timed)
-    if syscall in _FD_READS | _FD_WRITES | {"mq_timedsend", "mq_timedreceive", "splice", "tee"}:
+    if syscall in _ON_A_DESCRIPTOR:
         fd = _int(raw.args[0]) if raw.args else -1
         if syscall in ("splice", "tee") and raw.wchan.startswith("pipe_wait_writable"):
             fd = _int(raw.args[2]) if len(raw.args) > 2 else fd

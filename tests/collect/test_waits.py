@@ -284,17 +284,23 @@ def test_sigsuspend_is_ended_by_what_its_temporary_mask_lets_through(spawn: Spaw
 
 # --- since ------------------------------------------------------------------------------------------------
 
-def test_since_is_when_the_wait_began(spawn: Spawn) -> None:
+def test_since_is_when_the_wait_began_on_every_cpu(spawn: Spawn) -> None:
+    """Each CPU keeps its own task clock, seconds off CLOCK_MONOTONIC on a virtual machine (schedclock): one
+    child pinned to each CPU this test may use, each blocked for 2 s, each read back within half a second."""
     read_end, write_end = os.pipe()
     try:
-        child = spawn(f"say('ready')\nos.read({read_end}, 1)\n", pass_fds=(read_end,))
-        child.expect()
-        began = time.time()
+        children = {}
+        for cpu in sorted(os.sched_getaffinity(0))[:4]:
+            child = spawn(f"os.sched_setaffinity(0, {{{cpu}}})\nsay('ready')\nos.read({read_end}, 1)\n",
+                          pass_fds=(read_end,))
+            child.expect()
+            children[child.pid] = (cpu, time.time())
         time.sleep(2)
-        _, entry = _stuck(child.pid)
-        assert entry.since is not None and entry.since == entry.waiting.since
-        assert abs(entry.since - began) < 0.5, entry.since - began
-        assert time.time() - entry.since >= 2
+        for pid, (cpu, began) in children.items():
+            _, entry = _stuck(pid)
+            assert entry.since is not None and entry.since == entry.waiting.since
+            assert abs(entry.since - began) < 0.5, (cpu, entry.since - began)
+            assert time.time() - entry.since >= 2
     finally:
         os.close(read_end)
         os.close(write_end)

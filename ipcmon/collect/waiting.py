@@ -42,6 +42,7 @@ from ipcmon.model import (
     file_key,
     pipe_ref,
 )
+from ipcmon.safe import counted
 from ipcmon.text import waiting_text
 
 # Only the calls that block on IPC matter; numbers differ per architecture (arch/*/syscall*.tbl).
@@ -612,7 +613,7 @@ def _poll_release(wait: Waiting, pid: int, pipes: Mapping[str, Pipe], queues: Ma
     if wait.timed:
         parts.append("or its timeout")
     elif wait.other_watched:
-        parts.append(f"or {wait.other_watched} other descriptors it watches")
+        parts.append(f"or {counted(wait.other_watched, 'other descriptor', 'other descriptors')} it watches")
     # A poll takes part in a deadlock only when nothing but these processes could end it: no timeout, every
     # watched descriptor an IPC one the scan knows the ends of, and not itself among the releasers (a
     # wake-up pipe: its signal handler or another thread writes to it).

@@ -146,7 +146,7 @@ def test_poll_over_a_pipe_and_a_socket_counts_the_socket_as_another_way_out(spaw
         _, entry = _stuck(child.pid)
         assert [w.fd for w in entry.waiting.watched] == [read_end]
         assert entry.waiting.other_watched == 1
-        assert entry.release.endswith("or 1 other descriptors it watches")
+        assert entry.release.endswith("or 1 other descriptor it watches")
     finally:
         os.close(read_end)
         os.close(write_end)

@@ -98,12 +98,21 @@ def sysv_shm_state(segment: SysvShm) -> SysvShmState:
     return "removed" if segment.removed else "orphaned" if segment.nattch == 0 else "attached"
 
 
+PIPE_BUF = 4096
+"""The largest write to a pipe the kernel makes atomic (pipe(7)): with less than this free, such a write blocks."""
+
+
 def pipe_flags(
     readers: Iterable[PipeEnd], writers: Iterable[PipeEnd], buffered: int | None, capacity: int | None,
-    *, nonblocking: bool = False,
+    *, nonblocking: bool = False, writer_blocked: bool = False,
 ) -> tuple[PipeFlag, ...]:
-    """A pipe's flags in this order: no-reader, no-writer, full (buffered ≥ capacity, when both are known),
-    both-ends (one process holds a read and a write end; not for a wake-up pipe, see wakeup_pipe, which needs
+    """A pipe's flags in this order: no-reader, no-writer, full, both-ends.
+
+    full: a writer is blocked in its write (writer_blocked: a Waiting of kind ``write`` on it), or less than
+    PIPE_BUF bytes are free (buffered > capacity - PIPE_BUF, when both are known). The kernel counts a pipe's
+    room in pages, not bytes: a writer can block with far fewer bytes buffered than the capacity (sixteen
+    one-byte writes fill sixteen pages), which only the blocked writer shows.
+    both-ends: one process holds a read and a write end; not for a wake-up pipe (see wakeup_pipe, which needs
     nonblocking: every end has O_NONBLOCK)."""
     reader_pids = {end.pid for end in readers}
     writer_pids = {end.pid for end in writers}
@@ -112,7 +121,7 @@ def pipe_flags(
         flags.append("no-reader")
     if not writer_pids:
         flags.append("no-writer")
-    if buffered is not None and capacity and buffered >= capacity:
+    if writer_blocked or (buffered is not None and capacity and buffered > capacity - PIPE_BUF):
         flags.append("full")
     if reader_pids & writer_pids and not (nonblocking and wakeup_pipe(reader_pids, writer_pids)):
         flags.append("both-ends")

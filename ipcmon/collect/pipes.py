@@ -20,7 +20,7 @@ from ipcmon.collect.fds import FdRef, comm_of
 from ipcmon.collect.procfs import PidFds
 from ipcmon.collect.recall import Recall
 from ipcmon.health import pipe_flags
-from ipcmon.model import Pipe, PipeEnd, PipeKind, Process
+from ipcmon.model import Pipe, PipeEnd, PipeKind, Process, file_key
 
 
 def read_fill(fd: int) -> tuple[int | None, int | None]:
@@ -60,6 +60,8 @@ def collect(
 
     A pipe that one process alone holds, with a read and a write end, has the open flags of its ends read
     (/proc/PID/fdinfo, every scan: they are few) to tell an event loop's wake-up pipe (health.wakeup_pipe).
+    A pipe some process is blocked writing to (its Process.waiting, resolved before the collectors run) is
+    full (health.pipe_flags).
     """
     grouped: dict[tuple[int, int], list[FdRef]] = defaultdict(list)
     for ref in fds:
@@ -68,13 +70,16 @@ def collect(
     # Once per scan, not once per end: a large machine has tens of thousands of ends, the same few comms.
     comms = {pid: comm_of(processes, pid) for pid in {ref.pid for refs in grouped.values() for ref in refs}}
     settled = settled if isinstance(settled, (set, frozenset)) else frozenset(settled)
+    blocked = {wait.key for process in processes.values()
+               if (wait := process.waiting) is not None and wait.kind == "write" and wait.key is not None}
 
     pipes = []
     for identity, refs in grouped.items():
         ends = tuple([(ref.pid, ref.fd, ref.access, comms[ref.pid]) for ref in refs])
         kind: PipeKind = "fifo" if refs[0].kind == "fifo" else "pipe"
         nonblocking = _self_held(refs) and _all_nonblocking(refs, proc)
-        inputs = (ends, True) if nonblocking else ends
+        writer_blocked = bool(blocked) and file_key(kind, identity[0], identity[1]) in blocked
+        inputs = (ends, nonblocking, writer_blocked) if nonblocking or writer_blocked else ends
         prior = recall.get(identity, inputs) if recall is not None else None
         if prior is not None and prior.kind != kind:
             prior = None
@@ -87,7 +92,7 @@ def collect(
             if prior is not None and (prior.buffered, prior.capacity) == (buffered, capacity):
                 pipe = prior
             else:
-                pipe = _pipe(identity, kind, refs, ends, buffered, capacity, nonblocking)
+                pipe = _pipe(identity, kind, refs, ends, buffered, capacity, nonblocking, writer_blocked)
         pipes.append(pipe if recall is None else recall.keep(identity, inputs, pipe))
     pipes.sort(key=_order)
     return tuple(pipes)
@@ -134,6 +139,7 @@ def _pipe(
     buffered: int | None,
     capacity: int | None,
     nonblocking: bool = False,
+    writer_blocked: bool = False,
 ) -> Pipe:
     readers = []
     writers = []
@@ -152,7 +158,8 @@ def _pipe(
         capacity=capacity,
         readers=tuple(readers),
         writers=tuple(writers),
-        flags=pipe_flags(readers, writers, buffered, capacity, nonblocking=nonblocking),
+        flags=pipe_flags(readers, writers, buffered, capacity, nonblocking=nonblocking,
+                         writer_blocked=writer_blocked),
     )
 
 

@@ -49,6 +49,8 @@ class ProcessRead(NamedTuple):
     """Its descriptor table could not be read."""
     signal_section: bytes = b""
     """The lines of /proc/PID/status that ``signals`` was decoded from."""
+    kin: waiting.Kin | None = None
+    """Its process group, session and thread count as /proc/PID/stat said in this scan (for waiting.analyse)."""
 
 
 class RememberedProcess(NamedTuple):
@@ -151,8 +153,12 @@ def _read_tables(pid: int, stat: procfs.Stat, plan: ReadPlan) -> ProcessRead:
         start_time=procfs.start_epoch(stat.start_ticks, proc),
         hidden=fds_hidden or maps_hidden,
     )
-    raw = waiting.read_raw(pid, proc) if stat.state in ("S", "D") else None
-    return ProcessRead(process, fds, maps, None, raw, stat.state, fds_hidden=fds_hidden)
+    raw = waiting.read_raw(pid, proc, fds=fds, cpu=stat.processor) if stat.state in ("S", "D") else None
+    return ProcessRead(process, fds, maps, None, raw, stat.state, fds_hidden=fds_hidden, kin=_kin(stat))
+
+
+def _kin(stat: procfs.Stat) -> waiting.Kin:
+    return waiting.Kin(stat.pgrp, stat.session, stat.threads)
 
 
 def _take_over(previous: RememberedProcess, stat: procfs.Stat, signature: bytes) -> ProcessRead:
@@ -166,7 +172,8 @@ def _take_over(previous: RememberedProcess, stat: procfs.Stat, signature: bytes)
     # write to another process's /proc/PID/comm. Compared all the same, it costs nothing.)
     if (process.comm, process.ppid) != (stat.comm, stat.ppid):
         process = replace(process, comm=stat.comm, ppid=stat.ppid)
-    return previous.read._replace(process=process, signals=None, wait=None, run_signature=signature, reused=True)
+    return previous.read._replace(process=process, signals=None, wait=None, run_signature=signature, reused=True,
+                                  kin=_kin(stat))
 
 
 def _read_signals(

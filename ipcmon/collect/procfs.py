@@ -97,6 +97,10 @@ class Stat:
     ppid: int
     start_ticks: int
     threads: int
+    pgrp: int = 0
+    session: int = 0
+    processor: int = -1
+    """The CPU it last ran on (field 39)."""
 
 
 def parse_stat(data: bytes) -> Stat:
@@ -105,9 +109,11 @@ def parse_stat(data: bytes) -> Stat:
     close_paren = data.rindex(b")")
     comm = os.fsdecode(data[open_paren + 1 : close_paren])
     fields = data[close_paren + 2 :].split()
-    # fields[0] is field 3 (state); num_threads is field 20 and starttime field 22.
+    # fields[0] is field 3 (state); pgrp and session are fields 5 and 6, num_threads field 20, starttime
+    # field 22 and processor field 39.
     return Stat(comm=comm, state=fields[0].decode(), ppid=int(fields[1]), start_ticks=int(fields[19]),
-                threads=int(fields[17]))
+                threads=int(fields[17]), pgrp=int(fields[2]), session=int(fields[3]),
+                processor=int(fields[36]) if len(fields) > 36 else -1)
 
 
 _STATUS_LINE = re.compile(rb"^([^:\n]+):[ \t]*(.*?)[ \t]*$", re.MULTILINE)

@@ -16,7 +16,7 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ipcmon.collect import procfs, waiting
+from ipcmon.collect import procfs, schedclock, waiting
 from ipcmon.collect.collector import Collector, ScanInputs
 from ipcmon.collect.collectors import COLLECTORS
 from ipcmon.collect.config import ScanConfig, find_mqueue_dir, locate
@@ -109,6 +109,7 @@ class _ProcessTables:
     maps: list[MapRef] = field(default_factory=list)
     signals: list[ProcessSignals] = field(default_factory=list)
     waits: dict[int, tuple[waiting.RawWait, list[FdRef]]] = field(default_factory=dict)
+    kin: dict[int, waiting.Kin] = field(default_factory=dict)
     hidden: int = 0
     blind: bool = False
     """Some process whose descriptor table could not be read has run since the last scan (or could not be
@@ -157,7 +158,7 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
         **records,
     )
     # Who waits on whom crosses mechanisms: it reads the pipes and queues the collectors built (if asked for).
-    stuck, deadlocks = waiting.analyse(snapshot.processes, snapshot.pipes, snapshot.mqueues)
+    stuck, deadlocks = waiting.analyse(snapshot.processes, snapshot.pipes, snapshot.mqueues, tables.kin)
     snapshot = replace(snapshot, scan_seconds=time.perf_counter() - started, stuck=stuck, deadlocks=deadlocks)
     if memory is not None:
         memory.end_scan()
@@ -228,6 +229,8 @@ def _read_processes(
             tables.signals.append(result.signals)
         if result.wait is not None:
             tables.waits[pid] = (result.wait, result.fds)
+        if result.kin is not None:
+            tables.kin[pid] = result.kin
         if result.run_signature is not None:
             remembered.append(result)
     # Its own descriptors last: a pipe it made while the others were read (a demo started) is among them.
@@ -261,12 +264,19 @@ def _drop_pipes(tables: _ProcessTables, pipes: set[tuple[int, int]]) -> None:
 
 
 def _resolve_waits(tables: _ProcessTables, proc: str) -> None:
-    """Fill Process.waiting from the raw waits, now that every descriptor is known."""
+    """Fill Process.waiting from the raw waits, now that every descriptor and process is known; for each
+    wait on IPC, also when the process last ran (one more read, only for them)."""
+    children_of: dict[int, list[int]] | None = None
     for pid, (raw, fds) in tables.waits.items():
-        resolved = waiting.resolve(raw, pid, {(pid, ref.fd): ref for ref in fds})
+        if raw.syscall in ("wait4", "waitid") and children_of is None:
+            children_of = {}
+            for process in tables.processes.values():
+                children_of.setdefault(process.ppid, []).append(process.pid)
+        resolved = waiting.resolve(raw, pid, {(pid, ref.fd): ref for ref in fds}, tables.processes, tables.kin,
+                                   children_of)
         if resolved is not None:
-            if not resolved.wchan:
-                resolved = replace(resolved, wchan=waiting.read_wchan(pid, proc))
+            resolved = replace(resolved, wchan=resolved.wchan or waiting.read_wchan(pid, proc),
+                               since=schedclock.last_ran(pid, raw.cpu, proc))
             tables.processes[pid] = replace(tables.processes[pid], waiting=resolved)
 
 

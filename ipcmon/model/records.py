@@ -3,7 +3,7 @@ regions, queues, pipes, signals, SysV IPC), each with its stable key and label."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from ipcmon.model.vocabulary import (
@@ -71,6 +71,16 @@ class Waiting:
     """For ``child``: the pids of the children it waits for (every child for wait(-1)); () for none known."""
     signals: tuple[str, ...] = ()
     """For ``signal``: the signals that would end the wait, by name (text.signal_name); () when unknown."""
+    timed: bool = False
+    """The call was given a timeout, so it returns by itself (poll, ppoll, select, pselect6, epoll_wait,
+    mq_timedsend/mq_timedreceive, rt_sigtimedwait, semtimedop with a timeout), told from its argument
+    registers; a timed wait is never part of a deadlock."""
+    other_watched: int = 0
+    """For ``poll``: how many descriptors of the watched set are not pipes, FIFOs or queues (sockets,
+    eventfds, timers…): any of them could end the wait too."""
+    since: float | None = field(default=None, compare=False)
+    """When the process last ran, as a Unix epoch (collect/schedclock.py: se.exec_start of /proc/PID/sched);
+    None when the kernel does not say. Not compared: the same wait is the same wait whenever it began."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from ipcmon.model.records import (
     Sysv,
     Waiting,
 )
-from ipcmon.model.vocabulary import EventName, Mechanism, StuckState
+from ipcmon.model.vocabulary import EventName, Mechanism, StuckState, WaitKind
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,8 @@ class DeadlockMember:
     """What it waits on in words, ``write pipe:[77]`` (text.waiting_text)."""
     released_by: tuple[int, ...]
     """The members that could release it (itself, in a one-member deadlock)."""
+    kind: WaitKind | None = None
+    """How it waits (``Waiting.kind``): ``open`` members are in the deadlock by inference (see describe)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,26 @@ class Deadlock:
     def key(self) -> str:
         """Stable identity while the same processes stay deadlocked: ``deadlock:PID,PID``."""
         return "deadlock:" + ",".join(map(str, self.pids))
+
+    @property
+    def alone(self) -> bool:
+        """One process that only itself could release (it holds the other end of what it waits on)."""
+        return len(self.members) == 1
+
+    def describe(self) -> str:
+        """What holds the group, in plain words (no process names: the caller shows those, safely).
+
+        - one member: ``waits on IPC only it could release: it holds the other end itself``;
+        - every member blocked opening a FIFO: ``each waits in open() for another to open a FIFO's other end
+          (inferred: they are related and nobody has those FIFOs open)``;
+        - else ``each of N processes waits on IPC only another of them could release``.
+        """
+        if self.alone:
+            return "waits on IPC only it could release: it holds the other end itself"
+        if all(member.kind == "open" for member in self.members):
+            return ("each waits in open() for another to open a FIFO's other end (inferred: they are related "
+                    "and nobody has those FIFOs open)")
+        return f"each of {len(self.members)} processes waits on IPC only another of them could release"
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ def test_blocked_pipe_writer_waits_on_its_pipe(spawn: Spawn) -> None:
         inode = os.fstat(read_end).st_ino
         assert wait is not None
         assert (wait.syscall, wait.fd, wait.object) == ("write", write_fd_in_child, f"pipe:[{inode}]")
+        assert wait.kind == "write"
         assert wait.key == next(p.object_key for p in snapshot.pipes if p.inode == inode)
         assert "full" in next(p.flags for p in snapshot.pipes if p.inode == inode)
         blocked = [e for e in diff(before, snapshot) if e.event == "waiting" and e.pid == child.pid]
@@ -83,6 +84,7 @@ def test_blocked_mq_sender_and_receiver(spawn: Spawn, cleanup: Cleanup) -> None:
     snapshot = _waiting(sender.pid, ("mqueue",))
     wait = _process(snapshot, sender.pid).waiting
     assert wait is not None and wait.syscall == "mq_timedsend" and wait.object == f"mqueue:{name}"
+    assert wait.kind == "send" and not wait.timed
     queue = next(q for q in snapshot.mqueues if q.name == name)
     assert wait.key == queue.object_key and queue.messages == 1
 
@@ -105,6 +107,11 @@ def test_blocked_mq_sender_and_receiver(spawn: Spawn, cleanup: Cleanup) -> None:
     snapshot = _waiting(receiver.pid, ("mqueue",))
     wait = _process(snapshot, receiver.pid).waiting
     assert wait is not None and wait.syscall == "mq_timedreceive" and wait.object == f"mqueue:{name}"
+    assert wait.kind == "receive"
+    entry = next(entry for entry in snapshot.stuck if entry.pid == receiver.pid)
+    # The sender still has it open for sending (it holds on after its two messages).
+    assert entry.state == "waiting" and entry.releasers == (sender.pid,)
+    assert entry.release.startswith(f"pid {sender.pid} python3 (fd ")
 
 
 def test_waiting_for_a_signal(spawn: Spawn) -> None:
@@ -112,7 +119,7 @@ def test_waiting_for_a_signal(spawn: Spawn) -> None:
     child.expect()
     snapshot = _waiting(child.pid, ("signal",))
     wait = _process(snapshot, child.pid).waiting
-    assert wait is not None and (wait.syscall, wait.object) == ("pause", "signal")
+    assert wait is not None and (wait.syscall, wait.object, wait.kind) == ("pause", "signal", "signal")
 
 
 def test_two_process_pipe_deadlock_is_reported(spawn: Spawn) -> None:

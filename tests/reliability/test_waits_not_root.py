@@ -1,0 +1,75 @@
+"""Waits as an ordinary user: a process of the same user has its poll set read from its memory (ptrace-attach is
+permitted), one that made itself non-dumpable, or root's, is not shown as waiting at all, and nothing ends in a
+traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import Spawn, scan_kinds, wait_until
+from tests.reliability.cli import Unprivileged, unprivileged_setup
+
+
+@pytest.fixture(scope="module")
+def nobody() -> Iterator[Unprivileged]:
+    yield from unprivileged_setup(["watchdog"])
+
+
+_SELECTOR = """
+import ctypes, os, select, sys
+if {undumpable}:
+    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: only root may ptrace it (or read its memory)
+read_end, write_end = os.pipe()
+print("ready", read_end, os.fstat(read_end).st_ino, flush=True)
+select.select([read_end], [], [])
+"""
+
+
+def _nobody_selector(nobody: Unprivileged, undumpable: bool) -> tuple[subprocess.Popen[bytes], int, int]:
+    child = nobody.popen([nobody.python, "-c", _SELECTOR.format(undumpable=undumpable)], stdout=subprocess.PIPE)
+    assert child.stdout is not None
+    words = child.stdout.readline().split()
+    assert words[:1] == [b"ready"], words
+    return child, int(words[1]), int(words[2])
+
+
+def _stuck(data: dict[str, Any], pid: int) -> dict[str, Any] | None:
+    return next((entry for entry in data["stuck"] if entry["pid"] == pid), None)
+
+
+def test_as_nobody_a_poll_of_its_own_process_is_read_and_others_are_not_guessed(
+    nobody: Unprivileged, spawn: Spawn, tmp_path: Path
+) -> None:
+    own, own_fd, own_inode = _nobody_selector(nobody, undumpable=False)
+    hidden, _, _ = _nobody_selector(nobody, undumpable=True)
+    fifo = tmp_path / "root.fifo"
+    os.mkfifo(fifo)
+    root_opener = spawn(f"say('ready')\nopen({str(fifo)!r}, 'rb')\n")
+    root_opener.expect()
+    try:
+        # Root sees all three waiting, so that what nobody does not see is hidden from it, not yet to happen.
+        def all_waiting() -> bool:
+            listed = {entry.pid for entry in scan_kinds("pipe").stuck}
+            return {own.pid, hidden.pid, root_opener.pid} <= listed
+
+        wait_until(all_waiting, "the three processes to wait")
+        data = json.loads(nobody.run("snapshot", "--json", "--kind", "pipe").stdout)
+        entry = _stuck(data, own.pid)
+        assert entry is not None, "nobody's own selecting process is not listed as stuck"
+        wait = entry["waiting"]
+        assert wait["kind"] == "poll" and wait["object"] == f"pipe:[{own_inode}]"
+        assert [(watched["fd"], watched["events"]) for watched in wait["watched"]] == [(own_fd, "read")]
+        assert entry["releasers"] == [own.pid] and entry["since"] is not None
+        # Non-dumpable: its system call is as hidden as its memory; root's opener likewise. Not listed.
+        assert _stuck(data, hidden.pid) is None and _stuck(data, root_opener.pid) is None
+    finally:
+        for child in (own, hidden):
+            child.kill()
+            child.communicate()

@@ -124,15 +124,7 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
 
     tables = _read_processes(config, collectors, Devices(places.shm_dev, places.mqueue_dev), memory, fork=fork)
     if tables.hidden:
-        remedy = (
-            "the kernel refuses even root here (a non-dumpable process, or another namespace)"
-            if os.geteuid() == 0
-            else "run as root to see them"
-        )
-        notes.append(
-            f"{counted(tables.hidden, 'process', 'processes')} could not be fully read (not permitted): objects "
-            f"only they hold may show as orphaned, and pipe ends they hold are missing; {remedy}."
-        )
+        notes.append(hidden_note(tables.hidden))
 
     records: dict[str, Any] = {}
     with PidFds() as pidfds:
@@ -273,11 +265,37 @@ def _resolve_waits(tables: _ProcessTables, proc: str) -> None:
             tables.processes[pid] = replace(tables.processes[pid], waiting=resolved)
 
 
+def hidden_note(count: int) -> str:
+    """The note of a scan in which count processes could not be fully read."""
+    remedy = (
+        "the kernel refuses even root here (a non-dumpable process, or another namespace)"
+        if os.geteuid() == 0
+        else "run as root to see them"
+    )
+    return (
+        f"{counted(count, 'process', 'processes')} could not be fully read (not permitted): what they hold is "
+        f"unknown (a state or flag ending in '?'), and pipe ends they hold are missing; {remedy}."
+    )
+
+
 def restrict_to_pids(snapshot: Snapshot, wanted: Collection[int]) -> Snapshot:
-    """Keep only the given processes and the objects at least one of them holds (each collector says which)."""
+    """Keep only the given processes and the objects at least one of them holds (each collector says which).
+
+    The count of processes that could not be fully read, and its note, then count only the selected ones (a
+    process the kernel hides entirely is in no selection: it has no record to select)."""
+    processes = tuple(p for p in snapshot.processes if p.pid in wanted)
+    hidden = sum(process.hidden for process in processes)
+    notes = list(snapshot.notes)
+    if snapshot.hidden_processes:
+        old = hidden_note(snapshot.hidden_processes)
+        notes = [note for note in notes if note != old]
+        if hidden:
+            notes.append(hidden_note(hidden))
     return replace(
         snapshot,
-        processes=tuple(p for p in snapshot.processes if p.pid in wanted),
+        processes=processes,
+        hidden_processes=hidden,
+        notes=tuple(notes),
         **{
             collector.snapshot_field: collector.restrict(getattr(snapshot, collector.snapshot_field), wanted)
             for collector in COLLECTORS

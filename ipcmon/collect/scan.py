@@ -16,6 +16,7 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ipcmon import health
 from ipcmon.collect import procfs, waiting
 from ipcmon.collect.collector import Collector, ScanInputs
 from ipcmon.collect.collectors import COLLECTORS
@@ -131,7 +132,7 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
         inputs = ScanInputs(
             config, places, tables.processes, tables.fds, tables.maps, tables.signals, pidfds,
             settled=memory.reused if memory is not None and not tables.blind else (),
-            memory=memory, notes=notes,
+            memory=memory, notes=notes, hidden=tables.hidden,
         )
         for collector in collectors:
             records[collector.snapshot_field] = collector.build(inputs)
@@ -148,6 +149,8 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
         ),
         **records,
     )
+    # What processes that could not be read might hold is unknown (issue 13): said once, for every front end.
+    snapshot = health.qualify(snapshot, privileged=os.geteuid() == 0)
     # Who waits on whom crosses mechanisms: it reads the pipes and queues the collectors built (if asked for).
     snapshot = replace(
         snapshot,
@@ -266,16 +269,14 @@ def _resolve_waits(tables: _ProcessTables, proc: str) -> None:
 
 
 def hidden_note(count: int) -> str:
-    """The note of a scan in which count processes could not be fully read."""
-    remedy = (
-        "the kernel refuses even root here (a non-dumpable process, or another namespace)"
-        if os.geteuid() == 0
-        else "run as root to see them"
-    )
-    return (
-        f"{counted(count, 'process', 'processes')} could not be fully read (not permitted): what they hold is "
-        f"unknown (a state or flag ending in '?'), and pipe ends they hold are missing; {remedy}."
-    )
+    """The note of a scan in which count processes could not be fully read (health.qualify says what follows)."""
+    who = f"{counted(count, 'process', 'processes')} could not be fully read (not permitted)"
+    if os.geteuid() == 0:
+        return (f"{who}: pipe ends they hold are not listed (the kernel still tells whether a pipe has a reader and "
+                "a writer), nor segments and queues only they hold; the kernel refuses even root here (a "
+                "non-dumpable process, or another namespace).")
+    return (f"{who}: whether they hold a segment, queue or pipe end is unknown, so 'orphaned', 'no-reader' and "
+            "'no-writer' read 'orphaned?', 'no-reader?', 'no-writer?' where they could; run as root to see them.")
 
 
 def restrict_to_pids(snapshot: Snapshot, wanted: Collection[int]) -> Snapshot:

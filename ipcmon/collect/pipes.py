@@ -164,7 +164,11 @@ def _fill(refs: list[FdRef], identity: tuple[int, int], kind: PipeKind, pidfds: 
         if borrowed is None:
             continue
         try:
-            return Fill(*read_fill(borrowed), *read_ends(borrowed, ref.access, kind))
+            buffered, capacity = read_fill(borrowed)
+            # Only a pipe missing a side in sight asks (a poll for every pipe is thousands of system calls a scan).
+            if any("r" in end.access for end in refs) and any("w" in end.access for end in refs):
+                return Fill(buffered, capacity)
+            return Fill(buffered, capacity, *read_ends(borrowed, ref.access, kind))
         finally:
             os.close(borrowed)
     return _UNKNOWN_FILL

@@ -101,3 +101,11 @@ def test_unknown_pipe_flags_have_words_and_are_no_hazards() -> None:
     for flag in ("no-reader?", "no-writer?"):
         assert flag in health.PIPE_FLAG_WORDS and flag not in health.PIPE_HAZARDS
         assert health.PIPE_FLAG_WORDS[flag].endswith("unknown")
+
+
+def test_the_overview_counts_unknowns_apart() -> None:
+    from ipcmon.ui.widgets.overview import _shm_summary
+
+    snapshot = health.qualify(Snapshot(0.0, ("shm",), shm=(_segment(0, 0o600, "/a"), _segment(1000, 0o600, "/b")),
+                                       processes=_hidden(0).processes, hidden_processes=1))
+    assert _shm_summary(snapshot).startswith("2 POSIX (0 held, 1 orphaned, 1 orphaned?, 0 deleted), 0 SysV\n")

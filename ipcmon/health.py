@@ -7,7 +7,7 @@ here and nowhere else, so a rule changed once changes everywhere. Pure functions
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from ipcmon.model import (
@@ -17,13 +17,14 @@ from ipcmon.model import (
     PipeFlag,
     ProcessSignals,
     SharedRegion,
+    ShmSegment,
     ShmState,
     Snapshot,
     SysvShm,
 )
 from ipcmon.text import human_bytes
 
-QueueState = Literal["held", "orphaned", "deleted", "full"]
+QueueState = Literal["held", "orphaned", "orphaned?", "deleted", "full"]
 SysvShmState = Literal["attached", "orphaned", "removed"]
 RegionState = Literal["held"]
 Level = Literal["bad", "warn"]
@@ -51,8 +52,10 @@ PIPE_FLAG_WORDS: dict[PipeFlag, str] = {
     "no-writer": "no writer: readers get EOF once it drains",
     "full": "full: writers block until someone reads",
     "both-ends": "one process holds both ends: its reader may never see EOF",
+    "no-reader?": "no reader ipcmon can see, and a process it cannot read may hold one: unknown",
+    "no-writer?": "no writer ipcmon can see, and a process it cannot read may hold one: unknown",
 }
-"""What each pipe flag means, in words (pipe(7))."""
+"""What each pipe flag means, in words (pipe(7)). A flag ending in ``?`` is unknown, not fact: never a hazard."""
 
 PIPE_HAZARDS: dict[PipeFlag, Level] = {"no-reader": "warn", "full": "bad", "both-ends": "warn"}
 """Flags worth an alert, at their Level (no-writer is the normal end of a pipe's life)."""
@@ -75,17 +78,70 @@ def queue_full(queue: MessageQueue) -> bool:
 
 
 def queue_orphaned(queue: MessageQueue) -> bool:
-    """Still linked in the mqueue filesystem, and no process has it open."""
-    return not queue.holders and not queue.deleted
+    """Still linked in the mqueue filesystem, and no process has it open (known: not ``maybe_held``, see qualify)."""
+    return not queue.holders and not queue.deleted and not queue.maybe_held
 
 
 def queue_state(queue: MessageQueue) -> QueueState:
-    """``deleted`` (unlinked, still open) before ``full`` before ``held`` or ``orphaned``."""
+    """``deleted`` (unlinked, still open) before ``full`` before ``held``, ``orphaned`` or ``orphaned?`` (unknown:
+    see qualify)."""
     if queue.deleted:
         return "deleted"
     if queue_full(queue):
         return "full"
-    return "held" if queue.holders else "orphaned"
+    return "held" if queue.holders else "orphaned?" if queue.maybe_held else "orphaned"
+
+
+def could_hold(uid: int | None, owner: int | None, mode: int | None) -> bool:
+    """Whether a process running as uid might hold a shm segment, semaphore or queue of this owner and mode,
+    judged by the permission bits: it is the owner, or the group or other bits grant reading or writing (the
+    process's groups are not known, so group bits count for everyone). True when any of the three is unknown.
+
+    Root is judged like any other uid. Its privilege lets it open any object, but counting that would make every
+    object unknown wherever one root process cannot be read; a root process that opens another user's private
+    object, and any process given a descriptor over a socket or across a change of user, is not foreseen."""
+    if uid is None or owner is None or mode is None:
+        return True
+    return uid == owner or bool(mode & 0o066)
+
+
+def unseen_uids(snapshot: Snapshot) -> frozenset[int | None]:
+    """The uids of the processes whose descriptors or mappings the scan could not read, with None when some
+    process could not be read at all (Unread.DENIED: not even its owner is known). Empty when every process was
+    read. Of the whole scan: ``--pid`` restricts the count, not what another process might hold."""
+    if not snapshot.hidden_processes:
+        return frozenset()
+    uids: set[int | None] = {process.uid for process in snapshot.processes if process.hidden}
+    if snapshot.hidden_processes > sum(process.hidden for process in snapshot.processes):
+        uids.add(None)
+    return frozenset(uids)
+
+
+def qualify(snapshot: Snapshot, *, privileged: bool = False) -> Snapshot:
+    """The snapshot with what is unknown said so (issue 13): a segment or semaphore that no readable process
+    holds, but that a process the scan could not read could_hold (one of unseen_uids), reads ``orphaned?``
+    instead of ``orphaned``, and such a queue is ``maybe_held`` (its state ``orphaned?``). Neither is a hazard
+    nor a leak: only facts are. The scan calls this once, before ``--pid`` restricts the snapshot; pipes are
+    judged where they are read, with the kernel's own count of their ends (collect.pipes, pipe_flags).
+
+    privileged: the scan ran as root. Then the processes it could not read are those the kernel shields even from
+    root (a security module, a hypervisor's agent, another user namespace's init), not by the owner and mode
+    this rule reasons with; they are counted and noted, but not taken as holders, or every root object on such a
+    machine would read unknown for ever. Their pipe ends still count, through the kernel's answer."""
+    uids = frozenset() if privileged else unseen_uids(snapshot)
+    if not uids:
+        return snapshot
+
+    def unknown(record: ShmSegment | MessageQueue) -> bool:
+        return any(could_hold(uid, record.uid, record.mode) for uid in uids)
+
+    return replace(
+        snapshot,
+        shm=tuple(replace(segment, state="orphaned?") if segment.state == "orphaned" and unknown(segment)
+                  else segment for segment in snapshot.shm),
+        mqueues=tuple(replace(queue, maybe_held=True) if not queue.holders and not queue.deleted and unknown(queue)
+                      else queue for queue in snapshot.mqueues),
+    )
 
 
 def sysv_shm_orphaned(segment: SysvShm) -> bool:
@@ -104,9 +160,16 @@ PIPE_BUF = 4096
 
 def pipe_flags(
     readers: Iterable[PipeEnd], writers: Iterable[PipeEnd], buffered: int | None, capacity: int | None,
-    *, nonblocking: bool = False, writer_blocked: bool = False,
+    *, nonblocking: bool = False, kernel_readers: bool | None = None, kernel_writers: bool | None = None,
+    unseen: bool = False, writer_blocked: bool = False,
 ) -> tuple[PipeFlag, ...]:
-    """A pipe's flags in this order: no-reader, no-writer, full, both-ends.
+    """A pipe's flags in this order: no-reader, no-writer (or their unknown forms), full, both-ends.
+
+    With no reader among the ends seen, kernel_readers is the kernel's own answer, from a poll of a borrowed
+    end (collect.pipes): False gives ``no-reader``, True no flag (the reader is in a process that could not be
+    read). When the kernel was not asked (None), ``no-reader`` is fact only when every process's descriptors
+    were read; with unseen (some could not be, and any of them could hold an end of any pipe) it is
+    ``no-reader?``. Likewise for writers.
 
     full: a writer is blocked in its write (writer_blocked: a Waiting of kind ``write`` on it), or less than
     PIPE_BUF bytes are free (buffered > capacity - PIPE_BUF, when both are known). The kernel counts a pipe's
@@ -117,10 +180,10 @@ def pipe_flags(
     reader_pids = {end.pid for end in readers}
     writer_pids = {end.pid for end in writers}
     flags: list[PipeFlag] = []
-    if not reader_pids:
-        flags.append("no-reader")
-    if not writer_pids:
-        flags.append("no-writer")
+    if not reader_pids and not kernel_readers:
+        flags.append("no-reader?" if kernel_readers is None and unseen else "no-reader")
+    if not writer_pids and not kernel_writers:
+        flags.append("no-writer?" if kernel_writers is None and unseen else "no-writer")
     if writer_blocked or (buffered is not None and capacity and buffered > capacity - PIPE_BUF):
         flags.append("full")
     if reader_pids & writer_pids and not (nonblocking and wakeup_pipe(reader_pids, writer_pids)):

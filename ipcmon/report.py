@@ -246,11 +246,13 @@ def render(snapshot: Snapshot, *, all_signals: bool = False) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snapshot.taken_at))
     held = sum(segment.state == "held" for segment in snapshot.shm)
     orphaned = sum(segment.state == "orphaned" for segment in snapshot.shm)
+    unknown = sum(segment.state == "orphaned?" for segment in snapshot.shm)  # perhaps held by a hidden process
     deleted = sum(segment.state == "deleted" for segment in snapshot.shm)
     lines.append(
         f"ipcmon snapshot {when}: {counted(len(snapshot.processes), 'process', 'processes')}"
         f"{f' ({snapshot.hidden_processes} not fully readable)' if snapshot.hidden_processes else ''}, "
-        f"shm {len(snapshot.shm)} ({held} held, {orphaned} orphaned, {deleted} deleted), "
+        f"shm {len(snapshot.shm)} ({held} held, {orphaned} orphaned{f', {unknown} orphaned?' if unknown else ''}, "
+        f"{deleted} deleted), "
         f"memfd/anon {len(snapshot.regions)}, "
         f"mqueues {len(snapshot.mqueues)}, pipes {len(snapshot.pipes)}, "
         f"sysv shm/msg/sem {len(snapshot.sysv.shm)}/{len(snapshot.sysv.msg)}/{len(snapshot.sysv.sem)}, "

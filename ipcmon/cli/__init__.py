@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from ipcmon import __version__
 from ipcmon.cli import dashboard, demo, lifecycle, snapshot
-from ipcmon.cli.arguments import Command
+from ipcmon.cli.arguments import Command, missing_pids
 
 COMMANDS: dict[str, Command] = {
     command.name: command for group in (snapshot, lifecycle, demo) for command in group.COMMANDS
@@ -42,6 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     A usage error exits 2 through argparse; Ctrl-C outside a command's own handling returns 130.
     """
     args = build_parser().parse_args(argv)
+    missing = missing_pids(getattr(args, "pid", None))
+    if missing:
+        # As ps -p does, a pid that names no process is an error, not an empty (and misleading) scan.
+        sys.stderr.write(f"ipcmon: no such process: {', '.join(map(str, missing))}\n")
+        return 1
     run = dashboard.cmd_dashboard if args.command is None else COMMANDS[args.command].run
     try:
         return run(args)

@@ -6,7 +6,8 @@ Light on purpose: every command module imports this while the parser is built, w
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
 from typing import NamedTuple, TypeAlias
 
 from ipcmon.model import KINDS
@@ -46,6 +47,14 @@ def parse_pids(text: str) -> frozenset[int]:
         return frozenset(int(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a comma-separated list of pids: {text!r}") from None
+
+
+def missing_pids(pids: Iterable[int] | None) -> list[int]:
+    """The given pids (``--pid``) that name no process now, in order: their /proc entry does not exist (the proc
+    tree of ``IPCMON_PROC`` when set, as the scan reads it). A zombie still has one, and so does a process the
+    user may not read: both exist. Empty for None (no ``--pid``)."""
+    proc = os.environ.get("IPCMON_PROC") or "/proc"  # collect.config.ENV_PROC, without importing the collectors
+    return sorted(pid for pid in pids or () if pid <= 0 or not os.path.exists(f"{proc}/{pid}"))
 
 
 def parse_interval(text: str) -> float:

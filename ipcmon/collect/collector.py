@@ -45,6 +45,8 @@ class ScanInputs:
     memory: RecordMemory | None = None
     notes: list[str] = field(default_factory=list)
     """Notes a collector adds while it builds (after the where-to-look notes and the unreadable count)."""
+    hidden: int = 0
+    """Processes whose descriptors or mappings could not be read (any of them may hold an end of any pipe)."""
 
     def recall(self, snapshot_field: str) -> Recall[Any] | None:
         """The records a Scanner kept of this Snapshot field in its previous scan; None for a single scan."""

@@ -160,7 +160,12 @@ def read_fds(pid: int, devices: Devices, proc: str = procfs.PROC) -> list[FdRef]
             kind: FdKind
             if stat.S_ISFIFO(st.st_mode):
                 kind = "fifo"
-            elif st.st_dev == devices.shm_dev and stat.S_ISREG(st.st_mode):
+            elif not stat.S_ISREG(st.st_mode):
+                # Segments, queues and memfds are regular files: a descriptor on a directory (the shm or
+                # mqueue mount's root, a directory someone made in /dev/shm), a symlink (O_PATH) or a device
+                # on those filesystems is no IPC object (issue 13).
+                continue
+            elif st.st_dev == devices.shm_dev:
                 kind = "shm"
             elif st.st_dev == devices.region_dev:
                 region = region_kind(st.st_dev, split_deleted(target)[0], devices.region_dev)

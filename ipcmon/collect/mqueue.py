@@ -187,6 +187,8 @@ def collect(
                 st = os.lstat(path)
             except OSError:
                 continue
+            if not stat.S_ISREG(st.st_mode):
+                continue  # a queue is a regular file; a directory or FIFO in a listed plain directory is not one
             identity = (st.st_dev, st.st_ino)
             listed.add(identity)
             state = read_queue_fd(own[identity], reopen=False) if identity in own else read_queue_path(path)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import array
 import fcntl
 import os
+import select
 import termios
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
+from typing import NamedTuple
 
 from ipcmon.collect import procfs
 from ipcmon.collect.collector import Collector, ScanInputs, held_by
@@ -20,7 +22,42 @@ from ipcmon.collect.fds import FdRef, comm_of
 from ipcmon.collect.procfs import PidFds
 from ipcmon.collect.recall import Recall
 from ipcmon.health import pipe_flags
-from ipcmon.model import Pipe, PipeEnd, PipeKind, Process, file_key
+from ipcmon.model import Pipe, PipeEnd, PipeFlag, PipeKind, Process, file_key
+
+
+class Fill(NamedTuple):
+    """What a borrowed end tells of its pipe: the bytes buffered, the capacity, and whether the kernel knows of any
+    reader or writer at all (every process's ends, also those of processes ipcmon could not read)."""
+
+    buffered: int | None
+    capacity: int | None
+    readers: bool | None = None
+    """Some end is open for reading: from a write end, poll(2) sets POLLERR exactly when none is (fs/pipe.c
+    pipe_poll); a read end is one itself. None when not asked."""
+    writers: bool | None = None
+    """Some end is open for writing: from a read end, POLLHUP is set when none is. For a FIFO, only once a writer
+    has come and gone since the end was opened, so no POLLHUP there says nothing (None)."""
+
+
+_UNKNOWN_FILL = Fill(None, None)
+
+
+def read_ends(fd: int, access: str, kind: PipeKind) -> tuple[bool | None, bool | None]:
+    """(readers, writers) of the pipe behind fd, an end opened with access ("r", "w", "rw"), as Fill says; a
+    zero-timeout poll(2), which reads and writes nothing."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLOUT)
+    try:
+        events = poller.poll(0)
+    except OSError:
+        return None, None
+    revents = events[0][1] if events else 0
+    readers: bool | None = True if "r" in access else not revents & select.POLLERR if "w" in access else None
+    writers: bool | None = True if "w" in access else None
+    if "r" in access and "w" not in access:
+        hangup = bool(revents & select.POLLHUP)
+        writers = False if hangup else True if kind == "pipe" else None
+    return readers, writers
 
 
 def read_fill(fd: int) -> tuple[int | None, int | None]:
@@ -47,6 +84,7 @@ def collect(
     recall: Recall[Pipe] | None = None,
     settled: Collection[int] = (),
     proc: str = procfs.PROC,
+    unseen: bool = False,
 ) -> tuple[Pipe, ...]:
     """Every pipe and FIFO that some readable process holds, grouped by (dev, inode).
 
@@ -62,6 +100,10 @@ def collect(
     (/proc/PID/fdinfo, every scan: they are few) to tell an event loop's wake-up pipe (health.wakeup_pipe).
     A pipe some process is blocked writing to (its Process.waiting, resolved before the collectors run) is
     full (health.pipe_flags).
+
+    A pipe with no reader (or no writer) among the ends seen asks the kernel, through the borrowed end, whether
+    one exists anywhere (Fill): with unseen (some process's descriptors could not be read) that is the only way
+    to know, and without an answer the flag reads ``no-reader?`` (health.pipe_flags; issue 13).
     """
     grouped: dict[tuple[int, int], list[FdRef]] = defaultdict(list)
     for ref in fds:
@@ -88,11 +130,13 @@ def collect(
         ):
             pipe = prior  # nobody who holds it has run: the fill is what it was
         else:
-            buffered, capacity = _fill(refs, identity, pidfds) if fill else (None, None)
-            if prior is not None and (prior.buffered, prior.capacity) == (buffered, capacity):
+            state = _fill(refs, identity, kind, pidfds) if fill else _UNKNOWN_FILL
+            if prior is not None and (prior.buffered, prior.capacity) == (state.buffered, state.capacity) and (
+                prior.flags == _flags(prior.readers, prior.writers, state, nonblocking, unseen, writer_blocked)
+            ):
                 pipe = prior
             else:
-                pipe = _pipe(identity, kind, refs, ends, buffered, capacity, nonblocking, writer_blocked)
+                pipe = _pipe(identity, kind, refs, ends, state, nonblocking, unseen, writer_blocked)
         pipes.append(pipe if recall is None else recall.keep(identity, inputs, pipe))
     pipes.sort(key=_order)
     return tuple(pipes)
@@ -118,17 +162,21 @@ def _all_nonblocking(refs: list[FdRef], proc: str) -> bool:
     return True
 
 
-def _fill(refs: list[FdRef], identity: tuple[int, int], pidfds: PidFds) -> tuple[int | None, int | None]:
+def _fill(refs: list[FdRef], identity: tuple[int, int], kind: PipeKind, pidfds: PidFds) -> Fill:
     """Through the first end that can be borrowed; unknown when none can."""
     for ref in refs:
         borrowed = pidfds.borrow(ref.pid, ref.fd, identity)
         if borrowed is None:
             continue
         try:
-            return read_fill(borrowed)
+            buffered, capacity = read_fill(borrowed)
+            # Only a pipe missing a side in sight asks (a poll for every pipe is thousands of system calls a scan).
+            if any("r" in end.access for end in refs) and any("w" in end.access for end in refs):
+                return Fill(buffered, capacity)
+            return Fill(buffered, capacity, *read_ends(borrowed, ref.access, kind))
         finally:
             os.close(borrowed)
-    return None, None
+    return _UNKNOWN_FILL
 
 
 def _pipe(
@@ -136,9 +184,9 @@ def _pipe(
     kind: PipeKind,
     refs: list[FdRef],
     ends: tuple[tuple[int, int, str, str], ...],
-    buffered: int | None,
-    capacity: int | None,
+    state: Fill,
     nonblocking: bool = False,
+    unseen: bool = False,
     writer_blocked: bool = False,
 ) -> Pipe:
     readers = []
@@ -154,13 +202,21 @@ def _pipe(
         dev=identity[0],
         kind=kind,
         path=refs[0].path,
-        buffered=buffered,
-        capacity=capacity,
+        buffered=state.buffered,
+        capacity=state.capacity,
         readers=tuple(readers),
         writers=tuple(writers),
-        flags=pipe_flags(readers, writers, buffered, capacity, nonblocking=nonblocking,
-                         writer_blocked=writer_blocked),
+        flags=_flags(readers, writers, state, nonblocking, unseen, writer_blocked),
     )
+
+
+def _flags(
+    readers: Iterable[PipeEnd], writers: Iterable[PipeEnd], state: Fill, nonblocking: bool, unseen: bool,
+    writer_blocked: bool = False,
+) -> tuple[PipeFlag, ...]:
+    return pipe_flags(readers, writers, state.buffered, state.capacity, nonblocking=nonblocking,
+                      kernel_readers=state.readers, kernel_writers=state.writers, unseen=unseen,
+                      writer_blocked=writer_blocked)
 
 
 def _order(pipe: Pipe) -> tuple[str, int]:
@@ -169,7 +225,8 @@ def _order(pipe: Pipe) -> tuple[str, int]:
 
 def _build(inputs: ScanInputs) -> tuple[Pipe, ...]:
     return collect(inputs.processes, inputs.fds, inputs.pidfds, fill=inputs.config.pipe_fill,
-                   recall=inputs.recall("pipes"), settled=inputs.settled, proc=inputs.config.proc)
+                   recall=inputs.recall("pipes"), settled=inputs.settled, proc=inputs.config.proc,
+                   unseen=inputs.hidden > 0)
 
 
 def _restrict(pipes: tuple[Pipe, ...], wanted: Collection[int]) -> tuple[Pipe, ...]:

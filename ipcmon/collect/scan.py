@@ -16,6 +16,7 @@ from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ipcmon import health
 from ipcmon.collect import procfs, schedclock, waiting
 from ipcmon.collect.collector import Collector, ScanInputs
 from ipcmon.collect.collectors import COLLECTORS
@@ -125,22 +126,14 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
 
     tables = _read_processes(config, collectors, Devices(places.shm_dev, places.mqueue_dev), memory, fork=fork)
     if tables.hidden:
-        remedy = (
-            "the kernel refuses even root here (a non-dumpable process, or another namespace)"
-            if os.geteuid() == 0
-            else "run as root to see them"
-        )
-        notes.append(
-            f"{counted(tables.hidden, 'process', 'processes')} could not be fully read (not permitted): objects "
-            f"only they hold may show as orphaned, and pipe ends they hold are missing; {remedy}."
-        )
+        notes.append(hidden_note(tables.hidden))
 
     records: dict[str, Any] = {}
     with PidFds() as pidfds:
         inputs = ScanInputs(
             config, places, tables.processes, tables.fds, tables.maps, tables.signals, pidfds,
             settled=memory.reused if memory is not None and not tables.blind else (),
-            memory=memory, notes=notes,
+            memory=memory, notes=notes, hidden=tables.hidden,
         )
         for collector in collectors:
             records[collector.snapshot_field] = collector.build(inputs)
@@ -157,6 +150,8 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
         ),
         **records,
     )
+    # What processes that could not be read might hold is unknown (issue 13): said once, for every front end.
+    snapshot = health.qualify(snapshot, privileged=os.geteuid() == 0)
     # Who waits on whom crosses mechanisms: it reads the pipes and queues the collectors built (if asked for).
     stuck, deadlocks = waiting.analyse(snapshot.processes, snapshot.pipes, snapshot.mqueues, tables.kin)
     snapshot = replace(snapshot, scan_seconds=time.perf_counter() - started, stuck=stuck, deadlocks=deadlocks)
@@ -280,12 +275,36 @@ def _resolve_waits(tables: _ProcessTables, proc: str) -> None:
             tables.processes[pid] = replace(tables.processes[pid], waiting=resolved)
 
 
+def hidden_note(count: int) -> str:
+    """The note of a scan in which count processes could not be fully read (health.qualify says what follows)."""
+    who = f"{counted(count, 'process', 'processes')} could not be fully read (not permitted)"
+    if os.geteuid() == 0:
+        return (f"{who}: pipe ends they hold are not listed (the kernel still tells whether a pipe has a reader and "
+                "a writer), nor segments and queues only they hold; the kernel refuses even root here (a "
+                "non-dumpable process, or another namespace).")
+    return (f"{who}: whether they hold a segment, queue or pipe end is unknown, so 'orphaned', 'no-reader' and "
+            "'no-writer' read 'orphaned?', 'no-reader?', 'no-writer?' where they could; run as root to see them.")
+
+
 def restrict_to_pids(snapshot: Snapshot, wanted: Collection[int]) -> Snapshot:
     """Keep only the given processes and the objects at least one of them holds (each collector says which), their
-    waits, and the deadlocks they are in (whole: every member of a deadlock a selected process is in)."""
+    waits, and the deadlocks they are in (whole: every member of a deadlock a selected process is in).
+
+    The count of processes that could not be fully read, and its note, then count only the selected ones (a
+    process the kernel hides entirely is in no selection: it has no record to select)."""
+    processes = tuple(p for p in snapshot.processes if p.pid in wanted)
+    hidden = sum(process.hidden for process in processes)
+    notes = list(snapshot.notes)
+    if snapshot.hidden_processes:
+        old = hidden_note(snapshot.hidden_processes)
+        notes = [note for note in notes if note != old]
+        if hidden:
+            notes.append(hidden_note(hidden))
     return replace(
         snapshot,
-        processes=tuple(p for p in snapshot.processes if p.pid in wanted),
+        processes=processes,
+        hidden_processes=hidden,
+        notes=tuple(notes),
         stuck=tuple(entry for entry in snapshot.stuck if entry.pid in wanted),
         deadlocks=tuple(group for group in snapshot.deadlocks if any(pid in wanted for pid in group.pids)),
         **{

@@ -354,6 +354,51 @@ DIFFERS: tuple[tuple[ScanKind, Callable[[_Emitter, Snapshot, Snapshot], None]], 
 """One entry per mechanism, in event order: the scan kind both snapshots must include, and its diff."""
 
 
+class PidSelection:
+    """Which events ``--pid`` keeps: those of the selected processes, and those of every object one of them holds
+    or held (issue 13). An object stays selected after its holder let go, for as long as it exists: the
+    ``orphaned`` or ``destroyed`` that follows is part of its story. What was held is remembered across scans,
+    one key per object that still exists, so the memory is as large as the system's objects at most.
+    """
+
+    def __init__(self, pids: Iterable[int]) -> None:
+        self.pids = frozenset(pids)
+        self.held: set[str] = set()
+        """Keys of objects a selected process holds or held, among those the last snapshot still had."""
+
+    def keep(self, events: Iterable[Event], snapshot: Snapshot) -> list[Event]:
+        """The events (a diff that ended in this full, unrestricted snapshot) that :meth:`wants`, after adding
+        what the selected processes hold in the snapshot; then objects it no longer has are forgotten."""
+        pids = self.pids
+        alive: set[str] = set()
+        holding: list[tuple[str, Iterable[Holder | PipeEnd]]] = [
+            *((segment.object_key, segment.holders) for segment in snapshot.shm),
+            *((region.object_key, region.holders) for region in snapshot.regions),
+            *((queue.object_key, queue.holders) for queue in snapshot.mqueues),
+            *((sysv.object_key, sysv.holders) for sysv in snapshot.sysv.shm),
+            *((pipe.object_key, (*pipe.readers, *pipe.writers)) for pipe in snapshot.pipes),
+        ]
+        for key, holders in holding:
+            alive.add(key)
+            if key not in self.held and any(holder.pid in pids for holder in holders):
+                self.held.add(key)
+        kept = [event for event in events if self.wants(event)]
+        alive.update(queue.object_key for queue in snapshot.sysv.msg)
+        alive.update(semaphores.object_key for semaphores in snapshot.sysv.sem)
+        self.held &= alive
+        return kept
+
+    def wants(self, event: Event) -> bool:
+        """Whether the event is about a selected process or an object one of them holds or held."""
+        if event.pid in self.pids or event.key in self.held:
+            return True
+        if event.key.startswith(("signal:", "deadlock:")):
+            # A process's signals, or a deadlock's members: named by pid in the key.
+            members = event.key.partition(":")[2].split(",")
+            return any(member.isdigit() and int(member) in self.pids for member in members)
+        return False
+
+
 class EventLog(Sequence[Event]):
     """The newest maxlen events, newest first; older ones fall off so a week-long run stays the same size.
 

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 from ipcmon.collect import ScanConfig, Scanner
 from ipcmon.collect.fds import holds_file
 from ipcmon.collect.procfs import group_name, user_name
-from ipcmon.collect.scan import find_mqueue_dir
+from ipcmon.collect.scan import find_mqueue_dir, restrict_to_pids
 from ipcmon.collect.shm import SEM_PREFIX
-from ipcmon.live.events import EventLog, diff
+from ipcmon.live.events import EventLog, PidSelection, diff
 from ipcmon.model import Event, EventName, Mechanism, MessageQueue, ShmSegment, Snapshot, file_key
 
 if TYPE_CHECKING:
@@ -87,7 +87,12 @@ class Monitor:
         on_event: EventCallback | None = None,
     ) -> None:
         self.config = config
-        self.scanner = Scanner(config)
+        # With --pid, every process is still scanned and diffed: an object a selected process opens was not
+        # created then, nor destroyed when it lets go, and inotify events name no process. The events are then
+        # kept by PidSelection and the snapshot restricted to the selection.
+        self.scanner = Scanner(dataclasses.replace(config, pids=None))
+        self.selection = PidSelection(config.pids) if config.pids is not None else None
+        self._full: Snapshot | None = None
         self.log = EventLog(history)
         self.snapshot: Snapshot | None = None
         self.errors: collections.deque[str] = collections.deque(maxlen=100)
@@ -106,17 +111,24 @@ class Monitor:
     # --- polling -------------------------------------------------------------------------------
 
     def poll(self) -> tuple[Snapshot, list[Event]]:
-        """Scan now and return the snapshot and the new events (also logged and sent to on_event)."""
+        """Scan now and return the snapshot and the new events (also logged and sent to on_event).
+
+        With ``config.pids``, the snapshot is restricted to those processes and the objects they hold, and the
+        events to those of PidSelection."""
         with self._scan_lock:
-            snapshot = self.scanner.scan()
+            full = self.scanner.scan()
             # diff is pure and only poll() writes self.snapshot: compute it before taking the state lock, which
             # the inotify thread needs for every event (holding it through the diff stalled that thread).
-            changes = diff(self.snapshot, snapshot)
+            changes = diff(self._full, full)
+            snapshot = full if self.config.pids is None else restrict_to_pids(full, self.config.pids)
             with self._state_lock:
                 events = [event for event in changes if self._fresh(event)]
+                if self.selection is not None:
+                    events = self.selection.keep(events, full)
+                self._full = full
                 self.snapshot = snapshot
-                self._remember_names(snapshot)
-                self._remember_holders(snapshot)
+                self._remember_names(full)
+                self._remember_holders(full)
                 cutoff = time.time() - 60
                 self._announced = {k: t for k, t in self._announced.items() if t > cutoff}
                 self.log.extend(events)
@@ -224,6 +236,10 @@ class Monitor:
                 key = known.key if known is not None else f"{mechanism}:?:{name}"
                 verb: EventName = "unlinked-while-held" if known is not None and known.held_now() else "destroyed"
                 event = Event(now, mechanism, verb, name, key, source="inotify")
+            if self.selection is not None and not self.selection.wants(event):
+                # Not about the selection (yet): a segment a selected process creates is selected by the next
+                # poll, which, not told of this event, then reports its creation itself.
+                return
             self._announced[(event.key, event.event)] = now
             if len(self._announced) > ANNOUNCED_MAX:
                 del self._announced[next(iter(self._announced))]  # the oldest (dicts keep insertion order)

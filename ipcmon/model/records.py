@@ -218,6 +218,9 @@ class MessageQueue:
     """Unlinked but still open by a holder."""
     mtime: float | None = None
     """Last send or receive (the queue file's mtime)."""
+    maybe_held: bool = False
+    """No process ipcmon could read has it open, but one it could not read might (``health.qualify``): it is then
+    not known to be orphaned (``health.queue_state`` reads ``orphaned?``)."""
 
     @property
     def object_key(self) -> str:

@@ -8,10 +8,14 @@ from typing import Literal, cast, get_args
 Access = Literal["r", "w", "rw", "-"]
 """How a descriptor was opened: read, write, both, or neither (``O_PATH``)."""
 
-ShmState = Literal["held", "orphaned", "deleted"]
+ShmState = Literal["held", "orphaned", "orphaned?", "deleted"]
+"""``orphaned?``: no process ipcmon could read holds it, but one it could not read might (``health.qualify``):
+a word ending in ``?`` is unknown, not fact."""
 ShmKind = Literal["shm", "sem"]
 PipeKind = Literal["pipe", "fifo"]
-PipeFlag = Literal["no-reader", "no-writer", "full", "both-ends"]
+PipeFlag = Literal["no-reader", "no-writer", "no-reader?", "no-writer?", "full", "both-ends"]
+"""``no-reader?``/``no-writer?``: no end of that side in any process ipcmon could read, and the kernel could not
+be asked whether one exists elsewhere, while some process's descriptors could not be read: unknown, not fact."""
 RegionKind = Literal["memfd", "anon"]
 
 WaitKind = Literal["read", "write", "send", "receive", "open", "poll", "child", "signal", "sysv"]

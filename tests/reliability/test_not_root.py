@@ -1,5 +1,7 @@
-"""Not root: as nobody, everything readable is shown, what is hidden is counted and said, actions that would
-fail are refused with a clear message, and nothing ends in a traceback."""
+"""Not root: as nobody, everything readable is shown, what is hidden is counted and said, what hidden processes
+might hold is said as unknown (issue 13: root's segments are ``orphaned?``, never orphaned hazards; a pipe whose
+reader is root's is not ``no-reader``), actions that would fail are refused with a clear message, and nothing ends
+in a traceback."""
 
 from __future__ import annotations
 
@@ -34,6 +36,21 @@ ROOT_HOLDER = """
     hold()
 """
 
+ROOT_READER = """
+    say("ready")
+    hold()
+"""
+
+NOBODY_WRITER = """
+import sys
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+OTHER_UID = 54321
+"""An owner with no process on the machine (no name either): its private objects are orphaned in fact, even to
+nobody, who may not remove them."""
+
 NOBODY_HOLDER = """
 import os, sys
 fd = os.open({path!r}, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
@@ -57,6 +74,9 @@ class World:
         self.root_pid, self.root_pipe = root_child.pid, int(root_pipe)
         self.root_orphan = cleanup.shm(p + "-root-orphan")
         posix_ipc.SharedMemory(self.root_orphan, posix_ipc.O_CREX, mode=0o600, size=4096).close_fd()
+        self.other_orphan = cleanup.shm(p + "-other-orphan")
+        posix_ipc.SharedMemory(self.other_orphan, posix_ipc.O_CREX, mode=0o600, size=4096).close_fd()
+        os.chown(SHM_DIR + self.other_orphan, OTHER_UID, OTHER_UID)
         self.root_queue = cleanup.mqueue(p + "-root-queue")
         queue = posix_ipc.MessageQueue(self.root_queue, posix_ipc.O_CREX, mode=0o600, max_messages=4)
         queue.send(b"one")
@@ -73,10 +93,29 @@ class World:
         words = self.child.stdout.readline().split()
         assert words[:2] == [b"ready", b"65534"], words
         self.nobody_pid, self.nobody_pipe = self.child.pid, int(words[2])
+        # Two pipes that nobody writes: root reads one (the reader nobody cannot see), nobody reads neither.
+        read_end, write_end = os.pipe()
+        dead_read, dead_write = os.pipe()
+        try:
+            self.mixed_pipe, self.dead_pipe = os.fstat(read_end).st_ino, os.fstat(dead_read).st_ino
+            self.root_reader = spawn(ROOT_READER, pass_fds=(read_end,), comm="ipcm-rootread")
+            self.root_reader.expect()
+            self.writer = nobody.popen([nobody.python, "-c", NOBODY_WRITER], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, pass_fds=(write_end, dead_write))
+            cleanup.add(self._stop_writer, None)
+            assert self.writer.stdout is not None
+            assert self.writer.stdout.readline().split() == [b"ready"]
+        finally:
+            for fd in (read_end, write_end, dead_read, dead_write):
+                os.close(fd)
 
     def _stop_child(self, _: None) -> None:
         self.child.kill()
         self.child.communicate()
+
+    def _stop_writer(self, _: None) -> None:
+        self.writer.kill()
+        self.writer.communicate()
 
 
 @pytest.fixture
@@ -120,37 +159,127 @@ def test_snapshot_as_nobody_shows_what_it_can_and_counts_what_it_cannot(nobody: 
     assert {end["pid"] for end in pipes[world.nobody_pipe]["readers"]} == {world.nobody_pid}
 
 
-def test_leaks_as_nobody_reports_and_says_what_it_could_not_read(nobody: Unprivileged, world: World) -> None:
+def test_snapshot_as_nobody_says_unknown_what_root_might_hold(nobody: Unprivileged, world: World) -> None:
+    """Issue 13, 12: root's segments (one held by a root process, one by none) are not orphaned as far as nobody
+    can tell; objects no hidden process could hold are; a pipe whose reader is root's has a reader."""
+    data = json.loads(nobody.run("snapshot", "--json").stdout)
+    states = {segment["name"]: segment["state"] for segment in data["shm"]}
+    assert states[world.root_held] == "orphaned?"
+    assert states[world.root_orphan] == "orphaned?"
+    assert states[world.nobody_orphan] == "orphaned"  # nobody's own, private: no hidden process could hold it
+    assert states[world.other_orphan] == "orphaned"  # its owner has no process at all
+    assert states[world.nobody_held] == "held"
+    (queue,) = [queue for queue in data["mqueues"] if queue["name"] == world.root_queue]
+    assert queue["maybe_held"] is True
+    pipes = {pipe["inode"]: pipe for pipe in data["pipes"]}
+    # Root reads the one, nobody cannot see that end: the kernel says a reader exists, so no flag.
+    assert (pipes[world.mixed_pipe]["readers"], pipes[world.mixed_pipe]["flags"]) == ([], [])
+    assert [end["pid"] for end in pipes[world.mixed_pipe]["writers"]] == [world.writer.pid]
+    assert pipes[world.dead_pipe]["flags"] == ["no-reader"]  # nobody reads the other: a fact, from the kernel
+
+    text = nobody.run("snapshot").stdout.decode()
+    assert _row(text, world.root_held).split()[6] == "orphaned?"
+    assert _row(text, world.nobody_orphan).split()[6] == "orphaned"
+    summary = text.splitlines()[0]
+    assert re.search(r"shm \d+ \(\d+ held, \d+ orphaned, \d+ orphaned\?, \d+ deleted\)", summary), summary
+    hazards = text.split("== Leaks and hazards")[1]
+    assert world.root_held not in hazards and world.root_orphan not in hazards and world.root_queue not in hazards
+    (own_hazard,) = [line for line in hazards.splitlines() if world.nobody_orphan in line]
+    assert "orphaned: no process holds this segment" in own_hazard
+    assert f"pipe:[{world.mixed_pipe}]" not in hazards
+    assert f"pipe:[{world.dead_pipe}]" in hazards
+
+
+def test_an_ordinary_users_snapshot_piped_to_cat_has_a_reader_for_its_output(nobody: Unprivileged) -> None:
+    """Issue 13, 12: `ipcmon snapshot | cat` as an ordinary user, whose output root reads (here, this test):
+    cat's stdout pipe has a reader nobody cannot see, so it is not flagged no-reader."""
+    for options in ("--json", ""):
+        process = subprocess.Popen(
+            nobody.command(["sh", "-c", f"{nobody.python} -m ipcmon snapshot --kind pipe {options} | cat"]),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=nobody.env(), cwd=nobody.home,
+            stdin=subprocess.DEVNULL,
+        )
+        assert process.stdout is not None
+        inode = os.fstat(process.stdout.fileno()).st_ino
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0 and b"Traceback" not in stderr, stderr
+        if options:
+            (pipe,) = [pipe for pipe in json.loads(stdout)["pipes"] if pipe["inode"] == inode]
+            assert "cat" in {end["comm"] for end in pipe["writers"]}
+            assert (pipe["readers"], pipe["flags"]) == ([], [])
+        else:
+            (row,) = [line for line in stdout.decode().splitlines() if line.startswith(f"pipe  {inode} ")]
+            assert row.split()[5] == "-", row  # FLAGS
+            assert f"pipe:[{inode}]" not in stdout.decode().split("== Leaks and hazards")[1]
+
+
+UNASKED = """
+import json
+from ipcmon.collect import ScanConfig, scan
+snapshot = scan(ScanConfig(kinds=("pipe",), pipe_fill=False, pids=frozenset({{{pid}}})))
+print(json.dumps({{pipe.inode: list(pipe.flags) for pipe in snapshot.pipes}}))
+"""
+
+
+def test_without_the_kernels_answer_a_missing_reader_is_unknown(nobody: Unprivileged, world: World) -> None:
+    """With no end borrowed (pipe_fill off), nobody cannot know whether root reads a pipe: ``no-reader?``."""
+    result = subprocess.run(nobody.command([nobody.python, "-c", UNASKED.format(pid=world.writer.pid)]),
+                            capture_output=True, env=nobody.env(), cwd=nobody.home, timeout=60)
+    assert result.returncode == 0, result.stderr
+    flags = {int(inode): value for inode, value in json.loads(result.stdout).items()}
+    assert flags[world.mixed_pipe] == ["no-reader?"]
+    assert flags[world.dead_pipe] == ["no-reader?"]
+
+
+def test_pid_as_nobody_counts_and_notes_only_the_selection(nobody: Unprivileged, world: World) -> None:
+    own = nobody.run("snapshot", "--pid", str(world.nobody_pid)).stdout.decode()
+    assert ": 1 process, shm " in own.splitlines()[0]
+    assert "could not be fully read" not in own
+    roots = nobody.run("snapshot", "--pid", str(world.root_pid)).stdout.decode()
+    assert ": 1 process (1 not fully readable), shm " in roots.splitlines()[0]
+    assert "note: 1 process could not be fully read (not permitted)" in roots
+    missing = nobody.run("snapshot", "--pid", "0")
+    assert (missing.returncode, missing.stderr) == (1, b"ipcmon: no such process: 0\n")
+
+
+def test_leaks_as_nobody_lists_facts_only_and_says_what_it_could_not_read(nobody: Unprivileged, world: World) -> None:
     result = nobody.run("leaks", "--match", world.prefix + "*")
     assert result.returncode == 1
-    assert world.root_orphan.encode() in result.stdout and world.nobody_orphan.encode() in result.stdout
+    assert world.nobody_orphan.encode() in result.stdout and world.other_orphan.encode() in result.stdout
+    # Root's segments: a root process nobody cannot read might hold them: not a leak as far as nobody knows.
+    assert world.root_orphan.encode() not in result.stdout and world.root_held.encode() not in result.stdout
     assert b"processes could not be fully read" in result.stderr
     assert_inert(result.stdout)
-    assert nobody.run("leaks", "--json", "--match", world.prefix + "*").returncode == 1
+    data = json.loads(nobody.run("leaks", "--json", "--match", world.prefix + "*").stdout)
+    assert {leak["name"] for leak in data} == {world.nobody_orphan, world.other_orphan}
 
 
-def test_clean_as_nobody_refuses_roots_objects_clearly_and_removes_its_own(nobody: Unprivileged, world: World) -> None:
+def test_clean_as_nobody_refuses_other_users_objects_clearly_and_removes_its_own(
+    nobody: Unprivileged, world: World
+) -> None:
     dry = nobody.run("clean", "--min-age", "0", "--match", world.prefix + "*")
     assert dry.returncode == 0
     lines = dry.stdout.decode().splitlines()
-    (root_line,) = [line for line in lines if world.root_orphan in line]
-    assert "(cannot: not permitted: it belongs to root, and only its owner or root may remove it" in root_line
+    (other_line,) = [line for line in lines if world.other_orphan in line]
+    assert f"(cannot: not permitted: it belongs to {OTHER_UID}, and only its owner or root may remove it" in other_line
     (own_line,) = [line for line in lines if world.nobody_orphan in line]
     assert "cannot" not in own_line
+    assert not [line for line in lines if world.root_orphan in line or world.root_held in line]
     assert b"warning:" in dry.stderr and b"could not be fully read" in dry.stderr
 
     done = nobody.run("clean", "--yes", "--min-age", "0", "--match", world.prefix + "*")
     assert done.returncode == 1  # some were kept
     out = done.stdout.decode()
-    assert f"kept shm {world.root_orphan}: not permitted: it belongs to root" in out
+    assert f"kept shm {world.other_orphan}: not permitted: it belongs to {OTHER_UID}" in out
     assert f"removed shm {world.nobody_orphan}" in out
+    assert os.path.exists(SHM_DIR + world.other_orphan)
     assert os.path.exists(SHM_DIR + world.root_orphan)
     assert os.path.exists(SHM_DIR + world.root_held)
     assert not os.path.exists(SHM_DIR + world.nobody_orphan)
     with open(nobody.action_log) as log:
         entries = [line for line in log if world.prefix in line]
     assert any(world.nobody_orphan in line and line.rstrip().endswith(": removed") for line in entries)
-    assert any(world.root_orphan in line and ": kept: not permitted" in line for line in entries)
+    assert any(world.other_orphan in line and ": kept: not permitted" in line for line in entries)
     assert all(" uid=65534(nobody) " in line for line in entries)
 
 

@@ -59,12 +59,15 @@ class Metric:
 def _shm_summary(s: Snapshot) -> str:
     held = sum(x.state == "held" for x in s.shm)
     orphaned = sum(x.state == "orphaned" for x in s.shm)
+    unknown = sum(x.state == "orphaned?" for x in s.shm)  # perhaps held by a process the scan could not read
     deleted = sum(x.state == "deleted" for x in s.shm)
-    # memfd and anonymous shared regions are counted only when there are some: a machine without them reads
-    # as before.
+    # memfd and anonymous shared regions, and unknowns, are counted only when there are some: a machine without
+    # them reads as before.
     regions = f", {len(s.regions)} memfd/anonymous" if s.regions else ""
+    maybe = f", {unknown} orphaned?" if unknown else ""
     return (
-        f"{len(s.shm)} POSIX ({held} held, {orphaned} orphaned, {deleted} deleted), {len(s.sysv.shm)} SysV{regions}\n"
+        f"{len(s.shm)} POSIX ({held} held, {orphaned} orphaned{maybe}, {deleted} deleted), {len(s.sysv.shm)} SysV"
+        f"{regions}\n"
         f"{human_bytes(_shm_bytes(s))} allocated, {human_bytes(sum(x.pinned_bytes for x in s.shm))} pinned"
     )
 

@@ -18,7 +18,7 @@ from ipcmon.collect import ScanConfig, Scanner
 from ipcmon.collect.fds import holds_file
 from ipcmon.collect.procfs import group_name, user_name
 from ipcmon.collect.scan import find_mqueue_dir, restrict_to_pids
-from ipcmon.collect.shm import SEM_PREFIX
+from ipcmon.collect.shm import file_name_of, name_of
 from ipcmon.live.events import EventLog, PidSelection, diff
 from ipcmon.model import Event, EventName, Mechanism, MessageQueue, ShmSegment, Snapshot, file_key
 
@@ -214,10 +214,9 @@ class Monitor:
         # watched one: a string comparison tells them apart (realpath cost syscalls on every event).
         mechanism: Mechanism
         if directory == self.config.shm_dir.rstrip("/"):
-            mechanism = "sem" if file_name.startswith(SEM_PREFIX) else "shm"
+            mechanism, name = name_of(file_name)  # a semaphore by its sem_open(3) name: sem.NAME is /NAME
         else:
-            mechanism = "mqueue"
-        name = "/" + file_name
+            mechanism, name = "mqueue", "/" + file_name
         now = time.time()
         with self._state_lock:
             if created:
@@ -270,7 +269,7 @@ def apply_inotify(snapshot: Snapshot, event: Event) -> Snapshot | None:
     if event.event == "created":
         if index is not None:
             return None
-        path = os.path.join(snapshot.shm_dir, event.object.lstrip("/"))
+        path = os.path.join(snapshot.shm_dir, file_name_of(event.mechanism, event.object))
         try:
             st = os.lstat(path)
         except OSError:

@@ -57,6 +57,25 @@ def test_inotify_reports_create_and_destroy_between_polls(cleanup: Cleanup) -> N
     assert monitor._inotify is None
 
 
+def test_inotify_names_a_semaphore_as_sem_open_does(cleanup: Cleanup) -> None:
+    # Its file is sem.NAME; inotify's events, like the polls', call it /NAME (kind sem), and the poll that follows
+    # knows it is the same object (no second "created").
+    events: queue.Queue[Event] = queue.Queue()
+    monitor = Monitor(ScanConfig(kinds=("shm",)), on_event=events.put)
+    monitor.poll()
+    name = cleanup.semaphore(new_name("sem"))
+    with monitor:
+        posix_ipc.Semaphore(name, posix_ipc.O_CREX, initial_value=1).close()
+        created = _next_event(events, name)
+        assert (created.event, created.source, created.mechanism) == ("created", "inotify", "sem")
+        _, polled = monitor.poll()
+        assert not [e for e in polled if e.object == name and e.event == "created"]
+        posix_ipc.unlink_semaphore(name)
+        destroyed = _next_event(events, name)
+        assert (destroyed.event, destroyed.source, destroyed.mechanism) == ("destroyed", "inotify", "sem")
+        assert destroyed.key == created.key
+
+
 def test_every_scan_kind_names_its_event_mechanisms() -> None:
     # A kind without an entry would make the Monitor drop every event of that mechanism under --kind.
     assert set(MECHANISMS_BY_KIND) >= set(KINDS)

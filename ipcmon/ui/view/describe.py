@@ -343,7 +343,7 @@ def held_objects(pid: int, ctx: Context) -> Held:
 
 
 STUCK_WORDS: dict[str, str] = {
-    "deadlocked": "deadlocked: only processes that wait themselves could release it",
+    "deadlocked": "deadlocked: only members of its deadlock (below) could release it",
     "blocked": "blocked: it cannot go on until someone else acts",
     "waiting": "waiting in the ordinary way",
 }

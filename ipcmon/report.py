@@ -7,7 +7,7 @@ visible escapes and can neither forge a row nor reach the terminal as a control 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from ipcmon import health
@@ -49,13 +49,17 @@ from ipcmon.text import (
 MAX_CELL = 48
 
 
-def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, uncut: Collection[int] = ()) -> list[str]:
     """Left-aligned columns two spaces apart; cells are already printable.
 
     Cells are cut at MAX_CELL characters to keep the columns readable, except in the last column, which
-    (holders, endpoints) can run on without pushing anything else aside.
+    (holders, endpoints) can run on without pushing anything else aside, and in the ``uncut`` columns (by index),
+    whose end says what matters (a FIFO's missing end after its path).
     """
-    cells = [[shorten(cell, MAX_CELL) for cell in row[:-1]] + list(row[-1:]) for row in rows]
+    cells = [
+        [cell if index in uncut else shorten(cell, MAX_CELL) for index, cell in enumerate(row[:-1])] + list(row[-1:])
+        for row in rows
+    ]
     widths = [len(header) for header in headers]
     for row in cells:
         for index, cell in enumerate(row):
@@ -273,7 +277,8 @@ def stuck_lines(snapshot: Snapshot, *, all_waits: bool = False) -> list[str]:
                      "while a writer holds the other end, polling, waiting for a signal or a running child): "
                      "--all-waits lists them")
     if listed:
-        lines.extend(format_table(STUCK_HEADERS, [stuck_row(entry, snapshot.taken_at) for entry in listed]))
+        rows = [stuck_row(entry, snapshot.taken_at) for entry in listed]
+        lines.extend(format_table(STUCK_HEADERS, rows, uncut={STUCK_HEADERS.index("WAITS ON")}))
     return lines
 
 

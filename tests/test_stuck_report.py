@@ -130,6 +130,19 @@ def test_a_two_process_deadlock_in_the_text_json_and_hazards(spawn: Spawn, clean
     assert (entry["state"], entry["waits_on"], entry["releasers"]) == (
         "deadlocked", f"write pipe:[{first_pipe}]", [second.pid])
     assert entry["waiting"]["kind"] == "write" and "since_seconds" in entry
+    # The names README.md's JSON contract promises.
+    assert set(CONTRACT["stuck"].split()) <= entry.keys()
+    assert set(CONTRACT["waiting"].split()) <= entry["waiting"].keys()
+    assert set(CONTRACT["deadlock"].split()) <= deadlock.keys()
+    assert set(CONTRACT["member"].split()) <= deadlock["members"][0].keys()
+
+
+CONTRACT = {
+    "stuck": "pid comm waiting state releasers release since since_seconds waits_on",
+    "waiting": "syscall fd wchan object key kind path missing watched children signals",
+    "deadlock": "members pids key summary",
+    "member": "pid comm waits_on released_by",
+}
 
 
 def test_the_json_of_the_command_names_the_deadlock(spawn: Spawn) -> None:

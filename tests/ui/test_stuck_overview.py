@@ -18,7 +18,7 @@ from ipcmon.ui.widgets.tables import ObjectTable
 from tests.helpers import Spawn
 from tests.lifecycle.test_watch_state import _scene
 from tests.ui import canned
-from tests.ui.conftest import canned_app, live_app, started, wait_for
+from tests.ui.conftest import canned_app, live_app, shown_names, started, wait_for
 
 
 def _text(static: Static) -> str:
@@ -84,6 +84,15 @@ async def test_deadlock_first_then_the_blocked_writer_and_enter_opens_their_proc
             assert "state       blocked: it cannot go on until someone else acts" in text
             assert f"released by pid {os.getpid()} " in text and f"(holds the read end, fd {read_end})" in text
             assert "deadlock " not in text
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: not isinstance(app.screen, ProcessScreen), "back to the Overview")
+
+            # The Signals view's WAITING column marks the stuck ones with the bad glyph (readable without colour).
+            await pilot.press("5")
+            await wait_for(pilot, lambda: len(shown_names(app, "signals")) == 3, "the three processes")
+            waits = dict(zip(shown_names(app, "signals"), shown_names(app, "signals", 7), strict=True))
+            assert waits[str(writer.pid)] == f"✖ write pipe:[{inode}]"
+            assert waits[str(low)].startswith("✖ write pipe:[")
     finally:
         os.close(read_end)
 

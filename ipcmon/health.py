@@ -13,13 +13,13 @@ from typing import Literal
 from ipcmon.model import (
     Mechanism,
     MessageQueue,
+    Pipe,
     PipeEnd,
     PipeFlag,
     ProcessSignals,
     SharedRegion,
     ShmState,
     Snapshot,
-    Stuck,
     SysvShm,
     WaitKind,
 )
@@ -269,31 +269,31 @@ wait the scan calls blocked (a receive on a queue nobody has open for sending: a
 that open, send and close) is worth a look (warn). Idle waits (``waiting``) are no hazard."""
 
 
-def _waited_bytes(entry: Stuck, snapshot: Snapshot) -> tuple[int | None, str]:
-    """Bytes queued in the full pipe or queue a writer or sender waits on, and the words that say it is full."""
-    key = entry.waiting.key
-    if key is None or entry.waiting.kind not in ("write", "send"):
-        return None, ""
-    for pipe in snapshot.pipes:
-        if pipe.object_key == key:
-            return pipe.buffered, f" (full: {human_bytes(pipe.buffered)} of {human_bytes(pipe.capacity)})"
-    for queue in snapshot.mqueues:
-        if queue.object_key == key:
-            return queue.qsize_bytes, f" (full: {queue.messages} of {queue.max_messages} messages)"
+def _fullness(record: Pipe | MessageQueue | None) -> tuple[int | None, str]:
+    """The bytes queued in the pipe or queue a writer or sender waits on, and the words that say how full it is."""
+    if isinstance(record, Pipe):
+        return record.buffered, f" (full: {human_bytes(record.buffered)} of {human_bytes(record.capacity)})"
+    if isinstance(record, MessageQueue):
+        return record.qsize_bytes, f" (full: {record.messages} of {record.max_messages} messages)"
     return None, ""
 
 
 def _wait_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
-    """Each deadlock (bad, first of all), then each blocked process not in one; its words name the full pipe or
-    queue it waits on, whose own ``full`` hazard :func:`hazards` then leaves out (one problem, one line)."""
+    """Each deadlock (bad, first of all), then each blocked process not in one; a blocked writer's or sender's
+    words say how full its pipe or queue is, whose own ``full`` hazard :func:`hazards` then leaves out (one
+    problem, one line)."""
     by_pid = {entry.pid: entry for entry in snapshot.stuck}
     for deadlock in snapshot.deadlocks:
         yield Hazard("bad", "process", ", ".join(f"{member.pid} {member.comm}" for member in deadlock.members),
                      f"deadlock: {deadlock_summary(deadlock, by_pid)}", deadlock.key, None, deadlock.pids)
-    for entry in snapshot.stuck:
-        if entry.state != "blocked":
-            continue
-        size, full = _waited_bytes(entry, snapshot)
+    blocked = [entry for entry in snapshot.stuck if entry.state == "blocked"]
+    waited = {entry.waiting.key for entry in blocked if entry.waiting.kind in ("write", "send")}
+    objects: dict[str | None, Pipe | MessageQueue] = {}
+    if waited:  # only then is every pipe's key worth looking at
+        objects.update((pipe.object_key, pipe) for pipe in snapshot.pipes if pipe.object_key in waited)
+        objects.update((queue.object_key, queue) for queue in snapshot.mqueues if queue.object_key in waited)
+    for entry in blocked:
+        size, full = _fullness(objects.get(entry.waiting.key))
         problem = stuck_problem(entry, snapshot.taken_at, full)
         yield Hazard(BLOCKED_LEVELS.get(entry.waiting.kind, "warn"), "process", f"{entry.pid} {entry.comm}", problem,
                      f"process:{entry.pid}", size, (entry.pid,))

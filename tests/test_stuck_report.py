@@ -354,3 +354,21 @@ def test_a_deadlock_over_a_child_wait_names_both_members() -> None:
     assert data["stuck"][0]["waiting"]["children"] == [11]
     [hazard] = health.hazards(snapshot)  # the members are not blocked hazards of their own
     assert (hazard.name, hazard.pids, hazard.key) == ("deadlock", (10, 11), "deadlock:10,11")
+
+
+def test_a_hostile_comm_stays_inert_in_the_stuck_deadlock_and_hazard_lines(spawn: Spawn) -> None:
+    read_end, write_end = os.pipe()
+    hostile = '_libc.prctl(15, b"\\x1b]2;pwned\\x07", 0, 0, 0)\n'
+    child = spawn(hostile + READ_AND_WAIT.format(fd=read_end), pass_fds=(read_end, write_end))
+    os.close(read_end)
+    os.close(write_end)
+    child.expect()
+    snapshot = _until(lambda s: any(d.pids == (child.pid,) for d in s.deadlocks), "the deadlock of one")
+    text = report.render(snapshot)
+    assert "\x1b" not in text and "\x07" not in text
+    row = next(line for line in _section(text, "Stuck") if line.startswith(f"{child.pid} "))
+    assert row.split()[1] == "\\x1b]2;pwned\\x07"
+    line = next(line for line in _section(text, "Deadlocks") if f"pid {child.pid} " in line)
+    assert f"pid {child.pid} \\x1b]2;pwned\\x07 waits on pipe:[" in line
+    hazard = next(line for line in _section(text, "Leaks and hazards") if f"{child.pid} " in line)
+    assert "\\x1b]2;pwned\\x07" in hazard

@@ -292,8 +292,11 @@ def deadlock_summary(deadlock: Deadlock, stuck: Mapping[int, Stuck]) -> str:
         entry = stuck.get(member.pid)
         if entry is None:
             return f"{_member_name(member)} waits ({member.waits_on}) on what only it could release"
-        verb, why = _SELF_RELEASE.get(entry.waiting.kind, ("release", "nobody else could"))
-        return f"{_member_name(member)} waits on {wait_object(entry.waiting)} that only it could {verb}: {why}"
+        wait = entry.waiting
+        kind = "read" if wait.kind == "poll" and wait.watched and all(
+            watched.events == "read" for watched in wait.watched) else wait.kind
+        verb, why = _SELF_RELEASE.get(kind, ("release", "it holds the other end itself"))
+        return f"{_member_name(member)} waits on {wait_object(wait)} that only it could {verb}: {why}"
     names = ", ".join(_member_name(member) for member in members[:-1]) + f" and {_member_name(members[-1])}"
     return f"{names} each wait on what only another of them could release: none can go on"
 

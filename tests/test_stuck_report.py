@@ -324,6 +324,15 @@ def test_one_member_deadlocks_say_what_only_it_could_do() -> None:
         wait = Waiting(kind, 3, "", "pipe:[9]", "pipe:15:9", kind)  # type: ignore[arg-type]
         deadlock = Deadlock((DeadlockMember(5, "p5", f"{kind} pipe:[9]", (5,)),))
         assert deadlock_summary(deadlock, {5: _stuck(5, wait, "deadlocked")}) == words
+    # A poll that only reads its set is worded as a read; anything else says it holds the other end.
+    deadlock = Deadlock((DeadlockMember(5, "p5", "select pipe:[9]", (5,)),))
+    reading = Waiting("select", None, "do_select", "pipe:[9]", "pipe:15:9", "poll",
+                      watched=(Watched(4, "pipe:[9]", "pipe:15:9", "read"),))
+    assert deadlock_summary(deadlock, {5: _stuck(5, reading, "deadlocked")}) == cases["read"]
+    both = Waiting("ppoll", None, "do_sys_poll", "pipe:[9]", "pipe:15:9", "poll",
+                   watched=(Watched(4, "pipe:[9]", "pipe:15:9", "read,write"),))
+    assert deadlock_summary(deadlock, {5: _stuck(5, both, "deadlocked")}) == (
+        "pid 5 p5 waits on pipe:[9] that only it could release: it holds the other end itself")
 
 
 def test_a_deadlock_over_a_child_wait_names_both_members() -> None:

@@ -264,7 +264,8 @@ def stuck_problem(entry: Stuck, now: float, note: str = "") -> str:
     """A stuck process in a sentence, for a hazard or a ``watch`` state line (raw), ``note`` said of its object:
     ``blocked: write pipe:[77] (full: 64K of 64K) for 2m03s; released by pid 13 cat (holds the read end, fd 3)``."""
     since = "" if entry.since is None else f" for {human_age(now - entry.since)}"
-    return f"{entry.state}: {wait_text(entry.waiting)}{note}{since}; released by {entry.release}"
+    release = "who could release it is unknown" if entry.release == "unknown" else f"released by {entry.release}"
+    return f"{entry.state}: {wait_text(entry.waiting)}{note}{since}; {release}"
 
 
 _SELF_RELEASE: dict[str, tuple[str, str]] = {

@@ -286,6 +286,8 @@ def test_since_reads_as_an_age_and_unknown_as_a_question_mark() -> None:
     assert stuck_problem(entry, NOW) == (
         "blocked: write pipe:[77] for 2m05s; released by pid 6 cat (holds the read end, fd 3)")
     assert stuck_problem(_stuck(5, wait), NOW) == "blocked: write pipe:[77]; released by nobody"
+    assert stuck_problem(_stuck(5, wait, release="unknown"), NOW) == (
+        "blocked: write pipe:[77]; who could release it is unknown")
 
 
 def test_a_fifo_open_is_listed_with_its_path_and_a_hostile_one_stays_inert() -> None:

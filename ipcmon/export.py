@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ipcmon.model import MessageQueue, Snapshot
-from ipcmon.text import signal_name
+from ipcmon.model import Deadlock, MessageQueue, Snapshot, Stuck
+from ipcmon.text import deadlock_summary, signal_name, wait_text
 
 SCHEMA_VERSION = 1
 
@@ -45,8 +45,28 @@ def _queue_fields(queue: MessageQueue) -> dict[str, Any]:
     }
 
 
+def _stuck_fields(entry: Stuck, now: float) -> dict[str, Any]:
+    return {
+        **_encode(entry),
+        # What it waits on in words (text.wait_text), and how long ago it last ran (null when the kernel does not say).
+        "waits_on": wait_text(entry.waiting),
+        "since_seconds": None if entry.since is None else round(max(now - entry.since, 0.0), 3),
+    }
+
+
+def _deadlock_fields(deadlock: Deadlock, stuck: dict[int, Stuck]) -> dict[str, Any]:
+    return {**_encode(deadlock), "pids": deadlock.pids, "key": deadlock.key,
+            "summary": deadlock_summary(deadlock, stuck)}
+
+
 def _snapshot_fields(snapshot: Snapshot) -> dict[str, Any]:
-    return {"schema": SCHEMA_VERSION}
+    # A stuck process's age and a deadlock's sentence need the rest of the snapshot, so they are made here.
+    by_pid = {entry.pid: entry for entry in snapshot.stuck}
+    return {
+        "schema": SCHEMA_VERSION,
+        "stuck": [_stuck_fields(entry, snapshot.taken_at) for entry in snapshot.stuck],
+        "deadlocks": [_deadlock_fields(deadlock, by_pid) for deadlock in snapshot.deadlocks],
+    }
 
 
 DERIVED: dict[type, Callable[[Any], dict[str, Any]]] = {
@@ -54,7 +74,8 @@ DERIVED: dict[type, Callable[[Any], dict[str, Any]]] = {
     Snapshot: _snapshot_fields,
 }
 """Fields a record's JSON object has beyond its dataclass fields, by record type. Every other record (each
-mechanism's list: ``shm``, ``regions``, ``mqueues``, ``pipes``…) is exactly its fields, in their order."""
+mechanism's list: ``shm``, ``regions``, ``mqueues``, ``pipes``…) is exactly its fields, in their order. The
+snapshot's ``stuck`` and ``deadlocks`` entries get theirs from the snapshot's (``since_seconds``, ``summary``)."""
 
 
 def dumps(snapshot: Snapshot, *, indent: int | None = None) -> str:

@@ -13,6 +13,7 @@ from typing import Literal
 from ipcmon.model import (
     Mechanism,
     MessageQueue,
+    Pipe,
     PipeEnd,
     PipeFlag,
     ProcessSignals,
@@ -21,8 +22,9 @@ from ipcmon.model import (
     ShmState,
     Snapshot,
     SysvShm,
+    WaitKind,
 )
-from ipcmon.text import human_bytes
+from ipcmon.text import deadlock_summary, human_bytes, stuck_problem
 
 QueueState = Literal["held", "orphaned", "orphaned?", "deleted", "full"]
 SysvShmState = Literal["attached", "orphaned", "removed"]
@@ -31,8 +33,9 @@ Level = Literal["bad", "warn"]
 """How much a hazard matters, one rule for every mechanism:
 
 - ``bad``: something is lost or stuck now: a leak (what ``ipcmon leaks`` lists: an object nobody holds that
-  stays until someone removes it, or a deleted segment still pinning memory) or a writer or sender that
-  blocks now (a full pipe or queue);
+  stays until someone removes it, or a deleted segment still pinning memory), a deadlock, or a process that
+  cannot go on now (a writer or sender on a full pipe or queue, an open() of a FIFO nobody opens at the other
+  end, a wait for a stuck child);
 - ``warn``: goes wrong only if used, or worth a look: a pipe with no reader (its writer fails only when it
   writes; daemons' stdout often stays so for days), one process holding both ends, pending signals.
 """
@@ -238,6 +241,13 @@ class Hazard:
     bytes: int | None = None
     """Bytes at stake: allocated by an orphaned segment, pinned by a deleted one, queued in a queue or pipe,
     the size of an orphaned SysV segment; None when unknown or when there are none to speak of (signals)."""
+    pids: tuple[int, ...] = ()
+    """The processes a deadlock or a blocked wait is about (a front end opens the first); () for an object."""
+
+    @property
+    def name(self) -> str:
+        """The word that names the hazard, before the colon of ``problem``: ``orphaned``, ``full``, ``deadlock``."""
+        return self.problem.partition(":")[0]
 
     @property
     def level_text(self) -> str:
@@ -254,14 +264,21 @@ KIND_ORDER: dict[Mechanism, int] = {
 """Between hazards of one level and as many bytes: memory before queues before pipes before signals."""
 
 
-def rank(hazard: Hazard) -> tuple[int, int, int, str, str]:
-    """The one order of hazards, most serious first: by level (``bad`` before ``warn``), then by bytes at stake
-    (more first; unknown counts as none), then by kind (KIND_ORDER), then by name.
+FIRST: dict[str, int] = {"deadlock": 0, "blocked": 1}
+"""Hazards that come before the others of their level, whatever the bytes: processes that cannot go on now."""
 
-    So an orphaned 1 MiB segment (bad: leaked) ranks above any number of pipes with no reader (warn), and of
-    two leaks the bigger comes first."""
-    return (LEVEL_ORDER[hazard.level], -(hazard.bytes or 0), KIND_ORDER.get(hazard.mechanism, 9), hazard.object,
-            hazard.problem)
+Rank = tuple[int, int, int, int, str, str]
+
+
+def rank(hazard: Hazard) -> Rank:
+    """The one order of hazards, most serious first: by level (``bad`` before ``warn``), then deadlocks, then
+    blocked waits (FIRST), then by bytes at stake (more first; unknown counts as none), then by kind
+    (KIND_ORDER), then by name.
+
+    So a deadlock comes first of all, an orphaned 1 MiB segment (bad: leaked) ranks above any number of pipes
+    with no reader (warn), and of two leaks the bigger comes first."""
+    return (LEVEL_ORDER[hazard.level], FIRST.get(hazard.name, len(FIRST)), -(hazard.bytes or 0),
+            KIND_ORDER.get(hazard.mechanism, 9), hazard.object, hazard.problem)
 
 
 def _shm_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
@@ -317,14 +334,66 @@ def _sysv_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
                          segment.size)
 
 
+BLOCKED_LEVELS: dict[WaitKind, Level] = {"write": "bad", "send": "bad", "open": "bad", "child": "bad"}
+"""A blocked wait's level by its kind: a writer on a full pipe, a sender on a full queue, an open() of a FIFO
+nobody opens at the other end and a wait for a child that is itself stuck cannot go on now (bad); any other
+wait the scan calls blocked (a receive on a queue nobody has open for sending: a server waiting for clients
+that open, send and close) is worth a look (warn). Idle waits (``waiting``) are no hazard."""
+
+
+def _fullness(record: Pipe | MessageQueue | None) -> tuple[int | None, str]:
+    """The bytes queued in the pipe or queue a writer or sender waits on, and the words that say how full it is."""
+    if isinstance(record, Pipe):
+        return record.buffered, f" (full: {human_bytes(record.buffered)} of {human_bytes(record.capacity)})"
+    if isinstance(record, MessageQueue):
+        return record.qsize_bytes, f" (full: {record.messages} of {record.max_messages} messages)"
+    return None, ""
+
+
+def _wait_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
+    """Each deadlock (bad, first of all), then each blocked process not in one; a blocked writer's or sender's
+    words say how full its pipe or queue is, whose own ``full`` hazard :func:`hazards` then leaves out (one
+    problem, one line)."""
+    by_pid = {entry.pid: entry for entry in snapshot.stuck}
+    for deadlock in snapshot.deadlocks:
+        yield Hazard("bad", "process", ", ".join(f"{member.pid} {member.comm}" for member in deadlock.members),
+                     f"deadlock: {deadlock_summary(deadlock, by_pid)}", deadlock.key, None, deadlock.pids)
+    blocked = [entry for entry in snapshot.stuck if entry.state == "blocked"]
+    waited = {entry.waiting.key for entry in blocked if entry.waiting.kind in ("write", "send")}
+    objects: dict[str | None, Pipe | MessageQueue] = {}
+    if waited:  # only then is every pipe's key worth looking at
+        objects.update((pipe.object_key, pipe) for pipe in snapshot.pipes if pipe.object_key in waited)
+        objects.update((queue.object_key, queue) for queue in snapshot.mqueues if queue.object_key in waited)
+    for entry in blocked:
+        size, full = _fullness(objects.get(entry.waiting.key))
+        problem = stuck_problem(entry, snapshot.taken_at, full)
+        yield Hazard(BLOCKED_LEVELS.get(entry.waiting.kind, "warn"), "process", f"{entry.pid} {entry.comm}", problem,
+                     f"process:{entry.pid}", size, (entry.pid,))
+
+
 HAZARDS: tuple[Callable[[Snapshot], Iterator[Hazard]], ...] = (
-    _shm_hazards, _queue_hazards, _pipe_hazards, _signal_hazards, _sysv_hazards,
+    _wait_hazards, _shm_hazards, _queue_hazards, _pipe_hazards, _signal_hazards, _sysv_hazards,
 )
 """One entry per mechanism that can have hazards (memfd and anonymous regions have none: nothing keeps them
-once their last holder lets go)."""
+once their last holder lets go), and the waits (deadlocks and blocked processes)."""
+
+
+def _full_and_waited(snapshot: Snapshot) -> set[str]:
+    """Keys of the pipes and queues a deadlocked or blocked writer or sender waits on: their ``full`` is said
+    by the wait's hazard."""
+    return {
+        entry.waiting.key for entry in snapshot.stuck
+        if entry.state != "waiting" and entry.waiting.key is not None and entry.waiting.kind in ("write", "send")
+    }
 
 
 def hazards(snapshot: Snapshot) -> list[Hazard]:
-    """Every leak and hazard of a snapshot, most serious first (:func:`rank`): orphaned or deleted segments,
-    full or orphaned queues, pipe flags in PIPE_HAZARDS, pending signals, orphaned SysV segments."""
-    return sorted((hazard for mechanism_hazards in HAZARDS for hazard in mechanism_hazards(snapshot)), key=rank)
+    """Every leak and hazard of a snapshot, most serious first (:func:`rank`): deadlocks, blocked processes,
+    orphaned or deleted segments, full or orphaned queues, pipe flags in PIPE_HAZARDS, pending signals, orphaned
+    SysV segments. A full pipe or queue that a stuck process waits to write to is said once, by that wait."""
+    waited = _full_and_waited(snapshot)
+    return sorted(
+        (hazard for mechanism_hazards in HAZARDS for hazard in mechanism_hazards(snapshot)
+         if not (hazard.name == "full" and hazard.key in waited)),
+        key=rank,
+    )

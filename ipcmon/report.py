@@ -7,14 +7,26 @@ visible escapes and can neither forge a row nor reach the terminal as a control 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from ipcmon import health
-from ipcmon.model import MessageQueue, Pipe, ProcessSignals, ScanKind, SharedRegion, ShmSegment, Snapshot, sysv_key
+from ipcmon.model import (
+    MessageQueue,
+    Pipe,
+    ProcessSignals,
+    ScanKind,
+    SharedRegion,
+    ShmSegment,
+    Snapshot,
+    Stuck,
+    sysv_key,
+)
 from ipcmon.safe import counted, printable, shorten
 from ipcmon.text import (
     blocked_cell,
+    deadlock_member_text,
+    deadlock_summary,
     ends_cell,
     fill_cell,
     flags_cell,
@@ -30,18 +42,24 @@ from ipcmon.text import (
     queue_name_cell,
     shm_state_cell,
     signal_names,
+    since_text,
+    wait_text,
 )
 
 MAX_CELL = 48
 
 
-def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, uncut: Collection[int] = ()) -> list[str]:
     """Left-aligned columns two spaces apart; cells are already printable.
 
     Cells are cut at MAX_CELL characters to keep the columns readable, except in the last column, which
-    (holders, endpoints) can run on without pushing anything else aside.
+    (holders, endpoints) can run on without pushing anything else aside, and in the ``uncut`` columns (by index),
+    whose end says what matters (a FIFO's missing end after its path).
     """
-    cells = [[shorten(cell, MAX_CELL) for cell in row[:-1]] + list(row[-1:]) for row in rows]
+    cells = [
+        [cell if index in uncut else shorten(cell, MAX_CELL) for index, cell in enumerate(row[:-1])] + list(row[-1:])
+        for row in rows
+    ]
     widths = [len(header) for header in headers]
     for row in cells:
         for index, cell in enumerate(row):
@@ -229,6 +247,52 @@ SECTIONS: tuple[Section, ...] = (
 """One entry per mechanism, in report order: adding a mechanism adds an entry."""
 
 
+STUCK_HEADERS = ("PID", "COMM", "STATE", "WAITS ON", "SINCE", "RELEASED BY")
+
+
+def stuck_row(entry: Stuck, now: float) -> tuple[str, ...]:
+    """One stuck process: what it waits on (call and object), how long since it last ran, who could release it."""
+    return (
+        str(entry.pid),
+        printable(entry.comm),
+        entry.state,
+        printable(wait_text(entry.waiting)),
+        since_text(entry.since, now),
+        printable(entry.release),
+    )
+
+
+def stuck_lines(snapshot: Snapshot, *, all_waits: bool = False) -> list[str]:
+    """The Stuck section: every deadlocked or blocked process, most serious first (Snapshot.stuck's order), and
+    how many more wait in the ordinary way (``all_waits`` lists those too).
+
+    Idle waiters are counted, not listed: a busy host has dozens of daemons reading a pipe whose writer is alive,
+    polling, or waiting for a signal, and a list of them would hide the one process that is stuck."""
+    listed = [entry for entry in snapshot.stuck if all_waits or entry.state != "waiting"]
+    idle = sum(entry.state == "waiting" for entry in snapshot.stuck)
+    title = "Stuck and waiting" if all_waits else "Stuck"
+    lines = ["", f"== {title} ({len(listed)})"]
+    if idle and not all_waits:
+        lines.append(f"{counted(idle, 'more process waits', 'more processes wait')} in the ordinary way (reading "
+                     "while a writer holds the other end, polling, waiting for a signal or a running child): "
+                     "--all-waits lists them")
+    if listed:
+        rows = [stuck_row(entry, snapshot.taken_at) for entry in listed]
+        lines.extend(format_table(STUCK_HEADERS, rows, uncut={STUCK_HEADERS.index("WAITS ON")}))
+    return lines
+
+
+def deadlock_lines(snapshot: Snapshot) -> list[str]:
+    """The Deadlocks section: one block per deadlock, a sentence and then each member, what it waits on and which
+    of the members could release it."""
+    by_pid = {entry.pid: entry for entry in snapshot.stuck}
+    lines = ["", f"== Deadlocks ({len(snapshot.deadlocks)})"]
+    for number, deadlock in enumerate(snapshot.deadlocks, 1):
+        lines.append(f"deadlock {number}: {printable(deadlock_summary(deadlock, by_pid))}")
+        lines.extend(f"  {printable(deadlock_member_text(member, deadlock, by_pid))}" for member in deadlock.members)
+    return lines
+
+
 HAZARD_HEADERS = ("LEVEL", "KIND", "OBJECT", "PROBLEM")
 
 
@@ -240,8 +304,9 @@ def hazard_rows(snapshot: Snapshot) -> list[tuple[str, ...]]:
     ]
 
 
-def render(snapshot: Snapshot, *, all_signals: bool = False) -> str:
-    """The whole snapshot as text: a summary line, one table per mechanism, then the leaks and hazards."""
+def render(snapshot: Snapshot, *, all_signals: bool = False, all_waits: bool = False) -> str:
+    """The whole snapshot as text: a summary line, one table per mechanism, the stuck processes (every waiter with
+    ``all_waits``) and the deadlocks, then the leaks and hazards."""
     lines: list[str] = []
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snapshot.taken_at))
     held = sum(segment.state == "held" for segment in snapshot.shm)
@@ -268,6 +333,8 @@ def render(snapshot: Snapshot, *, all_signals: bool = False) -> str:
                 lines.append(f"== {title} ({len(rows)})")
                 if rows:
                     lines.extend(format_table(headers, rows))
+    lines.extend(stuck_lines(snapshot, all_waits=all_waits))
+    lines.extend(deadlock_lines(snapshot))
     hazards = hazard_rows(snapshot)
     lines.append("")
     lines.append(f"== Leaks and hazards, most serious first ({len(hazards)})")

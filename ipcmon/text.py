@@ -10,9 +10,20 @@ from __future__ import annotations
 import signal
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from ipcmon.model import Holder, MessageQueue, PipeEnd, Process, ProcessSignals, ShmSegment, Waiting
+from ipcmon.model import (
+    Deadlock,
+    DeadlockMember,
+    Holder,
+    MessageQueue,
+    PipeEnd,
+    Process,
+    ProcessSignals,
+    ShmSegment,
+    Stuck,
+    Waiting,
+)
 from ipcmon.safe import printable
 
 NOTIFY_METHODS: dict[int, str] = {0: "SIGEV_SIGNAL", 1: "SIGEV_NONE", 2: "SIGEV_THREAD"}
@@ -188,13 +199,119 @@ def wait_call(wait: Waiting) -> str:
     return f"{call} in {wait.wchan}" if wait.wchan else call
 
 
+WAIT_LIST = 3
+"""How many watched descriptors or children a wait names in a cell before ``and N more``."""
+
+
+def _listed(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:WAIT_LIST])
+    more = len(items) - WAIT_LIST
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+def wait_object(wait: Waiting) -> str:
+    """What a wait is on, in words, by its kind (vocabulary.WaitKind). Raw: show it through safe.printable.
+
+    ``pipe:[77]``; ``fifo:/tmp/x (no writer)`` for an open() that waits for the other end (the path even though
+    no descriptor is open yet); ``pipe:[7], pipe:[9]`` for a poll's IPC descriptors; ``child 42``; ``SIGUSR1,
+    SIGTERM`` for the signals that would end a signal wait; ``a signal`` or ``a child`` when the set is unknown.
+    """
+    kind = wait.kind
+    if kind == "open":
+        where = f"fifo:{wait.path}" if wait.path else wait.object or "fifo"
+        return where + (f" (no {wait.missing})" if wait.missing else "")
+    if kind == "poll" and wait.watched:
+        return _listed([watched.object for watched in wait.watched])
+    if kind == "child":
+        if wait.children:
+            return ("child " if len(wait.children) == 1 else "children ") + _listed([str(pid) for pid in wait.children])
+        return wait.object or "a child"
+    if kind == "signal":
+        if wait.signals:
+            return _listed(list(wait.signals))
+        return "a signal" if wait.object in (None, "signal") else wait.object or "a signal"
+    return wait.object or (f"fd {wait.fd}" if wait.fd is not None else wait.wchan)
+
+
+def wait_text(wait: Waiting) -> str:
+    """A wait as call and object, in a cell: ``write pipe:[77]``, ``openat fifo:/tmp/x (no writer)``, ``select
+    pipe:[7], pipe:[9]``, ``wait4 child 42``, ``rt_sigtimedwait SIGUSR1``. Raw: show it through safe.printable."""
+    what = wait_object(wait)
+    return f"{wait.syscall} {what}".strip() if what else wait.syscall
+
+
 def waiting_text(process: Process | None) -> str:
-    """What a process waits on, in a cell: ``write pipe:[123]``; '-' when it waits on no IPC object."""
+    """What a process waits on, in a cell (:func:`wait_text`); '-' when it waits on no IPC object. Raw."""
     if process is None or process.waiting is None:
         return "-"
-    wait = process.waiting
-    what = wait.object or (f"fd {wait.fd}" if wait.fd is not None else wait.wchan)
-    return f"{wait.syscall} {what}".strip() if what else wait.syscall
+    return wait_text(process.waiting)
+
+
+def since_text(since: float | None, now: float) -> str:
+    """How long ago a stuck process last ran (``Stuck.since``), in a cell: ``2m03s ago``; '?' when the kernel
+    does not say."""
+    return "?" if since is None else f"{human_age(now - since)} ago"
+
+
+def since_detail(since: float | None, now: float) -> str:
+    """The same in the detail pane: ``2m03s (last ran 14:03:07.042)``; says so when unknown."""
+    if since is None:
+        return "unknown (the kernel does not say when it last ran)"
+    return f"{human_age(now - since)} (last ran {clock_text(since)})"
+
+
+def stuck_problem(entry: Stuck, now: float, note: str = "") -> str:
+    """A stuck process in a sentence, for a hazard or a ``watch`` state line (raw), ``note`` said of its object:
+    ``blocked: write pipe:[77] (full: 64K of 64K) for 2m03s; released by pid 13 cat (holds the read end, fd 3)``."""
+    since = "" if entry.since is None else f" for {human_age(now - entry.since)}"
+    release = "who could release it is unknown" if entry.release == "unknown" else f"released by {entry.release}"
+    return f"{entry.state}: {wait_text(entry.waiting)}{note}{since}; {release}"
+
+
+_SELF_RELEASE: dict[str, tuple[str, str]] = {
+    "read": ("write to", "it holds the write end itself"),
+    "write": ("read from", "it holds the read end itself"),
+    "receive": ("send to", "it has it open for sending itself"),
+    "send": ("receive from", "it has it open for receiving itself"),
+}
+"""A one-member deadlock, by how its member waits: what only it could do, and why."""
+
+
+def _member_name(member: DeadlockMember) -> str:
+    return f"pid {member.pid} {member.comm}"
+
+
+def deadlock_summary(deadlock: Deadlock, stuck: Mapping[int, Stuck]) -> str:
+    """A deadlock in one sentence (raw), ``stuck`` being the snapshot's Stuck entries by pid.
+
+    One member: ``pid 5 cat waits on pipe:[9] that only it could write to: it holds the write end itself``.
+    More: ``pid 5 a and pid 6 b each wait on what only another of them could release: none can go on``.
+    """
+    members = deadlock.members
+    if len(members) == 1:
+        member = members[0]
+        entry = stuck.get(member.pid)
+        if entry is None:
+            return f"{_member_name(member)} waits ({member.waits_on}) on what only it could release"
+        wait = entry.waiting
+        kind = "read" if wait.kind == "poll" and wait.watched and all(
+            watched.events == "read" for watched in wait.watched) else wait.kind
+        verb, why = _SELF_RELEASE.get(kind, ("release", "it holds the other end itself"))
+        return f"{_member_name(member)} waits on {wait_object(wait)} that only it could {verb}: {why}"
+    names = ", ".join(_member_name(member) for member in members[:-1]) + f" and {_member_name(members[-1])}"
+    return f"{names} each wait on what only another of them could release: none can go on"
+
+
+def deadlock_member_text(member: DeadlockMember, deadlock: Deadlock, stuck: Mapping[int, Stuck]) -> str:
+    """One member of a deadlock (raw): ``pid 5 a: write pipe:[7]; released only by pid 6 b (holds the read end,
+    fd 4)``; the releasers named from the members when the Stuck entry is not at hand."""
+    entry = stuck.get(member.pid)
+    if entry is not None and entry.releasers:
+        release = entry.release
+    else:
+        comms = {other.pid: other.comm for other in deadlock.members}
+        release = ", ".join(f"pid {pid} {comms.get(pid, '?')}" for pid in member.released_by) or "?"
+    return f"{_member_name(member)}: {member.waits_on}; released only by {release}"
 
 
 def owner_cell(owner: str | None, uid: int | None) -> str:

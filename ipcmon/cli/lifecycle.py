@@ -35,7 +35,12 @@ if TYPE_CHECKING:
 
 
 def add_watch_parser(commands: Subcommands) -> argparse.ArgumentParser:
-    watch = commands.add_parser("watch", help="stream lifecycle events (created, attached, detached, destroyed…)")
+    watch = commands.add_parser(
+        "watch",
+        help="stream lifecycle events (created, attached, detached, destroyed…)",
+        description="Opens with the state as it is: one 'state' line per deadlock and per deadlocked or blocked "
+        "process (or one saying nothing is), then prints each change as it comes.",
+    )
     add_scope(watch)
     watch.add_argument("--json", action="store_true", help="one JSON object per line, flushed")
     watch.add_argument("--interval", type=parse_interval, default=1.0, metavar="S",
@@ -99,8 +104,10 @@ def format_event(event: Event) -> str:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    """Print each event as it comes until SIGINT or SIGTERM, or until stdout's reader leaves; exit 0."""
+    """Print the stuck state as it is (``state`` events: deadlocks, deadlocked and blocked processes), then each
+    event as it comes, until SIGINT or SIGTERM, or until stdout's reader leaves; exit 0."""
     from ipcmon.collect import ScanConfig
+    from ipcmon.live.events import state_events
     from ipcmon.live.monitor import Monitor
 
     stop = threading.Event()
@@ -123,7 +130,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     config = ScanConfig(kinds=args.kind, pids=args.pid, hide_self=not args.show_self)
     monitor = Monitor(config, history=args.history, on_event=emit)
-    monitor.poll()  # the baseline: events are what changes from here on
+    baseline, _ = monitor.poll()  # the baseline: events are what changes from here on
+    # What is stuck already, first: on a machine that hung before watch started, no change would ever say it.
+    for event in state_events(baseline):
+        emit(event)
     # On stderr, so that stdout holds nothing but events (JSON lines stay parseable).
     sys.stderr.write(f"watching {', '.join(args.kind)} every {args.interval:g}s (Ctrl-C to stop)\n")
     sys.stderr.flush()

@@ -17,6 +17,11 @@ def add_parser(commands: Subcommands) -> argparse.ArgumentParser:
         action="store_true",
         help="list every process in the signals table, not only those with something pending or blocked",
     )
+    snapshot.add_argument(
+        "--all-waits",
+        action="store_true",
+        help="list every process waiting on IPC in the Stuck table, not only those deadlocked or blocked",
+    )
     return snapshot
 
 
@@ -33,7 +38,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     else:
         from ipcmon.report import render
 
-        sys.stdout.write(render(snapshot, all_signals=args.all_signals) + "\n")
+        sys.stdout.write(render(snapshot, all_signals=args.all_signals, all_waits=args.all_waits) + "\n")
     sys.stdout.flush()
     return 0
 

@@ -9,6 +9,8 @@ Event names by mechanism:
 - memfd, anon: created (first seen), attached, detached, destroyed (never orphaned: no name keeps them)
 - sysv-msg: created, depth, destroyed; sysv-sem: created, destroyed
 - any mechanism a process waits on: waiting, wait-ended (detail names the system call), deadlock
+
+and, not a change, the ``state`` lines ``ipcmon watch`` opens with (:func:`state_events`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any, overload
 
 from ipcmon import health
 from ipcmon.model import (
+    Deadlock,
     Event,
     EventName,
     Holder,
@@ -34,9 +37,21 @@ from ipcmon.model import (
     SharedRegion,
     ShmSegment,
     Snapshot,
+    Stuck,
     key_mechanism,
 )
-from ipcmon.text import holder_detail, human_bytes, last_holders, notify_how, wait_call
+from ipcmon.safe import counted
+from ipcmon.text import (
+    deadlock_member_text,
+    deadlock_summary,
+    holder_detail,
+    human_bytes,
+    last_holders,
+    notify_how,
+    stuck_problem,
+    wait_call,
+    wait_object,
+)
 
 
 def diff(prev: Snapshot | None, cur: Snapshot) -> list[Event]:
@@ -337,10 +352,47 @@ def _diff_waiting(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
             emit(mechanism or "process", verb, wait.object or "?", wait.key or f"pid:{process.pid}",
                  process.pid, process.comm, wait_call(wait))
     old_groups = {deadlock.key for deadlock in prev.deadlocks}
+    stuck = {entry.pid: entry for entry in cur.stuck}
     for deadlock in cur.deadlocks:
         if deadlock.key not in old_groups:
             emit("process", "deadlock", ", ".join(map(str, deadlock.pids)), deadlock.key,
-                 detail="each waits on a pipe or queue only the others could release")
+                 detail=_deadlock_detail(deadlock, stuck))
+
+
+def _deadlock_detail(deadlock: Deadlock, stuck: dict[int, Stuck]) -> str:
+    """The sentence and every member: ``pid 5 a and pid 6 b each wait …. pid 5 a: write pipe:[7]; released only by
+    pid 6 b (…) | pid 6 b: …``."""
+    members = " | ".join(deadlock_member_text(member, deadlock, stuck) for member in deadlock.members)
+    return f"{deadlock_summary(deadlock, stuck)}. {members}"
+
+
+def state_events(snapshot: Snapshot) -> list[Event]:
+    """What is stuck now, as ``state`` events (not changes): one per deadlock (mechanism ``process``, its pids as
+    the object, its key), then one per deadlocked or blocked process (the mechanism and object it waits on; the
+    state, call and object, since when and who could release it in the detail); when nothing is, one that says so
+    and how many processes wait in the ordinary way (object ``-``, key ``state:none``).
+
+    ``ipcmon watch`` prints them first, so that someone who starts it on a machine already hung sees why.
+    """
+    events: list[Event] = []
+    emit = _Emitter(snapshot.taken_at, events)
+    stuck = {entry.pid: entry for entry in snapshot.stuck}
+    for deadlock in snapshot.deadlocks:
+        emit("process", "state", ", ".join(map(str, deadlock.pids)), deadlock.key,
+             detail=f"deadlock: {_deadlock_detail(deadlock, stuck)}")
+    for entry in snapshot.stuck:
+        if entry.state == "waiting":
+            continue
+        wait = entry.waiting
+        mechanism = key_mechanism(wait.key) if wait.key is not None else None
+        emit(mechanism or "process", "state", wait_object(wait), wait.key or f"pid:{entry.pid}", entry.pid,
+             entry.comm, stuck_problem(entry, snapshot.taken_at))
+    if not events:
+        idle = len(snapshot.stuck)
+        emit("process", "state", "-", "state:none",
+             detail=f"nothing deadlocked or blocked; {counted(idle, 'process waits', 'processes wait')} on IPC in the "
+                    "ordinary way")
+    return events
 
 
 DIFFERS: tuple[tuple[ScanKind, Callable[[_Emitter, Snapshot, Snapshot], None]], ...] = (

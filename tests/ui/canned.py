@@ -14,6 +14,7 @@ from ipcmon.model import (
     ProcessSignals,
     ShmSegment,
     Snapshot,
+    Stuck,
     Sysv,
     SysvShm,
     ThreadSignals,
@@ -47,11 +48,12 @@ def _segment(name: str, inode: int, state: str, holders: tuple[Holder, ...] = ()
 
 
 def canned_snapshot(*, hostile: bool = False, extra_shm: tuple[ShmSegment, ...] = ()) -> Snapshot:
+    writer_waits = Waiting("write", 3, "pipe_write", "fifo:/tmp/myfifo", "fifo:12:5710", "write")
     processes = (
         _process(4242, "producer", "python3", "producer.py", "--frames"),
         _process(4243, "consumer", "python3", "consumer.py"),
         _process(4300, "forgetful", "./forgetful"),
-        _process(4310, "writer", "./writer", waiting=Waiting("write", 3, "pipe_write", "pipe:[5710]")),
+        _process(4310, "writer", "./writer", waiting=writer_waits),
         _process(4311, "reader", "./reader"),
         _process(4400, "worker", "./worker"),
     )
@@ -115,6 +117,9 @@ def canned_snapshot(*, hostile: bool = False, extra_shm: tuple[ShmSegment, ...] 
         shm_dir="/dev/shm",
         mqueue_dir="/dev/mqueue",
         scan_seconds=0.012,
+        # The writer blocked on the full FIFO (its reader went: canned, as waiting.analyse would word it).
+        stuck=(Stuck(4310, "writer", writer_waits, "blocked", (), "nobody: no process holds the read end",
+                     TAKEN_AT - 125),),
     )
 
 

@@ -326,7 +326,8 @@ async def test_names_stay_readable_at_80_columns() -> None:
 
 
 async def test_a_more_serious_alert_arriving_above_takes_the_cursor() -> None:
-    quiet = canned.canned_snapshot()
+    # Without the canned blocked writer: a blocked process ranks above any leak (health.FIRST), whatever its bytes.
+    quiet = replace(canned.canned_snapshot(), stuck=())
     app = canned_app(quiet)
     async with app.run_test(size=LARGE) as pilot:
         await started(pilot, app)
@@ -337,7 +338,7 @@ async def test_a_more_serious_alert_arriving_above_takes_the_cursor() -> None:
         # A bigger orphan appears: it ranks first, and the cursor, on the top row, follows it there.
         bigger = replace(quiet.shm[1], name="/huge-orphan", path="/dev/shm/huge-orphan", inode=9999,
                          size=1 << 30, allocated=1 << 30, state="orphaned", holders=())
-        app._show(canned.canned_snapshot(extra_shm=(bigger,)))
+        app._show(replace(canned.canned_snapshot(extra_shm=(bigger,)), stuck=()))
         await pilot.pause()
         current = alerts.current_row
         assert current is not None and "/huge-orphan" in current.cells[2].plain, current

@@ -63,12 +63,14 @@ async def test_watcher_thread_only_posts_and_a_burst_is_handled_once() -> None:
 
 
 async def test_an_alert_posts_goto_and_the_app_jumps() -> None:
-    app = canned_app()
+    # Without the canned blocked writer, whose alert (first) opens its process view (test_stuck_overview.py).
+    quiet = replace(canned.canned_snapshot(), stuck=())
+    app = canned_app(quiet)
     dispatched: list[Message] = []
     async with app.run_test(size=(120, 40), message_hook=dispatched.append) as pilot:
         await started(pilot, app)
         first = app.query_one(Overview).query_one("#alerts").current_row  # type: ignore[attr-defined]
-        alert = next(a for a in find_alerts(canned.canned_snapshot()) if a.alert_key == first.key)
+        alert = next(a for a in find_alerts(quiet) if a.alert_key == first.key)
         await pilot.press("enter")
         await wait_for(pilot, lambda: any(isinstance(m, Goto) for m in dispatched), "the Goto message")
         goto = next(m for m in dispatched if isinstance(m, Goto))

@@ -1,11 +1,12 @@
-"""Leaks and hazards worth a line on the Overview (health.hazards), each with the view that lists its object."""
+"""Leaks and hazards worth a line on the Overview (health.hazards), each with the view that lists its object, or
+the process it is about (a deadlock, a blocked process)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ipcmon.health import LEVEL_GLYPHS, PIPE_FLAG_WORDS, PIPE_HAZARDS, Hazard, Level, hazards, rank
+from ipcmon.health import LEVEL_GLYPHS, PIPE_FLAG_WORDS, PIPE_HAZARDS, Hazard, Level, Rank, hazards, rank
 from ipcmon.model import Mechanism, Snapshot
 from ipcmon.ui.view.table import Cell, Context, Row, text_cell
 
@@ -21,8 +22,10 @@ VIEWS: dict[Mechanism, str] = {
     "mqueue": "mqueue", "sysv-msg": "mqueue",
     "pipe": "pipes", "fifo": "pipes",
     "signal": "signals",
+    "process": "signals",
 }
-"""The view (a TabPane id) that lists each mechanism's objects: one entry per mechanism."""
+"""The view (a TabPane id) that lists each mechanism's objects: one entry per mechanism (a process's row is in
+the signals view; Enter on a process alert opens its process view instead, see ``Alert.pid``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +39,11 @@ class Alert:
     """The view that lists the object (a TabPane id)."""
     key: str
     """The object's row key in that view."""
-    rank: tuple[int, int, int, str, str] = (0, 0, 0, "", "")
-    """Its place in the list, most serious first (health.rank: level, then bytes at stake, then kind)."""
+    rank: Rank = (0, 0, 0, 0, "", "")
+    """Its place in the list, most serious first (health.rank: level, deadlocks then blocked waits, then bytes at
+    stake, then kind)."""
+    pid: int | None = None
+    """The process a deadlock (its first member) or a blocked wait is about: Enter opens its process view."""
 
     @property
     def alert_key(self) -> str:
@@ -51,7 +57,7 @@ class Alert:
 
 def _alert(hazard: Hazard) -> Alert:
     return Alert(hazard.level, hazard.mechanism, hazard.object, hazard.problem, VIEWS[hazard.mechanism], hazard.key,
-                 rank(hazard))
+                 rank(hazard), hazard.pids[0] if hazard.pids else None)
 
 
 def find_alerts(snapshot: Snapshot) -> Iterator[Alert]:

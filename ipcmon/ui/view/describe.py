@@ -24,12 +24,15 @@ from ipcmon.model import (
     SysvSem,
     SysvShm,
     ThreadSignals,
+    Waiting,
     pipe_ref,
 )
 from ipcmon.safe import printable, shorten
 from ipcmon.text import (
     NOTIFY_METHODS,
     clock_text,
+    deadlock_member_text,
+    deadlock_summary,
     holder_tail,
     human_age,
     human_bytes,
@@ -38,6 +41,9 @@ from ipcmon.text import (
     notify_cell,
     optional,
     signal_names,
+    since_detail,
+    wait_call,
+    wait_text,
     waiting_text,
 )
 from ipcmon.ui.view.rows import record_name
@@ -117,9 +123,11 @@ def _waiters(detail: Detail, object_ref: str, key: str) -> None:
         if p.waiting is not None and (p.waiting.key == key or p.waiting.object == object_ref)
     ]
     if waiting:
+        states = {entry.pid: entry.state for entry in detail.ctx.snapshot.stuck}
         detail.heading(f"Waiting on it ({len(waiting)})", f"bold {detail.ctx.palette.warn}")
         for process in waiting:
-            detail.process(process.pid, process.comm, waiting_text(process))
+            state = states.get(process.pid)
+            detail.process(process.pid, process.comm, waiting_text(process) + (f"  ({state})" if state else ""))
 
 
 def _history(detail: Detail, events: Sequence[Event]) -> None:
@@ -334,6 +342,41 @@ def held_objects(pid: int, ctx: Context) -> Held:
         yield from source(pid, ctx.snapshot)
 
 
+STUCK_WORDS: dict[str, str] = {
+    "deadlocked": "deadlocked: only members of its deadlock (below) could release it",
+    "blocked": "blocked: it cannot go on until someone else acts",
+    "waiting": "waiting in the ordinary way",
+}
+"""What each Stuck.state means, in the process view."""
+
+
+def _wait(detail: Detail, pid: int, wait: Waiting) -> None:
+    """What a process waits on: kind, object, the call, since when, who could release it, its deadlock."""
+    ctx = detail.ctx
+    palette = ctx.palette
+    entry = next((entry for entry in ctx.snapshot.stuck if entry.pid == pid), None)
+    state = entry.state if entry is not None else None
+    style = palette.bad if state in ("deadlocked", "blocked") else palette.warn
+    detail.line("waiting", wait_text(wait), style)
+    if state is not None:
+        detail.line("state", STUCK_WORDS[state], style)
+    detail.line("how", f"{wait.kind}: {wait_call(wait)}")
+    for watched in wait.watched:
+        detail.line("watches", f"fd {watched.fd} {watched.object} ({watched.events})")
+    if wait.kind == "signal" and wait.signals:
+        detail.line("signals", signal_names(wait.signals, sep=", "))
+    if entry is None:
+        return
+    detail.line("since", since_detail(entry.since, ctx.snapshot.taken_at))
+    detail.line("released by", entry.release, style if not entry.releasers else "")
+    by_pid = {stuck.pid: stuck for stuck in ctx.snapshot.stuck}
+    for deadlock in ctx.snapshot.deadlocks:
+        if pid in deadlock.pids:
+            detail.line("deadlock", deadlock_summary(deadlock, by_pid), palette.bad)
+            for member in deadlock.members:
+                detail.plain("  " + deadlock_member_text(member, deadlock, by_pid), palette.bad)
+
+
 def describe_process(pid: int, ctx: Context, events: Sequence[Event] = (), *, brief: bool = False) -> Text:
     """A process: identity, what it waits on, every IPC object it holds, signal dispositions per thread."""
     detail = Detail(ctx)
@@ -356,9 +399,10 @@ def describe_process(pid: int, ctx: Context, events: Sequence[Event] = (), *, br
         if ctx.is_demo(None, (pid,)):
             detail.line("demo", "started by an ipcmon demo", palette.accent)
     wait = process.waiting if process else None
-    detail.line("waiting", waiting_text(process) if wait else "not blocked on IPC", palette.warn if wait else "")
-    if wait is not None and wait.wchan:
-        detail.line("wchan", wait.wchan)
+    if wait is None:
+        detail.line("waiting", "not blocked on IPC")
+    else:
+        _wait(detail, pid, wait)
 
     objects = list(held_objects(pid, ctx))
     detail.heading(f"IPC objects it holds ({len(objects)})")

@@ -17,6 +17,7 @@ from ipcmon.model import (
     Event,
     MessageQueue,
     Pipe,
+    Process,
     ProcessSignals,
     SharedRegion,
     ShmSegment,
@@ -44,6 +45,7 @@ from ipcmon.text import (
     waiting_text,
 )
 from ipcmon.ui.view.table import (
+    Cell,
     Column,
     Context,
     Palette,
@@ -332,8 +334,31 @@ SIGNAL_COLUMNS = (
 
 
 def signal_rows(ctx: Context, cache: RowCache) -> Iterator[Row]:
-    # The WAITING column comes from the process record, not the signals record.
-    yield from cache.rows(ctx, ctx.snapshot.signals, _signal_row, extra=lambda s: ctx.processes.get(s.pid))
+    # The WAITING column comes from the process record and its Stuck state, not the signals record.
+    states = stuck_states(ctx.snapshot)
+    yield from cache.rows(ctx, ctx.snapshot.signals, _signal_row,
+                          extra=lambda s: (ctx.processes.get(s.pid), states.get(s.pid)))
+
+
+_STATES: list[Any] = [None, {}]
+"""The last snapshot :func:`stuck_states` read, and what it found."""
+
+
+def stuck_states(snapshot: Snapshot) -> dict[int, str]:
+    """Each process's Stuck.state by pid (``deadlocked``, ``blocked``, ``waiting``), worked out once per snapshot
+    rather than once per row."""
+    if _STATES[0] is not snapshot:
+        _STATES[:] = [snapshot, {entry.pid: entry.state for entry in snapshot.stuck}]
+    states: dict[int, str] = _STATES[1]
+    return states
+
+
+def _waiting_cell(process: Process | None, state: str | None, ctx: Context) -> Cell:
+    """What the process waits on; a deadlocked or blocked one is marked as the serious hazard it is (the ✖ glyph,
+    readable without colour, and the colour; the Overview and the process view say which)."""
+    if state in ("deadlocked", "blocked"):
+        return text_cell(f"{health.LEVEL_GLYPHS['bad']} {waiting_text(process)}", ctx.palette.bad)
+    return text_cell(waiting_text(process))
 
 
 def _signal_row(signals: ProcessSignals, ctx: Context) -> Row:
@@ -354,7 +379,7 @@ def _signal_row(signals: ProcessSignals, ctx: Context) -> Row:
             number_cell(len(signals.ignored), shorten(signal_names(signals.ignored), MASK_WIDTH)),
             number_cell(len(signals.caught), shorten(signal_names(signals.caught), MASK_WIDTH)),
             number_cell(len(signals.threads)),
-            text_cell(waiting_text(process)),
+            _waiting_cell(process, stuck_states(ctx.snapshot).get(signals.pid), ctx),
         ),
         record=signals,
         search=search_text(ctx, (signals.pid,), *signals.pending, *(n for t in signals.threads for n in t.pending)),

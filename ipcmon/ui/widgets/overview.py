@@ -20,7 +20,7 @@ from ipcmon.health import PIPE_HAZARDS, pending_count
 from ipcmon.model import Snapshot
 from ipcmon.safe import counted
 from ipcmon.text import human_bytes
-from ipcmon.ui.messages import Goto
+from ipcmon.ui.messages import Goto, OpenProcess
 from ipcmon.ui.state import empty_context
 from ipcmon.ui.view.alerts import Alert, alert_row, find_alerts
 from ipcmon.ui.view.table import Column, Context, RowCache
@@ -98,9 +98,17 @@ def _pipe_summary(s: Snapshot) -> str:
 def _signal_summary(s: Snapshot) -> str:
     pending = [p for p in s.signals if pending_count(p)]
     blocked = sum(bool(p.blocked) for p in s.signals)
-    waiting = sum(p.waiting is not None for p in s.processes)
     return (f"{counted(len(pending), 'process', 'processes')} with signals pending, {blocked} blocking some\n"
-            f"{counted(waiting, 'process', 'processes')} waiting on IPC")
+            f"{wait_summary(s)}")
+
+
+def wait_summary(s: Snapshot) -> str:
+    """``5 processes waiting on IPC: 2 stuck (2 deadlocked)``; stuck are the deadlocked and blocked ones."""
+    waiting = len(s.stuck) or sum(p.waiting is not None for p in s.processes)
+    deadlocked = sum(entry.state == "deadlocked" for entry in s.stuck)
+    stuck = deadlocked + sum(entry.state == "blocked" for entry in s.stuck)
+    words = f"{counted(waiting, 'process', 'processes')} waiting on IPC: {stuck} stuck"
+    return words + (f" ({deadlocked} deadlocked)" if deadlocked else "")
 
 
 METRICS = (
@@ -157,7 +165,8 @@ class MetricCard(Vertical):
 class Overview(Vertical):
     """Bound to the app's snapshot; always kept current (it is small and its sparklines need every point).
 
-    Enter on an alert posts :class:`~ipcmon.ui.messages.Goto` with the object's view and key.
+    Enter on an alert posts :class:`~ipcmon.ui.messages.Goto` with the object's view and key, or
+    :class:`~ipcmon.ui.messages.OpenProcess` for a deadlock (its first member) or a blocked process.
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -213,7 +222,8 @@ class Overview(Vertical):
         if self.alerts:
             title.append("   Enter jumps to the object", style=ctx.palette.muted)
         else:
-            title.append("   none: nothing orphaned, deleted, full or stuck", style=ctx.palette.good)
+            # Every deadlock and blocked process is an alert (health._wait_hazards), so "none" is true of them too.
+            title.append("   none: nothing orphaned, deleted, full, blocked or deadlocked", style=ctx.palette.good)
         update_if_changed(self.query_one("#alerts-title", Static), title)
 
     def on_resize(self, event: Resize) -> None:
@@ -231,7 +241,9 @@ class Overview(Vertical):
     def _jump(self, event: DataTable.RowSelected) -> None:
         event.stop()
         alert = self.alerts.get(str(event.row_key.value))
-        if alert is not None:
+        if alert is not None and alert.pid is not None:
+            self.post_message(OpenProcess(alert.pid))  # a deadlock (its first member) or a blocked process
+        elif alert is not None:
             self.post_message(Goto(alert.view, alert.key))
 
 

@@ -285,7 +285,8 @@ def deadlock_summary(deadlock: Deadlock, stuck: Mapping[int, Stuck]) -> str:
     """A deadlock in one sentence (raw), ``stuck`` being the snapshot's Stuck entries by pid.
 
     One member: ``pid 5 cat waits on pipe:[9] that only it could write to: it holds the write end itself``.
-    More: ``pid 5 a and pid 6 b each wait on what only another of them could release: none can go on``.
+    More: ``pid 5 a and pid 6 b each wait on what only another of them could release: none can go on``; members
+    all blocked opening FIFOs: ``… each wait in open() for another to open a FIFO's other end (inferred: …)``.
     """
     members = deadlock.members
     if len(members) == 1:
@@ -299,6 +300,10 @@ def deadlock_summary(deadlock: Deadlock, stuck: Mapping[int, Stuck]) -> str:
         verb, why = _SELF_RELEASE.get(kind, ("release", "it holds the other end itself"))
         return f"{_member_name(member)} waits on {wait_object(wait)} that only it could {verb}: {why}"
     names = ", ".join(_member_name(member) for member in members[:-1]) + f" and {_member_name(members[-1])}"
+    if all(member.kind == "open" for member in members):
+        # collect.waiting infers these (related processes, every one blocked opening a FIFO nobody has open).
+        return (f"{names} each wait in open() for another to open a FIFO's other end (inferred: they are related "
+                "and nobody has those FIFOs open)")
     return f"{names} each wait on what only another of them could release: none can go on"
 
 

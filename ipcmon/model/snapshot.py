@@ -67,26 +67,6 @@ class Deadlock:
         """Stable identity while the same processes stay deadlocked: ``deadlock:PID,PID``."""
         return "deadlock:" + ",".join(map(str, self.pids))
 
-    @property
-    def alone(self) -> bool:
-        """One process that only itself could release (it holds the other end of what it waits on)."""
-        return len(self.members) == 1
-
-    def describe(self) -> str:
-        """What holds the group, in plain words (no process names: the caller shows those, safely).
-
-        - one member: ``waits on IPC only it could release: it holds the other end itself``;
-        - every member blocked opening a FIFO: ``each waits in open() for another to open a FIFO's other end
-          (inferred: they are related and nobody has those FIFOs open)``;
-        - else ``each of N processes waits on IPC only another of them could release``.
-        """
-        if self.alone:
-            return "waits on IPC only it could release: it holds the other end itself"
-        if all(member.kind == "open" for member in self.members):
-            return ("each waits in open() for another to open a FIFO's other end (inferred: they are related "
-                    "and nobody has those FIFOs open)")
-        return f"each of {len(self.members)} processes waits on IPC only another of them could release"
-
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:

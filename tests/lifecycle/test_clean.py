@@ -23,7 +23,7 @@ from ipcmon.actions import remove_orphans
 from ipcmon.collect import ScanConfig, scan
 from ipcmon.leaks import SysvIdentity, find_leaks, matching
 from tests.helpers import REPO, Cleanup, Spawn
-from tests.reliability.cli import Unprivileged, unprivileged_setup
+from tests.reliability.cli import OTHER_UID, Unprivileged, unprivileged_setup
 
 SHM_DIR = "/dev/shm"
 
@@ -222,14 +222,17 @@ def test_what_this_user_may_not_remove_is_not_removable_and_clean_keeps_it(
     nobody: Unprivileged, cleanup: Cleanup
 ) -> None:
     prefix = _prefix()
-    root_orphan = _orphan(cleanup, prefix + "-root")
-    os.chmod(SHM_DIR + root_orphan, 0o644)
+    # Another user's orphan, readable by nobody else: no process nobody cannot read could hold it (root's power to
+    # open anything is not counted, health.qualify), so for nobody it is an orphan in fact, and not nobody's.
+    other_orphan = _orphan(cleanup, prefix + "-other")
+    os.chmod(SHM_DIR + other_orphan, 0o600)
+    os.chown(SHM_DIR + other_orphan, OTHER_UID, OTHER_UID)
     key, shmid = _sysv_orphan(cleanup, mode=0o644)
 
     listed = nobody.run("leaks", "--json", "--match", prefix + "*")
     (leak,) = json.loads(listed.stdout)
-    assert (leak["name"], leak["removable"]) == (root_orphan, False)
-    assert leak["refusal"].startswith("not permitted: it belongs to root")
+    assert (leak["name"], leak["removable"]) == (other_orphan, False)
+    assert leak["refusal"].startswith(f"not permitted: it belongs to {OTHER_UID}")
     (sysv_leak,) = json.loads(nobody.run("leaks", "--json", "--match", f"key 0x{key:08x} *").stdout)
     assert sysv_leak["removable"] is False
     assert sysv_leak["refusal"].startswith("not permitted: it belongs to root, and only its owner, its creator or root")

@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 from ipcmon.model import Deadlock, Snapshot, Stuck
+from ipcmon.text import deadlock_summary
 from tests.helpers import Spawn, scan_kinds, wait_until
 
 _DIE_WITH_PARENT = "import ctypes; ctypes.CDLL(None).prctl(1, 9)\n"  # PR_SET_PDEATHSIG: SIGKILL
@@ -61,8 +62,11 @@ def test_stdout_stderr_pair_is_a_deadlock(spawn: Spawn) -> None:
         stderr_pipe = os.readlink(f"/proc/{parent.pid}/fd/{stderr_fd}")
         assert members[parent.pid].waits_on == f"read {stdout_pipe}" and members[parent.pid].released_by == (child,)
         assert members[child].waits_on == f"write {stderr_pipe}" and members[child].released_by == (parent.pid,)
-        assert not deadlock.alone
-        assert deadlock.describe() == "each of 2 processes waits on IPC only another of them could release"
+        stuck = {entry.pid: entry for entry in snapshot.stuck}
+        assert deadlock_summary(deadlock, stuck) == (
+            f"pid {min(parent.pid, child)} {members[min(parent.pid, child)].comm} and pid {max(parent.pid, child)} "
+            f"{members[max(parent.pid, child)].comm} each wait on what only another of them could release: none can "
+            "go on")
         waiter, writer = _entry(snapshot, parent.pid), _entry(snapshot, child)
         assert waiter.state == writer.state == "deadlocked"
         assert waiter.release == f"pid {child} python3 (holds the write end, fd 1)"
@@ -144,9 +148,11 @@ def test_a_process_reading_its_own_pipe_is_a_deadlock_of_one(spawn: Spawn) -> No
     child = spawn("r, w = os.pipe()\nsay('ready', r, w)\nos.read(r, 1)\n", comm="dl-self")
     read_fd, write_fd = map(int, child.expect())
     snapshot, deadlock = _deadlock(child.pid)
-    assert deadlock.alone and deadlock.pids == (child.pid,)
+    assert deadlock.pids == (child.pid,)
     assert deadlock.members[0].released_by == (child.pid,)
-    assert deadlock.describe() == "waits on IPC only it could release: it holds the other end itself"
+    pipe = os.readlink(f"/proc/{child.pid}/fd/{read_fd}")
+    assert deadlock_summary(deadlock, {entry.pid: entry for entry in snapshot.stuck}) == (
+        f"pid {child.pid} dl-self waits on {pipe} that only it could write to: it holds the write end itself")
     entry = _entry(snapshot, child.pid)
     assert entry.state == "deadlocked" and entry.releasers == (child.pid,)
     assert entry.release == f"pid {child.pid} dl-self (holds the write end, fd {write_fd})"
@@ -208,10 +214,12 @@ def test_two_processes_each_opening_a_fifo_the_other_opens_second(spawn: Spawn, 
     snapshot, deadlock = _deadlock(one.pid)
     assert deadlock.pids == tuple(sorted((one.pid, two.pid)))
     assert {member.kind for member in deadlock.members} == {"open"}
-    assert deadlock.describe().startswith("each waits in open() for another to open a FIFO's other end")
+    assert deadlock_summary(deadlock, {entry.pid: entry for entry in snapshot.stuck}).endswith(
+        "each wait in open() for another to open a FIFO's other end (inferred: they are related and nobody has "
+        "those FIFOs open)")
     members = {member.pid: member for member in deadlock.members}
     assert members[one.pid].released_by == (two.pid,) and members[two.pid].released_by == (one.pid,)
-    assert members[one.pid].waits_on == f"openat fifo:{first_fifo}"
+    assert members[one.pid].waits_on == f"openat fifo:{first_fifo} (no writer)"
     entry = _entry(snapshot, one.pid)
     assert entry.state == "deadlocked" and entry.waiting.missing == "writer"
     assert entry.release == (f"anyone who opens {first_fifo} for writing; pid {two.pid} dl-two may (it is blocked "

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 
 from tests.helpers import Child, Spawn, scan_kinds, wait_until
 from tests.lifecycle.test_watch import _read_until, _watch
 from tests.test_stuck_report import FILL_AND_BLOCK, READ_AND_WAIT, _deadlocked_pair
+
+
+def _without_since(text: str) -> str:
+    """The line without how long the process has been blocked (`` for 0s``: when it last ran, which varies)."""
+    return re.sub(r" for \d[\dhmsd]*;", ";", text)
 
 
 def _stop(process: subprocess.Popen[str]) -> None:
@@ -66,7 +72,7 @@ def test_watch_opens_with_the_deadlock_and_the_blocked_writer(spawn: Spawn) -> N
             blocked = _opening(process, f"pid {writer.pid} ipcm-blocked")
             line = blocked[-1]
             assert line.split()[1:4] == ["pipe", "state", f"pipe:[{inode}]"]
-            assert line.rstrip().endswith(
+            assert _without_since(line.rstrip()).endswith(
                 f"blocked: write pipe:[{inode}]; released by pid {os.getpid()} {_own_comm()} (holds the read end, "
                 f"fd {read_end})")
             # Everything printed so far is state: the opening comes before any change.
@@ -95,7 +101,8 @@ def test_watch_json_opens_with_state_records(spawn: Spawn) -> None:
             blocked = records[-1]
             assert (blocked["mechanism"], blocked["object"], blocked["comm"]) == ("pipe", f"pipe:[{inode}]",
                                                                                   "ipcm-blocked")
-            assert blocked["detail"].startswith(f"blocked: write pipe:[{inode}]; released by pid {os.getpid()} ")
+            assert _without_since(blocked["detail"]).startswith(
+                f"blocked: write pipe:[{inode}]; released by pid {os.getpid()} ")
             assert {"time", "mechanism", "event", "object", "key", "pid", "comm", "source", "detail"} == blocked.keys()
         finally:
             _stop(process)

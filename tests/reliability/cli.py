@@ -22,6 +22,10 @@ import pytest
 
 from tests.helpers import REPO
 
+OTHER_UID = 54321
+"""An owner with no process on the machine (no name either): its private objects are orphaned in fact, even to
+nobody, who may not remove them."""
+
 DEADLINE = 120.0
 
 # What a name must never put on a terminal: ESC (CSI/OSC/…), BEL, other C0 controls but tab and

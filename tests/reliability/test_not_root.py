@@ -18,7 +18,7 @@ import posix_ipc
 import pytest
 
 from tests.helpers import Cleanup, Spawn
-from tests.reliability.cli import Unprivileged, assert_inert, unprivileged_setup, watch_briefly
+from tests.reliability.cli import OTHER_UID, Unprivileged, assert_inert, unprivileged_setup, watch_briefly
 
 SHM_DIR = "/dev/shm"
 
@@ -47,9 +47,6 @@ print("ready", flush=True)
 sys.stdin.read()
 """
 
-OTHER_UID = 54321
-"""An owner with no process on the machine (no name either): its private objects are orphaned in fact, even to
-nobody, who may not remove them."""
 
 NOBODY_HOLDER = """
 import os, sys

@@ -38,6 +38,7 @@ from ipcmon.model import (
     ShmSegment,
     Snapshot,
     Stuck,
+    Waiting,
     key_mechanism,
 )
 from ipcmon.safe import counted
@@ -348,8 +349,7 @@ def _diff_waiting(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
             other = others.get(ident)
             if wait is None or (other is not None and other.waiting == wait):
                 continue
-            mechanism = key_mechanism(wait.key) if wait.key is not None else "signal"
-            emit(mechanism or "process", verb, wait.object or "?", wait.key or f"pid:{process.pid}",
+            emit(wait_mechanism(wait), verb, wait_object(wait), wait.key or f"pid:{process.pid}",
                  process.pid, process.comm, wait_call(wait))
     old_groups = {deadlock.key for deadlock in prev.deadlocks}
     stuck = {entry.pid: entry for entry in cur.stuck}
@@ -357,6 +357,17 @@ def _diff_waiting(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
         if deadlock.key not in old_groups:
             emit("process", "deadlock", ", ".join(map(str, deadlock.pids)), deadlock.key,
                  detail=_deadlock_detail(deadlock, stuck))
+
+
+_KEYLESS_MECHANISMS: dict[str, Mechanism] = {"signal": "signal", "open": "fifo"}
+"""The mechanism of a wait on no listed object, by its kind: a signal wait, a FIFO's open() (no descriptor yet);
+anything else (a wait for a child) is the ``process``'s."""
+
+
+def wait_mechanism(wait: Waiting) -> Mechanism:
+    """What a wait's events are about: the mechanism of the object it waits on (its key), else by its kind."""
+    mechanism = key_mechanism(wait.key) if wait.key is not None else None
+    return mechanism or _KEYLESS_MECHANISMS.get(wait.kind, "process")
 
 
 def _deadlock_detail(deadlock: Deadlock, stuck: dict[int, Stuck]) -> str:
@@ -384,8 +395,7 @@ def state_events(snapshot: Snapshot) -> list[Event]:
         if entry.state == "waiting":
             continue
         wait = entry.waiting
-        mechanism = key_mechanism(wait.key) if wait.key is not None else None
-        emit(mechanism or "process", "state", wait_object(wait), wait.key or f"pid:{entry.pid}", entry.pid,
+        emit(wait_mechanism(wait), "state", wait_object(wait), wait.key or f"pid:{entry.pid}", entry.pid,
              entry.comm, stuck_problem(entry, snapshot.taken_at))
     if not events:
         idle = len(snapshot.stuck)

@@ -652,7 +652,7 @@ def analyse(
       processes each blocked so, on two or more different FIFOs, that share a session or a parent (or are
       parent and child), are taken as waiting for each other to open: the classic order mistake of two
       programs each opening first what the other opens second. That is an inference, and the deadlock's
-      wording says so (Deadlock.describe);
+      wording says so (text.deadlock_summary);
     - signal waits and SysV operations are never edges (anyone permitted could send or operate).
 
     Only the thread /proc/PID/syscall describes is seen (the main one), so a process with several threads is

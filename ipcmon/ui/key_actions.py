@@ -18,7 +18,7 @@ from ipcmon import actions
 from ipcmon.collect import ScanConfig, procfs
 from ipcmon.export import ENV_EXPORT_DIR, ExportError, write_snapshot
 from ipcmon.leaks import Leak, find_leaks
-from ipcmon.model import Snapshot
+from ipcmon.model import MessageQueue, ShmSegment, Snapshot
 from ipcmon.safe import printable
 from ipcmon.text import signal_name
 from ipcmon.ui.messages import ActionDone, OpenProcess, OpenRow, SignalProcess
@@ -246,6 +246,9 @@ class ActingApp(NavigatingApp):
             holders = ", ".join(f"{pid}" for pid in row.pids)
             if leak is not None and leak.refusal:  # not this user's to remove, or deleted but held
                 reason = printable(leak.refusal)
+            elif _maybe_held(row.record):
+                reason = ("it may be held by a process you cannot read (its state ends in ?), so it is not known to "
+                          "be orphaned; run as root to see every holder")
             elif holders:
                 reason = f"it is held by {holders}"
             else:
@@ -304,3 +307,10 @@ class ActingApp(NavigatingApp):
                                          "another directory.", ok=False))
             return
         self.post_message(ActionDone(f"Exported the snapshot to {printable(path)}"))
+
+
+def _maybe_held(record: object) -> bool:
+    """A segment or queue that a process this user cannot read might hold (health's unknown rule: ``orphaned?``)."""
+    if isinstance(record, ShmSegment):
+        return record.state == "orphaned?"
+    return isinstance(record, MessageQueue) and record.maybe_held

@@ -188,7 +188,8 @@ def test_the_dashboard_as_nobody_says_what_is_hidden_and_refuses_what_it_cannot_
     assert b"Traceback" not in output
     assert b"not root:" in output and b"processes hidden" in output
     assert os.path.exists(SHM_DIR + orphan), "nobody removed root's segment"
-    assert b"not permitted" in output, "the refusal was not shown"
+    # Root's segment may be held by a root process nobody cannot read: not known to be orphaned, so not removed.
+    assert b"it may be held by a process you cannot read" in output, "the refusal was not shown"
 
 
 # --- actions: logged, re-checked, blocked by the environment -------------------------------------------------

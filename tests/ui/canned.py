@@ -38,9 +38,12 @@ def _process(pid: int, comm: str, *cmdline: str, waiting: Waiting | None = None)
     return Process(pid, 1, comm, cmdline or (comm,), 0, "root", 1000 + pid, TAKEN_AT - 300, waiting=waiting)
 
 
-def _segment(name: str, inode: int, state: str, holders: tuple[Holder, ...] = (), size: int = 8192) -> ShmSegment:
+def _segment(name: str, inode: int, state: str, holders: tuple[Holder, ...] = (), size: int = 8192,
+             kind: str = "shm") -> ShmSegment:
+    # A semaphore is named as sem_open(3) was given it; its file is sem.NAME.
     return ShmSegment(
-        name=name, path=f"/dev/shm{name}", kind="sem" if name.startswith("/sem.") else "shm", size=size,
+        name=name, path=f"/dev/shm/sem.{name[1:]}" if kind == "sem" else f"/dev/shm{name}",
+        kind=kind, size=size,  # type: ignore[arg-type]
         allocated=size, mode=0o600, uid=0, gid=0, owner="root", group="root", mtime=TAKEN_AT - 60,
         ctime=TAKEN_AT - 60, dev=23, inode=inode, state=state,  # type: ignore[arg-type]
         holders=holders, pinned_bytes=size if state == "deleted" else 0,
@@ -65,7 +68,8 @@ def canned_snapshot(*, hostile: bool = False, extra_shm: tuple[ShmSegment, ...] 
         _segment("/old-cache", 102, "orphaned", size=1 << 20),
         _segment("/unlinked-buffer", 103, "deleted", (Holder(4242, "producer", None, True, "r", True, "r--s", 65536),),
                  size=65536),
-        _segment("/sem.ticket", 104, "held", (Holder(4243, "consumer", None, True, "rw", True, "rw-s", 32),), size=32),
+        _segment("/ticket", 104, "held", (Holder(4243, "consumer", None, True, "rw", True, "rw-s", 32),), size=32,
+                 kind="sem"),
     ]
     if hostile:
         shm.extend(_segment(name, 200 + index, "orphaned") for index, name in enumerate(HOSTILE_NAMES))

@@ -20,7 +20,7 @@ async def test_sort_by_column_key_and_header() -> None:
         await pilot.press("2")
         await wait_for(pilot, lambda: len(shown_names(app, "shm")) == 5, "the shm rows")
         names = shown_names(app, "shm")
-        assert names[:4] == ["/demo-frames", "/old-cache", "/sem.ticket", "/unlinked-buffer"]
+        assert names[:4] == ["/demo-frames", "/old-cache", "/ticket", "/unlinked-buffer"]
         assert names[4].startswith("key 0x00001234")
         # s: sort by the next column (KIND); S: reverse it.
         await pilot.press("s")
@@ -45,7 +45,7 @@ async def test_filter_by_words_and_fields() -> None:
         await started(pilot, app)
         await pilot.press("2", "slash")
         await pilot.press(*"consumer")  # a holder's command
-        await wait_for(pilot, lambda: shown_names(app, "shm") == ["/demo-frames", "/sem.ticket"], "the filter")
+        await wait_for(pilot, lambda: shown_names(app, "shm") == ["/demo-frames", "/ticket"], "the filter")
         await pilot.press("enter")
         assert app.focused is view(app, "shm").table
         await pilot.press("slash", *"x" * 0)
@@ -65,7 +65,7 @@ async def test_rows_keep_their_identity_and_the_cursor_across_refreshes() -> Non
         await pilot.press("2")
         shm_view = view(app, "shm")
         await wait_for(pilot, lambda: shm_view.table.row_count == 5, "rows")
-        target = next(s for s in canned.canned_snapshot().shm if s.name == "/sem.ticket")
+        target = next(s for s in canned.canned_snapshot().shm if s.name == "/ticket")
         assert shm_view.select_key(target.object_key)
         before = shm_view.table.get_row(target.object_key)
         app.request_scan()

@@ -539,11 +539,17 @@ class _Release(NamedTuple):
     can tell (see analyse)."""
 
 
+UNSEEN_END = "a process ipcmon cannot read (the kernel blocks this call only while some process holds the {side} end)"
+"""Who releases a pipe's blocked reader (writer) when no writer (reader) is in sight: a read with no writer left
+returns end-of-file and a write with no reader fails (pipe(7)), so the other end is in a process whose
+descriptors could not be read."""
+
+
 def _pipe_release(pipe: Pipe, reading: bool) -> tuple[tuple[int, ...], str]:
     ends = pipe.writers if reading else pipe.readers
     side = "write" if reading else "read"
     if not ends:
-        return (), f"nobody: no process holds the {side} end"
+        return (), UNSEEN_END.format(side=side)
     pids = tuple(sorted({end.pid for end in ends}))
     return pids, ", ".join(f"pid {end.pid} {end.comm} (holds the {side} end, fd {end.fd})" for end in ends)
 
@@ -689,8 +695,9 @@ def analyse(
         pids = released[pid].pids
         if pid in in_group:
             states[pid] = "deadlocked"
-        elif wait.kind in _BLOCKING_KINDS or (wait.kind in ("read", "receive") and wait.key is not None
-                                              and set(pids) <= {pid}):
+        elif wait.kind in _BLOCKING_KINDS or (wait.kind == "receive" and wait.key is not None and set(pids) <= {pid}):
+            # A queue's receiver with no sender in sight waits for one to come; a pipe's reader with no writer in
+            # sight has one the scan cannot see (UNSEEN_END), and only itself as writer is a deadlock of one.
             states[pid] = "blocked"
         else:
             states[pid] = "waiting"

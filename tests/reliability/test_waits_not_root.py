@@ -73,3 +73,30 @@ def test_as_nobody_a_poll_of_its_own_process_is_read_and_others_are_not_guessed(
         for child in (own, hidden):
             child.kill()
             child.communicate()
+
+
+def test_as_nobody_a_reader_whose_writer_it_cannot_see_is_waiting_on_that_unseen_writer(
+    nobody: Unprivileged,
+) -> None:
+    # Root (this test) holds the write end of nobody's stdin and never writes: a read blocks only while a writer
+    # exists, so the writer is in a process nobody cannot read, not "nobody".
+    reader = nobody.popen([nobody.python, "-c", "import sys; print('ready', flush=True); sys.stdin.buffer.read(1)"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert reader.stdout is not None and reader.stdout.readline().split() == [b"ready"]
+    try:
+        found: list[dict[str, Any]] = []
+
+        def reading() -> bool:
+            data = json.loads(nobody.run("snapshot", "--json", "--kind", "pipe").stdout)
+            entry = _stuck(data, reader.pid)
+            found[:] = [entry] if entry is not None and entry["waiting"]["kind"] == "read" else []
+            return bool(found)
+
+        wait_until(reading, "nobody's reader to be seen waiting")
+        entry = found[0]
+        assert entry["state"] == "waiting" and entry["releasers"] == []
+        assert entry["release"].startswith("a process ipcmon cannot read (the kernel blocks this call only while "
+                                           "some process holds the write end)")
+    finally:
+        reader.kill()
+        reader.communicate()

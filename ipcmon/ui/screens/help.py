@@ -40,7 +40,7 @@ COLOURS: tuple[tuple[str, str], ...] = (
     ("no-reader", "a pipe whose readers are gone: the next write gets SIGPIPE"),
     ("both-ends", "one process holds both ends of its pipe: its reader may never see EOF"),
     ("pending", "a signal raised but not delivered yet (blocked, or the process has not run)"),
-    ("✖ / ▲", "hazard level: ✖ bad (a leak, or a writer stuck now), ▲ warn (bites only if used)"),
+    ("✖ / ▲", "hazard level: ✖ bad (a deadlock, a process blocked now, a leak), ▲ warn (bites only if used)"),
     ("◆", "made or held by an ipcmon demo"),
 )
 

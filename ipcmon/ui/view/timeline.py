@@ -28,6 +28,7 @@ EVENT_STYLES: dict[str, str] = {
     "pending": "warn",
     "mask-blocked": "warn",
     "waiting": "warn",
+    "deadlock": "bad",
     "destroyed": "muted",
 }
 

@@ -14,6 +14,7 @@ process and holder) and ``snapshot`` (Snapshot and Event); everything is importe
 
 from __future__ import annotations
 
+from ipcmon.model.capacity import Budget, BudgetArea, BudgetUnit, Capacity, HolderUsage, ShmMount
 from ipcmon.model.records import (
     Holder,
     MessageQueue,
@@ -65,12 +66,17 @@ __all__ = [
     "KINDS",
     "MECHANISMS",
     "Access",
+    "Budget",
+    "BudgetArea",
+    "BudgetUnit",
+    "Capacity",
     "Deadlock",
     "DeadlockMember",
     "Event",
     "EventName",
     "EventSource",
     "Holder",
+    "HolderUsage",
     "Mechanism",
     "MessageQueue",
     "Pipe",
@@ -84,6 +90,7 @@ __all__ = [
     "ScanKind",
     "SharedRegion",
     "ShmKind",
+    "ShmMount",
     "ShmSegment",
     "ShmState",
     "Snapshot",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ipcmon.model.capacity import Capacity
 from ipcmon.model.records import (
     MessageQueue,
     Pipe,
@@ -94,6 +95,8 @@ class Snapshot:
     """Every process blocked in a system call on IPC, most serious first (deadlocked, blocked, waiting)."""
     deadlocks: tuple[Deadlock, ...] = ()
     """Groups of processes blocked on IPC that only members of the group could release."""
+    capacity: Capacity | None = None
+    """Every budget and how full it is (issue 14); None when the scan did not read them."""
 
 
 EventSource = Literal["inotify", "poll"]

@@ -47,6 +47,11 @@ class ScanMemory:
             return None
         return previous.get(pid)
 
+    def turn(self, pid: int) -> int:
+        """Which full-read turn of pid this scan is in: it changes exactly when previous_read reads pid in full
+        (for what a collector keeps per process and reads again on the same rotation: capacity's limits)."""
+        return (pid + self.scans_begun) // self.refresh_every
+
     def end_scan(self) -> None:
         """The scan is over: only what it kept is needed by the next one."""
         for kept in self.records.values():

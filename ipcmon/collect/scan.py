@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ipcmon import health
-from ipcmon.collect import procfs, schedclock, waiting
+from ipcmon.collect import capacity, procfs, schedclock, waiting
 from ipcmon.collect.collector import Collector, ScanInputs
 from ipcmon.collect.collectors import COLLECTORS
 from ipcmon.collect.config import ScanConfig, find_mqueue_dir, locate
@@ -154,7 +154,14 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
     snapshot = health.qualify(snapshot, privileged=os.geteuid() == 0)
     # Who waits on whom crosses mechanisms: it reads the pipes and queues the collectors built (if asked for).
     stuck, deadlocks = waiting.analyse(snapshot.processes, snapshot.pipes, snapshot.mqueues, tables.kin)
-    snapshot = replace(snapshot, scan_seconds=time.perf_counter() - started, stuck=stuck, deadlocks=deadlocks)
+    # Budgets are machine-wide: read from the whole scan, before --pid narrows it (restrict_to_pids keeps them).
+    limits = None
+    if memory is not None:
+        limits = capacity.LimitMemory(memory.recall("capacity.limits"), memory.turn)
+    budgets = capacity.collect(snapshot, proc=config.proc, shm_dir=places.shm_dir, shm_dev=places.shm_dev,
+                               hidden=tables.hidden, limits=limits)
+    snapshot = replace(snapshot, scan_seconds=time.perf_counter() - started, stuck=stuck, deadlocks=deadlocks,
+                       capacity=budgets)
     if memory is not None:
         memory.end_scan()
     if config.pids is not None:

@@ -1,0 +1,517 @@
+"""Budgets (issue 14): how full the shm tmpfs is, and every kernel limit an IPC object counts against, with its usage.
+
+Built from a finished scan's records (segments, queues, pipes, signal queues, SysV tables) plus a few cheap reads:
+statvfs of the shm directory, /proc/meminfo, and the sysctl files under /proc/sys. The one per-process read is
+/proc/PID/limits ("Max msgqueue size"), and only for processes of users that own a message queue; a Scanner keeps
+each process's value between scans (by pid and start time) and reads it again on that process's full-read turn
+(every ``refresh_every`` scans, memory.ScanMemory), since another process may change it with prlimit(1) without
+the process running.
+
+Where a number is not known it is None and a note says why; nothing here raises for an unreadable file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from ipcmon.collect import procfs
+from ipcmon.collect.recall import Recall
+from ipcmon.model import Budget, BudgetArea, BudgetUnit, Capacity, HolderUsage, Process, ShmMount, Snapshot
+from ipcmon.text import human_bytes
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+RLIM_INFINITY = 2**64 - 1
+"""How /proc/PID/status prints an unlimited rlimit (``SigQ: 0/18446744073709551615``); limits says "unlimited"."""
+
+TOP_HOLDERS = 5
+
+# --- POSIX message queues: the kernel's own accounting -------------------------------------------------------
+
+MQ_PRIO_MAX = 32768
+"""include/uapi/linux/mqueue.h."""
+
+_WORD = 8 if sys.maxsize > 2**32 else 4
+MSG_MSG_SIZE = 6 * _WORD
+"""sizeof(struct msg_msg) (include/linux/msg.h: list_head m_list, long m_type, size_t m_ts, msg_msgseg *next,
+void *security): 48 bytes on a 64-bit kernel."""
+TREE_NODE_SIZE = 6 * _WORD
+"""sizeof(struct posix_msg_tree_node) (ipc/mqueue.c: rb_node, list_head msg_list, int priority, padded): 48 bytes
+on a 64-bit kernel."""
+
+
+def mq_reservation(max_messages: int, message_size: int) -> int:
+    """Bytes one queue reserves against its creator's RLIMIT_MSGQUEUE, as ipc/mqueue.c mqueue_get_inode() charges
+    them (Linux 6.x, unchanged since 3.5; since 5.14 to the creator's ucounts, i.e. its real uid)::
+
+        mq_treesize = maxmsg * sizeof(struct msg_msg) + min(maxmsg, MQ_PRIO_MAX) * sizeof(struct posix_msg_tree_node)
+        mq_bytes    = maxmsg * msgsize + mq_treesize
+
+    A default queue (10 × 8,192) reserves 81,920 + 10 × (48 + 48) = 82,880 bytes, so the 819,200-byte default
+    limit holds nine: the tenth mq_open(3) fails with EMFILE (mq_open(3), mq_overview(7)). The charge is
+    returned when the queue's inode is evicted (unlinked and closed by everyone).
+    """
+    return max_messages * message_size + max_messages * MSG_MSG_SIZE + min(max_messages, MQ_PRIO_MAX) * TREE_NODE_SIZE
+
+
+# --- pipes -----------------------------------------------------------------------------------------------------
+
+PIPE_DEF_BUFFERS = 16
+"""include/linux/pipe_fs_i.h: a new pipe's pages (fs/pipe.c alloc_pipe_info), capped at fs.pipe-max-size."""
+PIPE_MIN_DEF_BUFFERS = 2
+"""fs/pipe.c: what a new pipe gets instead once its user is over fs.pipe-user-pages-soft (1 before Linux 5.15)."""
+
+
+# --- small readers ---------------------------------------------------------------------------------------------
+
+
+def read_sysctl(name: str, proc: str = procfs.PROC) -> tuple[int, ...] | None:
+    """The numbers of a sysctl (``fs.mqueue.queues_max`` → /proc/sys/fs/mqueue/queues_max); None when unreadable."""
+    path = f"{proc}/sys/" + name.replace(".", "/")
+    try:
+        return tuple(int(word) for word in procfs.read_bytes(path, single=True).split())
+    except (procfs.Gone, procfs.Denied, OSError, ValueError):
+        return None
+
+
+def _sysctl(name: str, proc: str) -> int | None:
+    values = read_sysctl(name, proc)
+    return values[0] if values else None
+
+
+_MEMINFO = re.compile(rb"^(MemTotal|MemAvailable|Shmem):\s+(\d+) kB", re.MULTILINE)
+
+
+def read_meminfo(proc: str = procfs.PROC) -> dict[str, int]:
+    """MemTotal, MemAvailable and Shmem of /proc/meminfo in bytes (proc(5)); missing keys are left out."""
+    try:
+        data = procfs.read_bytes(f"{proc}/meminfo")
+    except (procfs.Gone, procfs.Denied, OSError):
+        return {}
+    return {key.decode(): int(value) * 1024 for key, value in _MEMINFO.findall(data)}
+
+
+_MSGQUEUE_LIMIT = re.compile(rb"^Max msgqueue size\s+(\S+)", re.MULTILINE)
+
+
+class Limit(NamedTuple):
+    """A soft rlimit as /proc/PID/limits shows it: readable or not, and the value (None for unlimited)."""
+
+    readable: bool
+    value: int | None = None
+
+
+def read_msgqueue_limit(pid: int, proc: str = procfs.PROC) -> Limit:
+    """The soft RLIMIT_MSGQUEUE of a process, the "Max msgqueue size" line of /proc/PID/limits (proc(5)).
+
+    The file is readable by anyone on most kernels; a process that is gone or refused reads as unreadable."""
+    try:
+        data = procfs.read_bytes(f"{proc}/{pid}/limits")
+    except (procfs.Gone, procfs.Denied, OSError):
+        return Limit(False)
+    match = _MSGQUEUE_LIMIT.search(data)
+    if match is None:
+        return Limit(False)
+    word = match.group(1)
+    if word == b"unlimited":
+        return Limit(True, None)
+    try:
+        return Limit(True, int(word))
+    except ValueError:
+        return Limit(False)
+
+
+class ShmemUsage(NamedTuple):
+    """A process's shared memory in RAM, bytes: resident (RssShmem of status) and proportional (Pss_Shmem of
+    smaps_rollup, each page divided by the number of processes that map it)."""
+
+    rss: int | None
+    pss: int | None
+
+
+_KB_LINE = re.compile(rb"^(RssShmem|Pss_Shmem):\s+(\d+) kB", re.MULTILINE)
+
+
+def shmem_usage(pid: int, proc: str = procfs.PROC) -> ShmemUsage | None:
+    """RssShmem (/proc/PID/status) and Pss_Shmem (/proc/PID/smaps_rollup, Linux 4.14+) of one process, in bytes.
+
+    For the process view and the detail pane, on demand: smaps_rollup walks every mapping of the process under
+    its mmap lock, too slow for every process of every scan (proc(5)). None when the process is gone or not
+    readable (smaps_rollup needs ptrace read access); a field the kernel does not print is None.
+    """
+    found: dict[bytes, int] = {}
+    for name in ("status", "smaps_rollup"):
+        try:
+            data = procfs.read_bytes(f"{proc}/{pid}/{name}")
+        except (procfs.Gone, procfs.Denied, OSError):
+            return None
+        found.update((key, int(value) * 1024) for key, value in _KB_LINE.findall(data))
+    return ShmemUsage(found.get(b"RssShmem"), found.get(b"Pss_Shmem"))
+
+
+# --- what a Scanner keeps between scans --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class LimitMemory:
+    """RLIMIT_MSGQUEUE values read in earlier scans by (pid, start ticks), and when each process is due a fresh
+    read: epoch(pid) changes on that process's full-read turn (the Scanner's rotation)."""
+
+    recall: Recall[Limit]
+    epoch: Callable[[int], Hashable]
+
+
+def _limits(pids: Iterable[Process], proc: str, memory: LimitMemory | None) -> list[Limit]:
+    found = []
+    for process in pids:
+        identity = (process.pid, process.start_ticks)
+        epoch = memory.epoch(process.pid) if memory is not None else None
+        limit = memory.recall.get(identity, epoch) if memory is not None else None
+        if limit is None:
+            limit = read_msgqueue_limit(process.pid, proc)
+        if memory is not None:
+            memory.recall.keep(identity, epoch, limit)
+        found.append(limit)
+    return found
+
+
+# --- the areas -------------------------------------------------------------------------------------------------
+
+
+def collect(
+    snapshot: Snapshot,
+    *,
+    proc: str = procfs.PROC,
+    shm_dir: str | None = None,
+    shm_dev: int | None = None,
+    hidden: int = 0,
+    limits: LimitMemory | None = None,
+) -> Capacity | None:
+    """Every budget the scan's kinds touch; None when it read none of shm, memfd, mqueue, pipe, signal and sysv.
+
+    shm_dir and shm_dev are the scan's shm directory and its device (None when missing); hidden counts the
+    processes the scan could not read (then per-user usage may be short, and a note says so)."""
+    kinds = set(snapshot.kinds)
+    if not kinds & {"shm", "memfd", "mqueue", "pipe", "signal", "sysv"}:
+        return None
+    notes: list[str] = []
+    budgets: list[Budget] = []
+    mounts: tuple[ShmMount, ...] = ()
+    memory = read_meminfo(proc) if kinds & {"shm", "memfd"} else {}
+    if "shm" in kinds and shm_dir is not None and shm_dev is not None:
+        mount = shm_mount(snapshot, shm_dir, shm_dev, notes)
+        if mount is not None:
+            mounts = (mount,)
+            available = memory.get("MemAvailable")
+            if mount.size is not None and available is not None and mount.size > available:
+                notes.append(f"The tmpfs on {mount.path} may grow to {human_bytes(mount.size)}, more than the "
+                             f"{human_bytes(available)} of memory available: filling it would push the machine "
+                             "into swap or the OOM killer before it says 'No space left on device'.")
+    by_uid = _processes_by_uid(snapshot.processes)
+    partial = (f"{procfs_count(hidden)} could not be read: what they hold is not counted" if hidden else "")
+    if "mqueue" in kinds:
+        budgets += mqueue_budgets(snapshot, proc, by_uid, limits, partial)
+    if "pipe" in kinds:
+        budgets += pipe_budgets(snapshot, proc, partial)
+    if "signal" in kinds:
+        budgets += signal_budgets(snapshot)
+    if "sysv" in kinds:
+        budgets += sysv_budgets(snapshot, proc, notes)
+    return Capacity(
+        shm_mounts=mounts,
+        budgets=tuple(budgets),
+        memory_total=memory.get("MemTotal"),
+        shmem=memory.get("Shmem"),
+        memory_available=memory.get("MemAvailable"),
+        notes=tuple(notes),
+    )
+
+
+def procfs_count(count: int) -> str:
+    return f"{count} process" if count == 1 else f"{count} processes"
+
+
+def _processes_by_uid(processes: Iterable[Process]) -> dict[int, list[Process]]:
+    by_uid: dict[int, list[Process]] = defaultdict(list)
+    for process in processes:
+        if process.uid is not None:
+            by_uid[process.uid].append(process)
+    return by_uid
+
+
+def shm_mount(snapshot: Snapshot, shm_dir: str, shm_dev: int, notes: list[str]) -> ShmMount | None:
+    """The shm directory's tmpfs: size, use and inodes from statvfs(3), the bytes of the scan's segments on it by
+    kind, and the processes that pin the most.
+
+    statvfs counts in f_frsize blocks: used = (f_blocks − f_bfree) × f_frsize, available = f_bavail × f_frsize
+    (tmpfs has no reserved blocks, so free and available agree). A tmpfs mounted without a size limit
+    (size=0) reports f_blocks 0: its size is then unknown, not zero. A segment's bytes are its allocated
+    pages (st_blocks × 512): a sparse segment counts what it uses, not its length. None, with a note, when the
+    directory is not a tmpfs mount point (shm.dir_note already says so for the scan).
+    """
+    if procfs.fs_type(shm_dir) != procfs.TMPFS_MAGIC or not os.path.ismount(shm_dir):
+        return None
+    try:
+        st = os.statvfs(shm_dir)
+    except OSError as error:
+        notes.append(f"statvfs({shm_dir}) failed: {error.strerror}; its size and use are unknown.")
+        size = used = available = inodes_used = inodes_total = None
+    else:
+        block = st.f_frsize or st.f_bsize
+        size = st.f_blocks * block if st.f_blocks else None
+        used = (st.f_blocks - st.f_bfree) * block if st.f_blocks else None
+        available = st.f_bavail * block if st.f_blocks else None
+        inodes_total = st.f_files or None
+        inodes_used = st.f_files - st.f_ffree if st.f_files else None
+    named = deleted = semaphores = 0
+    pinned: dict[int, int] = defaultdict(int)
+    comms: dict[int, str] = {}
+    for segment in snapshot.shm:
+        if segment.dev != shm_dev:
+            continue  # a segment some holder sees in another mount namespace: not on this tmpfs
+        if segment.kind == "sem":
+            semaphores += segment.allocated
+        elif segment.state == "deleted":
+            deleted += segment.allocated
+        else:
+            named += segment.allocated
+        for pid in {holder.pid for holder in segment.holders}:
+            pinned[pid] += segment.allocated
+        for holder in segment.holders:
+            comms.setdefault(holder.pid, holder.comm)
+    other: int | None = None
+    if used is not None:
+        other = used - named - deleted - semaphores
+        if other < 0:
+            notes.append(f"The segments on {shm_dir} add up to {human_bytes(-other)} more than the tmpfs says it "
+                         "uses (pages counted as they changed during the scan, or a mapping's length taken for "
+                         "an unlinked segment's size): 'other' reads 0.")
+            other = 0
+    top = sorted(pinned.items(), key=lambda item: (-item[1], item[0]))[:TOP_HOLDERS]
+    return ShmMount(
+        path=shm_dir, dev=shm_dev, size=size, used=used, available=available, inodes_used=inodes_used,
+        inodes_total=inodes_total, named=named, deleted=deleted, semaphores=semaphores, other=other,
+        top_holders=tuple(HolderUsage(pid, comms.get(pid, "?"), count) for pid, count in top if count),
+    )
+
+
+def _budget(area: BudgetArea, name: str, unit: BudgetUnit, used: int | None, limit: int | None, note: str = "", *,
+            uid: int | None = None, unlimited: bool = False, next_needs: int | None = None) -> Budget:
+    return Budget(area=area, name=name, unit=unit, used=used, limit=limit, note=note, uid=uid,
+                  user=None if uid is None else procfs.user_name(uid), unlimited=unlimited, next_needs=next_needs)
+
+
+def _largest(values: Iterable[int | None]) -> int | None:
+    known = [value for value in values if value is not None]
+    return max(known) if known else None
+
+
+def mqueue_budgets(
+    snapshot: Snapshot, proc: str, by_uid: Mapping[int, list[Process]], limits: LimitMemory | None, partial: str
+) -> list[Budget]:
+    """The fs.mqueue sysctls (mq_overview(7)) against the queues that exist, and RLIMIT_MSGQUEUE per user.
+
+    queues_max counts every queue of the IPC namespace, unlinked-but-open ones too (ipc/mqueue.c
+    mq_queues_count); reaching it gives ENOSPC to all but CAP_SYS_RESOURCE. A user's reservation is the sum of
+    mq_reservation over the queues whose file it owns (the inode's uid is the creator's fsuid, the kernel charges
+    the creator's real uid: the same unless the creator ran setuid). The limit in force is each of the user's
+    processes' own soft RLIMIT_MSGQUEUE (it is the creating process's that is checked): the lowest is shown.
+    """
+    queues = snapshot.mqueues
+    unmounted = snapshot.mqueue_dir is None
+    count_note = "no mqueue filesystem is mounted: only queues some process holds open are counted" if unmounted \
+        else ""
+    msg_max = _sysctl("fs.mqueue.msg_max", proc)
+    msgsize_max = _sysctl("fs.mqueue.msgsize_max", proc)
+    msg_default = _sysctl("fs.mqueue.msg_default", proc)
+    msgsize_default = _sysctl("fs.mqueue.msgsize_default", proc)
+    budgets = [
+        _budget("mqueue", "fs.mqueue.queues_max", "queues", len(queues), _sysctl("fs.mqueue.queues_max", proc),
+                "; ".join(filter(None, [count_note, "root (CAP_SYS_RESOURCE) may create more"]))),
+        _budget("mqueue", "fs.mqueue.msg_max", "messages", _largest(q.max_messages for q in queues), msg_max,
+                "the largest mq_maxmsg an unprivileged mq_open may ask for; used: the largest queue"),
+        _budget("mqueue", "fs.mqueue.msgsize_max", "bytes", _largest(q.message_size for q in queues), msgsize_max,
+                "the largest mq_msgsize an unprivileged mq_open may ask for; used: the largest queue's"),
+        _budget("mqueue", "fs.mqueue.msg_default", "messages", None, msg_default,
+                "mq_maxmsg of a queue made without attributes (at most msg_max)"),
+        _budget("mqueue", "fs.mqueue.msgsize_default", "bytes", None, msgsize_default,
+                "mq_msgsize of a queue made without attributes (at most msgsize_max)"),
+    ]
+    next_needs = None
+    if msg_max is not None and msg_default is not None and msgsize_max is not None and msgsize_default is not None:
+        # mqueue_get_inode: a queue made with attr NULL gets min(max, default) of each.
+        next_needs = mq_reservation(min(msg_max, msg_default), min(msgsize_max, msgsize_default))
+    reserved: dict[int, int] = defaultdict(int)
+    unread: dict[int, int] = defaultdict(int)
+    unknown_owner = 0
+    for queue in queues:
+        if queue.uid is None:
+            unknown_owner += 1
+        elif queue.max_messages is None or queue.message_size is None:
+            unread[queue.uid] += 1
+        else:
+            reserved[queue.uid] += mq_reservation(queue.max_messages, queue.message_size)
+    for uid in sorted(reserved.keys() | unread.keys()):
+        notes = []
+        if unread[uid]:
+            notes.append(f"at least: {unread[uid]} of its queues could not be opened to read their size")
+        processes = by_uid.get(uid, [])
+        found = _limits(processes, proc, limits)
+        readable = [limit for limit in found if limit.readable]
+        limit: int | None = None
+        unlimited = False
+        if not processes:
+            notes.append("no process of this user is running: the limit of the next one is not known")
+        elif not readable:
+            notes.append("its processes' limits could not be read")
+        else:
+            values = {limit.value for limit in readable}
+            finite = sorted(value for value in values if value is not None)
+            if finite:
+                limit = finite[0]
+            else:
+                unlimited = True
+            if len(values) > 1:
+                shown = ", ".join("unlimited" if value is None else f"{value:,}" for value in
+                                  sorted(values, key=lambda value: (value is None, value or 0)))
+                notes.append(f"lowest of {len(values)} values in force ({shown})")
+        if partial:
+            notes.append(partial)
+        budgets.append(_budget("mqueue", "RLIMIT_MSGQUEUE", "bytes", reserved[uid], limit, "; ".join(notes),
+                               uid=uid, unlimited=unlimited, next_needs=next_needs))
+    if unknown_owner:
+        budgets[0] = _budget("mqueue", "fs.mqueue.queues_max", "queues", len(queues), budgets[0].limit,
+                             "; ".join(filter(None, [budgets[0].note, f"{unknown_owner} queue(s) with no known "
+                                                     "owner are in no user's reservation"])))
+    return budgets
+
+
+def pipe_owner(ends: Iterable[int], processes: Mapping[int, Process]) -> int | None:
+    """The uid a pipe's pages are charged to, as best /proc tells: the owner of the earliest-started process that
+    holds an end. The kernel charges the pipe's creator (fs/pipe.c alloc_pipe_info: pipe->user, the real uid's
+    user_struct, for a FIFO its first opener), which /proc does not show; the creator (or the parent it was
+    made for) is usually the oldest holder, and almost always of the same user."""
+    holders = [processes[pid] for pid in ends if pid in processes and processes[pid].uid is not None]
+    if not holders:
+        return None
+    return min(holders, key=lambda process: (process.start_ticks, process.pid)).uid
+
+
+def pipe_budgets(snapshot: Snapshot, proc: str, partial: str) -> list[Budget]:
+    """fs.pipe-max-size against the largest pipe, and per user the pages of its pipes against
+    fs.pipe-user-pages-soft and -hard (pipe(7), fs/pipe.c).
+
+    A pipe's pages are its capacity (F_GETPIPE_SZ, resized ones included) / PAGE_SIZE: pipe->nr_accounted.
+    Over the soft limit a new pipe of an unprivileged user gets PIPE_MIN_DEF_BUFFERS pages instead of 16; over
+    the hard limit pipe(2) fails with ENFILE (fs/pipe.c create_pipe_files) and F_SETPIPE_SZ with EPERM
+    (pipe(7)). 0 means no limit. Processes with CAP_SYS_RESOURCE or CAP_SYS_ADMIN are not
+    held to either.
+    """
+    processes = {process.pid: process for process in snapshot.processes}
+    max_size = _sysctl("fs.pipe-max-size", proc)
+    soft = _sysctl("fs.pipe-user-pages-soft", proc)
+    hard = _sysctl("fs.pipe-user-pages-hard", proc)
+    budgets = [_budget("pipe", "fs.pipe-max-size", "bytes", _largest(pipe.capacity for pipe in snapshot.pipes),
+                       max_size, "the largest capacity F_SETPIPE_SZ gives an unprivileged process; used: the "
+                       "largest pipe's")]
+    pages: dict[int, int] = defaultdict(int)
+    unknown: dict[int, int] = defaultdict(int)
+    for pipe in snapshot.pipes:
+        uid = pipe_owner([end.pid for end in (*pipe.readers, *pipe.writers)], processes)
+        if uid is None:
+            continue
+        if pipe.capacity is None:
+            unknown[uid] += 1
+        else:
+            pages[uid] += pipe.capacity // PAGE_SIZE
+    next_needs = PIPE_DEF_BUFFERS
+    if max_size is not None and max_size < PIPE_DEF_BUFFERS * PAGE_SIZE:
+        next_needs = max_size // PAGE_SIZE
+    approximate = "charged to the owner of the oldest process holding an end (the kernel charges the creator)"
+    for uid in sorted(pages.keys() | unknown.keys()):
+        notes = [approximate]
+        if unknown[uid]:
+            notes.append(f"at least: {unknown[uid]} pipe(s) whose capacity could not be read are not counted")
+        if partial:
+            notes.append(partial)
+        if uid == 0:
+            notes.append("processes with CAP_SYS_RESOURCE or CAP_SYS_ADMIN are not held to it")
+        for name, limit, what in (("fs.pipe-user-pages-soft", soft, f"over it, a new pipe gets "
+                                   f"{PIPE_MIN_DEF_BUFFERS} pages instead of {PIPE_DEF_BUFFERS}"),
+                                  ("fs.pipe-user-pages-hard", hard, "over it, pipe(2) fails")):
+            budgets.append(_budget("pipe", name, "pages", pages[uid], limit or None,
+                                   "; ".join([what, *notes]), uid=uid,
+                                   unlimited=limit == 0, next_needs=next_needs))
+    return budgets
+
+
+def signal_budgets(snapshot: Snapshot) -> list[Budget]:
+    """Per user, the signals queued against RLIMIT_SIGPENDING: the SigQ line of /proc/PID/status (proc(5)), which
+    the signal collector read for every process (ProcessSignals.queued, queue_limit): the count is the real
+    user's (kernel/signal.c, ucounts UCOUNT_RLIMIT_SIGPENDING), the limit each process's own. Past the limit,
+    sigqueue(3) and real-time signals fail with EAGAIN (standard signals are still sent, without their data)."""
+    uid_of = {process.pid: process.uid for process in snapshot.processes}
+    queued: dict[int, int] = {}
+    limits: dict[int, set[int]] = defaultdict(set)
+    for record in snapshot.signals:
+        uid = uid_of.get(record.pid)
+        if uid is None or record.queued is None:
+            continue
+        queued[uid] = max(queued.get(uid, 0), record.queued)
+        if record.queue_limit is not None:
+            limits[uid].add(record.queue_limit)
+    budgets = []
+    for uid in sorted(queued):
+        values = limits[uid]
+        finite = sorted(value for value in values if value < RLIM_INFINITY)
+        note = ""
+        if len(values) > 1:
+            shown = ", ".join("unlimited" if value >= RLIM_INFINITY else f"{value:,}" for value in sorted(values))
+            note = f"lowest of {len(values)} values in force ({shown})"
+        budgets.append(_budget("signal", "RLIMIT_SIGPENDING", "signals", queued[uid], finite[0] if finite else None,
+                               note, uid=uid, unlimited=bool(values) and not finite))
+    return budgets
+
+
+def sysv_budgets(snapshot: Snapshot, proc: str, notes: list[str]) -> list[Budget]:
+    """kernel.shmmni, shmall, shmmax, msgmni, msgmax, msgmnb and the four kernel.sem values (SEMMSL SEMMNS SEMOPM
+    SEMMNI), each against its usage in /proc/sysvipc, as ``ipcs -l`` and ``ipcs -u`` show them (sysvipc(7),
+    proc(5)). shmall counts pages: usage is the segments' sizes in whole pages (ipc/shm.c shm_tot). shmmax,
+    msgmax, msgmnb and SEMMSL are per-object limits: used is the largest object's; SEMOPM is per semop(2) call,
+    with nothing to count."""
+    sysv = snapshot.sysv
+    if not sysv.available:
+        notes.append("/proc/sysvipc is missing: SysV limits have no usage to show.")
+    shm_sizes = [segment.size for segment in sysv.shm]
+    sem = read_sysctl("kernel.sem", proc)
+    semmsl, semmns, semopm, semmni = sem if sem is not None and len(sem) == 4 else (None, None, None, None)
+    known = sysv.available
+
+    def used(value: int | None) -> int | None:
+        return value if known else None
+
+    return [
+        _budget("sysv", "kernel.shmmni", "ids", used(len(sysv.shm)), _sysctl("kernel.shmmni", proc), "segments"),
+        _budget("sysv", "kernel.shmall", "pages", used(sum(-(-size // PAGE_SIZE) for size in shm_sizes)),
+                _sysctl("kernel.shmall", proc), "all segments together, in pages"),
+        _budget("sysv", "kernel.shmmax", "bytes", used(max(shm_sizes, default=0)), _sysctl("kernel.shmmax", proc),
+                "one segment's size; used: the largest segment's"),
+        _budget("sysv", "kernel.msgmni", "ids", used(len(sysv.msg)), _sysctl("kernel.msgmni", proc), "queues"),
+        _budget("sysv", "kernel.msgmax", "bytes", None, _sysctl("kernel.msgmax", proc),
+                "one message's size: nothing to count"),
+        _budget("sysv", "kernel.msgmnb", "bytes", used(max((m.qbytes for m in sysv.msg), default=0)),
+                _sysctl("kernel.msgmnb", proc), "a new queue's byte limit; used: the fullest queue's bytes"),
+        _budget("sysv", "kernel.sem.semmsl", "semaphores", used(max((s.nsems for s in sysv.sem), default=0)),
+                semmsl, "semaphores per set; used: the largest set"),
+        _budget("sysv", "kernel.sem.semmns", "semaphores", used(sum(s.nsems for s in sysv.sem)), semmns,
+                "semaphores of all sets together"),
+        _budget("sysv", "kernel.sem.semopm", "semaphores", None, semopm,
+                "operations per semop(2) call: nothing to count"),
+        _budget("sysv", "kernel.sem.semmni", "ids", used(len(sysv.sem)), semmni, "semaphore sets"),
+    ]

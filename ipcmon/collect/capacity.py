@@ -252,7 +252,10 @@ def shm_mount(snapshot: Snapshot, shm_dir: str, shm_dev: int, notes: list[str]) 
     statvfs counts in f_frsize blocks: used = (f_blocks − f_bfree) × f_frsize, available = f_bavail × f_frsize
     (tmpfs has no reserved blocks, so free and available agree). A tmpfs mounted without a size limit
     (size=0) reports f_blocks 0: its size is then unknown, not zero. A segment's bytes are its allocated
-    pages (st_blocks × 512): a sparse segment counts what it uses, not its length. None, with a note, when the
+    pages (st_blocks × 512): a sparse segment counts what it uses, not its length. Every regular file directly in
+    the directory is a segment to the shm collector (shm_open(3) makes nothing else), so "other" is what the
+    scan could not attribute: files in subdirectories (no shm_open name reaches them), unlinked files held only
+    by processes it could not read, and pages that changed while it read. None, with a note, when the
     directory is not a tmpfs mount point (shm.dir_note already says so for the scan).
     """
     if procfs.fs_type(shm_dir) != procfs.TMPFS_MAGIC or not os.path.ismount(shm_dir):

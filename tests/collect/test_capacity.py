@@ -282,3 +282,30 @@ def test_missing_mqueue_mount_is_said() -> None:
     snapshot = scan(ScanConfig(kinds=("mqueue",), mqueue_dir=None, find_mqueue=False))
     assert "no mqueue filesystem is mounted" in budgets(snapshot, "fs.mqueue.queues_max").note
 
+
+
+def test_unlimited_and_unreadable_limits(tmp_path: Path) -> None:
+    """RLIM_INFINITY, which a test cannot set here (raising a hard limit needs CAP_SYS_RESOURCE): canned limits."""
+    (tmp_path / "7").mkdir()
+    (tmp_path / "7" / "limits").write_text(
+        "Limit                     Soft Limit           Hard Limit           Units\n"
+        "Max msgqueue size         unlimited            unlimited            bytes\n")
+    (tmp_path / "8").mkdir()
+    (tmp_path / "8" / "limits").write_text("Max open files  1024  4096  files\n")
+    assert read_msgqueue_limit(7, str(tmp_path)) == (True, None)
+    assert read_msgqueue_limit(8, str(tmp_path)) == (False, None)  # no such line: not a made-up number
+    assert read_msgqueue_limit(9, str(tmp_path)) == (False, None)  # gone
+
+
+def test_unlimited_signal_queue_reads_unlimited() -> None:
+    from ipcmon.collect.capacity import RLIM_INFINITY, signal_budgets
+    from ipcmon.model import Process, ProcessSignals
+
+    processes = tuple(Process(pid, 1, "p", (), 4242, None, 0, 0.0) for pid in (10, 11))
+    signals = (ProcessSignals(10, "p", (), (), (), (), queued=3, queue_limit=RLIM_INFINITY),
+               ProcessSignals(11, "p", (), (), (), (), queued=3, queue_limit=100))
+    (budget,) = signal_budgets(Snapshot(taken_at=0.0, kinds=("signal",), processes=processes, signals=signals))
+    assert (budget.used, budget.limit, budget.unlimited) == (3, 100, False)
+    assert budget.note == "lowest of 2 values in force (100, unlimited)"
+    (alone,) = signal_budgets(Snapshot(taken_at=0.0, kinds=("signal",), processes=processes[:1], signals=signals[:1]))
+    assert (alone.limit, alone.unlimited, alone.fill) == (None, True, None)

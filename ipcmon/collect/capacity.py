@@ -23,6 +23,7 @@ from typing import NamedTuple
 from ipcmon.collect import procfs
 from ipcmon.collect.recall import Recall
 from ipcmon.model import Budget, BudgetArea, BudgetUnit, Capacity, HolderUsage, Process, ShmMount, Snapshot
+from ipcmon.safe import counted
 from ipcmon.text import human_bytes
 
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -214,9 +215,11 @@ def collect(
                              f"{human_bytes(available)} of memory available: filling it would push the machine "
                              "into swap or the OOM killer before it says 'No space left on device'.")
     by_uid = _processes_by_uid(snapshot.processes)
-    partial = (f"{procfs_count(hidden)} could not be read: what they hold is not counted" if hidden else "")
+    partial = f"{counted(hidden, 'process', 'processes')} could not be read: what they hold is not counted" \
+        if hidden else ""
     if "mqueue" in kinds:
-        budgets += mqueue_budgets(snapshot, proc, by_uid, limits, partial)
+        # Queues are listed from their mount, whoever holds them: only without one do unread processes hide some.
+        budgets += mqueue_budgets(snapshot, proc, by_uid, limits, partial if snapshot.mqueue_dir is None else "")
     if "pipe" in kinds:
         budgets += pipe_budgets(snapshot, proc, partial)
     if "signal" in kinds:
@@ -231,10 +234,6 @@ def collect(
         memory_available=memory.get("MemAvailable"),
         notes=tuple(notes),
     )
-
-
-def procfs_count(count: int) -> str:
-    return f"{count} process" if count == 1 else f"{count} processes"
 
 
 def _processes_by_uid(processes: Iterable[Process]) -> dict[int, list[Process]]:

@@ -39,7 +39,7 @@ def test_budgets_as_nobody_say_what_they_cannot_see(nobody: Unprivileged, cleanu
     assert report["hidden"] > 0
     root = [b for b in report["budgets"] if b["name"] == "RLIMIT_MSGQUEUE" and b["uid"] == 0]
     assert len(root) == 1
-    assert "could not be opened" in root[0]["note"] and "could not be read" in root[0]["note"]
+    assert "could not be opened" in root[0]["note"]  # its size, and so its reservation, is unknown
     assert root[0]["limit"] is not None  # /proc/PID/limits is readable by anyone
     queues_max = next(b for b in report["budgets"] if b["name"] == "fs.mqueue.queues_max")
     assert queues_max["used"] >= 1 and queues_max["limit"] is not None

@@ -68,7 +68,8 @@ def mq_reservation(max_messages: int, message_size: int) -> int:
 PIPE_DEF_BUFFERS = 16
 """include/linux/pipe_fs_i.h: a new pipe's pages (fs/pipe.c alloc_pipe_info), capped at fs.pipe-max-size."""
 PIPE_MIN_DEF_BUFFERS = 2
-"""fs/pipe.c: what a new pipe gets instead once its user is over fs.pipe-user-pages-soft (1 before Linux 5.15)."""
+"""fs/pipe.c: what a new pipe gets instead once its user is over fs.pipe-user-pages-soft (1 page in kernels
+before the 2021 commit "pipe: increase minimum default pipe size to 2 pages")."""
 
 
 # --- small readers ---------------------------------------------------------------------------------------------

@@ -48,7 +48,9 @@ class ShmMount:
     semaphores: int = 0
     """Allocated bytes of named semaphores (sem.NAME files)."""
     other: int | None = None
-    """Used bytes that are none of the above: ordinary files people park there; None when used is unknown."""
+    """Used bytes that are none of the above: files in subdirectories, unlinked files held only by processes
+    ipcmon cannot read, pages that changed during the scan (every regular file directly in the directory is a
+    segment); never below zero; None when used is unknown."""
     top_holders: tuple[HolderUsage, ...] = ()
     """The processes that pin the most bytes on it, most first (at most 5)."""
 

@@ -316,6 +316,8 @@ def deadlock_member_text(member: DeadlockMember, deadlock: Deadlock, stuck: Mapp
     else:
         comms = {other.pid: other.comm for other in deadlock.members}
         release = ", ".join(f"pid {pid} {comms.get(pid, '?')}" for pid in member.released_by) or "?"
+    if member.kind == "open":  # inferred (collect.waiting.analyse): anyone may open a FIFO, a member may
+        return f"{_member_name(member)}: {member.waits_on}; released by {release}"
     return f"{_member_name(member)}: {member.waits_on}; released only by {release}"
 
 

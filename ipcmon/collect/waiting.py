@@ -491,6 +491,9 @@ def _child_wait(raw: RawWait, pid: int, processes: Mapping[int, Process], kin: M
     args = raw.args
     mine = children_of.get(pid, ()) if children_of is not None else tuple(
         other.pid for other in processes.values() if other.ppid == pid)
+    own_pid = os.getpid()
+    if pid == os.getppid() and own_pid not in processes:
+        mine = (*mine, own_pid)  # ipcmon hides itself (ScanConfig.hide_self), yet its parent (a shell) waits for it
     own = kin.get(pid)
 
     def in_group(group: int) -> tuple[int, ...]:
@@ -655,8 +658,8 @@ def analyse(
       it has no timeout (a finite timeout makes an idle loop, not a deadlock), every descriptor of the set is
       a pipe, FIFO or queue whose ends the scan knows, and none of the releasers is itself (a wake-up pipe);
     - open() of a FIFO: nobody has its other end open, so the scan cannot see who would open it. Two or more
-      processes each blocked so, on two or more different FIFOs, that share a session or a parent (or are
-      parent and child), are taken as waiting for each other to open: the classic order mistake of two
+      processes each blocked so, on two or more different FIFOs, that share a process group or a parent (or
+      are parent and child), are taken as waiting for each other to open: the classic order mistake of two
       programs each opening first what the other opens second. That is an inference, and the deadlock's
       wording says so (text.deadlock_summary);
     - signal waits and SysV operations are never edges (anyone permitted could send or operate).
@@ -695,6 +698,8 @@ def analyse(
         pids = released[pid].pids
         if pid in in_group:
             states[pid] = "deadlocked"
+        elif released[pid].edge and pids and set(pids) <= in_group.keys():
+            states[pid] = "blocked"  # only deadlocked processes could release it: it waits on the deadlock
         elif wait.kind in _BLOCKING_KINDS or (wait.kind == "receive" and wait.key is not None and set(pids) <= {pid}):
             # A queue's receiver with no sender in sight waits for one to come; a pipe's reader with no writer in
             # sight has one the scan cannot see (UNSEEN_END), and only itself as writer is a deadlock of one.
@@ -758,7 +763,7 @@ def _children_words(children: tuple[int, ...], processes: Mapping[int, Process],
     for child in children:
         process = processes.get(child)
         if process is None:
-            parts.append(f"child {child} (not seen)")
+            parts.append(f"child {child} (ipcmon itself)" if child == os.getpid() else f"child {child} (not seen)")
             continue
         state = states.get(child)
         if state is None:
@@ -785,7 +790,7 @@ def _fifo_open_groups(waiters: Mapping[int, Process], processes: Mapping[int, Pr
         if first.ppid == b or second.ppid == a or (first.ppid == second.ppid and first.ppid > 1):
             return True
         kin_a, kin_b = kin[a], kin[b]
-        return kin_a.session > 0 and kin_a.session == kin_b.session
+        return kin_a.pgrp > 0 and kin_a.pgrp == kin_b.pgrp  # one pipeline or job; a session is a whole login
 
     groups = []
     seen: set[int] = set()
@@ -812,7 +817,13 @@ def _fifo_open_groups(waiters: Mapping[int, Process], processes: Mapping[int, Pr
 
 
 def _deadlock_groups(releasers: dict[int, set[int]]) -> list[tuple[int, ...]]:
-    """The groups of pids whose releasers are all inside the group, connected through releasers."""
+    """The deadlocks: groups of pids that wait on each other in a cycle, every releaser of each stuck too.
+
+    First the closed set: drop, again and again, every pid that some process not in the set could release. Each
+    pid left can only be released from inside the set. Of those, only the ones on a cycle (a strongly connected
+    group of two or more, or one that only itself could release) are a deadlock's members; the others merely
+    wait on a deadlocked process (a shell waiting for a deadlocked child) and are blocked, not members.
+    """
     stuck = set(releasers)
     changed = True
     while changed:
@@ -821,20 +832,24 @@ def _deadlock_groups(releasers: dict[int, set[int]]) -> list[tuple[int, ...]]:
             if not releasers[pid] <= stuck:
                 stuck.discard(pid)
                 changed = True
+
+    def reach(start: int) -> set[int]:
+        found: set[int] = set()
+        frontier = list(releasers[start] & stuck)
+        while frontier:
+            current = frontier.pop()
+            if current not in found:
+                found.add(current)
+                frontier.extend(releasers[current] & stuck)
+        return found
+
+    reachable = {pid: reach(pid) for pid in stuck}
     groups: list[tuple[int, ...]] = []
     seen: set[int] = set()
     for pid in sorted(stuck):
-        if pid in seen:
-            continue
-        group: set[int] = set()
-        frontier = [pid]
-        while frontier:
-            current = frontier.pop()
-            if current in group:
-                continue
-            group.add(current)
-            frontier.extend(releasers[current] & stuck)
-            frontier.extend(other for other in stuck if current in releasers[other])
+        if pid in seen or pid not in reachable[pid]:
+            continue  # grouped already, or not on a cycle
+        group = {other for other in reachable[pid] if pid in reachable[other]}
         seen |= group
         groups.append(tuple(sorted(group)))
     return groups

@@ -4,13 +4,16 @@ without a timeout), two processes each opening a FIFO the other opens second; ev
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from ipcmon.model import Deadlock, Snapshot, Stuck
 from ipcmon.text import deadlock_summary
-from tests.helpers import Spawn, scan_kinds, wait_until
+from tests.helpers import REPO, Spawn, scan_kinds, wait_until
 
 _DIE_WITH_PARENT = "import ctypes; ctypes.CDLL(None).prctl(1, 9)\n"  # PR_SET_PDEATHSIG: SIGKILL
 
@@ -241,3 +244,77 @@ def test_one_process_opening_a_fifo_is_blocked_not_deadlocked(spawn: Spawn, tmp_
     wait_until(listed, "the FIFO opener to be listed")
     assert _entry(found[0], child.pid).state == "blocked"
     assert not [group for group in found[0].deadlocks if child.pid in group.pids]
+
+
+def test_a_parent_waiting_for_a_deadlocked_child_is_blocked_not_a_member(spawn: Spawn) -> None:
+    # The child reads a pipe only it could write to (a deadlock of one); its parent waits for it. The parent cannot
+    # go on either, but it is not in the cycle: blocked, released by the deadlocked child.
+    parent = spawn(
+        f"""
+        import subprocess
+        code = {_DIE_WITH_PARENT!r} + "import os; r, w = os.pipe(); os.read(r, 1)"
+        child = subprocess.Popen([sys.executable, "-c", code])
+        say("ready", child.pid)
+        child.wait()
+        """,
+        comm="dl-shell",
+    )
+    (child,) = map(int, parent.expect())
+    try:
+        snapshot, deadlock = _deadlock(child)
+        assert deadlock.pids == (child,)
+        assert deadlock_summary(deadlock, {entry.pid: entry for entry in snapshot.stuck}).endswith(
+            "that only it could write to: it holds the write end itself")
+
+        def parent_blocked() -> bool:
+            found = [entry for entry in scan_kinds("pipe").stuck if entry.pid == parent.pid]
+            return bool(found) and found[0].state == "blocked"
+
+        wait_until(parent_blocked, "the waiting parent to be blocked")
+        entry = _entry(scan_kinds("pipe"), parent.pid)
+        assert entry.release.startswith(f"child {child} python3 (itself deadlocked: read pipe:[")
+    finally:
+        _kill(child)
+
+
+def test_the_shell_that_runs_ipcmon_waits_for_ipcmon_itself(tmp_path: Path) -> None:
+    # ipcmon hides itself, yet its parent waits for it: that wait is released by ipcmon, not by nobody.
+    out = tmp_path / "snapshot.json"
+    script = f'exec 3>{out}; {sys.executable} -m ipcmon snapshot --json --kind pipe --pid $$ >&3'
+    subprocess.run(["bash", "-c", script], check=True, timeout=60, cwd=REPO)
+    data = json.loads(out.read_text())
+    (shell,) = data["processes"]
+    (entry,) = [entry for entry in data["stuck"] if entry["pid"] == shell["pid"]]
+    assert entry["waiting"]["kind"] == "child" and entry["state"] == "waiting"
+    (ipcmon_pid,) = entry["waiting"]["children"]
+    assert entry["release"] == f"child {ipcmon_pid} (ipcmon itself)"
+    assert not data["deadlocks"]
+
+
+def test_fifo_openers_of_different_process_groups_and_parents_are_no_deadlock(spawn: Spawn, tmp_path: Path) -> None:
+    first_fifo, second_fifo = tmp_path / "one.fifo", tmp_path / "two.fifo"
+    os.mkfifo(first_fifo)
+    os.mkfifo(second_fifo)
+    one = spawn(f"say('ready')\nopen({str(first_fifo)!r}, 'rb')\n", comm="dl-solo-one")
+    # The other is a grandchild in a process group of its own: same session, nothing else in common.
+    middle = spawn(
+        f"""
+        import subprocess
+        code = {_DIE_WITH_PARENT!r} + "import os; os.setpgid(0, 0); open({str(second_fifo)!r}, 'rb')"
+        other = subprocess.Popen([sys.executable, "-c", code])
+        say("ready", other.pid)
+        other.wait()
+        """,
+    )
+    one.expect()
+    (other,) = map(int, middle.expect())
+    try:
+        def both_listed() -> bool:
+            states = {entry.pid: entry.state for entry in scan_kinds("pipe").stuck}
+            return states.get(one.pid) == states.get(other) == "blocked"
+
+        wait_until(both_listed, "both openers to be blocked")
+        snapshot = scan_kinds("pipe")
+        assert not [group for group in snapshot.deadlocks if one.pid in group.pids or other in group.pids]
+    finally:
+        _kill(other)

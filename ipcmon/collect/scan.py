@@ -153,7 +153,8 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
     # What processes that could not be read might hold is unknown (issue 13): said once, for every front end.
     snapshot = health.qualify(snapshot, privileged=os.geteuid() == 0)
     # Who waits on whom crosses mechanisms: it reads the pipes and queues the collectors built (if asked for).
-    stuck, deadlocks = waiting.analyse(snapshot.processes, snapshot.pipes, snapshot.mqueues, tables.kin)
+    unseen = frozenset() if os.geteuid() == 0 else health.unseen_uids(snapshot)  # as health.qualify reasons
+    stuck, deadlocks = waiting.analyse(snapshot.processes, snapshot.pipes, snapshot.mqueues, tables.kin, unseen)
     # Budgets are machine-wide: read from the whole scan, before --pid narrows it (restrict_to_pids keeps them).
     limits = None
     if memory is not None:

@@ -20,10 +20,11 @@ import signal
 import stat
 import struct
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+from ipcmon import health
 from ipcmon.collect import procfs
 from ipcmon.collect.fds import FdRef
 from ipcmon.collect.procmem import Memory
@@ -540,6 +541,8 @@ class _Release(NamedTuple):
     edge: bool
     """It can take part in a deadlock: it has no timeout and only pids could release it, as far as the scan
     can tell (see analyse)."""
+    unseen: bool = False
+    """No releaser in sight, but a process ipcmon could not read may be one (UNSEEN_QUEUE)."""
 
 
 UNSEEN_END = "a process ipcmon cannot read (the kernel blocks this call only while some process holds the {side} end)"
@@ -557,17 +560,26 @@ def _pipe_release(pipe: Pipe, reading: bool) -> tuple[tuple[int, ...], str]:
     return pids, ", ".join(f"pid {end.pid} {end.comm} (holds the {side} end, fd {end.fd})" for end in ends)
 
 
-def _queue_release(queue: MessageQueue, receiving: bool) -> tuple[tuple[int, ...], str]:
+UNSEEN_QUEUE = ("nobody ipcmon can see; a process ipcmon cannot read may have it open for {how} (run as root to "
+                "know)")
+"""Who releases a queue's blocked receiver (sender) when nobody in sight has it open the other way and a process
+ipcmon could not read might (MessageQueue.maybe_held)."""
+
+
+def _queue_release(queue: MessageQueue, receiving: bool, hidden: bool = False) -> tuple[tuple[int, ...], str]:
     wanted = "w" if receiving else "r"
     holders = [holder for holder in queue.holders if wanted in holder.access and holder.fd is not None]
+    how = "sending" if receiving else "receiving"
+    if not holders and (hidden or queue.maybe_held):
+        return (), UNSEEN_QUEUE.format(how=how)
     if not holders:
-        return (), f"nobody: no process has it open for {'sending' if receiving else 'receiving'}"
+        return (), f"nobody: no process has it open for {how}"
     pids = tuple(sorted({holder.pid for holder in holders}))
     return pids, ", ".join(f"pid {holder.pid} {holder.comm} (fd {holder.fd})" for holder in holders)
 
 
 def _release(wait: Waiting, pid: int, pipes: Mapping[str, Pipe], queues: Mapping[str, MessageQueue],
-             threads: int) -> _Release:
+             threads: int, unseen: Collection[int | None] = ()) -> _Release:
     """Who could release a waiter, as pids and in words, and whether the wait can be a deadlock's edge."""
     if wait.kind == "poll":
         return _poll_release(wait, pid, pipes, queues, threads)
@@ -592,7 +604,10 @@ def _release(wait: Waiting, pid: int, pipes: Mapping[str, Pipe], queues: Mapping
         queue = queues.get(wait.key)
         if queue is None:
             return _Release((), "unknown", False)
-        pids, words = _queue_release(queue, wait.kind == "receive")
+        hidden = queue.maybe_held or any(health.could_hold(uid, queue.uid, queue.mode) for uid in unseen)
+        pids, words = _queue_release(queue, wait.kind == "receive", hidden)
+        if not pids and hidden:
+            return _Release(pids, words, False, unseen=True)
     # A process whose main thread waits may be released by another of its threads, or by a signal handler
     # writing to a pipe it holds: only a single-threaded one can be sure to wait on others.
     return _Release(pids, words, bool(pids) and not wait.timed and threads == 1)
@@ -641,11 +656,14 @@ def analyse(
     pipes: Iterable[Pipe],
     queues: Iterable[MessageQueue],
     kin: Mapping[int, Kin] | None = None,
+    unseen: Collection[int | None] = (),
 ) -> tuple[tuple[Stuck, ...], tuple[Deadlock, ...]]:
     """Every process blocked on IPC with who could release it (most serious first), and the deadlocks among them.
 
     kin (pid → process group, session, thread count) is the scan's; without it every process counts as
-    single-threaded and unrelated to the others.
+    single-threaded and unrelated to the others. unseen: the uids of processes the scan could not read
+    (health.unseen_uids; empty as root): a queue one of them could open (health.could_hold) may have a
+    sender or receiver out of sight, so a wait on it with none in sight is not blocked.
 
     A deadlock is a group of processes each blocked in a way that only members of the group could end: start
     from every waiter that can be an edge, then repeatedly drop any whose releasers include a process that is
@@ -681,7 +699,7 @@ def analyse(
     released: dict[int, _Release] = {}
     for pid, process in waiters.items():
         assert process.waiting is not None
-        released[pid] = _release(process.waiting, pid, pipe_by_key, queue_by_key, threads(pid))
+        released[pid] = _release(process.waiting, pid, pipe_by_key, queue_by_key, threads(pid), unseen)
     opening = _fifo_open_groups(waiters, all_processes, kin)
     for group in opening:
         for pid in group:
@@ -700,7 +718,8 @@ def analyse(
             states[pid] = "deadlocked"
         elif released[pid].edge and pids and set(pids) <= in_group.keys():
             states[pid] = "blocked"  # only deadlocked processes could release it: it waits on the deadlock
-        elif wait.kind in _BLOCKING_KINDS or (wait.kind == "receive" and wait.key is not None and set(pids) <= {pid}):
+        elif wait.kind in _BLOCKING_KINDS or (wait.kind == "receive" and wait.key is not None and set(pids) <= {pid}
+                                              and not released[pid].unseen):
             # A queue's receiver with no sender in sight waits for one to come; a pipe's reader with no writer in
             # sight has one the scan cannot see (UNSEEN_END), and only itself as writer is a deadlock of one.
             states[pid] = "blocked"

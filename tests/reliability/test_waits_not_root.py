@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import posix_ipc
 import pytest
 
-from tests.helpers import Spawn, scan_kinds, wait_until
+from tests.helpers import Cleanup, Spawn, new_name, scan_kinds, wait_until
 from tests.reliability.cli import Unprivileged, unprivileged_setup
 
 
@@ -100,3 +101,45 @@ def test_as_nobody_a_reader_whose_writer_it_cannot_see_is_waiting_on_that_unseen
     finally:
         reader.kill()
         reader.communicate()
+
+
+_RECEIVER = """
+import ctypes, os
+rt = ctypes.CDLL("librt.so.1", use_errno=True)
+rt.mq_open.restype = ctypes.c_int
+queue = rt.mq_open({name!r}.encode(), os.O_RDONLY)
+assert queue >= 0, os.strerror(ctypes.get_errno())
+print("ready", flush=True)
+buffer = ctypes.create_string_buffer(64)
+rt.mq_receive(queue, buffer, ctypes.c_size_t(64), None)
+"""
+
+
+def test_as_nobody_a_receiver_whose_senders_it_cannot_see_is_not_blocked_on_nobody(
+    nobody: Unprivileged, cleanup: Cleanup
+) -> None:
+    # Root (this test) has the queue open for sending and never sends; nobody cannot read root's descriptors, and
+    # root owns the queue: a sender may be out of sight, so the receiver waits, not "nobody: no process…".
+    name = cleanup.mqueue(new_name("q"))
+    queue = posix_ipc.MessageQueue(name, posix_ipc.O_CREX, mode=0o666, max_messages=2, max_message_size=64,
+                                   read=False)
+    receiver = nobody.popen([nobody.python, "-c", _RECEIVER.format(name=name)], stdout=subprocess.PIPE)
+    try:
+        assert receiver.stdout is not None and receiver.stdout.readline().split() == [b"ready"]
+        found: list[dict[str, Any]] = []
+
+        def receiving() -> bool:
+            data = json.loads(nobody.run("snapshot", "--json", "--kind", "mqueue").stdout)
+            entry = _stuck(data, receiver.pid)
+            found[:] = [entry] if entry is not None and entry["waiting"]["kind"] == "receive" else []
+            return bool(found)
+
+        wait_until(receiving, "nobody's receiver to be seen waiting")
+        entry = found[0]
+        assert entry["state"] == "waiting" and entry["releasers"] == []
+        assert entry["release"] == ("nobody ipcmon can see; a process ipcmon cannot read may have it open for "
+                                    "sending (run as root to know)")
+    finally:
+        receiver.kill()
+        receiver.communicate()
+        queue.close()

@@ -6,6 +6,7 @@ visible escapes and can neither forge a row nor reach the terminal as a control 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -276,10 +277,26 @@ def stuck_lines(snapshot: Snapshot, *, all_waits: bool = False) -> list[str]:
         lines.append(f"{counted(idle, 'more process waits', 'more processes wait')} in the ordinary way (reading "
                      "while a writer holds the other end, polling, waiting for a signal or a running child): "
                      "--all-waits lists them")
+        longest = _longest_wait(snapshot)
+        if longest is not None:
+            ran, what = since_text(longest.since, snapshot.taken_at), printable(wait_text(longest.waiting))
+            lines.append(f"longest: pid {longest.pid} {printable(longest.comm)}, {what}, last ran {ran}; "
+                         f"released by {printable(longest.release)}")
+    if snapshot.hidden_processes:
+        remedy = "" if os.geteuid() == 0 else " (run as root to see them)"
+        lines.append(f"the waits of {counted(snapshot.hidden_processes, 'process', 'processes')} ipcmon could not "
+                     f"read are unknown: any of them may be stuck{remedy}")
     if listed:
         rows = [stuck_row(entry, snapshot.taken_at) for entry in listed]
         lines.extend(format_table(STUCK_HEADERS, rows, uncut={STUCK_HEADERS.index("WAITS ON")}))
     return lines
+
+
+def _longest_wait(snapshot: Snapshot) -> Stuck | None:
+    """Of the processes waiting in the ordinary way, the one that last ran longest ago (a worker in select() for
+    an EOF that never comes is one); None when none says when it last ran."""
+    timed = [entry for entry in snapshot.stuck if entry.state == "waiting" and entry.since is not None]
+    return min(timed, key=lambda entry: entry.since or 0.0, default=None)
 
 
 def deadlock_lines(snapshot: Snapshot) -> list[str]:

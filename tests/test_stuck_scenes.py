@@ -150,6 +150,13 @@ def test_text_json_and_watch_name_who_is_stuck_on_what(scene: Scene) -> None:
     waiter = _row(stuck, scene.waiter)
     assert waiter.split()[1:3] == ["sc-waiter", "deadlocked"] and f"wait4 child {scene.blocked_child}" in waiter
 
+    # Without --all-waits the worker is only counted, and named as the longest ordinary wait.
+    plain = _section(_ipcmon("snapshot", "--kind", "pipe", "--pid", str(scene.selector)), "Stuck")
+    (longest,) = [line for line in plain if line.startswith("longest: ")]
+    assert longest.startswith(f"longest: pid {scene.selector} sc-worker, ")
+    assert f" {scene.select_pipe}, last ran " in longest
+    assert f"released by {scene.select_pipe}: pid {os.getpid()} " in longest
+
     deadlocks = "\n".join(_section(text, "Deadlocks"))
     for pid in (scene.stdout_parent, scene.stderr_child, scene.waiter, scene.blocked_child):
         assert f"pid {pid} " in deadlocks

@@ -506,7 +506,7 @@ def mount_problem(mount: ShmMount) -> str:
             "writer with SIGBUS)")
 
 
-def _capacity_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
+def capacity_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
     """Each shm mount and each budget past its threshold (budget_threshold), at mount_level / budget_level. They
     rank after the leaks of their level (no bytes at stake: nothing is lost yet)."""
     capacity = snapshot.capacity
@@ -524,7 +524,7 @@ def _capacity_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
 
 
 HAZARDS: tuple[Callable[[Snapshot], Iterator[Hazard]], ...] = (
-    _wait_hazards, _shm_hazards, _queue_hazards, _pipe_hazards, _signal_hazards, _sysv_hazards, _capacity_hazards,
+    _wait_hazards, _shm_hazards, _queue_hazards, _pipe_hazards, _signal_hazards, _sysv_hazards, capacity_hazards,
 )
 """One entry per mechanism that can have hazards (memfd and anonymous regions have none: nothing keeps them
 once their last holder lets go), the waits (deadlocks and blocked processes), and the budgets (issue 14)."""

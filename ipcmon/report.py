@@ -312,7 +312,7 @@ def mount_row(mount: ShmMount) -> tuple[str, ...]:
         human_bytes(mount.used),
         human_bytes(mount.available),
         fill_cell(mount.fill),
-        f"{optional(mount.inodes_used)}/{optional(mount.inodes_total)}",
+        f"{count_text(mount.inodes_used)}/{count_text(mount.inodes_total)}",
         human_bytes(mount.named),
         human_bytes(mount.deleted),
         human_bytes(mount.semaphores),

@@ -1,4 +1,5 @@
-"""The Overview: counts and bytes per mechanism with sparklines of their totals, and the leaks and hazards."""
+"""The Overview: counts and bytes per mechanism with sparklines of their totals, the budgets (how full the shm mount
+and the fullest limit are), and the leaks and hazards."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from textual.events import Resize
 from textual.reactive import reactive
 from textual.widgets import DataTable, Sparkline, Static
 
-from ipcmon.health import PIPE_HAZARDS, pending_count
-from ipcmon.model import Snapshot
-from ipcmon.safe import counted
-from ipcmon.text import human_bytes
+from ipcmon.health import PIPE_HAZARDS, budget_label, budget_level, budget_threshold, pending_count
+from ipcmon.model import KINDS, Snapshot
+from ipcmon.safe import counted, printable
+from ipcmon.text import fill_cell, human_bytes
 from ipcmon.ui.messages import Goto, OpenProcess
 from ipcmon.ui.state import empty_context
 from ipcmon.ui.view.alerts import Alert, alert_row, find_alerts
@@ -111,6 +112,34 @@ def wait_summary(s: Snapshot) -> str:
     return words + (f" ({deadlocked} deadlocked)" if deadlocked else "")
 
 
+def _budget_summary(s: Snapshot) -> str:
+    """``/dev/shm 94% of 64M, 4.0M free; 2 of 14 budgets past 90%`` and the fullest budget; ``budgets not read``
+    when the scan did not read them."""
+    capacity = s.capacity
+    if capacity is None:
+        return "budgets not read\n"
+    mount = capacity.shm_mounts[0] if capacity.shm_mounts else None
+    shm = (f"{printable(mount.path)} {fill_cell(mount.fill)} of {human_bytes(mount.size)}, "
+           f"{human_bytes(mount.available)} free") if mount is not None else "no shm mount found"
+    past = sum(budget_level(budget) is not None for budget in capacity.budgets)
+    line = f"{shm}; {past} of {counted(len(capacity.budgets), 'budget', 'budgets')} past {budget_threshold():.0%}"
+    known = [budget for budget in capacity.budgets if budget.fill is not None]
+    if not known:
+        return f"{line}\nno budget's use is known"
+    fullest = max(known, key=lambda budget: budget.fill or 0.0)
+    return f"{line}\nfullest: {printable(budget_label(fullest))} {fill_cell(fullest.fill)}"
+
+
+def _fullest(s: Snapshot) -> float:
+    """The fill, in percent, of the fullest shm mount or budget (0 when none is known)."""
+    capacity = s.capacity
+    if capacity is None:
+        return 0.0
+    fills = [fill for fill in (*(mount.fill for mount in capacity.shm_mounts),
+                               *(budget.fill for budget in capacity.budgets)) if fill is not None]
+    return round(max(fills, default=0.0) * 100)
+
+
 METRICS = (
     Metric("shm", "Shared memory", ("shm", "memfd"), _shm_summary, lambda s: float(_shm_bytes(s)), "bytes allocated"),
     Metric("mqueue", "Message queues", ("mqueue",), _queue_summary,
@@ -119,6 +148,7 @@ METRICS = (
            lambda s: float(sum(p.buffered or 0 for p in s.pipes)), "bytes buffered"),
     Metric("signals", "Signals", ("signal",), _signal_summary,
            lambda s: float(sum(pending_count(p) for p in s.signals)), "signals pending"),
+    Metric("budgets", "Budgets", KINDS, _budget_summary, _fullest, "percent used of the fullest"),
 )
 
 

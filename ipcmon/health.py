@@ -434,9 +434,18 @@ def budget_mechanism(budget: Budget) -> Mechanism:
     return "sysv-msg" if "msg" in budget.name else "sysv-sem" if "sem" in budget.name else "sysv-shm"
 
 
+CAPACITY_KEYS = ("budget:", "shm-mount:")
+"""How the keys of budget and shm-mount hazards begin (budget_key, ``shm-mount:DEV``): no view has a row for them."""
+
+
 def budget_key(budget: Budget) -> str:
     """A budget's stable key: ``budget:AREA:NAME:UID`` (``*`` for a system-wide one)."""
     return f"budget:{budget.area}:{budget.name}:{'*' if budget.uid is None else budget.uid}"
+
+
+def mount_key(mount: ShmMount) -> str:
+    """An shm mount's stable key: ``shm-mount:DEV``."""
+    return f"shm-mount:{mount.dev}"
 
 
 def budget_label(budget: Budget) -> str:
@@ -515,7 +524,7 @@ def capacity_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
     for mount in capacity.shm_mounts:
         level = mount_level(mount)
         if level is not None:
-            yield Hazard(level, "shm", mount.path, mount_problem(mount), f"shm-mount:{mount.dev}")
+            yield Hazard(level, "shm", mount.path, mount_problem(mount), mount_key(mount))
     for budget in capacity.budgets:
         level = budget_level(budget)
         if level is not None:

@@ -370,7 +370,7 @@ def _budget_levels(snapshot: Snapshot) -> dict[str, tuple[health.Level | None, M
         return {}
     levels: dict[str, tuple[health.Level | None, Mechanism, str, str]] = {}
     for mount in capacity.shm_mounts:
-        levels[f"shm-mount:{mount.dev}"] = (health.mount_level(mount), "shm", mount.path, health.mount_problem(mount))
+        levels[health.mount_key(mount)] = (health.mount_level(mount), "shm", mount.path, health.mount_problem(mount))
     for budget in capacity.budgets:
         levels[health.budget_key(budget)] = (health.budget_level(budget), health.budget_mechanism(budget),
                                              health.budget_label(budget), health.budget_problem(budget, snapshot))

@@ -17,7 +17,15 @@ from textual.events import Resize
 from textual.reactive import reactive
 from textual.widgets import DataTable, Sparkline, Static
 
-from ipcmon.health import PIPE_HAZARDS, budget_label, budget_level, budget_threshold, pending_count
+from ipcmon.health import (
+    CAPACITY_KEYS,
+    PIPE_HAZARDS,
+    budget_label,
+    budget_level,
+    budget_threshold,
+    mount_level,
+    pending_count,
+)
 from ipcmon.model import KINDS, Snapshot
 from ipcmon.safe import counted, printable
 from ipcmon.text import fill_cell, human_bytes
@@ -113,21 +121,23 @@ def wait_summary(s: Snapshot) -> str:
 
 
 def _budget_summary(s: Snapshot) -> str:
-    """``/dev/shm 94% of 64M, 4.0M free; 2 of 14 budgets past 90%`` and the fullest budget; ``budgets not read``
-    when the scan did not read them."""
+    """``/dev/shm 94% of 64M, 4.0M free`` and ``2 of 8 past 90%; fullest: RLIMIT_MSGQUEUE uid 0 91%`` (the shm
+    mounts and budgets past health.budget_threshold, and the fullest budget); ``budgets not read`` when the scan
+    did not read them."""
     capacity = s.capacity
     if capacity is None:
         return "budgets not read\n"
     mount = capacity.shm_mounts[0] if capacity.shm_mounts else None
     shm = (f"{printable(mount.path)} {fill_cell(mount.fill)} of {human_bytes(mount.size)}, "
            f"{human_bytes(mount.available)} free") if mount is not None else "no shm mount found"
-    past = sum(budget_level(budget) is not None for budget in capacity.budgets)
-    line = f"{shm}; {past} of {counted(len(capacity.budgets), 'budget', 'budgets')} past {budget_threshold():.0%}"
+    past = (sum(mount_level(mount) is not None for mount in capacity.shm_mounts)
+            + sum(budget_level(budget) is not None for budget in capacity.budgets))
+    line = f"{past} of {len(capacity.shm_mounts) + len(capacity.budgets)} past {budget_threshold():.0%}"
     known = [budget for budget in capacity.budgets if budget.fill is not None]
-    if not known:
-        return f"{line}\nno budget's use is known"
-    fullest = max(known, key=lambda budget: budget.fill or 0.0)
-    return f"{line}\nfullest: {printable(budget_label(fullest))} {fill_cell(fullest.fill)}"
+    if known:
+        fullest = max(known, key=lambda budget: budget.fill or 0.0)
+        line += f"; fullest: {printable(budget_label(fullest))} {fill_cell(fullest.fill)}"
+    return f"{shm}\n{line}"
 
 
 def _fullest(s: Snapshot) -> float:
@@ -263,6 +273,8 @@ class Overview(Vertical):
         self.set_class(compact, "-compact")
         columns = (2 if compact else 4) if wide else (1 if compact else 2)
         self.query_one("#cards", Grid).styles.grid_size_columns = columns
+        # The Budgets card comes fifth: it takes a row of its own, whole, rather than leave half of one empty.
+        self.query_one("#card-budgets", MetricCard).styles.column_span = columns
 
     def action_dismiss_note(self) -> None:
         self.query_one(Notes).dismiss_hidden()
@@ -273,6 +285,9 @@ class Overview(Vertical):
         alert = self.alerts.get(str(event.row_key.value))
         if alert is not None and alert.pid is not None:
             self.post_message(OpenProcess(alert.pid))  # a deadlock (its first member) or a blocked process
+        elif alert is not None and alert.key.startswith(CAPACITY_KEYS):
+            self.notify("A budget has no row to jump to: `ipcmon limits` lists every budget with its use and headroom.",
+                        markup=False)
         elif alert is not None:
             self.post_message(Goto(alert.view, alert.key))
 

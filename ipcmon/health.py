@@ -484,19 +484,20 @@ def mount_level(mount: ShmMount) -> Level | None:
 
 def budget_problem(budget: Budget, snapshot: Snapshot | None = None) -> str:
     """A budget past its threshold in words: ``budget: uid 4242: 9 queues reserve 745,920 of 819,200 bytes (91%);
-    a default queue needs 82,880, so mq_open will fail with EMFILE``. The queues are counted in the snapshot (those
-    the uid owns) for RLIMIT_MSGQUEUE."""
+    a default queue needs 82,880, so mq_open will fail with EMFILE``. For RLIMIT_MSGQUEUE the queues the uid owns
+    in the snapshot are counted, when it lists any (a scan without queues, or with ``--pid``, may list fewer or
+    none: then the bytes alone are said)."""
     who = budget.name if budget.uid is None else f"uid {budget.uid}" + (f" ({budget.user})" if budget.user else "")
     used, limit = budget.used or 0, budget.limit or 0
     percent = f"{budget.fill * 100:.0f}%" if budget.fill is not None else "?"
+    queues = 0
     if budget.name == "RLIMIT_MSGQUEUE" and snapshot is not None:
         queues = sum(queue.uid == budget.uid for queue in snapshot.mqueues)
+    if queues:
         amount = f"{queues} {'queue reserves' if queues == 1 else 'queues reserve'} {used:,} of {limit:,} bytes"
     else:
         amount = f"{used:,} of {limit:,} {budget.unit} in use"
     words = f"budget: {who}: {amount} ({percent})"
-    if budget.uid is not None:
-        words += f" of {budget.name}"
     if budget.next_needs is not None:
         words += f"; a {_NEXT_OBJECT[budget.area]} needs {budget.next_needs:,}"
     consequence = budget_consequence(budget)

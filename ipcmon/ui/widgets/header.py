@@ -12,7 +12,7 @@ from ipcmon.model import Snapshot
 from ipcmon.safe import counted, printable
 from ipcmon.text import fill_cell, human_bytes
 
-DROP_ORDER = ("kernel", "interval", "hidden", "host", "shm")
+DROP_ORDER = ("kernel", "interval", "shm-size", "hidden", "host", "shm")
 """Parts left out, in this order, while the line is wider than the terminal (issue 12: at 80 columns the scan
 time, the pause state and read-only stay)."""
 
@@ -48,9 +48,7 @@ class StatusHeader(Static):
         else:
             parts.append(("root", Text(f"  not root: {counted(hidden, 'process', 'processes')} hidden",
                                        style="bold yellow")))
-        shm = self.shm_part()
-        if shm is not None:
-            parts.append(("shm", shm))
+        parts.extend(self.shm_parts())
         if self.read_only:
             parts.append(("read-only", Text("  read-only", style="bold reverse cyan")))
         parts.append(("interval", Text(f"  every {self.interval:g}s")))
@@ -64,17 +62,18 @@ class StatusHeader(Static):
             parts.append(("error", Text(f"  scan failed: {printable(self.scan_error)}", style="bold red")))
         return parts
 
-    def shm_part(self) -> Text | None:
-        """``  /dev/shm 94% of 64M`` for the shm directory's tmpfs (the first shm mount), yellow from the budget
-        threshold, red when full (health.mount_level); None when the scan did not read the budgets (the Overview's
-        Budgets card says so) or found no mount."""
+    def shm_parts(self) -> list[tuple[str, Text]]:
+        """``  /dev/shm 94%`` and `` of 64M`` (which goes first when the line is too wide) for the shm directory's
+        tmpfs (the first shm mount), yellow from the budget threshold, red when full (health.mount_level); none when
+        the scan did not read the budgets (the Overview's Budgets card says so) or found no mount."""
         capacity = self.snapshot.capacity if self.snapshot is not None else None
         if capacity is None or not capacity.shm_mounts:
-            return None
+            return []
         mount = capacity.shm_mounts[0]
         level = mount_level(mount)
         style = "bold red" if level == "bad" else "yellow" if level == "warn" else ""
-        return Text(f"  {printable(mount.path)} {fill_cell(mount.fill)} of {human_bytes(mount.size)}", style=style)
+        return [("shm", Text(f"  {printable(mount.path)} {fill_cell(mount.fill)}", style=style)),
+                ("shm-size", Text(f" of {human_bytes(mount.size)}", style=style))]
 
     def render(self) -> Text:
         parts = self.parts()

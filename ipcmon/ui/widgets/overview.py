@@ -61,8 +61,9 @@ class Metric:
     kinds: tuple[str, ...]
     """Scan kinds it summarises: "not scanned (--kind)" when none of them was."""
     summary: Callable[[Snapshot], str]
-    value: Callable[[Snapshot], float]
-    unit: str
+    value: Callable[[Snapshot], float] | None
+    """The number its sparkline tracks; None for a card of two lines and no sparkline (Budgets)."""
+    unit: str = ""
 
 
 def _shm_summary(s: Snapshot) -> str:
@@ -126,7 +127,7 @@ def _budget_summary(s: Snapshot) -> str:
     did not read them."""
     capacity = s.capacity
     if capacity is None:
-        return "budgets not read\n"
+        return "budgets not read"
     mount = capacity.shm_mounts[0] if capacity.shm_mounts else None
     shm = (f"{printable(mount.path)} {fill_cell(mount.fill)} of {human_bytes(mount.size)}, "
            f"{human_bytes(mount.available)} free") if mount is not None else "no shm mount found"
@@ -140,16 +141,6 @@ def _budget_summary(s: Snapshot) -> str:
     return f"{shm}\n{line}"
 
 
-def _fullest(s: Snapshot) -> float:
-    """The fill, in percent, of the fullest shm mount or budget (0 when none is known)."""
-    capacity = s.capacity
-    if capacity is None:
-        return 0.0
-    fills = [fill for fill in (*(mount.fill for mount in capacity.shm_mounts),
-                               *(budget.fill for budget in capacity.budgets)) if fill is not None]
-    return round(max(fills, default=0.0) * 100)
-
-
 METRICS = (
     Metric("shm", "Shared memory", ("shm", "memfd"), _shm_summary, lambda s: float(_shm_bytes(s)), "bytes allocated"),
     Metric("mqueue", "Message queues", ("mqueue",), _queue_summary,
@@ -158,7 +149,9 @@ METRICS = (
            lambda s: float(sum(p.buffered or 0 for p in s.pipes)), "bytes buffered"),
     Metric("signals", "Signals", ("signal",), _signal_summary,
            lambda s: float(sum(pending_count(p) for p in s.signals)), "signals pending"),
-    Metric("budgets", "Budgets", KINDS, _budget_summary, _fullest, "percent used of the fullest"),
+    # Budgets are read whatever --kind says; two lines and no sparkline, in a row of their own (on_resize): a third
+    # row of full cards left the alerts no room at 120×40.
+    Metric("budgets", "Budgets", KINDS, _budget_summary, None),
 )
 
 
@@ -176,8 +169,9 @@ class MetricCard(Vertical):
     def compose(self) -> ComposeResult:
         yield Static("", classes="summary")
         yield Static("", classes="line")
-        yield Sparkline([], summary_function=max)
-        yield Static("", classes="caption")
+        if self.metric.value is not None:
+            yield Sparkline([], summary_function=max)
+            yield Static("", classes="caption")
 
     def show(self, snapshot: Snapshot, history: deque[float]) -> None:
         scanned = any(kind in snapshot.kinds for kind in self.metric.kinds)
@@ -190,7 +184,7 @@ class MetricCard(Vertical):
         line = Text(f"{self.metric.title}: ", style="bold")
         line.append(summary.replace("\n", "; "), style="" if scanned else "dim")
         update_if_changed(self.query_one(".line", Static), line)
-        if not scanned:
+        if not scanned or self.metric.value is None:
             return
         sparkline = self.query_one(Sparkline)
         data = list(history)
@@ -237,7 +231,8 @@ class Overview(Vertical):
         if snapshot is None:
             return
         for metric in METRICS:
-            self.history[metric.id].append(metric.value(snapshot))
+            if metric.value is not None:
+                self.history[metric.id].append(metric.value(snapshot))
         # Hidden, it only keeps the history: updating its widgets would still re-lay out the screen.
         if self.active_view == "overview":
             self.refresh_view()

@@ -1,4 +1,5 @@
-"""The one rule book for states and hazards: held, orphaned or deleted; full queues; pipe flags; their words and levels.
+"""The one rule book for states and hazards: held, orphaned or deleted; full queues; pipe flags; budgets past their
+threshold; their words and levels.
 
 Collectors, the event diff, leak hunting, the text report and the dashboard all decide "is this orphaned?"
 here and nowhere else, so a rule changed once changes everywhere. Pure functions of records, no I/O.
@@ -41,6 +42,9 @@ Level = Literal["bad", "warn"]
   end, a wait for a stuck child);
 - ``warn``: goes wrong only if used, or worth a look: a pipe with no reader (its writer fails only when it
   writes; daemons' stdout often stays so for days), one process holding both ends, pending signals.
+
+A budget or an shm mount (issue 14) is ``warn`` from budget_threshold() and ``bad`` when used up or when the next
+default-sized object no longer fits: the next creation fails (budget_level, mount_level).
 """
 
 LEVEL_GLYPHS: dict[Level, str] = {"bad": "✖", "warn": "▲"}

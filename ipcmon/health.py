@@ -1,5 +1,4 @@
-"""The one rule book for states and hazards: held, orphaned or deleted; full queues; pipe flags; budgets past their
-threshold; their words and levels.
+"""The one rule book for states and hazards: held, orphaned or deleted; full queues; pipe flags; budgets; their words.
 
 Collectors, the event diff, leak hunting, the text report and the dashboard all decide "is this orphaned?"
 here and nowhere else, so a rule changed once changes everywhere. Pure functions of records, no I/O.

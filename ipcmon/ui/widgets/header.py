@@ -1,5 +1,4 @@
-"""The status line at the top: host, kernel, what ipcmon can see, the shm mount's fill, read-only, refresh interval
-and pause state."""
+"""The status line at the top: host, kernel, what ipcmon can see, shm fill, read-only, refresh interval, pause state."""
 
 from __future__ import annotations
 

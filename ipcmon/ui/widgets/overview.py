@@ -1,5 +1,4 @@
-"""The Overview: counts and bytes per mechanism with sparklines of their totals, the budgets (how full the shm mount
-and the fullest limit are), and the leaks and hazards."""
+"""The Overview: counts and bytes per mechanism with sparklines of their totals, the budgets, the leaks and hazards."""
 
 from __future__ import annotations
 

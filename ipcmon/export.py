@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ipcmon.model import Deadlock, MessageQueue, Snapshot, Stuck
+from ipcmon.model import Budget, Capacity, Deadlock, MessageQueue, ShmMount, Snapshot, Stuck
 from ipcmon.text import deadlock_summary, signal_name, wait_text
 
 SCHEMA_VERSION = 1
@@ -36,13 +36,26 @@ def _encode(record: object) -> dict[str, Any]:
     return data
 
 
+def _percent(fill: float | None) -> float | None:
+    return None if fill is None else round(fill * 100, 1)
+
+
 def _queue_fields(queue: MessageQueue) -> dict[str, Any]:
-    fill = queue.fill
     return {
-        "fill_percent": None if fill is None else round(fill * 100, 1),
+        "fill_percent": _percent(queue.fill),
         # The registration's signal by its one name (text.signal_name); "signo" keeps the number.
         "signal": signal_name(queue.signo) if queue.signo else None,
     }
+
+
+def _mount_fields(mount: ShmMount) -> dict[str, Any]:
+    # "free" is what an unprivileged writer may still allocate (statvfs f_bavail): the largest segment that fits.
+    return {"fill_percent": _percent(mount.fill), "free": mount.available}
+
+
+def _budget_fields(budget: Budget) -> dict[str, Any]:
+    headroom = None if budget.used is None or budget.limit is None or budget.unlimited else budget.limit - budget.used
+    return {"fill_percent": _percent(budget.fill), "headroom": headroom}
 
 
 def _stuck_fields(entry: Stuck, now: float) -> dict[str, Any]:
@@ -71,11 +84,14 @@ def _snapshot_fields(snapshot: Snapshot) -> dict[str, Any]:
 
 DERIVED: dict[type, Callable[[Any], dict[str, Any]]] = {
     MessageQueue: _queue_fields,
+    ShmMount: _mount_fields,
+    Budget: _budget_fields,
     Snapshot: _snapshot_fields,
 }
 """Fields a record's JSON object has beyond its dataclass fields, by record type. Every other record (each
 mechanism's list: ``shm``, ``regions``, ``mqueues``, ``pipes``…) is exactly its fields, in their order. The
-snapshot's ``stuck`` and ``deadlocks`` entries get theirs from the snapshot's (``since_seconds``, ``summary``)."""
+snapshot's ``stuck`` and ``deadlocks`` entries get theirs from the snapshot's (``since_seconds``, ``summary``);
+``capacity``'s shm mounts get ``fill_percent`` and ``free``, its budgets ``fill_percent`` and ``headroom``."""
 
 
 def dumps(snapshot: Snapshot, *, indent: int | None = None) -> str:
@@ -84,6 +100,12 @@ def dumps(snapshot: Snapshot, *, indent: int | None = None) -> str:
     # check_circular off: records are frozen and built bottom-up, so none can contain itself; the check
     # kept a table of every container it entered (a tenth of the encoding time on a large snapshot).
     return json.dumps(snapshot, default=_encode, indent=indent, ensure_ascii=True, check_circular=False)
+
+
+def dumps_capacity(capacity: Capacity | None) -> str:
+    """``{"capacity": …}`` (`ipcmon limits --json`): the same object as snapshot --json's ``capacity``, null when the
+    budgets were not read."""
+    return json.dumps({"capacity": capacity}, default=_encode, ensure_ascii=True, check_circular=False)
 
 
 def snapshot_to_dict(snapshot: Snapshot) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The one rule book for states and hazards: held, orphaned or deleted; full queues; pipe flags; their words and levels.
+"""The one rule book for states and hazards: held, orphaned or deleted; full queues; pipe flags; budgets; their words.
 
 Collectors, the event diff, leak hunting, the text report and the dashboard all decide "is this orphaned?"
 here and nowhere else, so a rule changed once changes everywhere. Pure functions of records, no I/O.
@@ -6,11 +6,13 @@ here and nowhere else, so a rule changed once changes everywhere. Pure functions
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Literal
 
 from ipcmon.model import (
+    Budget,
     Mechanism,
     MessageQueue,
     Pipe,
@@ -18,6 +20,7 @@ from ipcmon.model import (
     PipeFlag,
     ProcessSignals,
     SharedRegion,
+    ShmMount,
     ShmSegment,
     ShmState,
     Snapshot,
@@ -38,6 +41,9 @@ Level = Literal["bad", "warn"]
   end, a wait for a stuck child);
 - ``warn``: goes wrong only if used, or worth a look: a pipe with no reader (its writer fails only when it
   writes; daemons' stdout often stays so for days), one process holding both ends, pending signals.
+
+A budget or an shm mount (issue 14) is ``warn`` from budget_threshold() and ``bad`` when used up or when the next
+default-sized object no longer fits: the next creation fails (budget_level, mount_level).
 """
 
 LEVEL_GLYPHS: dict[Level, str] = {"bad": "✖", "warn": "▲"}
@@ -371,11 +377,170 @@ def _wait_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
                      f"process:{entry.pid}", size, (entry.pid,))
 
 
+ENV_BUDGET_THRESHOLD = "IPCMON_BUDGET_THRESHOLD"
+"""The fill, in percent, from which a budget or an shm mount is a hazard (``warn``), instead of BUDGET_THRESHOLD."""
+
+BUDGET_THRESHOLD = 90.0
+"""Percent of a budget or of an shm mount in use from which it is a hazard (issue 14: "fill ≥ 90 %")."""
+
+
+def budget_threshold() -> float:
+    """The warning threshold as a fraction (0.9): ``$IPCMON_BUDGET_THRESHOLD`` percent when it is a number from 1 to
+    100, else BUDGET_THRESHOLD. Read at each call, so a test or a running dashboard's environment decides."""
+    try:
+        percent = float(os.environ.get(ENV_BUDGET_THRESHOLD, ""))
+    except ValueError:
+        percent = BUDGET_THRESHOLD
+    if not 1 <= percent <= 100:
+        percent = BUDGET_THRESHOLD
+    return percent / 100
+
+
+BUDGET_CONSEQUENCES: dict[str, str] = {
+    "RLIMIT_MSGQUEUE": "mq_open will fail with EMFILE",
+    "queues_max": "mq_open will fail with ENOSPC for everyone but root (CAP_SYS_RESOURCE)",
+    "pipe-user-pages-soft": "new pipes get a single page (4K) instead of 64K, a quiet cause of slow pipelines",
+    "pipe-user-pages-hard": "pipe() and FIFO opens will fail with ENFILE for everyone but root",
+    "RLIMIT_SIGPENDING": "sigqueue() and real-time signals will fail with EAGAIN",
+    "shmmni": "shmget will fail with ENOSPC",
+    "shmall": "shmget will fail with ENOSPC",
+    "shmmax": "a bigger shmget will fail with EINVAL",
+    "msgmni": "msgget will fail with ENOSPC",
+    "msgmnb": "msgsnd will block (or fail with EAGAIN)",
+    "semmni": "semget will fail with ENOSPC",
+    "semmns": "semget will fail with ENOSPC",
+    "semmsl": "semget of more semaphores will fail with EINVAL",
+    "semopm": "semop of more operations will fail with E2BIG",
+}
+"""What happens when a budget runs out, by (part of) its name: the limit's own name (``RLIMIT_MSGQUEUE``) or the
+sysctl's last word (``queues_max`` of ``fs.mqueue.queues_max``, ``semmni`` of ``kernel.sem``'s four). From the man
+pages: mq_open(3), mq_overview(7), pipe(7), pipe(2), sigqueue(3), shmget(2), msgget(2), msgsnd(2), semget(2),
+semop(2)."""
+
+_NEXT_OBJECT = {"shm": "segment", "mqueue": "default queue", "pipe": "default pipe", "signal": "signal",
+                "sysv": "object"}
+
+
+def budget_consequence(budget: Budget) -> str:
+    """What fails when the budget runs out, in words (BUDGET_CONSEQUENCES), else ``the next one will fail``."""
+    for part, words in BUDGET_CONSEQUENCES.items():
+        if part in budget.name:
+            return words
+    return "the next one will fail"
+
+
+def budget_mechanism(budget: Budget) -> Mechanism:
+    """The mechanism a budget's hazards and events are about: its area, a SysV one by its name (``kernel.msgmni`` →
+    ``sysv-msg``)."""
+    if budget.area != "sysv":
+        return budget.area
+    return "sysv-msg" if "msg" in budget.name else "sysv-sem" if "sem" in budget.name else "sysv-shm"
+
+
+CAPACITY_KEYS = ("budget:", "shm-mount:")
+"""How the keys of budget and shm-mount hazards begin (budget_key, ``shm-mount:DEV``): no view has a row for them."""
+
+
+def budget_key(budget: Budget) -> str:
+    """A budget's stable key: ``budget:AREA:NAME:UID`` (``*`` for a system-wide one)."""
+    return f"budget:{budget.area}:{budget.name}:{'*' if budget.uid is None else budget.uid}"
+
+
+def mount_key(mount: ShmMount) -> str:
+    """An shm mount's stable key: ``shm-mount:DEV``."""
+    return f"shm-mount:{mount.dev}"
+
+
+def budget_label(budget: Budget) -> str:
+    """How a budget reads as an object: ``RLIMIT_MSGQUEUE uid 4242`` (raw: the user name is the system's)."""
+    return budget.name if budget.uid is None else f"{budget.name} uid {budget.uid}"
+
+
+def budget_blocked(budget: Budget) -> bool:
+    """The next default-sized object would not fit: next_needs is more than what is left (both known)."""
+    if budget.next_needs is None or budget.used is None or budget.limit is None or budget.unlimited:
+        return False
+    return budget.next_needs > budget.limit - budget.used
+
+
+def budget_level(budget: Budget) -> Level | None:
+    """``bad`` when the budget is used up (fill ≥ 100 %) or the next default-sized object does not fit,
+    ``warn`` from budget_threshold(); None below it, and when unknown or unlimited (never a made-up hazard)."""
+    fill = budget.fill
+    if (fill is not None and fill >= 1) or budget_blocked(budget):
+        return "bad"
+    if fill is not None and fill >= budget_threshold():
+        return "warn"
+    return None
+
+
+def mount_level(mount: ShmMount) -> Level | None:
+    """An shm mount's hazard level: ``bad`` when full (nothing available, or fill ≥ 100 %), ``warn`` from
+    budget_threshold(); None below it or when unknown."""
+    fill = mount.fill
+    if fill is None:
+        return None
+    if fill >= 1 or mount.available == 0:
+        return "bad"
+    return "warn" if fill >= budget_threshold() else None
+
+
+def budget_problem(budget: Budget, snapshot: Snapshot | None = None) -> str:
+    """A budget past its threshold in words: ``budget: uid 4242: 9 queues reserve 745,920 of 819,200 bytes (91%);
+    a default queue needs 82,880, so mq_open will fail with EMFILE``. For RLIMIT_MSGQUEUE the queues the uid owns
+    in the snapshot are counted, when it lists any (a scan without queues, or with ``--pid``, may list fewer or
+    none: then the bytes alone are said)."""
+    who = budget.name if budget.uid is None else f"uid {budget.uid}" + (f" ({budget.user})" if budget.user else "")
+    used, limit = budget.used or 0, budget.limit or 0
+    percent = f"{budget.fill * 100:.0f}%" if budget.fill is not None else "?"
+    queues = 0
+    if budget.name == "RLIMIT_MSGQUEUE" and snapshot is not None:
+        queues = sum(queue.uid == budget.uid for queue in snapshot.mqueues)
+    if queues:
+        amount = f"{queues} {'queue reserves' if queues == 1 else 'queues reserve'} {used:,} of {limit:,} bytes"
+    else:
+        amount = f"{used:,} of {limit:,} {budget.unit} in use"
+    words = f"budget: {who}: {amount} ({percent})"
+    if budget.next_needs is not None:
+        words += f"; a {_NEXT_OBJECT[budget.area]} needs {budget.next_needs:,}"
+    consequence = budget_consequence(budget)
+    if budget_level(budget) == "bad":
+        return f"{words}, so {consequence}"
+    return f"{words}; at the limit {consequence}"
+
+
+def mount_problem(mount: ShmMount) -> str:
+    """An shm mount past its threshold in words: ``nearly full: /dev/shm is 93% full (59.5M of 64M); a segment of
+    up to 4.5M still fits``."""
+    fill = mount.fill or 0.0
+    word = "full" if mount_level(mount) == "bad" else "nearly full"
+    return (f"{word}: {mount.path} is {fill * 100:.0f}% full ({human_bytes(mount.used)} of {human_bytes(mount.size)}); "
+            f"a segment of up to {human_bytes(mount.available)} still fits (writing a page past that kills the "
+            "writer with SIGBUS)")
+
+
+def capacity_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
+    """Each shm mount and each budget past its threshold (budget_threshold), at mount_level / budget_level. They
+    rank after the leaks of their level (no bytes at stake: nothing is lost yet)."""
+    capacity = snapshot.capacity
+    if capacity is None:
+        return
+    for mount in capacity.shm_mounts:
+        level = mount_level(mount)
+        if level is not None:
+            yield Hazard(level, "shm", mount.path, mount_problem(mount), mount_key(mount))
+    for budget in capacity.budgets:
+        level = budget_level(budget)
+        if level is not None:
+            yield Hazard(level, budget_mechanism(budget), budget_label(budget), budget_problem(budget, snapshot),
+                         budget_key(budget))
+
+
 HAZARDS: tuple[Callable[[Snapshot], Iterator[Hazard]], ...] = (
-    _wait_hazards, _shm_hazards, _queue_hazards, _pipe_hazards, _signal_hazards, _sysv_hazards,
+    _wait_hazards, _shm_hazards, _queue_hazards, _pipe_hazards, _signal_hazards, _sysv_hazards, capacity_hazards,
 )
 """One entry per mechanism that can have hazards (memfd and anonymous regions have none: nothing keeps them
-once their last holder lets go), and the waits (deadlocks and blocked processes)."""
+once their last holder lets go), the waits (deadlocks and blocked processes), and the budgets (issue 14)."""
 
 
 def _full_and_waited(snapshot: Snapshot) -> set[str]:

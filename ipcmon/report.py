@@ -13,11 +13,14 @@ from dataclasses import dataclass
 
 from ipcmon import health
 from ipcmon.model import (
+    Budget,
+    Capacity,
     MessageQueue,
     Pipe,
     ProcessSignals,
     ScanKind,
     SharedRegion,
+    ShmMount,
     ShmSegment,
     Snapshot,
     Stuck,
@@ -26,6 +29,10 @@ from ipcmon.model import (
 from ipcmon.safe import counted, printable, shorten
 from ipcmon.text import (
     blocked_cell,
+    budget_headroom,
+    budget_limit,
+    budget_user,
+    count_text,
     deadlock_member_text,
     deadlock_summary,
     ends_cell,
@@ -310,6 +317,89 @@ def deadlock_lines(snapshot: Snapshot) -> list[str]:
     return lines
 
 
+MOUNT_HEADERS = ("PATH", "SIZE", "USED", "FREE", "FILL", "INODES", "NAMED", "DELETED", "SEMAPHORES", "OTHER",
+                 "TOP HOLDERS")
+
+
+def mount_row(mount: ShmMount) -> tuple[str, ...]:
+    """One shm tmpfs: its size, use and fill, inodes used of total, what the used bytes are, who pins the most."""
+    return (
+        printable(mount.path),
+        human_bytes(mount.size),
+        human_bytes(mount.used),
+        human_bytes(mount.available),
+        fill_cell(mount.fill),
+        f"{count_text(mount.inodes_used)}/{count_text(mount.inodes_total)}",
+        human_bytes(mount.named),
+        human_bytes(mount.deleted),
+        human_bytes(mount.semaphores),
+        human_bytes(mount.other),
+        ", ".join(f"{holder.pid} {printable(holder.comm)} {human_bytes(holder.bytes)}" for holder in mount.top_holders)
+        or "-",
+    )
+
+
+BUDGET_HEADERS = ("AREA", "LIMIT NAME", "USER", "USED", "LIMIT", "FILL", "NEXT NEEDS", "NOTE")
+
+
+def budget_row(budget: Budget) -> tuple[str, ...]:
+    """One budget: used against its limit (``unlimited``, '?' unknown: the note says why), and what the next
+    default-sized object needs."""
+    return (
+        budget.area,
+        printable(budget.name),
+        budget_user(budget),
+        count_text(budget.used),
+        budget_limit(budget),
+        "-" if budget.unlimited else fill_cell(budget.fill),
+        count_text(budget.next_needs) if budget.next_needs is not None else "-",
+        printable(budget.note) or "-",
+    )
+
+
+def memory_line(capacity: Capacity) -> str:
+    """``memory: 7.8G total, 5.1G available, 312M shared (Shmem: tmpfs and shared memory)``."""
+    return (f"memory: {human_bytes(capacity.memory_total)} total, {human_bytes(capacity.memory_available)} available, "
+            f"{human_bytes(capacity.shmem)} shared (Shmem: every tmpfs and shared memory)")
+
+
+def capacity_lines(snapshot: Snapshot) -> list[str]:
+    """The Capacity section: the machine's memory, each shm tmpfs (fill, inodes, breakdown, top holders) and every
+    budget with its use; ``budgets not read`` when the scan did not read them (Snapshot.capacity is None)."""
+    capacity = snapshot.capacity
+    if capacity is None:
+        return ["", "== Capacity", "budgets not read"]
+    lines = ["", "== Capacity", memory_line(capacity)]
+    lines.extend(f"note: {printable(note)}" for note in capacity.notes)
+    lines.extend(["", f"== shm mounts ({len(capacity.shm_mounts)})"])
+    if capacity.shm_mounts:
+        lines.extend(format_table(MOUNT_HEADERS, [mount_row(mount) for mount in capacity.shm_mounts]))
+    lines.extend(["", f"== Budgets ({len(capacity.budgets)})"])
+    if capacity.budgets:
+        lines.extend(format_table(BUDGET_HEADERS, [budget_row(budget) for budget in capacity.budgets]))
+    return lines
+
+
+LIMITS_HEADERS = ("AREA", "LIMIT NAME", "USER", "USED", "LIMIT", "FILL", "HEADROOM", "NEXT NEEDS", "NOTE")
+
+
+def limits_lines(capacity: Capacity | None) -> list[str]:
+    """`ipcmon limits`: the shm mounts, then every budget with its headroom (what is left: ``unlimited``, '?'),
+    then what could not be read; ``budgets not read`` when the scan did not read them."""
+    if capacity is None:
+        return ["budgets not read: this scan has no capacity (shm mounts and limits)"]
+    lines = [memory_line(capacity), "", f"== shm mounts ({len(capacity.shm_mounts)})"]
+    if capacity.shm_mounts:
+        lines.extend(format_table(MOUNT_HEADERS, [mount_row(mount) for mount in capacity.shm_mounts]))
+    lines.extend(["", f"== Budgets ({len(capacity.budgets)})"])
+    rows = [(*row[:6], budget_headroom(budget), *row[6:])
+            for budget, row in ((budget, budget_row(budget)) for budget in capacity.budgets)]
+    if rows:
+        lines.extend(format_table(LIMITS_HEADERS, rows))
+    lines.extend(f"note: {printable(note)}" for note in capacity.notes)
+    return lines
+
+
 HAZARD_HEADERS = ("LEVEL", "KIND", "OBJECT", "PROBLEM")
 
 
@@ -322,7 +412,8 @@ def hazard_rows(snapshot: Snapshot) -> list[tuple[str, ...]]:
 
 
 def render(snapshot: Snapshot, *, all_signals: bool = False, all_waits: bool = False) -> str:
-    """The whole snapshot as text: a summary line, one table per mechanism, the stuck processes (every waiter with
+    """The whole snapshot as text: a summary line, one table per mechanism, the capacity (shm mounts and budgets),
+    the stuck processes (every waiter with
     ``all_waits``) and the deadlocks, then the leaks and hazards."""
     lines: list[str] = []
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snapshot.taken_at))
@@ -350,6 +441,7 @@ def render(snapshot: Snapshot, *, all_signals: bool = False, all_waits: bool = F
                 lines.append(f"== {title} ({len(rows)})")
                 if rows:
                     lines.extend(format_table(headers, rows))
+    lines.extend(capacity_lines(snapshot))
     lines.extend(stuck_lines(snapshot, all_waits=all_waits))
     lines.extend(deadlock_lines(snapshot))
     hazards = hazard_rows(snapshot)

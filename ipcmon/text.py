@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from ipcmon.model import (
+    Budget,
     Deadlock,
     DeadlockMember,
     Holder,
@@ -372,3 +373,32 @@ def pending_cell(signals: ProcessSignals) -> str:
     if thread_pending:
         pending += f" (thread: {signal_names(thread_pending)})"
     return pending
+
+
+def count_text(value: int | None) -> str:
+    """An exact count with thousands separators, ``819,200``; '?' when unknown."""
+    return "?" if value is None else f"{value:,}"
+
+
+def budget_user(budget: Budget) -> str:
+    """Whom a budget is for: ``alice (4242)``, the uid alone when its name is unknown, ``-`` for a system-wide
+    limit; printable."""
+    if budget.uid is None:
+        return "-"
+    return printable(f"{budget.user} ({budget.uid})" if budget.user else str(budget.uid))
+
+
+def budget_limit(budget: Budget) -> str:
+    """A budget's limit with its unit, ``819,200 bytes``; ``unlimited`` (RLIM_INFINITY), '?' when unknown."""
+    if budget.unlimited:
+        return "unlimited"
+    return "?" if budget.limit is None else f"{budget.limit:,} {budget.unit}"
+
+
+def budget_headroom(budget: Budget) -> str:
+    """What is left of a budget, ``73,280``: ``unlimited``, '?' when used or limit is unknown, 0 when past it."""
+    if budget.unlimited:
+        return "unlimited"
+    if budget.used is None or budget.limit is None:
+        return "?"
+    return f"{max(budget.limit - budget.used, 0):,}"

@@ -2,7 +2,7 @@
 
 Each command module adds its own sub-parser and ends in its ``COMMANDS`` entries; ``main`` parses, looks the
 command up in ``COMMANDS`` and runs it. The modules import what a command needs only when it runs, so a
-one-shot command (snapshot, leaks, watch) never loads Textual, nor the printer its output does not use.
+one-shot command (snapshot, limits, leaks, watch) never loads Textual, nor the printer its output does not use.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import sys
 from collections.abc import Sequence
 
 from ipcmon import __version__
-from ipcmon.cli import dashboard, demo, lifecycle, snapshot
+from ipcmon.cli import dashboard, demo, lifecycle, limits, snapshot
 from ipcmon.cli.arguments import Command, missing_pids
 
 COMMANDS: dict[str, Command] = {
-    command.name: command for group in (snapshot, lifecycle, demo) for command in group.COMMANDS
+    command.name: command for group in (snapshot, limits, lifecycle, demo) for command in group.COMMANDS
 }
 """`ipcmon COMMAND` → its entry, in the order `ipcmon --help` lists them. No command opens the dashboard."""
 

@@ -166,6 +166,8 @@ class _Found:
     """Processes that could not be fully read."""
     levels: dict[str, str]
     """Each object's level as glyph and word (``✖ bad``, health.Hazard.level_text), by object key."""
+    budgets: list[str]
+    """Each shm mount and budget past its threshold (health.capacity_hazards), as a line: level, object, problem."""
 
 
 def _find(args: argparse.Namespace) -> _Found | None:
@@ -184,7 +186,9 @@ def _find(args: argparse.Namespace) -> _Found | None:
     for hazard in health.hazards(snapshot):  # most serious first: an object keeps its worst level
         levels.setdefault(hazard.key, hazard.level_text)
     matched = None if args.match is None else count_matching(snapshot, args.match)
-    return _Found(matching(find_leaks(snapshot), args.match), matched, snapshot.hidden_processes, levels)
+    budgets = [f"{hazard.level_text}  {hazard.mechanism}  {printable(hazard.object)}  {printable(hazard.problem)}"
+               for hazard in sorted(health.capacity_hazards(snapshot), key=health.rank)]
+    return _Found(matching(find_leaks(snapshot), args.match), matched, snapshot.hidden_processes, levels, budgets)
 
 
 def _old_enough(leak: Leak, min_age: float) -> bool:
@@ -269,6 +273,11 @@ def cmd_leaks(args: argparse.Namespace) -> int:
         lines = format_table(LEAK_HEADERS, _leak_rows(leaks, found.levels))
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.write(_closing_line(leaks, args.match))
+    if found.budgets and not args.json and args.match is None:
+        # Budgets are no leaks (nothing to remove, no effect on the exit status, not in --json's list of leaks):
+        # they are what makes the next creation fail, so they are said after the leaks (issue 14).
+        sys.stdout.write(f"\nbudgets past their threshold ({len(found.budgets)}; ipcmon limits shows them all):\n")
+        sys.stdout.write("".join(f"{line}\n" for line in found.budgets))
     if found.hidden and not args.json:
         sys.stderr.write(f"note: {counted(found.hidden, 'process', 'processes')} could not be fully read; objects "
                          "they hold may be listed as orphaned.\n")

@@ -9,6 +9,8 @@ Event names by mechanism:
 - memfd, anon: created (first seen), attached, detached, destroyed (never orphaned: no name keeps them)
 - sysv-msg: created, depth, destroyed; sysv-sem: created, destroyed
 - any mechanism a process waits on: waiting, wait-ended (detail names the system call), deadlock
+- any budget (an shm mount's fill, a queue, pipe, signal or SysV limit; mechanism: the budget's area): budget, when
+  it crosses its threshold (health.budget_level) either way
 
 and, not a change, the ``state`` lines ``ipcmon watch`` opens with (:func:`state_events`).
 """
@@ -65,6 +67,7 @@ def diff(prev: Snapshot | None, cur: Snapshot) -> list[Event]:
         if kind in cur.kinds and kind in prev.kinds:
             differ(emit, prev, cur)
     _diff_waiting(emit, prev, cur)
+    _diff_capacity(emit, prev, cur)
     return events
 
 
@@ -357,6 +360,39 @@ def _diff_waiting(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
         if deadlock.key not in old_groups:
             emit("process", "deadlock", ", ".join(map(str, deadlock.pids)), deadlock.key,
                  detail=_deadlock_detail(deadlock, stuck))
+
+
+def _budget_levels(snapshot: Snapshot) -> dict[str, tuple[health.Level | None, Mechanism, str, str]]:
+    """Each shm mount and budget of the snapshot by key: its level (None below the threshold), mechanism, label and
+    the words that say how full it is."""
+    capacity = snapshot.capacity
+    if capacity is None:
+        return {}
+    levels: dict[str, tuple[health.Level | None, Mechanism, str, str]] = {}
+    for mount in capacity.shm_mounts:
+        levels[health.mount_key(mount)] = (health.mount_level(mount), "shm", mount.path, health.mount_problem(mount))
+    for budget in capacity.budgets:
+        levels[health.budget_key(budget)] = (health.budget_level(budget), health.budget_mechanism(budget),
+                                             health.budget_label(budget), health.budget_problem(budget, snapshot))
+    return levels
+
+
+def _diff_capacity(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
+    """``budget`` when an shm mount or a budget crosses its threshold, either way (ok → warn → bad and back): the
+    detail says which way and how full it is now. Nothing when either scan did not read the budgets, and nothing
+    for one that appears or goes (a user's first or last process)."""
+    old = _budget_levels(prev)
+    for key, (level, mechanism, label, words) in _budget_levels(cur).items():
+        before = old.get(key)
+        if before is None or before[0] == level:
+            continue
+        worse = _BUDGET_ORDER[level] < _BUDGET_ORDER[before[0]]
+        direction = "crossed its threshold" if worse else "back under its threshold"
+        emit(mechanism, "budget", label, key, detail=f"{direction} ({before[0] or 'ok'} → {level or 'ok'}): {words}")
+
+
+_BUDGET_ORDER: dict[health.Level | None, int] = {"bad": 0, "warn": 1, None: 2}
+"""Most serious first; None is a budget below its threshold."""
 
 
 _KEYLESS_MECHANISMS: dict[str, Mechanism] = {"signal": "signal", "open": "fifo"}

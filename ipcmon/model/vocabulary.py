@@ -48,14 +48,15 @@ EventName = Literal[
     "opened", "closed", "depth", "notify-registered", "notify-cleared",
     "writer-closed", "reader-closed", "full", "drained",
     "pending", "delivered", "handler-installed", "mask-blocked", "mask-unblocked",
-    "waiting", "wait-ended", "deadlock", "state",
+    "waiting", "wait-ended", "deadlock", "budget", "state",
 ]
 """Every lifecycle event name (README's table; ``ipcmon.live.events`` says which mechanism has which).
 
 A signal added to or taken from a process's mask is ``mask-blocked``/``mask-unblocked``; a process that starts
 or stops waiting in a system call on an object is ``waiting``/``wait-ended``: two things that once shared the
 word "blocked". ``state`` is no change: ``ipcmon watch`` opens with one per deadlock and stuck process, what
-was so before it started (``live.events.state_events``)."""
+was so before it started (``live.events.state_events``). ``budget``: an shm mount or a limit crossed its threshold,
+either way (issue 14)."""
 
 MECHANISMS: frozenset[str] = frozenset(get_args(Mechanism))
 

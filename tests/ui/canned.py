@@ -6,12 +6,16 @@ from dataclasses import replace
 
 from ipcmon.model import (
     KINDS,
+    Budget,
+    Capacity,
     Holder,
+    HolderUsage,
     MessageQueue,
     Pipe,
     PipeEnd,
     Process,
     ProcessSignals,
+    ShmMount,
     ShmSegment,
     Snapshot,
     Stuck,
@@ -48,6 +52,32 @@ def _segment(name: str, inode: int, state: str, holders: tuple[Holder, ...] = ()
         ctime=TAKEN_AT - 60, dev=23, inode=inode, state=state,  # type: ignore[arg-type]
         holders=holders, pinned_bytes=size if state == "deleted" else 0,
     )
+
+
+MIB = 1 << 20
+
+
+def canned_capacity() -> Capacity:
+    """A container's 64 MiB /dev/shm, 91 % full of files parked there (a hazard: warn), and budgets as a scan
+    would read them: root's queues reserve /jobs' 82,880 bytes and /forgotten's 2,080 (ipc/mqueue.c), another
+    user's limit in force is known but not what it uses."""
+    mount = ShmMount(
+        "/dev/shm", 23, size=64 * MIB, used=58 * MIB + 278528, available=5 * MIB + 770048, inodes_used=12,
+        inodes_total=1_007_426, named=8192 + (1 << 20), deleted=65536, semaphores=4096,
+        other=58 * MIB + 278528 - (8192 + (1 << 20)) - 65536 - 4096,
+        top_holders=(HolderUsage(4242, "producer", 73728), HolderUsage(4243, "consumer", 12288)),
+    )
+    budgets = (
+        Budget("mqueue", "fs.mqueue.queues_max", "queues", 2, 256),
+        Budget("mqueue", "RLIMIT_MSGQUEUE", "bytes", 84960, 819200, uid=0, user="root", next_needs=82880),
+        Budget("mqueue", "RLIMIT_MSGQUEUE", "bytes", None, 819200, uid=1000, user="alice", next_needs=82880,
+               note="use unknown: alice's queues are not readable"),
+        Budget("pipe", "fs.pipe-user-pages-soft", "pages", 48, 16384, uid=0, user="root"),
+        Budget("signal", "RLIMIT_SIGPENDING", "signals", 1, 31000, uid=0, user="root"),
+        Budget("sysv", "kernel.shmmni", "ids", 1, 4096),
+        Budget("sysv", "kernel.shmall", "pages", 1, None, unlimited=True),
+    )
+    return Capacity((mount,), budgets, memory_total=8 * 1024 * MIB, shmem=312 * MIB, memory_available=5 * 1024 * MIB)
 
 
 def canned_snapshot(*, hostile: bool = False, extra_shm: tuple[ShmSegment, ...] = ()) -> Snapshot:
@@ -124,6 +154,7 @@ def canned_snapshot(*, hostile: bool = False, extra_shm: tuple[ShmSegment, ...] 
         # The writer blocked on the full FIFO (its reader went: canned, as waiting.analyse would word it).
         stuck=(Stuck(4310, "writer", writer_waits, "blocked", (), "nobody: no process holds the read end",
                      TAKEN_AT - 125),),
+        capacity=canned_capacity(),
     )
 
 

@@ -1,4 +1,4 @@
-"""The status line at the top: host, kernel, what ipcmon can see, read-only, refresh interval and pause state."""
+"""The status line at the top: host, kernel, what ipcmon can see, shm fill, read-only, refresh interval, pause state."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from ipcmon.health import mount_level
 from ipcmon.model import Snapshot
 from ipcmon.safe import counted, printable
+from ipcmon.text import fill_cell, human_bytes
 
-DROP_ORDER = ("kernel", "interval", "hidden", "host")
+DROP_ORDER = ("kernel", "interval", "shm-size", "hidden", "host", "shm")
 """Parts left out, in this order, while the line is wider than the terminal (issue 12: at 80 columns the scan
 time, the pause state and read-only stay)."""
 
@@ -45,6 +47,7 @@ class StatusHeader(Static):
         else:
             parts.append(("root", Text(f"  not root: {counted(hidden, 'process', 'processes')} hidden",
                                        style="bold yellow")))
+        parts.extend(self.shm_parts())
         if self.read_only:
             parts.append(("read-only", Text("  read-only", style="bold reverse cyan")))
         parts.append(("interval", Text(f"  every {self.interval:g}s")))
@@ -57,6 +60,19 @@ class StatusHeader(Static):
         if self.scan_error:
             parts.append(("error", Text(f"  scan failed: {printable(self.scan_error)}", style="bold red")))
         return parts
+
+    def shm_parts(self) -> list[tuple[str, Text]]:
+        """``  /dev/shm 94%`` and `` of 64M`` (which goes first when the line is too wide) for the shm directory's
+        tmpfs (the first shm mount), yellow from the budget threshold, red when full (health.mount_level); none when
+        the scan did not read the budgets (the Overview's Budgets card says so) or found no mount."""
+        capacity = self.snapshot.capacity if self.snapshot is not None else None
+        if capacity is None or not capacity.shm_mounts:
+            return []
+        mount = capacity.shm_mounts[0]
+        level = mount_level(mount)
+        style = "bold red" if level == "bad" else "yellow" if level == "warn" else ""
+        return [("shm", Text(f"  {printable(mount.path)} {fill_cell(mount.fill)}", style=style)),
+                ("shm-size", Text(f" of {human_bytes(mount.size)}", style=style))]
 
     def render(self) -> Text:
         parts = self.parts()

@@ -1,4 +1,4 @@
-"""The Overview: counts and bytes per mechanism with sparklines of their totals, and the leaks and hazards."""
+"""The Overview: counts and bytes per mechanism with sparklines of their totals, the budgets, the leaks and hazards."""
 
 from __future__ import annotations
 
@@ -16,10 +16,18 @@ from textual.events import Resize
 from textual.reactive import reactive
 from textual.widgets import DataTable, Sparkline, Static
 
-from ipcmon.health import PIPE_HAZARDS, pending_count
-from ipcmon.model import Snapshot
-from ipcmon.safe import counted
-from ipcmon.text import human_bytes
+from ipcmon.health import (
+    CAPACITY_KEYS,
+    PIPE_HAZARDS,
+    budget_label,
+    budget_level,
+    budget_threshold,
+    mount_level,
+    pending_count,
+)
+from ipcmon.model import KINDS, Snapshot
+from ipcmon.safe import counted, printable
+from ipcmon.text import fill_cell, human_bytes
 from ipcmon.ui.messages import Goto, OpenProcess
 from ipcmon.ui.state import empty_context
 from ipcmon.ui.view.alerts import Alert, alert_row, find_alerts
@@ -52,8 +60,9 @@ class Metric:
     kinds: tuple[str, ...]
     """Scan kinds it summarises: "not scanned (--kind)" when none of them was."""
     summary: Callable[[Snapshot], str]
-    value: Callable[[Snapshot], float]
-    unit: str
+    value: Callable[[Snapshot], float] | None
+    """The number its sparkline tracks; None for a card of two lines and no sparkline (Budgets)."""
+    unit: str = ""
 
 
 def _shm_summary(s: Snapshot) -> str:
@@ -111,6 +120,26 @@ def wait_summary(s: Snapshot) -> str:
     return words + (f" ({deadlocked} deadlocked)" if deadlocked else "")
 
 
+def _budget_summary(s: Snapshot) -> str:
+    """``/dev/shm 94% of 64M, 4.0M free`` and ``2 of 8 past 90%; fullest: RLIMIT_MSGQUEUE uid 0 91%`` (the shm
+    mounts and budgets past health.budget_threshold, and the fullest budget); ``budgets not read`` when the scan
+    did not read them."""
+    capacity = s.capacity
+    if capacity is None:
+        return "budgets not read"
+    mount = capacity.shm_mounts[0] if capacity.shm_mounts else None
+    shm = (f"{printable(mount.path)} {fill_cell(mount.fill)} of {human_bytes(mount.size)}, "
+           f"{human_bytes(mount.available)} free") if mount is not None else "no shm mount found"
+    past = (sum(mount_level(mount) is not None for mount in capacity.shm_mounts)
+            + sum(budget_level(budget) is not None for budget in capacity.budgets))
+    line = f"{past} of {len(capacity.shm_mounts) + len(capacity.budgets)} past {budget_threshold():.0%}"
+    known = [budget for budget in capacity.budgets if budget.fill is not None]
+    if known:
+        fullest = max(known, key=lambda budget: budget.fill or 0.0)
+        line += f"; fullest: {printable(budget_label(fullest))} {fill_cell(fullest.fill)}"
+    return f"{shm}\n{line}"
+
+
 METRICS = (
     Metric("shm", "Shared memory", ("shm", "memfd"), _shm_summary, lambda s: float(_shm_bytes(s)), "bytes allocated"),
     Metric("mqueue", "Message queues", ("mqueue",), _queue_summary,
@@ -119,6 +148,9 @@ METRICS = (
            lambda s: float(sum(p.buffered or 0 for p in s.pipes)), "bytes buffered"),
     Metric("signals", "Signals", ("signal",), _signal_summary,
            lambda s: float(sum(pending_count(p) for p in s.signals)), "signals pending"),
+    # Budgets are read whatever --kind says; two lines and no sparkline, in a row of their own (on_resize): a third
+    # row of full cards left the alerts no room at 120×40.
+    Metric("budgets", "Budgets", KINDS, _budget_summary, None),
 )
 
 
@@ -136,8 +168,9 @@ class MetricCard(Vertical):
     def compose(self) -> ComposeResult:
         yield Static("", classes="summary")
         yield Static("", classes="line")
-        yield Sparkline([], summary_function=max)
-        yield Static("", classes="caption")
+        if self.metric.value is not None:
+            yield Sparkline([], summary_function=max)
+            yield Static("", classes="caption")
 
     def show(self, snapshot: Snapshot, history: deque[float]) -> None:
         scanned = any(kind in snapshot.kinds for kind in self.metric.kinds)
@@ -150,7 +183,7 @@ class MetricCard(Vertical):
         line = Text(f"{self.metric.title}: ", style="bold")
         line.append(summary.replace("\n", "; "), style="" if scanned else "dim")
         update_if_changed(self.query_one(".line", Static), line)
-        if not scanned:
+        if not scanned or self.metric.value is None:
             return
         sparkline = self.query_one(Sparkline)
         data = list(history)
@@ -197,7 +230,8 @@ class Overview(Vertical):
         if snapshot is None:
             return
         for metric in METRICS:
-            self.history[metric.id].append(metric.value(snapshot))
+            if metric.value is not None:
+                self.history[metric.id].append(metric.value(snapshot))
         # Hidden, it only keeps the history: updating its widgets would still re-lay out the screen.
         if self.active_view == "overview":
             self.refresh_view()
@@ -233,6 +267,8 @@ class Overview(Vertical):
         self.set_class(compact, "-compact")
         columns = (2 if compact else 4) if wide else (1 if compact else 2)
         self.query_one("#cards", Grid).styles.grid_size_columns = columns
+        # The Budgets card comes fifth: it takes a row of its own, whole, rather than leave half of one empty.
+        self.query_one("#card-budgets", MetricCard).styles.column_span = columns
 
     def action_dismiss_note(self) -> None:
         self.query_one(Notes).dismiss_hidden()
@@ -243,6 +279,9 @@ class Overview(Vertical):
         alert = self.alerts.get(str(event.row_key.value))
         if alert is not None and alert.pid is not None:
             self.post_message(OpenProcess(alert.pid))  # a deadlock (its first member) or a blocked process
+        elif alert is not None and alert.key.startswith(CAPACITY_KEYS):
+            self.notify("A budget has no row to jump to: `ipcmon limits` lists every budget with its use and headroom.",
+                        markup=False)
         elif alert is not None:
             self.post_message(Goto(alert.view, alert.key))
 

@@ -1,0 +1,73 @@
+"""`ipcmon limits`: every budget an IPC object counts against, its use and its headroom, per user (issue 14).
+
+In the spirit of ``ipcs -l`` and ``lsipc -g``, with what is used of each limit and by whom. The numbers are the
+scan's ``Snapshot.capacity`` (``ipcmon.model.capacity``); this module only selects and prints them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pwd
+import sys
+
+from ipcmon.cli.arguments import Command, Subcommands
+
+
+def add_parser(commands: Subcommands) -> argparse.ArgumentParser:
+    limits = commands.add_parser(
+        "limits",
+        help="every IPC budget (shm mounts, queue, pipe, signal and SysV limits), its use and headroom, per user",
+        description="Exit status: 0 printed, 2 error (an unknown --user, a failed scan).",
+    )
+    limits.add_argument("--json", action="store_true",
+                        help='one JSON object: {"capacity": …} as in snapshot --json (the contract in README.md)')
+    limits.add_argument("--user", metavar="USER",
+                        help="only this user's per-user budgets (a name or a uid); system-wide ones are kept")
+    return limits
+
+
+def resolve_user(text: str) -> int:
+    """A user name or a uid → the uid. Raises ValueError for a name the user database does not know; a number is
+    taken as a uid even with no name (a container's user)."""
+    if text.isdigit():
+        return int(text)
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise ValueError(f"no such user: {text}") from None
+
+
+def cmd_limits(args: argparse.Namespace) -> int:
+    """Scan once and print the budgets; exit 0, or 2 on an unknown --user or a scan that fails."""
+    from dataclasses import replace
+
+    from ipcmon.collect import ScanConfig, scan
+
+    uid = None
+    if args.user is not None:
+        try:
+            uid = resolve_user(args.user)
+        except ValueError as error:
+            sys.stderr.write(f"ipcmon limits: {error}\n")
+            return 2
+    try:
+        snapshot = scan(ScanConfig(), fork=True)
+    except OSError as error:
+        sys.stderr.write(f"ipcmon limits: the scan failed: {error}\n")
+        return 2
+    capacity = snapshot.capacity
+    if capacity is not None and uid is not None:
+        capacity = replace(capacity, budgets=tuple(b for b in capacity.budgets if b.uid is None or b.uid == uid))
+    if args.json:
+        from ipcmon.export import dumps_capacity
+
+        sys.stdout.write(dumps_capacity(capacity) + "\n")
+    else:
+        from ipcmon.report import limits_lines
+
+        sys.stdout.write("\n".join(limits_lines(capacity)) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+COMMANDS = (Command("limits", add_parser, cmd_limits),)

@@ -383,3 +383,15 @@ def test_a_hostile_comm_stays_inert_in_the_stuck_deadlock_and_hazard_lines(spawn
     assert f"pid {child.pid} \\x1b]2;pwned\\x07 waits on pipe:[" in line
     hazard = next(line for line in _section(text, "Leaks and hazards") if f"{child.pid} " in line)
     assert "\\x1b]2;pwned\\x07" in hazard
+
+
+def test_pid_keeps_a_deadlock_whole_with_what_each_member_waits_on(spawn: Spawn) -> None:
+    first, second, _, _ = _deadlocked_pair(spawn)
+    _until(lambda s: any(first.pid in d.pids for d in s.deadlocks), "the deadlock")
+    text = _snapshot("--pid", str(first.pid))
+    stuck = _section(text, "Stuck")
+    assert {line.split()[0] for line in stuck[2:]} == {str(first.pid), str(second.pid)}
+    members = [line for line in _section(text, "Deadlocks") if line.startswith("  pid ")]
+    assert len(members) == 2 and all("(holds the read end, fd " in line for line in members)
+    # The full pipes are said by the deadlock, as without --pid, not as hazards of their own.
+    assert not [line for line in _section(text, "Leaks and hazards") if " full: " in line]

@@ -302,6 +302,8 @@ def restrict_to_pids(snapshot: Snapshot, wanted: Collection[int]) -> Snapshot:
     process the kernel hides entirely is in no selection: it has no record to select)."""
     processes = tuple(p for p in snapshot.processes if p.pid in wanted)
     hidden = sum(process.hidden for process in processes)
+    deadlocks = tuple(group for group in snapshot.deadlocks if any(pid in wanted for pid in group.pids))
+    members = {pid for group in deadlocks for pid in group.pids}  # kept whole, with what each member waits on
     notes = list(snapshot.notes)
     if snapshot.hidden_processes:
         old = hidden_note(snapshot.hidden_processes)
@@ -313,8 +315,8 @@ def restrict_to_pids(snapshot: Snapshot, wanted: Collection[int]) -> Snapshot:
         processes=processes,
         hidden_processes=hidden,
         notes=tuple(notes),
-        stuck=tuple(entry for entry in snapshot.stuck if entry.pid in wanted),
-        deadlocks=tuple(group for group in snapshot.deadlocks if any(pid in wanted for pid in group.pids)),
+        stuck=tuple(entry for entry in snapshot.stuck if entry.pid in wanted or entry.pid in members),
+        deadlocks=deadlocks,
         **{
             collector.snapshot_field: collector.restrict(getattr(snapshot, collector.snapshot_field), wanted)
             for collector in COLLECTORS

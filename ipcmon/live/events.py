@@ -350,16 +350,21 @@ def _diff_waiting(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
         for ident, process in these.items():
             wait = process.waiting
             other = others.get(ident)
-            if wait is None or (other is not None and other.waiting == wait):
-                continue
-            emit(wait_mechanism(wait), verb, wait_object(wait), wait.key or f"pid:{process.pid}",
+            if wait is None or wait.kind == "child" or (other is not None and other.waiting == wait):
+                continue  # a wait for a child is every shell's between commands: the Stuck list has it, not events
+            emit(wait_mechanism(wait), verb, wait_target(wait), wait.key or f"pid:{process.pid}",
                  process.pid, process.comm, wait_call(wait))
     old_groups = {deadlock.key for deadlock in prev.deadlocks}
+    new_groups = {deadlock.key for deadlock in cur.deadlocks}
     stuck = {entry.pid: entry for entry in cur.stuck}
     for deadlock in cur.deadlocks:
         if deadlock.key not in old_groups:
             emit("process", "deadlock", ", ".join(map(str, deadlock.pids)), deadlock.key,
                  detail=_deadlock_detail(deadlock, stuck))
+    for deadlock in prev.deadlocks:
+        if deadlock.key not in new_groups:
+            emit("process", "deadlock-ended", ", ".join(map(str, deadlock.pids)), deadlock.key,
+                 detail=_ended_detail(deadlock, cur))
 
 
 def _budget_levels(snapshot: Snapshot) -> dict[str, tuple[health.Level | None, Mechanism, str, str]]:
@@ -406,6 +411,25 @@ def wait_mechanism(wait: Waiting) -> Mechanism:
     return mechanism or _KEYLESS_MECHANISMS.get(wait.kind, "process")
 
 
+def wait_target(wait: Waiting) -> str:
+    """An event's object for a wait: what it waits on (text.wait_object), a FIFO open by its path alone (which end
+    it waits for is the detail's, not the object's name)."""
+    if wait.kind == "open" and wait.path:
+        return f"fifo:{wait.path}"
+    return wait_object(wait)
+
+
+def _ended_detail(deadlock: Deadlock, cur: Snapshot) -> str:
+    """How a deadlock ended: ``pid 5 a exited; pid 6 b no longer waits``, member by member."""
+    alive = {process.pid for process in cur.processes}
+    waiting = {entry.pid for entry in cur.stuck}
+    parts = []
+    for member in deadlock.members:
+        how = "exited" if member.pid not in alive else "waits still" if member.pid in waiting else "no longer waits"
+        parts.append(f"pid {member.pid} {member.comm} {how}")
+    return "; ".join(parts)
+
+
 def _deadlock_detail(deadlock: Deadlock, stuck: dict[int, Stuck]) -> str:
     """The sentence and every member: ``pid 5 a and pid 6 b each wait …. pid 5 a: write pipe:[7]; released only by
     pid 6 b (…) | pid 6 b: …``."""
@@ -431,7 +455,7 @@ def state_events(snapshot: Snapshot) -> list[Event]:
         if entry.state == "waiting":
             continue
         wait = entry.waiting
-        emit(wait_mechanism(wait), "state", wait_object(wait), wait.key or f"pid:{entry.pid}", entry.pid,
+        emit(wait_mechanism(wait), "state", wait_target(wait), wait.key or f"pid:{entry.pid}", entry.pid,
              entry.comm, stuck_problem(entry, snapshot.taken_at))
     if not events:
         idle = len(snapshot.stuck)

@@ -48,7 +48,7 @@ EventName = Literal[
     "opened", "closed", "depth", "notify-registered", "notify-cleared",
     "writer-closed", "reader-closed", "full", "drained",
     "pending", "delivered", "handler-installed", "mask-blocked", "mask-unblocked",
-    "waiting", "wait-ended", "deadlock", "budget", "state",
+    "waiting", "wait-ended", "deadlock", "deadlock-ended", "budget", "state",
 ]
 """Every lifecycle event name (README's table; ``ipcmon.live.events`` says which mechanism has which).
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ipcmon.live.events import diff
 from ipcmon.model import Deadlock, Snapshot, Stuck
 from ipcmon.text import deadlock_summary
 from tests.helpers import REPO, Spawn, scan_kinds, wait_until
@@ -318,3 +319,15 @@ def test_fifo_openers_of_different_process_groups_and_parents_are_no_deadlock(sp
         assert not [group for group in snapshot.deadlocks if one.pid in group.pids or other in group.pids]
     finally:
         _kill(other)
+
+
+def test_a_deadlock_that_ends_is_an_event(spawn: Spawn) -> None:
+    child = spawn("r, w = os.pipe()\nsay('ready')\nos.read(r, 1)\n", comm="dl-ends")
+    child.expect()
+    before, deadlock = _deadlock(child.pid)
+    _kill(child.pid)
+    child.popen.wait(timeout=10)
+    after = scan_kinds("pipe")
+    ended = [event for event in diff(before, after) if event.event == "deadlock-ended"]
+    assert [(event.mechanism, event.key, event.detail) for event in ended] == [
+        ("process", deadlock.key, f"pid {child.pid} dl-ends exited")]

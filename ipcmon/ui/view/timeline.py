@@ -29,6 +29,7 @@ EVENT_STYLES: dict[str, str] = {
     "mask-blocked": "warn",
     "waiting": "warn",
     "deadlock": "bad",
+    "deadlock-ended": "good",
     "budget": "warn",
     "destroyed": "muted",
 }

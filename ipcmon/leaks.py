@@ -158,7 +158,8 @@ def find_leaks(
             leaks.append(Leak("sysv-shm", "orphaned", sysv_segment.label, None, sysv_segment.object_key,
                               sysv_segment.size, sysv_segment.rss, None, now - changed if changed else None,
                               sysv_segment.owner,
-                              f"created by pid {sysv_segment.cpid}, last used by pid {sysv_segment.lpid}",
+                              f"created by pid {sysv_segment.cpid}, "
+                              + (f"last used by pid {sysv_segment.lpid}" if sysv_segment.lpid else "never attached"),
                               refusal=ipc_rmid_refusal(sysv_segment.uid, sysv_segment.cuid),
                               sysv=SysvIdentity(sysv_segment.id, sysv_segment.key, sysv_segment.ctime)))
     if min_age > 0:
@@ -170,12 +171,17 @@ def find_leaks(
 def spellings(mechanism: str, name: str) -> tuple[str, ...]:
     """The ways a person may write an object's name in ``--match``: with or without the leading slash, and, for
     a semaphore, its file name as ``ls /dev/shm`` prints it (``/foo`` → ``/foo``, ``foo``, ``sem.foo``,
-    ``/sem.foo``). A SysV segment has only its label (``key 0x… id N``)."""
+    ``/sem.foo``, and ``sem:/foo`` as the pytest plugin names it; a queue ``mqueue:/q`` likewise). A SysV segment is
+    matched by its label (``key 0x0000abcd id 5``), its key alone (``0x0000abcd``) and its shmid alone (``5``), as
+    ``ipcs`` prints them."""
     if mechanism.startswith("sysv-"):
-        return (name,)
+        _, key, _, ident = [*name.split(), "", "", "", ""][:4]
+        return tuple(spelling for spelling in (name, key, ident) if spelling)
     bare = name.removeprefix("/")
     if mechanism == "sem":
-        return (name, bare, "sem." + bare, "/sem." + bare)
+        return (name, bare, "sem." + bare, "/sem." + bare, "sem:" + name)
+    if mechanism == "mqueue":
+        return (name, bare, "mqueue:" + name)
     return (name, bare)
 
 

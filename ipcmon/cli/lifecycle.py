@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import sys
 import threading
@@ -168,6 +169,9 @@ class _Found:
     """Each object's level as glyph and word (``✖ bad``, health.Hazard.level_text), by object key."""
     budgets: list[str]
     """Each shm mount and budget past its threshold (health.capacity_hazards), as a line: level, object, problem."""
+    unknown: list[str] = dataclasses.field(default_factory=list)
+    """Names (--match selects) of objects no readable process holds but one ipcmon could not read may
+    (``orphaned?``: health.qualify): neither leaks nor removable, and said so."""
 
 
 def _find(args: argparse.Namespace) -> _Found | None:
@@ -175,7 +179,7 @@ def _find(args: argparse.Namespace) -> _Found | None:
     None after printing an error."""
     from ipcmon import health
     from ipcmon.collect import ScanConfig, scan
-    from ipcmon.leaks import count_matching, find_leaks, matching
+    from ipcmon.leaks import count_matching, find_leaks, matches, matching
 
     try:
         snapshot = scan(ScanConfig(kinds=("shm", "mqueue", "sysv"), hide_self=not getattr(args, "show_self", False)))
@@ -188,7 +192,25 @@ def _find(args: argparse.Namespace) -> _Found | None:
     matched = None if args.match is None else count_matching(snapshot, args.match)
     budgets = [f"{hazard.level_text}  {hazard.mechanism}  {printable(hazard.object)}  {printable(hazard.problem)}"
                for hazard in sorted(health.capacity_hazards(snapshot), key=health.rank)]
-    return _Found(matching(find_leaks(snapshot), args.match), matched, snapshot.hidden_processes, levels, budgets)
+    unknown = [name for kind, name in (*((s.kind, s.name) for s in snapshot.shm if s.state == "orphaned?"),
+                                       *(("mqueue", q.name) for q in snapshot.mqueues if q.maybe_held))
+               if args.match is None or matches(kind, name, args.match)]
+    return _Found(matching(find_leaks(snapshot), args.match), matched, snapshot.hidden_processes, levels, budgets,
+                  unknown)
+
+
+_UNKNOWN_WORDS = ("no process ipcmon can read holds {them}, but a process it cannot read may (orphaned?): not "
+                  "listed as {leaks}; run as root to know")
+
+
+def _unknown_line(unknown: list[str]) -> str:
+    """``2 objects (/a, /b): no process ipcmon can read holds them, but …``; '' for none."""
+    if not unknown:
+        return ""
+    names = ", ".join(printable(name) for name in unknown[:5]) + (", …" if len(unknown) > 5 else "")
+    words = _UNKNOWN_WORDS.format(them="it" if len(unknown) == 1 else "them",
+                                  leaks="a leak" if len(unknown) == 1 else "leaks")
+    return f"{counted(len(unknown), 'object', 'objects')} ({names}): {words}\n"
 
 
 def _old_enough(leak: Leak, min_age: float) -> bool:
@@ -273,14 +295,17 @@ def cmd_leaks(args: argparse.Namespace) -> int:
         lines = format_table(LEAK_HEADERS, _leak_rows(leaks, found.levels))
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.write(_closing_line(leaks, args.match))
+    if not args.json and found.matched != 0:
+        sys.stdout.write(_unknown_line(found.unknown))
     if found.budgets and not args.json and args.match is None:
         # Budgets are no leaks (nothing to remove, no effect on the exit status, not in --json's list of leaks):
         # they are what makes the next creation fail, so they are said after the leaks (issue 14).
         sys.stdout.write(f"\nbudgets past their threshold ({len(found.budgets)}; ipcmon limits shows them all):\n")
         sys.stdout.write("".join(f"{line}\n" for line in found.budgets))
     if found.hidden and not args.json:
-        sys.stderr.write(f"note: {counted(found.hidden, 'process', 'processes')} could not be fully read; objects "
-                         "they hold may be listed as orphaned.\n")
+        sys.stderr.write(f"note: {counted(found.hidden, 'process', 'processes')} could not be fully read; "
+                         + ("the kernel refuses even root: objects only they hold may be listed as orphaned.\n"
+                            if os.geteuid() == 0 else "objects they could hold read orphaned? and are no leaks.\n"))
     return 1 if leaks else 0
 
 
@@ -321,6 +346,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
             candidates.append(leak)
     if not candidates:
         sys.stdout.write("nothing to remove\n")
+    sys.stdout.write(_unknown_line(found.unknown))  # never tried, so never logged: they are not known orphans
     if found.hidden and candidates:
         sys.stderr.write(f"warning: {counted(found.hidden, 'process', 'processes')} could not be fully read; they "
                          "may hold objects listed here.\n")

@@ -3,6 +3,7 @@ leaves (young orphans, deleted-but-held segments, other users' objects), and the
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
@@ -174,6 +175,9 @@ def test_clean_removes_an_orphaned_sysv_segment_after_checking_it_again(cleanup:
     assert (leak["size"], leak["allocated"], leak["queued"], leak["removable"]) == (8192, 8192, None, True)
     assert (leak["sysv"]["shmid"], leak["sysv"]["ipc_key"]) == (shmid, key)
     assert "clean --yes --match" in ipcmon("leaks", "--match", glob).stdout
+    for spelling in (f"0x{key:08x}", str(shmid)):  # as ipcs prints the key and the shmid
+        (same,) = json.loads(ipcmon("leaks", "--json", "--match", spelling).stdout)
+        assert same["sysv"]["shmid"] == shmid, spelling
 
     young = ipcmon("clean", "--yes", "--match", glob)  # detached a moment ago: under the default --min-age
     assert young.returncode == 0 and "under --min-age 10s" in young.stdout and shmid in _sysv_ids()
@@ -246,3 +250,13 @@ def test_what_this_user_may_not_remove_is_not_removable_and_clean_keeps_it(
     with open(nobody.action_log) as log:
         (line,) = [line for line in log if f"(sysv-shm:{shmid})" in line]
     assert " uid=65534(nobody) " in line and ": kept: not permitted" in line
+
+
+def test_a_sysv_segment_never_attached_says_so(cleanup: Cleanup) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    key = random.randint(0x10000000, 0x7FFFFFFF)
+    shmid = libc.shmget(key, 4096, 0o1000 | 0o2000 | 0o600)  # IPC_CREAT | IPC_EXCL: made, never shmat'ed
+    assert shmid >= 0, os.strerror(ctypes.get_errno())
+    cleanup.sysv_shm(shmid)
+    (leak,) = json.loads(ipcmon("leaks", "--json", "--match", str(shmid)).stdout)
+    assert leak["hint"] == f"created by pid {os.getpid()}, never attached"

@@ -40,6 +40,10 @@ COLOURS: tuple[tuple[str, str], ...] = (
     ("no-reader", "a pipe whose readers are gone: the next write gets SIGPIPE"),
     ("both-ends", "one process holds both ends of its pipe: its reader may never see EOF"),
     ("pending", "a signal raised but not delivered yet (blocked, or the process has not run)"),
+    ("…?", "orphaned?, no-reader?: unknown, a process ipcmon cannot read may hold it (run as root to know)"),
+    ("deadlocked", "waits on what only another waiter of its group (or itself) could release: none can go on"),
+    ("blocked", "cannot go on until someone acts: a full pipe or queue, a FIFO nobody opens, a stuck child"),
+    ("waiting", "idle in the ordinary way: reading while a writer lives, polling, a signal, a running child"),
     ("✖ / ▲", "hazard level: ✖ bad (a deadlock, a process blocked now, a leak), ▲ warn (bites only if used)"),
     ("◆", "made or held by an ipcmon demo"),
 )

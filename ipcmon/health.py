@@ -399,7 +399,8 @@ def budget_threshold() -> float:
 BUDGET_CONSEQUENCES: dict[str, str] = {
     "RLIMIT_MSGQUEUE": "mq_open will fail with EMFILE",
     "queues_max": "mq_open will fail with ENOSPC for everyone but root (CAP_SYS_RESOURCE)",
-    "pipe-user-pages-soft": "new pipes get a single page (4K) instead of 64K, a quiet cause of slow pipelines",
+    "pipe-user-pages-soft": ("new pipes get the minimum of 2 pages (1 on older kernels) instead of 16, a quiet "
+                             "cause of slow pipelines"),
     "pipe-user-pages-hard": "pipe() and FIFO opens will fail with ENFILE for everyone but root",
     "RLIMIT_SIGPENDING": "sigqueue() and real-time signals will fail with EAGAIN",
     "shmmni": "shmget will fail with ENOSPC",

@@ -8,6 +8,7 @@ from typing import Any
 from rich.text import Text
 
 from ipcmon import health
+from ipcmon.collect.capacity import ShmemUsage, mq_reservation
 from ipcmon.health import LEVEL_GLYPHS, PIPE_FLAG_WORDS, PIPE_HAZARDS
 from ipcmon.model import (
     Event,
@@ -186,6 +187,9 @@ def _describe_mqueue(detail: Detail, record: MessageQueue) -> None:
     detail.line("messages", f"{optional(record.messages)} of at most {optional(record.max_messages)}")
     detail.line("msg size", f"at most {optional(record.message_size)} bytes")
     detail.line("queued", human_bytes(record.qsize_bytes))
+    if record.max_messages is not None and record.message_size is not None:
+        reserved = mq_reservation(record.max_messages, record.message_size)
+        detail.line("reserves", f"{reserved:,} bytes of its creator's RLIMIT_MSGQUEUE (ipcmon limits shows the rest)")
     if record.messages is not None and record.max_messages:
         bar, _ = fill_bar(record.messages, record.max_messages, optional)
         detail.line("fill", bar, palette.bad if state == "full" else "")
@@ -377,8 +381,10 @@ def _wait(detail: Detail, pid: int, wait: Waiting) -> None:
                 detail.plain("  " + deadlock_member_text(member, deadlock, by_pid), palette.bad)
 
 
-def describe_process(pid: int, ctx: Context, events: Sequence[Event] = (), *, brief: bool = False) -> Text:
-    """A process: identity, what it waits on, every IPC object it holds, signal dispositions per thread."""
+def describe_process(pid: int, ctx: Context, events: Sequence[Event] = (), *, brief: bool = False,
+                     shmem: ShmemUsage | None = None) -> Text:
+    """A process: identity, its shared memory in RAM (shmem, when the caller read it: collect.capacity.shmem_usage),
+    what it waits on, every IPC object it holds, signal dispositions per thread."""
     detail = Detail(ctx)
     palette = ctx.palette
     process: Process | None = ctx.processes.get(pid)
@@ -398,6 +404,9 @@ def describe_process(pid: int, ctx: Context, events: Sequence[Event] = (), *, br
             detail.line("hidden", "its descriptors and mappings could not be read", palette.warn)
         if ctx.is_demo(None, (pid,)):
             detail.line("demo", "started by an ipcmon demo", palette.accent)
+        if shmem is not None:
+            detail.line("shared mem", f"{human_bytes(shmem.rss)} resident, {human_bytes(shmem.pss)} proportional "
+                        "(RssShmem, Pss_Shmem: each page divided among the processes that map it)")
     wait = process.waiting if process else None
     if wait is None:
         detail.line("waiting", "not blocked on IPC")

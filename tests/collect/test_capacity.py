@@ -17,6 +17,7 @@ from pathlib import Path
 import posix_ipc
 import pytest
 
+from ipcmon import health
 from ipcmon.collect import ScanConfig, Scanner, scan
 from ipcmon.collect.capacity import mq_reservation, read_msgqueue_limit, shmem_usage
 from ipcmon.model import Budget, Snapshot
@@ -128,6 +129,10 @@ def test_reserved_bytes_are_what_the_kernel_accepted(slack: int) -> None:
             assert budget.next_needs == DEFAULT_QUEUE
             assert budget.used <= budget.limit < budget.used + budget.next_needs  # the kernel refused the next
             assert budget.fill == pytest.approx(budget.used / limit)
+            # The hazard said so before the kernel refused: bad, naming the error, even at 66 % (one byte short).
+            (hazard,) = [h for h in health.capacity_hazards(snapshot) if h.key == health.budget_key(budget)]
+            assert hazard.level == "bad" and hazard.problem.endswith("so mq_open will fail with EMFILE")
+            assert f"a default queue needs {DEFAULT_QUEUE:,}" in hazard.problem
             queues_max = budgets(snapshot, "fs.mqueue.queues_max")
             assert queues_max.used is not None and queues_max.used >= int(made)
     finally:

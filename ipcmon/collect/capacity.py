@@ -159,6 +159,46 @@ def shmem_usage(pid: int, proc: str = procfs.PROC) -> ShmemUsage | None:
     return ShmemUsage(found.get(b"RssShmem"), found.get(b"Pss_Shmem"))
 
 
+class ShmemMapping(NamedTuple):
+    """One shared memory mapping of a process (/proc/PID/smaps), bytes."""
+
+    path: str
+    """As smaps prints it: ``/dev/shm/NAME``, ``/memfd:NAME (deleted)``, ``/SYSV0000abcd (deleted)``,
+    ``/dev/zero (deleted)`` (shared anonymous memory). Raw: show it through safe.printable."""
+    size: int
+    rss: int | None
+    pss: int | None
+
+
+_SHMEM_PATHS = ("/memfd:", "/SYSV", "/dev/zero")
+_SMAPS_KB = re.compile(rb"^(Size|Rss|Pss):\s+(\d+) kB", re.MULTILINE)
+
+
+def shmem_mappings(pid: int, shm_dir: str = "/dev/shm", proc: str = procfs.PROC) -> list[ShmemMapping] | None:
+    """Every shared memory mapping of one process with its size, resident and proportional bytes, from
+    /proc/PID/smaps (proc(5)): MAP_SHARED mappings (``s`` in the perms) of files in shm_dir, memfds, SysV segments
+    and shared anonymous memory. Only on demand (the process view): smaps walks every page table of the process.
+    None when the process is gone or not readable (smaps needs ptrace read access)."""
+    try:
+        data = procfs.read_bytes(f"{proc}/{pid}/smaps")
+    except (procfs.Gone, procfs.Denied, OSError):
+        return None
+    prefix = shm_dir.rstrip("/") + "/"
+    found = []
+    # Each mapping is a header line (start-end perms offset dev inode path) and its counters up to the next one.
+    for block in re.split(rb"\n(?=[0-9a-f]+-[0-9a-f]+ )", data):
+        header, _, body = block.partition(b"\n")
+        fields = header.split(None, 5)
+        if len(fields) < 6 or not fields[1].endswith(b"s"):
+            continue
+        path = os.fsdecode(fields[5].strip())
+        if not (path.startswith(prefix) or path.startswith(_SHMEM_PATHS)):
+            continue
+        counts = {key: int(value) * 1024 for key, value in _SMAPS_KB.findall(body)}
+        found.append(ShmemMapping(path, counts.get(b"Size", 0), counts.get(b"Rss"), counts.get(b"Pss")))
+    return found
+
+
 # --- what a Scanner keeps between scans --------------------------------------------------------------------------
 
 

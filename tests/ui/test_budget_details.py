@@ -1,6 +1,6 @@
 """Issue 14 in the detail panes, over real objects: a queue's detail says what it reserves of its creator's
 RLIMIT_MSGQUEUE (a default 10 × 8,192 queue: 82,880 bytes, as ipc/mqueue.c charges it), and the process view says
-how much shared memory a process has in RAM (RssShmem, Pss_Shmem)."""
+how much shared memory a process has in RAM (RssShmem, Pss_Shmem), in all and mapping by mapping (smaps)."""
 
 from __future__ import annotations
 
@@ -67,3 +67,6 @@ async def test_the_process_view_says_how_much_shared_memory_it_has_in_ram(spawn:
         (line,) = [line for line in shown().splitlines() if "shared mem" in line]
         # The only mapper of 1 MiB written in full: 1.0M resident, and all of it its own share.
         assert "1.0M resident, 1.0M proportional" in line
+        # Mapping by mapping (smaps, read because the view is shown): the segment, its size, resident, proportional.
+        (mapping,) = [line for line in shown().splitlines() if line.endswith(f"/dev/shm{name}")]
+        assert mapping.split()[:3] == ["1.0M", "1.0M", "1.0M"]

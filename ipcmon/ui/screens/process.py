@@ -13,7 +13,7 @@ from textual.reactive import reactive
 from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
-from ipcmon.collect.capacity import shmem_usage
+from ipcmon.collect.capacity import shmem_mappings, shmem_usage
 from ipcmon.model import Event, Snapshot
 from ipcmon.ui.messages import SignalProcess
 from ipcmon.ui.state import empty_context
@@ -75,8 +75,10 @@ class ProcessScreen(ModalScreen[None]):
             self.exited = exited
             self.refresh_bindings()
         for shown in self.query("#process-text").results(Static):
-            shown.update(describe_process(self.pid, self.context, process_history(self.events, self.pid),
-                                          shmem=None if exited else shmem_usage(self.pid)))
+            shown.update(describe_process(
+                self.pid, self.context, process_history(self.events, self.pid),
+                shmem=None if exited else shmem_usage(self.pid),
+                mappings=None if exited else shmem_mappings(self.pid, snapshot.shm_dir or "/dev/shm")))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "signal":

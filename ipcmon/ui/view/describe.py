@@ -8,7 +8,7 @@ from typing import Any
 from rich.text import Text
 
 from ipcmon import health
-from ipcmon.collect.capacity import ShmemUsage, mq_reservation
+from ipcmon.collect.capacity import ShmemMapping, ShmemUsage, mq_reservation
 from ipcmon.health import LEVEL_GLYPHS, PIPE_FLAG_WORDS, PIPE_HAZARDS
 from ipcmon.model import (
     Event,
@@ -382,9 +382,10 @@ def _wait(detail: Detail, pid: int, wait: Waiting) -> None:
 
 
 def describe_process(pid: int, ctx: Context, events: Sequence[Event] = (), *, brief: bool = False,
-                     shmem: ShmemUsage | None = None) -> Text:
+                     shmem: ShmemUsage | None = None, mappings: Sequence[ShmemMapping] | None = None) -> Text:
     """A process: identity, its shared memory in RAM (shmem, when the caller read it: collect.capacity.shmem_usage),
-    what it waits on, every IPC object it holds, signal dispositions per thread."""
+    what it waits on, every IPC object it holds, its shared memory mappings one by one (mappings, when the caller
+    read them: collect.capacity.shmem_mappings), signal dispositions per thread."""
     detail = Detail(ctx)
     palette = ctx.palette
     process: Process | None = ctx.processes.get(pid)
@@ -421,6 +422,13 @@ def describe_process(pid: int, ctx: Context, events: Sequence[Event] = (), *, br
         detail.text.append(f"  {mechanism:<9}", style=palette.muted)
         detail.text.append(printable(name))
         detail.text.append(f"  {how}\n")
+
+    if mappings:
+        detail.heading(f"Shared memory mappings ({len(mappings)}): size, resident, proportional (smaps)")
+        for mapping in mappings:
+            detail.text.append(f"  {human_bytes(mapping.size):>6} {human_bytes(mapping.rss):>6} "
+                               f"{human_bytes(mapping.pss):>6}  ", style=palette.muted)
+            detail.text.append(printable(mapping.path) + "\n")
 
     if signals is not None:
         detail.heading("Signals")

@@ -54,7 +54,8 @@ def _mount_fields(mount: ShmMount) -> dict[str, Any]:
 
 
 def _budget_fields(budget: Budget) -> dict[str, Any]:
-    headroom = None if budget.used is None or budget.limit is None or budget.unlimited else budget.limit - budget.used
+    headroom = (None if budget.used is None or budget.limit is None or budget.unlimited or budget.per_object
+                else budget.limit - budget.used)
     return {"fill_percent": _percent(budget.fill), "headroom": headroom}
 
 

@@ -402,7 +402,8 @@ BUDGET_CONSEQUENCES: dict[str, str] = {
     "pipe-user-pages-soft": ("new pipes get the minimum of 2 pages (1 on older kernels) instead of 16, a quiet "
                              "cause of slow pipelines"),
     "pipe-user-pages-hard": "pipe() and FIFO opens will fail with ENFILE for everyone but root",
-    "RLIMIT_SIGPENDING": "sigqueue() and real-time signals will fail with EAGAIN",
+    "RLIMIT_SIGPENDING": ("sigqueue() will fail with EAGAIN, and more real-time signals sent by kill() are silently "
+                          "lost"),
     "shmmni": "shmget will fail with ENOSPC",
     "shmall": "shmget will fail with ENOSPC",
     "shmmax": "a bigger shmget will fail with EINVAL",
@@ -492,22 +493,28 @@ def budget_problem(budget: Budget, snapshot: Snapshot | None = None) -> str:
     in the snapshot are counted, when it lists any (a scan without queues, or with ``--pid``, may list fewer or
     none: then the bytes alone are said)."""
     who = budget.name if budget.uid is None else f"uid {budget.uid}" + (f" ({budget.user})" if budget.user else "")
-    used, limit = budget.used or 0, budget.limit or 0
+    used = f"{budget.used:,}" if budget.used is not None else "?"  # unknown is never a made-up 0
+    limit = f"{budget.limit:,}" if budget.limit is not None else "unlimited" if budget.unlimited else "?"
     percent = f"{budget.fill * 100:.0f}%" if budget.fill is not None else "?"
     queues = 0
     if budget.name == "RLIMIT_MSGQUEUE" and snapshot is not None:
         queues = sum(queue.uid == budget.uid for queue in snapshot.mqueues)
     if queues:
-        amount = f"{queues} {'queue reserves' if queues == 1 else 'queues reserve'} {used:,} of {limit:,} bytes"
+        amount = f"{queues} {'queue reserves' if queues == 1 else 'queues reserve'} {used} of {limit} bytes"
     else:
-        amount = f"{used:,} of {limit:,} {budget.unit} in use"
+        amount = f"{used} of {limit} {budget.unit} in use"
     words = f"budget: {who}: {amount} ({percent})"
     if budget.next_needs is not None:
         words += f"; a {_NEXT_OBJECT[budget.area]} needs {budget.next_needs:,}"
     consequence = budget_consequence(budget)
-    if budget_level(budget) == "bad":
+    if "lowest of" in budget.note and budget.limit is not None:
+        consequence += f" for its processes limited to {budget.limit:,}"  # others of the user may have more
+    level = budget_level(budget)
+    if level == "bad":
         return f"{words}, so {consequence}"
-    return f"{words}; at the limit {consequence}"
+    if level == "warn":
+        return f"{words}; at the limit {consequence}"
+    return words  # under its threshold (a budget event saying it went back): nothing will fail
 
 
 def mount_problem(mount: ShmMount) -> str:

@@ -351,7 +351,7 @@ def budget_row(budget: Budget) -> tuple[str, ...]:
         budget_user(budget),
         count_text(budget.used),
         budget_limit(budget),
-        "-" if budget.unlimited else fill_cell(budget.fill),
+        "-" if budget.unlimited or budget.per_object else fill_cell(budget.fill),
         count_text(budget.next_needs) if budget.next_needs is not None else "-",
         printable(budget.note) or "-",
     )

@@ -396,9 +396,12 @@ def budget_limit(budget: Budget) -> str:
 
 
 def budget_headroom(budget: Budget) -> str:
-    """What is left of a budget, ``73,280``: ``unlimited``, '?' when used or limit is unknown, 0 when past it."""
+    """What is left of a budget, ``73,280``: ``unlimited``, '-' for a per-object cap (nothing is used up), '?' when
+    used or limit is unknown, 0 when past it."""
     if budget.unlimited:
         return "unlimited"
+    if budget.per_object:
+        return "-"
     if budget.used is None or budget.limit is None:
         return "?"
     return f"{max(budget.limit - budget.used, 0):,}"

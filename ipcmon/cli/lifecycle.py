@@ -182,7 +182,9 @@ def _find(args: argparse.Namespace) -> _Found | None:
     from ipcmon.leaks import count_matching, find_leaks, matches, matching
 
     try:
-        snapshot = scan(ScanConfig(kinds=("shm", "mqueue", "sysv"), hide_self=not getattr(args, "show_self", False)))
+        # Pipes and signals too, for their budgets (issue 14): leaks lists every budget past its threshold.
+        snapshot = scan(ScanConfig(kinds=("shm", "mqueue", "pipe", "signal", "sysv"),
+                                   hide_self=not getattr(args, "show_self", False)))
     except OSError as error:
         sys.stderr.write(f"ipcmon {args.command}: {printable(str(error))}\n")
         return None

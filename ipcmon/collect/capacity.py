@@ -346,10 +346,19 @@ def shm_mount(snapshot: Snapshot, shm_dir: str, shm_dev: int, notes: list[str]) 
     )
 
 
+PER_OBJECT = frozenset({
+    "fs.mqueue.msg_max", "fs.mqueue.msgsize_max", "fs.mqueue.msg_default", "fs.mqueue.msgsize_default",
+    "fs.pipe-max-size", "kernel.shmmax", "kernel.msgmax", "kernel.msgmnb", "kernel.sem.semmsl", "kernel.sem.semopm",
+})
+"""Limits on each object (or each call), not pools that fill: a queue at msg_max does not stop the next queue, a pipe
+at pipe-max-size does not stop the next pipe (mq_overview(7), pipe(7), proc(5), ipcs(1) -l). Budget.per_object."""
+
+
 def _budget(area: BudgetArea, name: str, unit: BudgetUnit, used: int | None, limit: int | None, note: str = "", *,
             uid: int | None = None, unlimited: bool = False, next_needs: int | None = None) -> Budget:
     return Budget(area=area, name=name, unit=unit, used=used, limit=limit, note=note, uid=uid,
-                  user=None if uid is None else procfs.user_name(uid), unlimited=unlimited, next_needs=next_needs)
+                  user=None if uid is None else procfs.user_name(uid), unlimited=unlimited, next_needs=next_needs,
+                  per_object=name in PER_OBJECT)
 
 
 def _largest(values: Iterable[int | None]) -> int | None:

@@ -83,11 +83,14 @@ class Budget:
     """What the next default-sized object would take of it (a default queue's reservation), when that is known."""
     note: str = ""
     """What else a person should know, in words: ``lowest of 2 values in force``, ``not readable: …``."""
+    per_object: bool = False
+    """A cap on each object, not a pool that fills (fs.mqueue.msg_max, fs.pipe-max-size, kernel.shmmax,
+    kernel.msgmnb, SEMMSL…): used is the largest object's. It cannot run out, so it has no fill and no hazard."""
 
     @property
     def fill(self) -> float | None:
-        """used / limit, 0.0–1.0; None when either is unknown or it is unlimited."""
-        if self.used is None or self.limit is None or self.unlimited or self.limit <= 0:
+        """used / limit, 0.0–1.0; None when either is unknown, it is unlimited, or it is a per-object cap."""
+        if self.used is None or self.limit is None or self.unlimited or self.limit <= 0 or self.per_object:
             return None
         return self.used / self.limit
 

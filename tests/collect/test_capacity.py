@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import random
 import re
 import select
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from ipcmon import health
 from ipcmon.collect import ScanConfig, Scanner, scan
 from ipcmon.collect.capacity import mq_reservation, read_msgqueue_limit, shmem_usage
 from ipcmon.model import Budget, Snapshot
-from tests.helpers import DEADLINE, new_name
+from tests.helpers import DEADLINE, REPO, new_name
 
 MQUEUE_DIR = "/dev/mqueue"
 DEFAULT_QUEUE = 82_880
@@ -314,3 +316,61 @@ def test_unlimited_signal_queue_reads_unlimited() -> None:
     assert budget.note == "lowest of 2 values in force (100, unlimited)"
     (alone,) = signal_budgets(Snapshot(taken_at=0.0, kinds=("signal",), processes=processes[:1], signals=signals[:1]))
     assert (alone.limit, alone.unlimited, alone.fill) == (None, True, None)
+
+
+def test_per_object_caps_are_no_budgets_that_fill() -> None:
+    # A default queue is at fs.mqueue.msg_max and msgsize_max, a pipe resized to fs.pipe-max-size is at it: the next
+    # queue or pipe is not stopped by either, so they have no fill and raise no hazard (they did, as "100 %").
+    prefix = new_name("cap")
+    queue = posix_ipc.MessageQueue(prefix, posix_ipc.O_CREX, max_messages=10, max_message_size=8192)
+    read_end, write_end = os.pipe()
+    try:
+        with open("/proc/sys/fs/pipe-max-size") as sysctl:
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, int(sysctl.read()))
+        snapshot = scan(ScanConfig(kinds=("mqueue", "pipe"), mqueue_dir=MQUEUE_DIR))
+        for name in ("fs.mqueue.msg_max", "fs.mqueue.msgsize_max", "fs.pipe-max-size"):
+            budget = budgets(snapshot, name)
+            assert budget.per_object and budget.used == budget.limit and budget.fill is None, name
+            assert health.budget_level(budget) is None, name
+        assert not [h for h in health.capacity_hazards(snapshot) if "max" in h.object]
+        assert not budgets(snapshot, "fs.mqueue.queues_max").per_object
+    finally:
+        queue.close()
+        queue.unlink()
+        os.close(read_end)
+        os.close(write_end)
+
+
+_SIGNALS = """
+import os, signal
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGRTMIN})
+for _ in range(12):
+    os.kill(os.getpid(), signal.SIGRTMIN)   # each queues an entry, up to RLIMIT_SIGPENDING; the rest are dropped
+print("made", flush=True)
+import sys; sys.stdin.read()
+"""
+
+
+def test_leaks_names_a_used_up_signal_budget() -> None:
+    uid = free_uid()
+    command = ["prlimit", "--sigpending=10:10", "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+               "/usr/bin/python3", "-c", _SIGNALS]
+    child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd="/")
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "made"
+        budget = budgets(scan(ScanConfig(kinds=("signal",))), "RLIMIT_SIGPENDING", uid)
+        assert (budget.used, budget.limit) == (10, 10)
+        shown = subprocess.run([sys.executable, "-m", "ipcmon", "leaks"], capture_output=True, text=True,
+                               cwd=REPO, timeout=60).stdout
+        (line,) = [line for line in shown.splitlines() if "RLIMIT_SIGPENDING" in line]
+        assert line.startswith("✖ bad") and f"uid {uid}: 10 of 10 signals in use (100%)" in line
+        assert line.endswith("so sigqueue() will fail with EAGAIN, and more real-time signals sent by kill() are "
+                             "silently lost")
+    finally:
+        child.kill()
+        child.communicate()
+
+
+def test_an_unknown_use_is_said_as_such() -> None:
+    budget = Budget(area="mqueue", name="RLIMIT_MSGQUEUE", unit="bytes", used=None, limit=819_200, uid=7)
+    assert health.budget_problem(budget) == "budget: uid 7: ? of 819,200 bytes in use (?)"

@@ -22,7 +22,6 @@ from ipcmon.health import (
     budget_label,
     budget_level,
     budget_threshold,
-    mount_level,
     pending_count,
 )
 from ipcmon.model import KINDS, Snapshot
@@ -121,19 +120,19 @@ def wait_summary(s: Snapshot) -> str:
 
 
 def _budget_summary(s: Snapshot) -> str:
-    """``/dev/shm 94% of 64M, 4.0M free`` and ``2 of 8 past 90%; fullest: RLIMIT_MSGQUEUE uid 0 91%`` (the shm
-    mounts and budgets past health.budget_threshold, and the fullest budget); ``budgets not read`` when the scan
-    did not read them."""
+    """``/dev/shm 94% of 64M, 4.0M free`` (the mount's own fill, its hazard in the alerts) and ``2 of 8 budgets past
+    90%; fullest: RLIMIT_MSGQUEUE uid 0 91%`` (the budgets that fill, not per-object caps, past
+    health.budget_threshold, and the fullest); ``budgets not read`` when the scan did not read them."""
     capacity = s.capacity
     if capacity is None:
         return "budgets not read"
     mount = capacity.shm_mounts[0] if capacity.shm_mounts else None
     shm = (f"{printable(mount.path)} {fill_cell(mount.fill)} of {human_bytes(mount.size)}, "
            f"{human_bytes(mount.available)} free") if mount is not None else "no shm mount found"
-    past = (sum(mount_level(mount) is not None for mount in capacity.shm_mounts)
-            + sum(budget_level(budget) is not None for budget in capacity.budgets))
-    line = f"{past} of {len(capacity.shm_mounts) + len(capacity.budgets)} past {budget_threshold():.0%}"
-    known = [budget for budget in capacity.budgets if budget.fill is not None]
+    pools = [budget for budget in capacity.budgets if not budget.per_object]  # caps on one object never fill
+    past = sum(budget_level(budget) is not None for budget in pools)
+    line = f"{past} of {counted(len(pools), 'budget', 'budgets')} past {budget_threshold():.0%}"
+    known = [budget for budget in pools if budget.fill is not None]
     if known:
         fullest = max(known, key=lambda budget: budget.fill or 0.0)
         line += f"; fullest: {printable(budget_label(fullest))} {fill_cell(fullest.fill)}"

@@ -67,7 +67,7 @@ def test_levels_warn_from_the_threshold_bad_when_used_up_or_the_next_does_not_fi
 
 @pytest.mark.parametrize(("name", "words"), [
     ("fs.mqueue.queues_max", "ENOSPC for everyone but root"),
-    ("fs.pipe-user-pages-soft", "new pipes get a single page"),
+    ("fs.pipe-user-pages-soft", "new pipes get the minimum of 2 pages (1 on older kernels)"),
     ("fs.pipe-user-pages-hard", "ENFILE"),
     ("RLIMIT_SIGPENDING", "EAGAIN"),
     ("kernel.shmmni", "shmget will fail with ENOSPC"),

@@ -152,9 +152,9 @@ def test_the_json_of_the_command_names_the_deadlock(spawn: Spawn) -> None:
     result = subprocess.run([sys.executable, "-m", "ipcmon", "snapshot", "--json", "--kind", "pipe", "--pid",
                              str(first.pid)], capture_output=True, cwd=REPO, check=True, timeout=60)
     data = json.loads(result.stdout)
-    # --pid keeps the whole deadlock its process is in, and that process's stuck entry.
+    # --pid keeps the whole deadlock its process is in, with each member's stuck entry (what it waits on).
     assert [d["pids"] for d in data["deadlocks"]] == [pids]
-    assert [(s["pid"], s["state"]) for s in data["stuck"]] == [(first.pid, "deadlocked")]
+    assert sorted((s["pid"], s["state"]) for s in data["stuck"]) == [(pid, "deadlocked") for pid in pids]
 
 
 def test_a_process_reading_a_pipe_only_it_can_write_is_a_deadlock_of_one(spawn: Spawn) -> None:

@@ -384,6 +384,22 @@ BUDGET_THRESHOLD = 90.0
 """Percent of a budget or of an shm mount in use from which it is a hazard (issue 14: "fill ≥ 90 %")."""
 
 
+def budget_threshold_problem() -> str | None:
+    """Why ``$IPCMON_BUDGET_THRESHOLD`` is not used (set, but not a number from 1 to 100), for a front end to say
+    once; None when it is unset or valid."""
+    text = os.environ.get(ENV_BUDGET_THRESHOLD)
+    if text is None or text.strip() == "":
+        return None
+    try:
+        percent = float(text)
+    except ValueError:
+        percent = -1.0
+    if 1 <= percent <= 100:
+        return None
+    return (f"{ENV_BUDGET_THRESHOLD}={text!r} is not a percent from 1 to 100: the default "
+            f"{BUDGET_THRESHOLD:g}% is used")
+
+
 def budget_threshold() -> float:
     """The warning threshold as a fraction (0.9): ``$IPCMON_BUDGET_THRESHOLD`` percent when it is a number from 1 to
     100, else BUDGET_THRESHOLD. Read at each call, so a test or a running dashboard's environment decides."""

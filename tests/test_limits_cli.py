@@ -147,3 +147,20 @@ def test_leaks_lists_budgets_past_their_threshold_but_not_as_leaks(
     canned_scan[0] = replace(canned_scan[0], capacity=replace(CAPACITY, budgets=BUDGETS[:1]))
     main(["leaks"])
     assert capsys.readouterr().out == "no leaks found\n"
+
+
+def test_a_threshold_that_is_no_percent_is_said_and_the_default_used() -> None:
+    env = {**os.environ, "IPCMON_BUDGET_THRESHOLD": "abc"}
+    result = subprocess.run([sys.executable, "-m", "ipcmon", "limits"], capture_output=True, text=True, cwd=REPO,
+                            env=env, timeout=60)
+    assert result.returncode == 0
+    assert result.stderr.startswith("ipcmon: warning: IPCMON_BUDGET_THRESHOLD='abc' is not a percent from 1 to 100: "
+                                    "the default 90% is used\n")
+
+
+def test_a_user_with_nothing_is_said_to_have_nothing() -> None:
+    uid = 64999  # no process runs as it on the test machine (free_uid's range)
+    result = subprocess.run([sys.executable, "-m", "ipcmon", "limits", "--user", str(uid)], capture_output=True,
+                            text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 0
+    assert result.stdout.splitlines()[-1].startswith(f"note: uid {uid} has no process and no object ipcmon can see")

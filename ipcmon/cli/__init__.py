@@ -11,9 +11,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ipcmon import __version__
+from ipcmon import __version__, health
 from ipcmon.cli import dashboard, demo, lifecycle, limits, snapshot
 from ipcmon.cli.arguments import Command, missing_pids
+from ipcmon.safe import printable
 
 COMMANDS: dict[str, Command] = {
     command.name: command for group in (snapshot, limits, lifecycle, demo) for command in group.COMMANDS
@@ -47,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # As ps -p does, a pid that names no process is an error, not an empty (and misleading) scan.
         sys.stderr.write(f"ipcmon: no such process: {', '.join(map(str, missing))}\n")
         return 1
+    threshold_problem = health.budget_threshold_problem()
+    if threshold_problem:
+        sys.stderr.write(f"ipcmon: warning: {printable(threshold_problem)}\n")
     run = dashboard.cmd_dashboard if args.command is None else COMMANDS[args.command].run
     try:
         return run(args)

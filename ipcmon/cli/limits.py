@@ -66,6 +66,11 @@ def cmd_limits(args: argparse.Namespace) -> int:
         from ipcmon.report import limits_lines
 
         sys.stdout.write("\n".join(limits_lines(capacity)) + "\n")
+        if capacity is not None and uid is not None and not any(b.uid == uid for b in capacity.budgets):
+            # Per-user budgets exist only for users with processes or objects: say so, not nothing.
+            sys.stdout.write(f"note: uid {uid} has no process and no object ipcmon can see: nothing is charged to "
+                             "it, and its limits (RLIMIT_MSGQUEUE, RLIMIT_SIGPENDING) are read from a user's "
+                             "processes, so they are unknown\n")
     sys.stdout.flush()
     return 0
 

@@ -379,14 +379,16 @@ def mqueue_budgets(
     """
     queues = snapshot.mqueues
     unmounted = snapshot.mqueue_dir is None
-    count_note = "no mqueue filesystem is mounted: only queues some process holds open are counted" if unmounted \
-        else ""
+    # Without the mount, only the queues some process holds open are seen: a lower bound, not the count.
+    count_note = (f"no mqueue filesystem is mounted: at least {len(queues)} (the queues some process holds open; "
+                  "unused ones are not seen)") if unmounted else ""
     msg_max = _sysctl("fs.mqueue.msg_max", proc)
     msgsize_max = _sysctl("fs.mqueue.msgsize_max", proc)
     msg_default = _sysctl("fs.mqueue.msg_default", proc)
     msgsize_default = _sysctl("fs.mqueue.msgsize_default", proc)
     budgets = [
-        _budget("mqueue", "fs.mqueue.queues_max", "queues", len(queues), _sysctl("fs.mqueue.queues_max", proc),
+        _budget("mqueue", "fs.mqueue.queues_max", "queues", None if unmounted else len(queues),
+                _sysctl("fs.mqueue.queues_max", proc),
                 "; ".join(filter(None, [count_note, "root (CAP_SYS_RESOURCE) may create more"]))),
         _budget("mqueue", "fs.mqueue.msg_max", "messages", _largest(q.max_messages for q in queues), msg_max,
                 "the largest mq_maxmsg an unprivileged mq_open may ask for; used: the largest queue"),

@@ -339,6 +339,9 @@ def shm_mount(snapshot: Snapshot, shm_dir: str, shm_dev: int, notes: list[str]) 
                          "an unlinked segment's size): 'other' reads 0.")
             other = 0
     top = sorted(pinned.items(), key=lambda item: (-item[1], item[0]))[:TOP_HOLDERS]
+    if snapshot.hidden_processes:
+        notes.append(f"The top holders of {shm_dir} leave out {snapshot.hidden_processes} process(es) ipcmon could not "
+                     "read: a segment they alone hold has no holder listed.")
     return ShmMount(
         path=shm_dir, dev=shm_dev, size=size, used=used, available=available, inodes_used=inodes_used,
         inodes_total=inodes_total, named=named, deleted=deleted, semaphores=semaphores, other=other,

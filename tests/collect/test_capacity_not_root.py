@@ -45,3 +45,5 @@ def test_budgets_as_nobody_say_what_they_cannot_see(nobody: Unprivileged, cleanu
     assert queues_max["used"] >= 1 and queues_max["limit"] is not None
     assert {b["area"] for b in report["budgets"]} >= {"mqueue", "pipe", "sysv"}
     assert report["mounts"] and report["mounts"][0]["size"]
+    # Holders inside the processes nobody cannot read are not in the top list, and a note says so.
+    assert any(note.startswith("The top holders of /dev/shm leave out ") for note in report["notes"])

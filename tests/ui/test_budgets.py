@@ -63,7 +63,7 @@ async def test_budgets_card_sums_up_or_says_not_read() -> None:
         await started(pilot, app)
         await wait_for(pilot, lambda: _card(app), "the Budgets card")
         assert _card(app) == ("/dev/shm 91% of 64M, 5.7M free\n"
-                              "1 of 8 past 90%; fullest: RLIMIT_MSGQUEUE uid 0 10%")
+                              "0 of 7 budgets past 90%; fullest: RLIMIT_MSGQUEUE uid 0 10%")
         card = app.query_one("#card-budgets", MetricCard)
         await pilot.pause()
         assert card.region.width > app.query_one("#card-shm", MetricCard).region.width  # a row of its own

@@ -578,6 +578,10 @@ def _queue_release(queue: MessageQueue, receiving: bool, hidden: bool = False) -
     return pids, ", ".join(f"pid {holder.pid} {holder.comm} (fd {holder.fd})" for holder in holders)
 
 
+_SIGNALS_NAMED = 6
+"""How many of the signals that would end a signal wait its release words name before giving their count."""
+
+
 def _release(wait: Waiting, pid: int, pipes: Mapping[str, Pipe], queues: Mapping[str, MessageQueue],
              threads: int, unseen: Collection[int | None] = ()) -> _Release:
     """Who could release a waiter, as pids and in words, and whether the wait can be a deadlock's edge."""
@@ -594,7 +598,11 @@ def _release(wait: Waiting, pid: int, pipes: Mapping[str, Pipe], queues: Mapping
     if wait.kind == "signal":
         if not wait.signals:
             return _Release((), "a signal sent to it", False)
-        return _Release((), "a signal sent to it: " + ", ".join(wait.signals), False)
+        if len(wait.signals) <= _SIGNALS_NAMED:
+            return _Release((), "a signal sent to it: " + ", ".join(wait.signals), False)
+        # pause() ends on any of the fifty-odd signals neither blocked nor ignored: their count, and the first few.
+        shown = ", ".join(wait.signals[:_SIGNALS_NAMED])
+        return _Release((), f"a signal sent to it: any of {len(wait.signals)} ({shown}, …)", False)
     if wait.key is None:
         return _Release((), "unknown", False)
     pipe = pipes.get(wait.key)

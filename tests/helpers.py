@@ -250,3 +250,30 @@ def proc_view(directory: Path, pids: Iterable[int]) -> str:
 def scan_kinds(*kinds: str, **options: object) -> Snapshot:
     """One scan of the real system limited to the given mechanisms."""
     return scan(ScanConfig(kinds=kinds, **options))  # type: ignore[arg-type]
+
+
+DIE_WITH_PARENT = "import ctypes; ctypes.CDLL(None).prctl(1, 9)\n"  # PR_SET_PDEATHSIG: SIGKILL
+"""Python a grandchild runs first, so that it dies with the child that started it (the spawn fixture stops that)."""
+
+WAIT_FOR_BLOCKED_CHILD = f"""
+import subprocess
+read_end, write_end = os.pipe()
+child = subprocess.Popen(
+    [sys.executable, "-c", {DIE_WITH_PARENT!r} + f"import os; os.write({{write_end}}, b'x' * 200000)"],
+    pass_fds=(write_end,))
+os.close(write_end)
+say("ready", child.pid)
+child.wait()   # never reads read_end: the deadlock the subprocess documentation warns about
+"""
+"""A spawn() body: a parent in wait() for a child blocked writing a pipe only the parent would drain; it says
+``ready CHILDPID``."""
+
+
+def kill_pids(*pids: int) -> None:
+    """SIGKILL processes a test started (grandchildren the spawn fixture does not know), by pid; gone is fine."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+

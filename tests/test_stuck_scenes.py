@@ -23,11 +23,9 @@ import pytest
 from ipcmon.live.events import diff
 from ipcmon.ui.widgets.overview import Overview
 from ipcmon.ui.widgets.tables import ObjectTable
-from tests.helpers import REPO, Spawn, scan_kinds, wait_until
+from tests.helpers import DIE_WITH_PARENT, REPO, WAIT_FOR_BLOCKED_CHILD, Spawn, kill_pids, scan_kinds, wait_until
 from tests.lifecycle.test_watch import _read_until, _watch
 from tests.ui.conftest import live_app, started, wait_for
-
-_DIE_WITH_PARENT = "import ctypes; ctypes.CDLL(None).prctl(1, 9)\n"  # PR_SET_PDEATHSIG: SIGKILL
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,7 @@ class Scene:
 
 @pytest.fixture
 def scene(spawn: Spawn, tmp_path: Path) -> Iterator[Scene]:
-    child_code = _DIE_WITH_PARENT + "import sys; sys.stderr.write('e' * 200000); sys.stderr.flush()"
+    child_code = DIE_WITH_PARENT + "import sys; sys.stderr.write('e' * 200000); sys.stderr.flush()"
     stdout_parent = spawn(
         f"""
         import subprocess
@@ -78,16 +76,7 @@ def scene(spawn: Spawn, tmp_path: Path) -> Iterator[Scene]:
     os.close(read_end)
 
     waiter = spawn(
-        f"""
-        import subprocess
-        read_end, write_end = os.pipe()
-        child = subprocess.Popen(
-            [sys.executable, "-c", {_DIE_WITH_PARENT!r} + f"import os; os.write({{write_end}}, b'x' * 200000)"],
-            pass_fds=(write_end,))
-        os.close(write_end)
-        say("ready", child.pid)
-        child.wait()
-        """,
+        WAIT_FOR_BLOCKED_CHILD,
         comm="sc-waiter",
     )
     (blocked_child,) = map(int, waiter.expect())
@@ -104,11 +93,7 @@ def scene(spawn: Spawn, tmp_path: Path) -> Iterator[Scene]:
         wait_until(settled, "every scene to be seen as it is")
         yield built
     finally:
-        for pid in (stderr_child, blocked_child):  # grandchildren: the spawn fixture stops the rest
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_pids(stderr_child, blocked_child)  # grandchildren: the spawn fixture stops the rest
         os.close(write_end)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +13,7 @@ from pathlib import Path
 from ipcmon.live.events import diff
 from ipcmon.model import Deadlock, Snapshot, Stuck
 from ipcmon.text import deadlock_summary
-from tests.helpers import REPO, Spawn, scan_kinds, wait_until
-
-_DIE_WITH_PARENT = "import ctypes; ctypes.CDLL(None).prctl(1, 9)\n"  # PR_SET_PDEATHSIG: SIGKILL
+from tests.helpers import DIE_WITH_PARENT, REPO, WAIT_FOR_BLOCKED_CHILD, Spawn, kill_pids, scan_kinds, wait_until
 
 
 def _deadlock(pid: int, kinds: tuple[str, ...] = ("pipe",)) -> tuple[Snapshot, Deadlock]:
@@ -36,17 +33,9 @@ def _entry(snapshot: Snapshot, pid: int) -> Stuck:
     return next(entry for entry in snapshot.stuck if entry.pid == pid)
 
 
-def _kill(*pids: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
 def test_stdout_stderr_pair_is_a_deadlock(spawn: Spawn) -> None:
     # The parent reads the child's stdout to EOF; the child fills stderr, which nobody reads, and blocks.
-    child_code = _DIE_WITH_PARENT + "import sys; sys.stderr.write('e' * 200000); sys.stderr.flush()"
+    child_code = DIE_WITH_PARENT + "import sys; sys.stderr.write('e' * 200000); sys.stderr.flush()"
     parent = spawn(
         f"""
         import subprocess
@@ -77,21 +66,12 @@ def test_stdout_stderr_pair_is_a_deadlock(spawn: Spawn) -> None:
         assert writer.release == f"pid {parent.pid} dl-parent (holds the read end, fd {stderr_fd})"
         assert "full" in next(pipe.flags for pipe in snapshot.pipes if pipe.ref == stderr_pipe)
     finally:
-        _kill(child)
+        kill_pids(child)
 
 
 def test_wait_for_a_child_blocked_on_a_pipe_only_the_parent_drains_is_a_deadlock(spawn: Spawn) -> None:
     parent = spawn(
-        f"""
-        import subprocess
-        read_end, write_end = os.pipe()
-        child = subprocess.Popen(
-            [sys.executable, "-c", {_DIE_WITH_PARENT!r} + f"import os; os.write({{write_end}}, b'x' * 200000)"],
-            pass_fds=(write_end,))
-        os.close(write_end)
-        say("ready", child.pid)
-        child.wait()   # never reads read_end: the subprocess documentation's warning
-        """,
+        WAIT_FOR_BLOCKED_CHILD,
         comm="dl-waiter",
     )
     (child,) = map(int, parent.expect())
@@ -106,7 +86,7 @@ def test_wait_for_a_child_blocked_on_a_pipe_only_the_parent_drains_is_a_deadlock
         blocked_on = _entry(snapshot, child).waiting.object
         assert waiter.release == f"child {child} python3 (itself deadlocked: write {blocked_on})"
     finally:
-        _kill(child)
+        kill_pids(child)
 
 
 def test_wait_for_a_child_blocked_on_a_pipe_someone_else_drains_is_no_deadlock(spawn: Spawn) -> None:
@@ -116,7 +96,7 @@ def test_wait_for_a_child_blocked_on_a_pipe_someone_else_drains_is_no_deadlock(s
             f"""
             import subprocess
             child = subprocess.Popen(
-                [sys.executable, "-c", {_DIE_WITH_PARENT!r} + "import os; os.write({write_end}, b'x' * 200000)"],
+                [sys.executable, "-c", {DIE_WITH_PARENT!r} + "import os; os.write({write_end}, b'x' * 200000)"],
                 pass_fds=({write_end},))
             say("ready", child.pid)
             child.wait()
@@ -141,7 +121,7 @@ def test_wait_for_a_child_blocked_on_a_pipe_someone_else_drains_is_no_deadlock(s
             assert _entry(snapshot, child).state == "blocked" and _entry(snapshot, parent.pid).state == "blocked"
             assert "itself blocked: write pipe:" in _entry(snapshot, parent.pid).release
         finally:
-            _kill(child)
+            kill_pids(child)
     finally:
         os.close(read_end)
         if write_end >= 0:
@@ -253,7 +233,7 @@ def test_a_parent_waiting_for_a_deadlocked_child_is_blocked_not_a_member(spawn: 
     parent = spawn(
         f"""
         import subprocess
-        code = {_DIE_WITH_PARENT!r} + "import os; r, w = os.pipe(); os.read(r, 1)"
+        code = {DIE_WITH_PARENT!r} + "import os; r, w = os.pipe(); os.read(r, 1)"
         child = subprocess.Popen([sys.executable, "-c", code])
         say("ready", child.pid)
         child.wait()
@@ -275,7 +255,7 @@ def test_a_parent_waiting_for_a_deadlocked_child_is_blocked_not_a_member(spawn: 
         entry = _entry(scan_kinds("pipe"), parent.pid)
         assert entry.release.startswith(f"child {child} python3 (itself deadlocked: read pipe:[")
     finally:
-        _kill(child)
+        kill_pids(child)
 
 
 def test_the_shell_that_runs_ipcmon_waits_for_ipcmon_itself(tmp_path: Path) -> None:
@@ -301,7 +281,7 @@ def test_fifo_openers_of_different_process_groups_and_parents_are_no_deadlock(sp
     middle = spawn(
         f"""
         import subprocess
-        code = {_DIE_WITH_PARENT!r} + "import os; os.setpgid(0, 0); open({str(second_fifo)!r}, 'rb')"
+        code = {DIE_WITH_PARENT!r} + "import os; os.setpgid(0, 0); open({str(second_fifo)!r}, 'rb')"
         other = subprocess.Popen([sys.executable, "-c", code])
         say("ready", other.pid)
         other.wait()
@@ -318,14 +298,14 @@ def test_fifo_openers_of_different_process_groups_and_parents_are_no_deadlock(sp
         snapshot = scan_kinds("pipe")
         assert not [group for group in snapshot.deadlocks if one.pid in group.pids or other in group.pids]
     finally:
-        _kill(other)
+        kill_pids(other)
 
 
 def test_a_deadlock_that_ends_is_an_event(spawn: Spawn) -> None:
     child = spawn("r, w = os.pipe()\nsay('ready')\nos.read(r, 1)\n", comm="dl-ends")
     child.expect()
     before, deadlock = _deadlock(child.pid)
-    _kill(child.pid)
+    kill_pids(child.pid)
     child.popen.wait(timeout=10)
     after = scan_kinds("pipe")
     ended = [event for event in diff(before, after) if event.event == "deadlock-ended"]

@@ -15,6 +15,7 @@ process and holder) and ``snapshot`` (Snapshot and Event); everything is importe
 from __future__ import annotations
 
 from ipcmon.model.capacity import Budget, BudgetArea, BudgetUnit, Capacity, HolderUsage, ShmMount
+from ipcmon.model.places import Container, Namespace, NamespaceAccess, Place, Runtime
 from ipcmon.model.records import (
     Holder,
     MessageQueue,
@@ -60,6 +61,7 @@ from ipcmon.model.vocabulary import (
     pipe_ref,
     sysv_key,
     sysv_label,
+    sysv_object_key,
 )
 
 __all__ = [
@@ -70,6 +72,7 @@ __all__ = [
     "BudgetArea",
     "BudgetUnit",
     "Capacity",
+    "Container",
     "Deadlock",
     "DeadlockMember",
     "Event",
@@ -79,14 +82,18 @@ __all__ = [
     "HolderUsage",
     "Mechanism",
     "MessageQueue",
+    "Namespace",
+    "NamespaceAccess",
     "Pipe",
     "PipeEnd",
     "PipeFlag",
     "PipeKind",
+    "Place",
     "Process",
     "ProcessKey",
     "ProcessSignals",
     "RegionKind",
+    "Runtime",
     "ScanKind",
     "SharedRegion",
     "ShmKind",
@@ -109,4 +116,5 @@ __all__ = [
     "pipe_ref",
     "sysv_key",
     "sysv_label",
+    "sysv_object_key",
 ]

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from ipcmon.model.places import Place
+
 BudgetArea = Literal["shm", "mqueue", "pipe", "signal", "sysv"]
 """Which mechanism a budget limits."""
 
@@ -29,7 +31,7 @@ class HolderUsage:
 
 @dataclass(frozen=True, slots=True)
 class ShmMount:
-    """One tmpfs that holds POSIX shared memory (the shm directory; later, each container's)."""
+    """One tmpfs that holds POSIX shared memory: the shm directory, and each container's /dev/shm."""
 
     path: str
     dev: int
@@ -53,6 +55,8 @@ class ShmMount:
     segment); never below zero; None when used is unknown."""
     top_holders: tuple[HolderUsage, ...] = ()
     """The processes that pin the most bytes on it, most first (at most 5)."""
+    place: Place | None = None
+    """The namespace it is /dev/shm of (the first, host first, of those sharing it); None when not known."""
 
     @property
     def fill(self) -> float | None:

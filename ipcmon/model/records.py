@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ipcmon.model.places import Place
 from ipcmon.model.vocabulary import (
     Access,
     PipeFlag,
@@ -17,6 +18,7 @@ from ipcmon.model.vocabulary import (
     file_key,
     pipe_ref,
     sysv_label,
+    sysv_object_key,
 )
 
 
@@ -100,6 +102,11 @@ class Process:
     hidden: bool = False
     """True when its descriptors or mappings could not be read (permission denied)."""
     waiting: Waiting | None = None
+    place: Place | None = None
+    """Its IPC and mount namespaces and container (collect/namespaces.py); None when not read."""
+    nspid: int | None = None
+    """Its pid inside its own pid namespace (the last field of ``NSpid`` in /proc/PID/status) when that differs
+    from the host pid; None when the same, or unknown."""
 
     @property
     def key(self) -> ProcessKey:
@@ -123,6 +130,8 @@ class Holder:
     """For a mapping: the perms column of /proc/PID/maps (``rw-s``)."""
     mapped_bytes: int | None = None
     """For a mapping: the bytes mapped."""
+    nspid: int | None = None
+    """The holder's pid inside its container's pid namespace (Process.nspid); None when the same as pid."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +160,9 @@ class ShmSegment:
     holders: tuple[Holder, ...] = ()
     pinned_bytes: int = 0
     """For a deleted segment, the memory it still pins (allocated bytes, or mapped bytes if unknown)."""
+    place: Place | None = None
+    """The namespace whose shm tmpfs it is on (the first, host first, of those that share the mount); None when
+    not known. Its identity needs no more: each tmpfs has its own device number."""
 
     @property
     def object_key(self) -> str:
@@ -221,6 +233,9 @@ class MessageQueue:
     maybe_held: bool = False
     """No process ipcmon could read has it open, but one it could not read might (``health.qualify``): it is then
     not known to be orphaned (``health.queue_state`` reads ``orphaned?``)."""
+    place: Place | None = None
+    """The IPC namespace whose mqueue filesystem it is on; None when not known. Each IPC namespace's mqueue
+    filesystem has its own device number, so its identity needs no more."""
 
     @property
     def object_key(self) -> str:
@@ -336,10 +351,12 @@ class SysvShm:
     holders: tuple[Holder, ...] = ()
     cuid: int | None = None
     """The creator's uid (with the owner ``uid``, who may remove it: shmctl(2) IPC_RMID); None when unknown."""
+    place: Place | None = None
+    """Its IPC namespace (``mnt`` None); None when not known, or ipcmon's own."""
 
     @property
     def object_key(self) -> str:
-        return f"sysv-shm:{self.id}"
+        return sysv_object_key("sysv-shm", self.id, self.place)
 
     @property
     def label(self) -> str:
@@ -362,10 +379,12 @@ class SysvMsg:
     stime: int
     rtime: int
     ctime: int
+    place: Place | None = None
+    """Its IPC namespace (``mnt`` None); None when not known, or ipcmon's own."""
 
     @property
     def object_key(self) -> str:
-        return f"sysv-msg:{self.id}"
+        return sysv_object_key("sysv-msg", self.id, self.place)
 
     @property
     def label(self) -> str:
@@ -383,10 +402,12 @@ class SysvSem:
     owner: str | None
     otime: int
     ctime: int
+    place: Place | None = None
+    """Its IPC namespace (``mnt`` None); None when not known, or ipcmon's own."""
 
     @property
     def object_key(self) -> str:
-        return f"sysv-sem:{self.id}"
+        return sysv_object_key("sysv-sem", self.id, self.place)
 
     @property
     def label(self) -> str:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ipcmon.model.capacity import Capacity
+from ipcmon.model.places import Namespace, Place
 from ipcmon.model.records import (
     MessageQueue,
     Pipe,
@@ -97,6 +98,8 @@ class Snapshot:
     """Groups of processes blocked on IPC that only members of the group could release."""
     capacity: Capacity | None = None
     """Every budget and how full it is (issue 14); None when the scan did not read them."""
+    namespaces: tuple[Namespace, ...] = ()
+    """Every (IPC, mount) namespace pair a scanned process runs in, the host's first (issue 15); () when not read."""
 
 
 EventSource = Literal["inotify", "poll"]
@@ -120,3 +123,5 @@ class Event:
     source: EventSource = "poll"
     detail: str = ""
     """Extra facts in words: ``fd 3 rw``, ``8 → 9 messages``, ``SIGUSR1``."""
+    place: Place | None = None
+    """The object's namespace and container (its record's ``place``); None when not known or not placed."""

@@ -3,7 +3,7 @@ and label are written (one place for each format)."""
 
 from __future__ import annotations
 
-from typing import Literal, cast, get_args
+from typing import Literal, Protocol, cast, get_args
 
 Access = Literal["r", "w", "rw", "-"]
 """How a descriptor was opened: read, write, both, or neither (``O_PATH``)."""
@@ -70,6 +70,21 @@ def file_key(mechanism: Mechanism, dev: int, inode: int) -> str:
     A row key, an event's key, the action log's object; the same inode on another device is another object.
     """
     return f"{mechanism}:{dev}:{inode}"
+
+
+class _Placed(Protocol):
+    @property
+    def host(self) -> bool: ...
+    @property
+    def ipc(self) -> int | None: ...
+
+
+def sysv_object_key(mechanism: Mechanism, ident: int, place: _Placed | None) -> str:
+    """The stable identity of a SysV object: ``sysv-shm:ID`` in ipcmon's own IPC namespace (or an unknown one),
+    ``sysv-shm:IPCNS:ID`` in another (ids are per IPC namespace, so the same id in two containers is two objects)."""
+    if place is None or place.host or place.ipc is None:
+        return f"{mechanism}:{ident}"
+    return f"{mechanism}:{place.ipc}:{ident}"
 
 
 def key_mechanism(key: str) -> Mechanism | None:

@@ -1,0 +1,222 @@
+"""A private tracefs instance for attribution (issue 16): who sent which signal to whom, who opened or removed a queue.
+
+The kernel's trace events are read through an instance of ipcmon's own under ``instances/`` of the tracing directory
+(Documentation/trace/ftrace.rst, "Instances"), so the machine's main trace buffer and anyone else's instances are
+left alone. The instance is named ``ipcmon-<pid>-<start ticks>``: it is removed on close, and :func:`remove_stale`
+removes one whose process is gone (an ipcmon killed with SIGKILL) at the next start.
+
+Events used (include/trace/events/signal.h, syscalls): ``signal:signal_generate`` (the sender is the task of the
+record; the target, signal and result are its fields), ``syscalls:sys_enter_mq_open`` and
+``syscalls:sys_enter_mq_unlink`` (the caller is the task; the name is a pointer into its memory).
+
+tracefs may not be mounted: mounting it is a system change left to the user (:data:`MOUNT_HINT`). Creating an
+instance needs root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import select
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+TRACING_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+"""Where tracefs is mounted on modern kernels, and where it appears inside debugfs on older ones."""
+MOUNT_HINT = "mount -t tracefs nodev /sys/kernel/tracing"
+PREFIX = "ipcmon-"
+
+SIGNAL_GENERATE = "signal/signal_generate"
+MQ_OPEN = "syscalls/sys_enter_mq_open"
+MQ_UNLINK = "syscalls/sys_enter_mq_unlink"
+
+RESULTS = {0: "delivered", 1: "ignored", 2: "already pending", 3: "queue full", 4: "delivered without info"}
+"""signal_generate's ``res`` (include/trace/events/signal.h, enum trace_signal_result). ``delivered`` means queued to
+the target: whether the target blocks it is read from the target's mask, not from the event."""
+
+_LINE = re.compile(
+    r"^\s*(?P<comm>.*)-(?P<tid>\d+)\s+(?:\(\s*(?P<tgid>[-\d]+)\)\s+)?\[(?P<cpu>\d+)\]\s+\S+\s+"
+    r"(?P<time>\d+\.\d+):\s+(?P<event>\w+)(?::\s?(?P<body>.*)|\((?P<arguments>.*)\))$"
+)
+_SIGNAL = re.compile(
+    r"^sig=(?P<sig>-?\d+) errno=(?P<errno>-?\d+) code=(?P<code>-?\d+) comm=(?P<comm>.*) pid=(?P<pid>-?\d+) "
+    r"grp=(?P<grp>\d+) res=(?P<res>\d+)$"
+)
+_ARGUMENT = re.compile(r"(\w+): (0x[0-9a-f]+|-?\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRecord:
+    """One line of an instance's trace_pipe: who (the task that was running), when, which event, and its fields."""
+
+    comm: str
+    """The acting task's command name, as the trace recorded it. Untrusted: show it through safe.printable."""
+    tid: int
+    tgid: int | None
+    """The acting task's process id (with ``record-tgid``); None when the trace did not say."""
+    cpu: int
+    time: float
+    """Seconds on the trace clock (``local`` by default: seconds since boot, per CPU)."""
+    event: str
+    """The event as the trace prints it: ``signal_generate``; a system call's entry as ``sys_mq_open``."""
+    fields: dict[str, str]
+    """The event's fields by name, as text: ``sig``, ``comm``, ``pid``, ``res`` for signal_generate; ``u_name``,
+    ``oflag``… for a system call (numbers in the kernel's own base: pointers in hex)."""
+
+    @property
+    def pid(self) -> int:
+        """The acting process: its tgid when recorded, else the thread id."""
+        return self.tgid if self.tgid is not None and self.tgid > 0 else self.tid
+
+
+def parse_line(line: str) -> TraceRecord | None:
+    """A trace_pipe line, or None for a line of no known shape (a lost-events notice, a line cut short)."""
+    match = _LINE.match(line.rstrip("\n"))
+    if match is None:
+        return None
+    body = match["body"] if match["body"] is not None else match["arguments"]
+    fields: dict[str, str]
+    if match["event"] == "signal_generate":
+        signal_match = _SIGNAL.match(body)
+        if signal_match is None:
+            return None
+        fields = signal_match.groupdict()
+    else:
+        fields = dict(_ARGUMENT.findall(body))
+    tgid = match["tgid"]
+    return TraceRecord(match["comm"], int(match["tid"]), int(tgid) if tgid and tgid.lstrip("-").isdigit() else None,
+                       int(match["cpu"]), float(match["time"]), match["event"], fields)
+
+
+def tracing_dir() -> str | None:
+    """The mounted tracing directory (with an ``instances`` directory), or None when tracefs is not mounted."""
+    for directory in TRACING_DIRS:
+        if os.path.isdir(os.path.join(directory, "instances")):
+            return directory
+    return None
+
+
+def _start_ticks(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def instance_name(pid: int | None = None) -> str:
+    """``ipcmon-<pid>-<start ticks>``: unique to one process for its lifetime, and tells a stale one apart."""
+    pid = os.getpid() if pid is None else pid
+    return f"{PREFIX}{pid}-{_start_ticks(pid) or 0}"
+
+
+def stale_instances(tracing: str) -> list[str]:
+    """Names of ipcmon instances whose process is gone (or whose pid now names another process)."""
+    try:
+        names = os.listdir(os.path.join(tracing, "instances"))
+    except OSError:
+        return []
+    stale = []
+    for name in names:
+        parts = name.removeprefix(PREFIX).split("-")
+        if not name.startswith(PREFIX) or len(parts) != 2 or not all(part.isdigit() for part in parts):
+            continue
+        if _start_ticks(int(parts[0])) != parts[1]:
+            stale.append(name)
+    return stale
+
+
+def remove_stale(tracing: str) -> list[str]:
+    """Remove the instances :func:`stale_instances` names; returns those removed (a refusal keeps one, silently)."""
+    removed = []
+    for name in stale_instances(tracing):
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(tracing, "instances", name))
+            removed.append(name)
+    return removed
+
+
+class TraceInstance:
+    """ipcmon's own tracefs instance with some events enabled, read without blocking; a context manager that
+    removes it.
+
+    Raises FileNotFoundError when tracefs is not mounted (say :data:`MOUNT_HINT`), PermissionError when not
+    root, and OSError(ENOENT) naming the event when the kernel has no such event (no CONFIG_FTRACE_SYSCALLS)."""
+
+    def __init__(self, events: Iterable[str], tracing: str | None = None) -> None:
+        tracing = tracing or tracing_dir()
+        if tracing is None:
+            raise FileNotFoundError(errno.ENOENT, f"tracefs is not mounted (as root: {MOUNT_HINT})")
+        remove_stale(tracing)
+        self.path = os.path.join(tracing, "instances", instance_name())
+        os.mkdir(self.path, 0o700)
+        self._pipe = -1
+        self._partial = b""
+        try:
+            self._write("options/record-tgid", "1")
+            for event in events:
+                try:
+                    self._write(f"events/{event}/enable", "1")
+                except FileNotFoundError:
+                    raise FileNotFoundError(errno.ENOENT, f"this kernel has no trace event {event}") from None
+            self._pipe = os.open(os.path.join(self.path, "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except BaseException:
+            self.close()
+            raise
+
+    def _write(self, relative: str, value: str) -> None:
+        with open(os.path.join(self.path, relative), "w") as file:
+            file.write(value)
+
+    def fileno(self) -> int:
+        return self._pipe
+
+    def read(self, timeout: float | None = 0.0) -> list[TraceRecord]:
+        """The records in the buffer now, waiting up to timeout seconds for the first (None: until one comes)."""
+        ready, _, _ = select.select([self._pipe], [], [], timeout)
+        if not ready:
+            return []
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(self._pipe, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        data = self._partial + b"".join(chunks)
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        records = (parse_line(line.decode("utf-8", "surrogateescape")) for line in lines)
+        return [record for record in records if record is not None]
+
+    def lost(self) -> int:
+        """Events the kernel dropped because the buffer was full (the ``overrun`` of every CPU's stats)."""
+        total = 0
+        try:
+            cpus = os.listdir(os.path.join(self.path, "per_cpu"))
+        except OSError:
+            return 0
+        for cpu in cpus:
+            with contextlib.suppress(OSError), open(os.path.join(self.path, "per_cpu", cpu, "stats")) as stats:
+                for line in stats:
+                    if line.startswith("overrun:"):
+                        total += int(line.split()[1])
+        return total
+
+    def close(self) -> None:
+        """Close the pipe and remove the instance (its events go with it)."""
+        if self._pipe >= 0:
+            os.close(self._pipe)
+            self._pipe = -1
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(self.path)
+
+    def __enter__(self) -> TraceInstance:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -50,6 +50,17 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = DEAD
         time.sleep(0.01)
 
 
+def gather(read: Callable[[float], list[T]], done: Callable[[list[T]], bool], what: str) -> list[T]:
+    """Call read(0.1) (a source's read with a timeout) until done(everything read so far); fail at the deadline."""
+    found: list[T] = []
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        found += read(0.1)
+        if done(found):
+            return found
+    pytest.fail(f"timed out after {DEADLINE:.0f}s waiting for {what}: {found[-20:]}")
+
+
 def settle(scanner: Scanner, pid: int) -> Snapshot:
     """Scan until a scan takes the process over (it sleeps, and it is not its turn to be read in full)."""
     snapshots: list[Snapshot] = []

@@ -7,7 +7,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -16,11 +15,10 @@ from ipcmon.live.fanotify import (
     FAN_CREATE,
     FAN_DELETE,
     FAN_Q_OVERFLOW,
-    FanEvent,
     Fanotify,
     parse_events,
 )
-from tests.helpers import DEADLINE, new_name
+from tests.helpers import DEADLINE, gather, new_name
 from tests.reliability.cli import Unprivileged, unprivileged_setup
 
 _MAKER = """
@@ -31,16 +29,6 @@ os.write(fd, b"x")
 os.close(fd)
 print(os.getpid(), flush=True)
 """
-
-
-def _events_until(fan: Fanotify, done: object) -> list[FanEvent]:
-    events: list[FanEvent] = []
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        events += fan.read(0.1)
-        if done(events):  # type: ignore[operator]
-            return events
-    pytest.fail(f"fanotify events did not come: {events}")
 
 
 def test_create_and_delete_on_the_shm_tmpfs_name_the_process_that_acted() -> None:
@@ -55,8 +43,8 @@ def test_create_and_delete_on_the_shm_tmpfs_name_the_process_that_acted() -> Non
             maker_pid = int(maker.stdout)
         finally:
             os.unlink(path)  # this process removes it: the delete is ours
-        events = _events_until(fan, lambda found: any(event.mask & FAN_DELETE and event.name == name
-                                                      for event in found))
+        events = gather(fan.read, lambda found: any(event.mask & FAN_DELETE and event.name == name
+                                                    for event in found), "the delete event")
     mine = [event for event in events if event.name == name]
     created = [event for event in mine if event.mask & FAN_CREATE]
     deleted = [event for event in mine if event.mask & FAN_DELETE]

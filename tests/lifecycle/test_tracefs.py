@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -22,7 +21,7 @@ from ipcmon.live.tracefs import (
     parse_line,
     tracing_dir,
 )
-from tests.helpers import DEADLINE, REPO, new_name
+from tests.helpers import REPO, gather, new_name
 
 
 @pytest.fixture
@@ -35,16 +34,6 @@ def tracing() -> str:
     return found
 
 
-def _records_until(instance: TraceInstance, wanted: object) -> list[TraceRecord]:
-    records: list[TraceRecord] = []
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        records += instance.read(0.1)
-        if wanted(records):  # type: ignore[operator]
-            return records
-    pytest.fail(f"the trace records did not come: {records[-20:]}")
-
-
 def test_a_signal_names_its_sender_target_and_result(tracing: str) -> None:
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
@@ -54,7 +43,7 @@ def test_a_signal_names_its_sender_target_and_result(tracing: str) -> None:
             def sent(records: list[TraceRecord]) -> bool:
                 return any(record.fields.get("pid") == str(sleeper.pid) for record in records)
 
-            records = _records_until(instance, sent)
+            records = gather(instance.read, sent, "the signal's record")
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -76,7 +65,7 @@ def test_mq_open_and_unlink_name_the_calling_process(tracing: str) -> None:
         def both(records: list[TraceRecord]) -> bool:
             return {record.event for record in records if record.pid == pid} >= {"sys_mq_open", "sys_mq_unlink"}
 
-        records = _records_until(instance, both)
+        records = gather(instance.read, both, "the mq_open and mq_unlink records")
     opened = [record for record in records if record.pid == pid and record.event == "sys_mq_open"]
     assert opened and int(opened[0].fields["oflag"], 16) & os.O_CREAT
 

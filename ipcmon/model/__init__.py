@@ -14,6 +14,7 @@ process and holder) and ``snapshot`` (Snapshot and Event); everything is importe
 
 from __future__ import annotations
 
+from ipcmon.model.attribution import Action, Actor, Attribution, AttributionSource, SignalResult
 from ipcmon.model.capacity import Budget, BudgetArea, BudgetUnit, Capacity, HolderUsage, ShmMount
 from ipcmon.model.places import Container, Namespace, NamespaceAccess, Place, Runtime
 from ipcmon.model.records import (
@@ -68,6 +69,10 @@ __all__ = [
     "KINDS",
     "MECHANISMS",
     "Access",
+    "Action",
+    "Actor",
+    "Attribution",
+    "AttributionSource",
     "Budget",
     "BudgetArea",
     "BudgetUnit",
@@ -100,6 +105,7 @@ __all__ = [
     "ShmMount",
     "ShmSegment",
     "ShmState",
+    "SignalResult",
     "Snapshot",
     "Stuck",
     "StuckState",

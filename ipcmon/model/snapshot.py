@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ipcmon.model.attribution import Actor
 from ipcmon.model.capacity import Capacity
 from ipcmon.model.places import Namespace, Place
 from ipcmon.model.records import (
@@ -102,7 +103,9 @@ class Snapshot:
     """Every (IPC, mount) namespace pair a scanned process runs in, the host's first (issue 15); () when not read."""
 
 
-EventSource = Literal["inotify", "poll"]
+EventSource = Literal["inotify", "poll", "fanotify", "tracefs"]
+"""How the change was seen: a scan's diff (``poll``), a directory entry event (``inotify``), or a kernel source that
+also names the process that acted (``fanotify``, ``tracefs``: issue 16, ``Event.actor``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,3 +128,5 @@ class Event:
     """Extra facts in words: ``fd 3 rw``, ``8 → 9 messages``, ``SIGUSR1``."""
     place: Place | None = None
     """The object's namespace and container (its record's ``place``); None when not known or not placed."""
+    actor: Actor | None = None
+    """The process that did it, when an attribution source saw it (issue 16); None when unknown."""

@@ -48,7 +48,7 @@ EventName = Literal[
     "opened", "closed", "depth", "notify-registered", "notify-cleared",
     "writer-closed", "reader-closed", "full", "drained",
     "pending", "delivered", "handler-installed", "mask-blocked", "mask-unblocked",
-    "waiting", "wait-ended", "deadlock", "deadlock-ended", "budget", "state",
+    "waiting", "wait-ended", "deadlock", "deadlock-ended", "budget", "state", "sent",
 ]
 """Every lifecycle event name (README's table; ``ipcmon.live.events`` says which mechanism has which).
 
@@ -56,7 +56,7 @@ A signal added to or taken from a process's mask is ``mask-blocked``/``mask-unbl
 or stops waiting in a system call on an object is ``waiting``/``wait-ended``: two things that once shared the
 word "blocked". ``state`` is no change: ``ipcmon watch`` opens with one per deadlock and stuck process, what
 was so before it started (``live.events.state_events``). ``budget``: an shm mount or a limit crossed its threshold,
-either way (issue 14)."""
+either way (issue 14). ``sent``: a process (or the kernel) sent a signal to another, seen by tracefs (issue 16)."""
 
 MECHANISMS: frozenset[str] = frozenset(get_args(Mechanism))
 

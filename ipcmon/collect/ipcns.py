@@ -25,6 +25,7 @@ from typing import TypeVar
 
 from ipcmon.collect import procfs
 from ipcmon.model import Place, Process
+from ipcmon.safe import printable
 
 R = TypeVar("R")
 
@@ -58,6 +59,15 @@ class IpcNamespaces:
     def namespace_of(self, pid: int) -> int | None:
         """The IPC namespace of a pid; ipcmon's own when it could not be read (as before issue 15)."""
         return self.of_pid.get(pid, self.own)
+
+
+def place_words(place: Place) -> str:
+    """How a note or the action log names a namespace: its label, and ``ipc:INODE`` unless that is the label
+    (``4f3c2a1b9d8e ipc:4026532178``, ``ipc:4026532178``, ``host``). Made printable (labels are untrusted)."""
+    label = printable(place.label)
+    if place.host or place.ipc is None or label == f"ipc:{place.ipc}":
+        return label
+    return f"{label} ipc:{place.ipc}"
 
 
 def own_namespace(proc: str = procfs.PROC) -> int | None:

@@ -12,7 +12,7 @@ from ipcmon.collect.collector import Collector, ScanInputs, held_by
 from ipcmon.collect.fds import MapRef
 from ipcmon.collect.shm import mapping_holders
 from ipcmon.model import Place, Process, Sysv, SysvMsg, SysvSem, SysvShm
-from ipcmon.safe import counted, printable
+from ipcmon.safe import counted
 
 SHM_DEST = 0o1000
 """Set in the mode of a segment marked for removal (IPC_RMID) that is still attached."""
@@ -116,7 +116,7 @@ NOTE_NAMES = 5
 
 
 def _unread_note(why: str, places: list[Place]) -> str:
-    names = ", ".join(printable(place.label) for place in places[:NOTE_NAMES])
+    names = ", ".join(ipcns.place_words(place) for place in places[:NOTE_NAMES])
     more = f" and {len(places) - NOTE_NAMES} more" if len(places) > NOTE_NAMES else ""
     return (f"{counted(len(places), 'IPC namespace', 'IPC namespaces')} not readable ({names}{more}): {why}.")
 

@@ -107,7 +107,7 @@ def _read_entered(proc: str) -> Callable[[int], Tables]:
 
 def _why(error: OSError) -> str:
     if error.errno in (errno.EPERM, errno.EACCES):
-        return "not permitted (setns(2) needs CAP_SYS_ADMIN): run as root to see their SysV objects"
+        return "not permitted (setns(2) needs CAP_SYS_ADMIN): run as root to see {its} SysV objects"
     return f"{error.strerror or 'not read'}"
 
 
@@ -118,7 +118,8 @@ NOTE_NAMES = 5
 def _unread_note(why: str, places: list[Place]) -> str:
     names = ", ".join(ipcns.place_words(place) for place in places[:NOTE_NAMES])
     more = f" and {len(places) - NOTE_NAMES} more" if len(places) > NOTE_NAMES else ""
-    return (f"{counted(len(places), 'IPC namespace', 'IPC namespaces')} not readable ({names}{more}): {why}.")
+    reason = why.replace("{its}", "its" if len(places) == 1 else "their")
+    return f"{counted(len(places), 'IPC namespace', 'IPC namespaces')} not readable ({names}{more}): {reason}."
 
 
 def _records(

@@ -204,3 +204,14 @@ def test_a_wait_on_a_sysv_queue_in_another_namespace_is_keyed_by_it() -> None:
             waiter.wait(timeout=DEADLINE)
             if waiter.stdout is not None:
                 waiter.stdout.close()
+
+
+def test_pid_selection_keeps_the_selected_holders_namespace_segment_only() -> None:
+    name = new_name("pidsel")
+    key = _key()
+    with container(name, name + "-q", key) as first, container(name, name + "-q", key) as second:
+        snapshot = scan_kinds("sysv", pids=frozenset({first.pid}))
+        assert [(segment.place, segment.id) for segment in snapshot.sysv.shm] == [
+            (Place(ipc=first.ipc, mnt=None), first.sysv_id)]
+        assert [process.pid for process in snapshot.processes] == [first.pid]
+        assert not _segments(second, snapshot.sysv.shm)

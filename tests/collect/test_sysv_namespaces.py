@@ -127,7 +127,10 @@ def test_two_namespaces_with_the_same_key_are_two_segments_each_with_its_place_a
         (a,), (b,) = _segments(first, snapshot.sysv.shm), _segments(second, snapshot.sysv.shm)
         for scene, segment in ((first, a), (second, b)):
             assert (segment.key, segment.id, segment.nattch) == (key, scene.sysv_id, 1)
-            assert segment.place == Place(ipc=scene.ipc, mnt=None)  # collect/namespaces.py adds the container
+            assert segment.place is not None
+            assert (segment.place.ipc, segment.place.mnt, segment.place.host) == (scene.ipc, None, False)
+            if segment.place.container is not None:  # once collect/namespaces.py fills Process.place
+                assert segment.place.container.id == scene.container_id
             assert [holder.pid for holder in segment.holders] == [scene.pid]
             assert segment.object_key == f"sysv-shm:{scene.ipc}:{scene.sysv_id}"
         assert a.object_key != b.object_key
@@ -211,7 +214,7 @@ def test_pid_selection_keeps_the_selected_holders_namespace_segment_only() -> No
     key = _key()
     with container(name, name + "-q", key) as first, container(name, name + "-q", key) as second:
         snapshot = scan_kinds("sysv", pids=frozenset({first.pid}))
-        assert [(segment.place, segment.id) for segment in snapshot.sysv.shm] == [
-            (Place(ipc=first.ipc, mnt=None), first.sysv_id)]
+        assert [(segment.place.ipc if segment.place else None, segment.id) for segment in snapshot.sysv.shm] == [
+            (first.ipc, first.sysv_id)]
         assert [process.pid for process in snapshot.processes] == [first.pid]
         assert not _segments(second, snapshot.sysv.shm)

@@ -179,7 +179,8 @@ def _remove_foreign(leaks: list[Leak], processes: Iterable[Process], proc: str) 
         outcome = outcomes.get(inode)
         for index, leak in enumerate(group):
             if outcome is None:
-                removal = Removal(leak, False, "gone already (no process is left in its IPC namespace)")
+                removal = Removal(leak, False, "gone already (no process is left in its IPC namespace)"
+                                  if os.geteuid() == 0 else NOT_FOUND_REASON)
             elif isinstance(outcome, OSError):
                 removal = Removal(leak, False, _entry_refusal(outcome))
             else:
@@ -187,6 +188,11 @@ def _remove_foreign(leaks: list[Leak], processes: Iterable[Process], proc: str) 
                 removal = Removal(leak, removed, reason)
             results[id(leak)] = removal
     return results
+
+
+NOT_FOUND_REASON = ("no process of its IPC namespace could be read (not permitted: its processes are another "
+                    "user's): run as root")
+"""Why a segment of another namespace is kept when not root and none of that namespace's processes is readable."""
 
 
 def _entry_refusal(error: OSError) -> str:

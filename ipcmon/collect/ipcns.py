@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import pickle
 import select
@@ -21,7 +22,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ipcmon.collect import procfs
 from ipcmon.model import Place, Process
@@ -137,9 +138,15 @@ def setns(fd: int, nstype: int) -> None:
     if native is not None:
         native(fd, nstype)
         return
-    if procfs.libc().setns(ctypes.c_int(fd), ctypes.c_int(nstype)) != 0:
+    if _c_setns()(ctypes.c_int(fd), ctypes.c_int(nstype)) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
+
+
+@functools.cache
+def _c_setns() -> Any:
+    """The C library's setns, looked up once (dlsym takes the loader's lock: never first in a forked child)."""
+    return procfs.libc().setns
 
 
 def open_namespace(pid: int, inode: int, kind: str = "ipc", proc: str = procfs.PROC) -> int:
@@ -202,7 +209,8 @@ def in_ipc_namespaces(
 
 
 def _run_forked(descriptors: Mapping[int, int], work: Callable[[int], R], timeout: float) -> dict[int, R | OSError]:
-    procfs.libc()  # looked up before the fork: dlsym takes the loader's lock, which another thread could hold
+    if not hasattr(os, "setns"):
+        _c_setns()  # looked up before the fork: dlsym takes the loader's lock, which another thread could hold
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     try:
         child = os.fork()
@@ -221,6 +229,8 @@ def _run_forked(descriptors: Mapping[int, int], work: Callable[[int], R], timeou
                     report.append((inode, True, work(inode)))
                 except OSError as error:
                     report.append((inode, False, (error.errno, error.strerror)))
+                except Exception as error:  # a bug in work: said for its namespace, the others still reported
+                    report.append((inode, False, (errno.EIO, f"{type(error).__name__}: {error}")))
             view = memoryview(pickle.dumps(report, protocol=pickle.HIGHEST_PROTOCOL))
             while view:
                 view = view[os.write(write_end, view):]

@@ -93,6 +93,20 @@ def test_one_forked_reader_reads_each_namespace_and_says_what_it_could_not() -> 
     assert ipcns.in_ipc_namespaces({}, lambda inode: inode) == {}
 
 
+def test_a_failure_inside_one_namespace_is_that_namespaces_only() -> None:
+    name = new_name("fails")
+    with container(name, name + "-q", _key()) as first, container(name, name + "-q", _key()) as second:
+        def work(inode: int) -> int:
+            if inode == first.ipc:
+                raise ValueError("no")
+            return os.stat("/proc/self/ns/ipc").st_ino
+
+        results = ipcns.in_ipc_namespaces({first.ipc: [first.pid], second.ipc: [second.pid]}, work)
+        error = results[first.ipc]
+        assert isinstance(error, OSError) and (error.errno, error.strerror) == (errno.EIO, "ValueError: no")
+        assert results[second.ipc] == second.ipc
+
+
 def test_the_reader_holds_none_of_its_parents_descriptors_and_is_killed_when_late() -> None:
     name = new_name("late")
     read_end, write_end = os.pipe()  # a pipe the monitored machine might have: the child must not hold an end

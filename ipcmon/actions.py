@@ -125,6 +125,8 @@ def _remove(leak: Leak, recheck: Recheck | None, proc: str) -> Removal:
     if leak.refusal is not None:
         return Removal(leak, False, leak.refusal)
     if leak.sysv is not None:
+        if leak.sysv.ipc is not None:  # another namespace's: only _remove_foreign may act, inside it
+            return Removal(leak, False, "not re-checked inside its IPC namespace, so not removed")
         removed, outcome = _rmid_checked(leak.sysv, proc)
         return Removal(leak, removed, outcome)
     reason = recheck.keep_reason(leak) if recheck is not None else "not re-checked"

@@ -12,6 +12,7 @@ command still prints what it did); the caller is told why, to show it.
 
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import signal
@@ -19,8 +20,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from ipcmon.collect import ScanConfig, procfs, scan, sysv
+from ipcmon.collect import ScanConfig, ipcns, procfs, scan, sysv
 from ipcmon.leaks import Leak, Recheck, SysvIdentity, ipc_rmid_refusal, same_object, unlink_refusal
+from ipcmon.model import Process
 from ipcmon.safe import printable
 from ipcmon.text import signal_name
 
@@ -80,23 +82,37 @@ class Removal:
     """Why the action log was not written, None when it was."""
 
 
-def remove_orphans(candidates: Iterable[Leak], config: ScanConfig = ScanConfig()) -> list[Removal]:
+def remove_orphans(
+    candidates: Iterable[Leak], config: ScanConfig = ScanConfig(), *, recheck: Recheck | None = None
+) -> list[Removal]:
     """Unlink orphaned POSIX segments, semaphores and queues and IPC_RMID orphaned SysV segments, re-checking
     each one immediately before.
 
-    A fresh scan is taken first; an object that gained a holder, was replaced by another object of the
-    same name (different inode), vanished, or is not ours to remove is left alone and reported
-    (ipcmon.leaks.Recheck, unlink_refusal). A SysV segment is looked up again in /proc/sysvipc/shm right
-    before shmctl(2) IPC_RMID: it must still have no attachment, the same key and ctime, and be
-    ours to remove (:func:`_remove_sysv`). A deleted-but-held segment is never removed (only its holders can
-    free it). In read-only mode nothing is removed. Every attempt, removed or kept, is written to the action log.
+    A fresh scan is taken first (recheck: one the caller took instead); an object that gained a holder, was
+    replaced by another object of the same name (different inode), vanished, or is not ours to remove is left
+    alone and reported (ipcmon.leaks.Recheck, unlink_refusal). A POSIX object is unlinked through its directory
+    opened once, after its device and inode there were compared with the listed ones: a container's
+    ``/proc/PID/root/dev/shm/NAME`` stays on that container's tmpfs even if PID exits meanwhile. A SysV segment
+    is looked up again in /proc/sysvipc/shm right before shmctl(2) IPC_RMID: it must still have no attachment,
+    the same key and ctime, and be ours to remove (:func:`_rmid_checked`). A segment of another IPC namespace is
+    re-checked and removed inside that namespace, by a forked child that entered it with setns(2); nothing of
+    any other namespace is touched. A deleted-but-held segment is never removed (only its holders can free it).
+    In read-only mode nothing is removed. Every attempt, removed or kept, is written to the action log, naming
+    the namespace of an object that is not in ipcmon's own.
     """
     wanted = list(candidates)
     if read_only():
         return _logged([Removal(leak, False, READ_ONLY_REASON) for leak in wanted])
     posix = [leak for leak in wanted if leak.sysv is None and leak.refusal is None]
-    recheck = Recheck(scan(replace(config, kinds=("shm", "mqueue"), pids=None))) if posix else None
-    return _logged([_remove(leak, recheck, config.proc) for leak in wanted])
+    foreign = [leak for leak in wanted if leak.sysv is not None and leak.sysv.ipc is not None and leak.refusal is None]
+    fresh = None
+    if (posix and recheck is None) or foreign:
+        fresh = scan(replace(config, kinds=("shm", "mqueue"), pids=None))
+    if posix and recheck is None and fresh is not None:
+        recheck = Recheck(fresh)
+    entered = _remove_foreign(foreign, fresh.processes if fresh is not None else (), config.proc)
+    return _logged([entered[id(leak)] if id(leak) in entered else _remove(leak, recheck, config.proc)
+                    for leak in wanted])
 
 
 def refuse(kept: Iterable[tuple[Leak, str]]) -> list[Removal]:
@@ -109,27 +125,91 @@ def _remove(leak: Leak, recheck: Recheck | None, proc: str) -> Removal:
     if leak.refusal is not None:
         return Removal(leak, False, leak.refusal)
     if leak.sysv is not None:
-        return _remove_sysv(leak, leak.sysv, proc)
+        if leak.sysv.ipc is not None:  # another namespace's: only _remove_foreign may act, inside it
+            return Removal(leak, False, "not re-checked inside its IPC namespace, so not removed")
+        removed, outcome = _rmid_checked(leak.sysv, proc)
+        return Removal(leak, removed, outcome)
     reason = recheck.keep_reason(leak) if recheck is not None else "not re-checked"
     if reason is not None or leak.path is None:
         return Removal(leak, False, reason or "not removable by name")
+    directory, name = os.path.split(leak.path)
     try:
-        st = os.stat(leak.path)
+        # The directory is opened once and the name looked up in it twice (stat, unlink): a path through
+        # /proc/PID/root cannot lead to another mount between the check and the unlink.
+        dir_fd = os.open(directory or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return Removal(leak, False, "gone already")
+    except OSError as error:
+        return Removal(leak, False, f"not removed: {error.strerror}")
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         if not same_object(leak, st.st_dev, st.st_ino):
             return Removal(leak, False, "replaced by another object of the same name")
         refusal = unlink_refusal(leak.path)
         if refusal is not None:
             return Removal(leak, False, refusal)
-        os.unlink(leak.path)
+        os.unlink(name, dir_fd=dir_fd)
     except FileNotFoundError:
         return Removal(leak, False, "gone already")
     except OSError as error:
         return Removal(leak, False, f"not removed: {error.strerror}")
+    finally:
+        os.close(dir_fd)
     return Removal(leak, True, "removed")
 
 
-def _remove_sysv(leak: Leak, identity: SysvIdentity, proc: str) -> Removal:
-    """IPC_RMID a SysV segment that is still the one listed and still unattached (read again just before).
+def _remove_foreign(leaks: list[Leak], processes: Iterable[Process], proc: str) -> dict[int, Removal]:
+    """Remove SysV segments of other IPC namespaces, each re-checked inside its own namespace: one forked child
+    enters each namespace that has one (ipcns.in_ipc_namespaces). The results by id() of each leak."""
+    if not leaks:
+        return {}
+    import sysv_ipc  # noqa: F401 (imported here, before the fork: the child must not take the import lock)
+
+    by_namespace: dict[int, list[Leak]] = {}
+    for leak in leaks:
+        assert leak.sysv is not None and leak.sysv.ipc is not None
+        by_namespace.setdefault(leak.sysv.ipc, []).append(leak)
+    spaces = ipcns.ipc_namespaces({process.pid: process for process in processes}, proc)
+    members = {inode: spaces.members[inode] for inode in by_namespace if inode in spaces.members}
+
+    def remove_inside(inode: int) -> list[tuple[bool, str]]:  # in the child, inside the namespace
+        return [_rmid_checked(leak.sysv, proc) for leak in by_namespace[inode] if leak.sysv is not None]
+
+    outcomes = ipcns.in_ipc_namespaces(members, remove_inside, proc=proc) if members else {}
+    results: dict[int, Removal] = {}
+    for inode, group in by_namespace.items():
+        outcome = outcomes.get(inode)
+        for index, leak in enumerate(group):
+            if outcome is None:
+                removal = Removal(leak, False, "gone already (no process is left in its IPC namespace)"
+                                  if os.geteuid() == 0 else NOT_FOUND_REASON)
+            elif isinstance(outcome, OSError):
+                removal = Removal(leak, False, _entry_refusal(outcome))
+            else:
+                removed, reason = outcome[index]
+                removal = Removal(leak, removed, reason)
+            results[id(leak)] = removal
+    return results
+
+
+NOT_FOUND_REASON = ("no process of its IPC namespace could be read (not permitted: its processes are another "
+                    "user's): run as root")
+"""Why a segment of another namespace is kept when not root and none of that namespace's processes is readable."""
+
+
+def _entry_refusal(error: OSError) -> str:
+    """Why a namespace could not be entered to remove something there, in words."""
+    if error.errno in (errno.EPERM, errno.EACCES):
+        return "not permitted to enter its IPC namespace (setns(2) needs CAP_SYS_ADMIN): run as root"
+    if error.errno in (errno.ESRCH, errno.ENOENT):
+        return "gone already (no process is left in its IPC namespace)"
+    return f"its IPC namespace could not be entered: {error.strerror}"
+
+
+def _rmid_checked(identity: SysvIdentity, proc: str) -> tuple[bool, str]:
+    """IPC_RMID a SysV segment of the caller's IPC namespace that is still the one listed and still unattached
+    (read again just before): (removed, why it was kept or "removed"). Runs in ipcmon, or in a forked child inside
+    another namespace (then it must not import anything: the caller imported sysv_ipc).
 
     sysv_ipc.remove_shared_memory is shmctl(id, IPC_RMID, NULL): it never attaches. Between the read and the
     call a process could still attach by id; the segment then lives on until it detaches, as IPC_RMID does.
@@ -139,26 +219,26 @@ def _remove_sysv(leak: Leak, identity: SysvIdentity, proc: str) -> Removal:
     try:
         rows = sysv.parse_table(procfs.read_bytes(f"{proc}/sysvipc/shm"))
     except (procfs.Gone, procfs.Denied):
-        return Removal(leak, False, f"{proc}/sysvipc/shm cannot be read: not re-checked, so not removed")
+        return False, f"{proc}/sysvipc/shm cannot be read: not re-checked, so not removed"
     row = next((row for row in rows if row.get("shmid") == identity.shmid), None)
     if row is None:
-        return Removal(leak, False, "gone already")
+        return False, "gone already"
     if (row.get("key"), row.get("ctime")) != (identity.ipc_key, identity.ctime):
-        return Removal(leak, False, "replaced or changed since it was listed (its key or ctime differs)")
+        return False, "replaced or changed since it was listed (its key or ctime differs)"
     if row.get("perms", 0) & sysv.SHM_DEST:
-        return Removal(leak, False, "gone already (marked for removal)")
+        return False, "gone already (marked for removal)"
     if row.get("nattch", 0) != 0:
-        return Removal(leak, False, f"attached now ({row['nattch']} attachments, last by pid {row.get('lpid')})")
+        return False, f"attached now ({row['nattch']} attachments, last by pid {row.get('lpid')})"
     refusal = ipc_rmid_refusal(row.get("uid", -1), row.get("cuid"))
     if refusal is not None:
-        return Removal(leak, False, refusal)
+        return False, refusal
     try:
         sysv_ipc.remove_shared_memory(identity.shmid)
     except sysv_ipc.ExistentialError:
-        return Removal(leak, False, "gone already")
+        return False, "gone already"
     except sysv_ipc.PermissionsError:
-        return Removal(leak, False, "not permitted (run as root)")
-    return Removal(leak, True, "removed")
+        return False, "not permitted (run as root)"
+    return True, "removed"
 
 
 def _logged(results: list[Removal]) -> list[Removal]:
@@ -166,7 +246,8 @@ def _logged(results: list[Removal]) -> list[Removal]:
     logged = []
     for removal in results:
         leak = removal.leak
-        problem = record(f"remove {leak.mechanism}", f"{leak.name} ({leak.key})",
+        where = f" in {ipcns.place_words(leak.place)}" if leak.place is not None and not leak.place.host else ""
+        problem = record(f"remove {leak.mechanism}", f"{leak.name} ({leak.key}){where}",
                          "removed" if removal.removed else f"kept: {removal.reason}")
         logged.append(replace(removal, log_problem=problem) if problem else removal)
     return logged

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ipcmon import health
 from ipcmon.collect.procfs import user_name
-from ipcmon.model import Holder, Mechanism, Snapshot, file_key
+from ipcmon.model import Holder, Mechanism, Place, Snapshot, file_key
 
 # Who usually makes objects with these names: the best hint when nobody holds them any more. Each entry names
 # the kinds it is for: a semaphore is named as sem_open(3) was given it (``/mp-…``, the file ``sem.mp-…``).
@@ -47,6 +47,9 @@ class SysvIdentity:
     ipc_key: int
     ctime: int
     """shm_ctime (seconds): set at creation and by IPC_SET, so a recreated or changed segment differs."""
+    ipc: int | None = None
+    """Inode of its IPC namespace when that is not ipcmon's own (ids are per namespace: the removal enters it);
+    None for ipcmon's own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,8 @@ class Leak:
     """Why `clean` would not remove it for this user (held, not permitted); None when it would."""
     sysv: SysvIdentity | None = None
     """A SysV segment's identity, checked again right before IPC_RMID; None for a POSIX object."""
+    place: Place | None = None
+    """The namespace it is in (its record's place, issue 15); None when not known, or ipcmon's own."""
 
     @property
     def removable(self) -> bool:
@@ -135,14 +140,14 @@ def find_leaks(
             leaks.append(Leak(segment.kind, "orphaned", segment.name, segment.path, segment.object_key,
                               segment.size, segment.allocated, None, age, segment.owner,
                               _hint(who, owner, last.get(segment.object_key)),
-                              refusal=unlink_refusal(segment.path)))
+                              refusal=unlink_refusal(segment.path), place=segment.place))
         elif segment.state == "deleted" and segment.pinned_bytes != 0:  # pinning nothing is no leak (health)
             age = None if segment.ctime is None else now - segment.ctime
             holders = held_by(segment.holders)
             leaks.append(Leak(segment.kind, "deleted-but-held", segment.name, None, segment.object_key,
                               segment.size, segment.pinned_bytes, None, age, segment.owner,
                               _hint(holders, CLEAN_CANNOT, who, owner), segment.holders,
-                              refusal=f"deleted but still {holders or 'held'}: {CLEAN_CANNOT}"))
+                              refusal=f"deleted but still {holders or 'held'}: {CLEAN_CANNOT}", place=segment.place))
     for queue in snapshot.mqueues:
         if not health.queue_orphaned(queue):
             continue
@@ -151,7 +156,8 @@ def find_leaks(
                           queue.qsize_bytes, age, queue.owner,
                           _hint(prefix_hint(queue.name, "mqueue"), f"owner {queue.owner}" if queue.owner else "",
                                 last.get(queue.object_key)),
-                          refusal=unlink_refusal(queue.path) if queue.path else "no mqueue mount to unlink it from"))
+                          refusal=unlink_refusal(queue.path) if queue.path else "no mqueue mount to unlink it from",
+                          place=queue.place))
     for sysv_segment in snapshot.sysv.shm:
         if health.sysv_shm_orphaned(sysv_segment):
             changed = max(sysv_segment.dtime, sysv_segment.ctime)
@@ -161,11 +167,18 @@ def find_leaks(
                               f"created by pid {sysv_segment.cpid}, "
                               + (f"last used by pid {sysv_segment.lpid}" if sysv_segment.lpid else "never attached"),
                               refusal=ipc_rmid_refusal(sysv_segment.uid, sysv_segment.cuid),
-                              sysv=SysvIdentity(sysv_segment.id, sysv_segment.key, sysv_segment.ctime)))
+                              sysv=SysvIdentity(sysv_segment.id, sysv_segment.key, sysv_segment.ctime,
+                                                _foreign_ipc(sysv_segment.place)),
+                              place=sysv_segment.place))
     if min_age > 0:
         leaks = [leak for leak in leaks if leak.age is not None and leak.age >= min_age]  # unknown is not "old"
     leaks.sort(key=lambda leak: -(leak.age or 0))
     return leaks
+
+
+def _foreign_ipc(place: Place | None) -> int | None:
+    """The IPC namespace inode of a place that is not ipcmon's own; None for ipcmon's own or an unknown one."""
+    return None if place is None or place.host else place.ipc
 
 
 def spellings(mechanism: str, name: str) -> tuple[str, ...]:

@@ -55,7 +55,10 @@ sysv = sysv_ipc.SharedMemory(int(key), sysv_ipc.IPC_CREX, size=4096)  # attached
 ipc = os.stat("/proc/self/ns/ipc").st_ino
 mnt = os.stat("/proc/self/ns/mnt").st_ino
 print("ready", ipc, mnt, os.stat("/dev/shm").st_dev, os.stat("/dev/mqueue").st_dev, sysv.id, flush=True)
-sys.stdin.read()
+for command in sys.stdin:  # Scene.tell; the end of stdin ends the scene
+    if command.strip() == "detach-sysv":
+        sysv.detach()
+    print("done", command.strip(), flush=True)
 '''
 
 
@@ -85,6 +88,17 @@ class Scene:
     """The cgroup directory it runs in, when given one."""
     unshare_pid: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[str] | None = None
+    """unshare, whose stdin and stdout reach the holder (:meth:`tell`)."""
+
+    def tell(self, command: str) -> None:
+        """Have the holder do something and wait until it has: ``detach-sysv`` detaches its SysV segment (nattch
+        0, so an orphan to leaks and clean)."""
+        assert self.process is not None and self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline().split()
+        assert answer == ["done", command], f"the namespace holder answered {answer!r} to {command!r}"
 
 
 def require_root() -> None:
@@ -205,7 +219,7 @@ def container(
         ipc, mnt, shm_dev, mqueue_dev, sysv_id = map(int, line[1:6])
         yield Scene(pid=_child_of(process.pid), ipc=ipc, mnt=mnt, shm_dev=shm_dev, mqueue_dev=mqueue_dev,
                     sysv_id=sysv_id, name=name, queue=queue, key=key, container_id=container_id, cgroup=directory,
-                    unshare_pid=process.pid)
+                    unshare_pid=process.pid, process=process)
     finally:
         with contextlib.suppress(OSError):
             assert process.stdin is not None

@@ -311,10 +311,19 @@ def cmd_leaks(args: argparse.Namespace) -> int:
     return 1 if leaks else 0
 
 
+def _where(leak: Leak) -> str:
+    """`` in LABEL ipc:INODE`` for an object of another namespace than ipcmon's own (issue 15); '' otherwise."""
+    if leak.place is None or leak.place.host:
+        return ""
+    from ipcmon.collect.ipcns import place_words
+
+    return f" in {place_words(leak.place)}"
+
+
 def _clean_line(leak: Leak, note: str = "") -> str:
     amount = f"{human_bytes(leak.queued)} queued" if leak.mechanism == "mqueue" else \
         f"{human_bytes(leak.allocated)} allocated"
-    return f"  {leak.mechanism:<8} {printable(leak.name)}  {amount}  age {human_age(leak.age)}{note}\n"
+    return f"  {leak.mechanism:<8} {printable(leak.name)}{_where(leak)}  {amount}  age {human_age(leak.age)}{note}\n"
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -380,7 +389,7 @@ def _report_removals(results: list[Removal]) -> None:
 
     log_problem = None
     for removal in results:
-        name = printable(removal.leak.name)
+        name = printable(removal.leak.name) + _where(removal.leak)
         log_problem = log_problem or removal.log_problem
         if removal.removed:
             sys.stdout.write(f"removed {removal.leak.mechanism} {name}\n")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from ipcmon import health
-from ipcmon.collect import procfs
+from ipcmon.collect import ipcns, procfs
 from ipcmon.collect.fds import FdRef
 from ipcmon.collect.procmem import Memory
 from ipcmon.collect.signals import decode_mask
@@ -34,6 +34,7 @@ from ipcmon.model import (
     DeadlockMember,
     MessageQueue,
     Pipe,
+    Place,
     Process,
     Stuck,
     StuckState,
@@ -42,6 +43,7 @@ from ipcmon.model import (
     Watched,
     file_key,
     pipe_ref,
+    sysv_object_key,
 )
 from ipcmon.safe import counted
 from ipcmon.text import waiting_text
@@ -423,10 +425,12 @@ def resolve(
         return None
     if syscall in ("msgsnd", "msgrcv") and raw.args:
         msqid = raw.args[0]
-        return Waiting(syscall, None, raw.wchan, f"sysv-msg:{msqid}", f"sysv-msg:{msqid}", "sysv")
+        return Waiting(syscall, None, raw.wchan, f"sysv-msg:{msqid}",
+                       sysv_object_key("sysv-msg", msqid, _ipc_place(pid, processes)), "sysv")
     if syscall in ("semop", "semtimedop") and raw.args:
         semid = raw.args[0]
-        return Waiting(syscall, None, raw.wchan, f"sysv-sem:{semid}", f"sysv-sem:{semid}", "sysv", timed=timed)
+        return Waiting(syscall, None, raw.wchan, f"sysv-sem:{semid}",
+                       sysv_object_key("sysv-sem", semid, _ipc_place(pid, processes)), "sysv", timed=timed)
     if raw.wchan in _FIFO_WCHANS or (syscall in _OPENS and raw.wchan in _OPEN_FIFO_WCHANS):
         return _fifo_wait(raw)
     if syscall in _POLL_WAITS:
@@ -434,6 +438,16 @@ def resolve(
     if syscall in _CHILD_WAITS and processes is not None:
         return _child_wait(raw, pid, processes, kin or {}, children_of)
     return None
+
+
+def _ipc_place(pid: int, processes: Mapping[int, Process] | None) -> Place | None:
+    """The IPC namespace a process waits in, for the key of the SysV object it waits on (ids are per namespace:
+    the same msqid in two containers is two queues); None when unknown, or ipcmon's own."""
+    own = ipcns.own_namespace()
+    inode = ipcns.namespace_of(pid, processes.get(pid) if processes is not None else None)
+    if own is None or inode is None or inode == own:
+        return None
+    return Place(ipc=inode, mnt=None)
 
 
 def _fifo_wait(raw: RawWait) -> Waiting:

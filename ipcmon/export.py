@@ -10,7 +10,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ipcmon.model import Budget, Capacity, Deadlock, MessageQueue, ShmMount, Snapshot, Stuck
+from ipcmon.model import (
+    Budget,
+    Capacity,
+    Deadlock,
+    Event,
+    MessageQueue,
+    Namespace,
+    Place,
+    ShmMount,
+    Snapshot,
+    Stuck,
+)
 from ipcmon.text import deadlock_summary, signal_name, wait_text
 
 SCHEMA_VERSION = 1
@@ -27,12 +38,54 @@ def _encode(record: object) -> dict[str, Any]:
     dataclasses.asdict would deep-copy the whole snapshot first, which took longer than the scan itself
     on a machine with thousands of objects.
     """
+    encoder = ENCODERS.get(type(record))
+    if encoder is not None:
+        return encoder(record)
     if not dataclasses.is_dataclass(record) or isinstance(record, type):
         raise TypeError(f"{type(record).__name__} is not part of a snapshot")
     data = {name: getattr(record, name) for name in _field_names(type(record))}
+    if "place" in data:  # a placed record (issue 15): its namespace and container instead of the nested Place
+        data.update(place_fields(data.pop("place")))
     derived = DERIVED.get(type(record))
     if derived is not None:
         data.update(derived(record))
+    return data
+
+
+def place_fields(place: Place | None) -> dict[str, Any]:
+    """A record's place as JSON fields: ``namespace`` (``{"ipc": INODE, "mnt": INODE|null}``, null when not known),
+    ``container`` (``{"id", "runtime", "name", "pod"}``, null on the host, outside a container, or not known) and
+    ``place`` (what a person calls it: ``host``, the container's name or short id, the systemd unit, ``ipc:INODE``;
+    null when not known). Names are raw."""
+    if place is None:
+        return {"namespace": None, "container": None, "place": None}
+    container = place.container
+    return {
+        "namespace": {"ipc": place.ipc, "mnt": place.mnt},
+        "container": None if container is None else {"id": container.id, "runtime": container.runtime,
+                                                     "name": container.name, "pod": container.pod},
+        "place": place.label,
+    }
+
+
+def _namespace(namespace: Namespace) -> dict[str, Any]:
+    """One namespace of ``namespaces``: its inodes, container, unit and whether it is the host's, flat, then what
+    was read of it."""
+    place = namespace.place
+    fields = place_fields(place)
+    return {
+        "ipc": place.ipc, "mnt": place.mnt, "container": fields["container"], "unit": place.unit, "host": place.host,
+        "place": fields["place"], "processes": namespace.processes, "shm_dir": namespace.shm_dir,
+        "shm_dev": namespace.shm_dev, "mqueue_dir": namespace.mqueue_dir, "mqueue_dev": namespace.mqueue_dev,
+        "sysv": namespace.sysv, "access": namespace.access, "note": namespace.note,
+    }
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """One event as ``watch --json`` writes it: its fields, its place as ``namespace``, ``container`` and ``place``
+    (:func:`place_fields`)."""
+    data = {name: getattr(event, name) for name in _field_names(Event)}
+    data.update(place_fields(data.pop("place")))
     return data
 
 
@@ -93,6 +146,10 @@ DERIVED: dict[type, Callable[[Any], dict[str, Any]]] = {
 mechanism's list: ``shm``, ``regions``, ``mqueues``, ``pipes``…) is exactly its fields, in their order. The
 snapshot's ``stuck`` and ``deadlocks`` entries get theirs from the snapshot's (``since_seconds``, ``summary``);
 ``capacity``'s shm mounts get ``fill_percent`` and ``free``, its budgets ``fill_percent`` and ``headroom``."""
+
+
+ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {Namespace: _namespace}
+"""Records whose JSON object is not their fields: a namespace is its place's fields, flat."""
 
 
 def dumps(snapshot: Snapshot, *, indent: int | None = None) -> str:

@@ -21,18 +21,21 @@ from typing import TYPE_CHECKING
 from ipcmon.cli.arguments import (
     Command,
     Subcommands,
+    add_places,
     add_scope,
     add_show_self,
     parse_duration_arg,
     parse_interval,
+    place_selector,
+    select_places,
 )
 from ipcmon.safe import counted, printable
-from ipcmon.text import human_age, human_bytes
+from ipcmon.text import human_age, human_bytes, place_suffix
 
 if TYPE_CHECKING:
     from ipcmon.actions import Removal
     from ipcmon.leaks import Leak
-    from ipcmon.model import Event
+    from ipcmon.model import Event, Place, Snapshot
 
 
 def add_watch_parser(commands: Subcommands) -> argparse.ArgumentParser:
@@ -55,7 +58,8 @@ def add_leaks_parser(commands: Subcommands) -> argparse.ArgumentParser:
     leaks = commands.add_parser(
         "leaks",
         help="list orphaned segments and queues and unlinked segments still pinning memory",
-        description="Exit status: 0 no leaks (or nothing matches --match), 1 leaks found, 2 error.",
+        description="Exit status: 0 no leaks (or nothing matches --match), 1 leaks found, 2 error (a --container "
+        "or --ns that matches nothing too).",
     )
     leaks.add_argument("--min-age", type=parse_duration_arg, default=0.0, metavar="DURATION",
                        help="only objects unchanged for at least this long (30s, 5m, 2h, 1d)")
@@ -64,6 +68,7 @@ def add_leaks_parser(commands: Subcommands) -> argparse.ArgumentParser:
                             "prints them (sem.NAME for semaphore /NAME), e.g. '/psm_*'")
     leaks.add_argument("--json", action="store_true", help="a JSON list")
     add_show_self(leaks)
+    add_places(leaks)
     return leaks
 
 
@@ -87,14 +92,16 @@ def add_clean_parser(commands: Subcommands) -> argparse.ArgumentParser:
     # The global --read-only, accepted after the subcommand too (ipcmon clean --yes --read-only refuses).
     clean.add_argument("--read-only", action="store_true", default=argparse.SUPPRESS,
                        help="refuse to remove anything, even with --yes (same as ipcmon --read-only)")
+    add_places(clean)
     return clean
 
 
 def format_event(event: Event) -> str:
-    """One readable line; every system string made printable."""
+    """One readable line; every system string made printable. An object not on the host is followed by where it
+    lives: ``/seg [web-1]`` (text.place_suffix)."""
     clock = time.strftime("%H:%M:%S", time.localtime(event.time)) + f".{int(event.time % 1 * 1000):03d}"
     who = f"pid {event.pid} {printable(event.comm or '')}".rstrip() if event.pid is not None else ""
-    parts = [clock, f"{event.mechanism:<8}", f"{event.event:<19}", printable(event.object)]
+    parts = [clock, f"{event.mechanism:<8}", f"{event.event:<19}", printable(event.object) + place_suffix(event.place)]
     if who:
         parts.append(who)
     if event.detail:
@@ -108,6 +115,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     """Print the stuck state as it is (``state`` events: deadlocks, deadlocked and blocked processes), then each
     event as it comes, until SIGINT or SIGTERM, or until stdout's reader leaves; exit 0."""
     from ipcmon.collect import ScanConfig
+    from ipcmon.export import event_to_dict
     from ipcmon.live.events import state_events
     from ipcmon.live.monitor import Monitor
 
@@ -121,7 +129,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     def emit(event: Event) -> None:
-        line = json.dumps(dataclasses.asdict(event)) if args.json else format_event(event)
+        line = json.dumps(event_to_dict(event)) if args.json else format_event(event)
         with output_lock:
             try:
                 sys.stdout.write(line + "\n")
@@ -130,8 +138,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 stop.set()
 
     config = ScanConfig(kinds=args.kind, pids=args.pid, hide_self=not args.show_self)
-    monitor = Monitor(config, history=args.history, on_event=emit)
+    selector = place_selector(args)
+    monitor = Monitor(config, history=args.history, on_event=emit, places=selector)
     baseline, _ = monitor.poll()  # the baseline: events are what changes from here on
+    if selector is not None and select_places(baseline, selector, "ipcmon watch") is None:
+        return 1  # as for a --pid naming no process
     # What is stuck already, first: on a machine that hung before watch started, no change would ever say it.
     for event in state_events(baseline):
         emit(event)
@@ -149,12 +160,22 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
-def leak_to_dict(leak: Leak) -> dict[str, object]:
-    """One leak as `ipcmon leaks --json` gives it: its fields (``ipcmon.leaks.Leak``) and ``removable``, whether
-    `clean` may remove it as this user."""
+def leak_to_dict(leak: Leak, place: Place | None = None) -> dict[str, object]:
+    """One leak as `ipcmon leaks --json` gives it: its fields (``ipcmon.leaks.Leak``), ``removable``, whether
+    `clean` may remove it as this user, and where it lives (``namespace``, ``container``, ``place``: as in
+    snapshot --json, null when not known)."""
+    from ipcmon.export import place_fields
+
     data = dataclasses.asdict(leak)
     data["removable"] = leak.removable
+    data.update(place_fields(place))
     return data
+
+
+def object_places(snapshot: Snapshot) -> dict[str, Place]:
+    """Each placed object's place by its key (the leaks' ``key``)."""
+    records = (*snapshot.shm, *snapshot.mqueues, *snapshot.sysv.shm, *snapshot.sysv.msg, *snapshot.sysv.sem)
+    return {record.object_key: record.place for record in records if record.place is not None}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -172,6 +193,12 @@ class _Found:
     unknown: list[str] = dataclasses.field(default_factory=list)
     """Names (--match selects) of objects no readable process holds but one ipcmon could not read may
     (``orphaned?``: health.qualify): neither leaks nor removable, and said so."""
+    places: dict[str, Place] = dataclasses.field(default_factory=dict)
+    """Each object's place by key (object_places): a leak not on the host is named with it."""
+
+    def named(self, leak: Leak) -> str:
+        """The leak's printable name, with where it lives when not on the host: ``/seg [web-1]``."""
+        return printable(leak.name) + place_suffix(self.places.get(leak.key))
 
 
 def _find(args: argparse.Namespace) -> _Found | None:
@@ -188,17 +215,22 @@ def _find(args: argparse.Namespace) -> _Found | None:
     except OSError as error:
         sys.stderr.write(f"ipcmon {args.command}: {printable(str(error))}\n")
         return None
+    selected = select_places(snapshot, place_selector(args), f"ipcmon {args.command}")
+    if selected is None:
+        return None
+    snapshot = selected
     levels: dict[str, str] = {}
     for hazard in health.hazards(snapshot):  # most serious first: an object keeps its worst level
         levels.setdefault(hazard.key, hazard.level_text)
     matched = None if args.match is None else count_matching(snapshot, args.match)
     budgets = [f"{hazard.level_text}  {hazard.mechanism}  {printable(hazard.object)}  {printable(hazard.problem)}"
                for hazard in sorted(health.capacity_hazards(snapshot), key=health.rank)]
-    unknown = [name for kind, name in (*((s.kind, s.name) for s in snapshot.shm if s.state == "orphaned?"),
-                                       *(("mqueue", q.name) for q in snapshot.mqueues if q.maybe_held))
+    unknown = [name + place_suffix(place)
+               for kind, name, place in (*((s.kind, s.name, s.place) for s in snapshot.shm if s.state == "orphaned?"),
+                                         *(("mqueue", q.name, q.place) for q in snapshot.mqueues if q.maybe_held))
                if args.match is None or matches(kind, name, args.match)]
     return _Found(matching(find_leaks(snapshot), args.match), matched, snapshot.hidden_processes, levels, budgets,
-                  unknown)
+                  unknown, object_places(snapshot))
 
 
 _UNKNOWN_WORDS = ("no process ipcmon can read holds {them}, but a process it cannot read may (orphaned?): not "
@@ -224,7 +256,8 @@ LEAK_HEADERS = ("LEVEL", "KIND", "PROBLEM", "NAME", "SIZE", "ALLOC", "QUEUED", "
 queue's messages. '-' where a column does not apply, '?' where it is unknown."""
 
 
-def _leak_rows(leaks: list[Leak], levels: dict[str, str]) -> list[tuple[str, ...]]:
+def _leak_rows(leaks: list[Leak], levels: dict[str, str],
+               places: dict[str, Place] | None = None) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for leak in leaks:
         queue = leak.mechanism == "mqueue"
@@ -232,7 +265,7 @@ def _leak_rows(leaks: list[Leak], levels: dict[str, str]) -> list[tuple[str, ...
             levels.get(leak.key, "?"),
             leak.mechanism,
             leak.problem,
-            printable(leak.name),
+            printable(leak.name) + place_suffix((places or {}).get(leak.key)),
             "-" if queue else human_bytes(leak.size),
             "-" if queue else human_bytes(leak.allocated),
             human_bytes(leak.queued) if queue else "-",
@@ -283,7 +316,7 @@ def cmd_leaks(args: argparse.Namespace) -> int:
         return 2
     leaks = [leak for leak in found.leaks if _old_enough(leak, args.min_age)]
     if args.json:
-        sys.stdout.write(json.dumps([leak_to_dict(leak) for leak in leaks]) + "\n")
+        sys.stdout.write(json.dumps([leak_to_dict(leak, found.places.get(leak.key)) for leak in leaks]) + "\n")
         if found.matched == 0:
             sys.stderr.write(_nothing_matches(args.match))
     elif found.matched == 0:
@@ -294,7 +327,7 @@ def cmd_leaks(args: argparse.Namespace) -> int:
     else:
         from ipcmon.report import format_table
 
-        lines = format_table(LEAK_HEADERS, _leak_rows(leaks, found.levels))
+        lines = format_table(LEAK_HEADERS, _leak_rows(leaks, found.levels, found.places))
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.write(_closing_line(leaks, args.match))
     if not args.json and found.matched != 0:
@@ -311,10 +344,10 @@ def cmd_leaks(args: argparse.Namespace) -> int:
     return 1 if leaks else 0
 
 
-def _clean_line(leak: Leak, note: str = "") -> str:
+def _clean_line(leak: Leak, found: _Found, note: str = "") -> str:
     amount = f"{human_bytes(leak.queued)} queued" if leak.mechanism == "mqueue" else \
         f"{human_bytes(leak.allocated)} allocated"
-    return f"  {leak.mechanism:<8} {printable(leak.name)}  {amount}  age {human_age(leak.age)}{note}\n"
+    return f"  {leak.mechanism:<8} {found.named(leak)}  {amount}  age {human_age(leak.age)}{note}\n"
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -356,11 +389,12 @@ def cmd_clean(args: argparse.Namespace) -> int:
         if candidates:
             sys.stdout.write("would remove (dry run; add --yes to remove):\n")
             for leak in candidates:
-                sys.stdout.write(_clean_line(leak, f"  (cannot: {printable(leak.refusal)})" if leak.refusal else ""))
+                sys.stdout.write(_clean_line(leak, found, f"  (cannot: {printable(leak.refusal)})" if leak.refusal
+                                             else ""))
         if left:
             sys.stdout.write("left alone:\n")
             for leak, reason in left:
-                sys.stdout.write(_clean_line(leak, f"  (kept: {printable(reason)})"))
+                sys.stdout.write(_clean_line(leak, found, f"  (kept: {printable(reason)})"))
         return 0
     failed = 0
     if candidates or left:
@@ -370,17 +404,17 @@ def cmd_clean(args: argparse.Namespace) -> int:
         else:
             tried = actions.remove_orphans(candidates)
         failed = sum(not removal.removed for removal in tried)
-        _report_removals([*tried, *actions.refuse(left)])
+        _report_removals([*tried, *actions.refuse(left)], found)
     return refused or (1 if failed else 0)
 
 
-def _report_removals(results: list[Removal]) -> None:
+def _report_removals(results: list[Removal], found: _Found) -> None:
     """One line per object removed or kept; then where the log is, or why it could not be written."""
     from ipcmon import actions
 
     log_problem = None
     for removal in results:
-        name = printable(removal.leak.name)
+        name = found.named(removal.leak)
         log_problem = log_problem or removal.log_problem
         if removal.removed:
             sys.stdout.write(f"removed {removal.leak.mechanism} {name}\n")

@@ -35,7 +35,7 @@ from ipcmon.text import human_age, human_bytes, place_suffix
 if TYPE_CHECKING:
     from ipcmon.actions import Removal
     from ipcmon.leaks import Leak
-    from ipcmon.model import Event, Place, Snapshot
+    from ipcmon.model import Event, Place
 
 
 def add_watch_parser(commands: Subcommands) -> argparse.ArgumentParser:
@@ -172,12 +172,6 @@ def leak_to_dict(leak: Leak, place: Place | None = None) -> dict[str, object]:
     return data
 
 
-def object_places(snapshot: Snapshot) -> dict[str, Place]:
-    """Each placed object's place by its key (the leaks' ``key``)."""
-    records = (*snapshot.shm, *snapshot.mqueues, *snapshot.sysv.shm, *snapshot.sysv.msg, *snapshot.sysv.sem)
-    return {record.object_key: record.place for record in records if record.place is not None}
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Found:
     leaks: list[Leak]
@@ -194,7 +188,7 @@ class _Found:
     """Names (--match selects) of objects no readable process holds but one ipcmon could not read may
     (``orphaned?``: health.qualify): neither leaks nor removable, and said so."""
     places: dict[str, Place] = dataclasses.field(default_factory=dict)
-    """Each object's place by key (object_places): a leak not on the host is named with it."""
+    """Each object's place by key (health.object_places): a leak not on the host is named with it."""
 
     def named(self, leak: Leak) -> str:
         """The leak's printable name, with where it lives when not on the host: ``/seg [web-1]``."""
@@ -230,7 +224,7 @@ def _find(args: argparse.Namespace) -> _Found | None:
                                          *(("mqueue", q.name, q.place) for q in snapshot.mqueues if q.maybe_held))
                if args.match is None or matches(kind, name, args.match)]
     return _Found(matching(find_leaks(snapshot), args.match), matched, snapshot.hidden_processes, levels, budgets,
-                  unknown, object_places(snapshot))
+                  unknown, health.object_places(snapshot))
 
 
 _UNKNOWN_WORDS = ("no process ipcmon can read holds {them}, but a process it cannot read may (orphaned?): not "

@@ -82,15 +82,10 @@ def placed(events: list[Event], *snapshots: Snapshot) -> list[Event]:
         return events
     places: dict[str, Place] = {}
     for snapshot in snapshots:
-        records = (*snapshot.shm, *snapshot.mqueues, *snapshot.sysv.shm, *snapshot.sysv.msg, *snapshot.sysv.sem)
-        places.update((record.object_key, record.place) for record in records if record.place is not None)
-        places.update((f"signal:{process.pid}", process.place) for process in snapshot.processes
-                      if process.place is not None)
-        places.update((f"pid:{process.pid}", process.place) for process in snapshot.processes
-                      if process.place is not None)
-        if snapshot.capacity is not None:
-            places.update((health.mount_key(mount), mount.place) for mount in snapshot.capacity.shm_mounts
-                          if mount.place is not None)
+        places.update(health.object_places(snapshot))
+        for process in snapshot.processes:
+            if process.place is not None:
+                places[f"signal:{process.pid}"] = places[f"pid:{process.pid}"] = process.place
     if not places:
         return events
     return [replace(event, place=places[event.key]) if event.key in places else event for event in events]

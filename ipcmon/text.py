@@ -436,12 +436,14 @@ def place_suffix(place: Place | None) -> str:
 
 
 def several_places(places: Iterable[Place | None]) -> bool:
-    """Whether more than one place appears among these (a place column is then worth its width)."""
+    """Whether more than one place appears among these, unknown ones (None: a pipe, a memfd, a scan that did not
+    read namespaces) aside: a place column is then worth its width."""
     first: Place | None = None
-    seen = False
     for place in places:
-        if not seen:
-            first, seen = place, True
+        if place is None:
+            continue
+        if first is None:
+            first = place
         elif place != first:
             return True
     return False
@@ -486,6 +488,13 @@ def namespace_read(namespace: Namespace) -> str:
     return printable(text)
 
 
+def parse_ns(text: str) -> int | None:
+    """A namespace inode as a person writes it: ``4026532281``, or ``ipc:[4026532281]`` as readlink of
+    /proc/PID/ns/ipc shows it; None when it is neither."""
+    digits = text.strip().rpartition(":")[2].strip("[]")
+    return int(digits) if digits.isdigit() else None
+
+
 MIN_ID_PREFIX = 4
 """The shortest container id prefix ``--container`` takes (and ``container:`` in the dashboard's filter): shorter
 ones would match many ids by chance."""
@@ -495,8 +504,9 @@ ones would match many ids by chance."""
 class PlaceSelector:
     """Which places ``--container WHAT`` and ``--ns INODE`` select (both, when both are given).
 
-    ``container``: ``host``; else a container's exact name, its exact id, or a prefix of its id of at least
-    ``MIN_ID_PREFIX`` characters (its 12-character short id is one), case-insensitive as ids are hex. ``ns``: the
+    ``container``: ``host``; else a container's name, its id, or a prefix of its id of at least ``MIN_ID_PREFIX``
+    characters (its 12-character short id is one), each without regard to case (the dashboard's filter is
+    lower-cased; ids are hex); a prefix that several containers share selects them all. ``ns``: the
     inode of an IPC or a mount namespace (``ls -i``'d ``/proc/PID/ns/ipc`` or ``mnt``, ``lsns``'s NS column).
     """
 
@@ -517,9 +527,9 @@ class PlaceSelector:
         found = place.container
         if found is None:
             return False
-        ident = found.id.lower()
-        return (found.name == wanted or ident == wanted.lower()
-                or (len(wanted) >= MIN_ID_PREFIX and ident.startswith(wanted.lower())))
+        ident, lower = found.id.lower(), wanted.lower()
+        return (found.name is not None and found.name.lower() == lower) or ident == lower or (
+            len(wanted) >= MIN_ID_PREFIX and ident.startswith(lower))
 
     def describe(self) -> str:
         """``--container web-1 --ns 4026532281`` as given; printable."""

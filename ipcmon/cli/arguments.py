@@ -100,10 +100,12 @@ def add_scope(parser: argparse.ArgumentParser) -> None:
 
 def parse_inode(text: str) -> int:
     """A namespace's inode number, ``4026532281`` (or ``ipc:[4026532281]`` as readlink /proc/PID/ns/ipc shows it)."""
-    digits = text.strip().rpartition(":")[2].strip("[]")
-    if not digits.isdigit():
+    from ipcmon.text import parse_ns
+
+    inode = parse_ns(text)
+    if inode is None:
         raise argparse.ArgumentTypeError(f"not a namespace inode number: {text!r}")
-    return int(digits)
+    return inode
 
 
 def add_places(parser: argparse.ArgumentParser) -> None:

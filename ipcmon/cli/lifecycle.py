@@ -188,11 +188,8 @@ class _Found:
     """Names (--match selects) of objects no readable process holds but one ipcmon could not read may
     (``orphaned?``: health.qualify): neither leaks nor removable, and said so."""
     places: dict[str, Place] = dataclasses.field(default_factory=dict)
-    """Each object's place by key (health.object_places): a leak not on the host is named with it."""
-
-    def named(self, leak: Leak) -> str:
-        """The leak's printable name, with where it lives when not on the host: ``/seg [web-1]``."""
-        return printable(leak.name) + place_suffix(self.places.get(leak.key))
+    """Each object's place by key (health.object_places): a leak not on the host is named with it in the table and
+    its JSON (clean's lines name it from Leak.place)."""
 
 
 def _find(args: argparse.Namespace) -> _Found | None:
@@ -338,10 +335,10 @@ def cmd_leaks(args: argparse.Namespace) -> int:
     return 1 if leaks else 0
 
 
-def _clean_line(leak: Leak, found: _Found, note: str = "") -> str:
+def _clean_line(leak: Leak, note: str = "") -> str:
     amount = f"{human_bytes(leak.queued)} queued" if leak.mechanism == "mqueue" else \
         f"{human_bytes(leak.allocated)} allocated"
-    return f"  {leak.mechanism:<8} {found.named(leak)}  {amount}  age {human_age(leak.age)}{note}\n"
+    return f"  {leak.mechanism:<8} {printable(leak.name)}  {amount}  age {human_age(leak.age)}{note}\n"
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
@@ -383,12 +380,11 @@ def cmd_clean(args: argparse.Namespace) -> int:
         if candidates:
             sys.stdout.write("would remove (dry run; add --yes to remove):\n")
             for leak in candidates:
-                sys.stdout.write(_clean_line(leak, found, f"  (cannot: {printable(leak.refusal)})" if leak.refusal
-                                             else ""))
+                sys.stdout.write(_clean_line(leak, f"  (cannot: {printable(leak.refusal)})" if leak.refusal else ""))
         if left:
             sys.stdout.write("left alone:\n")
             for leak, reason in left:
-                sys.stdout.write(_clean_line(leak, found, f"  (kept: {printable(reason)})"))
+                sys.stdout.write(_clean_line(leak, f"  (kept: {printable(reason)})"))
         return 0
     failed = 0
     if candidates or left:
@@ -398,17 +394,17 @@ def cmd_clean(args: argparse.Namespace) -> int:
         else:
             tried = actions.remove_orphans(candidates)
         failed = sum(not removal.removed for removal in tried)
-        _report_removals([*tried, *actions.refuse(left)], found)
+        _report_removals([*tried, *actions.refuse(left)])
     return refused or (1 if failed else 0)
 
 
-def _report_removals(results: list[Removal], found: _Found) -> None:
+def _report_removals(results: list[Removal]) -> None:
     """One line per object removed or kept; then where the log is, or why it could not be written."""
     from ipcmon import actions
 
     log_problem = None
     for removal in results:
-        name = found.named(removal.leak)
+        name = printable(removal.leak.name)
         log_problem = log_problem or removal.log_problem
         if removal.removed:
             sys.stdout.write(f"removed {removal.leak.mechanism} {name}\n")

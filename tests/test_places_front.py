@@ -12,14 +12,14 @@ import json
 from dataclasses import replace
 
 from ipcmon.cli.arguments import any_place, parse_inode
-from ipcmon.cli.lifecycle import LEAK_HEADERS, _leak_rows, format_event
+from ipcmon.cli.lifecycle import format_event, leak_table
 from ipcmon.collect.scan import restrict_to_places
 from ipcmon.export import dumps, event_to_dict
 from ipcmon.health import object_places
 from ipcmon.leaks import find_leaks
 from ipcmon.live.events import diff
 from ipcmon.model import Holder, Namespace, Snapshot
-from ipcmon.report import format_table, render
+from ipcmon.report import render
 from ipcmon.text import PlaceSelector, holder_cell, several_places
 from ipcmon.ui.view.rows import mqueue_rows, shm_rows
 from ipcmon.ui.view.table import Context, RowCache, matches
@@ -169,9 +169,12 @@ def test_events_carry_their_objects_place() -> None:
 def test_leak_lines_name_a_containers_orphan() -> None:
     snapshot = containers_snapshot()
     leaks = find_leaks(snapshot)
-    rows = format_table(LEAK_HEADERS, _leak_rows(leaks, {}, object_places(snapshot)))
-    assert any("/batch-spill [9b1e0c7d2a44]" in row for row in rows)
-    assert any("/old-cache " in row for row in rows) and not any("/old-cache [" in row for row in rows)
+    rows = [line.split() for line in leak_table(leaks, {}, object_places(snapshot))]
+    assert rows[0][3:5] == ["NAME", "CONTAINER"]
+    assert ["/batch-spill", "9b1e0c7d2a44"] in [row[3:5] for row in rows]
+    assert ["/old-cache", "host"] in [row[3:5] for row in rows]
+    on_host = [line.split() for line in leak_table(find_leaks(_on_host_only()), {}, object_places(_on_host_only()))]
+    assert "CONTAINER" not in on_host[0] and ["/old-cache", "1.0M"] in [row[3:5] for row in on_host]
 
 
 def test_the_dashboard_filters_by_container_and_namespace() -> None:

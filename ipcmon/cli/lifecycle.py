@@ -30,7 +30,7 @@ from ipcmon.cli.arguments import (
     select_places,
 )
 from ipcmon.safe import counted, printable
-from ipcmon.text import human_age, human_bytes, place_suffix
+from ipcmon.text import PLACE_HEADER, human_age, human_bytes, place_cell, place_suffix
 
 if TYPE_CHECKING:
     from ipcmon.actions import Removal
@@ -247,8 +247,21 @@ LEAK_HEADERS = ("LEVEL", "KIND", "PROBLEM", "NAME", "SIZE", "ALLOC", "QUEUED", "
 queue's messages. '-' where a column does not apply, '?' where it is unknown."""
 
 
-def _leak_rows(leaks: list[Leak], levels: dict[str, str],
-               places: dict[str, Place] | None = None) -> list[tuple[str, ...]]:
+def leak_table(leaks: list[Leak], levels: dict[str, str], places: dict[str, Place]) -> list[str]:
+    """The leaks as a table; with a CONTAINER column after NAME when one of them lives off the host (issue 15)."""
+    from ipcmon.report import format_table
+
+    rows = _leak_rows(leaks, levels)
+    headers: tuple[str, ...] = LEAK_HEADERS
+    where = [places.get(leak.key) for leak in leaks]
+    if any(place is not None and not place.host for place in where):
+        at = LEAK_HEADERS.index("NAME") + 1
+        headers = (*LEAK_HEADERS[:at], PLACE_HEADER, *LEAK_HEADERS[at:])
+        rows = [(*row[:at], place_cell(place), *row[at:]) for row, place in zip(rows, where, strict=True)]
+    return format_table(headers, rows)
+
+
+def _leak_rows(leaks: list[Leak], levels: dict[str, str]) -> list[tuple[str, ...]]:
     rows: list[tuple[str, ...]] = []
     for leak in leaks:
         queue = leak.mechanism == "mqueue"
@@ -256,7 +269,7 @@ def _leak_rows(leaks: list[Leak], levels: dict[str, str],
             levels.get(leak.key, "?"),
             leak.mechanism,
             leak.problem,
-            printable(leak.name) + place_suffix((places or {}).get(leak.key)),
+            printable(leak.name),
             "-" if queue else human_bytes(leak.size),
             "-" if queue else human_bytes(leak.allocated),
             human_bytes(leak.queued) if queue else "-",
@@ -316,9 +329,7 @@ def cmd_leaks(args: argparse.Namespace) -> int:
         sys.stdout.write("no leaks found" + (f" among {counted(found.matched, 'object', 'objects')} matching "
                                              f"{printable(args.match)}" if found.matched else "") + "\n")
     else:
-        from ipcmon.report import format_table
-
-        lines = format_table(LEAK_HEADERS, _leak_rows(leaks, found.levels, found.places))
+        lines = leak_table(leaks, found.levels, found.places)
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.write(_closing_line(leaks, args.match))
     if not args.json and found.matched != 0:

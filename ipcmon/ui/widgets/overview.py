@@ -161,11 +161,17 @@ def place_totals(snapshot: Snapshot) -> list[PlaceTotals]:
     object, mount or namespace is in a container (issue 15: the breakdown is for machines that run containers)."""
     if not any(namespace.place.container is not None for namespace in snapshot.namespaces):
         return []
-    totals: dict[Place, PlaceTotals] = {}
+    totals: dict[object, PlaceTotals] = {}
+
+    def entry_of(place: Place) -> PlaceTotals:
+        # One entry per host, container or other IPC namespace: a SysV object's place has no mount namespace, and
+        # a container's shm and its SysV segments are still the container's.
+        who = "host" if place.host else place.container.id if place.container is not None else place.ipc
+        return totals.setdefault(who, PlaceTotals(place))
 
     def add(place: Place | None, size: int = 0) -> None:
         if place is not None:
-            entry = totals.setdefault(place, PlaceTotals(place))
+            entry = entry_of(place)
             entry.objects += 1
             entry.bytes += size
 
@@ -181,8 +187,8 @@ def place_totals(snapshot: Snapshot) -> list[PlaceTotals]:
         add(sem.place)
     for mount in snapshot.capacity.shm_mounts if snapshot.capacity is not None else ():
         if mount.place is not None:
-            entry = totals.setdefault(mount.place, PlaceTotals(mount.place))
-            entry.mount = (f"{printable(mount.path)} {fill_cell(mount.fill)} of {human_bytes(mount.size)}")
+            fill = f"{fill_cell(mount.fill)} of {human_bytes(mount.size)}"
+            entry_of(mount.place).mount = f"{printable(mount.path)} {fill}"
     return sorted(totals.values(), key=lambda entry: (not entry.place.host, -entry.bytes, place_cell(entry.place)))
 
 

@@ -14,15 +14,13 @@ from ipcmon.model import (
     Budget,
     Capacity,
     Deadlock,
-    Event,
     MessageQueue,
     Namespace,
-    Place,
     ShmMount,
     Snapshot,
     Stuck,
 )
-from ipcmon.text import deadlock_summary, signal_name, wait_text
+from ipcmon.text import deadlock_summary, place_json, signal_name, wait_text
 
 SCHEMA_VERSION = 1
 
@@ -45,48 +43,24 @@ def _encode(record: object) -> dict[str, Any]:
         raise TypeError(f"{type(record).__name__} is not part of a snapshot")
     data = {name: getattr(record, name) for name in _field_names(type(record))}
     if "place" in data:  # a placed record (issue 15): its namespace and container instead of the nested Place
-        data.update(place_fields(data.pop("place")))
+        data.update(place_json(data.pop("place")))
     derived = DERIVED.get(type(record))
     if derived is not None:
         data.update(derived(record))
     return data
 
 
-def place_fields(place: Place | None) -> dict[str, Any]:
-    """A record's place as JSON fields: ``namespace`` (``{"ipc": INODE, "mnt": INODE|null}``, null when not known),
-    ``container`` (``{"id", "runtime", "name", "pod"}``, null on the host, outside a container, or not known) and
-    ``place`` (what a person calls it: ``host``, the container's name or short id, the systemd unit, ``ipc:INODE``;
-    null when not known). Names are raw."""
-    if place is None:
-        return {"namespace": None, "container": None, "place": None}
-    container = place.container
-    return {
-        "namespace": {"ipc": place.ipc, "mnt": place.mnt},
-        "container": None if container is None else {"id": container.id, "runtime": container.runtime,
-                                                     "name": container.name, "pod": container.pod},
-        "place": place.label,
-    }
-
-
 def _namespace(namespace: Namespace) -> dict[str, Any]:
     """One namespace of ``namespaces``: its inodes, container, unit and whether it is the host's, flat, then what
     was read of it."""
     place = namespace.place
-    fields = place_fields(place)
+    fields = place_json(place)
     return {
         "ipc": place.ipc, "mnt": place.mnt, "container": fields["container"], "unit": place.unit, "host": place.host,
         "place": fields["place"], "processes": namespace.processes, "shm_dir": namespace.shm_dir,
         "shm_dev": namespace.shm_dev, "mqueue_dir": namespace.mqueue_dir, "mqueue_dev": namespace.mqueue_dev,
         "sysv": namespace.sysv, "access": namespace.access, "note": namespace.note,
     }
-
-
-def event_to_dict(event: Event) -> dict[str, Any]:
-    """One event as ``watch --json`` writes it: its fields, its place as ``namespace``, ``container`` and ``place``
-    (:func:`place_fields`)."""
-    data = {name: getattr(event, name) for name in _field_names(Event)}
-    data.update(place_fields(data.pop("place")))
-    return data
 
 
 def _percent(fill: float | None) -> float | None:

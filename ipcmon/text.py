@@ -449,6 +449,21 @@ def several_places(places: Iterable[Place | None]) -> bool:
     return False
 
 
+def place_json(place: Place | None) -> dict[str, object]:
+    """A record's place as JSON fields (snapshot, leaks and watch --json): ``namespace`` (``{"ipc": INODE, "mnt":
+    INODE|null}``, null when not known), ``container`` (``{"id", "runtime", "name", "pod"}``, null on the host,
+    outside a container, or not known) and ``place`` (what the CONTAINER column says; null when not known). Raw."""
+    if place is None:
+        return {"namespace": None, "container": None, "place": None}
+    container = place.container
+    return {
+        "namespace": {"ipc": place.ipc, "mnt": place.mnt},
+        "container": None if container is None else {"id": container.id, "runtime": container.runtime,
+                                                     "name": container.name, "pod": container.pod},
+        "place": place.label,
+    }
+
+
 def place_detail(place: Place | None) -> str:
     """Every fact of a place in one line: ``container 3f2a9c1d0b7e (docker, web-1) · ipc 4026532281 · mnt
     4026532279``; ``host · ipc … · mnt …``; ``not known`` for None. Printable."""

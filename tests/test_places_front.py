@@ -12,9 +12,9 @@ import json
 from dataclasses import replace
 
 from ipcmon.cli.arguments import any_place, parse_inode
-from ipcmon.cli.lifecycle import format_event, leak_table
+from ipcmon.cli.lifecycle import event_to_dict, format_event, leak_table
 from ipcmon.collect.scan import restrict_to_places
-from ipcmon.export import dumps, event_to_dict
+from ipcmon.export import dumps
 from ipcmon.health import object_places
 from ipcmon.leaks import find_leaks
 from ipcmon.live.events import diff

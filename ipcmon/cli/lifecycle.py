@@ -30,7 +30,7 @@ from ipcmon.cli.arguments import (
     select_places,
 )
 from ipcmon.safe import counted, printable
-from ipcmon.text import PLACE_HEADER, human_age, human_bytes, place_cell, place_suffix
+from ipcmon.text import PLACE_HEADER, human_age, human_bytes, place_cell, place_json, place_suffix
 
 if TYPE_CHECKING:
     from ipcmon.actions import Removal
@@ -115,7 +115,6 @@ def cmd_watch(args: argparse.Namespace) -> int:
     """Print the stuck state as it is (``state`` events: deadlocks, deadlocked and blocked processes), then each
     event as it comes, until SIGINT or SIGTERM, or until stdout's reader leaves; exit 0."""
     from ipcmon.collect import ScanConfig
-    from ipcmon.export import event_to_dict
     from ipcmon.live.events import state_events
     from ipcmon.live.monitor import Monitor
 
@@ -164,11 +163,17 @@ def leak_to_dict(leak: Leak, place: Place | None = None) -> dict[str, object]:
     """One leak as `ipcmon leaks --json` gives it: its fields (``ipcmon.leaks.Leak``), ``removable``, whether
     `clean` may remove it as this user, and where it lives (``namespace``, ``container``, ``place``: as in
     snapshot --json, null when not known)."""
-    from ipcmon.export import place_fields
-
     data = dataclasses.asdict(leak)
     data["removable"] = leak.removable
-    data.update(place_fields(place))
+    data.update(place_json(place))
+    return data
+
+
+def event_to_dict(event: Event) -> dict[str, object]:
+    """One event as ``watch --json`` writes it: its fields, and its place as ``namespace``, ``container`` and
+    ``place`` (text.place_json) instead of the nested record."""
+    data = {field.name: getattr(event, field.name) for field in dataclasses.fields(event) if field.name != "place"}
+    data.update(place_json(event.place))
     return data
 
 

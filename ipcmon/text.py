@@ -444,7 +444,7 @@ def several_places(places: Iterable[Place | None]) -> bool:
             continue
         if first is None:
             first = place
-        elif place != first:
+        elif place is not first and place != first:  # the scan shares one Place per namespace: mostly `is`
             return True
     return False
 

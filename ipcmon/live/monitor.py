@@ -136,7 +136,10 @@ class Monitor:
                     events = self.selection.keep(events, full)
                 if self.places is not None:
                     kept = {process.pid for process in snapshot.processes}
-                    events = [event for event in events if self._in_places(event, kept)]
+                    keys = {record.object_key for records in (snapshot.shm, snapshot.regions, snapshot.mqueues,
+                                                              snapshot.pipes, snapshot.sysv.shm, snapshot.sysv.msg,
+                                                              snapshot.sysv.sem) for record in records}
+                    events = [event for event in events if self._in_places(event, kept, keys)]
                 self._host = next((namespace.place for namespace in full.namespaces if namespace.place.host), None)
                 self._full = full
                 self.snapshot = snapshot
@@ -150,13 +153,14 @@ class Monitor:
                 self._on_event(event)
         return snapshot, events
 
-    def _in_places(self, event: Event, pids: set[int]) -> bool:
+    def _in_places(self, event: Event, pids: set[int], keys: set[str]) -> bool:
         """Whether an event is about the selected places: its place is one, or (a pipe, a region, a deadlock: no
-        place of their own) it names one of the pids (the restricted snapshot's processes)."""
+        place of their own) it is about an object of the restricted snapshot (keys) or names one of its processes
+        (pids)."""
         assert self.places is not None
         if event.place is not None:
             return self.places.matches(event.place)
-        return event.pid is not None and event.pid in pids
+        return event.key in keys or (event.pid is not None and event.pid in pids)
 
     def _fresh(self, event: Event) -> bool:
         if event.mechanism not in self._mechanisms and event.mechanism != "process":

@@ -24,9 +24,18 @@ def _of(records: list[dict[str, Any]], scene: Scene) -> list[dict[str, Any]]:
 
 
 def _in_namespace(scene: Scene, code: str) -> None:
-    """Run Python in the scene's IPC and mount namespaces (nsenter), as its own processes would."""
+    """Run Python in the scene's IPC and mount namespaces (nsenter) and its cgroup, as `docker exec` would: a
+    process of the container, not a stranger that entered its namespaces."""
+    procs = os.path.join(scene.cgroup, "cgroup.procs") if scene.cgroup else None
+
+    def enter_cgroup() -> None:  # in the child, before exec
+        if procs is not None:
+            with open(procs, "w") as file:
+                file.write(str(os.getpid()))
+
     subprocess.run(["nsenter", "-t", str(scene.pid), "--ipc", "--mount", sys.executable, "-c", code],
-                   check=True, timeout=DEADLINE, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+                   check=True, timeout=DEADLINE, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                   preexec_fn=enter_cgroup)
 
 
 def _watch_lines(process: subprocess.Popen[str], wanted: str, timeout: float = 3 * DEADLINE) -> list[str]:

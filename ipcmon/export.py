@@ -119,7 +119,9 @@ DERIVED: dict[type, Callable[[Any], dict[str, Any]]] = {
 """Fields a record's JSON object has beyond its dataclass fields, by record type. Every other record (each
 mechanism's list: ``shm``, ``regions``, ``mqueues``, ``pipes``…) is exactly its fields, in their order. The
 snapshot's ``stuck`` and ``deadlocks`` entries get theirs from the snapshot's (``since_seconds``, ``summary``);
-``capacity``'s shm mounts get ``fill_percent`` and ``free``, its budgets ``fill_percent`` and ``headroom``."""
+``capacity``'s shm mounts get ``fill_percent`` and ``free``, its budgets ``fill_percent`` and ``headroom``. A placed
+record (a segment, queue, SysV object, process, shm mount: issue 15) has ``namespace``, ``container`` and ``place``
+(text.place_json) at the end instead of its ``place`` field."""
 
 
 ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {Namespace: _namespace}

@@ -10,8 +10,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ipcmon.model import Budget, Capacity, Deadlock, MessageQueue, ShmMount, Snapshot, Stuck
-from ipcmon.text import deadlock_summary, signal_name, wait_text
+from ipcmon.model import (
+    Budget,
+    Capacity,
+    Deadlock,
+    MessageQueue,
+    Namespace,
+    ShmMount,
+    Snapshot,
+    Stuck,
+)
+from ipcmon.text import deadlock_summary, place_json, signal_name, wait_text
 
 SCHEMA_VERSION = 1
 
@@ -27,13 +36,31 @@ def _encode(record: object) -> dict[str, Any]:
     dataclasses.asdict would deep-copy the whole snapshot first, which took longer than the scan itself
     on a machine with thousands of objects.
     """
+    encoder = ENCODERS.get(type(record))
+    if encoder is not None:
+        return encoder(record)
     if not dataclasses.is_dataclass(record) or isinstance(record, type):
         raise TypeError(f"{type(record).__name__} is not part of a snapshot")
     data = {name: getattr(record, name) for name in _field_names(type(record))}
+    if "place" in data:  # a placed record (issue 15): its namespace and container instead of the nested Place
+        data.update(place_json(data.pop("place")))
     derived = DERIVED.get(type(record))
     if derived is not None:
         data.update(derived(record))
     return data
+
+
+def _namespace(namespace: Namespace) -> dict[str, Any]:
+    """One namespace of ``namespaces``: its inodes, container, unit and whether it is the host's, flat, then what
+    was read of it."""
+    place = namespace.place
+    fields = place_json(place)
+    return {
+        "ipc": place.ipc, "mnt": place.mnt, "container": fields["container"], "unit": place.unit, "host": place.host,
+        "place": fields["place"], "processes": namespace.processes, "shm_dir": namespace.shm_dir,
+        "shm_dev": namespace.shm_dev, "mqueue_dir": namespace.mqueue_dir, "mqueue_dev": namespace.mqueue_dev,
+        "sysv": namespace.sysv, "access": namespace.access, "note": namespace.note,
+    }
 
 
 def _percent(fill: float | None) -> float | None:
@@ -92,7 +119,13 @@ DERIVED: dict[type, Callable[[Any], dict[str, Any]]] = {
 """Fields a record's JSON object has beyond its dataclass fields, by record type. Every other record (each
 mechanism's list: ``shm``, ``regions``, ``mqueues``, ``pipes``…) is exactly its fields, in their order. The
 snapshot's ``stuck`` and ``deadlocks`` entries get theirs from the snapshot's (``since_seconds``, ``summary``);
-``capacity``'s shm mounts get ``fill_percent`` and ``free``, its budgets ``fill_percent`` and ``headroom``."""
+``capacity``'s shm mounts get ``fill_percent`` and ``free``, its budgets ``fill_percent`` and ``headroom``. A placed
+record (a segment, queue, SysV object, process, shm mount: issue 15) has ``namespace``, ``container`` and ``place``
+(text.place_json) at the end instead of its ``place`` field."""
+
+
+ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {Namespace: _namespace}
+"""Records whose JSON object is not their fields: a namespace is its place's fields, flat."""
 
 
 def dumps(snapshot: Snapshot, *, indent: int | None = None) -> str:

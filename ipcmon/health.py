@@ -18,12 +18,15 @@ from ipcmon.model import (
     Pipe,
     PipeEnd,
     PipeFlag,
+    Place,
     ProcessSignals,
     SharedRegion,
     ShmMount,
     ShmSegment,
     ShmState,
     Snapshot,
+    SysvMsg,
+    SysvSem,
     SysvShm,
     WaitKind,
 )
@@ -467,6 +470,20 @@ def budget_key(budget: Budget) -> str:
 def mount_key(mount: ShmMount) -> str:
     """An shm mount's stable key: ``shm-mount:DEV``."""
     return f"shm-mount:{mount.dev}"
+
+
+def object_places(snapshot: Snapshot) -> dict[str, Place]:
+    """Each placed object's place by key: segments, queues, SysV objects and shm mounts (mount_key); empty
+    when the scan did not read namespaces."""
+    if not snapshot.namespaces:
+        return {}
+    records: tuple[ShmSegment | MessageQueue | SysvShm | SysvMsg | SysvSem, ...] = (
+        *snapshot.shm, *snapshot.mqueues, *snapshot.sysv.shm, *snapshot.sysv.msg, *snapshot.sysv.sem)
+    places = {record.object_key: record.place for record in records if record.place is not None}
+    if snapshot.capacity is not None:
+        places.update((mount_key(mount), mount.place) for mount in snapshot.capacity.shm_mounts
+                      if mount.place is not None)
+    return places
 
 
 def budget_label(budget: Budget) -> str:

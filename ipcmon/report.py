@@ -16,7 +16,9 @@ from ipcmon.model import (
     Budget,
     Capacity,
     MessageQueue,
+    Namespace,
     Pipe,
+    Place,
     ProcessSignals,
     ScanKind,
     SharedRegion,
@@ -28,6 +30,7 @@ from ipcmon.model import (
 )
 from ipcmon.safe import counted, printable, shorten
 from ipcmon.text import (
+    PLACE_HEADER,
     blocked_cell,
     budget_headroom,
     budget_limit,
@@ -42,12 +45,16 @@ from ipcmon.text import (
     human_bytes,
     ipc_age,
     mode_text,
+    namespace_read,
     notify_cell,
     optional,
     owner_cell,
     path_cell,
     pending_cell,
+    place_cell,
+    place_suffix,
     queue_name_cell,
+    several_places,
     shm_state_cell,
     signal_names,
     since_text,
@@ -167,6 +174,16 @@ Table = tuple[str, Sequence[str], list[tuple[str, ...]]]
 """One section of the report: its title, its column headers, its rows."""
 
 
+def placed(headers: Sequence[str], rows: list[tuple[str, ...]], places: Sequence[Place | None],
+           at: int = 1) -> tuple[Sequence[str], list[tuple[str, ...]]]:
+    """The table with a CONTAINER column (text.place_cell) at index ``at`` when its objects (one place per row)
+    live in more than one place; unchanged otherwise, so a machine with only the host prints what it always did."""
+    if not several_places(places):
+        return headers, rows
+    return ((*headers[:at], PLACE_HEADER, *headers[at:]),
+            [(*row[:at], place_cell(place), *row[at:]) for row, place in zip(rows, places, strict=True)])
+
+
 @dataclass(frozen=True, slots=True)
 class Section:
     """A mechanism's entry in the report: the scan kind that enables it and the tables it prints."""
@@ -177,7 +194,8 @@ class Section:
 
 
 def _shm_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
-    yield "POSIX shared memory and semaphores", SHM_HEADERS, [shm_row(s) for s in snapshot.shm]
+    yield "POSIX shared memory and semaphores", *placed(SHM_HEADERS, [shm_row(s) for s in snapshot.shm],
+                                                        [s.place for s in snapshot.shm])
 
 
 def _region_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
@@ -186,7 +204,8 @@ def _region_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
 
 def _mqueue_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
     where = printable(snapshot.mqueue_dir) if snapshot.mqueue_dir else "not mounted"
-    yield f"POSIX message queues ({where})", MQUEUE_HEADERS, [mqueue_row(q) for q in snapshot.mqueues]
+    yield f"POSIX message queues ({where})", *placed(MQUEUE_HEADERS, [mqueue_row(q) for q in snapshot.mqueues],
+                                                     [q.place for q in snapshot.mqueues])
 
 
 def _pipe_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
@@ -203,7 +222,8 @@ def _sysv_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
     if not snapshot.sysv.available:
         return
     now = snapshot.taken_at
-    yield "SysV shared memory", SYSV_SHM_HEADERS, [
+    sysv = snapshot.sysv
+    yield "SysV shared memory", *placed(SYSV_SHM_HEADERS, [
         (
             sysv_key(s.key),
             str(s.id),
@@ -219,9 +239,9 @@ def _sysv_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
             ipc_age(s.ctime, now),
             holders_cell(s.holders),
         )
-        for s in snapshot.sysv.shm
-    ]
-    yield "SysV message queues", SYSV_MSG_HEADERS, [
+        for s in sysv.shm
+    ], [s.place for s in sysv.shm], at=2)
+    yield "SysV message queues", *placed(SYSV_MSG_HEADERS, [
         (
             sysv_key(m.key),
             str(m.id),
@@ -235,13 +255,13 @@ def _sysv_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
             ipc_age(m.rtime, now),
             ipc_age(m.ctime, now),
         )
-        for m in snapshot.sysv.msg
-    ]
-    yield "SysV semaphores", SYSV_SEM_HEADERS, [
+        for m in sysv.msg
+    ], [m.place for m in sysv.msg], at=2)
+    yield "SysV semaphores", *placed(SYSV_SEM_HEADERS, [
         (sysv_key(s.key), str(s.id), str(s.nsems), owner_cell(s.owner, s.uid), mode_text(s.mode), ipc_age(s.otime, now),
          ipc_age(s.ctime, now))
-        for s in snapshot.sysv.sem
-    ]
+        for s in sysv.sem
+    ], [s.place for s in sysv.sem], at=2)
 
 
 SECTIONS: tuple[Section, ...] = (
@@ -339,6 +359,14 @@ def mount_row(mount: ShmMount) -> tuple[str, ...]:
     )
 
 
+def mount_table(mounts: Sequence[ShmMount]) -> list[str]:
+    """The shm mounts' table, with the CONTAINER each is /dev/shm of when there are several places (issue 15: a
+    container's 64 MB tmpfs by its label); no lines for none."""
+    if not mounts:
+        return []
+    return format_table(*placed(MOUNT_HEADERS, [mount_row(mount) for mount in mounts], [m.place for m in mounts]))
+
+
 BUDGET_HEADERS = ("AREA", "LIMIT NAME", "USER", "USED", "LIMIT", "FILL", "NEXT NEEDS", "NOTE")
 
 
@@ -372,8 +400,7 @@ def capacity_lines(snapshot: Snapshot) -> list[str]:
     lines = ["", "== Capacity", memory_line(capacity)]
     lines.extend(f"note: {printable(note)}" for note in capacity.notes)
     lines.extend(["", f"== shm mounts ({len(capacity.shm_mounts)})"])
-    if capacity.shm_mounts:
-        lines.extend(format_table(MOUNT_HEADERS, [mount_row(mount) for mount in capacity.shm_mounts]))
+    lines.extend(mount_table(capacity.shm_mounts))
     lines.extend(["", f"== Budgets ({len(capacity.budgets)})"])
     if capacity.budgets:
         lines.extend(format_table(BUDGET_HEADERS, [budget_row(budget) for budget in capacity.budgets]))
@@ -389,8 +416,7 @@ def limits_lines(capacity: Capacity | None) -> list[str]:
     if capacity is None:
         return ["budgets not read: this scan has no capacity (shm mounts and limits)"]
     lines = [memory_line(capacity), "", f"== shm mounts ({len(capacity.shm_mounts)})"]
-    if capacity.shm_mounts:
-        lines.extend(format_table(MOUNT_HEADERS, [mount_row(mount) for mount in capacity.shm_mounts]))
+    lines.extend(mount_table(capacity.shm_mounts))
     lines.extend(["", f"== Budgets ({len(capacity.budgets)})"])
     rows = [(*row[:6], budget_headroom(budget), *row[6:])
             for budget, row in ((budget, budget_row(budget)) for budget in capacity.budgets)]
@@ -404,11 +430,50 @@ HAZARD_HEADERS = ("LEVEL", "KIND", "OBJECT", "PROBLEM")
 
 
 def hazard_rows(snapshot: Snapshot) -> list[tuple[str, ...]]:
-    """Every leak and hazard, most serious first (health.rank), its level as glyph and word: ``✖ bad``."""
+    """Every leak and hazard, most serious first (health.rank), its level as glyph and word: ``✖ bad``; an object
+    not on the host followed by where it lives: ``/seg [web-1]``."""
+    places = health.object_places(snapshot)
     return [
-        (hazard.level_text, hazard.mechanism, printable(hazard.object), printable(hazard.problem))
+        (hazard.level_text, hazard.mechanism, printable(hazard.object) + place_suffix(places.get(hazard.key)),
+         printable(hazard.problem))
         for hazard in health.hazards(snapshot)
     ]
+
+
+NAMESPACE_HEADERS = ("CONTAINER", "RUNTIME", "ID", "IPC", "MNT", "PROCS", "READ")
+"""A namespace: its label (text.place_cell), its container's runtime and short id ('-' outside one), its IPC and
+mount namespace inodes, the processes in it, and what ipcmon read of it (text.namespace_read)."""
+
+
+def namespace_row(namespace: Namespace) -> tuple[str, ...]:
+    place = namespace.place
+    container = place.container
+    return (
+        place_cell(place),
+        container.runtime if container is not None else "-",
+        printable(container.short_id) if container is not None else "-",
+        optional(place.ipc),
+        optional(place.mnt),
+        str(namespace.processes),
+        namespace_read(namespace),
+    )
+
+
+def namespace_lines(snapshot: Snapshot) -> list[str]:
+    """The Namespaces section (issue 15): each (IPC, mount) namespace pair a process runs in, host first, and what
+    was read of it; those that could not be read are counted and named with why. No lines when only the host's
+    exists (or the scan did not read namespaces)."""
+    namespaces = snapshot.namespaces
+    if len(namespaces) < 2:
+        return []
+    lines = ["", f"== Namespaces ({len(namespaces)})"]
+    unread = [namespace for namespace in namespaces if namespace.access != "read"]
+    if unread:
+        names = ", ".join(place_cell(namespace.place) for namespace in unread[:5]) + (", …" if len(unread) > 5 else "")
+        lines.append(f"{counted(len(unread), 'namespace', 'namespaces')} not fully readable ({names}): READ says "
+                     "what is missing and why")
+    lines.extend(format_table(NAMESPACE_HEADERS, [namespace_row(namespace) for namespace in namespaces]))
+    return lines
 
 
 def render(snapshot: Snapshot, *, all_signals: bool = False, all_waits: bool = False) -> str:
@@ -433,6 +498,7 @@ def render(snapshot: Snapshot, *, all_signals: bool = False, all_waits: bool = F
     )
     for note in snapshot.notes:
         lines.append(f"note: {note}")
+    lines.extend(namespace_lines(snapshot))
 
     for section in SECTIONS:
         if section.kind in snapshot.kinds:

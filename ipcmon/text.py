@@ -10,7 +10,8 @@ from __future__ import annotations
 import signal
 import stat
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from ipcmon.model import (
     Budget,
@@ -18,7 +19,9 @@ from ipcmon.model import (
     DeadlockMember,
     Holder,
     MessageQueue,
+    Namespace,
     PipeEnd,
+    Place,
     Process,
     ProcessSignals,
     ShmSegment,
@@ -130,13 +133,19 @@ def signal_names(names: Sequence[str], sep: str = ",") -> str:
     return sep.join(names) or "-"
 
 
+def pid_text(pid: int, nspid: int | None) -> str:
+    """A host pid, with its pid inside its own pid namespace when that differs: ``1234``, ``1234 (1 in ns)``."""
+    return str(pid) if nspid is None else f"{pid} ({nspid} in ns)"
+
+
 def holder_cell(holder: Holder) -> str:
-    """One holder in a table cell: ``1234 comm fd3 rw`` or ``1234 comm map rw-s 8.0K``."""
+    """One holder in a table cell: ``1234 comm fd3 rw`` or ``1234 comm map rw-s 8.0K``; a holder in another pid
+    namespace ``1234 (1 in ns) comm fd3 rw``."""
     if holder.fd is not None:
         where = f"fd{holder.fd} {holder.access}"
     else:
         where = f"map {holder.prot or holder.access} {human_bytes(holder.mapped_bytes)}"
-    return f"{holder.pid} {printable(holder.comm)} {where}"
+    return f"{pid_text(holder.pid, holder.nspid)} {printable(holder.comm)} {where}"
 
 
 def holders_cell(holders: Sequence[Holder]) -> str:
@@ -405,3 +414,140 @@ def budget_headroom(budget: Budget) -> str:
     if budget.used is None or budget.limit is None:
         return "?"
     return f"{max(budget.limit - budget.used, 0):,}"
+
+
+PLACE_HEADER = "CONTAINER"
+"""The column that says where an object lives (lsfd and docker say CONTAINER): shown only when the objects listed
+live in more than one place (issue 15), so a machine with only the host prints what it always did."""
+
+
+def place_cell(place: Place | None) -> str:
+    """Where an object lives, in a cell: ``host``, the container's name or short id, the systemd unit, ``ipc:INODE``;
+    '?' when unknown; printable."""
+    return "?" if place is None else printable(place.label)
+
+
+def place_suffix(place: Place | None) -> str:
+    """`` [web-1]`` after an object's name when it is not on the host (leaks, clean, watch); '' on the host or when
+    unknown (a scan that did not place it: then every object is on the host's mounts)."""
+    if place is None or place.host:
+        return ""
+    return f" [{place_cell(place)}]"
+
+
+def several_places(places: Iterable[Place | None]) -> bool:
+    """Whether more than one place appears among these, unknown ones (None: a pipe, a memfd, a scan that did not
+    read namespaces) aside: a place column is then worth its width."""
+    first: Place | None = None
+    for place in places:
+        if place is None:
+            continue
+        if first is None:
+            first = place
+        elif place is not first and place != first:  # the scan shares one Place per namespace: mostly `is`
+            return True
+    return False
+
+
+def place_json(place: Place | None) -> dict[str, object]:
+    """A record's place as JSON fields (snapshot, leaks and watch --json): ``namespace`` (``{"ipc": INODE, "mnt":
+    INODE|null}``, null when not known), ``container`` (``{"id", "runtime", "name", "pod"}``, null on the host,
+    outside a container, or not known) and ``place`` (what the CONTAINER column says; null when not known). Raw."""
+    if place is None:
+        return {"namespace": None, "container": None, "place": None}
+    container = place.container
+    return {
+        "namespace": {"ipc": place.ipc, "mnt": place.mnt},
+        "container": None if container is None else {"id": container.id, "runtime": container.runtime,
+                                                     "name": container.name, "pod": container.pod},
+        "place": place.label,
+    }
+
+
+def place_detail(place: Place | None) -> str:
+    """Every fact of a place in one line: ``container 3f2a9c1d0b7e (docker, web-1) · ipc 4026532281 · mnt
+    4026532279``; ``host · ipc … · mnt …``; ``not known`` for None. Printable."""
+    if place is None:
+        return "not known"
+    parts: list[str] = []
+    container = place.container
+    if place.host:
+        parts.append("host")
+    elif container is not None:
+        named = f", {container.name}" if container.name else ""
+        pod = f", pod {container.pod}" if container.pod else ""
+        parts.append(f"container {container.short_id} ({container.runtime}{named}{pod})")
+    elif place.unit:
+        parts.append(f"unit {place.unit}")
+    parts.append(f"ipc {optional(place.ipc)}")
+    if place.mnt is not None:
+        parts.append(f"mnt {place.mnt}")
+    return printable(" · ".join(parts))
+
+
+def namespace_read(namespace: Namespace) -> str:
+    """What was read of a namespace: ``shm /proc/7/root/dev/shm, mqueue …, sysv``, and the note when something could
+    not be; printable."""
+    read: list[str] = []
+    if namespace.shm_dir:
+        read.append(f"shm {namespace.shm_dir}")
+    if namespace.mqueue_dir:
+        read.append(f"mqueue {namespace.mqueue_dir}")
+    if namespace.sysv:
+        read.append("sysv")
+    elif namespace.sysv is False:
+        read.append("sysv not read")
+    text = ", ".join(read) or "-"
+    if namespace.access != "read" or namespace.note:
+        text += f" ({namespace.access}{': ' + namespace.note if namespace.note else ''})"
+    return printable(text)
+
+
+def parse_ns(text: str) -> int | None:
+    """A namespace inode as a person writes it: ``4026532281``, or ``ipc:[4026532281]`` as readlink of
+    /proc/PID/ns/ipc shows it; None when it is neither."""
+    digits = text.strip().rpartition(":")[2].strip("[]")
+    return int(digits) if digits.isdigit() else None
+
+
+MIN_ID_PREFIX = 4
+"""The shortest container id prefix ``--container`` takes (and ``container:`` in the dashboard's filter): shorter
+ones would match many ids by chance."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceSelector:
+    """Which places ``--container WHAT`` and ``--ns INODE`` select (both, when both are given).
+
+    ``container``: ``host``; else a container's name, its id, or a prefix of its id of at least ``MIN_ID_PREFIX``
+    characters (its 12-character short id is one), each without regard to case (the dashboard's filter is
+    lower-cased; ids are hex); a prefix that several containers share selects them all. ``ns``: the
+    inode of an IPC or a mount namespace (``ls -i``'d ``/proc/PID/ns/ipc`` or ``mnt``, ``lsns``'s NS column).
+    """
+
+    container: str | None = None
+    ns: int | None = None
+
+    def matches(self, place: Place | None) -> bool:
+        """Whether the place is selected; an unknown place (None) never is."""
+        if place is None:
+            return False
+        if self.ns is not None and self.ns not in (place.ipc, place.mnt):
+            return False
+        if self.container is None:
+            return True
+        wanted = self.container
+        if wanted == "host":
+            return place.host
+        found = place.container
+        if found is None:
+            return False
+        ident, lower = found.id.lower(), wanted.lower()
+        return (found.name is not None and found.name.lower() == lower) or ident == lower or (
+            len(wanted) >= MIN_ID_PREFIX and ident.startswith(lower))
+
+    def describe(self) -> str:
+        """``--container web-1 --ns 4026532281`` as given; printable."""
+        given = ([f"--container {self.container}"] if self.container is not None else []) + (
+            [f"--ns {self.ns}"] if self.ns is not None else [])
+        return printable(" ".join(given))

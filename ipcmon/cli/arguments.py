@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable, Iterable
-from typing import NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 from ipcmon.model import KINDS
+
+if TYPE_CHECKING:
+    from ipcmon.model import Snapshot
+    from ipcmon.text import PlaceSelector
 
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 """What ``ArgumentParser.add_subparsers`` returns: a command module adds its sub-parser to it."""
@@ -90,6 +95,59 @@ def add_scope(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pid", type=parse_pids, default=None, metavar="PIDS",
                         help="only these processes (comma-separated) and the objects they hold")
     add_show_self(parser)
+    add_places(parser)
+
+
+def parse_inode(text: str) -> int:
+    """A namespace's inode number, ``4026532281`` (or ``ipc:[4026532281]`` as readlink /proc/PID/ns/ipc shows it)."""
+    from ipcmon.text import parse_ns
+
+    inode = parse_ns(text)
+    if inode is None:
+        raise argparse.ArgumentTypeError(f"not a namespace inode number: {text!r}")
+    return inode
+
+
+def add_places(parser: argparse.ArgumentParser) -> None:
+    """``--container ID|NAME`` and ``--ns INODE``: which containers or namespaces a command looks at (issue 15;
+    README "Containers and namespaces")."""
+    parser.add_argument("--container", metavar="ID|NAME",
+                        help="only this container: its name, its id or an id prefix of at least 4 characters "
+                             "(docker ps's short id), or 'host'")
+    parser.add_argument("--ns", type=parse_inode, metavar="INODE",
+                        help="only this IPC or mount namespace, by inode (lsns's NS column)")
+
+
+def place_selector(args: argparse.Namespace) -> PlaceSelector | None:
+    """What ``--container`` and ``--ns`` select; None when neither was given."""
+    container, ns = getattr(args, "container", None), getattr(args, "ns", None)
+    if container is None and ns is None:
+        return None
+    from ipcmon.text import PlaceSelector
+
+    return PlaceSelector(container, ns)
+
+
+def select_places(snapshot: Snapshot, selector: PlaceSelector | None, command: str) -> Snapshot | None:
+    """The snapshot restricted to the selected places (``collect.scan.restrict_to_places``); itself without a
+    selector. None after saying on stderr that nothing matches: like a ``--pid`` naming no process, a container or
+    namespace that is not there is an error, not an empty and misleading scan."""
+    if selector is None:
+        return snapshot
+    from ipcmon.collect.scan import restrict_to_places
+
+    selected = restrict_to_places(snapshot, selector.matches)
+    if not any_place(selected):
+        sys.stderr.write(f"{command}: no container or namespace matches {selector.describe()}\n")
+        return None
+    return selected
+
+
+def any_place(snapshot: Snapshot) -> bool:
+    """Whether a restricted snapshot kept anything that has a place: a namespace, a process or a placed object."""
+    sysv = snapshot.sysv
+    return bool(snapshot.namespaces or snapshot.processes or snapshot.shm or snapshot.mqueues or sysv.shm
+                or sysv.msg or sysv.sem)
 
 
 def add_show_self(parser: argparse.ArgumentParser) -> None:

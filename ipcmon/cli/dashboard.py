@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ipcmon.cli.arguments import add_scope, parse_interval
+from ipcmon.cli.arguments import add_scope, parse_interval, place_selector, select_places
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -22,11 +22,19 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    """Run the dashboard until q; its return code, or 2 for an unknown ``--demo`` name."""
+    """Run the dashboard until q; its return code, 2 for an unknown ``--demo`` name, or 1 when ``--container`` or
+    ``--ns`` matches nothing (checked by one scan before the dashboard opens, as ``--pid`` is)."""
+    selector = place_selector(args)
+    if selector is not None:
+        from ipcmon.collect import ScanConfig, scan
+
+        if select_places(scan(ScanConfig(kinds=args.kind, hide_self=not args.show_self)), selector, "ipcmon") is None:
+            return 1
     from ipcmon.ui.app import make_app  # Textual is imported here and nowhere else on the CLI path
 
     try:
-        app = make_app(None, args.interval, args.read_only, args.kind, args.pid, args.demo, show_self=args.show_self)
+        app = make_app(None, args.interval, args.read_only, args.kind, args.pid, args.demo, show_self=args.show_self,
+                       places=selector)
     except ValueError as error:  # an unknown --demo name
         sys.stderr.write(f"ipcmon: {error}\n")
         return 2

@@ -21,18 +21,21 @@ from typing import TYPE_CHECKING
 from ipcmon.cli.arguments import (
     Command,
     Subcommands,
+    add_places,
     add_scope,
     add_show_self,
     parse_duration_arg,
     parse_interval,
+    place_selector,
+    select_places,
 )
 from ipcmon.safe import counted, printable
-from ipcmon.text import human_age, human_bytes
+from ipcmon.text import PLACE_HEADER, human_age, human_bytes, place_cell, place_json, place_suffix
 
 if TYPE_CHECKING:
     from ipcmon.actions import Removal
     from ipcmon.leaks import Leak
-    from ipcmon.model import Event
+    from ipcmon.model import Event, Place
 
 
 def add_watch_parser(commands: Subcommands) -> argparse.ArgumentParser:
@@ -55,7 +58,8 @@ def add_leaks_parser(commands: Subcommands) -> argparse.ArgumentParser:
     leaks = commands.add_parser(
         "leaks",
         help="list orphaned segments and queues and unlinked segments still pinning memory",
-        description="Exit status: 0 no leaks (or nothing matches --match), 1 leaks found, 2 error.",
+        description="Exit status: 0 no leaks (or nothing matches --match), 1 leaks found, 2 error (a --container "
+        "or --ns that matches nothing too).",
     )
     leaks.add_argument("--min-age", type=parse_duration_arg, default=0.0, metavar="DURATION",
                        help="only objects unchanged for at least this long (30s, 5m, 2h, 1d)")
@@ -64,6 +68,7 @@ def add_leaks_parser(commands: Subcommands) -> argparse.ArgumentParser:
                             "prints them (sem.NAME for semaphore /NAME), e.g. '/psm_*'")
     leaks.add_argument("--json", action="store_true", help="a JSON list")
     add_show_self(leaks)
+    add_places(leaks)
     return leaks
 
 
@@ -87,14 +92,16 @@ def add_clean_parser(commands: Subcommands) -> argparse.ArgumentParser:
     # The global --read-only, accepted after the subcommand too (ipcmon clean --yes --read-only refuses).
     clean.add_argument("--read-only", action="store_true", default=argparse.SUPPRESS,
                        help="refuse to remove anything, even with --yes (same as ipcmon --read-only)")
+    add_places(clean)
     return clean
 
 
 def format_event(event: Event) -> str:
-    """One readable line; every system string made printable."""
+    """One readable line; every system string made printable. An object not on the host is followed by where it
+    lives: ``/seg [web-1]`` (text.place_suffix)."""
     clock = time.strftime("%H:%M:%S", time.localtime(event.time)) + f".{int(event.time % 1 * 1000):03d}"
     who = f"pid {event.pid} {printable(event.comm or '')}".rstrip() if event.pid is not None else ""
-    parts = [clock, f"{event.mechanism:<8}", f"{event.event:<19}", printable(event.object)]
+    parts = [clock, f"{event.mechanism:<8}", f"{event.event:<19}", printable(event.object) + place_suffix(event.place)]
     if who:
         parts.append(who)
     if event.detail:
@@ -121,7 +128,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
 
     def emit(event: Event) -> None:
-        line = json.dumps(dataclasses.asdict(event)) if args.json else format_event(event)
+        line = json.dumps(event_to_dict(event)) if args.json else format_event(event)
         with output_lock:
             try:
                 sys.stdout.write(line + "\n")
@@ -130,8 +137,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 stop.set()
 
     config = ScanConfig(kinds=args.kind, pids=args.pid, hide_self=not args.show_self)
-    monitor = Monitor(config, history=args.history, on_event=emit)
+    selector = place_selector(args)
+    monitor = Monitor(config, history=args.history, on_event=emit, places=selector)
     baseline, _ = monitor.poll()  # the baseline: events are what changes from here on
+    if selector is not None and select_places(baseline, selector, "ipcmon watch") is None:
+        return 1  # as for a --pid naming no process
     # What is stuck already, first: on a machine that hung before watch started, no change would ever say it.
     for event in state_events(baseline):
         emit(event)
@@ -149,11 +159,21 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
-def leak_to_dict(leak: Leak) -> dict[str, object]:
-    """One leak as `ipcmon leaks --json` gives it: its fields (``ipcmon.leaks.Leak``) and ``removable``, whether
-    `clean` may remove it as this user."""
+def leak_to_dict(leak: Leak, place: Place | None = None) -> dict[str, object]:
+    """One leak as `ipcmon leaks --json` gives it: its fields (``ipcmon.leaks.Leak``), ``removable``, whether
+    `clean` may remove it as this user, and where it lives (``namespace``, ``container``, ``place``: as in
+    snapshot --json, null when not known)."""
     data = dataclasses.asdict(leak)
     data["removable"] = leak.removable
+    data.update(place_json(place))
+    return data
+
+
+def event_to_dict(event: Event) -> dict[str, object]:
+    """One event as ``watch --json`` writes it: its fields, and its place as ``namespace``, ``container`` and
+    ``place`` (text.place_json) instead of the nested record."""
+    data = {field.name: getattr(event, field.name) for field in dataclasses.fields(event) if field.name != "place"}
+    data.update(place_json(event.place))
     return data
 
 
@@ -172,6 +192,9 @@ class _Found:
     unknown: list[str] = dataclasses.field(default_factory=list)
     """Names (--match selects) of objects no readable process holds but one ipcmon could not read may
     (``orphaned?``: health.qualify): neither leaks nor removable, and said so."""
+    places: dict[str, Place] = dataclasses.field(default_factory=dict)
+    """Each object's place by key (health.object_places): a leak not on the host is named with it in the table and
+    its JSON (clean's lines name it from Leak.place)."""
 
 
 def _find(args: argparse.Namespace) -> _Found | None:
@@ -188,17 +211,22 @@ def _find(args: argparse.Namespace) -> _Found | None:
     except OSError as error:
         sys.stderr.write(f"ipcmon {args.command}: {printable(str(error))}\n")
         return None
+    selected = select_places(snapshot, place_selector(args), f"ipcmon {args.command}")
+    if selected is None:
+        return None
+    snapshot = selected
     levels: dict[str, str] = {}
     for hazard in health.hazards(snapshot):  # most serious first: an object keeps its worst level
         levels.setdefault(hazard.key, hazard.level_text)
     matched = None if args.match is None else count_matching(snapshot, args.match)
     budgets = [f"{hazard.level_text}  {hazard.mechanism}  {printable(hazard.object)}  {printable(hazard.problem)}"
                for hazard in sorted(health.capacity_hazards(snapshot), key=health.rank)]
-    unknown = [name for kind, name in (*((s.kind, s.name) for s in snapshot.shm if s.state == "orphaned?"),
-                                       *(("mqueue", q.name) for q in snapshot.mqueues if q.maybe_held))
+    unknown = [name + place_suffix(place)
+               for kind, name, place in (*((s.kind, s.name, s.place) for s in snapshot.shm if s.state == "orphaned?"),
+                                         *(("mqueue", q.name, q.place) for q in snapshot.mqueues if q.maybe_held))
                if args.match is None or matches(kind, name, args.match)]
     return _Found(matching(find_leaks(snapshot), args.match), matched, snapshot.hidden_processes, levels, budgets,
-                  unknown)
+                  unknown, health.object_places(snapshot))
 
 
 _UNKNOWN_WORDS = ("no process ipcmon can read holds {them}, but a process it cannot read may (orphaned?): not "
@@ -222,6 +250,20 @@ def _old_enough(leak: Leak, min_age: float) -> bool:
 LEAK_HEADERS = ("LEVEL", "KIND", "PROBLEM", "NAME", "SIZE", "ALLOC", "QUEUED", "AGE", "HINT")
 """SIZE: the object's size; ALLOC: memory it takes (allocated, or pinned once deleted); QUEUED: bytes in a
 queue's messages. '-' where a column does not apply, '?' where it is unknown."""
+
+
+def leak_table(leaks: list[Leak], levels: dict[str, str], places: dict[str, Place]) -> list[str]:
+    """The leaks as a table; with a CONTAINER column after NAME when one of them lives off the host (issue 15)."""
+    from ipcmon.report import format_table
+
+    rows = _leak_rows(leaks, levels)
+    headers: tuple[str, ...] = LEAK_HEADERS
+    where = [places.get(leak.key) for leak in leaks]
+    if any(place is not None and not place.host for place in where):
+        at = LEAK_HEADERS.index("NAME") + 1
+        headers = (*LEAK_HEADERS[:at], PLACE_HEADER, *LEAK_HEADERS[at:])
+        rows = [(*row[:at], place_cell(place), *row[at:]) for row, place in zip(rows, where, strict=True)]
+    return format_table(headers, rows)
 
 
 def _leak_rows(leaks: list[Leak], levels: dict[str, str]) -> list[tuple[str, ...]]:
@@ -283,7 +325,7 @@ def cmd_leaks(args: argparse.Namespace) -> int:
         return 2
     leaks = [leak for leak in found.leaks if _old_enough(leak, args.min_age)]
     if args.json:
-        sys.stdout.write(json.dumps([leak_to_dict(leak) for leak in leaks]) + "\n")
+        sys.stdout.write(json.dumps([leak_to_dict(leak, found.places.get(leak.key)) for leak in leaks]) + "\n")
         if found.matched == 0:
             sys.stderr.write(_nothing_matches(args.match))
     elif found.matched == 0:
@@ -292,9 +334,7 @@ def cmd_leaks(args: argparse.Namespace) -> int:
         sys.stdout.write("no leaks found" + (f" among {counted(found.matched, 'object', 'objects')} matching "
                                              f"{printable(args.match)}" if found.matched else "") + "\n")
     else:
-        from ipcmon.report import format_table
-
-        lines = format_table(LEAK_HEADERS, _leak_rows(leaks, found.levels))
+        lines = leak_table(leaks, found.levels, found.places)
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.write(_closing_line(leaks, args.match))
     if not args.json and found.matched != 0:

@@ -10,15 +10,18 @@ import argparse
 import pwd
 import sys
 
-from ipcmon.cli.arguments import Command, Subcommands
+from ipcmon.cli.arguments import Command, Subcommands, add_places, place_selector, select_places
 
 
 def add_parser(commands: Subcommands) -> argparse.ArgumentParser:
     limits = commands.add_parser(
         "limits",
         help="every IPC budget (shm mounts, queue, pipe, signal and SysV limits), its use and headroom, per user",
-        description="Exit status: 0 printed, 2 error (an unknown --user, a failed scan).",
+        description="Exit status: 0 printed, 2 error (an unknown --user, a --container or --ns that matches "
+        "nothing, a failed scan). With --container or --ns, only the shm mounts of those places are listed; the "
+        "budgets are the machine's (or the IPC namespace's) and are all kept.",
     )
+    add_places(limits)
     limits.add_argument("--json", action="store_true",
                         help='one JSON object: {"capacity": …} as in snapshot --json (the contract in README.md)')
     limits.add_argument("--user", metavar="USER",
@@ -38,7 +41,8 @@ def resolve_user(text: str) -> int:
 
 
 def cmd_limits(args: argparse.Namespace) -> int:
-    """Scan once and print the budgets; exit 0, or 2 on an unknown --user or a scan that fails."""
+    """Scan once and print the budgets; exit 0, or 2 on an unknown --user, a --container or --ns matching nothing,
+    or a scan that fails."""
     from dataclasses import replace
 
     from ipcmon.collect import ScanConfig, scan
@@ -55,7 +59,10 @@ def cmd_limits(args: argparse.Namespace) -> int:
     except OSError as error:
         sys.stderr.write(f"ipcmon limits: the scan failed: {error}\n")
         return 2
-    capacity = snapshot.capacity
+    selected = select_places(snapshot, place_selector(args), "ipcmon limits")
+    if selected is None:
+        return 2
+    capacity = selected.capacity
     if capacity is not None and uid is not None:
         capacity = replace(capacity, budgets=tuple(b for b in capacity.budgets if b.uid is None or b.uid == uid))
     if args.json:

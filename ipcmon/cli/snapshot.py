@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ipcmon.cli.arguments import Command, Subcommands, add_scope
+from ipcmon.cli.arguments import Command, Subcommands, add_scope, place_selector, select_places
 
 
 def add_parser(commands: Subcommands) -> argparse.ArgumentParser:
@@ -26,11 +26,16 @@ def add_parser(commands: Subcommands) -> argparse.ArgumentParser:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    """Scan once and print it; exit 0. Only the printer the output needs is imported (fast start, issue 11)."""
+    """Scan once and print it; exit 0, or 1 when --container or --ns matches nothing. Only the printer the output
+    needs is imported (fast start, issue 11)."""
     from ipcmon.collect import ScanConfig, scan
 
     # This process has no threads and no descriptors but stdio: it may fork a second reader (scan docs).
-    snapshot = scan(ScanConfig(kinds=args.kind, pids=args.pid, hide_self=not args.show_self), fork=True)
+    selected = select_places(scan(ScanConfig(kinds=args.kind, pids=args.pid, hide_self=not args.show_self), fork=True),
+                             place_selector(args), "ipcmon snapshot")
+    if selected is None:
+        return 1  # as for a --pid naming no process
+    snapshot = selected
     if args.json:
         from ipcmon.export import dumps
 

@@ -12,7 +12,7 @@ import functools
 import gc
 import os
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,12 +27,12 @@ from ipcmon.collect.memory import REFRESH_EVERY, ScanMemory
 from ipcmon.collect.mqueue import MOUNT_MQUEUE_HINT
 from ipcmon.collect.process import ProcessRead, ReadPlan, RememberedProcess, Unread, read_process, run_signature
 from ipcmon.collect.procfs import Denied, Gone, PidFds
-from ipcmon.model import Process, ProcessSignals, Snapshot
+from ipcmon.model import Holder, Place, Process, ProcessSignals, Snapshot
 from ipcmon.safe import counted
 
 __all__ = [  # the names callers outside collect import from here
     "MOUNT_MQUEUE_HINT", "ScanConfig", "Scanner", "collector_paused", "find_mqueue_dir", "read_forked",
-    "restrict_to_pids", "run_signature", "scan",
+    "restrict_to_pids", "restrict_to_places", "run_signature", "scan",
 ]
 
 
@@ -321,4 +321,49 @@ def restrict_to_pids(snapshot: Snapshot, wanted: Collection[int]) -> Snapshot:
             collector.snapshot_field: collector.restrict(getattr(snapshot, collector.snapshot_field), wanted)
             for collector in COLLECTORS
         },
+    )
+
+
+def restrict_to_places(snapshot: Snapshot, selected: Callable[[Place | None], bool]) -> Snapshot:
+    """Keep what lives in the selected places (``--container``, ``--ns``; issue 15): the namespaces selected, the
+    processes in them, the segments, queues and SysV objects whose place is selected or that a kept process holds,
+    the shm mounts of those places, and, as :func:`restrict_to_pids` keeps them, the kept processes' pipes, regions,
+    signals, waits and deadlocks. Budgets are machine-wide and stay.
+
+    An object is IPC-namespaced (queues, SysV) or bound to a mount (shm): a selected namespace selects the objects
+    of its IPC namespace, and of its mount namespace, even when their place names another namespace sharing it (a
+    pod's containers). An unknown place (None: a scan that did not read namespaces) is never selected."""
+    namespaces = tuple(namespace for namespace in snapshot.namespaces if selected(namespace.place))
+    ipcs = {namespace.place.ipc for namespace in namespaces} - {None}
+    mnts = {namespace.place.mnt for namespace in namespaces} - {None}
+
+    def ipc_bound(place: Place | None) -> bool:
+        return place is not None and (place.ipc in ipcs or selected(place))
+
+    def mount_bound(place: Place | None) -> bool:
+        return place is not None and (place.mnt in mnts or selected(place))
+
+    pids = {process.pid for process in snapshot.processes if selected(process.place)}
+    narrowed = restrict_to_pids(snapshot, pids)  # the kept processes' pipes, regions, signals, waits, deadlocks
+
+    def held(holders: Iterable[Holder]) -> bool:  # by host pid (a SysV cpid or lspid is the creator's own pid)
+        return any(holder.pid in pids for holder in holders)
+
+    sysv = snapshot.sysv
+    capacity = snapshot.capacity
+    if capacity is not None:
+        capacity = replace(capacity, shm_mounts=tuple(mount for mount in capacity.shm_mounts
+                                                      if mount_bound(mount.place)))
+    return replace(
+        narrowed,
+        namespaces=namespaces,
+        shm=tuple(s for s in snapshot.shm if mount_bound(s.place) or held(s.holders)),
+        mqueues=tuple(q for q in snapshot.mqueues if ipc_bound(q.place) or held(q.holders)),
+        sysv=replace(
+            sysv,
+            shm=tuple(s for s in sysv.shm if ipc_bound(s.place) or held(s.holders)),
+            msg=tuple(m for m in sysv.msg if ipc_bound(m.place)),
+            sem=tuple(s for s in sysv.sem if ipc_bound(s.place)),
+        ),
+        capacity=capacity,
     )

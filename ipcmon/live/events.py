@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any, overload
 
 from ipcmon import health
@@ -32,6 +33,7 @@ from ipcmon.model import (
     MessageQueue,
     Pipe,
     PipeEnd,
+    Place,
     Process,
     ProcessKey,
     ProcessSignals,
@@ -68,7 +70,25 @@ def diff(prev: Snapshot | None, cur: Snapshot) -> list[Event]:
             differ(emit, prev, cur)
     _diff_waiting(emit, prev, cur)
     _diff_capacity(emit, prev, cur)
-    return events
+    return placed(events, prev, cur)
+
+
+def placed(events: list[Event], *snapshots: Snapshot) -> list[Event]:
+    """The events, each with its object's place (Event.place, issue 15): a segment's, queue's or SysV object's, an
+    shm mount's (its ``budget`` events), a process's for its signals and its waits on no object (``pid:N``); the
+    later snapshot's place first. Unchanged when no record of these snapshots has a place (a scan that did not read
+    namespaces: Snapshot.namespaces empty), so that costs nothing."""
+    if not events or not any(snapshot.namespaces for snapshot in snapshots):
+        return events
+    places: dict[str, Place] = {}
+    for snapshot in snapshots:
+        places.update(health.object_places(snapshot))
+        for process in snapshot.processes:
+            if process.place is not None:
+                places[f"signal:{process.pid}"] = places[f"pid:{process.pid}"] = process.place
+    if not places:
+        return events
+    return [replace(event, place=places[event.key]) if event.key in places else event for event in events]
 
 
 class _Emitter:
@@ -462,7 +482,7 @@ def state_events(snapshot: Snapshot) -> list[Event]:
         emit("process", "state", "-", "state:none",
              detail=f"nothing deadlocked or blocked; {counted(idle, 'process waits', 'processes wait')} on IPC in the "
                     "ordinary way")
-    return events
+    return placed(events, snapshot)
 
 
 DIFFERS: tuple[tuple[ScanKind, Callable[[_Emitter, Snapshot, Snapshot], None]], ...] = (

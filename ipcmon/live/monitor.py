@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 from ipcmon.collect import ScanConfig, Scanner
 from ipcmon.collect.fds import holds_file
 from ipcmon.collect.procfs import group_name, user_name
-from ipcmon.collect.scan import find_mqueue_dir, restrict_to_pids
+from ipcmon.collect.scan import find_mqueue_dir, restrict_to_pids, restrict_to_places
 from ipcmon.collect.shm import file_name_of, name_of
 from ipcmon.live.events import EventLog, PidSelection, diff
-from ipcmon.model import Event, EventName, Mechanism, MessageQueue, ShmSegment, Snapshot, file_key
+from ipcmon.model import Event, EventName, Mechanism, MessageQueue, Place, ShmSegment, Snapshot, file_key
+from ipcmon.text import PlaceSelector
 
 if TYPE_CHECKING:
     from ipcmon.live.inotify import DirectoryWatch
@@ -85,8 +86,14 @@ class Monitor:
         *,
         history: int = 10_000,
         on_event: EventCallback | None = None,
+        places: PlaceSelector | None = None,
     ) -> None:
         self.config = config
+        self.places = places
+        """``--container``/``--ns``: the snapshot is restricted to those places (collect.scan.restrict_to_places)
+        and the events to theirs (:meth:`_in_places`); None for every place."""
+        self._host: Place | None = None
+        """The host's place (the last scan's), given to inotify's events: it watches the host's directories."""
         # With --pid, every process is still scanned and diffed: an object a selected process opens was not
         # created then, nor destroyed when it lets go, and inotify events name no process. The events are then
         # kept by PidSelection and the snapshot restricted to the selection.
@@ -121,10 +128,19 @@ class Monitor:
             # the inotify thread needs for every event (holding it through the diff stalled that thread).
             changes = diff(self._full, full)
             snapshot = full if self.config.pids is None else restrict_to_pids(full, self.config.pids)
+            if self.places is not None:
+                snapshot = restrict_to_places(snapshot, self.places.matches)
             with self._state_lock:
                 events = [event for event in changes if self._fresh(event)]
                 if self.selection is not None:
                     events = self.selection.keep(events, full)
+                if self.places is not None:
+                    kept = {process.pid for process in snapshot.processes}
+                    keys = {record.object_key for records in (snapshot.shm, snapshot.regions, snapshot.mqueues,
+                                                              snapshot.pipes, snapshot.sysv.shm, snapshot.sysv.msg,
+                                                              snapshot.sysv.sem) for record in records}
+                    events = [event for event in events if self._in_places(event, kept, keys)]
+                self._host = next((namespace.place for namespace in full.namespaces if namespace.place.host), None)
                 self._full = full
                 self.snapshot = snapshot
                 self._remember_names(full)
@@ -136,6 +152,15 @@ class Monitor:
             for event in events:
                 self._on_event(event)
         return snapshot, events
+
+    def _in_places(self, event: Event, pids: set[int], keys: set[str]) -> bool:
+        """Whether an event is about the selected places: its place is one, or (a pipe, a region, a deadlock: no
+        place of their own) it is about an object of the restricted snapshot (keys) or names one of its processes
+        (pids)."""
+        assert self.places is not None
+        if event.place is not None:
+            return self.places.matches(event.place)
+        return event.key in keys or (event.pid is not None and event.pid in pids)
 
     def _fresh(self, event: Event) -> bool:
         if event.mechanism not in self._mechanisms and event.mechanism != "process":
@@ -229,12 +254,15 @@ class Monitor:
                 if known is not None and known.key == key:
                     return  # a poll already saw it (the inotify event came late)
                 self._names[path] = Named(key, st.st_dev, st.st_ino, frozenset())
-                event = Event(now, mechanism, "created", name, key, source="inotify", detail=f"{st.st_size} bytes")
+                event = Event(now, mechanism, "created", name, key, source="inotify", detail=f"{st.st_size} bytes",
+                              place=self._host)
             else:
                 known = self._names.pop(path, None)
                 key = known.key if known is not None else f"{mechanism}:?:{name}"
                 verb: EventName = "unlinked-while-held" if known is not None and known.held_now() else "destroyed"
-                event = Event(now, mechanism, verb, name, key, source="inotify")
+                event = Event(now, mechanism, verb, name, key, source="inotify", place=self._host)
+            if self.places is not None and not self.places.matches(event.place):
+                return  # another place's (the host's directories, not the selected container's)
             if self.selection is not None and not self.selection.wants(event):
                 # Not about the selection (yet): a segment a selected process creates is selected by the next
                 # poll, which, not told of this event, then reports its creation itself.

@@ -24,6 +24,7 @@ from ipcmon import actions, export
 from ipcmon.collect import ScanConfig
 from ipcmon.demos import DEMOS, DemoProcess
 from ipcmon.model import KINDS
+from ipcmon.text import PlaceSelector
 from ipcmon.ui.commands import IpcmonCommands
 from ipcmon.ui.feed import Feed, SnapshotSource, SourceFeed
 from ipcmon.ui.key_actions import ActingApp
@@ -263,17 +264,19 @@ def make_app(
     history: int = HISTORY_EVENTS,
     demo_step: float | None = None,
     show_self: bool = True,
+    places: PlaceSelector | None = None,
 ) -> IpcmonApp:
     """The dashboard over a snapshot source (None: the live system, with inotify) — the CLI and tests call this.
 
     show_self False leaves the dashboard's own process and pipes out of its scans (ScanConfig.hide_self): the CLI
-    passes it unless ``--show-self``; tests that make objects in their own process keep the default."""
+    passes it unless ``--show-self``; tests that make objects in their own process keep the default. places
+    (``--container``, ``--ns``) restricts the live system's scans and events to those places (Monitor)."""
     config = ScanConfig(kinds=tuple(kinds), pids=pids, hide_self=not show_self)
     app: IpcmonApp
     if source is None:
         from ipcmon.live.monitor import Monitor
 
-        monitor = Monitor(config, history=history, on_event=lambda event: app.inotify_event(event))
+        monitor = Monitor(config, history=history, on_event=lambda event: app.inotify_event(event), places=places)
         feed: Feed = monitor
     else:
         feed = SourceFeed(source)

@@ -68,9 +68,9 @@ OBJECT_SPECS = (
     # memfd and anonymous shared regions (scan kind memfd) are shared memory too: shm_rows lists them.
     ViewSpec("shm", "Shared memory", SHM_COLUMNS, shm_rows, ("shm", "memfd", "sysv"),
              note_words=("shm", "sysvipc", "could not be fully read"), sort_column="name",
-             empty="no shared memory segments or semaphores"),
+             empty="no shared memory segments or semaphores", placed=True),
     ViewSpec("mqueue", "Message queues", MQUEUE_COLUMNS, mqueue_rows, ("mqueue", "sysv"),
-             note_words=("mqueue", "sysvipc"), sort_column="name", empty="no message queues"),
+             note_words=("mqueue", "sysvipc"), sort_column="name", empty="no message queues", placed=True),
     ViewSpec("pipes", "Pipes & FIFOs", PIPE_COLUMNS, pipe_rows, ("pipe",),
              note_words=("pipe",), sort_column="inode", empty="no pipes or FIFOs"),
     ViewSpec("signals", "Signals", SIGNAL_COLUMNS, signal_rows, ("signal",), sort_column="pending",

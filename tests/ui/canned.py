@@ -8,11 +8,14 @@ from ipcmon.model import (
     KINDS,
     Budget,
     Capacity,
+    Container,
     Holder,
     HolderUsage,
     MessageQueue,
+    Namespace,
     Pipe,
     PipeEnd,
+    Place,
     Process,
     ProcessSignals,
     ShmMount,
@@ -177,3 +180,44 @@ class Sequence:
     def __call__(self) -> Snapshot:
         self.calls += 1
         return self.snapshots.pop(0) if len(self.snapshots) > 1 else self.snapshots[0]
+
+
+HOST_PLACE = Place(4026531839, 4026531841, host=True)
+WEB = Container("3f2a9c1d0b7e" + "5" * 52, "docker", name="web-1")
+WEB_PLACE = Place(4026532281, 4026532279, container=WEB)
+BATCH_PLACE = Place(4026532290, 4026532288, container=Container("9b1e0c7d2a44" + "7" * 52, "podman"))
+
+
+def containers_snapshot() -> Snapshot:
+    """The canned snapshot on a machine that runs two containers (issue 15): the host's objects placed on the host,
+    a docker container ``web-1`` with a segment of the same name as the host's (/demo-frames) held by its pid 1, a
+    queue, a SysV segment with the host's key, and its own 64 MiB /dev/shm 95 % full; a podman container with no
+    name and an orphan; an unreadable namespace."""
+    base = canned_snapshot()
+    host_shm = tuple(replace(segment, place=HOST_PLACE) for segment in base.shm)
+    web_holder = Holder(7001, "gunicorn", 5, False, "rw", nspid=1)
+    web_segment = replace(base.shm[0], dev=61, inode=11, holders=(web_holder,), path="/dev/shm/demo-frames",
+                          place=WEB_PLACE)
+    batch_orphan = replace(base.shm[1], name="/batch-spill", dev=62, inode=12, place=BATCH_PLACE)
+    web_queue = replace(base.mqueues[1], name="/web-jobs", path="/dev/mqueue/web-jobs", dev=63, inode=13,
+                        holders=(Holder(7001, "gunicorn", 6, False, "rw", nspid=1),), place=WEB_PLACE)
+    queues = (*(replace(queue, place=HOST_PLACE) for queue in base.mqueues), web_queue)
+    sysv = replace(base.sysv, shm=(replace(base.sysv.shm[0], place=HOST_PLACE),
+                                   replace(base.sysv.shm[0], id=0, cpid=1, lpid=1, place=WEB_PLACE)))
+    processes = (*(replace(process, place=HOST_PLACE) for process in base.processes),
+                 replace(_process(7001, "gunicorn", "gunicorn", "app:web"), place=WEB_PLACE, nspid=1),
+                 replace(_process(7100, "batch", "./batch"), place=BATCH_PLACE, nspid=1))
+    assert base.capacity is not None
+    host_mount = replace(base.capacity.shm_mounts[0], size=4 * 1024 * MIB, used=70 * MIB, available=4000 * MIB,
+                         place=HOST_PLACE)
+    web_mount = ShmMount("/proc/7001/root/dev/shm", 61, size=64 * MIB, used=61 * MIB, available=3 * MIB,
+                         inodes_used=3, inodes_total=1000, named=61 * MIB, deleted=0, semaphores=0, other=0,
+                         top_holders=(HolderUsage(7001, "gunicorn", 61 * MIB),), place=WEB_PLACE)
+    namespaces = (
+        Namespace(HOST_PLACE, 6, "/dev/shm", 23, "/dev/mqueue", 24, True),
+        Namespace(WEB_PLACE, 1, "/proc/7001/root/dev/shm", 61, "/proc/7001/root/dev/mqueue", 63, True),
+        Namespace(BATCH_PLACE, 1, "/proc/7100/root/dev/shm", 62, None, None, False, "partial",
+                  "SysV not read: setns refused (not permitted)"),
+    )
+    return replace(base, shm=(*host_shm, web_segment, batch_orphan), mqueues=queues, sysv=sysv, processes=processes,
+                   capacity=replace(base.capacity, shm_mounts=(host_mount, web_mount)), namespaces=namespaces)

@@ -75,3 +75,11 @@ def test_view_at_size(snap_compare: SnapCompare, name: str, keys: tuple[str, ...
     hidden = replace(snapshot, processes=tuple(replace(p, hidden=p.pid == 4300) for p in snapshot.processes))
     app = canned_app(hidden, read_only=True)
     assert snap_compare(app, terminal_size=size, run_before=ready(app, *keys))
+
+
+@pytest.mark.parametrize(("name", "keys"), [("overview", ()), ("shm", ("2", "down", "down"))])
+def test_containers(snap_compare: SnapCompare, name: str, keys: tuple[str, ...]) -> None:
+    """Issue 15: a machine that runs containers: the Overview's places, the CONTAINER column (host, web-1, a podman
+    container by its short id), the detail pane of web-1's /demo-frames with its place and its holder's pid 1."""
+    app = canned_app(canned.containers_snapshot())
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready(app, *keys))

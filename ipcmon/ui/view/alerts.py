@@ -6,8 +6,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ipcmon.health import LEVEL_GLYPHS, PIPE_FLAG_WORDS, PIPE_HAZARDS, Hazard, Level, Rank, hazards, rank
-from ipcmon.model import Mechanism, Snapshot
+from ipcmon.health import (
+    LEVEL_GLYPHS,
+    PIPE_FLAG_WORDS,
+    PIPE_HAZARDS,
+    Hazard,
+    Level,
+    Rank,
+    hazards,
+    object_places,
+    rank,
+)
+from ipcmon.model import Mechanism, Place, Snapshot
+from ipcmon.text import place_suffix
 from ipcmon.ui.view.table import Cell, Context, Row, text_cell
 
 Severity = Level
@@ -44,6 +55,8 @@ class Alert:
     stake, then kind)."""
     pid: int | None = None
     """The process a deadlock (its first member) or a blocked wait is about: Enter opens its process view."""
+    place: Place | None = None
+    """Where its object lives (issue 15): one not on the host is named with it, ``/seg [web-1]``."""
 
     @property
     def alert_key(self) -> str:
@@ -55,15 +68,16 @@ class Alert:
         return LEVEL_GLYPHS[self.severity]
 
 
-def _alert(hazard: Hazard) -> Alert:
+def _alert(hazard: Hazard, place: Place | None = None) -> Alert:
     return Alert(hazard.level, hazard.mechanism, hazard.object, hazard.problem, VIEWS[hazard.mechanism], hazard.key,
-                 rank(hazard), hazard.pids[0] if hazard.pids else None)
+                 rank(hazard), hazard.pids[0] if hazard.pids else None, place)
 
 
 def find_alerts(snapshot: Snapshot) -> Iterator[Alert]:
     """The Overview's alerts: every hazard of the snapshot, most serious first (health.hazards order)."""
+    places = object_places(snapshot)
     for hazard in hazards(snapshot):
-        yield _alert(hazard)
+        yield _alert(hazard, places.get(hazard.key))
 
 
 def alert_row(alert: Alert, ctx: Context) -> Row:
@@ -74,7 +88,7 @@ def alert_row(alert: Alert, ctx: Context) -> Row:
         cells=(
             Cell(f"{alert.glyph} {alert.severity}", alert.rank, style),  # the word too: readable without colour
             text_cell(alert.mechanism),
-            text_cell(alert.object),
+            text_cell(alert.object + place_suffix(alert.place)),
             text_cell(alert.problem, style),
         ),
         record=alert,

@@ -16,6 +16,7 @@ from ipcmon.model import (
     MessageQueue,
     Pipe,
     PipeEnd,
+    Place,
     Process,
     ProcessSignals,
     SharedRegion,
@@ -41,6 +42,7 @@ from ipcmon.text import (
     mode_text,
     notify_cell,
     optional,
+    place_detail,
     signal_names,
     since_detail,
     wait_call,
@@ -75,11 +77,14 @@ class Detail:
         self.text.append("  " + printable(value), style=style)
         self.text.append("\n")
 
-    def process(self, pid: int, comm: str, tail: str = "") -> None:
-        """One holder line: pid, command, then where (fd, mapping) and how (access)."""
+    def process(self, pid: int, comm: str, tail: str = "", nspid: int | None = None) -> None:
+        """One holder line: pid (and its pid in its own pid namespace, when that differs), command, then where
+        (fd, mapping) and how (access)."""
         process = self.ctx.processes.get(pid)
         command = " ".join(process.cmdline) if process and process.cmdline else ""
         self.text.append(f"  {pid:>7} ", style="bold")
+        if nspid is not None:
+            self.text.append(f"({nspid} in ns) ", style=self.ctx.palette.muted)
         self.text.append(printable(comm))
         if tail:
             self.text.append("  " + tail)
@@ -106,7 +111,17 @@ def _holders(detail: Detail, holders: Sequence[Holder], empty: str) -> None:
     if not holders:
         detail.plain(empty, detail.ctx.palette.warn)
     for holder in holders:
-        detail.process(holder.pid, holder.comm, holder_tail(holder))
+        detail.process(holder.pid, holder.comm, holder_tail(holder), holder.nspid)
+
+
+def _place(detail: Detail, place: Place | None) -> None:
+    """Where the object lives (issue 15): its container (id, runtime, name), unit or the host, and its namespaces'
+    inodes; said when it is not on the host, or when there are other places than the host to tell it from."""
+    if place is None or (place.host and len(detail.ctx.snapshot.namespaces) < 2):
+        return
+    detail.line("where", place_detail(place))
+    if place.container is not None:
+        detail.line("container", place.container.id)
 
 
 def _ends(detail: Detail, title: str, ends: Sequence[PipeEnd], empty: str) -> None:
@@ -161,6 +176,7 @@ def _describe_shm(detail: Detail, record: ShmSegment) -> None:
     detail.line("mode", mode_text(record.mode))
     detail.line("owner", f"{record.owner or record.uid}:{record.group or record.gid}")
     detail.line("inode", f"{record.inode} on device {record.dev}")
+    _place(detail, record.place)
     _times(detail, record.mtime, record.ctime)
     _holders(detail, record.holders, "nobody holds it: an orphan (d removes it)")
 
@@ -200,6 +216,7 @@ def _describe_mqueue(detail: Detail, record: MessageQueue) -> None:
         detail.line("notify", "none registered")
     detail.line("mode", mode_text(record.mode))
     detail.line("owner", str(record.owner or optional(record.uid)))
+    _place(detail, record.place)
     _times(detail, record.mtime, None)
     _holders(detail, record.holders, "nobody has it open: an orphan (d removes it)")
     _waiters(detail, f"mqueue:{record.name}", record.object_key)
@@ -233,6 +250,7 @@ def _describe_sysv_shm(detail: Detail, record: SysvShm) -> None:
     _sysv_times(detail, ("attached", record.atime), ("detached", record.dtime), ("changed", record.ctime))
     detail.line("mode", mode_text(record.mode))
     detail.line("owner", str(record.owner or record.uid))
+    _place(detail, record.place)
     _holders(detail, record.holders, "nothing attached")
 
 
@@ -251,6 +269,7 @@ def _describe_sysv_msg(detail: Detail, record: SysvMsg) -> None:
     _sysv_times(detail, ("sent", record.stime), ("received", record.rtime), ("changed", record.ctime))
     detail.line("mode", mode_text(record.mode))
     detail.line("owner", str(record.owner or record.uid))
+    _place(detail, record.place)
 
 
 def _describe_sysv_sem(detail: Detail, record: SysvSem) -> None:
@@ -259,6 +278,7 @@ def _describe_sysv_sem(detail: Detail, record: SysvSem) -> None:
     _sysv_times(detail, ("last op", record.otime), ("changed", record.ctime))
     detail.line("mode", mode_text(record.mode))
     detail.line("owner", str(record.owner or record.uid))
+    _place(detail, record.place)
 
 
 def _describe_event(detail: Detail, record: Event) -> None:
@@ -270,6 +290,7 @@ def _describe_event(detail: Detail, record: Event) -> None:
         detail.line("process", f"{record.pid} {record.comm or ''}")
     if record.detail:
         detail.line("detail", record.detail)
+    _place(detail, record.place)
     detail.line("object key", record.key)
 
 
@@ -401,6 +422,9 @@ def describe_process(pid: int, ctx: Context, events: Sequence[Event] = (), *, br
         detail.line("parent", str(process.ppid))
         detail.line("user", str(process.user or process.uid))
         detail.line("running", f"{human_age(ctx.snapshot.taken_at - process.start_time)}")
+        if process.nspid is not None:
+            detail.line("pid in ns", f"{process.nspid} (its pid inside its own pid namespace)")
+        _place(detail, process.place)
         if process.hidden:
             detail.line("hidden", "its descriptors and mappings could not be read", palette.warn)
         if ctx.is_demo(None, (pid,)):

@@ -103,6 +103,7 @@ def _shm_row(segment: ShmSegment, ctx: Context) -> Row:
         fields=fields_of(pids, kind=segment.kind, state=segment.state),
         pids=pids,
         path=segment.path,
+        place=segment.place,
     )
 
 
@@ -148,6 +149,7 @@ def _sysv_shm_row(shm: SysvShm, ctx: Context) -> Row:
         search=search_text(ctx, unique_pids((*pids, shm.cpid, shm.lpid)), shm.label, "sysv-shm", state),
         fields=fields_of(unique_pids((*pids, shm.cpid, shm.lpid)), kind="sysv-shm", state=state),
         pids=pids or unique_pids(pid for pid in (shm.cpid, shm.lpid) if pid in ctx.processes),
+        place=shm.place,
     )
 
 
@@ -167,6 +169,7 @@ def _sysv_sem_row(sem: SysvSem, ctx: Context) -> Row:
         record=sem,
         search=search_text(ctx, (), sem.label, "sysv-sem"),
         fields=fields_of((), kind="sysv-sem"),
+        place=sem.place,
     )
 
 
@@ -238,6 +241,7 @@ def _mqueue_row(queue: MessageQueue, ctx: Context) -> Row:
         fields=fields_of(pids, kind="mqueue", state=state),
         pids=pids,
         path=queue.path or queue.name,
+        place=queue.place,
     )
 
 
@@ -261,6 +265,7 @@ def _sysv_msg_row(msg: SysvMsg, ctx: Context) -> Row:
         search=search_text(ctx, pids, msg.label, "sysv-msg"),
         fields=fields_of(pids, kind="sysv-msg"),
         pids=tuple(pid for pid in pids if pid in ctx.processes),
+        place=msg.place,
     )
 
 

@@ -16,8 +16,9 @@ from rich.text import Text
 
 from ipcmon.demos import OBJECT_PREFIX
 from ipcmon.health import STATE_LEVELS
-from ipcmon.model import Holder, PipeEnd, Process, Snapshot
+from ipcmon.model import Holder, PipeEnd, Place, Process, Snapshot
 from ipcmon.safe import printable, shorten
+from ipcmon.text import PlaceSelector, parse_ns
 
 DEMO_PREFIX = OBJECT_PREFIX
 """Objects the demos create are named with this prefix (issue 5)."""
@@ -97,6 +98,9 @@ class Row:
     """Processes involved, in order (Enter and ``k`` act on them)."""
     path: str | None = None
     """What ``c`` copies."""
+    place: Place | None = None
+    """Where its object lives (issue 15): the CONTAINER column, and the ``container:`` and ``ns:`` filter tokens;
+    None for an object with no place of its own (a pipe, a memfd) or when the scan did not read namespaces."""
 
 
 @dataclass(slots=True)
@@ -206,8 +210,9 @@ def build_recording(build: Callable[[Any, Context], Row], record: Any, ctx: Cont
 
 
 def matches(row: Row, query: str) -> bool:
-    """Every token must match: ``pid:123``/``event:created`` against the row's fields, words anywhere; a token
-    of alternatives, ``a|b``, matches when one of them does (``g`` in the Demos view filters so)."""
+    """Every token must match: ``pid:123``/``event:created`` against the row's fields, ``container:ID|NAME`` and
+    ``ns:INODE`` against its place (as ``--container`` and ``--ns`` select: text.PlaceSelector), words anywhere; a
+    token of alternatives, ``a|b``, matches when one of them does (``g`` in the Demos view filters so)."""
     for token in query.lower().split():
         alternatives = [word for word in token.split("|") if word]
         if alternatives and not any(_matches_token(row, word) for word in alternatives):
@@ -217,9 +222,29 @@ def matches(row: Row, query: str) -> bool:
 
 def _matches_token(row: Row, token: str) -> bool:
     name, sep, value = token.partition(":")
+    if sep and name in PLACE_TOKENS:
+        return _place_matches(row.place, name, value)
     if sep and name in row.fields:
         return value in row.fields[name]
     return token in row.search
+
+
+PLACE_TOKENS = ("container", "ns")
+"""Filter tokens that select by place (issue 15): ``container:web-1``, ``container:3f2a``, ``container:host``,
+``ns:4026532281``."""
+
+
+@functools.lru_cache(maxsize=64)
+def _selector(name: str, value: str) -> PlaceSelector | None:
+    if name == "ns":
+        inode = parse_ns(value)
+        return PlaceSelector(ns=inode) if inode is not None else None
+    return PlaceSelector(container=value) if value else None
+
+
+def _place_matches(place: Place | None, name: str, value: str) -> bool:
+    selector = _selector(name, value)
+    return selector is not None and selector.matches(place)
 
 
 def unique_pids(pids: Iterable[int]) -> tuple[int, ...]:

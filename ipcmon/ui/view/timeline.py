@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ipcmon.model import Event
-from ipcmon.text import clock_text
+from ipcmon.text import clock_text, place_suffix
 from ipcmon.ui.view.table import Cell, Column, Context, Row, fields_of, name_cell, number_cell, search_text, text_cell
 
 EVENT_COLUMNS = (
@@ -49,6 +49,7 @@ def event_probe(event: Event, key: str, ctx: Context) -> Row:
         search=search_text(ctx, pids, event.mechanism, event.event, event.object, event.comm, event.detail),
         fields=fields_of(pids, mechanism=event.mechanism, event=event.event, source=event.source),
         pids=tuple(pid for pid in pids if pid in ctx.processes),
+        place=event.place,
     )
 
 
@@ -64,7 +65,7 @@ def event_row(event: Event, key: str, sequence: int, ctx: Context) -> Row:
             Cell(clock_text(event.time), (0, event.time, sequence)),
             text_cell(event.mechanism),
             text_cell(event.event, style),
-            name_cell(ctx, event.object, pids),
+            name_cell(ctx, event.object + place_suffix(event.place), pids),  # ``/seg [web-1]`` off the host
             number_cell(event.pid, None if event.pid is not None else "-"),
             text_cell(event.comm or "-"),
             text_cell(event.source),
@@ -74,4 +75,5 @@ def event_row(event: Event, key: str, sequence: int, ctx: Context) -> Row:
         search=probe.search,
         fields=probe.fields,
         pids=probe.pids,
+        place=probe.place,
     )

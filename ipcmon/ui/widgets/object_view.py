@@ -192,6 +192,8 @@ class ViewSpec:
     follow_top: bool = False
     empty: str = "nothing to show"
     filter_help: str = "filter: words match names, pids, commands; pid:123 kind:shm state:orphaned"
+    placed: bool = False
+    """Its table shows a CONTAINER column while its objects live in more than one place (issue 15)."""
 
 
 class DetailPane(VerticalScroll):
@@ -263,6 +265,7 @@ class ObjectView(Vertical):
             sort_column=self.spec.sort_column,
             sort_reverse=self.spec.sort_reverse,
             follow_top=self.spec.follow_top,
+            placed=self.spec.placed,
         )
 
     @property

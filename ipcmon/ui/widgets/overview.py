@@ -24,9 +24,9 @@ from ipcmon.health import (
     budget_threshold,
     pending_count,
 )
-from ipcmon.model import KINDS, Snapshot
+from ipcmon.model import KINDS, Place, Snapshot
 from ipcmon.safe import counted, printable
-from ipcmon.text import fill_cell, human_bytes
+from ipcmon.text import fill_cell, human_bytes, place_cell
 from ipcmon.ui.messages import Goto, OpenProcess
 from ipcmon.ui.state import empty_context
 from ipcmon.ui.view.alerts import Alert, alert_row, find_alerts
@@ -139,6 +139,83 @@ def _budget_summary(s: Snapshot) -> str:
     return f"{shm}\n{line}"
 
 
+PLACES_SHOWN = (3, 8)
+"""Places the per-container breakdown lists (compact, full); more are counted on one more line."""
+
+
+@dataclass(slots=True)
+class PlaceTotals:
+    """One place's share of the snapshot, for the Overview's per-container breakdown."""
+
+    place: Place
+    objects: int = 0
+    """POSIX segments and semaphores, queues and SysV objects that live there."""
+    bytes: int = 0
+    """Memory they take: allocated bytes of POSIX segments, resident bytes of SysV segments."""
+    mount: str = ""
+    """Its /dev/shm tmpfs fill, ``/dev/shm 95% of 64M`` (the mount whose place it is); '' when none is its own."""
+
+
+def place_totals(snapshot: Snapshot) -> list[PlaceTotals]:
+    """Each place with objects or an shm mount, the host first then by bytes, most first; empty unless some
+    object, mount or namespace is in a container (issue 15: the breakdown is for machines that run containers)."""
+    if not any(namespace.place.container is not None for namespace in snapshot.namespaces):
+        return []
+    totals: dict[object, PlaceTotals] = {}
+
+    def entry_of(place: Place) -> PlaceTotals:
+        # One entry per host, container or other IPC namespace: a SysV object's place has no mount namespace, and
+        # a container's shm and its SysV segments are still the container's.
+        who = "host" if place.host else place.container.id if place.container is not None else place.ipc
+        return totals.setdefault(who, PlaceTotals(place))
+
+    def add(place: Place | None, size: int = 0) -> None:
+        if place is not None:
+            entry = entry_of(place)
+            entry.objects += 1
+            entry.bytes += size
+
+    for segment in snapshot.shm:
+        add(segment.place, segment.allocated)
+    for queue in snapshot.mqueues:
+        add(queue.place)
+    for shm in snapshot.sysv.shm:
+        add(shm.place, shm.rss or 0)
+    for msg in snapshot.sysv.msg:
+        add(msg.place)
+    for sem in snapshot.sysv.sem:
+        add(sem.place)
+    for mount in snapshot.capacity.shm_mounts if snapshot.capacity is not None else ():
+        if mount.place is not None:
+            fill = f"{fill_cell(mount.fill)} of {human_bytes(mount.size)}"
+            entry_of(mount.place).mount = f"{printable(mount.path)} {fill}"
+    return sorted(totals.values(), key=lambda entry: (not entry.place.host, -entry.bytes, place_cell(entry.place)))
+
+
+def places_text(snapshot: Snapshot, compact: bool) -> Text:
+    """The breakdown, a line per place: ``web-1 (docker 3f2a9c1d0b7e)  4 objects, 1.2M  /dev/shm 95% of 64M``;
+    empty when place_totals is."""
+    entries = place_totals(snapshot)
+    text = Text(end="")
+    if not entries:
+        return text
+    text.append(f"Where: {counted(len(entries), 'place', 'places')}\n", style="bold")
+    shown = PLACES_SHOWN[not compact]
+    for entry in entries[:shown]:
+        container = entry.place.container
+        text.append(f"  {place_cell(entry.place)}", style="bold")
+        if container is not None:  # its short id too when it is named
+            text.append(f" ({container.runtime}{' ' + printable(container.short_id) if container.name else ''})")
+        text.append(f"  {counted(entry.objects, 'object', 'objects')}, {human_bytes(entry.bytes)}")
+        if entry.mount:
+            text.append(f"  {entry.mount}")
+        text.append("\n")
+    if len(entries) > shown:
+        text.append(f"  +{len(entries) - shown} more (ipcmon snapshot lists every namespace)\n")
+    text.rstrip()
+    return text
+
+
 METRICS = (
     Metric("shm", "Shared memory", ("shm", "memfd"), _shm_summary, lambda s: float(_shm_bytes(s)), "bytes allocated"),
     Metric("mqueue", "Message queues", ("mqueue",), _queue_summary,
@@ -220,6 +297,7 @@ class Overview(Vertical):
         with Grid(id="cards"):
             for metric in METRICS:
                 yield MetricCard(metric)
+        yield Static("", id="places")
         yield Static("", id="alerts-title")
         # follow_top: a more serious alert arriving above keeps the cursor on the top row, so Enter takes the user
         # to the most serious one (the cursor stayed on its alert, now second, and Enter went there).
@@ -242,6 +320,9 @@ class Overview(Vertical):
         self.query_one(Notes).show(snapshot, snapshot.notes)
         for metric in METRICS:
             self.query_one(f"#card-{metric.id}", MetricCard).show(snapshot, self.history[metric.id])
+        places = places_text(snapshot, self.has_class("-compact"))
+        self.query_one("#places", Static).set_class(bool(places.plain), "-shown")
+        update_if_changed(self.query_one("#places", Static), places)
         ctx = self.context
         self.alerts = {alert.alert_key: alert for alert in find_alerts(snapshot)}
         table = self.query_one("#alerts", ObjectTable)

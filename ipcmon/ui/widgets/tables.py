@@ -16,7 +16,8 @@ from textual.events import Resize
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowDoesNotExist, RowKey
 
-from ipcmon.ui.view.table import Cell, Column, Row, matches
+from ipcmon.text import PLACE_HEADER, place_cell, several_places
+from ipcmon.ui.view.table import Cell, Column, Row, matches, text_cell
 
 REBUILD_AT = 200
 """Rows removed at once above which the table is rebuilt instead (see ObjectTable._apply)."""
@@ -27,6 +28,9 @@ FIRST_MIN_WIDTH = 20
 """The first column names the row's object (NAME, a pid): it keeps this much before the others are cut
 (at 80 columns every name was cut to ten cells while MODE and OWNER kept theirs)."""
 """Cells a column keeps when the table is too narrow for everything (more if its label needs it)."""
+PLACE_COLUMN = Column("place", PLACE_HEADER, 16)
+"""Where each row's object lives (issue 15), after the first column: shown only while the rows' objects live in
+more than one place (ObjectTable ``placed``)."""
 
 
 def fit_widths(natural: Sequence[int], minimum: Sequence[int], available: int) -> list[int]:
@@ -79,11 +83,16 @@ class ObjectTable(DataTable[Cell]):
         sort_column: str | None = None,
         sort_reverse: bool = False,
         follow_top: bool = False,
+        placed: bool = False,
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
         super().__init__(cursor_type="row", id=id, classes=classes, zebra_stripes=False)
-        self.spec = tuple(columns)
+        self.base_spec = tuple(columns)
+        self.spec = self.base_spec
+        """The columns shown: base_spec, with PLACE_COLUMN second while it is shown."""
+        self.placed = placed
+        """Whether this table shows PLACE_COLUMN when its rows live in several places (Row.place)."""
         self.sort_column = sort_column or self.spec[0].key
         self.sort_reverse = sort_reverse
         self.filter_text = ""
@@ -146,7 +155,35 @@ class ObjectTable(DataTable[Cell]):
     def sync(self, rows: Iterable[Row]) -> None:
         """Make the table show exactly these rows (minus the filtered ones), touching only what changed."""
         self._all = {row.key: row for row in rows}
+        if self.placed:
+            self._show_places(several_places(row.place for row in self._all.values()))
         self._apply()
+
+    @property
+    def shows_places(self) -> bool:
+        """Whether PLACE_COLUMN is shown now."""
+        return len(self.spec) > len(self.base_spec)
+
+    def _show_places(self, wanted: bool) -> None:
+        """Add or take away PLACE_COLUMN. Rare (a first container appears, the last one goes), so the columns and
+        rows are laid out again from scratch; _apply puts the rows back and the cursor on its object."""
+        if wanted == self.shows_places:
+            return
+        self.spec = (self.base_spec[0], PLACE_COLUMN, *self.base_spec[1:]) if wanted else self.base_spec
+        if all(column.key != self.sort_column for column in self.spec):
+            self.sort_column = self.spec[0].key
+        if not self.is_mounted:
+            return  # on_mount adds the columns
+        self.clear(columns=True)
+        self._shown = {}
+        for column in self.spec:
+            self.add_column(self._label(column), key=column.key)
+
+    def cells(self, row: Row) -> tuple[Cell, ...]:
+        """The row's cells as shown: with its place second while PLACE_COLUMN is."""
+        if not self.shows_places:
+            return row.cells
+        return (row.cells[0], text_cell(place_cell(row.place) if row.place is not None else "-"), *row.cells[1:])
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text.strip()
@@ -175,10 +212,11 @@ class ObjectTable(DataTable[Cell]):
         for key, row in wanted.items():
             old = self._shown.get(key)
             if old is None:
-                self.add_row(*row.cells, key=key)
+                self.add_row(*self.cells(row), key=key)
                 resort = True
             elif old is not row:
-                for index, (column, new, previous) in enumerate(zip(self.spec, row.cells, old.cells, strict=True)):
+                for index, (column, new, previous) in enumerate(zip(self.spec, self.cells(row), self.cells(old),
+                                                                    strict=True)):
                     if not new.same(previous):
                         self.update_cell(key, column.key, new, update_width=True)
                         resort = resort or index == sort_index

@@ -87,12 +87,14 @@ _RUNTIMES: tuple[tuple[re.Pattern[str], Runtime], ...] = (
     (re.compile(rf"(?:^|/)docker/({_HEX64})(?:/|$)"), "docker"),
     (re.compile(rf"(?:^|/)libpod-({_HEX64})(?:\.scope)?(?:/|$)"), "podman"),
     (re.compile(rf"(?:^|/)cri-containerd-({_HEX64})\.scope(?:/|$)"), "containerd"),
+    (re.compile(rf":cri-containerd:({_HEX64})(?:/|$)"), "containerd"),
     (re.compile(rf"(?:^|/)containerd/({_HEX64})(?:/|$)"), "containerd"),
     (re.compile(rf"(?:^|/)crio-({_HEX64})\.scope(?:/|$)"), "cri-o"),
     (re.compile(rf"(?:^|/)crio/({_HEX64})(?:/|$)"), "cri-o"),
 )
 """Each runtime's cgroup names (systemd and cgroupfs drivers): ``/system.slice/docker-<id>.scope``, ``/docker/<id>``,
-``/machine.slice/libpod-<id>.scope``, ``…/cri-containerd-<id>.scope``, ``…/crio-<id>.scope``. Conmon's own cgroups
+``/machine.slice/libpod-<id>.scope``, ``…/cri-containerd-<id>.scope`` (or ``…pod<uid>.slice:cri-containerd:<id>``
+under containerd.service), ``…/crio-<id>.scope``. Conmon's own cgroups
 (``libpod-conmon-<id>``, ``crio-conmon-<id>``) are not the container's and match none."""
 _KUBE_BARE = re.compile(rf"(?:^|/)({_HEX64})(?:/|$)")
 """Under ``kubepods``, the cgroupfs driver names a container by its bare id: ``/kubepods/burstable/pod<uid>/<id>``."""

@@ -324,3 +324,34 @@ def test_a_queue_of_an_ipc_namespace_with_no_mount_of_its_own_is_placed_by_its_h
             child.wait()
         if child.stdout is not None:
             child.stdout.close()
+
+
+def test_holders_are_found_by_device_from_any_process_and_deleted_segments_keep_their_place() -> None:
+    """A host process that opens a container's orphan through /proc/PID/root holds it (it is no orphan); a segment the
+    container unlinked but holds is on its tmpfs, in its place, named as inside; a host process holding the
+    container's queue leaves the queue in the container's place."""
+    name, queue = new_name("nsdel"), new_name("nsdelq")
+    with container(name, queue, 0x15200000 + os.getpid() % 0xFFFF, deleted_size=128 << 10) as scene:
+        root = f"/proc/{scene.pid}/root"
+        orphan = os.open(f"{root}/dev/shm/{name[1:]}-orphan", os.O_RDONLY)
+        mq = os.open(f"{root}/dev/mqueue/{queue[1:]}-orphan", os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            snapshot = scan(ScanConfig(kinds=("shm", "mqueue")))  # this process too
+        finally:
+            os.close(orphan)
+            os.close(mq)
+        held = _of(_named(snapshot.shm, name + "-orphan"), scene)
+        assert held.state == "held" and [(h.pid, h.nspid, h.fd) for h in held.holders] == [(os.getpid(), None, orphan)]
+        _check_place(held.place, scene, None)
+        deleted = _of(_named(snapshot.shm, name + "-deleted"), scene)
+        assert deleted.state == "deleted" and deleted.pinned_bytes == 128 << 10 and deleted.dev == scene.shm_dev
+        (mount,) = [mount for mount in snapshot.capacity.shm_mounts if mount.dev == scene.shm_dev]  # type: ignore[union-attr]
+        assert deleted.path == f"{mount.path}/{name[1:]}-deleted"  # the name it had, on the mount's host path
+        assert {(h.pid, h.nspid) for h in deleted.holders} == {(scene.pid, 1)}
+        _check_place(deleted.place, scene, None)
+        assert mount.deleted == 128 << 10 and mount.named == (1 << 20) + (256 << 10)
+        lone = _of(_named(snapshot.mqueues, queue + "-orphan"), scene)
+        assert [(h.pid, h.fd) for h in lone.holders] == [(os.getpid(), mq)] and not health.queue_orphaned(lone)
+        _check_place(lone.place, scene, None)
+        host = [queue for queue in snapshot.mqueues if queue.place is not None and queue.place.host]
+        assert not [queue for queue in host if queue.dev == scene.mqueue_dev]

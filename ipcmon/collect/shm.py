@@ -352,10 +352,10 @@ def _notes(config: ScanConfig, places: Places) -> list[str]:
 
 
 def _build(inputs: ScanInputs) -> tuple[ShmSegment, ...]:
-    places = inputs.places
-    if places.shm_dev is None:
+    mounts = inputs.places.shm_mounts()
+    if not mounts:
         return ()
-    return collect(places.shm_mounts(), inputs.processes, inputs.fds, inputs.maps, inputs.config.proc,
+    return collect(mounts, inputs.processes, inputs.fds, inputs.maps, inputs.config.proc,
                    recall=inputs.recall("shm"))
 
 

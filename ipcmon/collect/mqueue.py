@@ -214,7 +214,11 @@ def collect(
         else:
             state = read_queue_borrowed(first.pid, first.fd, pidfds, identity)
         name: str = first.path or "?"
-        on = by_dev.get(identity[0]) or fallback
+        holder = processes.get(first.pid)
+        holder_place = holder.place if holder is not None else None
+        on = by_dev.get(identity[0])
+        if on is None and (holder_place is None or holder_place.host):
+            on = fallback  # another namespace's queue is never taken for one in the configured directory
         # The link of a queue descriptor reads "/name" (relative to the mqueue root) or a mounted path.
         for prefix in {on.path, on.seen_as} if on is not None else ():
             if name.startswith(prefix.rstrip("/") + "/"):
@@ -224,8 +228,7 @@ def collect(
         held_path = None if deleted or on is None else os.path.join(on.path, name.lstrip("/"))
         place = on.place if on is not None and on is not fallback else None
         if place is None:
-            holder = processes.get(first.pid)
-            place = holder.place if holder is not None else None
+            place = holder_place
         queues.append(_queue(name, held_path, None, identity, state, refs, processes, deleted=deleted,
                              owner_ref=first, place=place))
     queues.sort(key=lambda queue: (queue.name, queue.inode, queue.dev))

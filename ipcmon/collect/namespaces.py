@@ -215,20 +215,22 @@ def _mount_table(pid: int, proc: str) -> list[procfs.Mount]:
     return found
 
 
-def _read_mounts(pid: int, proc: str, place: Place, seen_shm: set[int], seen_mqueue: set[int]) -> _MountNamespace:
+def _read_mounts(
+    pid: int, proc: str, place: Place, seen_shm: set[int] | None, seen_mqueue: set[int] | None
+) -> _MountNamespace:
     """One mount namespace's /dev/shm (when it is a tmpfs mount point there) and mqueue mounts, through one of its
-    processes; raises Gone or Denied. Devices already seen are recorded, not listed again."""
+    processes; raises Gone or Denied. Devices already seen are recorded, not listed again; None: not looked for."""
     root = f"{proc}/{pid}/root"
     table = _mount_table(pid, proc)
     found = _MountNamespace()
     try:
-        shm_dev = os.stat(root + SHM_MOUNT_POINT).st_dev
+        shm_dev = os.stat(root + SHM_MOUNT_POINT).st_dev if seen_shm is not None else None
     except OSError as error:
         failure = procfs.translate(error)
         if isinstance(failure, Denied):
             raise failure from None
         shm_dev = None  # no /dev/shm in it
-    if shm_dev is not None and any(
+    if seen_shm is not None and shm_dev is not None and any(
         mount.fstype == "tmpfs" and mount.mount_point == SHM_MOUNT_POINT and mount.dev == shm_dev for mount in table
     ):
         found.shm_dev = shm_dev
@@ -236,7 +238,7 @@ def _read_mounts(pid: int, proc: str, place: Place, seen_shm: set[int], seen_mqu
             seen_shm.add(shm_dev)
             found.shm = MountDir(root + SHM_MOUNT_POINT, shm_dev, place, SHM_MOUNT_POINT)
     for mount in table:
-        if mount.fstype != "mqueue":
+        if mount.fstype != "mqueue" or seen_mqueue is None:
             continue
         path = root + mount.mount_point.rstrip("/")
         try:
@@ -254,15 +256,18 @@ def _read_mounts(pid: int, proc: str, place: Place, seen_shm: set[int], seen_mqu
 
 
 def discover(
-    pids: Iterable[int], places: Places, proc: str = procfs.PROC, *, docker_root: str | None = None
+    pids: Iterable[int], places: Places, proc: str = procfs.PROC, *, docker_root: str | None = None,
+    look_shm: bool = True, look_mqueue: bool = True,
 ) -> World:
     """The pre-pass of a scan, before any process is read: every process's namespaces, and every shm tmpfs and
     mqueue mount to list (the configured ones first, as the host's).
 
     Costs two readlinks per process; only processes outside ipcmon's own namespaces cost more (their cgroup, and
     per other mount namespace one mountinfo and a few stats). docker_root defaults to DOCKER_ROOT (as it is when
-    called). The processes whose namespaces could not be read are counted (World.unknown), not said in a note:
-    the scan words it (unknown_note), knowing which of them it could not read at all."""
+    called). look_shm and look_mqueue False leave other namespaces' shm tmpfs or mqueue mounts out (ipcmon pointed
+    at a directory of its own: IPCMON_SHM_DIR, IPCMON_MQUEUE_DIR). The processes whose namespaces could not be read
+    are counted (World.unknown), not said in a note: the scan words it (unknown_note), knowing which of them it
+    could not read at all."""
     docker_root = docker_root or DOCKER_ROOT
     try:
         host_pair = read_ns("self", procfs.PROC)
@@ -290,7 +295,8 @@ def discover(
     if len(groups) == 1:  # only the host: nothing more to read
         return World(host, by_pid, (_host_namespace(host, len(groups[host_pair]), host_shm, host_mqueue),),
                      (host_shm,) if host_shm else (), (host_mqueue,) if host_mqueue else (), (), unknown)
-    return _elsewhere(host, host_pair, groups, by_pid, host_shm, host_mqueue, unknown, proc, docker_root)
+    return _elsewhere(host, host_pair, groups, by_pid, host_shm, host_mqueue, unknown, proc, docker_root,
+                      look_shm=look_shm, look_mqueue=look_mqueue)
 
 
 def _host_namespace(host: Place, count: int, shm: MountDir | None, mqueue: MountDir | None) -> Namespace:
@@ -300,7 +306,8 @@ def _host_namespace(host: Place, count: int, shm: MountDir | None, mqueue: Mount
 
 def _elsewhere(
     host: Place, host_pair: tuple[int, int], groups: dict[tuple[int, int], list[int]], by_pid: dict[int, Place],
-    host_shm: MountDir | None, host_mqueue: MountDir | None, unknown: int, proc: str, docker_root: str,
+    host_shm: MountDir | None, host_mqueue: MountDir | None, unknown: int, proc: str, docker_root: str, *,
+    look_shm: bool, look_mqueue: bool,
 ) -> World:
     """discover, when some process runs in namespaces other than ipcmon's own."""
     shared: dict[tuple[int, int, Container | None, str | None], Place] = {}
@@ -341,7 +348,8 @@ def _elsewhere(
         found = _MountNamespace(readable=False)
         for pid in sorted(pid for other in ordered if other[1] == mnt for pid in groups[other]):
             try:
-                found = _read_mounts(pid, proc, first_place[pair], seen_shm, seen_mqueue)
+                found = _read_mounts(pid, proc, first_place[pair], seen_shm if look_shm else None,
+                                     seen_mqueue if look_mqueue else None)
             except (Gone, Denied, OSError):
                 continue
             break

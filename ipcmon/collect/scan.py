@@ -20,7 +20,7 @@ from ipcmon import health
 from ipcmon.collect import capacity, namespaces, procfs, schedclock, waiting
 from ipcmon.collect.collector import Collector, ScanInputs
 from ipcmon.collect.collectors import COLLECTORS
-from ipcmon.collect.config import ScanConfig, find_mqueue_dir, locate
+from ipcmon.collect.config import SHM_DIR, ScanConfig, find_mqueue_dir, locate
 from ipcmon.collect.fds import Devices, FdRef, MapRef, maps_token, read_fds
 from ipcmon.collect.forked import read_forked
 from ipcmon.collect.memory import REFRESH_EVERY, ScanMemory
@@ -125,7 +125,10 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
     notes = [note for collector in collectors for note in collector.notes(config, places)]
     pid_list = _pids(config)
     # Before any process is read: which namespaces each runs in, and every shm tmpfs and mqueue mount (issue 15).
-    world = namespaces.discover(pid_list, places, config.proc)
+    # Pointed at a directory of its own (IPCMON_SHM_DIR, IPCMON_MQUEUE_DIR), it lists that one alone.
+    own_mqueue = config.mqueue_dir is not None and procfs.fs_type(config.mqueue_dir) != procfs.MQUEUE_MAGIC
+    world = namespaces.discover(pid_list, places, config.proc, look_shm=os.path.normpath(config.shm_dir) == SHM_DIR,
+                                look_mqueue=config.find_mqueue and not own_mqueue)
     places = replace(places, shm_dirs=world.shm_dirs, mqueue_dirs=world.mqueue_dirs)
     devices = Devices(places.shm_dev, places.mqueue_dev, shm_devs=[mount.dev for mount in world.shm_dirs],
                       mqueue_devs=[mount.dev for mount in world.mqueue_dirs])

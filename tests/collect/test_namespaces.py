@@ -355,3 +355,21 @@ def test_holders_are_found_by_device_from_any_process_and_deleted_segments_keep_
         _check_place(lone.place, scene, None)
         host = [queue for queue in snapshot.mqueues if queue.place is not None and queue.place.host]
         assert not [queue for queue in host if queue.dev == scene.mqueue_dev]
+
+
+def test_pointed_at_directories_of_its_own_it_lists_those_alone(tmp_path: Path) -> None:
+    """IPCMON_SHM_DIR / IPCMON_MQUEUE_DIR elsewhere ("Pointing ipcmon elsewhere"): containers' mounts are not added,
+    though their processes are still placed."""
+    name, queue = new_name("nsown"), new_name("nsownq")
+    with container(name, queue, 0x15300000 + os.getpid() % 0xFFFF) as scene:
+        snapshot = scan(ScanConfig(kinds=("shm", "mqueue"), shm_dir=str(tmp_path), mqueue_dir=str(tmp_path)))
+        assert not _named(snapshot.shm, name + "-orphan") and not _named(snapshot.mqueues, queue + "-orphan")
+        assert [mount.dev for mount in snapshot.capacity.shm_mounts if mount.dev == scene.shm_dev] == []  # type: ignore[union-attr]
+        (space,) = [space for space in snapshot.namespaces if space.place.ipc == scene.ipc]
+        assert space.shm_dir is None and space.mqueue_dir is None
+        # Held ones are still seen through their holder's descriptors, as before (the queue, named as inside).
+        (held,) = _named(snapshot.mqueues, queue)
+        _check_place(held.place, scene, None)
+        assert held.path is None
+        default = scan(ScanConfig(kinds=("shm", "mqueue")))
+        assert len(_named(default.shm, name + "-orphan")) == 1 and len(_named(default.mqueues, queue + "-orphan")) == 1

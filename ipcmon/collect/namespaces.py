@@ -345,12 +345,17 @@ def _elsewhere(
         mnt = pair[1]
         if mnt in mounts:
             continue
-        found = _MountNamespace(readable=False)
+        # Its processes in pid order, until one shows them: one that exits meanwhile is no refusal (if all of
+        # them have, there is nothing left to list).
+        found = _MountNamespace()
         for pid in sorted(pid for other in ordered if other[1] == mnt for pid in groups[other]):
             try:
                 found = _read_mounts(pid, proc, first_place[pair], seen_shm if look_shm else None,
                                      seen_mqueue if look_mqueue else None)
-            except (Gone, Denied, OSError):
+            except Denied:
+                found = _MountNamespace(readable=False)
+                continue
+            except (Gone, OSError):
                 continue
             break
         mounts[mnt] = found

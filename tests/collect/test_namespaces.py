@@ -234,6 +234,11 @@ def test_same_names_in_two_containers_and_the_host_are_three_objects_each_in_its
     assert hazard.level == "warn" and "container ipcmon-web" in hazard.problem
     assert hazard.object.endswith("/root/dev/shm") and hazard.object in hazard.problem
     assert not [hazard for hazard in health.capacity_hazards(snapshot) if str(plain.shm_dev) in hazard.key]
+    # fs.mqueue.queues_max is the host IPC namespace's: the containers' queues count against their own.
+    assert snapshot.capacity is not None
+    (queues_max,) = [budget for budget in snapshot.capacity.budgets if budget.name == "fs.mqueue.queues_max"]
+    host_queues = [queue for queue in snapshot.mqueues if queue.place is not None and queue.place.host]
+    assert queues_max.used == len(host_queues) <= len(snapshot.mqueues) - 4
     # Each orphan is an orphan in its own namespace only.
     orphans = {(hazard.object, hazard.key) for hazard in health.hazards(snapshot) if "orphaned" in hazard.problem}
     for scene in (docker, plain):

@@ -96,8 +96,9 @@ def region_kind(dev: int, path: str, region_dev: int | None) -> FdKind | None:
 
 
 class Devices:
-    """Which device numbers are the shm directory, the mqueue filesystem, pipefs and the kernel's internal
-    shm mount (memfd and anonymous shared regions), for one scan.
+    """Which device numbers are the shm tmpfs mounts (the shm directory's and each container's /dev/shm), the
+    mqueue filesystems, pipefs and the kernel's internal shm mount (memfd and anonymous shared regions), for one
+    scan.
 
     Message queues are recognised by their filesystem (statfs f_type), not by the shape of the link,
     so a queue is found even when no mqueue filesystem is mounted anywhere.

@@ -200,6 +200,8 @@ def collect(
                 continue
             if not stat.S_ISREG(st.st_mode):
                 continue  # a queue is a regular file; a directory or FIFO in a listed plain directory is not one
+            if mount is not mounts[0] and st.st_dev != mount.dev:
+                break  # a container's path, swapped since it was found (see shm.collect): not its queues
             identity = (st.st_dev, st.st_ino)
             listed.add(identity)
             state = read_queue_fd(own[identity], reopen=False) if identity in own else read_queue_path(path)

@@ -200,8 +200,12 @@ def collect(
 
     segments = []
     listed: set[tuple[int, int]] = set()
-    for mount in mounts:
+    for index, mount in enumerate(mounts):
         listing = list_dir(mount.path)
+        if index:
+            # A container's path runs through its root: were its /dev/shm swapped for a symlink since it was found
+            # (absolute links resolve from the host's root), only files of the tmpfs found are its segments.
+            listing = {identity: entry for identity, entry in listing.items() if identity[0] == mount.dev}
         listed.update(listing)
         for identity, (path, st) in listing.items():
             held_fds = fds_by_id.get(identity, [])

@@ -19,9 +19,10 @@ import posix_ipc
 import pytest
 
 from ipcmon import health
-from ipcmon.collect import ScanConfig, Scanner, namespaces, scan
-from ipcmon.collect.config import Places
+from ipcmon.collect import ScanConfig, Scanner, mqueue, namespaces, scan, shm
+from ipcmon.collect.config import MountDir, Places
 from ipcmon.collect.fds import parse_maps
+from ipcmon.collect.procfs import PidFds
 from ipcmon.model import MessageQueue, Place, ShmSegment, Snapshot
 from tests.containers import SHM_SIZE, Scene, container
 from tests.helpers import DEADLINE, REPO, Cleanup, new_name
@@ -404,3 +405,18 @@ def test_a_namespace_whose_mounts_are_refused_is_counted_partial_and_said(monkey
     assert len(notes) == 1 and "mount namespace" in notes[0] and f"ipc:{scene.ipc}" in notes[0]
     assert not [segment for segment in snapshot.shm if segment.name.startswith(name)]  # its tmpfs is not listed
     assert not [mount for mount in snapshot.capacity.shm_mounts if mount.dev == scene.shm_dev]  # type: ignore[union-attr]
+
+
+def test_a_container_path_leading_to_another_device_lists_nothing(tmp_path: Path) -> None:
+    """A container's /dev/shm found as one tmpfs and swapped since for a link elsewhere: files of another device are
+    none of its segments or queues (real files, listed through a MountDir whose device they are not on)."""
+    (tmp_path / "looks-like-a-segment").write_bytes(b"x" * 4096)
+    elsewhere = os.stat(tmp_path).st_dev + 1
+    host = MountDir("/dev/shm", os.stat("/dev/shm").st_dev)
+    swapped = MountDir(str(tmp_path), elsewhere, Place(1, 2), "/dev/shm")
+    assert not [s for s in shm.collect([host, swapped], {}, [], []) if s.name == "/looks-like-a-segment"]
+    with PidFds() as pidfds:
+        assert not [q for q in mqueue.collect([MountDir("/dev/mqueue", os.stat("/dev/mqueue").st_dev), swapped], {},
+                                              [], pidfds) if q.name == "/looks-like-a-segment"]
+    # The same directory as the first (the configured one) is listed as before.
+    assert [s.name for s in shm.collect(str(tmp_path), {}, [], [])] == ["/looks-like-a-segment"]

@@ -341,6 +341,9 @@ def _elsewhere(
         host_mqueue.dev if host_mqueue else None)}
     # Host first, then by the lowest pid in each: the same order every scan, whatever the namespaces' inodes.
     ordered = sorted((pair for pair in groups if pair != host_pair), key=lambda pair: min(groups[pair]))
+    by_mnt: dict[int, list[int]] = {}
+    for pair in ordered:
+        by_mnt.setdefault(pair[1], []).extend(groups[pair])
     for pair in ordered:
         mnt = pair[1]
         if mnt in mounts:
@@ -348,7 +351,7 @@ def _elsewhere(
         # Its processes in pid order, until one shows them: one that exits meanwhile is no refusal (if all of
         # them have, there is nothing left to list).
         found = _MountNamespace()
-        for pid in sorted(pid for other in ordered if other[1] == mnt for pid in groups[other]):
+        for pid in sorted(by_mnt[mnt]):
             try:
                 found = _read_mounts(pid, proc, first_place[pair], seen_shm if look_shm else None,
                                      seen_mqueue if look_mqueue else None)

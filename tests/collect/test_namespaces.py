@@ -420,3 +420,49 @@ def test_a_container_path_leading_to_another_device_lists_nothing(tmp_path: Path
                                               [], pidfds) if q.name == "/looks-like-a-segment"]
     # The same directory as the first (the configured one) is listed as before.
     assert [s.name for s in shm.collect(str(tmp_path), {}, [], [])] == ["/looks-like-a-segment"]
+
+
+def test_many_namespaces_cost_one_mount_read_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight more namespaces, each with its own 1 MiB tmpfs: the pre-pass reads each mount namespace's mounts once
+    (through one of its processes) and each process's two links once, whatever their number: it stays linear."""
+    if os.geteuid() != 0:
+        pytest.fail("needs root (unshare, mount), as CI is")
+    script = "mount -t tmpfs -o size=1m ipcmon-test /dev/shm && echo ready && exec sleep 600"
+    children = [subprocess.Popen(["unshare", "--ipc", "--mount", "--fork", "--kill-child", "sh", "-c", script],
+                                 stdout=subprocess.PIPE, text=True) for _ in range(8)]
+    try:
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        devs = {os.stat(f"/proc/{pid}/root/dev/shm").st_dev
+                for pid in (int(Path(f"/proc/{child.pid}/task/{child.pid}/children").read_text().split()[0])
+                            for child in children)}
+        assert len(devs) == 8
+        reads: list[int] = []
+        links: list[str] = []
+        real_mounts, real_readlink = namespaces._read_mounts, os.readlink
+
+        def read_mounts(pid, *args):  # type: ignore[no-untyped-def]
+            reads.append(pid)
+            return real_mounts(pid, *args)
+
+        def readlink(path):  # type: ignore[no-untyped-def]
+            links.append(path)
+            return real_readlink(path)
+
+        monkeypatch.setattr(namespaces, "_read_mounts", read_mounts)
+        monkeypatch.setattr(namespaces.os, "readlink", readlink)
+        pids = sorted(int(name) for name in os.listdir("/proc") if name.isdigit())
+        places = Places("/dev/shm", os.stat("/dev/shm").st_dev, None, None)
+        world = namespaces.discover(pids, places)
+        monkeypatch.undo()
+        assert world.host is not None
+        other_mnts = {space.place.mnt for space in world.namespaces if space.place.mnt != world.host.mnt}
+        assert len(reads) == len(other_mnts) >= 8  # (other work on the machine may add its own)
+        assert len(links) <= 2 * len(pids) + 2
+        assert devs <= {mount.dev for mount in world.shm_dirs}
+    finally:
+        for child in children:
+            child.kill()  # unshare --kill-child takes its sleep along
+            child.wait()
+            if child.stdout is not None:
+                child.stdout.close()

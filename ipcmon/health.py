@@ -552,12 +552,24 @@ def budget_problem(budget: Budget, snapshot: Snapshot | None = None) -> str:
 
 def mount_problem(mount: ShmMount) -> str:
     """An shm mount past its threshold in words: ``nearly full: /dev/shm is 93% full (59.5M of 64M); a segment of
-    up to 4.5M still fits``."""
+    up to 4.5M still fits``; a container's says whose: ``nearly full: /proc/4242/root/dev/shm (container web) is
+    95% full…`` (the label is raw: show the words through safe.printable)."""
     fill = mount.fill or 0.0
     word = "full" if mount_level(mount) == "bad" else "nearly full"
-    return (f"{word}: {mount.path} is {fill * 100:.0f}% full ({human_bytes(mount.used)} of {human_bytes(mount.size)}); "
+    return (f"{word}: {mount_where(mount)} is {fill * 100:.0f}% full "
+            f"({human_bytes(mount.used)} of {human_bytes(mount.size)}); "
             f"a segment of up to {human_bytes(mount.available)} still fits (writing a page past that kills the "
             "writer with SIGBUS)")
+
+
+def mount_where(mount: ShmMount) -> str:
+    """An shm mount's path, and, when it is not the host's, whose it is: ``/proc/4242/root/dev/shm (container
+    web)``, ``… (ipc:4026532178)`` (Place.label; raw)."""
+    place = mount.place
+    if place is None or place.host:
+        return mount.path
+    whose = f"container {place.label}" if place.container is not None else place.label
+    return f"{mount.path} ({whose})"
 
 
 def capacity_hazards(snapshot: Snapshot) -> Iterator[Hazard]:

@@ -36,7 +36,7 @@ import posix_ipc, sysv_ipc
 libc = ctypes.CDLL(None, use_errno=True)
 libc.prctl(1, 9)  # PR_SET_PDEATHSIG: SIGKILL when unshare goes
 libc.prctl(15, b"ipcmon-ns-hold", 0, 0, 0)
-name, queue_name, key, shm_size, segment_size, orphan_size = sys.argv[1:7]
+name, queue_name, key, shm_size, segment_size, orphan_size, deleted_size = sys.argv[1:8]
 subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={shm_size}", "ipcmon-test", "/dev/shm"], check=True)
 os.makedirs("/dev/mqueue", exist_ok=True)
 subprocess.run(["mount", "-t", "mqueue", "ipcmon-test", "/dev/mqueue"], check=True)
@@ -47,6 +47,10 @@ orphan = posix_ipc.SharedMemory(name + "-orphan", posix_ipc.O_CREX, size=int(orp
 with mmap.mmap(orphan.fd, orphan.size) as pages:
     pages.write(b"o" * orphan.size)
 orphan.close_fd()
+if int(deleted_size):  # unlinked at once, its pages kept by this process's descriptor alone
+    deleted = posix_ipc.SharedMemory(name + "-deleted", posix_ipc.O_CREX, size=int(deleted_size))
+    os.pwrite(deleted.fd, b"d" * deleted.size, 0)
+    deleted.unlink()
 semaphore = posix_ipc.Semaphore(name + "-sem", posix_ipc.O_CREX, initial_value=1)
 queue = posix_ipc.MessageQueue(queue_name, posix_ipc.O_CREX, max_messages=4, max_message_size=64)
 queue.send(b"hello")
@@ -188,10 +192,12 @@ def container(
     shm_size: int = SHM_SIZE,
     segment_size: int = 1 << 20,
     orphan_size: int = 256 << 10,
+    deleted_size: int = 0,
 ) -> Iterator[Scene]:
     """A holder in fresh IPC, mount and pid namespaces (with a docker-named cgroup if asked), holding the objects
     above; torn down on exit, even when the test fails. Names must be unique to the test (tests.helpers.new_name):
-    two scenes given the same names are the same-name-in-two-containers case."""
+    two scenes given the same names are the same-name-in-two-containers case. With deleted_size, the holder also
+    keeps a segment ``name + "-deleted"`` of that many written bytes by its descriptor alone, unlinked at once."""
     require_root()
     directory = container_id = None
     if cgroup:
@@ -205,7 +211,7 @@ def container(
 
     command = ["unshare", "--ipc", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc",
                sys.executable, "-c", textwrap.dedent(_HOLDER), name, queue, str(key), str(shm_size),
-               str(segment_size), str(orphan_size)]
+               str(segment_size), str(orphan_size), str(deleted_size)]
     process = subprocess.Popen(command, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
                                preexec_fn=enter_cgroup if procs else None)

@@ -16,13 +16,14 @@ import os
 import re
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from ipcmon.collect import procfs
+from ipcmon.collect.config import MountDir
 from ipcmon.collect.recall import Recall
-from ipcmon.model import Budget, BudgetArea, BudgetUnit, Capacity, HolderUsage, Process, ShmMount, Snapshot
+from ipcmon.model import Budget, BudgetArea, BudgetUnit, Capacity, HolderUsage, Place, Process, ShmMount, Snapshot
 from ipcmon.safe import counted
 from ipcmon.text import human_bytes
 
@@ -236,27 +237,34 @@ def collect(
     shm_dev: int | None = None,
     hidden: int = 0,
     limits: LimitMemory | None = None,
+    shm_mounts: Sequence[MountDir] = (),
 ) -> Capacity | None:
     """Every budget the scan's kinds touch; None when it read none of shm, memfd, mqueue, pipe, signal and sysv.
 
-    shm_dir and shm_dev are the scan's shm directory and its device (None when missing); hidden counts the
-    processes the scan could not read (then per-user usage may be short, and a note says so)."""
+    shm_dir and shm_dev are the scan's shm directory and its device (None when missing); shm_mounts, when given,
+    every shm tmpfs to measure (the shm directory first, then each container's /dev/shm: Places.shm_mounts), each
+    an ShmMount with its place. hidden counts the processes the scan could not read (then per-user usage may be
+    short, and a note says so)."""
     kinds = set(snapshot.kinds)
     if not kinds & {"shm", "memfd", "mqueue", "pipe", "signal", "sysv"}:
         return None
     notes: list[str] = []
     budgets: list[Budget] = []
-    mounts: tuple[ShmMount, ...] = ()
+    mounts: list[ShmMount] = []
     memory = read_meminfo(proc) if kinds & {"shm", "memfd"} else {}
-    if "shm" in kinds and shm_dir is not None and shm_dev is not None:
-        mount = shm_mount(snapshot, shm_dir, shm_dev, notes)
-        if mount is not None:
-            mounts = (mount,)
-            available = memory.get("MemAvailable")
-            if mount.size is not None and available is not None and mount.size > available:
-                notes.append(f"The tmpfs on {mount.path} may grow to {human_bytes(mount.size)}, more than the "
-                             f"{human_bytes(available)} of memory available: filling it would push the machine "
-                             "into swap or the OOM killer before it says 'No space left on device'.")
+    if not shm_mounts and shm_dir is not None and shm_dev is not None:
+        shm_mounts = (MountDir(shm_dir, shm_dev),)
+    for index, where in enumerate(shm_mounts if "shm" in kinds else ()):
+        mount = shm_mount(snapshot, where.path, where.dev, notes, where.place, hidden_note=index == 0,
+                          others=len(shm_mounts) - 1)
+        if mount is None:
+            continue
+        mounts.append(mount)
+        available = memory.get("MemAvailable")
+        if mount.size is not None and available is not None and mount.size > available:
+            notes.append(f"The tmpfs on {mount.path} may grow to {human_bytes(mount.size)}, more than the "
+                         f"{human_bytes(available)} of memory available: filling it would push the machine "
+                         "into swap or the OOM killer before it says 'No space left on device'.")
     by_uid = _processes_by_uid(snapshot.processes)
     partial = f"{counted(hidden, 'process', 'processes')} could not be read: what they hold is not counted" \
         if hidden else ""
@@ -270,7 +278,7 @@ def collect(
     if "sysv" in kinds:
         budgets += sysv_budgets(snapshot, proc, notes)
     return Capacity(
-        shm_mounts=mounts,
+        shm_mounts=tuple(mounts),
         budgets=tuple(budgets),
         memory_total=memory.get("MemTotal"),
         shmem=memory.get("Shmem"),
@@ -287,9 +295,12 @@ def _processes_by_uid(processes: Iterable[Process]) -> dict[int, list[Process]]:
     return by_uid
 
 
-def shm_mount(snapshot: Snapshot, shm_dir: str, shm_dev: int, notes: list[str]) -> ShmMount | None:
-    """The shm directory's tmpfs: size, use and inodes from statvfs(3), the bytes of the scan's segments on it by
-    kind, and the processes that pin the most.
+def shm_mount(
+    snapshot: Snapshot, shm_dir: str, shm_dev: int, notes: list[str], place: Place | None = None, *,
+    hidden_note: bool = True, others: int = 0,
+) -> ShmMount | None:
+    """The shm directory's tmpfs, or a container's (``/proc/PID/root/dev/shm``, with its place): size, use and inodes
+    from statvfs(3), the bytes of the scan's segments on it by kind, and the processes that pin the most.
 
     statvfs counts in f_frsize blocks: used = (f_blocks − f_bfree) × f_frsize, available = f_bavail × f_frsize
     (tmpfs has no reserved blocks, so free and available agree). A tmpfs mounted without a size limit
@@ -339,13 +350,15 @@ def shm_mount(snapshot: Snapshot, shm_dir: str, shm_dev: int, notes: list[str]) 
                          "an unlinked segment's size): 'other' reads 0.")
             other = 0
     top = sorted(pinned.items(), key=lambda item: (-item[1], item[0]))[:TOP_HOLDERS]
-    if snapshot.hidden_processes:
-        notes.append(f"The top holders of {shm_dir} leave out {snapshot.hidden_processes} process(es) ipcmon could not "
-                     "read: a segment they alone hold has no holder listed.")
+    if snapshot.hidden_processes and hidden_note:
+        also = f" and of {counted(others, 'other shm mount', 'other shm mounts')}" if others else ""
+        notes.append(f"The top holders of {shm_dir}{also} leave out {snapshot.hidden_processes} process(es) ipcmon "
+                     "could not read: a segment they alone hold has no holder listed.")
     return ShmMount(
         path=shm_dir, dev=shm_dev, size=size, used=used, available=available, inodes_used=inodes_used,
         inodes_total=inodes_total, named=named, deleted=deleted, semaphores=semaphores, other=other,
         top_holders=tuple(HolderUsage(pid, comms.get(pid, "?"), count) for pid, count in top if count),
+        place=place,
     )
 
 
@@ -380,7 +393,9 @@ def mqueue_budgets(
     the creator's real uid: the same unless the creator ran setuid). The limit in force is each of the user's
     processes' own soft RLIMIT_MSGQUEUE (it is the creating process's that is checked): the lowest is shown.
     """
-    queues = snapshot.mqueues
+    # The fs.mqueue sysctls are the IPC namespace's (ipc_namespace.mq_queues_count, mq_overview(7)): read here,
+    # ipcmon's own; another namespace's queues count against its own. RLIMIT_MSGQUEUE is the user's, wherever.
+    queues = tuple(queue for queue in snapshot.mqueues if queue.place is None or queue.place.host)
     unmounted = snapshot.mqueue_dir is None
     # Without the mount, only the queues some process holds open are seen: a lower bound, not the count.
     count_note = (f"no mqueue filesystem is mounted: at least {len(queues)} (the queues some process holds open; "
@@ -409,7 +424,7 @@ def mqueue_budgets(
     reserved: dict[int, int] = defaultdict(int)
     unread: dict[int, int] = defaultdict(int)
     unknown_owner = 0
-    for queue in queues:
+    for queue in snapshot.mqueues:
         if queue.uid is None:
             unknown_owner += 1
         elif queue.max_messages is None or queue.message_size is None:

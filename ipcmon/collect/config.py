@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from ipcmon.collect import procfs
-from ipcmon.model import KINDS
+from ipcmon.model import KINDS, Place
 
 ENV_PROC = "IPCMON_PROC"
 ENV_SHM_DIR = "IPCMON_SHM_DIR"
@@ -60,6 +60,25 @@ def find_mqueue_dir(proc: str = procfs.PROC) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class MountDir:
+    """One directory a collector lists: the shm directory or a container's /dev/shm, an mqueue mount."""
+
+    path: str
+    """Where it is listed from, a path that works from the host: ``/dev/shm``, ``/proc/PID/root/dev/shm``."""
+    dev: int
+    """Its st_dev: every file on it has this device number, whoever sees it through which path."""
+    place: Place | None = None
+    """The namespace it belongs to (the first, host first, of those that share it); None when not known."""
+    inner: str = ""
+    """Its mount point as the processes of its namespace see it (the path their descriptors and maps show:
+    ``/dev/shm``); empty for the same as path."""
+
+    @property
+    def seen_as(self) -> str:
+        return self.inner or self.path
+
+
+@dataclass(frozen=True, slots=True)
 class Places:
     """The directories of one scan and their device numbers (st_dev); None where there is none."""
 
@@ -69,6 +88,25 @@ class Places:
     mqueue_dir: str | None
     """The mqueue mount to list: the configured one, else the one found in mountinfo; None when neither."""
     mqueue_dev: int | None
+    shm_dirs: tuple[MountDir, ...] = ()
+    """Every shm tmpfs to list, the shm directory first, then each other mount namespace's /dev/shm of its own
+    (collect/namespaces.py); empty before namespaces are discovered (then the shm directory alone)."""
+    mqueue_dirs: tuple[MountDir, ...] = ()
+    """Every mqueue mount to list, the host's first, then each distinct one of another mount namespace."""
+
+    def shm_mounts(self) -> tuple[MountDir, ...]:
+        """shm_dirs, or the shm directory alone when namespaces were not discovered; () when it does not exist."""
+        if self.shm_dirs:
+            return self.shm_dirs
+        return () if self.shm_dev is None else (MountDir(self.shm_dir, self.shm_dev),)
+
+    def mqueue_mounts(self) -> tuple[MountDir, ...]:
+        """mqueue_dirs, or the mqueue directory alone when namespaces were not discovered; () when there is none."""
+        if self.mqueue_dirs:
+            return self.mqueue_dirs
+        if self.mqueue_dir is None or self.mqueue_dev is None:
+            return ()
+        return (MountDir(self.mqueue_dir, self.mqueue_dev),)
 
 
 def locate(config: ScanConfig) -> Places:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Literal, NamedTuple
 
 from ipcmon.collect import procfs
@@ -96,21 +96,30 @@ def region_kind(dev: int, path: str, region_dev: int | None) -> FdKind | None:
 
 
 class Devices:
-    """Which device numbers are the shm directory, the mqueue filesystem, pipefs and the kernel's internal
-    shm mount (memfd and anonymous shared regions), for one scan.
+    """Which device numbers are the shm tmpfs mounts (the shm directory's and each container's /dev/shm), the
+    mqueue filesystems, pipefs and the kernel's internal shm mount (memfd and anonymous shared regions), for one
+    scan.
 
     Message queues are recognised by their filesystem (statfs f_type), not by the shape of the link,
     so a queue is found even when no mqueue filesystem is mounted anywhere.
     """
 
-    def __init__(self, shm_dev: int | None, mqueue_dev: int | None) -> None:
+    def __init__(
+        self, shm_dev: int | None, mqueue_dev: int | None, *, shm_devs: Iterable[int] = (),
+        mqueue_devs: Iterable[int] = (),
+    ) -> None:
         self.shm_dev = shm_dev
+        """The shm directory's device (the host's)."""
+        self.shm_devs = frozenset(shm_devs) | ({shm_dev} if shm_dev is not None else set())
+        """Every shm tmpfs of the scan: the shm directory's and each container's /dev/shm (issue 15)."""
         self.region_dev = internal_shm_dev()
         self._mqueue: dict[int, bool] = {}
+        for dev in mqueue_devs:
+            self._mqueue[dev] = True
         if mqueue_dev is not None:
             self._mqueue[mqueue_dev] = True
-        if shm_dev is not None:
-            self._mqueue[shm_dev] = False
+        for dev in self.shm_devs:
+            self._mqueue[dev] = False
         self.pipefs_dev: int | None = None
 
     def is_mqueue(self, dev: int, path: str) -> bool:
@@ -165,7 +174,7 @@ def read_fds(pid: int, devices: Devices, proc: str = procfs.PROC) -> list[FdRef]
                 # mqueue mount's root, a directory someone made in /dev/shm), a symlink (O_PATH) or a device
                 # on those filesystems is no IPC object (issue 13).
                 continue
-            elif st.st_dev == devices.shm_dev:
+            elif st.st_dev in devices.shm_devs:
                 kind = "shm"
             elif st.st_dev == devices.region_dev:
                 region = region_kind(st.st_dev, split_deleted(target)[0], devices.region_dev)
@@ -280,15 +289,20 @@ def maps_token(dev: int) -> bytes:
 _SYSV_MARK = b" /SYSV"
 
 
-def parse_maps(pid: int, data: bytes, shm_token: bytes | None, region_token: bytes | None = None) -> list[MapRef]:
+def parse_maps(
+    pid: int, data: bytes, shm_token: bytes | Iterable[bytes] | None, region_token: bytes | None = None
+) -> list[MapRef]:
     """Pick the shm, SysV and (with region_token, the internal shm mount's device) memfd and anonymous
     shared mappings out of the text of /proc/PID/maps.
 
-    Only the lines holding one of those device numbers or a /SYSV path are looked at, found with bytes.find:
-    a large process has thousands of mappings and almost none of them are shared memory.
+    shm_token is the shm tmpfs's device as maps prints it (maps_token), or several: the host's and each
+    container's /dev/shm (issue 15). Only the lines holding one of those device numbers or a /SYSV path are
+    looked at, found with bytes.find: a large process has thousands of mappings and almost none of them are
+    shared memory.
     """
     refs: list[MapRef] = []
-    needles = [] if shm_token is None else [b" " + shm_token + b" "]
+    shm_tokens = () if shm_token is None else (shm_token,) if isinstance(shm_token, bytes) else tuple(shm_token)
+    needles = [b" " + token + b" " for token in shm_tokens]
     region_needle = None if region_token is None else b" " + region_token + b" "
     if region_needle is not None:
         needles.append(region_needle)
@@ -300,7 +314,7 @@ def parse_maps(pid: int, data: bytes, shm_token: bytes | None, region_token: byt
             line_end = data.find(b"\n", position)
             if line_end == -1:
                 line_end = len(data)
-            ref = _map_line(pid, data[line_start:line_end], shm_token, region_token)
+            ref = _map_line(pid, data[line_start:line_end], shm_tokens, region_token)
             # Each line once, found by its own needle: a SysV line also holds the region device.
             if ref is not None and (needle is _SYSV_MARK) == ref.sysv and (
                 ref.sysv or (ref.region is not None) == (needle is region_needle)
@@ -310,15 +324,16 @@ def parse_maps(pid: int, data: bytes, shm_token: bytes | None, region_token: byt
     return refs
 
 
-def _map_line(pid: int, line: bytes, shm_token: bytes | None, region_token: bytes | None) -> MapRef | None:
+def _map_line(pid: int, line: bytes, shm_tokens: tuple[bytes, ...], region_token: bytes | None) -> MapRef | None:
     fields = line.split(None, 5)
     if len(fields) < 6:
         return None
     address, perms, _offset, device, inode, raw_path = fields
     path, deleted = split_deleted(os.fsdecode(raw_path))
-    is_sysv = device != shm_token and path.startswith("/SYSV")
+    on_shm = device in shm_tokens
+    is_sysv = not on_shm and path.startswith("/SYSV")
     region: FdKind | None = None
-    if device != shm_token and not is_sysv:
+    if not on_shm and not is_sysv:
         if device != region_token:
             return None
         region = "memfd" if path.startswith(MEMFD_PREFIX) else "anon" if path == ANON_PATH else None
@@ -331,7 +346,7 @@ def _map_line(pid: int, line: bytes, shm_token: bytes | None, region_token: byte
 
 
 def read_maps(
-    pid: int, shm_token: bytes | None, proc: str = procfs.PROC, region_token: bytes | None = None
+    pid: int, shm_token: bytes | Iterable[bytes] | None, proc: str = procfs.PROC, region_token: bytes | None = None
 ) -> list[MapRef]:
     """The shm, SysV and (with region_token) memfd and anonymous shared mappings of one process; raises Gone
     or Denied."""

@@ -15,16 +15,16 @@ import fcntl
 import os
 import stat
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from ipcmon.collect import procfs
 from ipcmon.collect.collector import Collector, ScanInputs, held_by
-from ipcmon.collect.config import Places, ScanConfig
+from ipcmon.collect.config import MountDir, Places, ScanConfig
 from ipcmon.collect.fds import FdRef, refresh
 from ipcmon.collect.procfs import PidFds
 from ipcmon.collect.shm import fd_holders
-from ipcmon.model import MessageQueue, Process
+from ipcmon.model import MessageQueue, Place, Process
 
 MOUNT_MQUEUE_HINT = "mkdir -p /dev/mqueue && mount -t mqueue none /dev/mqueue"
 
@@ -161,13 +161,24 @@ def own_descriptors() -> dict[tuple[int, int], int]:
 
 
 def collect(
-    mqueue_dir: str | None,
+    mqueue_dir: str | Sequence[MountDir] | None,
     processes: Mapping[int, Process],
     fds: Iterable[FdRef],
     pidfds: PidFds,
     proc: str = procfs.PROC,
 ) -> tuple[MessageQueue, ...]:
-    """Every queue in the mounted filesystem with its holders, plus queues seen only through fds."""
+    """Every queue in the mounted filesystem (or each of several) with its holders, plus queues seen only through
+    fds.
+
+    mqueue_dir is the mqueue mount, or every one to list (Places.mqueue_mounts: the host's first, then each other
+    IPC namespace's, reached as ``/proc/PID/root/dev/mqueue``, issue 15). A queue's place is that of the mount
+    whose device it is on; one seen only through descriptors, on no listed mount (an IPC namespace that mounted
+    none), takes the place of its first holder's process."""
+    mounts = _mounts(mqueue_dir)
+    by_dev = {mount.dev: mount for mount in reversed(mounts)}
+    # A configured directory that is no mqueue filesystem (IPCMON_MQUEUE_DIR): names are stripped of its path as
+    # before, whatever device a held queue is on.
+    fallback = mounts[0] if mounts and procfs.fs_type(mounts[0].path) != procfs.MQUEUE_MAGIC else None
     fds_by_id: dict[tuple[int, int], list[FdRef]] = defaultdict(list)
     for ref in fds:
         if ref.kind == "mqueue":
@@ -176,24 +187,26 @@ def collect(
     own = own_descriptors()
     queues = []
     listed: set[tuple[int, int]] = set()
-    if mqueue_dir is not None:
+    for mount in mounts:
         try:
-            names = os.listdir(mqueue_dir)
+            names = os.listdir(mount.path)
         except OSError:
             names = []
         for file_name in names:
-            path = os.path.join(mqueue_dir, file_name)
+            path = os.path.join(mount.path, file_name)
             try:
                 st = os.lstat(path)
             except OSError:
                 continue
             if not stat.S_ISREG(st.st_mode):
                 continue  # a queue is a regular file; a directory or FIFO in a listed plain directory is not one
+            if mount is not mounts[0] and st.st_dev != mount.dev:
+                break  # a container's path, swapped since it was found (see shm.collect): not its queues
             identity = (st.st_dev, st.st_ino)
             listed.add(identity)
             state = read_queue_fd(own[identity], reopen=False) if identity in own else read_queue_path(path)
             queues.append(_queue("/" + file_name, path, st, identity, state, fds_by_id.get(identity, []),
-                                 processes, deleted=False))
+                                 processes, deleted=False, place=mount.place))
 
     for identity in fds_by_id.keys() - listed:
         refs = [refresh(ref, proc) for ref in fds_by_id[identity]]
@@ -203,15 +216,36 @@ def collect(
         else:
             state = read_queue_borrowed(first.pid, first.fd, pidfds, identity)
         name: str = first.path or "?"
+        holder = processes.get(first.pid)
+        holder_place = holder.place if holder is not None else None
+        on = by_dev.get(identity[0])
+        if on is None and (holder_place is None or holder_place.host):
+            on = fallback  # another namespace's queue is never taken for one in the configured directory
         # The link of a queue descriptor reads "/name" (relative to the mqueue root) or a mounted path.
-        if mqueue_dir and name.startswith(mqueue_dir.rstrip("/") + "/"):
-            name = name[len(mqueue_dir.rstrip("/")) :]
+        for prefix in {on.path, on.seen_as} if on is not None else ():
+            if name.startswith(prefix.rstrip("/") + "/"):
+                name = name[len(prefix.rstrip("/")) :]
+                break
         deleted = any(ref.deleted for ref in refs)
-        held_path = None if deleted or mqueue_dir is None else os.path.join(mqueue_dir, name.lstrip("/"))
+        held_path = None if deleted or on is None else os.path.join(on.path, name.lstrip("/"))
+        place = on.place if on is not None and on is not fallback else None
+        if place is None:
+            place = holder_place
         queues.append(_queue(name, held_path, None, identity, state, refs, processes, deleted=deleted,
-                             owner_ref=first))
-    queues.sort(key=lambda queue: (queue.name, queue.inode))
+                             owner_ref=first, place=place))
+    queues.sort(key=lambda queue: (queue.name, queue.inode, queue.dev))
     return tuple(queues)
+
+
+def _mounts(mqueue_dir: str | Sequence[MountDir] | None) -> tuple[MountDir, ...]:
+    if mqueue_dir is None:
+        return ()
+    if not isinstance(mqueue_dir, str):
+        return tuple(mqueue_dir)
+    try:
+        return (MountDir(mqueue_dir, os.stat(mqueue_dir).st_dev),)
+    except OSError:
+        return (MountDir(mqueue_dir, -1),)  # listed as before (nothing), and names stripped of it
 
 
 def _queue(
@@ -225,6 +259,7 @@ def _queue(
     *,
     deleted: bool,
     owner_ref: FdRef | None = None,
+    place: Place | None = None,
 ) -> MessageQueue:
     uid = st.st_uid if st else owner_ref.uid if owner_ref else None
     gid = st.st_gid if st else owner_ref.gid if owner_ref else None
@@ -250,6 +285,7 @@ def _queue(
         holders=tuple(holders),
         deleted=deleted,
         mtime=st.st_mtime if st else None,
+        place=place,
     )
 
 
@@ -263,7 +299,7 @@ def _notes(config: ScanConfig, places: Places) -> list[str]:
 
 
 def _build(inputs: ScanInputs) -> tuple[MessageQueue, ...]:
-    return collect(inputs.places.mqueue_dir, inputs.processes, inputs.fds, inputs.pidfds, inputs.config.proc)
+    return collect(inputs.places.mqueue_mounts(), inputs.processes, inputs.fds, inputs.pidfds, inputs.config.proc)
 
 
 def _restrict(queues: tuple[MessageQueue, ...], wanted: Collection[int]) -> tuple[MessageQueue, ...]:

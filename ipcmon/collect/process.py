@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
-from ipcmon.collect import procfs, signals, waiting
+from ipcmon.collect import namespaces, procfs, signals, waiting
 from ipcmon.collect.fds import Devices, FdRef, MapRef, read_fds, read_maps
 from ipcmon.collect.procfs import Denied, Gone
-from ipcmon.model import Process, ProcessSignals
+from ipcmon.model import Place, Process, ProcessSignals
 
 MAX_SIGNED_THREADS = 64
 """Processes with more threads are always read in full: checking every thread would cost about as much."""
@@ -70,12 +71,15 @@ class ReadPlan:
     fds: bool
     maps: bool
     signals: bool
-    shm_token: bytes | None
-    """The shm directory's device as /proc/PID/maps prints it (fds.maps_token)."""
+    shm_token: bytes | tuple[bytes, ...] | None
+    """The shm tmpfs devices (the shm directory's and each container's /dev/shm) as /proc/PID/maps prints them
+    (fds.maps_token)."""
     region_token: bytes | None
     """The kernel's internal shm mount's device, likewise (memfd and anonymous shared regions)."""
     remember: bool = False
     """Read the run signature first, so that a Scanner can take the next scan's tables over."""
+    places: Mapping[int, Place] = field(default_factory=dict)
+    """Each process's namespaces and container, by pid (namespaces.discover, read before any process)."""
 
 
 def read_process(pid: int, plan: ReadPlan, previous: RememberedProcess | None = None) -> ProcessRead | Unread:
@@ -117,6 +121,11 @@ def _read(pid: int, plan: ReadPlan, previous: RememberedProcess | None) -> Proce
         result = _take_over(previous, stat, signature)
     else:
         result = _read_tables(pid, stat, plan)._replace(run_signature=signature)
+    place = plan.places.get(pid)
+    if result.process.place is not place and result.process.place != place:
+        # Taken over, and moved since (another process may move it to another cgroup): setns(2) and unshare(2)
+        # would need it to run, so only its label can have changed.
+        result = result._replace(process=replace(result.process, place=place))
     if plan.signals:
         result = _read_signals(result, stat, previous, proc)
     return result
@@ -129,6 +138,7 @@ def _read_tables(pid: int, stat: procfs.Stat, plan: ReadPlan) -> ProcessRead:
     except Denied:
         cmdline = ()
     uid = os.stat(f"{proc}/{pid}").st_uid
+    place = plan.places.get(pid)
     fds: list[FdRef] = []
     maps: list[MapRef] = []
     fds_hidden = maps_hidden = False
@@ -152,6 +162,9 @@ def _read_tables(pid: int, stat: procfs.Stat, plan: ReadPlan) -> ProcessRead:
         start_ticks=stat.start_ticks,
         start_time=procfs.start_epoch(stat.start_ticks, proc),
         hidden=fds_hidden or maps_hidden,
+        place=place,
+        # Only outside ipcmon's own namespaces may its pid differ inside (one more read, for those only).
+        nspid=namespaces.read_nspid(pid, proc) if place is not None and not place.host else None,
     )
     raw = waiting.read_raw(pid, proc, fds=fds, cpu=stat.processor) if stat.state in ("S", "D") else None
     return ProcessRead(process, fds, maps, None, raw, stat.state, fds_hidden=fds_hidden, kin=_kin(stat))

@@ -196,23 +196,30 @@ def mounts(proc: str = PROC) -> list[Mount]:
     except (Gone, Denied):
         return result
     for line in data.splitlines():
-        left, sep, right = line.partition(b" - ")
-        if not sep:
-            continue
-        left_fields = left.split()
-        right_fields = right.split()
-        if len(left_fields) < 5 or len(right_fields) < 2:
-            continue
-        major, _, minor = left_fields[2].partition(b":")
-        result.append(
-            Mount(
-                mount_point=_unescape_mount(left_fields[4]),
-                fstype=right_fields[0].decode(errors="replace"),
-                dev=os.makedev(int(major), int(minor)),
-                source=_unescape_mount(right_fields[1]),
-            )
-        )
+        mount = parse_mountinfo_line(line)
+        if mount is not None:
+            result.append(mount)
     return result
+
+
+def parse_mountinfo_line(line: bytes) -> Mount | None:
+    """One line of a mountinfo file (proc(5)); None for a line not in its format."""
+    left, sep, right = line.partition(b" - ")
+    if not sep:
+        return None
+    left_fields = left.split()
+    right_fields = right.split()
+    if len(left_fields) < 5 or len(right_fields) < 2:
+        return None
+    major, _, minor = left_fields[2].partition(b":")
+    if not (major.isdigit() and minor.isdigit()):
+        return None
+    return Mount(
+        mount_point=_unescape_mount(left_fields[4]),
+        fstype=right_fields[0].decode(errors="replace"),
+        dev=os.makedev(int(major), int(minor)),
+        source=_unescape_mount(right_fields[1]),
+    )
 
 
 def find_mount(fstype: str, proc: str = PROC) -> Mount | None:

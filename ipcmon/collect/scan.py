@@ -17,10 +17,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ipcmon import health
-from ipcmon.collect import capacity, procfs, schedclock, waiting
+from ipcmon.collect import capacity, namespaces, procfs, schedclock, waiting
 from ipcmon.collect.collector import Collector, ScanInputs
 from ipcmon.collect.collectors import COLLECTORS
-from ipcmon.collect.config import ScanConfig, find_mqueue_dir, locate
+from ipcmon.collect.config import SHM_DIR, ScanConfig, find_mqueue_dir, locate
 from ipcmon.collect.fds import Devices, FdRef, MapRef, maps_token, read_fds
 from ipcmon.collect.forked import read_forked
 from ipcmon.collect.memory import REFRESH_EVERY, ScanMemory
@@ -123,10 +123,24 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
     collectors = [collector for collector in COLLECTORS if collector.kind in config.kinds]
     places = locate(config)
     notes = [note for collector in collectors for note in collector.notes(config, places)]
+    pid_list = _pids(config)
+    # Before any process is read: which namespaces each runs in, and every shm tmpfs and mqueue mount (issue 15).
+    # Pointed at a directory of its own (IPCMON_SHM_DIR, IPCMON_MQUEUE_DIR), it lists that one alone.
+    own_mqueue = config.mqueue_dir is not None and procfs.fs_type(config.mqueue_dir) != procfs.MQUEUE_MAGIC
+    world = namespaces.discover(pid_list, places, config.proc, look_shm=os.path.normpath(config.shm_dir) == SHM_DIR,
+                                look_mqueue=config.find_mqueue and not own_mqueue)
+    places = replace(places, shm_dirs=world.shm_dirs, mqueue_dirs=world.mqueue_dirs)
+    devices = Devices(places.shm_dev, places.mqueue_dev, shm_devs=[mount.dev for mount in world.shm_dirs],
+                      mqueue_devs=[mount.dev for mount in world.mqueue_dirs])
 
-    tables = _read_processes(config, collectors, Devices(places.shm_dev, places.mqueue_dev), memory, fork=fork)
+    tables = _read_processes(config, collectors, devices, memory, fork=fork, pid_list=pid_list, world=world)
     if tables.hidden:
         notes.append(hidden_note(tables.hidden))
+    notes.extend(world.notes)
+    # Root is refused a process's namespaces only where it is refused the process (a non-dumpable one in another
+    # user namespace), which the note above counts; anyone else is refused every other user's.
+    if world.unknown and (os.geteuid() != 0 or world.unknown > tables.hidden):
+        notes.append(namespaces.unknown_note(world.unknown))
 
     records: dict[str, Any] = {}
     with PidFds() as pidfds:
@@ -147,6 +161,7 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
             notes=tuple(notes),
             shm_dir=places.shm_dir if places.shm_dev is not None else None,
             mqueue_dir=places.mqueue_dir,
+            namespaces=world.namespaces,
         ),
         **records,
     )
@@ -160,7 +175,7 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
     if memory is not None:
         limits = capacity.LimitMemory(memory.recall("capacity.limits"), memory.turn)
     budgets = capacity.collect(snapshot, proc=config.proc, shm_dir=places.shm_dir, shm_dev=places.shm_dev,
-                               hidden=tables.hidden, limits=limits)
+                               hidden=tables.hidden, limits=limits, shm_mounts=places.shm_mounts())
     snapshot = replace(snapshot, scan_seconds=time.perf_counter() - started, stuck=stuck, deadlocks=deadlocks,
                        capacity=budgets)
     if memory is not None:
@@ -177,13 +192,13 @@ def _read_processes(
     memory: ScanMemory | None = None,
     *,
     fork: bool = False,
+    pid_list: list[int] | None = None,
+    world: namespaces.World | None = None,
 ) -> _ProcessTables:
     proc = config.proc
     tables = _ProcessTables()
-    try:
-        pid_list = procfs.pids(proc)
-    except OSError:
-        return tables
+    if pid_list is None:
+        pid_list = _pids(config)
     needs = {need for collector in collectors for need in collector.needs}
     region_dev = devices.region_dev
     plan = ReadPlan(
@@ -192,17 +207,16 @@ def _read_processes(
         fds="fds" in needs,
         maps="maps" in needs,
         signals="signals" in needs,
-        shm_token=maps_token(devices.shm_dev) if devices.shm_dev is not None else None,
+        shm_token=tuple(maps_token(dev) for dev in sorted(devices.shm_devs)) or None,
         region_token=maps_token(region_dev) if region_dev is not None else None,
         remember=memory is not None,
+        places=world.places if world is not None else {},
     )
     previous: dict[int, RememberedProcess] = {}
     if memory is not None:
         previous = memory.begin_scan()
     remembered: list[ProcessRead] = []
     own = os.getpid() if config.hide_self else None
-    if own is not None:
-        pid_list = [pid for pid in pid_list if pid != own]
     # Threads do not help: two threads reading /proc were measured twice as slow as one (every read
     # releases the GIL and the threads spend their time handing it over). A forked child does (read_forked).
     results: Iterable[tuple[int, ProcessRead | Unread]]
@@ -248,6 +262,18 @@ def _read_processes(
             if result.reused:
                 memory.reused.add(pid)
     return tables
+
+
+def _pids(config: ScanConfig) -> list[int]:
+    """Every pid of the scan's /proc (ascending), less ipcmon's own with hide_self; empty when /proc is unreadable."""
+    try:
+        pid_list = procfs.pids(config.proc)
+    except OSError:
+        return []
+    if config.hide_self:
+        own = os.getpid()
+        pid_list = [pid for pid in pid_list if pid != own]
+    return pid_list
 
 
 def _own_pipes(pid: int, devices: Devices, proc: str) -> set[tuple[int, int]]:

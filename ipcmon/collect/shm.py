@@ -5,16 +5,16 @@ from __future__ import annotations
 import os
 import stat
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from ipcmon.collect import procfs
 from ipcmon.collect.collector import Collector, ScanInputs, held_by
 from ipcmon.collect.config import SHM_DIR as SHM_DIR  # where it was defined before config.py; callers use it
-from ipcmon.collect.config import Places, ScanConfig
+from ipcmon.collect.config import MountDir, Places, ScanConfig
 from ipcmon.collect.fds import FdRef, MapRef, comm_of, refresh, split_deleted
 from ipcmon.collect.recall import Recall
 from ipcmon.health import shm_state
-from ipcmon.model import Access, Holder, Process, ShmKind, ShmSegment
+from ipcmon.model import Access, Holder, Place, Process, ShmKind, ShmSegment
 
 SEM_PREFIX = "sem."
 """glibc's sem_open(3) keeps semaphore NAME as the file sem.NAME in the shm directory (sysdeps/pthread/sem_open.c)."""
@@ -59,6 +59,12 @@ def mapping_access(prot: str) -> Access:
     return "rw" if readable and writable else "r" if readable else "w" if writable else "-"
 
 
+def nspid_of(processes: Mapping[int, Process], pid: int) -> int | None:
+    """A holder's pid inside its container (Process.nspid); None when the same, or its process is not in the scan."""
+    process = processes.get(pid)
+    return process.nspid if process is not None else None
+
+
 def mapping_holders(maps: Iterable[MapRef], processes: Mapping[int, Process]) -> list[Holder]:
     """One holder per (pid, protection) with the bytes of its VMAs added up."""
     merged: dict[tuple[int, str], int] = defaultdict(int)
@@ -76,6 +82,7 @@ def mapping_holders(maps: Iterable[MapRef], processes: Mapping[int, Process]) ->
                 shared=prot.endswith("s"),
                 prot=prot,
                 mapped_bytes=size,
+                nspid=nspid_of(processes, pid),
             )
         )
     return holders
@@ -85,7 +92,8 @@ def fd_holders(fds: Iterable[FdRef], processes: Mapping[int, Process]) -> list[H
     holders = []
     for ref in fds:
         holders.append(
-            Holder(pid=ref.pid, comm=comm_of(processes, ref.pid), fd=ref.fd, mapped=False, access=ref.access)
+            Holder(pid=ref.pid, comm=comm_of(processes, ref.pid), fd=ref.fd, mapped=False, access=ref.access,
+                   nspid=nspid_of(processes, ref.pid))
         )
     return holders
 
@@ -156,51 +164,81 @@ def dir_note(shm_dir: str) -> str | None:
 
 
 def collect(
-    shm_dir: str,
+    shm_dir: str | Sequence[MountDir],
     processes: Mapping[int, Process],
     fds: Iterable[FdRef],
     maps: Iterable[MapRef],
     proc: str = procfs.PROC,
     recall: Recall[ShmSegment] | None = None,
 ) -> tuple[ShmSegment, ...]:
-    """Every segment in the directory with its holders, plus unlinked segments still held.
+    """Every segment on the shm tmpfs (or each of several) with its holders, plus unlinked segments still held.
+
+    shm_dir is the shm directory, or every shm tmpfs to list (Places.shm_mounts: the shm directory first, then
+    each container's ``/proc/PID/root/dev/shm``, issue 15). A segment's name is relative to its mount (``/foo``);
+    its ``path`` is one that works from the host (``/proc/PID/root/dev/shm/foo`` for a container's), and its
+    place the namespace of the mount whose device it is on. Holders are matched by (device, inode) across every
+    process, whichever mount namespace it sees the file in, so two containers' ``/foo`` are two segments, each
+    orphaned only when no process at all holds it.
 
     With recall (a Scanner's), a listed segment whose file and holders are what they were is the previous
     scan's record."""
-    listing = list_dir(shm_dir)
-    inside = _path_filter(shm_dir)
+    mounts = _mounts(shm_dir)
+    by_dev = {mount.dev: mount for mount in reversed(mounts)}  # the first of those sharing a device wins
+    # The first (the shm directory) may be a plain directory, where only paths inside it are segments (issue 7);
+    # a container's is a tmpfs mount point, checked in its mountinfo (namespaces.discover).
+    inside: dict[int, Callable[[str | None], bool]] = {mount.dev: _everything for mount in mounts[1:]}
+    if mounts:
+        inside[mounts[0].dev] = _path_filter(mounts[0].path)
     fds_by_id: dict[tuple[int, int], list[FdRef]] = defaultdict(list)
     for ref in fds:
-        if ref.kind == "shm" and inside(ref.path):
+        if ref.kind == "shm" and inside.get(ref.dev, _everything)(ref.path):
             fds_by_id[(ref.dev, ref.inode)].append(ref)
     maps_by_id: dict[tuple[int, int], list[MapRef]] = defaultdict(list)
     for mref in maps:
-        if not mref.sysv and mref.region is None and inside(mref.path):
+        if not mref.sysv and mref.region is None and inside.get(mref.dev, _everything)(mref.path):
             maps_by_id[(mref.dev, mref.inode)].append(mref)
 
     segments = []
-    for identity, (path, st) in listing.items():
-        held_fds = fds_by_id.get(identity, [])
-        held_maps = maps_by_id.get(identity, [])
-        inputs = None
-        if recall is not None:
-            inputs = (path, st.st_size, st.st_blocks, st.st_mode, st.st_uid, st.st_gid, st.st_mtime, st.st_ctime,
-                      tuple((ref.pid, ref.fd, ref.access, comm_of(processes, ref.pid)) for ref in held_fds),
-                      tuple((ref.pid, ref.prot, ref.start, ref.end, comm_of(processes, ref.pid)) for ref in held_maps))
-            segment = recall.get(identity, inputs)
-            if segment is not None:
-                segments.append(recall.keep(identity, inputs, segment))
-                continue
-        segment = _segment(path, shm_dir, st.st_size, st.st_blocks * 512, st.st_mode, st.st_uid, st.st_gid,
-                           st.st_mtime, st.st_ctime, identity, held_fds, held_maps, processes, linked=True)
-        segments.append(segment if recall is None else recall.keep(identity, inputs, segment))
+    listed: set[tuple[int, int]] = set()
+    for index, mount in enumerate(mounts):
+        listing = list_dir(mount.path)
+        if index:
+            # A container's path runs through its root: were its /dev/shm swapped for a symlink since it was found
+            # (absolute links resolve from the host's root), only files of the tmpfs found are its segments.
+            listing = {identity: entry for identity, entry in listing.items() if identity[0] == mount.dev}
+        listed.update(listing)
+        for identity, (path, st) in listing.items():
+            held_fds = fds_by_id.get(identity, [])
+            held_maps = maps_by_id.get(identity, [])
+            inputs = None
+            if recall is not None:
+                inputs = (path, st.st_size, st.st_blocks, st.st_mode, st.st_uid, st.st_gid, st.st_mtime, st.st_ctime,
+                          tuple((ref.pid, ref.fd, ref.access, comm_of(processes, ref.pid),
+                                 nspid_of(processes, ref.pid)) for ref in held_fds),
+                          tuple((ref.pid, ref.prot, ref.start, ref.end, comm_of(processes, ref.pid),
+                                 nspid_of(processes, ref.pid)) for ref in held_maps),
+                          mount.place)
+                segment = recall.get(identity, inputs)
+                if segment is not None:
+                    segments.append(recall.keep(identity, inputs, segment))
+                    continue
+            segment = _segment(path, mount.path, st.st_size, st.st_blocks * 512, st.st_mode, st.st_uid, st.st_gid,
+                               st.st_mtime, st.st_ctime, identity, held_fds, held_maps, processes, linked=True,
+                               place=mount.place)
+            segments.append(segment if recall is None else recall.keep(identity, inputs, segment))
 
     # Held segments missing from the listing: unlinked while held, or created after the listing.
-    for identity in (fds_by_id.keys() | maps_by_id.keys()) - listing.keys():
+    for identity in (fds_by_id.keys() | maps_by_id.keys()) - listed:
         held_fds = [refresh(ref, proc) for ref in fds_by_id.get(identity, [])]
         held_maps = maps_by_id.get(identity, [])
         deleted = any(ref.deleted for ref in held_fds) or any(ref.deleted for ref in held_maps)
-        path = (held_fds[0].path if held_fds else None) or held_maps[0].path
+        seen = (held_fds[0].path if held_fds else None) or held_maps[0].path
+        on = by_dev.get(identity[0])
+        place = on.place if on is not None else None
+        # The holder's path is the one its mount namespace sees (/dev/shm/foo in a container): from the host,
+        # the same file is reached through the mount's own path.
+        path = _from_host(seen, on)
+        shm_dir = on.path if on is not None else mounts[0].path if mounts else ""
         if not deleted:
             try:
                 st = os.stat(path)  # created mid-scan: read it as it is now
@@ -211,7 +249,7 @@ def collect(
                     segments.append(
                         _segment(path, shm_dir, st.st_size, st.st_blocks * 512, st.st_mode, st.st_uid,
                                  st.st_gid, st.st_mtime, st.st_ctime, identity, held_fds, held_maps,
-                                 processes, linked=True)
+                                 processes, linked=True, place=place)
                     )
                     continue
                 deleted = True
@@ -224,7 +262,8 @@ def collect(
             mode, uid, gid = first.mode, first.uid, first.gid
             mtime, ctime = held_times(held_fds, proc)
         elif (on_file := mapped_file(held_maps[0], proc)) is not None:
-            path, st = on_file
+            seen, st = on_file
+            path = _from_host(seen, on)
             size, allocated = st.st_size, st.st_blocks * 512
             mode, uid, gid, mtime, ctime = st.st_mode, st.st_uid, st.st_gid, st.st_mtime, st.st_ctime
         else:
@@ -233,14 +272,36 @@ def collect(
             mtime = ctime = None
         segments.append(
             _segment(path, shm_dir, size, allocated, mode, uid, gid, mtime, ctime, identity, held_fds,
-                     held_maps, processes, linked=False)
+                     held_maps, processes, linked=False, place=place)
         )
     segments.sort(key=_order)
     return tuple(segments)
 
 
-def _order(segment: ShmSegment) -> tuple[str, int]:
-    return segment.name, segment.inode
+def _mounts(shm_dir: str | Sequence[MountDir]) -> tuple[MountDir, ...]:
+    if not isinstance(shm_dir, str):
+        return tuple(shm_dir)
+    try:
+        return (MountDir(shm_dir, os.stat(shm_dir).st_dev),)
+    except OSError:
+        return ()
+
+
+def _everything(path: str | None) -> bool:
+    return True
+
+
+def _from_host(path: str, mount: MountDir | None) -> str:
+    """The path a holder sees (``/dev/shm/foo`` inside its container) as reached from the host
+    (``/proc/PID/root/dev/shm/foo``); unchanged for the shm directory's own, or when not under the mount point."""
+    if mount is None or not mount.inner or mount.inner == mount.path:
+        return path
+    prefix = mount.inner.rstrip("/") + "/"
+    return mount.path.rstrip("/") + "/" + path[len(prefix) :] if path.startswith(prefix) else path
+
+
+def _order(segment: ShmSegment) -> tuple[str, int, int]:
+    return segment.name, segment.inode, segment.dev
 
 
 def _segment(
@@ -259,6 +320,7 @@ def _segment(
     processes: Mapping[int, Process],
     *,
     linked: bool,
+    place: Place | None = None,
 ) -> ShmSegment:
     holders = fd_holders(held_fds, processes) + mapping_holders(held_maps, processes)
     holders.sort(key=lambda holder: (holder.pid, holder.fd is None, holder.fd or 0))
@@ -282,6 +344,7 @@ def _segment(
         state=state,
         holders=tuple(holders),
         pinned_bytes=allocated if state == "deleted" else 0,
+        place=place,
     )
 
 
@@ -293,10 +356,10 @@ def _notes(config: ScanConfig, places: Places) -> list[str]:
 
 
 def _build(inputs: ScanInputs) -> tuple[ShmSegment, ...]:
-    places = inputs.places
-    if places.shm_dev is None:
+    mounts = inputs.places.shm_mounts()
+    if not mounts:
         return ()
-    return collect(places.shm_dir, inputs.processes, inputs.fds, inputs.maps, inputs.config.proc,
+    return collect(mounts, inputs.processes, inputs.fds, inputs.maps, inputs.config.proc,
                    recall=inputs.recall("shm"))
 
 

@@ -104,7 +104,7 @@ def test_watch_json_opens_with_state_records(spawn: Spawn) -> None:
             assert _without_since(blocked["detail"]).startswith(
                 f"blocked: write pipe:[{inode}]; released by pid {os.getpid()} ")
             assert {"time", "mechanism", "event", "object", "key", "pid", "comm", "source", "detail", "namespace",
-                    "container", "place"} == blocked.keys()
+                    "container", "place", "actor"} == blocked.keys()
         finally:
             _stop(process)
     finally:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ipcmon.model import Actor, Attribution, Event
+from ipcmon.model import Actor, Attribution, AttributionSource, Event
 from ipcmon.model.places import Container, Place
 
 ENV_JOURNAL = "IPCMON_JOURNAL"
@@ -527,7 +527,7 @@ class Journal:
                     item = None
             try:
                 self._write(batch, time.time())
-            except Exception as error:  # noqa: BLE001 - one bad batch must not end recording; said and kept
+            except Exception as error:  # one bad batch must not end recording; said and kept
                 self._on_problem(f"journal writer: {type(error).__name__}: {error}")
             for marker in markers:
                 marker.done.set()
@@ -839,6 +839,8 @@ class JournalReader:
         found: Attribution | None = None
         if key is not None:
             found = next(iter(self._created("key = ?", [key])), None)
+        if found is None and key is not None:
+            found = self._created_event(key)
         if found is None and name is not None:
             names, spelled = _object_names(name)
             mechanism = mechanism or spelled
@@ -856,6 +858,19 @@ class JournalReader:
         rows = self._rows(f"SELECT * FROM attributions WHERE {where} AND action = 'created' "
                           "ORDER BY time DESC, id DESC LIMIT 1", parameters)
         return [_attribution_of(row) for row in rows]
+
+    def _created_event(self, key: str) -> Attribution | None:
+        """A ``created`` lifecycle event of the object that names its actor (a fanotify or tracefs event), as the
+        attribution it stands for."""
+        rows = self._rows("SELECT * FROM events WHERE key = ? AND event = 'created' AND actor_pid IS NOT NULL "
+                          "ORDER BY time DESC, id DESC LIMIT 1", [key])
+        if not rows:
+            return None
+        event = _event_of(rows[0])
+        assert event.actor is not None
+        source: AttributionSource = "tracefs" if event.source == "tracefs" else "fanotify"
+        return Attribution(event.time, "created", event.mechanism, event.object, event.actor, source, event.key,
+                           event.place)
 
     # -- processes --
 
@@ -930,5 +945,5 @@ def open_reader(path: str | None = None) -> tuple[JournalReader | None, str]:
         return JournalReader(where), ""
     except JournalError as error:
         return None, "" if error.kind == "missing" else str(error)
-    except Exception as error:  # noqa: BLE001 - a reader's promise: a broken journal is a note, never a failure
+    except Exception as error:  # a reader's promise: a broken journal is a note, never a failure
         return None, f"the journal {where} cannot be read ({type(error).__name__}: {error})"

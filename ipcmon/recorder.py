@@ -88,7 +88,7 @@ class Recorder:
             self._lost = lost
 
     def poll(self) -> None:
-        """One cycle: drain, scan (events go to the journal through the Monitor), then write the actors that are gone."""
+        """One cycle: drain, scan (the Monitor hands its events to the journal), then write the actors gone."""
         self.drain()
         snapshot, _ = self.monitor.poll()
         alive = {(process.pid, process.start_ticks) for process in snapshot.processes}

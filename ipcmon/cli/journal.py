@@ -168,14 +168,15 @@ def _attribution_line(record: Attribution) -> str:
 
         name = signal_name(record.signal) if record.signal is not None else "signal ?"
         target = f"{record.target} {printable(record.target_comm or '')}".rstrip()
-        outcome = record.result or "?"
+        outcome: str = record.result or "?"
         if record.blocked:
             outcome += ", blocked: pending"
         what = f"{name} → {target}: {outcome}"
     else:
         what = f"{record.action} {printable(record.object)}"
     count = f" ({record.count:,} times)" if record.count > 1 else ""
-    return f"{_when(record.time)}  {record.mechanism:<8} {what}{count} by {_actor_text(record.actor)}  [{record.source}]"
+    by = _actor_text(record.actor)
+    return f"{_when(record.time)}  {record.mechanism:<8} {what}{count} by {by}  [{record.source}]"
 
 
 def _event_line(event: Event) -> str:

@@ -285,9 +285,16 @@ def _prepare_directory(path: str) -> None:
     """Create the journal's directory (mode 0700) if missing. An existing directory is left as it is: it may be
     /tmp or one the user chose."""
     directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        os.chmod(directory, 0o700)  # makedirs' mode is filtered by the umask
+    missing: list[str] = []
+    while directory and not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    for directory in reversed(missing):  # each one made here is 0700, whatever the umask (makedirs' are not)
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(directory, 0o700)
 
 
 def _create_file(path: str) -> None:

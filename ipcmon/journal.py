@@ -45,8 +45,9 @@ QUEUE_SIZE = 20_000
 """Records waiting for the writer beyond which new ones are dropped and counted (never waited for)."""
 MEMORY_RECORDS = 50_000
 """Records kept in memory while the database cannot be written (full disk, corrupt): the newest."""
-BATCH = 500
-"""Records written per transaction at most."""
+BATCH = 2000
+"""Records written per transaction at most (fewer for a small ``--max-size``: one transaction's pages sit in the
+write-ahead log until the checkpoint that follows it)."""
 RETENTION_EVERY = 60.0
 """Seconds between two passes of the age retention (the size bound is checked after every transaction)."""
 RETRY_EVERY = 30.0
@@ -67,7 +68,7 @@ _SCHEMA_1 = (
     "CREATE INDEX attributions_key ON attributions(key, time)",
     "CREATE INDEX attributions_object ON attributions(object, time)",
     "CREATE INDEX attributions_pid ON attributions(pid, time)",
-    "CREATE INDEX attributions_target ON attributions(target, time)",
+    "CREATE INDEX attributions_target ON attributions(target, time) WHERE target IS NOT NULL",
     """CREATE TABLE events (
         id INTEGER PRIMARY KEY, time REAL NOT NULL, mechanism TEXT NOT NULL, event TEXT NOT NULL,
         object BLOB NOT NULL, key TEXT NOT NULL, pid INTEGER, comm BLOB, source TEXT NOT NULL, detail BLOB,
@@ -189,14 +190,14 @@ def _text(blob: bytes | None) -> str | None:
 
 
 def _args(cmdline: Sequence[str] | None) -> bytes | None:
-    return None if cmdline is None else b"\0".join(arg.encode("utf-8", "surrogatepass") for arg in cmdline)
+    """Each argument NUL-terminated, as /proc/PID/cmdline has them: () and ('',) stay apart."""
+    return None if cmdline is None else b"".join(arg.encode("utf-8", "surrogatepass") + b"\0" for arg in cmdline)
 
 
 def _cmdline(blob: bytes | None) -> tuple[str, ...] | None:
     if blob is None:
         return None
-    data = bytes(blob)
-    return tuple(arg.decode("utf-8", "surrogatepass") for arg in data.split(b"\0")) if data else ()
+    return tuple(arg.decode("utf-8", "surrogatepass") for arg in bytes(blob).split(b"\0")[:-1])
 
 
 def _place_json(place: Place | None) -> str | None:
@@ -345,7 +346,7 @@ def open_for_writing(path: str, max_size: int = DEFAULT_MAX_SIZE) -> sqlite3.Con
         if str(mode).lower() != "wal":
             raise JournalError("other", f"the journal {path} cannot use WAL mode (journal_mode is {mode})")
         connection.execute("PRAGMA synchronous = NORMAL")  # WAL: durable at each checkpoint, never corrupted
-        wal_limit = max(max_size // 8, 64 * 1024)
+        wal_limit = max(max(max_size, MIN_MAX_SIZE) // 8, 64 * 1024)  # Journal.wal_limit
         page = connection.execute("PRAGMA page_size").fetchone()[0]
         connection.execute(f"PRAGMA journal_size_limit = {int(wal_limit)}")
         connection.execute(f"PRAGMA wal_autocheckpoint = {max(int(wal_limit // page // 2), 8)}")
@@ -395,6 +396,10 @@ class Journal:
         self.keep = keep
         self.max_size = max(max_size, MIN_MAX_SIZE)
         self.retry_every = retry_every
+        self.wal_limit = max(self.max_size // 8, 64 * 1024)
+        """Bytes the write-ahead log may keep between transactions; the database gets the rest of max_size."""
+        self.batch = min(max(self.max_size // 4096, 100), BATCH)
+        """Records per transaction: about 300 bytes of pages each, so that one transaction fits in the log's share."""
         self._queue: queue.Queue[Record | _Stop | _Flush] = queue.Queue(queue_size)
         self.memory: collections.deque[Record] = collections.deque(maxlen=memory_records)
         """Records not written because the database cannot be (oldest dropped beyond its bound)."""
@@ -526,7 +531,7 @@ class Journal:
                     markers.append(item)
                 else:
                     batch.append(item)
-                if stop or len(batch) >= BATCH:
+                if stop or len(batch) >= self.batch:
                     break
                 try:
                     item = self._queue.get_nowait()
@@ -663,7 +668,7 @@ class Journal:
         except BaseException:
             connection.execute("ROLLBACK")
             raise
-        connection.execute("PRAGMA incremental_vacuum")
+        connection.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page
 
     def size(self) -> int:
         """Bytes the database file and its write-ahead log take now (0 for a missing file)."""
@@ -675,10 +680,17 @@ class Journal:
                 pass
         return total
 
+    def _wal_size(self) -> int:
+        try:
+            return os.stat(self.path + "-wal").st_size
+        except OSError:
+            return 0
+
     def _bound_size(self, connection: sqlite3.Connection) -> None:
         """Keep the database under max_size less the write-ahead log's share: delete the oldest records (every table,
-        by time) until the pages in use fit in 80 % of it, then give the free pages back to the file system."""
-        budget = self.max_size - max(self.max_size // 8, 64 * 1024)
+        by time) until the pages in use fit in 60 % of it (so that a storm prunes once in a while, not after every
+        transaction), then give the free pages back to the file system."""
+        budget = self.max_size - self.wal_limit
         page = connection.execute("PRAGMA page_size").fetchone()[0]
         for _ in range(20):
             pages = connection.execute("PRAGMA page_count").fetchone()[0]
@@ -686,14 +698,16 @@ class Journal:
             used = (pages - free) * page
             if used <= budget:
                 if pages * page > budget:
-                    connection.execute("PRAGMA incremental_vacuum")
+                    connection.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page
+                    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                elif self._wal_size() > self.wal_limit:
                     connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 return
             rows = sum(connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                        for table in ("attributions", "events", "exits", "notes"))
             if rows == 0:
                 return
-            share = min(1.0, 1.0 - (budget * 0.8) / used)
+            share = min(1.0, 1.0 - (budget * 0.6) / used)
             skip = max(int(rows * share), 1)
             row = connection.execute(
                 "SELECT time FROM (SELECT time FROM attributions UNION ALL SELECT time FROM events "
@@ -709,7 +723,7 @@ class Journal:
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
-            connection.execute("PRAGMA incremental_vacuum")
+            connection.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 

@@ -133,8 +133,10 @@ def test_a_full_queue_drops_counts_and_says_so(tmp_path: Path) -> None:
 
 
 def test_read_api_by_process_start_ticks_signals_and_exits(tmp_path: Path) -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    child = subprocess.Popen([sys.executable, "-c", "print('ready', flush=True); import time; time.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True)
     try:
+        assert child.stdout is not None and child.stdout.readline() == "ready\n"  # exec'd: its own comm, cmdline
         alive = actor_of(child.pid)
     finally:
         child.kill()

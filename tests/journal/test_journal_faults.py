@@ -25,7 +25,7 @@ GARBAGE = bytes(range(256)) * 64
 
 FULL_DISK = """
 import json, os, subprocess, tempfile, time
-from ipcmon.journal import Journal
+from ipcmon.journal import Journal, JournalReader
 from ipcmon.model import Actor, Attribution
 
 directory = tempfile.mkdtemp(prefix="ipcmon-test-full-")

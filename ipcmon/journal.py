@@ -6,8 +6,8 @@ never blocks the kernel side (a full queue drops and counts, and says so). Reten
 A full disk (SQLITE_FULL, ENOSPC) or a corrupt database (SQLITE_CORRUPT, SQLITE_NOTADB) is reported and recording
 goes on in memory (bounded); a full disk is retried.
 
-Every name stored (object names, comm, cmdline, container ids) is untrusted and stored raw: encoded UTF-8 with
-``surrogatepass``, so that any Python string, surrogate escapes of invalid bytes included, comes back exactly.
+Every name stored (object names, comm, cmdline, container ids) is untrusted and stored raw, as the bytes the kernel
+gave (os.fsencode: a surrogate escape is its byte again), so that it comes back exactly, invalid UTF-8 included.
 Readers show them through ``safe.printable``.
 """
 
@@ -181,23 +181,38 @@ class Note:
 Record = Attribution | Event | ProcessExit | Note
 
 
+def _encode(text: str) -> bytes:
+    """The raw bytes a name was read as (os.fsencode: ``\\udcff`` is the byte 0xff); a lone surrogate that stands for
+    no byte (none comes from the kernel) is kept as UTF-8 with surrogatepass."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
+def _decode(data: bytes) -> str:
+    """The name again (os.fsdecode): each byte that is not UTF-8 as its surrogate escape. Exact for every name read
+    from the kernel; a stray surrogate _encode had to pass through comes back as the escapes of its three bytes."""
+    return data.decode("utf-8", "surrogateescape")
+
+
 def _raw(text: str | None) -> bytes | None:
-    return None if text is None else text.encode("utf-8", "surrogatepass")
+    return None if text is None else _encode(text)
 
 
 def _text(blob: bytes | None) -> str | None:
-    return None if blob is None else bytes(blob).decode("utf-8", "surrogatepass")
+    return None if blob is None else _decode(bytes(blob))
 
 
 def _args(cmdline: Sequence[str] | None) -> bytes | None:
     """Each argument NUL-terminated, as /proc/PID/cmdline has them: () and ('',) stay apart."""
-    return None if cmdline is None else b"".join(arg.encode("utf-8", "surrogatepass") + b"\0" for arg in cmdline)
+    return None if cmdline is None else b"".join(_encode(arg) + b"\0" for arg in cmdline)
 
 
 def _cmdline(blob: bytes | None) -> tuple[str, ...] | None:
     if blob is None:
         return None
-    return tuple(arg.decode("utf-8", "surrogatepass") for arg in bytes(blob).split(b"\0")[:-1])
+    return tuple(_decode(arg) for arg in bytes(blob).split(b"\0")[:-1])
 
 
 def _place_json(place: Place | None) -> str | None:

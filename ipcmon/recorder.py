@@ -100,15 +100,22 @@ class Recorder:
             self.journal.add(ProcessExit(now, actor.pid, actor.start_ticks, actor.comm, actor.cmdline))
             self.exits += 1
 
-    def run(self, stop: threading.Event) -> None:
-        """poll() every interval (inotify between) until stop is set; then drain once more. The journal is the
-        caller's to stop (it flushes)."""
+    def start(self) -> None:
+        """Watch with inotify and take the first scan, the baseline: from here on every change is recorded."""
         self.monitor.start()
+        self.poll()
+
+    def run(self, stop: threading.Event) -> None:
+        """poll() every interval (inotify between) until stop is set, then drain once more and stop watching (start()
+        first, or run() starts). The journal is the caller's to stop (it flushes)."""
+        if self.monitor.snapshot is None:
+            self.start()
         try:
-            while not stop.is_set():
+            took = 0.0
+            while not stop.wait(max(self.interval - took, 0.0)):
                 started = time.monotonic()
                 self.poll()
-                stop.wait(max(self.interval - (time.monotonic() - started), 0.0))
+                took = time.monotonic() - started
             self.drain()
         finally:
             self.monitor.stop()

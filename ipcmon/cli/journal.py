@@ -132,6 +132,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     config = ScanConfig(kinds=RECORD_KINDS)
     source = _attribution_source(config.shm_dir)
     recorder = Recorder(store, interval=args.interval, config=config, source=source, say=say)
+    recorder.start()  # the baseline first: "recording" is said once every change from then on is recorded
     where = "in memory" if store.problem is not None else printable(path)
     say(f"recording {', '.join(RECORD_KINDS)} every {args.interval:g}s to {where} (keep "
         f"{args.keep or journal.DEFAULT_KEEP:g}s, at most {store.max_size:,} bytes); SIGTERM or Ctrl-C stops")

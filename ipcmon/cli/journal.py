@@ -108,6 +108,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     from ipcmon import journal
     from ipcmon.collect import ScanConfig
     from ipcmon.recorder import RECORD_KINDS, Recorder
+    from ipcmon.text import human_age, human_bytes
 
     stop = threading.Event()
 
@@ -134,8 +135,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     recorder = Recorder(store, interval=args.interval, config=config, source=source, say=say)
     recorder.start()  # the baseline first: "recording" is said once every change from then on is recorded
     where = "in memory" if store.problem is not None else printable(path)
-    say(f"recording {', '.join(RECORD_KINDS)} every {args.interval:g}s to {where} (keep "
-        f"{args.keep or journal.DEFAULT_KEEP:g}s, at most {store.max_size:,} bytes); SIGTERM or Ctrl-C stops")
+    say(f"recording {', '.join(RECORD_KINDS)} every {args.interval:g}s to {where} (keeping {human_age(store.keep)}, "
+        f"at most {human_bytes(store.max_size)}); SIGTERM or Ctrl-C stops")
     try:
         recorder.run(stop)
     finally:

@@ -314,15 +314,15 @@ def _prepare_directory(path: str) -> None:
 
 
 def _create_file(path: str) -> None:
-    """Create the database file 0600 before SQLite does (SQLite gives its -wal and -shm files the same mode), and
-    bring an existing one of this user's down to 0600."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        st = os.fstat(fd)
-        if st.st_uid == os.geteuid() and st.st_mode & 0o077:
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+    """Create the database file 0600 before SQLite does (SQLite gives its -wal and -shm files the same mode)."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+
+
+def _make_private(path: str) -> None:
+    """Bring an existing journal of this user's down to 0600 (one made by hand, or by an older ipcmon)."""
+    st = os.stat(path)
+    if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+        os.chmod(path, 0o600)
 
 
 def _migrate(connection: sqlite3.Connection, path: str) -> None:
@@ -353,6 +353,12 @@ def open_for_writing(path: str, max_size: int = DEFAULT_MAX_SIZE) -> sqlite3.Con
     except (OSError, sqlite3.Error) as error:
         raise classify(error, path) from error
     try:
+        # Before any change (WAL mode rewrites the header): another program's database is left as it is.
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and "schema_version" not in tables:
+            raise JournalError("other", f"{path} is an SQLite database but no ipcmon journal: left untouched (use "
+                               "another --db)")
+        _make_private(path)
         empty = connection.execute("PRAGMA page_count").fetchone()[0] == 0
         if empty:
             # Only before the first table: so that deleting rows can give pages back (the size bound).
@@ -486,14 +492,6 @@ class Journal:
         self._thread = None
         if self._connection is not None and (thread is None or not thread.is_alive()):
             self._close()
-
-    def enforce_retention(self) -> None:
-        """Apply the age and size bounds now (the writer does it every RETENTION_EVERY seconds and after each batch);
-        for a journal that is not started."""
-        if self._connection is None:
-            self._open()
-        if self._connection is not None:
-            self._retain(time.time(), force=True)
 
     # -- the writer thread --
 
@@ -662,12 +660,12 @@ class Journal:
 
     # -- retention --
 
-    def _retain(self, now: float, *, force: bool = False) -> None:
+    def _retain(self, now: float) -> None:
         connection = self._connection
         if connection is None:
             return
         try:
-            if force or now - self._last_retention >= RETENTION_EVERY:
+            if now - self._last_retention >= RETENTION_EVERY:
                 self._last_retention = now
                 self._delete_before(connection, now - self.keep)
             self._bound_size(connection)
@@ -871,7 +869,8 @@ class JournalReader:
 
     def creator(self, *, key: str | None, name: str | None, mechanism: str | None) -> Creator | None:
         """Who created the object, by its key first, else by name and mechanism (the newest creation of that name
-        not followed by a removal of it), and whether that process exited; None when the journal does not know."""
+        not followed by a removal of it, among the records a source could tie to no key: one tied to another key was
+        another object of the same name), and whether that process exited; None when the journal does not know."""
         found: Attribution | None = None
         if key is not None:
             found = next(iter(self._created("key = ?", [key])), None)
@@ -882,7 +881,7 @@ class JournalReader:
             mechanism = mechanism or spelled
             by_name = self._rows(
                 "SELECT * FROM attributions WHERE object = ? AND mechanism = ? AND action IN ('created', 'removed') "
-                "ORDER BY time DESC, id DESC LIMIT 1", [_raw(names[0]), mechanism])
+                "AND (key IS NULL OR key = ?) ORDER BY time DESC, id DESC LIMIT 1", [_raw(names[0]), mechanism, key])
             if by_name and by_name[0]["action"] == "created":
                 found = _attribution_of(by_name[0])
         if found is None:

@@ -188,3 +188,32 @@ def test_a_newer_schema_is_refused_for_writing_and_reading(tmp_path: Path) -> No
     with pytest.raises(JournalError) as raised:
         JournalReader(str(path))
     assert raised.value.kind == "newer"
+
+
+def test_another_programs_database_is_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE songs (title TEXT)")
+    connection.close()
+    os.chmod(path, 0o644)
+    before = path.read_bytes()
+    journal, said = started(path)
+    journal.stop()
+    assert journal.problem is not None and "no ipcmon journal: left untouched" in said[0]
+    assert path.read_bytes() == before and stat.S_IMODE(os.stat(path).st_mode) == 0o644
+
+
+def test_a_creator_found_by_name_is_never_another_objects(tmp_path: Path) -> None:
+    me = actor_of(os.getpid())
+    path = tmp_path / "j.db"
+    journal, _ = started(path)
+    journal.add_all([created("/ipcmon-test-same", me, key="shm:9:1"),  # an earlier segment of the same name
+                     created("/ipcmon-test-queue", me, mechanism="mqueue")])  # a queue whose inode was not read
+    assert journal.flush()
+    journal.stop()
+    with JournalReader(str(path)) as reader:
+        assert reader.creator(key="shm:9:2", name="/ipcmon-test-same", mechanism="shm") is None
+        found = reader.creator(key="shm:9:1", name="/ipcmon-test-same", mechanism="shm")
+        assert found is not None and found.attribution.key == "shm:9:1"
+        queue = reader.creator(key="mqueue:7:3", name="/ipcmon-test-queue", mechanism="mqueue")
+        assert queue is not None and queue.attribution.actor == me and queue.exited is False

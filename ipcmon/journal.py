@@ -50,6 +50,8 @@ BATCH = 2000
 write-ahead log until the checkpoint that follows it)."""
 RETENTION_EVERY = 60.0
 """Seconds between two passes of the age retention (the size bound is checked after every transaction)."""
+FULL_BELOW = 64 * 1024
+"""Free bytes on the journal's file system below which readers are told it is full."""
 RETRY_EVERY = 30.0
 """Seconds between two attempts to write again after a full disk or a locked database."""
 
@@ -951,6 +953,24 @@ class JournalReader:
         """What the recorder said about the journal (records dropped, a disk that was full), oldest first."""
         return [Note(row["time"], row["text"])
                 for row in self._rows("SELECT time, text FROM notes WHERE time >= ? ORDER BY time", [since])]
+
+    def warnings(self, since: float) -> list[str]:
+        """What a reader should be told about the journal's gaps, in words: its disk is full now (the recorder then
+        keeps its newest records in memory, so the latest acts are missing here), and how many notes the recorder
+        wrote since ``since`` (records dropped, a full disk), with the last one."""
+        said: list[str] = []
+        try:
+            fs = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+        except OSError:
+            fs = None
+        if fs is not None and (fs.f_bfree if os.geteuid() == 0 else fs.f_bavail) * fs.f_frsize < FULL_BELOW:
+            said.append(f"the disk holding the journal {self.path} is full: what the recorder saw lately may be "
+                        "missing (it keeps its newest records in memory until there is room)")
+        notes = self.notes(since)
+        if notes:
+            said.append(f"{len(notes)} note{'s' if len(notes) > 1 else ''} in the journal since {_clock(since)}, "
+                        f"the last at {_clock(notes[-1].time)}: {notes[-1].text}")
+        return said
 
 
 def _uri_path(path: str) -> str:

@@ -279,22 +279,22 @@ def cmd_history(args: argparse.Namespace) -> int:
                 entries = _process_history(reader, pid, args.limit)
             else:
                 entries = _object_history(reader, what, args.limit)
-            notes = reader.notes()
+            first = min((entry[0] for entry in entries), default=time.time())
+            warnings = reader.warnings(first)  # the gaps that may hide some of this object's or process's acts
     except journal.JournalError as error:
         sys.stderr.write(f"ipcmon history: {printable(str(error))}\n")
         return 2
     entries.sort(key=lambda entry: (entry[0], entry[1]))
     if args.json:
         sys.stdout.write(json.dumps({"journal": path, "query": what, "records": [entry[3] for entry in entries],
-                                     "notes": [{"time": note.time, "text": note.text} for note in notes]}) + "\n")
+                                     "warnings": warnings}) + "\n")
     elif not entries:
         sys.stdout.write(f"the journal {printable(path)} knows nothing of {printable(what)}\n")
     else:
         sys.stdout.write(f"{printable(what)}: {counted(len(entries), 'record', 'records')} in the journal "
                          f"{printable(path)}\n")
         sys.stdout.write("".join(f"{entry[2]}\n" for entry in entries))
-    for note in notes:
-        sys.stderr.write(f"note: {_when(note.time)}: {printable(note.text)}\n")
+    sys.stderr.write("".join(f"note: {printable(warning)}\n" for warning in warnings))
     return 0 if entries else 1
 
 

@@ -289,6 +289,8 @@ class _Creators:
     """The journal read; None when there is none or it could not be read."""
     note: str = ""
     """Why the journal could not be read ('' when there is none at all, or it was read)."""
+    warnings: tuple[str, ...] = ()
+    """What the journal's reader says of its gaps (a full disk, records dropped in the last day)."""
 
 
 def _creators(leaks: list[Leak], db: str | None) -> _Creators:
@@ -306,11 +308,12 @@ def _creators(leaks: list[Leak], db: str | None) -> _Creators:
             for leak in leaks:
                 if leak.mechanism in ("shm", "sem", "mqueue"):
                     by_key[leak.key] = reader.creator(key=leak.key, name=leak.name, mechanism=leak.mechanism)
+            warnings = tuple(reader.warnings(time.time() - 86400)) if by_key else ()
     except journal.JournalError as error:
         return _Creators({}, None, str(error))
     except Exception as error:  # reading the journal must never make leaks fail
         return _Creators({}, None, f"the journal {path} cannot be read ({type(error).__name__}: {error})")
-    return _Creators(by_key, path)
+    return _Creators(by_key, path, warnings=warnings)
 
 
 def _clock_at(epoch: float) -> str:
@@ -383,6 +386,7 @@ def cmd_leaks(args: argparse.Namespace) -> int:
         sys.stdout.write("".join(f"{line}\n" for line in found.budgets))
     if creators.note:
         sys.stderr.write(f"note: {printable(creators.note)}: creators unknown\n")
+    sys.stderr.write("".join(f"note: {printable(warning)}\n" for warning in creators.warnings))
     if found.hidden and not args.json:
         sys.stderr.write(f"note: {counted(found.hidden, 'process', 'processes')} could not be fully read; "
                          + ("the kernel refuses even root: objects only they hold may be listed as orphaned.\n"

@@ -46,6 +46,8 @@ try:
         journal.flush()
     kind = journal.problem.kind if journal.problem is not None else None
     in_memory = len(journal.memory)
+    with JournalReader(directory + "/j.db") as reader:
+        warned = reader.warnings(0)
     free = os.statvfs(directory).f_bavail * os.statvfs(directory).f_frsize
     os.unlink(ballast)  # room again: the next retry writes what memory kept
     deadline = time.time() + 20
@@ -60,7 +62,8 @@ try:
         rows = len(reader.attributions_by_process(os.getpid(), limit=10**7))
         notes = [note.text for note in reader.notes()]
     print(json.dumps({"kind": kind, "in_memory": in_memory, "free": free, "said": said, "added": added,
-                      "rows": rows, "notes": notes, "recovered": recovered, "dropped": journal.dropped}))
+                      "rows": rows, "notes": notes, "warned": warned, "recovered": recovered,
+                      "dropped": journal.dropped}))
 finally:
     subprocess.run(["umount", directory], check=True)
     os.rmdir(directory)
@@ -72,6 +75,7 @@ def test_a_full_disk_is_said_kept_in_memory_and_written_when_there_is_room() -> 
     assert report["kind"] == "full", report
     assert report["in_memory"] > 0 and report["free"] < 64 * 1024
     assert "is full: recording goes on in memory" in report["said"][0]
+    assert len(report["warned"]) == 1 and "is full: what the recorder saw lately may be missing" in report["warned"][0]
     assert report["recovered"] and "is written again" in report["said"][-1]
     # Nothing was lost: what memory kept went in once there was room, and a note says when the gap was.
     assert report["dropped"] == 0 and report["rows"] == report["added"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import posix_ipc
 
 from ipcmon.collect import ScanConfig
-from ipcmon.journal import JournalReader, ProcessExit, process_start_ticks
+from ipcmon.journal import JournalReader, Note, ProcessExit, process_start_ticks
 from ipcmon.model import Actor, Attribution, Event, file_key
 from ipcmon.recorder import RECORD_KINDS, Recorder
 from tests.helpers import REPO, Cleanup, Spawn, new_name, wait_until
@@ -158,6 +158,8 @@ def test_history_of_an_object_and_of_a_process_text_and_json(tmp_path: Path) -> 
                     signal=10, target=me.pid, target_comm=me.comm, result="delivered", blocked=True),
         ProcessExit(now - 1, sender.pid, 77, sender.comm, sender.cmdline),
         Event(now - 0.5, "shm", "destroyed", hostile, "shm:9:1", source="inotify"),
+        Note(now - 2.5, "12 records dropped: the journal's writer fell behind (12 shm attached)"),
+        Note(now - 3600, "an old note, before anything this history shows"),
     ]
     path = tmp_path / "journal.db"
     journal, _ = started(path)
@@ -177,12 +179,15 @@ def test_history_of_an_object_and_of_a_process_text_and_json(tmp_path: Path) -> 
     assert [line.split()[3] for line in lines[1:]] == ["created", "attached", "exited", "destroyed"]
     assert "by 4100000 kill -USR1" in lines[1] and "[fanotify]" in lines[1]
     assert f"pid {me.pid}" in lines[2] and "fd 3 rw" in lines[2]
+    assert re.fullmatch(r"note: 1 note in the journal since .*, the last at .*: 12 records dropped: the journal's "
+                        r"writer fell behind \(12 shm attached\)\n", text.stderr), text.stderr
 
     as_json = json.loads(history(hostile, "--json").stdout)
     assert [(r["type"], r.get("action") or r.get("event")) for r in as_json["records"]] == [
         ("attribution", "created"), ("event", "attached"), ("exit", None), ("event", "destroyed")]
     assert as_json["records"][0]["object"] == hostile  # raw, as stored: \udcff is the byte 0xff
     assert as_json["records"][0]["actor"]["cmdline"] == list(sender.cmdline or ())
+    assert len(as_json["warnings"]) == 1 and "12 records dropped" in as_json["warnings"][0]
 
     process = history(f"pid:{me.pid}")
     assert process.returncode == 0

@@ -91,6 +91,8 @@ class Recorder:
         """One cycle: drain, scan (the Monitor hands its events to the journal), then write the actors gone."""
         self.drain()
         snapshot, _ = self.monitor.poll()
+        while self.monitor.errors:  # inotify's: the scans go on, and the gap is said
+            self._say(self.monitor.errors.popleft())
         alive = {(process.pid, process.start_ticks) for process in snapshot.processes}
         now = time.time()
         with self._actors_lock:

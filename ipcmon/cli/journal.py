@@ -104,7 +104,8 @@ def _attribution_source(shm_dir: str) -> AttributionSource | None:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    """Record until SIGTERM or SIGINT, then flush and exit 0; 2 when the journal's path cannot even be made."""
+    """Record until SIGTERM or SIGINT, then flush and exit 0 (a journal that cannot be written is said, and recording
+    goes on in memory)."""
     from ipcmon import journal
     from ipcmon.collect import ScanConfig
     from ipcmon.recorder import RECORD_KINDS, Recorder

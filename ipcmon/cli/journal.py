@@ -249,6 +249,8 @@ def _object_history(reader: JournalReader, what: str, limit: int) -> list[Entry]
 
 
 def _process_history(reader: JournalReader, pid: int, limit: int) -> list[Entry]:
+    """What pid did, the signals sent to it, the events naming it and its exits. A pid the kernel gave to several
+    processes over the journal's life gathers all of them: pid_reuse() tells."""
     done = reader.attributions_by_process(pid, limit=limit)
     received = reader.signals_to(pid, limit=limit)
     entries: list[Entry] = [(r.time, 0, _attribution_line(r), _attribution_json(r))
@@ -256,6 +258,21 @@ def _process_history(reader: JournalReader, pid: int, limit: int) -> list[Entry]
     entries += [(e.time, 1, _event_line(e), _event_json(e)) for e in reader.events_of_process(pid, limit=limit)]
     entries += [(x.time, 2, _exit_line(x), _exit_json(x)) for x in reader.exits_of(pid)]
     return entries
+
+
+def pid_reuse(pid: int, entries: list[Entry]) -> str:
+    """``pid 4242 named 2 processes in the journal (start ticks 100, 250): …``; '' when one or unknown."""
+    ticks: set[int] = set()
+    for _, _, _, data in entries:
+        actor = data.get("actor")
+        if data["type"] == "exit" and data["pid"] == pid and isinstance(data["start_ticks"], int):
+            ticks.add(data["start_ticks"])
+        elif isinstance(actor, dict) and actor["pid"] == pid and isinstance(actor["start_ticks"], int):
+            ticks.add(actor["start_ticks"])
+    if len(ticks) < 2:
+        return ""
+    return (f"pid {pid} named {len(ticks)} processes in the journal (start ticks {', '.join(map(str, sorted(ticks)))}):"
+            " --json gives each record's start_ticks")
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -269,6 +286,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                          "one)\n")
         return 2
     what: str = args.what
+    reuse = ""
     try:
         with reader:
             if what.startswith("pid:"):
@@ -278,6 +296,7 @@ def cmd_history(args: argparse.Namespace) -> int:
                     sys.stderr.write(f"ipcmon history: not a pid: {printable(what)}\n")
                     return 2
                 entries = _process_history(reader, pid, args.limit)
+                reuse = pid_reuse(pid, entries)
             else:
                 entries = _object_history(reader, what, args.limit)
             first = min((entry[0] for entry in entries), default=time.time())
@@ -295,7 +314,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         sys.stdout.write(f"{printable(what)}: {counted(len(entries), 'record', 'records')} in the journal "
                          f"{printable(path)}\n")
         sys.stdout.write("".join(f"{entry[2]}\n" for entry in entries))
-    sys.stderr.write("".join(f"note: {printable(warning)}\n" for warning in warnings))
+    sys.stderr.write("".join(f"note: {printable(warning)}\n" for warning in (*warnings, *([reuse] if reuse else []))))
     return 0 if entries else 1
 
 

@@ -196,6 +196,13 @@ def test_history_of_an_object_and_of_a_process_text_and_json(tmp_path: Path) -> 
     assert "\x1b" not in process.stdout and "by 4100000 kill -USR1" in sent[0]
     by_sender = json.loads(history("pid:4100000", "--json").stdout)
     assert [r["type"] for r in by_sender["records"]] == ["attribution", "attribution", "exit"]
+    assert "named" not in history("pid:4100000").stderr
+    later = Actor(4_100_000, "reused", None, 0, 999)  # the kernel gave the pid to another process later
+    journal, _ = started(path)
+    journal.add(created("/ipcmon-test-hist-later", later, key="shm:9:2"))
+    assert journal.flush()
+    journal.stop()
+    assert "note: pid 4100000 named 2 processes in the journal (start ticks 77, 999)" in history("pid:4100000").stderr
 
     assert history("/ipcmon-test-never-there").returncode == 1
     missing = subprocess.run([sys.executable, "-m", "ipcmon", "history", "pid:1", "--db", str(tmp_path / "no.db")],

@@ -50,6 +50,9 @@ BATCH = 2000
 write-ahead log until the checkpoint that follows it)."""
 RETENTION_EVERY = 60.0
 """Seconds between two passes of the age retention (the size bound is checked after every transaction)."""
+DATABASE_SHARE = 0.45
+"""The share of ``--max-size`` the database itself may use; the rest is for the write-ahead log, which holds every
+page a transaction changed until the checkpoint after it (a pruning may change them all)."""
 FULL_BELOW = 64 * 1024
 """Free bytes on the journal's file system below which readers are told it is full."""
 RETRY_EVERY = 30.0
@@ -683,7 +686,9 @@ class Journal:
         except BaseException:
             connection.execute("ROLLBACK")
             raise
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         connection.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def size(self) -> int:
         """Bytes the database file and its write-ahead log take now (0 for a missing file)."""
@@ -702,10 +707,11 @@ class Journal:
             return 0
 
     def _bound_size(self, connection: sqlite3.Connection) -> None:
-        """Keep the database under max_size less the write-ahead log's share: delete the oldest records (every table,
-        by time) until the pages in use fit in 60 % of it (so that a storm prunes once in a while, not after every
-        transaction), then give the free pages back to the file system."""
-        budget = self.max_size - self.wal_limit
+        """Keep the database under DATABASE_SHARE of max_size: delete the oldest records (every table, by time) until
+        the pages in use fit in 60 % of that (so that a storm prunes once in a while, not after every transaction),
+        then give the free pages back to the file system. The rest of max_size is the write-ahead log's: a pruning
+        rewrites up to every page of the database there before the checkpoint that empties it."""
+        budget = int(self.max_size * DATABASE_SHARE)
         page = connection.execute("PRAGMA page_size").fetchone()[0]
         for _ in range(20):
             pages = connection.execute("PRAGMA page_count").fetchone()[0]
@@ -738,6 +744,7 @@ class Journal:
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the deletion's pages, before the vacuum's
             connection.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 

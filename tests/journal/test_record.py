@@ -27,9 +27,9 @@ def _record(path: Path) -> subprocess.Popen[str]:
                             cwd=REPO, stderr=subprocess.PIPE, text=True)
 
 
-def _stop(recorder: subprocess.Popen[str]) -> tuple[int, str]:
+def _stop(recorder: subprocess.Popen[str], signum: int = signal.SIGTERM) -> tuple[int, str]:
     try:
-        recorder.send_signal(signal.SIGTERM)
+        recorder.send_signal(signum)
         _, errors = recorder.communicate(timeout=30)
     finally:
         if recorder.poll() is None:
@@ -65,7 +65,7 @@ def test_the_recorder_restarts_and_keeps_its_history(tmp_path: Path, cleanup: Cl
         posix_ipc.unlink_shared_memory(name)
         wait_until(lambda: "destroyed" in _events(path, name), "the removal in the journal")
     finally:
-        status, errors = _stop(recorder)
+        status, errors = _stop(recorder, signal.SIGINT)  # Ctrl-C by hand: the same clean stop
     assert status == 0, errors
     assert _events(path, name) == ["created", "destroyed"]  # the first run's record is still there
     history = subprocess.run([sys.executable, "-m", "ipcmon", "history", name, "--db", str(path)],
@@ -209,3 +209,51 @@ def test_history_of_an_object_and_of_a_process_text_and_json(tmp_path: Path) -> 
                              capture_output=True, text=True, cwd=REPO, timeout=60)
     assert missing.returncode == 2 and "no journal at" in missing.stderr
     assert process_start_ticks(me.pid) == me.start_ticks
+
+
+STORM = """
+import os, sys, time
+prefix = sys.argv[1]
+end = time.monotonic() + float(sys.argv[2])
+count = 0
+while time.monotonic() < end:
+    name = f"/dev/shm/{prefix}-{count % 64}"
+    os.close(os.open(name, os.O_CREAT | os.O_RDWR, 0o600))
+    os.unlink(name)
+    count += 1
+print(count)
+"""
+
+
+def test_the_journal_stays_bounded_under_a_create_unlink_storm(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    prefix = new_name("storm").removeprefix("/")
+    bound = 256 * 1024
+    recorder = subprocess.Popen([sys.executable, "-m", "ipcmon", "record", "--db", str(path), "--interval", "0.2",
+                                 "--max-size", "256K"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    sizes: list[int] = []
+    try:
+        wait_until(lambda: "recording" in (recorder.stderr.readline() if recorder.stderr else ""),
+                   "the recorder to start", timeout=30)
+        storm = subprocess.Popen([sys.executable, "-c", STORM, prefix, "4"], stdout=subprocess.PIPE, text=True)
+        while storm.poll() is None:
+            sizes.append(sum(os.stat(f"{path}{suffix}").st_size for suffix in ("", "-wal")
+                             if os.path.exists(f"{path}{suffix}")))
+            time.sleep(0.05)
+        made = int(storm.communicate(timeout=30)[0])
+        time.sleep(1)  # the last inotify events and a scan
+    finally:
+        status, errors = _stop(recorder)
+        for i in range(64):
+            try:
+                os.unlink(f"/dev/shm/{prefix}-{i}")
+            except FileNotFoundError:
+                pass
+    assert status == 0, errors
+    assert made > 10_000  # a storm: thousands of creations and removals a second
+    written = int(re.search(r"stopped: ([\d,]+) records written", errors).group(1).replace(",", ""))  # type: ignore[union-attr]
+    assert written > 1000, errors
+    final = os.stat(path).st_size + (os.stat(f"{path}-wal").st_size if os.path.exists(f"{path}-wal") else 0)
+    assert max([*sizes, final]) <= bound, (max(sizes), final)
+    with JournalReader(str(path)) as reader:
+        assert reader.events_for_object(name=f"{prefix}-0")  # the newest are there

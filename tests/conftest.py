@@ -47,3 +47,17 @@ def action_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         del os.environ["IPCMON_ACTION_LOG"]
     else:
         os.environ["IPCMON_ACTION_LOG"] = previous
+
+
+@pytest.fixture(autouse=True, scope="session")
+def journal_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The journal (ipcmon.journal) that leaks and history read by default: a path in a temporary directory where
+    none exists, never /var/lib/ipcmon or ~/.local/state (a test that wants one passes --db or sets it)."""
+    path = str(tmp_path_factory.mktemp("journal") / "none.db")
+    previous = os.environ.get("IPCMON_JOURNAL")
+    os.environ["IPCMON_JOURNAL"] = path
+    yield path
+    if previous is None:
+        del os.environ["IPCMON_JOURNAL"]
+    else:
+        os.environ["IPCMON_JOURNAL"] = previous

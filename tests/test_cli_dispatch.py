@@ -15,8 +15,12 @@ from tests.helpers import REPO
 
 
 def test_the_table_lists_every_command_in_help_order() -> None:
-    assert list(COMMANDS) == ["snapshot", "limits", "watch", "leaks", "clean", "demo"]
+    assert list(COMMANDS) == ["snapshot", "limits", "watch", "leaks", "clean", "record", "history", "demo"]
     assert all(command.name == name for name, command in COMMANDS.items())
+
+
+REQUIRED = {"history": ("pid:1",)}
+"""The positional arguments a command cannot be run without."""
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))
@@ -28,7 +32,7 @@ def test_each_command_is_dispatched_to_its_entry(name: str, monkeypatch: pytest.
         return 42
 
     monkeypatch.setitem(COMMANDS, name, COMMANDS[name]._replace(run=record))
-    assert main([name]) == 42
+    assert main([name, *REQUIRED.get(name, ())]) == 42
     assert [args.command for args in seen] == [name]
 
 
@@ -65,5 +69,5 @@ def test_an_unknown_command_is_a_usage_error() -> None:
     assert result.stdout == ""
     assert result.stderr.splitlines()[-1] == (
         "ipcmon: error: argument COMMAND: invalid choice: 'bogus' "
-        "(choose from 'snapshot', 'limits', 'watch', 'leaks', 'clean', 'demo')"
+        "(choose from 'snapshot', 'limits', 'watch', 'leaks', 'clean', 'record', 'history', 'demo')"
     )

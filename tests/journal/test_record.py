@@ -1,0 +1,259 @@
+"""`ipcmon record` across a restart, the recorder writing the exit of a creator, `leaks` naming it, and `history`
+(issue 16): real segments, real processes, a journal in a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import posix_ipc
+
+from ipcmon.collect import ScanConfig
+from ipcmon.journal import JournalReader, Note, ProcessExit, process_start_ticks
+from ipcmon.model import Actor, Attribution, Event, file_key
+from ipcmon.recorder import RECORD_KINDS, Recorder
+from tests.helpers import REPO, Cleanup, Spawn, new_name, wait_until
+from tests.journal.common import actor_of, created, started
+
+
+def _record(path: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "ipcmon", "record", "--db", str(path), "--interval", "0.2"],
+                            cwd=REPO, stderr=subprocess.PIPE, text=True)
+
+
+def _stop(recorder: subprocess.Popen[str], signum: int = signal.SIGTERM) -> tuple[int, str]:
+    try:
+        recorder.send_signal(signum)
+        _, errors = recorder.communicate(timeout=30)
+    finally:
+        if recorder.poll() is None:
+            recorder.kill()
+            recorder.wait()
+    return recorder.returncode, errors
+
+
+def _events(path: Path, name: str) -> list[str]:
+    if not path.exists():
+        return []
+    with JournalReader(str(path)) as reader:
+        return [event.event for event in reader.events_for_object(name=name)]
+
+
+def test_the_recorder_restarts_and_keeps_its_history(tmp_path: Path, cleanup: Cleanup) -> None:
+    path = tmp_path / "journal.db"
+    name = cleanup.shm(new_name("rec"))
+    recorder = _record(path)
+    try:
+        wait_until(lambda: "recording" in (recorder.stderr.readline() if recorder.stderr else ""),
+                   "the recorder to start", timeout=30)
+        posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=4096).close_fd()
+        wait_until(lambda: "created" in _events(path, name), "the creation in the journal")
+    finally:
+        status, errors = _stop(recorder)
+    assert status == 0, errors
+    assert "stopped:" in errors and "records written" in errors
+    recorder = _record(path)  # the same journal again: it goes on where it was
+    try:
+        wait_until(lambda: "recording" in (recorder.stderr.readline() if recorder.stderr else ""),
+                   "the recorder to start again", timeout=30)
+        posix_ipc.unlink_shared_memory(name)
+        wait_until(lambda: "destroyed" in _events(path, name), "the removal in the journal")
+    finally:
+        status, errors = _stop(recorder, signal.SIGINT)  # Ctrl-C by hand: the same clean stop
+    assert status == 0, errors
+    assert _events(path, name) == ["created", "destroyed"]  # the first run's record is still there
+    history = subprocess.run([sys.executable, "-m", "ipcmon", "history", name, "--db", str(path)],
+                             capture_output=True, text=True, cwd=REPO, timeout=60)
+    lines = history.stdout.splitlines()
+    assert history.returncode == 0 and lines[0].startswith(f"{name}: 2 records in the journal")
+    assert [line.split()[3] for line in lines[1:]] == ["created", "destroyed"]
+
+
+class Handed:
+    """An attribution source that hands over the records it is given (what the Attributor's drain() returns)."""
+
+    def __init__(self) -> None:
+        self.pending: list[Attribution] = []
+        self.lost = 0
+
+    def drain(self) -> list[Attribution]:
+        pending, self.pending = self.pending, []
+        return pending
+
+
+def test_leaks_names_the_creator_that_exited_without_unlinking(tmp_path: Path, spawn: Spawn,
+                                                             cleanup: Cleanup) -> None:
+    exited_name = cleanup.shm(new_name("exited"))
+    mine = cleanup.shm(new_name("mine"))
+    unknown = cleanup.shm(new_name("unknown"))
+    child = spawn(f"""
+        import posix_ipc
+        posix_ipc.SharedMemory({exited_name!r}, posix_ipc.O_CREX, size=4096).close_fd()
+        say("ready")
+        hold()
+        """, comm="ipcm-creator")
+    child.expect()
+    creator = actor_of(child.pid)
+    for name in (mine, unknown):
+        posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=4096).close_fd()
+
+    def key(name: str) -> str:
+        st = os.stat("/dev/shm" + name)
+        return file_key("shm", st.st_dev, st.st_ino)
+
+    path = tmp_path / "journal.db"
+    journal, said = started(path)
+    source = Handed()
+    recorder = Recorder(journal, config=ScanConfig(kinds=RECORD_KINDS), source=source)
+    source.pending = [created(exited_name, creator, key=key(exited_name)),
+                      created(mine, actor_of(os.getpid()), key=key(mine))]
+    recorder.poll()
+    assert recorder.exits == 0  # both creators run
+    child.stop()  # the creator exits; its segment stays
+    recorder.poll()
+    assert recorder.exits == 1
+    journal.stop()
+    assert said == []
+    with JournalReader(str(path)) as reader:
+        [gone] = reader.exits_of(child.pid)
+    assert (gone.pid, gone.start_ticks, gone.comm) == (child.pid, creator.start_ticks, "ipcm-creator")
+
+    glob = exited_name.rsplit("-", 2)[0] + "-*"
+    leaks = subprocess.run([sys.executable, "-m", "ipcmon", "leaks", "--match", glob, "--db", str(path)],
+                           capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert leaks.returncode == 1, leaks.stderr
+    clock = r"\d\d:\d\d:\d\d"
+    command = " ".join(creator.cmdline or ())
+    assert re.search(rf"^  {re.escape(exited_name)}: created by {child.pid} {re.escape(command[:40])}.* at {clock}; "
+                     rf"that process exited at {clock} without unlinking$", leaks.stdout, re.MULTILINE), leaks.stdout
+    assert re.search(rf"^  {re.escape(mine)}: created by {os.getpid()} .* at {clock}; that process is still "
+                     r"running$", leaks.stdout, re.MULTILINE), leaks.stdout
+    assert f"  {unknown}: creator unknown\n" in leaks.stdout
+    as_json = subprocess.run([sys.executable, "-m", "ipcmon", "leaks", "--match", glob, "--json"],
+                             capture_output=True, text=True, cwd=REPO, timeout=60,
+                             env={**os.environ, "IPCMON_JOURNAL": str(path)})
+    by_name = {leak["name"]: leak["created_by"] for leak in json.loads(as_json.stdout)}
+    assert by_name[unknown] is None and by_name[mine]["exited"] is False
+    found = by_name[exited_name]
+    assert (found["pid"], found["comm"], found["start_ticks"], found["exited"]) == (
+        child.pid, "ipcm-creator", creator.start_ticks, True)
+    assert abs(found["exited_at"] - gone.time) < 0.001 and found["source"] == "fanotify"
+
+
+def test_history_of_an_object_and_of_a_process_text_and_json(tmp_path: Path) -> None:
+    me = actor_of(os.getpid())
+    hostile = "/ipcmon-test-hist-\x1b]2;x\x07-\udcff"
+    now = time.time()
+    sender = Actor(4_100_000, "kill\x1b[2J", ("kill", "-USR1", str(me.pid)), 0, 77)
+    records = [
+        created(hostile, sender, key="shm:9:1", when=now - 3),
+        Event(now - 2, "shm", "attached", hostile, "shm:9:1", me.pid, me.comm, "poll", "fd 3 rw"),
+        Attribution(now - 1.5, "sent", "signal", f"{me.pid} python3", sender, "tracefs", f"signal:{me.pid}",
+                    signal=10, target=me.pid, target_comm=me.comm, result="delivered", blocked=True),
+        ProcessExit(now - 1, sender.pid, 77, sender.comm, sender.cmdline),
+        Event(now - 0.5, "shm", "destroyed", hostile, "shm:9:1", source="inotify"),
+        Note(now - 2.5, "12 records dropped: the journal's writer fell behind (12 shm attached)"),
+        Note(now - 3600, "an old note, before anything this history shows"),
+    ]
+    path = tmp_path / "journal.db"
+    journal, _ = started(path)
+    journal.add_all(records)
+    assert journal.flush()
+    journal.stop()
+
+    def history(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ipcmon", "history", *args, "--db", str(path)],
+                              capture_output=True, text=True, cwd=REPO, timeout=60, errors="surrogateescape")
+
+    text = history(hostile.removeprefix("/"))
+    assert text.returncode == 0, text.stderr
+    assert "\x1b" not in text.stdout and "\x07" not in text.stdout and "\\x1b]2;x\\x07-\\xff" in text.stdout
+    lines = text.stdout.splitlines()
+    assert lines[0].endswith(f"4 records in the journal {path}")  # the signal is the process's, not the object's
+    assert [line.split()[3] for line in lines[1:]] == ["created", "attached", "exited", "destroyed"]
+    assert "by 4100000 kill -USR1" in lines[1] and "[fanotify]" in lines[1]
+    assert f"pid {me.pid}" in lines[2] and "fd 3 rw" in lines[2]
+    assert re.fullmatch(r"note: 1 note in the journal since .*, the last at .*: 12 records dropped: the journal's "
+                        r"writer fell behind \(12 shm attached\)\n", text.stderr), text.stderr
+
+    as_json = json.loads(history(hostile, "--json").stdout)
+    assert [(r["type"], r.get("action") or r.get("event")) for r in as_json["records"]] == [
+        ("attribution", "created"), ("event", "attached"), ("exit", None), ("event", "destroyed")]
+    assert as_json["records"][0]["object"] == hostile  # raw, as stored: \udcff is the byte 0xff
+    assert as_json["records"][0]["actor"]["cmdline"] == list(sender.cmdline or ())
+    assert len(as_json["warnings"]) == 1 and "12 records dropped" in as_json["warnings"][0]
+
+    process = history(f"pid:{me.pid}")
+    assert process.returncode == 0
+    sent = [line for line in process.stdout.splitlines() if "SIGUSR1" in line]
+    assert len(sent) == 1 and f"→ {me.pid}" in sent[0] and "delivered, blocked: pending" in sent[0]
+    assert "\x1b" not in process.stdout and "by 4100000 kill -USR1" in sent[0]
+    by_sender = json.loads(history("pid:4100000", "--json").stdout)
+    assert [r["type"] for r in by_sender["records"]] == ["attribution", "attribution", "exit"]
+    assert "named" not in history("pid:4100000").stderr
+    later = Actor(4_100_000, "reused", None, 0, 999)  # the kernel gave the pid to another process later
+    journal, _ = started(path)
+    journal.add(created("/ipcmon-test-hist-later", later, key="shm:9:2"))
+    assert journal.flush()
+    journal.stop()
+    assert "note: pid 4100000 named 2 processes in the journal (start ticks 77, 999)" in history("pid:4100000").stderr
+
+    assert history("/ipcmon-test-never-there").returncode == 1
+    missing = subprocess.run([sys.executable, "-m", "ipcmon", "history", "pid:1", "--db", str(tmp_path / "no.db")],
+                             capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert missing.returncode == 2 and "no journal at" in missing.stderr
+    assert process_start_ticks(me.pid) == me.start_ticks
+
+
+STORM = """
+import os, sys, time
+prefix = sys.argv[1]
+end = time.monotonic() + float(sys.argv[2])
+count = 0
+while time.monotonic() < end:
+    name = f"/dev/shm/{prefix}-{count % 64}"
+    os.close(os.open(name, os.O_CREAT | os.O_RDWR, 0o600))
+    os.unlink(name)
+    count += 1
+print(count)
+"""
+
+
+def test_the_journal_stays_bounded_under_a_create_unlink_storm(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    prefix = new_name("storm").removeprefix("/")
+    bound = 256 * 1024
+    recorder = subprocess.Popen([sys.executable, "-m", "ipcmon", "record", "--db", str(path), "--interval", "0.2",
+                                 "--max-size", "256K"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    sizes: list[int] = []
+    try:
+        wait_until(lambda: "recording" in (recorder.stderr.readline() if recorder.stderr else ""),
+                   "the recorder to start", timeout=30)
+        storm = subprocess.Popen([sys.executable, "-c", STORM, prefix, "4"], stdout=subprocess.PIPE, text=True)
+        while storm.poll() is None:
+            sizes.append(sum(os.stat(f"{path}{suffix}").st_size for suffix in ("", "-wal")
+                             if os.path.exists(f"{path}{suffix}")))
+            time.sleep(0.05)
+        made = int(storm.communicate(timeout=30)[0])
+        time.sleep(1)  # the last inotify events and a scan
+    finally:
+        status, errors = _stop(recorder)
+        for i in range(64):
+            try:
+                os.unlink(f"/dev/shm/{prefix}-{i}")
+            except FileNotFoundError:
+                pass
+    assert status == 0, errors
+    assert made > 10_000  # a storm: thousands of creations and removals a second
+    written = int(re.search(r"stopped: ([\d,]+) records written", errors).group(1).replace(",", ""))  # type: ignore[union-attr]
+    assert written > 1000, errors
+    final = os.stat(path).st_size + (os.stat(f"{path}-wal").st_size if os.path.exists(f"{path}-wal") else 0)
+    assert max([*sizes, final]) <= bound, (max(sizes), final)
+    with JournalReader(str(path)) as reader:
+        assert reader.events_for_object(name=f"{prefix}-0")  # the newest are there

@@ -107,5 +107,7 @@ def test_lines_of_odd_shape() -> None:
     assert (record.comm, record.tid, record.pid, record.cpu) == ("my-app x", 4321, 4300, 1)
     assert (record.fields["comm"], record.fields["pid"], RESULTS[int(record.fields["res"])]) == ("a pid=1 b", "77",
                                                                                              "ignored")
+    returned = parse_line("  python3-11101   (  11101) [000] ..... 26605.158595: sys_mq_unlink -> 0xfffffffffffffffe")
+    assert returned is not None and (returned.event, returned.returned) == ("sys_mq_unlink", -2)
     assert parse_line("CPU:1 [LOST 38 EVENTS]") is None
     assert parse_line("python3-9 [000] ..... 1.5: signal_generate: sig=") is None

@@ -19,10 +19,13 @@ there and turns it into records, so the kernel side never waits on ipcmon (a slo
   ``opens``: one that did not), ``removed`` (a successful mq_unlink). Failed calls make no record.
   The queue's name is read from the caller's memory (/proc/PID/mem at the call's ``u_name``) when the record is
   read, and trusted only when the mqueue directory confirms it (that entry appeared or went just then, or a made
-  queue exists, a removed one was known): the caller may have freed and reused the buffer by then. An O_CREAT without O_EXCL made the queue only if the mqueue directory (watched with an inotify descriptor
-  of this thread's own) got that entry just then. When the caller is gone and its name cannot be read, the call is
-  tied to the one mqueue entry that appeared (or went) unclaimed within SETTLE of it; if there is not exactly one,
-  the record's object is :data:`UNTIED` and its key None.
+  queue exists, a removed one was known): the caller may have freed and reused the buffer by then. The directory
+  is watched with an inotify descriptor of this thread's own. An mq_open with O_CREAT but not O_EXCL made the queue
+  only if that entry appeared just then; else it opened an existing one (without an mqueue mount to watch, it is
+  always taken for an open). A call whose name cannot be read (the caller is gone) is tied to the one entry that
+  appeared (or went) unclaimed within 2 × SETTLE of it; if there is not exactly one, the record's object is
+  :data:`UNTIED` and its key None. Queues in another IPC namespace (a container's) are outside the watched mount:
+  their names are only what the caller's memory says.
 
 Every record is held SETTLE seconds before it is handed over (to pair renames and system calls, and drop glibc's
 temporary names), then coalesced: a storm of the same act by the same actor within a second is counted into one

@@ -227,7 +227,8 @@ class Attributor:
         self._statuses: dict[str, SourceStatus] = {}
         self._fan: fanotify.Fanotify | None = None
         self._fan_error: str | None = None
-        self._shm: dict[tuple[bytes, int], _ShmDir] = {}
+        self._shm: dict[bytes, dict[int, _ShmDir]] = {}
+        """Marked shm directories by their filesystem's fsid, then by their own inode."""
         self._trace: tracefs.TraceInstance | None = None
         self._watch: _EntryWatch | None = None
         self._wake_read = self._wake_write = -1
@@ -278,7 +279,8 @@ class Attributor:
         if not self._started:
             return
         if self._fan is None:
-            self._set_status(SourceStatus(name, False, self._fan_error or "fanotify is not open"))
+            self._set_status(SourceStatus(name, False, (self._fan_error or "{path}: fanotify is not open").format(
+                path=path)))
             return
         try:
             st = os.stat(path)
@@ -292,7 +294,7 @@ class Attributor:
                                                        f"who creates and removes its segments stays unknown"))
             return
         with self._lock:
-            self._shm.setdefault((fsid, st.st_ino), _ShmDir(path, st.st_dev, st.st_ino))
+            self._shm.setdefault(fsid, {}).setdefault(st.st_ino, _ShmDir(path, st.st_dev, st.st_ino))
         self._set_status(SourceStatus(name, True))
 
     def drain(self) -> list[Attribution]:
@@ -358,10 +360,10 @@ class Attributor:
         try:
             self._fan = fanotify.Fanotify(target=True)
         except PermissionError:
-            self._fan_error = _NOT_ROOT_SHM.format(path="shm")
+            self._fan_error = _NOT_ROOT_SHM
         except OSError as error:
             why = "this kernel has no fanotify" if error.errno == errno.ENOSYS else os.strerror(error.errno or 0)
-            self._fan_error = f"{why}: who creates and removes segments and semaphores stays unknown"
+            self._fan_error = f"{why}: who creates and removes segments and semaphores in {{path}} stays unknown"
 
     def _open_trace(self) -> None:
         wanted = [name for name, asked in (("tracefs signals", self._signals), ("tracefs queues", self._queues))
@@ -471,9 +473,12 @@ class Attributor:
         if event.mask & fanotify.FAN_ONDIR or event.name is None or event.directory is None:
             return
         with self._lock:
-            directory = self._shm.get((fanotify.fsid(event.directory), fanotify.tmpfs_inode(event.directory) or 1))
+            directories = self._shm.get(fanotify.fsid(event.directory), {})
+        inode = fanotify.tmpfs_inode(event.directory)
+        directory = (directories.get(inode) if inode is not None
+                     else next(iter(directories.values())) if len(directories) == 1 else None)
         if directory is None:
-            return  # a subdirectory of a marked tmpfs, or a tmpfs marked through another directory
+            return  # a subdirectory of a marked tmpfs (no POSIX name has a /), or another filesystem
         mechanism, name = name_of(event.name)
         inode = fanotify.tmpfs_inode(event.handle)
         wall = time.time()

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import posix_ipc
 import pytest
@@ -151,6 +152,35 @@ def test_a_rename_is_one_record_from_the_old_name_to_the_new(attributor: Attribu
     assert [record.object for record in _by(records, os.getpid(), "renamed")] == [f"{old} → {new}"]
 
 
+def test_another_tmpfs_marked_later_is_attributed_and_a_subdirectory_is_not(
+        attributor: Attributor, tmp_path: Path) -> None:
+    mount = tmp_path / "shm"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "ipcmon-test", str(mount)], check=True)
+    nested = Path("/dev/shm") / new_name("dir").lstrip("/")
+    try:
+        attributor.watch_shm_dir(str(mount))
+        assert any(status.name == f"fanotify {mount}" and status.active for status in attributor.status())
+        (mount / "seg").write_bytes(b"x")
+        nested.mkdir()
+        (nested / "inner").write_bytes(b"x")
+        st = os.stat(mount / "seg")
+        records = _collect(attributor, lambda found: any(record.object == "/seg" for record in found),
+                           "the creation in the second tmpfs")
+        os.unlink(nested / "inner")  # the event of a subdirectory entry comes before this one's: both are read now
+        time.sleep(0.5)
+        records += attributor.drain()
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+        if (nested / "inner").exists():
+            os.unlink(nested / "inner")
+        if nested.exists():
+            nested.rmdir()
+    (record,) = [record for record in records if record.object == "/seg"]
+    assert (record.actor.pid, record.key) == (os.getpid(), f"shm:{st.st_dev}:{st.st_ino}")
+    assert not [record for record in records if record.object in ("/inner", f"/{nested.name}")]
+
+
 def test_a_signal_to_a_sleeper_that_blocks_it_names_sender_target_and_blocked(
         attributor: Attributor, spawn: Spawn) -> None:
     sleeper = spawn("""
@@ -275,6 +305,7 @@ def test_not_root_every_source_says_why_and_nothing_raises(nobody: Unprivileged)
     for active, reason in lines.values():
         assert active == "False" and reason.startswith("not root:") and "(run as root)" in reason
     assert "who sends each signal stays unknown" in lines["tracefs signals"][1]
+    assert "segments and semaphores in /dev/shm stays unknown" in lines["fanotify /dev/shm"][1]
     assert "drained [] 0" in result.stdout
 
 

@@ -9,6 +9,7 @@ that second would be misnamed (the start time is read once, when first seen).
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 from collections.abc import Callable
 
@@ -135,15 +136,38 @@ def signal_origin(sig: int, code: int, self_sent: bool) -> tuple[bool, str | Non
     return True, _REASONS.get(sig, {}).get(code)
 
 
-def target_masks(tid: int, sig: int, proc: str = procfs.PROC) -> tuple[int | None, bool | None, bool | None]:
+def target_masks(tid: int, sig: int, *, group: bool = False, proc: str = procfs.PROC
+                 ) -> tuple[int | None, bool | None, bool | None]:
     """(its process id, it blocks sig, it ignores sig) for the task a signal went to, read from /proc/TID/status
-    (SigBlk is the task's own mask, SigIgn the process's); (None, None, None) when it is gone or cannot be read."""
+    (SigIgn is the process's; SigBlk each thread's own); (None, None, None) when it is gone or cannot be read.
+
+    group: the signal was sent to the whole process (signal_generate's ``grp``), which any thread that does not block
+    it takes: it is blocked only when every thread blocks it."""
     try:
         status = procfs.parse_status(procfs.read_bytes(f"{proc}/{tid}/status", single=True))
         tgid = int(status[b"Tgid"])
         blocked = int(status[b"SigBlk"], 16)
         ignored = int(status[b"SigIgn"], 16)
+        threads = int(status.get(b"Threads", b"1"))
     except (procfs.Gone, procfs.Denied, OSError, KeyError, ValueError):
         return None, None, None
     bit = 1 << (sig - 1) if sig > 0 else 0
+    if group and threads > 1 and blocked & bit:
+        blocked = _blocked_by_every_thread(tgid, bit, proc)
     return tgid, bool(blocked & bit), bool(ignored & bit)
+
+
+def _blocked_by_every_thread(tgid: int, bit: int, proc: str) -> int:
+    """bit when every thread of tgid blocks it (a thread that exits mid-read is left out), else 0."""
+    try:
+        tids = os.listdir(f"{proc}/{tgid}/task")
+    except OSError:
+        return bit
+    for tid in tids:
+        try:
+            status = procfs.parse_status(procfs.read_bytes(f"{proc}/{tgid}/task/{tid}/status", single=True))
+            if not int(status[b"SigBlk"], 16) & bit:
+                return 0
+        except (procfs.Gone, procfs.Denied, OSError, KeyError, ValueError):
+            continue
+    return bit

@@ -569,7 +569,7 @@ class Attributor:
         fields = record.fields
         sig, code, target_tid = int(fields["sig"]), int(fields["code"]), int(fields["pid"])
         result: SignalResult | None = tracefs.RESULTS.get(int(fields["res"]))  # type: ignore[assignment]
-        target, blocked, ignored = target_masks(target_tid, sig)
+        target, blocked, ignored = target_masks(target_tid, sig, group=fields.get("grp") == "1")
         target = target if target is not None else target_tid
         kernel, cause = signal_origin(sig, code, record.pid == target)
         actor = self._actors.get(record.pid, record.comm, kernel=kernel)

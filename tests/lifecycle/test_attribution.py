@@ -204,6 +204,26 @@ def test_a_signal_to_a_sleeper_that_blocks_it_names_sender_target_and_blocked(
     assert (record.object, record.key) == (f"{sleeper.pid} ipcmon-attr-zz", f"signal:{sleeper.pid}")
 
 
+def test_a_process_signal_one_thread_does_not_block_is_not_blocked(attributor: Attributor, spawn: Spawn) -> None:
+    sleeper = spawn("""
+        import threading, time
+        signal.signal(signal.SIGUSR1, lambda signum, frame: None)
+        threading.Thread(target=time.sleep, args=(60,), daemon=True).start()  # made before the mask: unblocked
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        say("ready")
+        hold()
+        """, comm="ipcmon-attr-mt")
+    sleeper.expect()
+    os.kill(sleeper.pid, signal.SIGUSR1)
+
+    def sent(found: list[Attribution]) -> bool:
+        return any(record.target == sleeper.pid for record in _by(found, os.getpid(), "sent"))
+
+    (record,) = [record for record in _by(_collect(attributor, sent, "the signal"), os.getpid(), "sent")
+                 if record.target == sleeper.pid]
+    assert (record.result, record.blocked) == ("delivered", False)
+
+
 def test_sigchld_at_a_child_s_exit_is_the_kernel_s_with_its_cause(attributor: Attributor) -> None:
     child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                            check=True)

@@ -94,6 +94,8 @@ def format_event(event: Event) -> str:
     """One readable line; every system string made printable."""
     clock = time.strftime("%H:%M:%S", time.localtime(event.time)) + f".{int(event.time % 1 * 1000):03d}"
     who = f"pid {event.pid} {printable(event.comm or '')}".rstrip() if event.pid is not None else ""
+    if event.event == "sent":  # the detail names sender and target: SIGUSR1 4321 bash → 1234 python3: delivered
+        return "  ".join([clock, f"{event.mechanism:<8}", f"{event.event:<19}", printable(event.detail)])
     parts = [clock, f"{event.mechanism:<8}", f"{event.event:<19}", printable(event.object)]
     if who:
         parts.append(who)
@@ -130,15 +132,19 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 stop.set()
 
     config = ScanConfig(kinds=args.kind, pids=args.pid, hide_self=not args.show_self)
-    monitor = Monitor(config, history=args.history, on_event=emit)
+    monitor = Monitor(config, history=args.history, on_event=emit, senders=True)
     baseline, _ = monitor.poll()  # the baseline: events are what changes from here on
     # What is stuck already, first: on a machine that hung before watch started, no change would ever say it.
     for event in state_events(baseline):
         emit(event)
-    # On stderr, so that stdout holds nothing but events (JSON lines stay parseable).
+    monitor.start()
+    # On stderr, so that stdout holds nothing but events (JSON lines stay parseable); "watching" once every source
+    # runs, so that what happens after it is seen.
+    for source in monitor.sources:
+        if not source.active:
+            sys.stderr.write(f"{source.name}: {printable(source.reason)}\n")
     sys.stderr.write(f"watching {', '.join(args.kind)} every {args.interval:g}s (Ctrl-C to stop)\n")
     sys.stderr.flush()
-    monitor.start()
     try:
         while not stop.is_set():
             started = time.monotonic()

@@ -57,7 +57,8 @@ from ipcmon.collect.shm import name_of
 from ipcmon.live import fanotify, tracefs
 from ipcmon.live.actors import ActorCache, signal_origin, target_masks
 from ipcmon.live.coalesce import Coalescer
-from ipcmon.model import Action, Actor, Attribution, Mechanism, SignalResult, file_key
+from ipcmon.model import Action, Actor, Attribution, Event, Mechanism, SignalResult, file_key
+from ipcmon.text import signal_name
 
 SETTLE = 0.1
 """Seconds a record is held before it is handed over."""
@@ -728,3 +729,23 @@ def _remember(table: OrderedDict[object, object] | OrderedDict[tuple[int, str], 
     table.move_to_end(key)  # type: ignore[arg-type]
     if len(table) > _KEYS_MAX:
         table.popitem(last=False)
+
+
+def sent_event(record: Attribution) -> Event:
+    """A ``sent`` attribution as a watch event: key ``signal:TARGET``, pid and comm the sender's, and the detail in
+    words, ``SIGTERM 4321 bash → 1234 python3: delivered``, ``SIGUSR1 … → …: blocked, pending``, ``SIGCHLD kernel
+    (child exited, in 4321 python3) → 1234 bash: ignored``. Names are raw: print them through safe.printable."""
+    actor = record.actor
+    who = f"{actor.pid} {actor.comm or '?'}"
+    if actor.kernel:
+        who = f"kernel ({record.cause}, in {who})" if record.cause else f"kernel (in {who})"
+    outcome: str = record.result or "?"
+    if record.result == "delivered" and record.blocked:
+        outcome = "blocked, pending"
+    elif record.result == "already pending" and record.blocked:
+        outcome = "blocked, already pending"
+    if record.count > 1:
+        outcome += f" ({record.count} times)"
+    name = signal_name(record.signal) if record.signal is not None else "signal"
+    return Event(record.time, "signal", "sent", record.object, record.key or f"signal:{record.target}", actor.pid,
+                 actor.comm, "tracefs", f"{name} {who} → {record.object}: {outcome}", record.place, actor)

@@ -21,7 +21,8 @@ from ipcmon.live.actors import signal_origin
 from ipcmon.live.attribution import Attributor
 from ipcmon.live.coalesce import Coalescer
 from ipcmon.model import Actor, Attribution
-from tests.helpers import DEADLINE, Cleanup, Spawn, gather, new_name
+from tests.helpers import DEADLINE, REPO, Cleanup, Spawn, gather, new_name
+from tests.lifecycle.test_watch import _read_until
 from tests.reliability.cli import Unprivileged, unprivileged_setup
 
 
@@ -356,3 +357,34 @@ def test_signal_codes_tell_user_from_kernel_and_the_cause() -> None:
     assert signal_origin(signal.SIGPIPE, 0, True) == (True, "write to a pipe or socket with no reader")
     assert signal_origin(signal.SIGKILL, 0x80, False)[0] is True
 
+
+
+def test_watch_prints_the_sender_the_target_and_blocked_pending(spawn: Spawn) -> None:
+    if os.geteuid() != 0 or tracefs.tracing_dir() is None:
+        pytest.fail("watch names senders through tracefs: root and tracefs mounted, as CI is")
+    sleeper = spawn("""
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        say("ready")
+        hold()
+        """, comm="ipcmon-attr-zz")
+    sleeper.expect()
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "ipcmon", "watch", "--kind", "signal", "--pid", str(sleeper.pid), "--interval", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    try:
+        _read_until(watch, lambda text: text.startswith("watching"), stderr=True)
+        instance = tracefs.instance_name(watch.pid)  # while it runs: its start time is part of the name
+        assert instance in os.listdir(os.path.join(tracefs.tracing_dir() or "", "instances"))
+        code = ("import ctypes, os, sys\nctypes.CDLL(None).prctl(15, b'ipcmon-attr-snd', 0, 0, 0)\n"
+                "os.kill(int(sys.argv[1]), 10)\nprint(os.getpid())\n")
+        sender = int(subprocess.run([sys.executable, "-c", code, str(sleeper.pid)], capture_output=True, text=True,
+                                    check=True).stdout)
+        line = _read_until(watch, lambda text: " sent " in text)
+    finally:
+        watch.terminate()
+        _, errors = watch.communicate(timeout=DEADLINE)
+    assert line.rstrip("\n").endswith(
+        f"SIGUSR1 {sender} ipcmon-attr-snd → {sleeper.pid} ipcmon-attr-zz: blocked, pending"), line
+    assert "Traceback" not in errors
+    assert instance not in os.listdir(os.path.join(tracefs.tracing_dir() or "", "instances"))

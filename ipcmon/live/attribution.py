@@ -17,15 +17,18 @@ there and turns it into records, so the kernel side never waits on ipcmon (a slo
   ``actor.kernel`` and the ``cause`` its code names); ``sys_enter``/``sys_exit`` of ``mq_open`` and ``mq_unlink``,
   paired by thread → ``created`` (a successful mq_open with O_CREAT that made the queue), ``opened`` (with
   ``opens``: one that did not), ``removed`` (a successful mq_unlink). Failed calls make no record.
-  The queue's name is read from the caller's memory (/proc/PID/mem at the call's ``u_name``) when the record is
-  read, and trusted only when the mqueue directory confirms it (that entry appeared or went just then, or a made
-  queue exists, a removed one was known): the caller may have freed and reused the buffer by then. The directory
-  is watched with an inotify descriptor of this thread's own. An mq_open with O_CREAT but not O_EXCL made the queue
-  only if that entry appeared just then; else it opened an existing one (without an mqueue mount to watch, it is
-  always taken for an open). A call whose name cannot be read (the caller is gone) is tied to the one entry that
-  appeared (or went) unclaimed within 2 × SETTLE of it; if there is not exactly one, the record's object is
-  :data:`UNTIED` and its key None. Queues in another IPC namespace (a container's) are outside the watched mount:
-  their names are only what the caller's memory says.
+  A queue mq_open returned is named by the descriptor it returned while the caller keeps it open
+  (/proc/PID/fd/N: name and key exact). Else the name is read from the caller's memory (/proc/PID/mem at the
+  call's ``u_name``) when the record is read, and trusted only when the mqueue directory confirms it (that entry
+  appeared or went just then, or a made queue exists, a removed one was known): the caller may have freed and
+  reused the buffer by then. The directory is watched with an inotify descriptor of this thread's own. An mq_open
+  with O_CREAT but not O_EXCL made the queue only if that entry appeared just then; else it opened an existing one
+  (without an mqueue mount to watch, it is always taken for an open). A call whose name cannot be read (the caller
+  is gone) is tied to the one entry that appeared (or went) unclaimed within 2 × SETTLE of it; if there is not
+  exactly one, the record's object is :data:`UNTIED` and its key None. Queues in another IPC namespace (a
+  container's) are outside the watched mount: their names are only what the caller's memory says. (Event probes
+  that copy the name in the kernel, ``e:`` dynamic events with ``ustring``, would be exact; the kernels this was
+  built on have none.)
 
 Every record is held SETTLE seconds before it is handed over (to pair renames and system calls, and drop glibc's
 temporary names), then coalesced: a storm of the same act by the same actor within a second is counted into one
@@ -109,6 +112,8 @@ class _Staged:
     """The act as the source saw it: ``created``, ``removed``, ``moved-from``… for a shm entry; for a queue call
     ``created``, ``created?`` (O_CREAT without O_EXCL: the mqueue entry says), ``opened`` or ``removed``."""
     dropped: bool = False
+    confirmed: bool = False
+    """A queue call's name and key were read from the descriptor it returned: no need to confirm them."""
 
 
 @dataclass(slots=True)
@@ -232,6 +237,7 @@ class Attributor:
         """Marked shm directories by their filesystem's fsid, then by their own inode."""
         self._trace: tracefs.TraceInstance | None = None
         self._watch: _EntryWatch | None = None
+        self._mqueue_dev: int | None = None
         self._wake_read = self._wake_write = -1
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -262,11 +268,14 @@ class Attributor:
         if self._started:
             return
         self._started = True
-        self._open_fanotify()
         for path in self._shm_paths:
-            self.watch_shm_dir(path)
+            self._mark(path)
         self._open_trace()
-        if self._fan is None and self._trace is None:
+        self._run_thread()
+
+    def _run_thread(self) -> None:
+        """Start the thread once some source is open (a shm directory may be the first, marked later)."""
+        if self._thread is not None or self._stopping or (self._fan is None and self._trace is None):
             return
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._run, name="ipcmon-attribution", daemon=True)
@@ -274,11 +283,17 @@ class Attributor:
 
     def watch_shm_dir(self, path: str) -> None:
         """Mark one more shm tmpfs (a container that appeared); a refusal goes to status()."""
-        name = f"fanotify {path}"
-        if path not in self._shm_paths:
-            self._shm_paths.append(path)
-        if not self._started:
+        if path in self._shm_paths:
             return
+        self._shm_paths.append(path)
+        if self._started and not self._stopping:
+            self._mark(path)
+            self._run_thread()
+
+    def _mark(self, path: str) -> None:
+        name = f"fanotify {path}"
+        if self._fan is None and self._fan_error is None:
+            self._open_fanotify()
         if self._fan is None:
             self._set_status(SourceStatus(name, False, (self._fan_error or "{path}: fanotify is not open").format(
                 path=path)))
@@ -331,6 +346,8 @@ class Attributor:
             thread.join(timeout=5)
         with contextlib.suppress(Exception):
             _ = self.lost  # the last overrun count, before the instance goes
+        if self._watch is not None:
+            self._fan_lost += self._watch.overflows  # kept in lost once the watch is closed
         for source in (self._fan, self._trace, self._watch):
             if source is not None:
                 source.close()
@@ -356,8 +373,6 @@ class Attributor:
         return mask
 
     def _open_fanotify(self) -> None:
-        if not self._shm_paths:
-            return
         try:
             self._fan = fanotify.Fanotify(target=True)
         except PermissionError:
@@ -405,6 +420,8 @@ class Attributor:
             for name in wanted:
                 self._set_status(SourceStatus(name, False, f"{failure}: {_GAINS[name]}"))
             return
+        with contextlib.suppress(OSError):
+            self._mqueue_dev = os.stat(self._mqueue_dir).st_dev
         if queue_events and self._trace is not None and os.path.isdir(self._mqueue_dir):
             try:
                 self._watch = _EntryWatch(self._mqueue_dir)
@@ -604,8 +621,28 @@ class Attributor:
             action = "opened"
         else:
             action = "created" if call.oflag & os.O_EXCL else "created?"
-        record_ = Attribution(call.wall, "created", "mqueue", call.name or UNTIED, call.actor, "tracefs")
-        self._stage(_Staged(now + SETTLE, record_, how=action))
+        held = self._descriptor_queue(call.actor.pid, returned) if call.syscall == "sys_mq_open" else None
+        if held is not None:
+            name, key = held
+            record_ = Attribution(call.wall, "created", "mqueue", name, call.actor, "tracefs", key)
+        else:
+            record_ = Attribution(call.wall, "created", "mqueue", call.name or UNTIED, call.actor, "tracefs")
+        self._stage(_Staged(now + SETTLE, record_, how=action, confirmed=held is not None))
+
+    def _descriptor_queue(self, pid: int, fd: int) -> tuple[str, str] | None:
+        """(name, key) of the queue mq_open returned as descriptor fd, while the caller still has it open: exact,
+        where the name in its memory may be gone. None when closed (or reused for a file not on the mqueue mount)."""
+        if self._mqueue_dev is None:
+            return None
+        try:
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            return None
+        name = target.removesuffix(" (deleted)")
+        if st.st_dev != self._mqueue_dev or not name.startswith("/") or "/" in name[1:]:
+            return None
+        return name, file_key("mqueue", st.st_dev, st.st_ino)
 
     def _expire_calls(self, now: float, *, everything: bool = False) -> None:
         stale = [tid for tid, call in self._calls.items() if everything or now - call.time > CALL_SECONDS]
@@ -635,7 +672,7 @@ class Attributor:
         match: _Entry | None = None
         if name is not None:
             match = next((entry for entry in entries if entry.name == name), None)
-            if match is None and not self._plausible(name, created):
+            if match is None and not staged.confirmed and not self._plausible(name, created):
                 name = None  # the caller's buffer was freed and reused before it could be read: bytes, not its name
         if name is None and len(entries) == 1:
             match = entries[0]
@@ -650,8 +687,8 @@ class Attributor:
         else:
             action = _as_action(how)
         if name is None:
-            return dataclasses.replace(record, action=action)
-        key = self._queue_keys.get(name)
+            return dataclasses.replace(record, action=action, object=UNTIED)
+        key = record.key or self._queue_keys.get(name)
         if action == "removed":
             self._queue_keys.pop(name, None)
         elif key is None:

@@ -18,7 +18,7 @@ import pytest
 
 from ipcmon.live import tracefs
 from ipcmon.live.actors import signal_origin
-from ipcmon.live.attribution import Attributor
+from ipcmon.live.attribution import UNTIED, Attributor
 from ipcmon.live.coalesce import Coalescer
 from ipcmon.model import Actor, Attribution
 from tests.helpers import DEADLINE, REPO, Cleanup, Spawn, gather, new_name
@@ -182,6 +182,22 @@ def test_another_tmpfs_marked_later_is_attributed_and_a_subdirectory_is_not(
     assert not [record for record in records if record.object in ("/inner", f"/{nested.name}")]
 
 
+def test_an_attributor_with_no_source_at_start_runs_once_a_directory_is_marked(cleanup: Cleanup) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("fanotify needs root, as CI is")
+    attributor = Attributor([], signals=False, queues=False)
+    attributor.start()
+    try:
+        assert attributor.status() == []
+        attributor.watch_shm_dir("/dev/shm")
+        assert [(status.name, status.active) for status in attributor.status()] == [("fanotify /dev/shm", True)]
+        name = cleanup.shm(new_name("late"))
+        posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=4096).close_fd()
+        _collect(attributor, lambda found: any(record.object == name for record in found), "the creation")
+    finally:
+        attributor.stop()
+
+
 def test_a_signal_to_a_sleeper_that_blocks_it_names_sender_target_and_blocked(
         attributor: Attributor, spawn: Spawn) -> None:
     sleeper = spawn("""
@@ -239,20 +255,38 @@ def test_sigchld_at_a_child_s_exit_is_the_kernel_s_with_its_cause(attributor: At
     assert (record.actor.kernel, record.cause) == (True, "child exited")
 
 
-def test_mq_open_with_o_creat_of_an_existing_queue_opens_it_and_does_not_create_it(cleanup: Cleanup) -> None:
+def test_mq_open_with_o_creat_of_an_existing_queue_opens_it_and_does_not_create_it(
+        spawn: Spawn, cleanup: Cleanup) -> None:
     name = cleanup.mqueue(new_name("exists"))
     posix_ipc.MessageQueue(name, posix_ipc.O_CREX).close()
+    st = os.stat(f"/dev/mqueue/{name.lstrip('/')}")
     attributor = _start(opens=True)
     try:
+        opener = spawn(f"""
+            import posix_ipc
+            queue = posix_ipc.MessageQueue({name!r}, posix_ipc.O_CREAT)  # kept open: its descriptor names it
+            say("ready")
+            hold()
+            """, comm="ipcmon-attr-op")
+        opener.expect()
+        # One that closes at once: its name may be unreadable by then ("creator unknown"), never a creation.
         code = ("import os, posix_ipc, sys\nposix_ipc.MessageQueue(sys.argv[1], posix_ipc.O_CREAT).close()\n"
                 "print(os.getpid())\n")
-        pid = int(subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True,
-                                 check=True).stdout)
-        records = _collect(attributor, lambda found: bool(_by(found, pid, "opened")), "the open")
+        brief = int(subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True,
+                                   check=True).stdout)
+
+        def both(found: list[Attribution]) -> bool:
+            return bool(_by(found, opener.pid, "opened")) and bool(_by(found, brief, "opened"))
+
+        records = _collect(attributor, both, "the opens")
     finally:
         attributor.stop()
-    assert [record.object for record in _by(records, pid, "opened") if record.mechanism == "mqueue"] == [name]
-    assert not [record for record in _by(records, pid, "created") if record.mechanism == "mqueue"]
+    (opened,) = [record for record in _by(records, opener.pid, "opened") if record.mechanism == "mqueue"]
+    assert (opened.object, opened.key, opened.actor.comm) == (name, f"mqueue:{st.st_dev}:{st.st_ino}",
+                                                                "ipcmon-attr-op")
+    assert [record.object for record in _by(records, brief, "opened")] in ([name], [UNTIED])
+    assert not [record for record in records if record.action == "created" and record.actor.pid in (opener.pid,
+                                                                                                     brief)]
 
 
 _STORM = """
@@ -314,7 +348,7 @@ def nobody() -> Iterator[Unprivileged]:
 
 
 def test_not_root_every_source_says_why_and_nothing_raises(nobody: Unprivileged) -> None:
-    code = ("from ipcmon.live.attribution import Attributor\n"
+    code = ("from ipcmon.live.attribution import UNTIED, Attributor\n"
             "attributor = Attributor(['/dev/shm'])\nattributor.start()\n"
             "for status in attributor.status():\n    print(status.name, '|', status.active, '|', status.reason)\n"
             "print('drained', attributor.drain(), attributor.lost)\nattributor.stop()\nattributor.stop()\n")

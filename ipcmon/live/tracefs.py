@@ -2,7 +2,8 @@
 
 The kernel's trace events are read through an instance of ipcmon's own under ``instances/`` of the tracing directory
 (Documentation/trace/ftrace.rst, "Instances"), so the machine's main trace buffer and anyone else's instances are
-left alone. The instance is named ``ipcmon-<pid>-<start ticks>``: it is removed on close, and :func:`remove_stale`
+left alone. The instance is named ``ipcmon-<pid>-<start ticks>`` (``-1``, ``-2``… after it for more instances of
+one process): it is removed on close, and :func:`remove_stale`
 removes one whose process is gone (an ipcmon killed with SIGKILL) at the next start.
 
 Events used (include/trace/events/signal.h, syscalls): ``signal:signal_generate`` (the sender is the task of the
@@ -139,7 +140,7 @@ def stale_instances(tracing: str) -> list[str]:
     stale = []
     for name in names:
         parts = name.removeprefix(PREFIX).split("-")
-        if not name.startswith(PREFIX) or len(parts) != 2 or not all(part.isdigit() for part in parts):
+        if not name.startswith(PREFIX) or len(parts) not in (2, 3) or not all(part.isdigit() for part in parts):
             continue
         if _start_ticks(int(parts[0])) != parts[1]:
             stale.append(name)
@@ -170,8 +171,16 @@ class TraceInstance:
         if tracing is None:
             raise FileNotFoundError(errno.ENOENT, f"tracefs is not mounted (as root: {MOUNT_HINT})")
         remove_stale(tracing)
-        self.path = os.path.join(tracing, "instances", instance_name())
-        os.mkdir(self.path, 0o700)
+        # A second instance of one process (a recorder and a watch in one dashboard) is ``…-TICKS-1``, and so on.
+        base = os.path.join(tracing, "instances", instance_name())
+        for serial in range(64):
+            self.path = base if serial == 0 else f"{base}-{serial}"
+            try:
+                os.mkdir(self.path, 0o700)
+                break
+            except FileExistsError:
+                if serial == 63:
+                    raise
         self._pipe = -1
         self._partial = b""
         try:

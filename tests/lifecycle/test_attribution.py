@@ -289,6 +289,23 @@ def test_mq_open_with_o_creat_of_an_existing_queue_opens_it_and_does_not_create_
                                                                                                      brief)]
 
 
+def test_opens_and_closes_of_a_segment_only_when_asked(cleanup: Cleanup) -> None:
+    name = cleanup.shm(new_name("opens"))
+    posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=4096).close_fd()
+    quiet, chatty = _start(signals=False, queues=False), _start(opens=True, signals=False, queues=False)
+    try:
+        posix_ipc.SharedMemory(name).close_fd()
+        records = _collect(chatty, lambda found: bool(_by(found, os.getpid(), "closed")), "the close")
+        time.sleep(0.5)
+        unasked = quiet.drain()
+    finally:
+        quiet.stop()
+        chatty.stop()
+    assert [record.object for record in _by(records, os.getpid(), "opened")] == [name]
+    assert [record.object for record in _by(records, os.getpid(), "closed")] == [name]
+    assert not [record for record in unasked if record.object == name]
+
+
 _STORM = """
 import os, sys
 prefix = sys.argv[1]

@@ -111,3 +111,10 @@ def test_lines_of_odd_shape() -> None:
     assert returned is not None and (returned.event, returned.returned) == ("sys_mq_unlink", -2)
     assert parse_line("CPU:1 [LOST 38 EVENTS]") is None
     assert parse_line("python3-9 [000] ..... 1.5: signal_generate: sig=") is None
+
+
+def test_two_instances_of_one_process_coexist_and_both_go(tracing: str) -> None:
+    with TraceInstance([SIGNAL_GENERATE], tracing) as first, TraceInstance([SIGNAL_GENERATE], tracing) as second:
+        assert second.path == first.path + "-1"
+        assert os.path.isdir(first.path) and os.path.isdir(second.path)
+    assert not os.path.exists(first.path) and not os.path.exists(second.path)

@@ -40,7 +40,8 @@ def add_watch_parser(commands: Subcommands) -> argparse.ArgumentParser:
         "watch",
         help="stream lifecycle events (created, attached, detached, destroyed…)",
         description="Opens with the state as it is: one 'state' line per deadlock and per deadlocked or blocked "
-        "process (or one saying nothing is), then prints each change as it comes.",
+        "process (or one saying nothing is), then prints each change as it comes. As root with tracefs mounted, "
+        "each signal sent is a 'sent' event naming its sender, its target and what became of it.",
     )
     add_scope(watch)
     watch.add_argument("--json", action="store_true", help="one JSON object per line, flushed")

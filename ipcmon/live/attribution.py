@@ -253,7 +253,8 @@ class Attributor:
         self._actors = ActorCache(time.monotonic)
         self._coalescer = Coalescer(self._emit)
         self._emitted = False
-        self._fan_lost = 0
+        self._overflows = 0
+        """FAN_Q_OVERFLOW events, and the mqueue watch's inotify overflows once it is closed."""
         self._trace_lost = 0
         self.dropped = 0
         """Records dropped because READY_MAX were waiting for drain()."""
@@ -332,7 +333,7 @@ class Attributor:
         if trace is not None:
             self._trace_lost = max(self._trace_lost, trace.lost())
         watch = self._watch
-        return self._fan_lost + self._trace_lost + (watch.overflows if watch is not None else 0)
+        return self._overflows + self._trace_lost + (watch.overflows if watch is not None else 0)
 
     def stop(self) -> None:
         """Close every source, remove the trace instance, hand over what was held, join the thread; safe twice."""
@@ -347,7 +348,7 @@ class Attributor:
         with contextlib.suppress(Exception):
             _ = self.lost  # the last overrun count, before the instance goes
         if self._watch is not None:
-            self._fan_lost += self._watch.overflows  # kept in lost once the watch is closed
+            self._overflows += self._watch.overflows  # kept in lost once the watch is closed
         for source in (self._fan, self._trace, self._watch):
             if source is not None:
                 source.close()
@@ -486,7 +487,7 @@ class Attributor:
 
     def _fan_event(self, event: fanotify.FanEvent, now: float) -> None:
         if event.overflow:
-            self._fan_lost += 1
+            self._overflows += 1
             return
         if event.mask & fanotify.FAN_ONDIR or event.name is None or event.directory is None:
             return

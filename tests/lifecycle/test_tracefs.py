@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +22,7 @@ from ipcmon.live.tracefs import (
     parse_line,
     tracing_dir,
 )
-from tests.helpers import REPO, gather, new_name
+from tests.helpers import REPO, gather, new_name, wait_until
 
 
 @pytest.fixture
@@ -37,6 +38,8 @@ def tracing() -> str:
 def test_a_signal_names_its_sender_target_and_result(tracing: str) -> None:
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
+        # vfork lets Popen return before execve renames the child: wait for the name the assertion expects.
+        wait_until(lambda: Path(f"/proc/{sleeper.pid}/comm").read_text().strip() == "sleep", "sleep's exec")
         with TraceInstance([SIGNAL_GENERATE], tracing) as instance:
             os.kill(sleeper.pid, signal.SIGUSR1)
 

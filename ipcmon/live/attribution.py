@@ -442,14 +442,17 @@ class Attributor:
 
     def _run(self) -> None:
         while not self._stopping:
-            fds = [self._wake_read]
-            for source in (self._fan, self._trace, self._watch):
-                if source is not None:
-                    fds.append(source.fileno() if isinstance(source, tracefs.TraceInstance) else source.fd)
+            fan, trace, watch = self._fan, self._trace, self._watch
+            fds = [self._wake_read, *(source.fd for source in (fan, watch) if source is not None)]
+            if trace is not None:
+                fds.append(trace.fileno())
             timeout = SETTLE / 2 if self._staged or self._calls or self._coalescer.open_groups else 1.0
             try:
                 ready, _, _ = select.select(fds, [], [], timeout)
-            except InterruptedError:
+            except OSError as error:  # EBADF: a source closed under it; counted, and tried again shortly
+                self.errors += 1
+                self.last_error = repr(error)
+                time.sleep(SETTLE)
                 continue
             if self._stopping:
                 break

@@ -16,12 +16,12 @@ from pathlib import Path
 import posix_ipc
 import pytest
 
-from ipcmon.live import tracefs
+from ipcmon.live import attribution, tracefs
 from ipcmon.live.actors import signal_origin
-from ipcmon.live.attribution import UNTIED, Attributor
+from ipcmon.live.attribution import SETTLE, UNTIED, Attributor
 from ipcmon.live.coalesce import Coalescer
 from ipcmon.model import Actor, Attribution
-from tests.helpers import DEADLINE, REPO, Cleanup, Spawn, gather, new_name
+from tests.helpers import DEADLINE, REPO, Cleanup, Spawn, gather, new_name, wait_until
 from tests.lifecycle.test_watch import _read_until
 from tests.reliability.cli import Unprivileged, unprivileged_setup
 
@@ -104,11 +104,19 @@ def test_a_creator_already_gone_keeps_its_pid_and_the_trace_s_comm(attributor: A
     pid = int(child.stdout)
 
     def both(found: list[Attribution]) -> bool:
-        return {record.object for record in _by(found, pid, "created")} >= {shm, queue}
+        return {record.mechanism for record in _by(found, pid, "created")} >= {"shm", "mqueue"}
 
-    created = {record.object: record for record in _by(_collect(attributor, both, "both creations"), pid, "created")}
-    assert created[queue].actor.comm == "ipcmon-attr-bye"  # the trace recorded it, whenever /proc is read
-    assert created[shm].actor.pid == pid and created[shm].key is not None
+    records = _by(_collect(attributor, both, "both creations"), pid, "created")
+    (segment,) = [record for record in records if record.mechanism == "shm"]
+    (made,) = [record for record in records if record.mechanism == "mqueue"]
+    # fanotify gives the pid only: the comm is /proc's if it was read before the exit, else unknown, never wrong.
+    assert (segment.object, segment.actor.pid) == (shm, pid) and segment.actor.comm in (None, "ipcmon-attr-bye")
+    assert segment.key is not None
+    assert made.actor.comm == "ipcmon-attr-bye"  # the trace recorded it, whenever /proc is read
+    # Its name is gone with it: the queue is the one entry that appeared then, or, when another process made a
+    # queue in the same instant (other tests on this machine do), honestly unknown.
+    st = os.stat(f"/dev/mqueue/{queue.lstrip('/')}")
+    assert (made.object, made.key) in ((queue, f"mqueue:{st.st_dev}:{st.st_ino}"), (UNTIED, None))
 
 
 def test_a_removal_names_the_unlinker_not_the_process_that_still_maps_it(
@@ -306,6 +314,67 @@ def test_opens_and_closes_of_a_segment_only_when_asked(cleanup: Cleanup) -> None
     assert not [record for record in unasked if record.object == name]
 
 
+def test_a_queue_removed_by_a_process_already_gone_is_named_and_keyed(attributor: Attributor,
+                                                                     cleanup: Cleanup) -> None:
+    name = cleanup.mqueue(new_name("rmq"))
+    posix_ipc.MessageQueue(name, posix_ipc.O_CREX).close()
+    st = os.stat(f"/dev/mqueue/{name.lstrip('/')}")
+    time.sleep(SETTLE * 3)  # its creation (ours) is handed over before the removal
+    code = "import os, posix_ipc, sys\nposix_ipc.unlink_message_queue(sys.argv[1])\nprint(os.getpid())\n"
+    pid = int(subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True, check=True).stdout)
+    records = _collect(attributor, lambda found: bool(_by(found, pid, "removed")), "the removal")
+    (record,) = _by(records, pid, "removed")
+    # Named by the one entry that went then; unknown if another process removed a queue in the same instant.
+    assert (record.object, record.key) in ((name, f"mqueue:{st.st_dev}:{st.st_ino}"), (UNTIED, None))
+    assert record.mechanism == "mqueue"
+
+
+def test_records_nobody_drains_are_bounded_and_counted(monkeypatch: pytest.MonkeyPatch, cleanup: Cleanup) -> None:
+    monkeypatch.setattr(attribution, "READY_MAX", 5)
+    attributor = _start(signals=False, queues=False)
+    names = [cleanup.shm(new_name(f"full{index}")) for index in range(12)]
+    try:
+        for name in names:  # twelve creations by one process: under the coalescer's burst, each its own record
+            posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=4096).close_fd()
+        wait_until(lambda: attributor.dropped >= 7, "the records beyond READY_MAX dropped")
+        kept = attributor.drain()
+    finally:
+        attributor.stop()
+    assert len(kept) == 5  # others' segments on the machine may be among them: only the count is ours to say
+    assert {record.object for record in kept if record.object in names} <= set(names[-5:])  # the oldest went
+
+
+def test_a_kernel_without_syscall_events_keeps_signals_and_says_why_queues_are_unknown(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A kernel without CONFIG_FTRACE_SYSCALLS cannot be had here: the instance refuses the syscall events as it would.
+    real = tracefs.TraceInstance
+
+    def without_syscalls(events: list[str], tracing: str | None = None, **options: str) -> tracefs.TraceInstance:
+        missing = [event for event in events if event.startswith("syscalls/")]
+        if missing:
+            raise FileNotFoundError(2, f"this kernel has no trace event {missing[0]}")
+        return real(events, tracing, **options)
+
+    monkeypatch.setattr(tracefs, "TraceInstance", without_syscalls)
+    attributor = _start_partial()
+    try:
+        statuses = {status.name: status for status in attributor.status()}
+    finally:
+        attributor.stop()
+    assert statuses["tracefs signals"].active
+    assert not statuses["tracefs queues"].active
+    assert statuses["tracefs queues"].reason == ("this kernel has no trace event syscalls/sys_enter_mq_open: "
+                                                 "who creates and removes message queues stays unknown")
+
+
+def _start_partial() -> Attributor:
+    if os.geteuid() != 0 or tracefs.tracing_dir() is None:
+        pytest.fail("tracefs needs root and a mount, as CI has")
+    attributor = Attributor([])
+    attributor.start()
+    return attributor
+
+
 _STORM = """
 import os, sys
 prefix = sys.argv[1]
@@ -365,7 +434,7 @@ def nobody() -> Iterator[Unprivileged]:
 
 
 def test_not_root_every_source_says_why_and_nothing_raises(nobody: Unprivileged) -> None:
-    code = ("from ipcmon.live.attribution import UNTIED, Attributor\n"
+    code = ("from ipcmon.live.attribution import SETTLE, UNTIED, Attributor\n"
             "attributor = Attributor(['/dev/shm'])\nattributor.start()\n"
             "for status in attributor.status():\n    print(status.name, '|', status.active, '|', status.reason)\n"
             "print('drained', attributor.drain(), attributor.lost)\nattributor.stop()\nattributor.stop()\n")

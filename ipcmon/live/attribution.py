@@ -24,11 +24,11 @@ there and turns it into records, so the kernel side never waits on ipcmon (a slo
   reused the buffer by then. The directory is watched with an inotify descriptor of this thread's own. An mq_open
   with O_CREAT but not O_EXCL made the queue only if that entry appeared just then; else it opened an existing one
   (without an mqueue mount to watch, it is always taken for an open). A call whose name cannot be read (the caller
-  is gone) is tied to the one entry that appeared (or went) unclaimed within 2 × SETTLE of it; if there is not
-  exactly one, the record's object is :data:`UNTIED` and its key None. Queues in another IPC namespace (a
-  container's) are outside the watched mount: their names are only what the caller's memory says. (Event probes
-  that copy the name in the kernel, ``e:`` dynamic events with ``ustring``, would be exact; the kernels this was
-  built on have none.)
+  is gone) is tied to the one entry that appeared (or went) within 2 × SETTLE of it that no other call claimed or
+  names; if there is not exactly one, the record's object is :data:`UNTIED` and its key None. Queues in another
+  IPC namespace (a container's) are outside the watched mount: their names are only what the caller's memory
+  says. (Event probes that copy the name in the kernel, ``e:`` dynamic events with ``ustring``, would be exact;
+  the kernel this was built on refuses them.)
 
 Every record is held SETTLE seconds before it is handed over (to pair renames and system calls, and drop glibc's
 temporary names), then coalesced: a storm of the same act by the same actor within a second is counted into one
@@ -678,6 +678,11 @@ class Attributor:
             match = next((entry for entry in entries if entry.name == name), None)
             if match is None and not staged.confirmed and not self._plausible(name, created):
                 name = None  # the caller's buffer was freed and reused before it could be read: bytes, not its name
+        if name is None:
+            # Entries another call names (held, or not yet returned) are that call's, not candidates for this one.
+            reserved = {other.record.object for other in self._staged if other.record.mechanism == "mqueue"}
+            reserved.update(call.name for call in self._calls.values() if call.name is not None)
+            entries = [entry for entry in entries if entry.name not in reserved]
         if name is None and len(entries) == 1:
             match = entries[0]
             name = match.name

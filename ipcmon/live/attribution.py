@@ -358,8 +358,7 @@ class Attributor:
                 os.close(fd)
         self._wake_read = self._wake_write = -1
         if thread is not None:
-            self._flush(float("inf"))
-            self._coalescer.close_all()
+            self._flush(time.monotonic(), release_all=True, final=True)
 
     # -- opening the sources --------------------------------------------------------------------------------------
 
@@ -570,7 +569,7 @@ class Attributor:
 
     def _stage(self, staged: _Staged) -> None:
         if len(self._staged) >= STAGE_MAX:
-            self._flush(float("inf"))
+            self._flush(time.monotonic(), release_all=True)
         self._staged.append(staged)
         if staged.ident is not None:
             self._by_inode.setdefault(staged.ident, []).append(staged)
@@ -714,9 +713,10 @@ class Attributor:
 
     # -- handing over -----------------------------------------------------------------------------------------
 
-    def _flush(self, now: float) -> None:
-        """Hand the records held SETTLE over to the coalescer, and close its ended windows."""
-        while self._staged and self._staged[0].due <= now:
+    def _flush(self, now: float, *, release_all: bool = False, final: bool = False) -> None:
+        """Hand the records held SETTLE (release_all: every one) over to the coalescer, and close its ended windows
+        (final: all of them)."""
+        while self._staged and (release_all or self._staged[0].due <= now):
             staged = self._staged.popleft()
             if staged.ident is not None:
                 same = self._by_inode.get(staged.ident)
@@ -731,8 +731,8 @@ class Attributor:
             if record is not None and record.mechanism == "mqueue":
                 record = self._resolve_queue(staged)
             if record is not None:
-                self._coalescer.add(record, now if now != float("inf") else time.monotonic())
-        if now == float("inf"):
+                self._coalescer.add(record, now)
+        if final:
             self._coalescer.close_all()
         else:
             self._coalescer.expire(now)

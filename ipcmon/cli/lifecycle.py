@@ -45,7 +45,8 @@ def add_watch_parser(commands: Subcommands) -> argparse.ArgumentParser:
         "watch",
         help="stream lifecycle events (created, attached, detached, destroyed…)",
         description="Opens with the state as it is: one 'state' line per deadlock and per deadlocked or blocked "
-        "process (or one saying nothing is), then prints each change as it comes.",
+        "process (or one saying nothing is), then prints each change as it comes. As root with tracefs mounted, "
+        "each signal sent is a 'sent' event naming its sender, its target and what became of it.",
     )
     add_scope(watch)
     watch.add_argument("--json", action="store_true", help="one JSON object per line, flushed")
@@ -104,6 +105,8 @@ def format_event(event: Event) -> str:
     lives: ``/seg [web-1]`` (text.place_suffix)."""
     clock = time.strftime("%H:%M:%S", time.localtime(event.time)) + f".{int(event.time % 1 * 1000):03d}"
     who = f"pid {event.pid} {printable(event.comm or '')}".rstrip() if event.pid is not None else ""
+    if event.event == "sent":  # the detail names sender and target: SIGUSR1 4321 bash → 1234 python3: delivered
+        return "  ".join([clock, f"{event.mechanism:<8}", f"{event.event:<19}", printable(event.detail)])
     parts = [clock, f"{event.mechanism:<8}", f"{event.event:<19}", printable(event.object) + place_suffix(event.place)]
     if who:
         parts.append(who)
@@ -141,17 +144,21 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     config = ScanConfig(kinds=args.kind, pids=args.pid, hide_self=not args.show_self)
     selector = place_selector(args)
-    monitor = Monitor(config, history=args.history, on_event=emit, places=selector)
+    monitor = Monitor(config, history=args.history, on_event=emit, places=selector, senders=True)
     baseline, _ = monitor.poll()  # the baseline: events are what changes from here on
     if selector is not None and select_places(baseline, selector, "ipcmon watch") is None:
         return 1  # as for a --pid naming no process
     # What is stuck already, first: on a machine that hung before watch started, no change would ever say it.
     for event in state_events(baseline):
         emit(event)
-    # On stderr, so that stdout holds nothing but events (JSON lines stay parseable).
+    monitor.start()
+    # On stderr, so that stdout holds nothing but events (JSON lines stay parseable); "watching" once every source
+    # runs, so that what happens after it is seen.
+    for source in monitor.sources:
+        if not source.active:
+            sys.stderr.write(f"{source.name}: {printable(source.reason)}\n")
     sys.stderr.write(f"watching {', '.join(args.kind)} every {args.interval:g}s (Ctrl-C to stop)\n")
     sys.stderr.flush()
-    monitor.start()
     try:
         while not stop.is_set():
             started = time.monotonic()

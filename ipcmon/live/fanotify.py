@@ -26,6 +26,9 @@ FAN_REPORT_FID = 0x200
 FAN_REPORT_DIR_FID = 0x400
 FAN_REPORT_NAME = 0x800
 FAN_REPORT_DFID_NAME = FAN_REPORT_DIR_FID | FAN_REPORT_NAME
+FAN_REPORT_TARGET_FID = 0x1000
+"""Linux 5.17: entry events (create, delete, moves) also carry the entry's own file handle, so a removed file's
+inode is still known (:func:`tmpfs_inode`)."""
 
 FAN_MARK_ADD = 0x1
 FAN_MARK_FILESYSTEM = 0x100
@@ -81,7 +84,8 @@ class FanEvent:
     directory: bytes | None
     """The directory's file handle (fsid and f_handle bytes): equal handles are the same directory."""
     handle: bytes | None
-    """The file's own handle (``FAN_REPORT_FID``), when the kernel gave one (not for an entry already deleted)."""
+    """The file's own handle (``FAN_REPORT_FID``), when the kernel gave one: for opens and closes always, for entry
+    events (create, delete, moves) when the group reports target handles (``FAN_REPORT_TARGET_FID``)."""
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -92,6 +96,33 @@ class FanEvent:
     def overflow(self) -> bool:
         """The kernel's queue overflowed (FAN_Q_OVERFLOW): events were lost, and the state must be re-read."""
         return bool(self.mask & FAN_Q_OVERFLOW)
+
+
+def fsid(handle: bytes) -> bytes:
+    """The filesystem id a handle starts with (statfs(2) ``f_fsid``, 8 bytes): :func:`fsid_of` of its mount."""
+    return handle[: _FSID.size]
+
+
+def fsid_of(path: str) -> bytes:
+    """The filesystem id of the filesystem path is on, as the handles in its events start with."""
+    value = os.statvfs(path).f_fsid  # glibc folds f_fsid's two ints into one: val[0] | val[1] << 32
+    return struct.pack("=II", value & 0xFFFFFFFF, value >> 32 & 0xFFFFFFFF)
+
+
+_SHMEM_HANDLE = struct.Struct("=IiIII")
+"""tmpfs's handle after its header (mm/shmem.c shmem_encode_fh, type 1, three words): generation, inode low and high
+32 bits."""
+
+
+def tmpfs_inode(handle: bytes | None) -> int | None:
+    """The inode number in a tmpfs file handle (fsid, then handle_bytes 12, type 1, generation, inode low, inode
+    high); None for a handle of another shape."""
+    if handle is None or len(handle) != _FSID.size + _SHMEM_HANDLE.size:
+        return None
+    handle_bytes, handle_type, _generation, low, high = _SHMEM_HANDLE.unpack_from(handle, _FSID.size)
+    if handle_bytes != 12 or handle_type != 1:
+        return None
+    return int(low | high << 32)
 
 
 def _libc() -> ctypes.CDLL:
@@ -158,15 +189,22 @@ class Fanotify:
 
     Raises PermissionError without CAP_SYS_ADMIN, OSError(ENOSYS) on a kernel without fanotify, and OSError with
     the kernel's errno when a filesystem cannot be marked (EOPNOTSUPP: no file handles, as on mqueue; EXDEV: a
-    filesystem with a non-unique fsid).
+    filesystem with a non-unique fsid). target: ask for the entry's own handle on entry events too
+    (FAN_REPORT_TARGET_FID); a kernel older than 5.17 refuses it (EINVAL) and the group is made without it
+    (``self.target`` says which).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, target: bool = False) -> None:
         self._libc = _libc()
-        fd = self._libc.fanotify_init(
-            FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_DFID_NAME | FAN_REPORT_FID,
-            os.O_RDONLY | os.O_CLOEXEC,
-        )
+        flags = FAN_CLASS_NOTIF | FAN_CLOEXEC | FAN_NONBLOCK | FAN_REPORT_DFID_NAME | FAN_REPORT_FID
+        fd = -1
+        if target:
+            fd = self._libc.fanotify_init(flags | FAN_REPORT_TARGET_FID, os.O_RDONLY | os.O_CLOEXEC)
+            if fd < 0 and ctypes.get_errno() != errno.EINVAL:
+                _raise("fanotify_init")
+        self.target = fd >= 0
+        if fd < 0:
+            fd = self._libc.fanotify_init(flags, os.O_RDONLY | os.O_CLOEXEC)
         if fd < 0:
             _raise("fanotify_init")
         self.fd: int = fd

@@ -24,6 +24,7 @@ from ipcmon.model import Event, EventName, Mechanism, MessageQueue, Place, ShmSe
 from ipcmon.text import PlaceSelector
 
 if TYPE_CHECKING:
+    from ipcmon.live.attribution import Attributor, SourceStatus
     from ipcmon.live.inotify import DirectoryWatch
 
 EventCallback = Callable[[Event], None]
@@ -87,7 +88,11 @@ class Monitor:
         history: int = 10_000,
         on_event: EventCallback | None = None,
         places: PlaceSelector | None = None,
+        senders: bool = False,
     ) -> None:
+        """senders: with the signal kind, ``start()`` also runs the tracefs source of ``live.attribution`` and
+        reports each signal sent as a ``sent`` event naming its sender (root and tracefs needed: ``sources``
+        says why not)."""
         self.config = config
         self.places = places
         """``--container``/``--ns``: the snapshot is restricted to those places (collect.scan.restrict_to_places)
@@ -107,6 +112,8 @@ class Monitor:
         self._scan_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._inotify: DirectoryWatch | None = None
+        self._senders = senders
+        self._attributor: Attributor | None = None
         self._names: dict[str, Named] = {}
         """path → (object key, held) from the last snapshot and inotify, to name deletions."""
         self._announced: dict[tuple[str, str], float] = {}
@@ -197,7 +204,13 @@ class Monitor:
     # --- inotify -------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start watching the shm directory and the mqueue mount (whichever exist and are in ``config.kinds``)."""
+        """Start watching the shm directory and the mqueue mount (whichever exist and are in ``config.kinds``), and
+        with ``senders`` the signals sent."""
+        if self._senders and "signal" in self.config.kinds and self._attributor is None:
+            from ipcmon.live.attribution import Attributor
+
+            self._attributor = Attributor([], signals=True, queues=False, on_wake=self._on_attributions)
+            self._attributor.start()
         if self._inotify is not None:
             return
         from ipcmon.live.inotify import DirectoryWatch  # watchdog: only a Monitor that watches loads it
@@ -216,6 +229,36 @@ class Monitor:
         watch, self._inotify = self._inotify, None
         if watch is not None:
             watch.stop()
+        attributor = self._attributor
+        if attributor is not None:
+            attributor.stop()  # what it held comes through _on_attributions before it is let go
+            self._attributor = None
+
+    @property
+    def sources(self) -> list[SourceStatus]:
+        """The attribution sources started (``senders``), each active or with why not; empty when none."""
+        return self._attributor.status() if self._attributor is not None else []
+
+    def _on_attributions(self) -> None:
+        """The Attributor's wake-up (on its thread): its ``sent`` records become events, logged and handed on."""
+        from ipcmon.live.attribution import sent_event
+
+        attributor = self._attributor
+        if attributor is None:
+            return
+        events = [sent_event(record) for record in attributor.drain() if record.action == "sent"]
+        if self.selection is not None:
+            events = [event for event in events if self.selection.wants(event)]  # sent by or to a selected one
+        if not events:
+            return
+        with self._state_lock:
+            self.log.extend(events)
+        if self._on_event is not None:
+            for event in events:
+                try:
+                    self._on_event(event)
+                except Exception as error:  # a handler that raises must not end the source's thread
+                    self.errors.append(f"attribution: {type(error).__name__}: {error}")
 
     @property
     def inotify_backlog(self) -> int:

@@ -2,12 +2,14 @@
 
 The kernel's trace events are read through an instance of ipcmon's own under ``instances/`` of the tracing directory
 (Documentation/trace/ftrace.rst, "Instances"), so the machine's main trace buffer and anyone else's instances are
-left alone. The instance is named ``ipcmon-<pid>-<start ticks>``: it is removed on close, and :func:`remove_stale`
+left alone. The instance is named ``ipcmon-<pid>-<start ticks>`` (``-1``, ``-2``… after it for more instances of
+one process): it is removed on close, and :func:`remove_stale`
 removes one whose process is gone (an ipcmon killed with SIGKILL) at the next start.
 
 Events used (include/trace/events/signal.h, syscalls): ``signal:signal_generate`` (the sender is the task of the
 record; the target, signal and result are its fields), ``syscalls:sys_enter_mq_open`` and
-``syscalls:sys_enter_mq_unlink`` (the caller is the task; the name is a pointer into its memory).
+``syscalls:sys_enter_mq_unlink`` (the caller is the task; the name is a pointer into its memory), and their
+``sys_exit_*`` returns (whether the call worked).
 
 tracefs may not be mounted: mounting it is a system change left to the user (:data:`MOUNT_HINT`). Creating an
 instance needs root.
@@ -31,6 +33,9 @@ PREFIX = "ipcmon-"
 SIGNAL_GENERATE = "signal/signal_generate"
 MQ_OPEN = "syscalls/sys_enter_mq_open"
 MQ_UNLINK = "syscalls/sys_enter_mq_unlink"
+MQ_OPEN_EXIT = "syscalls/sys_exit_mq_open"
+MQ_UNLINK_EXIT = "syscalls/sys_exit_mq_unlink"
+"""A system call's return: the record of the same task that follows its entry says whether it worked (``ret``)."""
 
 RESULTS = {0: "delivered", 1: "ignored", 2: "already pending", 3: "queue full", 4: "delivered without info"}
 """signal_generate's ``res`` (include/trace/events/signal.h, enum trace_signal_result). ``delivered`` means queued to
@@ -38,7 +43,7 @@ the target: whether the target blocks it is read from the target's mask, not fro
 
 _LINE = re.compile(
     r"^\s*(?P<comm>.*)-(?P<tid>\d+)\s+(?:\(\s*(?P<tgid>[-\d]+)\)\s+)?\[(?P<cpu>\d+)\]\s+\S+\s+"
-    r"(?P<time>\d+\.\d+):\s+(?P<event>\w+)(?::\s?(?P<body>.*)|\((?P<arguments>.*)\))$"
+    r"(?P<time>\d+\.\d+):\s+(?P<event>\w+)(?::\s?(?P<body>.*)|\((?P<arguments>.*)\)| -> (?P<ret>0x[0-9a-f]+))$"
 )
 _SIGNAL = re.compile(
     r"^sig=(?P<sig>-?\d+) errno=(?P<errno>-?\d+) code=(?P<code>-?\d+) comm=(?P<comm>.*) pid=(?P<pid>-?\d+) "
@@ -58,17 +63,29 @@ class TraceRecord:
     """The acting task's process id (with ``record-tgid``); None when the trace did not say."""
     cpu: int
     time: float
-    """Seconds on the trace clock (``local`` by default: seconds since boot, per CPU)."""
+    """Seconds on the instance's trace clock (``local`` by default: seconds since boot, per CPU; ``mono``:
+    CLOCK_MONOTONIC, what time.monotonic() reads)."""
     event: str
-    """The event as the trace prints it: ``signal_generate``; a system call's entry as ``sys_mq_open``."""
+    """The event as the trace prints it: ``signal_generate``; a system call's entry and its return both as
+    ``sys_mq_open`` (a return has the one field ``ret``: :attr:`returned`)."""
     fields: dict[str, str]
     """The event's fields by name, as text: ``sig``, ``comm``, ``pid``, ``res`` for signal_generate; ``u_name``,
-    ``oflag``… for a system call (numbers in the kernel's own base: pointers in hex)."""
+    ``oflag``… for a system call's entry, ``ret`` for its return (numbers in the kernel's own base: pointers and
+    return values in hex)."""
 
     @property
     def pid(self) -> int:
         """The acting process: its tgid when recorded, else the thread id."""
         return self.tgid if self.tgid is not None and self.tgid > 0 else self.tid
+
+    @property
+    def returned(self) -> int | None:
+        """For a system call's return record, its return value as a signed number (``-2``: -ENOENT); else None."""
+        ret = self.fields.get("ret")
+        if ret is None:
+            return None
+        value = int(ret, 16)
+        return value - (1 << 64) if value >= 1 << 63 else value
 
 
 def parse_line(line: str) -> TraceRecord | None:
@@ -78,7 +95,9 @@ def parse_line(line: str) -> TraceRecord | None:
         return None
     body = match["body"] if match["body"] is not None else match["arguments"]
     fields: dict[str, str]
-    if match["event"] == "signal_generate":
+    if match["ret"] is not None:
+        fields = {"ret": match["ret"]}
+    elif match["event"] == "signal_generate":
         signal_match = _SIGNAL.match(body)
         if signal_match is None:
             return None
@@ -121,7 +140,7 @@ def stale_instances(tracing: str) -> list[str]:
     stale = []
     for name in names:
         parts = name.removeprefix(PREFIX).split("-")
-        if not name.startswith(PREFIX) or len(parts) != 2 or not all(part.isdigit() for part in parts):
+        if not name.startswith(PREFIX) or len(parts) not in (2, 3) or not all(part.isdigit() for part in parts):
             continue
         if _start_ticks(int(parts[0])) != parts[1]:
             stale.append(name)
@@ -143,19 +162,31 @@ class TraceInstance:
     removes it.
 
     Raises FileNotFoundError when tracefs is not mounted (say :data:`MOUNT_HINT`), PermissionError when not
-    root, and OSError(ENOENT) naming the event when the kernel has no such event (no CONFIG_FTRACE_SYSCALLS)."""
+    root, and OSError(ENOENT) naming the event when the kernel has no such event (no CONFIG_FTRACE_SYSCALLS).
+    clock: the instance's trace_clock (``mono`` stamps records on CLOCK_MONOTONIC); None keeps the kernel's
+    default (``local``)."""
 
-    def __init__(self, events: Iterable[str], tracing: str | None = None) -> None:
+    def __init__(self, events: Iterable[str], tracing: str | None = None, *, clock: str | None = None) -> None:
         tracing = tracing or tracing_dir()
         if tracing is None:
             raise FileNotFoundError(errno.ENOENT, f"tracefs is not mounted (as root: {MOUNT_HINT})")
         remove_stale(tracing)
-        self.path = os.path.join(tracing, "instances", instance_name())
-        os.mkdir(self.path, 0o700)
+        # A second instance of one process (a recorder and a watch in one dashboard) is ``…-TICKS-1``, and so on.
+        base = os.path.join(tracing, "instances", instance_name())
+        for serial in range(64):
+            self.path = base if serial == 0 else f"{base}-{serial}"
+            try:
+                os.mkdir(self.path, 0o700)
+                break
+            except FileExistsError:
+                if serial == 63:
+                    raise
         self._pipe = -1
         self._partial = b""
         try:
             self._write("options/record-tgid", "1")
+            if clock is not None:
+                self._write("trace_clock", clock)
             for event in events:
                 try:
                     self._write(f"events/{event}/enable", "1")

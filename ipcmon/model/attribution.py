@@ -82,3 +82,6 @@ class Attribution:
     count: int = 1
     """How many such acts this record stands for: a storm of the same act by the same actor on objects of one
     pattern is coalesced into one record (issue 16, bad input) and counted."""
+    cause: str | None = None
+    """For ``sent`` by the kernel: why, where the signal's code says it (``child exited``, ``address not mapped``,
+    ``write to a pipe with no reader``); None when the record does not tell."""

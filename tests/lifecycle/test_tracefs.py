@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -21,7 +22,7 @@ from ipcmon.live.tracefs import (
     parse_line,
     tracing_dir,
 )
-from tests.helpers import REPO, gather, new_name
+from tests.helpers import REPO, gather, new_name, wait_until
 
 
 @pytest.fixture
@@ -37,6 +38,8 @@ def tracing() -> str:
 def test_a_signal_names_its_sender_target_and_result(tracing: str) -> None:
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
+        # vfork lets Popen return before execve renames the child: wait for the name the assertion expects.
+        wait_until(lambda: Path(f"/proc/{sleeper.pid}/comm").read_text().strip() == "sleep", "sleep's exec")
         with TraceInstance([SIGNAL_GENERATE], tracing) as instance:
             os.kill(sleeper.pid, signal.SIGUSR1)
 
@@ -107,5 +110,14 @@ def test_lines_of_odd_shape() -> None:
     assert (record.comm, record.tid, record.pid, record.cpu) == ("my-app x", 4321, 4300, 1)
     assert (record.fields["comm"], record.fields["pid"], RESULTS[int(record.fields["res"])]) == ("a pid=1 b", "77",
                                                                                              "ignored")
+    returned = parse_line("  python3-11101   (  11101) [000] ..... 26605.158595: sys_mq_unlink -> 0xfffffffffffffffe")
+    assert returned is not None and (returned.event, returned.returned) == ("sys_mq_unlink", -2)
     assert parse_line("CPU:1 [LOST 38 EVENTS]") is None
     assert parse_line("python3-9 [000] ..... 1.5: signal_generate: sig=") is None
+
+
+def test_two_instances_of_one_process_coexist_and_both_go(tracing: str) -> None:
+    with TraceInstance([SIGNAL_GENERATE], tracing) as first, TraceInstance([SIGNAL_GENERATE], tracing) as second:
+        assert second.path == first.path + "-1"
+        assert os.path.isdir(first.path) and os.path.isdir(second.path)
+    assert not os.path.exists(first.path) and not os.path.exists(second.path)

@@ -431,8 +431,11 @@ HAZARD_HEADERS = ("LEVEL", "KIND", "OBJECT", "PROBLEM")
 
 def hazard_rows(snapshot: Snapshot) -> list[tuple[str, ...]]:
     """Every leak and hazard, most serious first (health.rank), its level as glyph and word: ``✖ bad``; an object
-    not on the host followed by where it lives: ``/seg [web-1]``."""
+    not on the host followed by where it lives: ``/seg [web-1]`` (an shm mount's problem says it already)."""
     places = health.object_places(snapshot)
+    if snapshot.capacity is not None:
+        for mount in snapshot.capacity.shm_mounts:
+            places.pop(health.mount_key(mount), None)
     return [
         (hazard.level_text, hazard.mechanism, printable(hazard.object) + place_suffix(places.get(hazard.key)),
          printable(hazard.problem))
@@ -462,10 +465,10 @@ def namespace_row(namespace: Namespace) -> tuple[str, ...]:
 def namespace_lines(snapshot: Snapshot) -> list[str]:
     """The Namespaces section (issue 15): each (IPC, mount) namespace pair a process runs in, host first, and what
     was read of it; those that could not be read are counted and named with why. No lines when only the host's
-    exists (or the scan did not read namespaces)."""
+    exists (or the scan did not read namespaces); the host's with mount namespaces of their own count as the host."""
     namespaces = snapshot.namespaces
-    if len(namespaces) < 2:
-        return []
+    if all(namespace.place.host and namespace.access == "read" for namespace in namespaces):
+        return []  # the host's alone (a kernel thread or a service with a mount namespace of its own is the host's)
     lines = ["", f"== Namespaces ({len(namespaces)})"]
     unread = [namespace for namespace in namespaces if namespace.access != "read"]
     if unread:

@@ -436,15 +436,15 @@ def place_suffix(place: Place | None) -> str:
 
 
 def several_places(places: Iterable[Place | None]) -> bool:
-    """Whether more than one place appears among these, unknown ones (None: a pipe, a memfd, a scan that did not
-    read namespaces) aside: a place column is then worth its width."""
+    """Whether more than one place appears among these, by label, unknown ones (None: a pipe, a memfd, a scan that
+    did not read namespaces) aside: a place column is then worth its width."""
     first: Place | None = None
     for place in places:
         if place is None:
             continue
         if first is None:
             first = place
-        elif place is not first and place != first:  # the scan shares one Place per namespace: mostly `is`
+        elif place is not first and place.label != first.label:  # the host's, whatever its mount namespace
             return True
     return False
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ipcmon.collect import procfs
-from ipcmon.model import Place, Process
+from ipcmon.model import Place, Process, names_better
 from ipcmon.safe import printable
 
 R = TypeVar("R")
@@ -79,22 +79,10 @@ def own_namespace(proc: str = procfs.PROC) -> int | None:
         return None
 
 
-def namespace_of(pid: int, process: Process | None, proc: str = procfs.PROC) -> int | None:
-    """The inode of a process's IPC namespace: Process.place.ipc when the scan filled it (collect/namespaces.py),
-    else read from the /proc/PID/ns/ipc link (``ipc:[INODE]``); None when not permitted or gone.
-
-    The fallback to the link is there until every scan fills Process.place; then it goes (issue 15)."""
-    if process is not None and process.place is not None:
-        return process.place.ipc
-    try:
-        link = os.readlink(f"{proc}/{pid}/ns/ipc")
-    except OSError:
-        return None
-    opening, closing = link.find("["), link.rfind("]")
-    try:
-        return int(link[opening + 1:closing]) if 0 <= opening < closing else None
-    except ValueError:
-        return None
+def namespace_of(process: Process | None) -> int | None:
+    """The inode of a process's IPC namespace, as the scan's pre-pass read it (Process.place, collect/namespaces.py);
+    None when it could not be read (not permitted) or the process is not in the scan."""
+    return process.place.ipc if process is not None and process.place is not None else None
 
 
 def ipc_namespaces(processes: Mapping[int, Process], proc: str = procfs.PROC) -> IpcNamespaces:
@@ -105,7 +93,7 @@ def ipc_namespaces(processes: Mapping[int, Process], proc: str = procfs.PROC) ->
     if found.own is None:
         return found
     for pid, process in processes.items():
-        inode = namespace_of(pid, process, proc)
+        inode = namespace_of(process)
         if inode is None:
             continue
         found.of_pid[pid] = inode
@@ -115,19 +103,11 @@ def ipc_namespaces(processes: Mapping[int, Process], proc: str = procfs.PROC) ->
         if len(pids) < MEMBERS_TRIED:
             pids.append(pid)
         known = found.places.get(inode)
-        if known is None or _names_more(process.place, known):
+        if known is None or names_better(process.place, known):
             place = process.place
             found.places[inode] = Place(ipc=inode, mnt=None, container=place.container if place else None,
                                         unit=place.unit if place else None)
     return found
-
-
-def _names_more(place: Place | None, known: Place) -> bool:
-    """Whether a member's place names its namespace better than the one kept: a container over a unit over none
-    (members of one IPC namespace may differ: a pod's containers share one)."""
-    if place is None or known.container is not None:
-        return False
-    return place.container is not None or (bool(place.unit) and not known.unit)
 
 
 def setns(fd: int, nstype: int) -> None:

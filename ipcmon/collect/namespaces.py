@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from ipcmon.collect import procfs
 from ipcmon.collect.config import MountDir, Places
 from ipcmon.collect.procfs import Denied, Gone
-from ipcmon.model import Container, Namespace, Place, Runtime
+from ipcmon.model import Container, Namespace, Place, Runtime, names_better
 from ipcmon.safe import counted
 
 DOCKER_ROOT = "/var/lib/docker"
@@ -328,9 +328,13 @@ def _elsewhere(
                     container = Container(container.id, container.runtime, names[container.id], container.pod)
             place = shared.get((*pair, container, unit))
             if place is None:
-                place = shared[(*pair, container, unit)] = Place(pair[0], pair[1], container, unit)
+                # The host's IPC namespace with a mount namespace of its own (a systemd service's PrivateTmp, an
+                # `unshare -m`) is the host, unless a container's cgroup says otherwise (docker's --ipc=host).
+                place = shared[(*pair, container, unit)] = Place(pair[0], pair[1], container, unit,
+                                                                 host=pair[0] == host_pair[0] and container is None)
             by_pid[pid] = place
-            first_place.setdefault(pair, place)
+            if pair not in first_place or names_better(place, first_place[pair]):
+                first_place[pair] = place  # the namespace's own place: the best named of its members
 
     seen_shm = {host_shm.dev} if host_shm else set()
     seen_mqueue = {host_mqueue.dev} if host_mqueue else set()

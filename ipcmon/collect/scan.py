@@ -27,7 +27,7 @@ from ipcmon.collect.memory import REFRESH_EVERY, ScanMemory
 from ipcmon.collect.mqueue import MOUNT_MQUEUE_HINT
 from ipcmon.collect.process import ProcessRead, ReadPlan, RememberedProcess, Unread, read_process, run_signature
 from ipcmon.collect.procfs import Denied, Gone, PidFds
-from ipcmon.model import Holder, Place, Process, ProcessSignals, Snapshot
+from ipcmon.model import Holder, Namespace, Place, Process, ProcessSignals, Snapshot, Sysv
 from ipcmon.safe import counted
 
 __all__ = [  # the names callers outside collect import from here
@@ -165,6 +165,8 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
         ),
         **records,
     )
+    if "sysv" in records:
+        snapshot = replace(snapshot, namespaces=sysv_read(snapshot.namespaces, records["sysv"]))
     # What processes that could not be read might hold is unknown (issue 13): said once, for every front end.
     snapshot = health.qualify(snapshot, privileged=os.geteuid() == 0)
     # Who waits on whom crosses mechanisms: it reads the pipes and queues the collectors built (if asked for).
@@ -307,6 +309,22 @@ def _resolve_waits(tables: _ProcessTables, proc: str) -> None:
             resolved = replace(resolved, wchan=resolved.wchan or waiting.read_wchan(pid, proc),
                                since=schedclock.last_ran(pid, raw.cpu, proc))
             tables.processes[pid] = replace(tables.processes[pid], waiting=resolved)
+
+
+def sysv_read(spaces: tuple[Namespace, ...], tables: Sysv) -> tuple[Namespace, ...]:
+    """Each namespace with ``sysv`` told: True for the first (host first) of each IPC namespace whose objects were
+    read, False where they could not be (the sysv collector's note says why), None for the others sharing it."""
+    told: set[int | None] = set()
+    found = []
+    for space in spaces:
+        ipc = space.place.ipc
+        if ipc in told or ipc is None:
+            found.append(space)
+            continue
+        told.add(ipc)
+        sysv = True if ipc in tables.read else False if ipc in tables.unread else None
+        found.append(replace(space, sysv=sysv) if tables.available else space)
+    return tuple(found)
 
 
 def hidden_note(count: int) -> str:

@@ -82,7 +82,9 @@ def collect(
         if ref.sysv:
             maps_by_id[(spaces.namespace_of(ref.pid), ref.inode)].append(ref)
 
-    records = [_records(own, spaces.own, None, maps_by_id, processes)]  # place None: ipcmon's own (SysvShm.place)
+    host = Place(ipc=spaces.own, mnt=None, host=True) if spaces.own is not None else None
+    records = [_records(own, spaces.own, host, maps_by_id, processes)]
+    read = [spaces.own] if spaces.own is not None else []
     unread: dict[str, list[Place]] = defaultdict(list)
     if spaces.members:
         for inode, result in ipcns.in_ipc_namespaces(spaces.members, _read_entered(proc), proc=proc).items():
@@ -92,11 +94,13 @@ def collect(
                     unread[_why(result)].append(place)
                 continue
             records.append(_records(result, inode, place, maps_by_id, processes))
+            read.append(inode)
     if notes is not None:
         notes.extend(_unread_note(why, places) for why, places in unread.items())
     return Sysv(shm=tuple(record for found in records for record in found.shm),
                 msg=tuple(record for found in records for record in found.msg),
-                sem=tuple(record for found in records for record in found.sem), available=True)
+                sem=tuple(record for found in records for record in found.sem), available=True, read=tuple(read),
+                unread=tuple(place.ipc for places in unread.values() for place in places if place.ipc is not None))
 
 
 def _read_entered(proc: str) -> Callable[[int], Tables]:

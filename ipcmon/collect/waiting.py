@@ -444,7 +444,7 @@ def _ipc_place(pid: int, processes: Mapping[int, Process] | None) -> Place | Non
     """The IPC namespace a process waits in, for the key of the SysV object it waits on (ids are per namespace:
     the same msqid in two containers is two queues); None when unknown, or ipcmon's own."""
     own = ipcns.own_namespace()
-    inode = ipcns.namespace_of(pid, processes.get(pid) if processes is not None else None)
+    inode = ipcns.namespace_of(processes.get(pid) if processes is not None else None)
     if own is None or inode is None or inode == own:
         return None
     return Place(ipc=inode, mnt=None)

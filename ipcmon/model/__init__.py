@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ipcmon.model.attribution import Action, Actor, Attribution, AttributionSource, SignalResult
 from ipcmon.model.capacity import Budget, BudgetArea, BudgetUnit, Capacity, HolderUsage, ShmMount
-from ipcmon.model.places import Container, Namespace, NamespaceAccess, Place, Runtime
+from ipcmon.model.places import Container, Namespace, NamespaceAccess, Place, Runtime, names_better
 from ipcmon.model.records import (
     Holder,
     MessageQueue,
@@ -119,6 +119,7 @@ __all__ = [
     "Watched",
     "file_key",
     "key_mechanism",
+    "names_better",
     "pipe_ref",
     "sysv_key",
     "sysv_label",

@@ -54,7 +54,8 @@ class Place:
     unit: str | None = None
     """The systemd unit of its processes (``foo.service``) when no container is named; None when none. Raw."""
     host: bool = False
-    """The IPC namespace is ipcmon's own (and, for a mount-bound object, the mount namespace too)."""
+    """The IPC namespace is ipcmon's own, and no container's cgroup names it (a process with a mount namespace of its
+    own, such as a systemd service's PrivateTmp, is still the host's; a docker ``--ipc=host`` container is not)."""
 
     @property
     def label(self) -> str:
@@ -66,6 +67,16 @@ class Place:
         if self.unit:
             return self.unit
         return f"ipc:{self.ipc if self.ipc is not None else '?'}"
+
+
+def names_better(place: Place | None, known: Place) -> bool:
+    """Whether a member process's place names its namespace better than the one kept: a container over a unit over
+    none. Members of one namespace may differ (a pod's containers share one IPC namespace; a process that entered
+    with nsenter is not in the container's cgroup), and the best of them names the namespace, whichever comes
+    first."""
+    if place is None or known.container is not None:
+        return False
+    return place.container is not None or (bool(place.unit) and not known.unit)
 
 
 NamespaceAccess = Literal["read", "partial", "denied"]

@@ -421,3 +421,7 @@ class Sysv:
     sem: tuple[SysvSem, ...] = ()
     available: bool = True
     """False when /proc/sysvipc is missing (kernel without CONFIG_SYSVIPC, or /proc not mounted)."""
+    read: tuple[int, ...] = ()
+    """The IPC namespaces (inodes) whose objects are listed: ipcmon's own and every other one entered."""
+    unread: tuple[int, ...] = ()
+    """The IPC namespaces a process runs in whose objects could not be read (not permitted), said in a note."""

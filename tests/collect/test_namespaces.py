@@ -24,8 +24,8 @@ from ipcmon.collect.config import MountDir, Places
 from ipcmon.collect.fds import parse_maps
 from ipcmon.collect.procfs import PidFds
 from ipcmon.model import MessageQueue, Place, ShmSegment, Snapshot
-from tests.containers import SHM_SIZE, Scene, container
-from tests.helpers import DEADLINE, REPO, Cleanup, new_name
+from tests.containers import SHM_SIZE, Scene, cgroup_root, container
+from tests.helpers import DEADLINE, REPO, Cleanup, new_name, wait_until
 
 MiB = 1 << 20
 HEX = "0123456789abcdef" * 4
@@ -466,3 +466,35 @@ def test_many_namespaces_cost_one_mount_read_each(monkeypatch: pytest.MonkeyPatc
             child.wait()
             if child.stdout is not None:
                 child.stdout.close()
+
+
+def test_a_stranger_that_entered_a_container_does_not_take_its_label() -> None:
+    """Processes in the container's namespaces but outside its cgroup (an administrator's nsenter shell; here also
+    unshare itself, the lowest pid of them, moved out) are members too: the namespace keeps the container's label
+    whichever of them the scan meets first."""
+    name = new_name("stranger")
+    with container(name, name + "-q", 0x1C500000 + os.getpid() % 4096, cgroup=True) as scene:
+        with open(os.path.join(cgroup_root(), "cgroup.procs"), "w") as procs:
+            procs.write(str(scene.unshare_pid))  # the lowest pid of the namespaces now names no container
+        stranger = subprocess.Popen(["nsenter", "-t", str(scene.pid), "--ipc", "--mount", "sleep", "60"])
+        try:
+            def entered() -> bool:
+                try:
+                    return os.readlink(f"/proc/{stranger.pid}/ns/ipc") == f"ipc:[{scene.ipc}]"
+                except OSError:
+                    return False
+
+            wait_until(entered, "the stranger in the container's namespaces")
+            snapshot = scan(ScanConfig(kinds=("shm", "sysv")))
+        finally:
+            stranger.kill()
+            stranger.wait()
+    processes = {process.pid: process for process in snapshot.processes}
+    for outsider in (stranger.pid, scene.unshare_pid):
+        assert processes[outsider].place is not None and processes[outsider].place.container is None
+    (namespace,) = [n for n in snapshot.namespaces if (n.place.ipc, n.place.mnt) == (scene.ipc, scene.mnt)]
+    assert namespace.place.container is not None and namespace.place.container.id == scene.container_id
+    (segment,) = [s for s in snapshot.shm if s.name == name and s.dev == scene.shm_dev]
+    assert segment.place is not None and segment.place.container == namespace.place.container
+    (sysv,) = [s for s in snapshot.sysv.shm if s.place is not None and s.place.ipc == scene.ipc]
+    assert sysv.place is not None and sysv.place.container == namespace.place.container

@@ -175,7 +175,7 @@ def test_with_only_ipcmons_own_namespace_nothing_is_forked(cleanup: Cleanup, mon
     own = ipcns.own_namespace()
     snapshot = scan_kinds("sysv")
     host_only = {process.pid: process for process in snapshot.processes
-                 if ipcns.namespace_of(process.pid, process) == own}
+                 if ipcns.namespace_of(process) == own}
 
     def no_fork() -> int:
         raise AssertionError("forked with only ipcmon's own IPC namespace")

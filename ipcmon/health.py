@@ -486,6 +486,16 @@ def object_places(snapshot: Snapshot) -> dict[str, Place]:
     return places
 
 
+def hazard_places(snapshot: Snapshot) -> dict[str, Place]:
+    """The places a hazard's object is named with (``/seg [web-1]``): object_places but the shm mounts, whose
+    problem (mount_problem) names the container already."""
+    places = object_places(snapshot)
+    if snapshot.capacity is not None:
+        for mount in snapshot.capacity.shm_mounts:
+            places.pop(mount_key(mount), None)
+    return places
+
+
 def budget_label(budget: Budget) -> str:
     """How a budget reads as an object: ``RLIMIT_MSGQUEUE uid 4242`` (raw: the user name is the system's)."""
     return budget.name if budget.uid is None else f"{budget.name} uid {budget.uid}"

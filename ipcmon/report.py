@@ -432,10 +432,7 @@ HAZARD_HEADERS = ("LEVEL", "KIND", "OBJECT", "PROBLEM")
 def hazard_rows(snapshot: Snapshot) -> list[tuple[str, ...]]:
     """Every leak and hazard, most serious first (health.rank), its level as glyph and word: ``✖ bad``; an object
     not on the host followed by where it lives: ``/seg [web-1]`` (an shm mount's problem says it already)."""
-    places = health.object_places(snapshot)
-    if snapshot.capacity is not None:
-        for mount in snapshot.capacity.shm_mounts:
-            places.pop(health.mount_key(mount), None)
+    places = health.hazard_places(snapshot)
     return [
         (hazard.level_text, hazard.mechanism, printable(hazard.object) + place_suffix(places.get(hazard.key)),
          printable(hazard.problem))

@@ -13,8 +13,8 @@ from ipcmon.health import (
     Hazard,
     Level,
     Rank,
+    hazard_places,
     hazards,
-    object_places,
     rank,
 )
 from ipcmon.model import Mechanism, Place, Snapshot
@@ -75,7 +75,7 @@ def _alert(hazard: Hazard, place: Place | None = None) -> Alert:
 
 def find_alerts(snapshot: Snapshot) -> Iterator[Alert]:
     """The Overview's alerts: every hazard of the snapshot, most serious first (health.hazards order)."""
-    places = object_places(snapshot)
+    places = hazard_places(snapshot)
     for hazard in hazards(snapshot):
         yield _alert(hazard, places.get(hazard.key))
 

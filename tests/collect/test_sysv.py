@@ -8,7 +8,7 @@ import subprocess
 
 import sysv_ipc
 
-from ipcmon.model import Holder, SysvMsg, SysvSem, SysvShm
+from ipcmon.model import Holder, Place, SysvMsg, SysvSem, SysvShm
 from tests.helpers import Cleanup, Spawn, scan_kinds, tool
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -19,6 +19,9 @@ ATTACHER = """
     say("ready")
     hold()
 """
+
+HOST = Place(ipc=os.stat("/proc/self/ns/ipc").st_ino, mnt=None, host=True)
+"""ipcmon's own IPC namespace, as the scan places its SysV objects (mnt None: they are IPC-namespaced only)."""
 
 
 def ipcs_details(option: str, ipc_id: int) -> dict[str, str]:
@@ -126,7 +129,7 @@ def test_message_queue_with_messages(spawn: Spawn, cleanup: Cleanup) -> None:
     (found,) = [msg for msg in snapshot.sysv.msg if msg.id == queue.id]
     assert found == SysvMsg(
         key=queue.key, id=queue.id, mode=0o620, qbytes=len(b"first") + len(b"second!"), qnum=2, lspid=sender.pid,
-        lrpid=0, uid=0, gid=0, owner="root", stime=found.stime, rtime=0, ctime=found.ctime,
+        lrpid=0, uid=0, gid=0, owner="root", stime=found.stime, rtime=0, ctime=found.ctime, place=HOST,
     )
     assert found.stime > 0
     ipcs = ipcs_details("-q", queue.id)
@@ -144,6 +147,6 @@ def test_semaphore_set(cleanup: Cleanup) -> None:
 
     (found,) = [sem for sem in scan_kinds("sysv").sysv.sem if sem.id == semaphore.id]
     assert found == SysvSem(key=semaphore.key, id=semaphore.id, mode=0o600, nsems=1, uid=0, gid=0, owner="root",
-                            otime=found.otime, ctime=found.ctime)
+                            otime=found.otime, ctime=found.ctime, place=HOST)
     assert found.ctime > 0
     assert int(ipcs_details("-s", semaphore.id)["nsems"]) == found.nsems

@@ -148,7 +148,8 @@ def test_two_namespaces_with_the_same_key_are_two_segments_each_with_its_place_a
             assert [holder.pid for holder in segment.holders] == [scene.pid]
             assert segment.object_key == f"sysv-shm:{scene.ipc}:{scene.sysv_id}"
         assert a.object_key != b.object_key
-        (host,) = [segment for segment in snapshot.sysv.shm if segment.id == own.id and segment.place is None]
+        (host,) = [segment for segment in snapshot.sysv.shm if segment.id == own.id and segment.place is not None
+                   and segment.place.host]
         assert (host.key, host.nattch, host.holders, host.object_key) == (key, 0, (), f"sysv-shm:{own.id}")
 
 
@@ -183,7 +184,8 @@ def test_with_only_ipcmons_own_namespace_nothing_is_forked(cleanup: Cleanup, mon
     monkeypatch.setattr(os, "fork", no_fork)
     tables = sysv.collect(host_only, [])
     (found,) = [segment for segment in tables.shm if segment.id == memory.id]
-    assert (found.place, found.nattch, found.object_key) == (None, 1, f"sysv-shm:{memory.id}")
+    assert found.place is not None and found.place.host and found.place.mnt is None
+    assert (found.nattch, found.object_key) == (1, f"sysv-shm:{memory.id}")
 
 
 MSGRCV = """

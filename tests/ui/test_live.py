@@ -51,14 +51,15 @@ async def test_segment_appears_gets_a_holder_and_goes(cleanup: Cleanup) -> None:
         shm.close_fd()
         await wait_for(pilot, lambda: segment(app, name).state == "orphaned", "orphaned")  # type: ignore[union-attr]
         await jump(pilot, app, "shm", key)
-        assert "orphaned" in table.get_row(key)[6].plain
+        assert "orphaned" in table.get_cell(key, "state").plain
         # Attach by mapping it (no descriptor kept): this process becomes a holder by mapping.
         fd = os.open(f"/dev/shm{name}", os.O_RDWR)
         mapping = mmap.mmap(fd, 8192)
         os.close(fd)
         try:
-            await wait_for(pilot, lambda: str(os.getpid()) in table.get_row(key)[7].plain, "the holder in the row")
-            assert "held" in table.get_row(key)[6].plain
+            await wait_for(pilot, lambda: str(os.getpid()) in table.get_cell(key, "holders").plain,
+                           "the holder in the row")
+            assert "held" in table.get_cell(key, "state").plain
             detail = str(view(app, "shm").query_one(".detail-body").render())
             assert f"{os.getpid()}" in detail and "mapped rw-s" in detail
         finally:

@@ -243,7 +243,9 @@ def collect(
             try:
                 st = os.stat(path)  # created mid-scan: read it as it is now
             except OSError:
-                deleted = True
+                # The link count a holder's descriptor shows (fds.refresh) still says whether it has a name: the
+                # host's path to a container's mount runs through a process that may have just exited.
+                deleted = not held_fds
             else:
                 if (st.st_dev, st.st_ino) == identity:
                     segments.append(
@@ -272,7 +274,7 @@ def collect(
             mtime = ctime = None
         segments.append(
             _segment(path, shm_dir, size, allocated, mode, uid, gid, mtime, ctime, identity, held_fds,
-                     held_maps, processes, linked=False, place=place)
+                     held_maps, processes, linked=not deleted, place=place)
         )
     segments.sort(key=_order)
     return tuple(segments)

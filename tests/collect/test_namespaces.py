@@ -21,7 +21,7 @@ import pytest
 from ipcmon import health
 from ipcmon.collect import ScanConfig, Scanner, mqueue, namespaces, scan, shm
 from ipcmon.collect.config import MountDir, Places
-from ipcmon.collect.fds import parse_maps
+from ipcmon.collect.fds import Devices, parse_maps, read_fds
 from ipcmon.collect.procfs import PidFds
 from ipcmon.model import MessageQueue, Place, ShmSegment, Snapshot
 from tests.containers import SHM_SIZE, Scene, cgroup_root, container
@@ -498,3 +498,20 @@ def test_a_stranger_that_entered_a_container_does_not_take_its_label() -> None:
     assert segment.place is not None and segment.place.container == namespace.place.container
     (sysv,) = [s for s in snapshot.sysv.shm if s.place is not None and s.place.ipc == scene.ipc]
     assert sysv.place is not None and sysv.place.container == namespace.place.container
+
+
+def test_a_held_segment_whose_mount_path_went_with_a_process_is_still_named_not_deleted() -> None:
+    """The host reaches a container's tmpfs through /proc/PID/root of one of its processes; when that process exits
+    mid-scan the path fails, yet the holder's descriptor still shows the file's link count: a segment with a name
+    is never called deleted for it (seen under churn: created mid-scan, read as 'deleted, pins 0B')."""
+    name = new_name("gone-path")
+    with container(name, name + "-q", 0x1C600000 + os.getpid() % 4096) as scene:
+        devices = Devices(None, None, shm_devs=[scene.shm_dev])
+        fds = [ref for ref in read_fds(scene.pid, devices) if ref.kind == "shm" and ref.dev == scene.shm_dev]
+        assert fds, "the scene's holder has its segment open"
+        gone = MountDir("/proc/999999999/root/dev/shm", scene.shm_dev, Place(scene.ipc, scene.mnt), "/dev/shm")
+        processes = {process.pid: process for process in scan(ScanConfig(kinds=("shm",))).processes}
+        host = MountDir("/dev/shm", os.stat("/dev/shm").st_dev)  # the first is always the shm directory
+        (segment,) = [s for s in shm.collect([host, gone], processes, fds, []) if s.name == name]
+    assert segment.state == "held" and segment.pinned_bytes == 0
+    assert segment.size == 1 << 20 and segment.place == Place(scene.ipc, scene.mnt)

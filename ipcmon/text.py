@@ -520,7 +520,8 @@ class PlaceSelector:
     """Which places ``--container WHAT`` and ``--ns INODE`` select (both, when both are given).
 
     ``container``: ``host``; else a container's name, its id, or a prefix of its id of at least ``MIN_ID_PREFIX``
-    characters (its 12-character short id is one), each without regard to case (the dashboard's filter is
+    characters (its 12-character short id is one), or a place's label as the CONTAINER column prints it (a systemd
+    unit, ``ipc:INODE``), each without regard to case (the dashboard's filter is
     lower-cased; ids are hex); a prefix that several containers share selects them all. ``ns``: the
     inode of an IPC or a mount namespace (``ls -i``'d ``/proc/PID/ns/ipc`` or ``mnt``, ``lsns``'s NS column).
     """
@@ -539,6 +540,8 @@ class PlaceSelector:
         wanted = self.container
         if wanted == "host":
             return place.host
+        if wanted.lower() == place.label.lower():
+            return True  # as the CONTAINER column prints it: a unit, or ``ipc:INODE`` of a namespace no cgroup names
         found = place.container
         if found is None:
             return False

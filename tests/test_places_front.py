@@ -124,6 +124,18 @@ def test_a_selection_that_matches_nothing_is_told() -> None:
     assert not any_place(restrict_to_places(canned_snapshot(), PlaceSelector(container="host").matches))
 
 
+def test_a_label_as_the_column_prints_it_selects_and_the_unreadable_stay_counted() -> None:
+    snapshot = containers_snapshot()
+    unnamed = replace(WEB_PLACE, container=None)
+    moved = replace(snapshot, shm=tuple(replace(s, place=unnamed) if s.place == WEB_PLACE else s for s in snapshot.shm))
+    by_label = restrict_to_places(moved, PlaceSelector(container=f"IPC:{unnamed.ipc}").matches)
+    assert [s.name for s in by_label.shm] == ["/demo-frames"]  # ipc:INODE, as the CONTAINER column prints it
+    # Where an unreadable process runs is unknown: whatever is selected, its count and note stay.
+    hidden = replace(snapshot, hidden_processes=3, notes=(*snapshot.notes, "3 processes could not be fully read"))
+    host = restrict_to_places(hidden, PlaceSelector(container="host").matches)
+    assert host.hidden_processes == 3 and "3 processes could not be fully read" in host.notes
+
+
 def test_json_gives_each_object_its_namespace_and_container() -> None:
     data = json.loads(dumps(containers_snapshot()))
     web = next(s for s in data["shm"] if s["dev"] == 61)

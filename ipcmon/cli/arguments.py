@@ -138,9 +138,23 @@ def select_places(snapshot: Snapshot, selector: PlaceSelector | None, command: s
 
     selected = restrict_to_places(snapshot, selector.matches)
     if not any_place(selected):
-        sys.stderr.write(f"{command}: no container or namespace matches {selector.describe()}\n")
+        sys.stderr.write(f"{command}: no container or namespace matches {selector.describe()}{_why_none(selector)}\n")
         return None
     return selected
+
+
+def _why_none(selector: PlaceSelector) -> str:
+    """What may explain an empty selection: a prefix too short to be taken as one, not being root."""
+    from ipcmon.text import MIN_ID_PREFIX
+
+    hints = []
+    wanted = selector.container
+    if wanted is not None and wanted != "host" and len(wanted) < MIN_ID_PREFIX:
+        hints.append(f"an id prefix needs at least {MIN_ID_PREFIX} characters")
+    if os.geteuid() != 0:
+        hints.append("not root: other users' processes' namespaces cannot be read (run as root to see every "
+                     "container)")
+    return "".join(f"; {hint}" for hint in hints)
 
 
 def any_place(snapshot: Snapshot) -> bool:

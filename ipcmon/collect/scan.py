@@ -376,7 +376,8 @@ def restrict_to_places(snapshot: Snapshot, selected: Callable[[Place | None], bo
 
     An object is IPC-namespaced (queues, SysV) or bound to a mount (shm): a selected namespace selects the objects
     of its IPC namespace, and of its mount namespace, even when their place names another namespace sharing it (a
-    pod's containers). An unknown place (None: a scan that did not read namespaces) is never selected."""
+    pod's containers). An unknown place (None: a scan that did not read namespaces) is never selected. The processes
+    that could not be read, and the notes, are kept whole: where those processes run is unknown."""
     namespaces = tuple(namespace for namespace in snapshot.namespaces if selected(namespace.place))
     ipcs = {namespace.place.ipc for namespace in namespaces} - {None}
     mnts = {namespace.place.mnt for namespace in namespaces} - {None}
@@ -400,6 +401,10 @@ def restrict_to_places(snapshot: Snapshot, selected: Callable[[Place | None], bo
                                                       if mount_bound(mount.place)))
     return replace(
         narrowed,
+        # Processes that could not be read have no known place: any of them may hold what any place has, so the
+        # count and its note stay whole (restrict_to_pids counts only the selected ones, who are known).
+        hidden_processes=snapshot.hidden_processes,
+        notes=snapshot.notes,
         namespaces=namespaces,
         shm=tuple(s for s in snapshot.shm if mount_bound(s.place) or held(s.holders)),
         mqueues=tuple(q for q in snapshot.mqueues if ipc_bound(q.place) or held(q.holders)),

@@ -549,6 +549,11 @@ class PlaceSelector:
         return (found.name is not None and found.name.lower() == lower) or ident == lower or (
             len(wanted) >= MIN_ID_PREFIX and ident.startswith(lower))
 
+    def options(self) -> list[str]:
+        """The options that select the same: ``["--container=web-1", "--ns=4026532281"]`` (raw: quote them)."""
+        return ([f"--container={self.container}"] if self.container is not None else []) + (
+            [f"--ns={self.ns}"] if self.ns is not None else [])
+
     def describe(self) -> str:
         """``--container web-1 --ns 4026532281`` as given; printable."""
         given = ([f"--container {self.container}"] if self.container is not None else []) + (

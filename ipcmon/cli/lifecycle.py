@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -298,8 +299,9 @@ def _nothing_matches(pattern: str) -> str:
     return f"nothing matches {printable(pattern)}\n"
 
 
-def _closing_line(leaks: list[Leak], pattern: str | None) -> str:
-    """What the leaks add up to, and the remedy for each sort: clean for those it may remove, the holders for
+def _closing_line(leaks: list[Leak], pattern: str | None, where: Sequence[str] = ()) -> str:
+    """What the leaks add up to, and the remedy for each sort: clean for those it may remove (with where, the
+    ``--container``/``--ns`` options given, so that the same names elsewhere are not taken too), the holders for
     deleted ones, root for other users' orphans."""
     import shlex
 
@@ -314,10 +316,12 @@ def _closing_line(leaks: list[Leak], pattern: str | None) -> str:
     advice = []
     if removable:
         match = shlex.quote(pattern) if pattern is not None else "GLOB"
+        options = "".join(" " + shlex.quote(word) for word in where)
         young = sum(not _old_enough(leak, CLEAN_MIN_AGE) for leak in removable)
         advice.append(f"{counted(len(removable), 'orphan', 'orphans')} can be removed: ipcmon clean --yes --match "
-                      f"{printable(match)}" + (f" ({young} changed in the last {CLEAN_MIN_AGE:g}s: clean leaves "
-                                               "them unless --min-age 0)" if young else ""))
+                      f"{printable(match)}{printable(options)}"
+                      + (f" ({young} changed in the last {CLEAN_MIN_AGE:g}s: clean leaves them unless --min-age 0)"
+                         if young else ""))
     if deleted:
         it = "it; its holders (HINT) must close it" if len(deleted) == 1 else \
             "them; their holders (HINT) must close them"
@@ -424,7 +428,8 @@ def cmd_leaks(args: argparse.Namespace) -> int:
             sys.stdout.write(f"who created them (journal {printable(creators.journal)}):\n")
             sys.stdout.write("".join(f"  {printable(leak.name)}: {creator_text(leak, creators.by_key[leak.key])}\n"
                                      for leak in leaks if leak.key in creators.by_key))
-        sys.stdout.write(_closing_line(leaks, args.match))
+        selector = place_selector(args)
+        sys.stdout.write(_closing_line(leaks, args.match, selector.options() if selector is not None else ()))
     if not args.json and found.matched != 0:
         sys.stdout.write(_unknown_line(found.unknown))
     if found.budgets and not args.json and args.match is None:

@@ -122,6 +122,9 @@ def test_container_front_ends_end_to_end() -> None:
         listed = ipcmon("leaks", "--match", name + "-orphan").stdout.decode().splitlines()
         assert listed[0].split()[3:5] == ["NAME", "CONTAINER"]
         assert [name + "-orphan", short] in [line.split()[4:6] for line in listed]
+        # Its remedy keeps to the container asked for: the same names elsewhere are not taken too.
+        hint = ipcmon("leaks", "--match", name + "-orphan", "--container", short).stdout.decode()
+        assert f"can be removed: ipcmon clean --yes --match {name}-orphan --container={short}" in hint, hint
 
         # clean --yes there: the orphan of that namespace goes, the other's of the same name stays.
         orphan_file = name[1:] + "-orphan"

@@ -6,12 +6,12 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from ipcmon.health import mount_level
+from ipcmon.health import budget_threshold, mount_level
 from ipcmon.model import Snapshot
 from ipcmon.safe import counted, printable
 from ipcmon.text import fill_cell, human_bytes
 
-DROP_ORDER = ("kernel", "interval", "shm-size", "hidden", "host", "shm")
+DROP_ORDER = ("kernel", "interval", "shm-size", "hidden", "host", "shm", "shm-others")
 """Parts left out, in this order, while the line is wider than the terminal (issue 12: at 80 columns the scan
 time, the pause state and read-only stay)."""
 
@@ -71,8 +71,16 @@ class StatusHeader(Static):
         mount = capacity.shm_mounts[0]
         level = mount_level(mount)
         style = "bold red" if level == "bad" else "yellow" if level == "warn" else ""
-        return [("shm", Text(f"  {printable(mount.path)} {fill_cell(mount.fill)}", style=style)),
-                ("shm-size", Text(f" of {human_bytes(mount.size)}", style=style))]
+        parts = [("shm", Text(f"  {printable(mount.path)} {fill_cell(mount.fill)}", style=style)),
+                 ("shm-size", Text(f" of {human_bytes(mount.size)}", style=style))]
+        # Containers' /dev/shm (issue 15): said only when one is past the threshold, as "+1 shm mount ≥90%".
+        levels = [mount_level(other) for other in capacity.shm_mounts[1:]]
+        past = [other_level for other_level in levels if other_level is not None]
+        if past:
+            worst = "bold red" if "bad" in past else "yellow"
+            mounts = counted(len(past), "shm mount", "shm mounts")
+            parts.append(("shm-others", Text(f"  +{mounts} ≥{budget_threshold():.0%}", style=worst)))
+        return parts
 
     def render(self) -> Text:
         parts = self.parts()

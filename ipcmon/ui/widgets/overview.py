@@ -22,6 +22,7 @@ from ipcmon.health import (
     budget_label,
     budget_level,
     budget_threshold,
+    mount_level,
     pending_count,
 )
 from ipcmon.model import KINDS, Place, Snapshot
@@ -136,6 +137,13 @@ def _budget_summary(s: Snapshot) -> str:
     if known:
         fullest = max(known, key=lambda budget: budget.fill or 0.0)
         line += f"; fullest: {printable(budget_label(fullest))} {fill_cell(fullest.fill)}"
+    others = capacity.shm_mounts[1:]  # containers' /dev/shm (issue 15): each a budget that fills
+    if others:
+        full = sum(mount_level(other) is not None for other in others)
+        fuller = max(others, key=lambda other: other.fill or 0.0)
+        shm += (f"; {counted(len(others), 'other shm mount', 'other shm mounts')}, {full} past "
+                f"{budget_threshold():.0%}, fullest {place_cell(fuller.place)} {fill_cell(fuller.fill)} of "
+                f"{human_bytes(fuller.size)}")
     return f"{shm}\n{line}"
 
 

@@ -40,9 +40,10 @@ from ipcmon.live.lineage import Lineage
 _BEFORE = pytest.StashKey[frozenset[str]]()
 _BLAME = pytest.StashKey["Blame"]()
 
-QUEUE_WAIT = 2.0
+QUEUE_WAIT = 5.0
 """Seconds to wait, at most, for the creators of the queues that appeared during a test: the Attributor holds a
-record 0.1 s, and a storm's counted record comes at the end of its 1 s window (ipcmon.live.coalesce)."""
+record 0.1 s (a storm's counted record comes at the end of its 1 s window, ipcmon.live.coalesce), but it reads every
+process's queue calls and may lag behind on a busy machine. Only a test during which a queue appeared waits."""
 
 
 class IpcLeakWarning(UserWarning):
@@ -121,10 +122,11 @@ class Blame:
         self._shm_dir: tuple[bytes, int] | None = None
         self._fan_lost = False
         self._shm_creators: dict[str, int] = {}
+        not_root = "not root: no fanotify, creators of segments and semaphores are unknown"
         try:
             fan = fanotify.Fanotify()
         except PermissionError:
-            self.reasons["shm"] = "not root: no fanotify, creators of segments and semaphores are unknown"
+            self.reasons["shm"] = not_root
         except OSError as error:
             self.reasons["shm"] = f"no fanotify ({error.strerror or error}): creators of segments are unknown"
         else:
@@ -132,6 +134,9 @@ class Blame:
                 fan.mark_filesystem(SHM_DIR, fanotify.FAN_CREATE | fanotify.FAN_MOVED_TO)
                 self._shm_dir = (fanotify.fsid_of(SHM_DIR), os.stat(SHM_DIR).st_ino)
                 self._fan = fan
+            except PermissionError:  # an ordinary user may open a group (Linux 5.13) but not mark a filesystem
+                fan.close()
+                self.reasons["shm"] = not_root
             except OSError as error:
                 fan.close()
                 self.reasons["shm"] = f"{SHM_DIR} cannot be watched ({error.strerror or error})"
@@ -198,18 +203,22 @@ class Blame:
                     self._queue_patterns.append((record.object[:-1], record.actor.pid))
                 else:
                     self._queue_creators["mqueue:" + record.object] = record.actor.pid
-            missing = {name for name in names if self._queue_creator(name) is None}
+            missing = {name for name in names if name not in self._queue_creators}
             remaining = deadline - time.monotonic()
             if not missing or remaining <= 0:
                 return
             self._ready.wait(min(remaining, 0.05))
 
     def _queue_creator(self, name: str) -> int | None:
+        """The creator of a queue: its own record's, else a storm's counted record (``/job-*``) by a descendant
+        whose pattern the name fits. A storm by another process proves nothing: the name may be one of its, or this
+        test's whose record is late."""
         pid = self._queue_creators.get(name)
         if pid is not None:
             return pid
         bare = name.removeprefix("mqueue:")
-        return next((pid for prefix, pid in reversed(self._queue_patterns) if bare.startswith(prefix)), None)
+        return next((pid for prefix, pid in reversed(self._queue_patterns)
+                     if bare.startswith(prefix) and self.lineage.descends(pid)), None)
 
     def judge(self, appeared: Iterable[str]) -> Verdict:
         """Sort the names that appeared during the test (and are still there) by whose they are."""

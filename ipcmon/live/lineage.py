@@ -93,8 +93,12 @@ class Lineage:
 
     @property
     def exact(self) -> bool:
-        """The fork records run and none was lost: every descendant, alive or not, is known."""
-        return self._trace is not None and self._lost == 0
+        """The fork records run and none was lost: every descendant, alive or not, is known. (The loss count is
+        read per CPU: only when a pid is not a known descendant.)"""
+        if self._trace is None:
+            return False
+        self._lost = max(self._lost, self._trace.lost())
+        return self._lost == 0
 
     def refresh(self) -> None:
         """Read the fork and exit records written since the last call (never blocks)."""
@@ -111,7 +115,6 @@ class Lineage:
                     self._exited.add(record.pid)  # the last thread: the process is gone
                 if record.tid != record.pid:
                     self._exited.add(record.tid)  # a thread (its tid may be reused as a pid)
-        self._lost = max(self._lost, trace.lost())
 
     def forget_exited(self) -> None:
         """Drop the descendants that exited (their pids may be reused from now on); the root is kept."""

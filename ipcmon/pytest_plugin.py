@@ -160,7 +160,8 @@ class Blame:
                 attributor.stop()
                 self.reasons["mqueue"] = status.reason if status is not None else "no tracefs: creators of queues " \
                                                                                   "are unknown"
-        self.lineage = Lineage()
+        # Without a source of creators there is nothing to tie to descendants: no trace instance for nothing.
+        self.lineage = Lineage(fork_records=self._fan is not None or self._attributor is not None)
         if self.lineage.reason:
             self.reasons["lineage"] = self.lineage.reason
 
@@ -261,7 +262,8 @@ class Blame:
                 leaked.append(name)
             elif ours is None:
                 unknown.append(name)
-                reasons[f"created by pid {pid}; {self.reasons.get('lineage', 'fork records were lost')}"] = None
+                why = self.reasons.get("lineage", "fork records were lost")
+                reasons[f"{name} was created by pid {pid}, not known to descend from this test: {why}"] = None
         return Verdict(leaked, unknown, list(reasons))
 
     def close(self) -> None:

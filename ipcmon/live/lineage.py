@@ -57,13 +57,18 @@ class Lineage:
     ``exact`` says whether the trace runs; ``reason`` says why not, in words. :meth:`close` removes the instance.
     """
 
-    def __init__(self, root: int | None = None) -> None:
+    def __init__(self, root: int | None = None, *, fork_records: bool = True) -> None:
+        """root: the process whose descendants are wanted (default this one); fork_records: open them (False:
+        only the parent chain in /proc)."""
         self.root = os.getpid() if root is None else root
         self._members: set[int] = {self.root}
         self._exited: set[int] = set()
         self._trace: tracefs.TraceInstance | None = None
         self._lost = 0
         self.reason = ""
+        if not fork_records:
+            self.reason = "no fork records asked for"
+            return
         if not _own_pid_namespace_is_the_hosts():
             self.reason = "in a child pid namespace the kernel's fork records name other pids"
             return
@@ -110,6 +115,7 @@ class Lineage:
                 child = record.fields.get("child_pid", "")
                 if child.isdigit() and (record.pid in self._members or record.tid in self._members):
                     self._members.add(int(child))
+                    self._exited.discard(int(child))  # a pid reused by a new descendant
             elif record.event == "sched_process_exit":
                 if record.fields.get("group_dead") == "true":
                     self._exited.add(record.pid)  # the last thread: the process is gone

@@ -150,7 +150,9 @@ class Blame:
         self._queue_patterns: list[tuple[str, int]] = []
         mqueue_dir = find_mqueue_dir()
         self._attributor: Attributor | None = None
-        if mqueue_dir is not None:
+        if mqueue_dir is None:
+            self.reasons["mqueue"] = "no mqueue mount: creators of queues are unknown"
+        else:
             attributor = Attributor([], signals=False, queues=True, on_wake=self._ready.set, mqueue_dir=mqueue_dir)
             attributor.start()
             status = next((status for status in attributor.status() if status.name == "tracefs queues"), None)
@@ -158,8 +160,7 @@ class Blame:
                 self._attributor = attributor
             else:
                 attributor.stop()
-                self.reasons["mqueue"] = status.reason if status is not None else "no tracefs: creators of queues " \
-                                                                                  "are unknown"
+                self.reasons["mqueue"] = status.reason if status is not None else "creators of queues are unknown"
         # Without a source of creators there is nothing to tie to descendants: no trace instance for nothing.
         self.lineage = Lineage(fork_records=self._fan is not None or self._attributor is not None)
         if self.lineage.reason:
@@ -255,7 +256,8 @@ class Blame:
                 continue
             if pid is None:
                 unknown.append(name)
-                reasons["events were lost" if lost else "its creation was not seen"] = None
+                seen = "events were lost" if lost else "its creation was not seen"
+                reasons[f"{name}: {seen}"] = None
                 continue
             ours = self.lineage.descends(pid)
             if ours:

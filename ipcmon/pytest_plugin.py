@@ -127,7 +127,7 @@ class Blame:
         self._shm_dir: tuple[bytes, int] | None = None
         self._fan_lost = False
         self._shm_creators: dict[str, int] = {}
-        not_root = "not root: no fanotify, creators of segments and semaphores are unknown"
+        not_root = "not root: no fanotify (it needs CAP_SYS_ADMIN), creators of segments and semaphores are unknown"
         try:
             fan = fanotify.Fanotify()
         except PermissionError:

@@ -50,6 +50,9 @@ _SIGNAL = re.compile(
     r"grp=(?P<grp>\d+) res=(?P<res>\d+)$"
 )
 _ARGUMENT = re.compile(r"(\w+): (0x[0-9a-f]+|-?\d+)")
+_ASSIGNMENT = re.compile(r"(\w+)=(\S*)")
+"""``key=value`` in an event's print format (``sched_process_fork: comm=sh pid=1 child_comm=sh child_pid=2``): a comm
+holding spaces or ``=`` may add stray keys, but the fields after it, printed later, win (the last of a key is kept)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +73,8 @@ class TraceRecord:
     ``sys_mq_open`` (a return has the one field ``ret``: :attr:`returned`)."""
     fields: dict[str, str]
     """The event's fields by name, as text: ``sig``, ``comm``, ``pid``, ``res`` for signal_generate; ``u_name``,
-    ``oflag``… for a system call's entry, ``ret`` for its return (numbers in the kernel's own base: pointers and
+    ``oflag``… for a system call's entry, ``ret`` for its return; ``child_pid`` for sched_process_fork and
+    ``group_dead`` for sched_process_exit (numbers in the kernel's own base: pointers and
     return values in hex)."""
 
     @property
@@ -103,7 +107,7 @@ def parse_line(line: str) -> TraceRecord | None:
             return None
         fields = signal_match.groupdict()
     else:
-        fields = dict(_ARGUMENT.findall(body))
+        fields = dict(_ARGUMENT.findall(body)) or dict(_ASSIGNMENT.findall(body))
     tgid = match["tgid"]
     return TraceRecord(match["comm"], int(match["tid"]), int(tgid) if tgid and tgid.lstrip("-").isdigit() else None,
                        int(match["cpu"]), float(match["time"]), match["event"], fields)

@@ -191,9 +191,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     sys.stderr.flush()
             stop.wait(max(args.interval - (time.monotonic() - started), 0.0))
     finally:
-        monitor.stop()
-        if sink is not None:
-            sink.close()
+        monitor.stop()  # closes the sink: what was queued for the journal is written
     return 0
 
 

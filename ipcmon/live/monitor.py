@@ -90,6 +90,8 @@ class Sink(Protocol):
 
     def note(self, text: str) -> None: ...
 
+    def close(self) -> None: ...
+
 
 MECHANISMS_BY_KIND: dict[str, frozenset[str]] = {
     "shm": frozenset({"shm", "sem"}),
@@ -274,6 +276,8 @@ class Monitor:
     def _fresh(self, event: Event) -> bool:
         if event.mechanism not in self._mechanisms and event.mechanism != "process":
             return False
+        if event.event != "destroyed" and (event.key, "destroyed", None) in self._announced:
+            return False  # a scan that began before inotify saw the object go: destroyed is its last event
         return self._announced.pop((event.key, event.event, event.pid), None) is None
 
     def _announce(self, event: Event, now: float) -> None:
@@ -340,8 +344,8 @@ class Monitor:
             self._inotify = watch
 
     def stop(self) -> None:
-        """Stop watching (and wait for the observer thread), stop the sources, and let out what waits for an actor;
-        a Monitor that was never started is fine."""
+        """Stop watching (and wait for the observer thread), stop the sources, let out what waits for an actor and
+        close the sink; a Monitor that was never started is fine."""
         watch, self._inotify = self._inotify, None
         if watch is not None:
             watch.stop()
@@ -354,6 +358,8 @@ class Monitor:
         if timer is not None:
             timer.cancel()
         self._release(everything=True)
+        if self._sink is not None:
+            self._sink.close()  # what was queued is written
 
     @property
     def sources(self) -> list[SourceStatus]:
@@ -563,6 +569,7 @@ class Monitor:
                 if known is not None and known.key == key:
                     return  # a poll already saw it (the inotify event came late)
                 self._names[path] = Named(key, st.st_dev, st.st_ino)
+                self._announced.pop((key, "destroyed", None), None)  # a new object on a reused inode
                 events.append(Event(now, mechanism, "created", name, key, source="inotify",
                                     detail=f"{st.st_size} bytes", place=self._host))
             else:

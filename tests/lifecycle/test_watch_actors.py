@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from tests.containers import container
 from tests.helpers import DEADLINE, REPO, Cleanup, Spawn, new_name, wait_until
 from tests.lifecycle.test_containers_front import _in_namespace
 from tests.lifecycle.test_watch import _read_until, _unread
+from tests.reliability.cli import Unprivileged, unprivileged_setup, watch_briefly
 
 
 def _require_root() -> None:
@@ -309,3 +311,28 @@ def test_lost_kernel_events_are_noted_once_per_growth() -> None:
     monitor.poll()
     assert len(sink.notes) == 1  # said once, not at every poll
     monitor._attributor = None
+
+
+@pytest.fixture(scope="module")
+def nobody() -> Iterator[Unprivileged]:
+    yield from unprivileged_setup(["watchdog"])
+
+
+def test_not_root_watch_says_which_source_is_missing_and_events_come_as_before(nobody: Unprivileged,
+                                                                                cleanup: Cleanup) -> None:
+    name = cleanup.shm(new_name("nr"))
+
+    def create() -> None:
+        fd = os.open(f"/dev/shm{name}", os.O_CREAT | os.O_RDWR, 0o644)
+        os.close(fd)
+
+    journal = os.path.join(nobody.home, "journal.db")
+    status, out, err = watch_briefly(
+        nobody.command([nobody.python, "-m", "ipcmon", "watch", "--kind", "shm", "--db", journal, "--interval",
+                        "0.3"]), nobody.env(), nobody.home, create)
+    errors = err.decode()
+    assert status == 0 and "Traceback" not in errors, errors
+    assert "fanotify /dev/shm: not root: who creates and removes segments and semaphores in /dev/shm stays " \
+           "unknown (run as root)" in errors, errors
+    [created] = [line for line in out.decode().splitlines() if name in line and " created " in line]
+    assert "[inotify]" in created and " by " not in created, created

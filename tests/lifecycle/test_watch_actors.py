@@ -336,3 +336,25 @@ def test_not_root_watch_says_which_source_is_missing_and_events_come_as_before(n
            "unknown (run as root)" in errors, errors
     [created] = [line for line in out.decode().splitlines() if name in line and " created " in line]
     assert "[inotify]" in created and " by " not in created, created
+
+
+def test_watch_json_gives_a_sent_event_with_its_sender_as_actor(spawn: Spawn) -> None:
+    # An Actor is no JSON value: each sent event used to raise in the handler and never be printed.
+    _require_root()
+    sleeper = spawn("""
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        say("ready")
+        hold()
+        """, comm="ipcm-sleeper")
+    sleeper.expect()
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "ipcmon", "watch", "--json", "--kind", "signal", "--pid", str(sleeper.pid),
+         "--interval", "0.3", "--no-journal"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        _read_until(watch, lambda text: text.startswith("watching"), timeout=3 * DEADLINE, stderr=True)
+        os.kill(sleeper.pid, signal.SIGUSR1)
+        sent = json.loads(_read_until(watch, lambda text: '"event": "sent"' in text, timeout=3 * DEADLINE))
+    finally:
+        _stop(watch)
+    assert sent["actor"]["pid"] == os.getpid() and sent["actor"]["kernel"] is False, sent
+    assert sent["detail"].endswith(f"→ {sleeper.pid} ipcm-sleeper: blocked, pending"), sent

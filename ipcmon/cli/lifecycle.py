@@ -175,12 +175,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
     for source in monitor.sources:
         if not source.active:
             sys.stderr.write(f"{printable(source.name)}: {printable(source.reason)}\n")
-    journal = ""
+    writing = ""
     if sink is not None:
         where = printable(sink.path)
-        journal = (f"; writing the journal {where} (no ipcmon record runs)" if sink.check() else
+        writing = (f"; writing the journal {where} (no ipcmon record runs)" if sink.check() else
                    f"; not writing the journal {where}: an ipcmon record (or a dashboard or watch) does")
-    sys.stderr.write(f"watching {', '.join(args.kind)} every {args.interval:g}s (Ctrl-C to stop){journal}\n")
+    sys.stderr.write(f"watching {', '.join(args.kind)} every {args.interval:g}s (Ctrl-C to stop){writing}\n")
     sys.stderr.flush()
     try:
         while not stop.is_set():

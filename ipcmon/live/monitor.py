@@ -76,6 +76,9 @@ RECENT_SECONDS = 60.0
 """Seconds an attribution is kept to name a poll's event (a poll comes at most an interval after the act)."""
 RECENT_MAX = 4096
 """Attributions kept for matching at most (the oldest go first)."""
+OUTBOX_MAX = 2000
+"""Events queued to go out beyond which new ones wait for no actor: under a storm, what waits stays bounded (a storm's
+acts are counted into key-less records by the Attributor and would name none of them anyway)."""
 MATCH_SECONDS = 2.0
 """An attribution with no key names an event of the same name at most this far apart in time."""
 _ACTS: dict[str, str] = {"created": "created", "destroyed": "removed", "unlinked-while-held": "removed"}
@@ -492,7 +495,7 @@ class Monitor:
             with self._out_lock:
                 for event in events:
                     waits = (wait and event.actor is None and event.event in _ACTS
-                             and event.mechanism in self._waiting_for)
+                             and event.mechanism in self._waiting_for and len(self._outbox) < OUTBOX_MAX)
                     self._outbox.append(_Waiting(event, deadline if waits else None))
         self._release()
 

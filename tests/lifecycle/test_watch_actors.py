@@ -358,3 +358,25 @@ def test_watch_json_gives_a_sent_event_with_its_sender_as_actor(spawn: Spawn) ->
         _stop(watch)
     assert sent["actor"]["pid"] == os.getpid() and sent["actor"]["kernel"] is False, sent
     assert sent["detail"].endswith(f"→ {sleeper.pid} ipcm-sleeper: blocked, pending"), sent
+
+
+def test_a_queue_s_creation_and_removal_name_their_process_through_tracefs(tmp_path: Path, cleanup: Cleanup) -> None:
+    _require_root()
+    name = cleanup.mqueue(new_name("q"))
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "ipcmon", "watch", "--kind", "mqueue", "--json", "--db", str(tmp_path / "j.db"),
+         "--interval", "0.3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        _read_until(watch, lambda text: text.startswith("watching"), timeout=3 * DEADLINE, stderr=True)
+        code = ("import ctypes, os, sys, time, posix_ipc\nctypes.CDLL(None).prctl(15, b'ipcm-queuer', 0, 0, 0)\n"
+                "queue = posix_ipc.MessageQueue(sys.argv[1], posix_ipc.O_CREX)\ntime.sleep(0.5)\nqueue.close()\n"
+                "queue.unlink()\nprint(os.getpid())\n")
+        queuer = int(subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True, check=True,
+                                    timeout=DEADLINE).stdout)
+        events = _events_of(watch, name, "destroyed")
+    finally:
+        _stop(watch)
+    named = {event["event"]: event for event in events}
+    for verb in ("created", "destroyed"):
+        assert named[verb]["source"] == "tracefs", events
+        assert (named[verb]["actor"]["pid"], named[verb]["actor"]["comm"]) == (queuer, "ipcm-queuer"), events

@@ -380,3 +380,17 @@ def test_a_queue_s_creation_and_removal_name_their_process_through_tracefs(tmp_p
     for verb in ("created", "destroyed"):
         assert named[verb]["source"] == "tracefs", events
         assert (named[verb]["actor"]["pid"], named[verb]["actor"]["comm"]) == (queuer, "ipcm-queuer"), events
+
+
+def test_a_second_recorder_on_one_journal_refuses_to_start(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    first = subprocess.Popen([sys.executable, "-m", "ipcmon", "record", "--db", str(path), "--interval", "0.5"],
+                             cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        _read_until(first, lambda text: "recording" in text, timeout=3 * DEADLINE, stderr=True)
+        second = subprocess.run([sys.executable, "-m", "ipcmon", "record", "--db", str(path)], cwd=REPO,
+                                capture_output=True, text=True, timeout=3 * DEADLINE)
+    finally:
+        errors = _stop(first)
+    assert second.returncode == 1 and "another ipcmon record is writing" in second.stderr, second.stderr
+    assert "Traceback" not in errors

@@ -302,7 +302,7 @@ def _exit_of(row: sqlite3.Row) -> ProcessExit:
 # --- opening --------------------------------------------------------------------------------------------------
 
 
-def _prepare_directory(path: str) -> None:
+def prepare_directory(path: str) -> None:
     """Create the journal's directory (mode 0700) if missing. An existing directory is left as it is: it may be
     /tmp or one the user chose."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -352,7 +352,7 @@ def open_for_writing(path: str, max_size: int = DEFAULT_MAX_SIZE) -> sqlite3.Con
     """A connection to the journal at path, created (directory 0700 when made here, file 0600) and migrated, in WAL
     mode with incremental vacuum. Raises JournalError."""
     try:
-        _prepare_directory(path)
+        prepare_directory(path)
         _create_file(path)
         connection = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
     except (OSError, sqlite3.Error) as error:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -81,20 +82,13 @@ def add_history_parser(commands: Subcommands) -> argparse.ArgumentParser:
 # --- record ---------------------------------------------------------------------------------------------------
 
 
-def _attribution_source(shm_dir: str) -> AttributionSource | None:
-    """The Attributor, started, with what each source gives or why it does not run said on stderr; None when this
-    build has none."""
+def _attribution_source(shm_dir: str) -> AttributionSource:
+    """The Attributor, started on the host's shm tmpfs (containers' are marked as the scans find them), with what
+    each source gives or why it does not run said on stderr."""
     from ipcmon.live.attribution import Attributor
 
-    try:
-        attributor = Attributor([shm_dir])
-        attributor.start()
-    except NotImplementedError:
-        # Until the attribution sources land (branch attr-engine, issue 16) the interface raises. The lead removes
-        # this fallback after merging them: Attributor() then always builds and start() never raises.
-        sys.stderr.write("ipcmon record: no attribution sources in this build: creators, removers and senders of "
-                         "signals are unknown; lifecycle events and process exits are recorded\n")
-        return None
+    attributor = Attributor([shm_dir])
+    attributor.start()
     for status in attributor.status():
         if status.active:
             sys.stderr.write(f"ipcmon record: {printable(status.name)}: on\n")
@@ -124,6 +118,21 @@ def cmd_record(args: argparse.Namespace) -> int:
         sys.stderr.write(f"ipcmon record: {printable(text)}\n")
         sys.stderr.flush()
 
+    from ipcmon.recorder import WRITER_WAIT, recorder_lock_path, take_lock, writer_lock_path
+
+    try:
+        journal.prepare_directory(path)
+    except OSError as error:
+        say(f"the journal's directory cannot be made: {error}")
+    # Held until this process ends (the kernel lets go of it, SIGKILL included): the dashboard and watch see it and
+    # leave the journal to this recorder (recorder.py).
+    lock = take_lock(recorder_lock_path(path))
+    if lock is None:
+        say(f"another ipcmon record is writing {path} (it holds {recorder_lock_path(path)}): not starting")
+        return 1
+    writer = take_lock(writer_lock_path(path), wait=WRITER_WAIT)  # a dashboard or watch writing lets go
+    if writer is None:
+        say(f"a dashboard or watch still writes {path} after {WRITER_WAIT:g}s: recording anyway")
     store = journal.Journal(
         path,
         keep=journal.DEFAULT_KEEP if args.keep is None else args.keep,
@@ -145,6 +154,9 @@ def cmd_record(args: argparse.Namespace) -> int:
         if callable(stopper):
             stopper()
         store.stop()
+        for fd in (writer, lock):
+            if fd is not None:
+                os.close(fd)
     say(f"stopped: {store.written:,} records written, {store.dropped:,} dropped"
         + (f", {len(store.memory):,} left in memory ({store.problem})" if store.problem is not None else ""))
     return 0
@@ -195,7 +207,8 @@ def _exit_line(record: ProcessExit) -> str:
     return f"{_when(record.time)}  process  exited {record.pid} {printable(command)}  [scan]"
 
 
-def _actor_json(actor: Actor | None) -> dict[str, object] | None:
+def actor_json(actor: Actor | None) -> dict[str, object] | None:
+    """An actor as history --json and watch --json give it (raw names: JSON escapes them); None for None."""
     if actor is None:
         return None
     return {"pid": actor.pid, "comm": actor.comm, "cmdline": list(actor.cmdline) if actor.cmdline is not None else None,
@@ -205,7 +218,7 @@ def _actor_json(actor: Actor | None) -> dict[str, object] | None:
 
 def _attribution_json(record: Attribution) -> dict[str, object]:
     return {"type": "attribution", "time": record.time, "action": record.action, "mechanism": record.mechanism,
-            "object": record.object, "key": record.key, "source": record.source, "actor": _actor_json(record.actor),
+            "object": record.object, "key": record.key, "source": record.source, "actor": actor_json(record.actor),
             "place": None if record.place is None else record.place.label, "signal": record.signal,
             "target": record.target, "target_comm": record.target_comm, "result": record.result,
             "blocked": record.blocked, "ignored": record.ignored, "count": record.count}
@@ -215,7 +228,7 @@ def _event_json(event: Event) -> dict[str, object]:
     return {"type": "event", "time": event.time, "mechanism": event.mechanism, "event": event.event,
             "object": event.object, "key": event.key, "pid": event.pid, "comm": event.comm, "source": event.source,
             "detail": event.detail, "place": None if event.place is None else event.place.label,
-            "actor": _actor_json(event.actor)}
+            "actor": actor_json(event.actor)}
 
 
 def _exit_json(record: ProcessExit) -> dict[str, object]:

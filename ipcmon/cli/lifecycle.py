@@ -30,7 +30,7 @@ from ipcmon.cli.arguments import (
     place_selector,
     select_places,
 )
-from ipcmon.cli.journal import add_db_option
+from ipcmon.cli.journal import actor_json, add_db_option
 from ipcmon.safe import counted, printable
 from ipcmon.text import PLACE_HEADER, human_age, human_bytes, place_cell, place_json, place_suffix
 
@@ -46,8 +46,10 @@ def add_watch_parser(commands: Subcommands) -> argparse.ArgumentParser:
         "watch",
         help="stream lifecycle events (created, attached, detached, destroyed…)",
         description="Opens with the state as it is: one 'state' line per deadlock and per deadlocked or blocked "
-        "process (or one saying nothing is), then prints each change as it comes. As root with tracefs mounted, "
-        "each signal sent is a 'sent' event naming its sender, its target and what became of it.",
+        "process (or one saying nothing is), then prints each change as it comes. As root, the creation and removal "
+        "of segments and semaphores name the process that did it ('by 4242 python3', fanotify), and with tracefs "
+        "mounted those of queues too, and each signal sent is a 'sent' event naming its sender, its target and what "
+        "became of it. While no ipcmon record runs, watch writes what it sees to the journal.",
     )
     add_scope(watch)
     watch.add_argument("--json", action="store_true", help="one JSON object per line, flushed")
@@ -55,6 +57,9 @@ def add_watch_parser(commands: Subcommands) -> argparse.ArgumentParser:
                        help="seconds between scans (default 1, at least 0.1); inotify reports shm and mqueue "
                             "creation and removal between scans")
     watch.add_argument("--history", type=int, default=10_000, metavar="N", help="events kept in memory")
+    add_db_option(watch)
+    watch.add_argument("--no-journal", action="store_true",
+                       help="do not write the journal (by default watch writes it while no ipcmon record runs)")
     return watch
 
 
@@ -109,12 +114,14 @@ def format_event(event: Event) -> str:
     if event.event == "sent":  # the detail names sender and target: SIGUSR1 4321 bash → 1234 python3: delivered
         return "  ".join([clock, f"{event.mechanism:<8}", f"{event.event:<19}", printable(event.detail)])
     parts = [clock, f"{event.mechanism:<8}", f"{event.event:<19}", printable(event.object) + place_suffix(event.place)]
+    if event.actor is not None:
+        parts.append(f"by {event.actor.pid} {printable(event.actor.comm or '?')}")
     if who:
         parts.append(who)
     if event.detail:
         parts.append(printable(event.detail))
-    if event.source == "inotify":
-        parts.append("[inotify]")
+    if event.source != "poll":
+        parts.append(f"[{event.source}]")
     return "  ".join(parts)
 
 
@@ -145,7 +152,18 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
     config = ScanConfig(kinds=args.kind, pids=args.pid, hide_self=not args.show_self)
     selector = place_selector(args)
-    monitor = Monitor(config, history=args.history, on_event=emit, places=selector, senders=True)
+    sink = None
+    if not args.no_journal:
+        from ipcmon import journal
+        from ipcmon.recorder import JournalWhenIdle
+
+        def say(text: str) -> None:
+            with output_lock:
+                sys.stderr.write(f"ipcmon watch: {printable(text)}\n")
+
+        sink = JournalWhenIdle(args.db or journal.default_path(), say=say)
+    monitor = Monitor(config, history=args.history, on_event=emit, places=selector, senders=True, actors=True,
+                      sink=sink)
     baseline, _ = monitor.poll()  # the baseline: events are what changes from here on
     if selector is not None and select_places(baseline, selector, "ipcmon watch") is None:
         return 1  # as for a --pid naming no process
@@ -157,16 +175,25 @@ def cmd_watch(args: argparse.Namespace) -> int:
     # runs, so that what happens after it is seen.
     for source in monitor.sources:
         if not source.active:
-            sys.stderr.write(f"{source.name}: {printable(source.reason)}\n")
-    sys.stderr.write(f"watching {', '.join(args.kind)} every {args.interval:g}s (Ctrl-C to stop)\n")
+            sys.stderr.write(f"{printable(source.name)}: {printable(source.reason)}\n")
+    writing = ""
+    if sink is not None:
+        where = printable(sink.path)
+        writing = (f"; writing the journal {where} (no ipcmon record runs)" if sink.check() else
+                   f"; not writing the journal {where}: an ipcmon record (or a dashboard or watch) does")
+    sys.stderr.write(f"watching {', '.join(args.kind)} every {args.interval:g}s (Ctrl-C to stop){writing}\n")
     sys.stderr.flush()
     try:
         while not stop.is_set():
             started = time.monotonic()
             monitor.poll()
+            while monitor.notes:  # kernel events lost: said, and the poll has re-read the state
+                with output_lock:
+                    sys.stderr.write(f"note: {printable(monitor.notes.popleft())}\n")
+                    sys.stderr.flush()
             stop.wait(max(args.interval - (time.monotonic() - started), 0.0))
     finally:
-        monitor.stop()
+        monitor.stop()  # closes the sink: what was queued for the journal is written
     return 0
 
 
@@ -182,9 +209,11 @@ def leak_to_dict(leak: Leak, place: Place | None = None) -> dict[str, object]:
 
 def event_to_dict(event: Event) -> dict[str, object]:
     """One event as ``watch --json`` writes it: its fields, and its place as ``namespace``, ``container`` and
-    ``place`` (text.place_json) instead of the nested record."""
+    ``place`` (text.place_json) instead of the nested record, and ``actor`` (who did it: pid, comm, cmdline, uid,
+    start_ticks, kernel, place; null when unknown)."""
     data = {field.name: getattr(event, field.name) for field in dataclasses.fields(event) if field.name != "place"}
     data.update(place_json(event.place))
+    data["actor"] = actor_json(event.actor)
     return data
 
 

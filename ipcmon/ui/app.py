@@ -274,9 +274,13 @@ def make_app(
     config = ScanConfig(kinds=tuple(kinds), pids=pids, hide_self=not show_self)
     app: IpcmonApp
     if source is None:
+        from ipcmon.journal import default_path
         from ipcmon.live.monitor import Monitor
+        from ipcmon.recorder import JournalWhenIdle
 
-        monitor = Monitor(config, history=history, on_event=lambda event: app.inotify_event(event), places=places)
+        # Names who created and removed (as root), and writes the journal while no ipcmon record runs (issue 16).
+        monitor = Monitor(config, history=history, on_event=lambda event: app.inotify_event(event), places=places,
+                          actors=True, sink=JournalWhenIdle(default_path()))
         feed: Feed = monitor
     else:
         feed = SourceFeed(source)

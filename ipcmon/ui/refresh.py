@@ -161,8 +161,8 @@ class RefreshingApp(App[None]):
 
     def inotify_event(self, event: Event) -> None:
         """The Monitor's callback, on its observer thread: it only posts (poll events arrive with the scan)."""
-        if event.source == "inotify":
-            self.post_message(WatchedEvents([event]))
+        if event.source == "inotify" or (event.source in ("fanotify", "tracefs") and event.event != "sent"):
+            self.post_message(WatchedEvents([event]))  # an inotify event whose actor a kernel source named
 
     @on(WatchedEvents)
     def _watched(self, message: WatchedEvents) -> None:

@@ -269,4 +269,14 @@ def test_an_unlink_seen_by_inotify_is_held_only_if_a_holder_still_has_it(
         posix_ipc.unlink_shared_memory(name)
         unlinked = _next_event(events, name)
         assert unlinked.source == "inotify"
+        if lets_go:
+            # The holder let go before the unlink: its detach comes first (not from the next poll, after the
+            # destroyed it preceded), then the destruction.
+            assert (unlinked.event, unlinked.pid) == ("detached", holder.pid)
+            unlinked = _next_event(events, name)
+            assert unlinked.source == "inotify"
         assert unlinked.event == ("destroyed" if lets_go else "unlinked-while-held")
+        if not lets_go:
+            assert unlinked.detail == f"held by {holder.pid} python3"
+        _, polled = monitor.poll()
+        assert not [event for event in polled if event.object == name and event.pid == holder.pid]

@@ -31,6 +31,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import signal
 import threading
 import time
 from collections import OrderedDict
@@ -465,9 +466,13 @@ class Monitor:
         waiting for them, and what waited long enough goes out."""
         from ipcmon.live.attribution import sent_event
 
-        sent = [sent_event(record) for record in self._take_attributions()]
+        sent = [sent_event(record) for record in self._take_attributions() if not routine(record)]
         if self.selection is not None:
             sent = [event for event in sent if self.selection.wants(event)]  # sent by or to a selected one
+        if self.places is not None:  # --container/--ns: sent by or to a process there
+            snapshot = self.snapshot
+            kept = {process.pid for process in snapshot.processes} if snapshot is not None else set()
+            sent = [event for event in sent if _target(event) in kept or (event.pid is not None and event.pid in kept)]
         self._deliver(sent, wait=False)
         self._check_lost()
 
@@ -687,3 +692,15 @@ def apply_inotify(snapshot: Snapshot, event: Event) -> Snapshot | None:
     else:
         return None
     return dataclasses.replace(snapshot, shm=tuple(segments))
+
+
+def routine(record: Attribution) -> bool:
+    """A signal the kernel sends on every child's exit (SIGCHLD): the machine's background noise, left out of the
+    ``sent`` events (every shell and service gets one per command it runs). The journal keeps it."""
+    return record.actor.kernel and record.signal == signal.SIGCHLD
+
+
+def _target(event: Event) -> int | None:
+    """The target pid of a ``sent`` event (its key is ``signal:PID``)."""
+    _, _, pid = event.key.partition(":")
+    return int(pid) if pid.isdigit() else None

@@ -194,6 +194,9 @@ class ViewSpec:
     filter_help: str = "filter: words match names, pids, commands; pid:123 kind:shm state:orphaned"
     placed: bool = False
     """Its table shows a CONTAINER column while its objects live in more than one place (issue 15)."""
+    optional: tuple[Column, ...] = ()
+    """Columns shown last while the dashboard knows who did what (``Context.who``, issue 16): the rows carry their
+    cells then."""
 
 
 class DetailPane(VerticalScroll):
@@ -266,6 +269,7 @@ class ObjectView(Vertical):
             sort_reverse=self.spec.sort_reverse,
             follow_top=self.spec.follow_top,
             placed=self.spec.placed,
+            optional=self.spec.optional,
         )
 
     @property
@@ -294,7 +298,7 @@ class ObjectView(Vertical):
         assert isinstance(table, ObjectTable)  # the Events view refreshes its timeline itself
         rows = list(self.rows(self.context))
         self.cache.forget(row.key for row in rows)
-        table.sync(rows)
+        table.sync(rows, optional=self.context.who is not None)
         table.set_class(table.row_count == 0, "-empty")
         self.show_detail()
 

@@ -27,6 +27,8 @@ from ipcmon.ui.view.describe import describe_process
 from ipcmon.ui.view.rows import signal_rows
 from ipcmon.ui.view.table import Context, RowCache, matches
 from ipcmon.ui.view.timeline import event_probe
+from ipcmon.ui.widgets.tables import ObjectTable
+from ipcmon.ui.widgets.timeline_table import TimelineTable
 from tests.helpers import Cleanup, Spawn, new_name
 from tests.journal.common import actor_of, created
 from tests.ui import canned
@@ -43,6 +45,12 @@ def _sent(target: int, signo: int, result: str = "delivered", *, pid: int = 4321
     return Attribution(when, "sent", "signal", f"{target} worker", Actor(pid, comm, (comm,), 0, 100, kernel=kernel),
                        "tracefs", f"signal:{target}", signal=signo, target=target, target_comm="worker",
                        result=result, blocked=blocked, cause=cause)  # type: ignore[arg-type]
+
+
+def _last_sent(table: ObjectTable | TimelineTable, key: str) -> str:
+    """The LAST SENT cell of a row as shown (after PENDING)."""
+    assert [column.key for column in table.spec][:4] == ["pid", "comm", "pending", "sent"]
+    return str(table.get_row(key)[3].plain)
 
 
 def _who(*records: Attribution) -> Attributions:
@@ -92,9 +100,9 @@ def test_the_process_view_lists_the_last_senders_newest_first(utc: None) -> None
     text = describe_process(4400, Context(snapshot, who=who)).plain
     section = text[text.index("Signals sent to it (3)"):].splitlines()
     clock = time.strftime("%H:%M:%S", time.gmtime(canned.TAKEN_AT))
-    assert section[1].strip() == rf"▲ blocked: SIGUSR1 from 4321 [@click=app.quit]x\x1b]2;pwn\x07 at {clock}: " \
+    assert section[1].strip() == rf"▲ SIGUSR1 from 4321 [@click=app.quit]x\x1b]2;pwn\x07 at {clock}: " \
                                  "blocked, pending"
-    assert section[2].strip().startswith("▲ ignored: SIGCHLD from kernel (child exited) at ")
+    assert section[2].strip().startswith("▲ SIGCHLD from kernel (child exited) at ")
     assert section[3].strip().startswith("SIGTERM from 4321 bash at ")
     assert "Signals sent to it" not in describe_process(4400, Context(snapshot)).plain
 
@@ -165,7 +173,7 @@ async def test_the_signals_view_and_the_picker_show_the_journals_senders(tmp_pat
         await pilot.press("5")
         table = view(app, "signals").table
         await wait_for(pilot, lambda: table.shows_optional and table.row_count, "the LAST SENT column")
-        assert table.get_row("signal:4400")[-1].plain.startswith("▲ blocked SIGUSR1 ← 4321 [@click=app.quit]x")
+        assert _last_sent(table, "signal:4400").startswith("▲ blocked SIGUSR1 ← 4321 [@click=app.quit]x")
         # k refuses a canned pid (no such process here): the picker is given what k would give it.
         await app.push_screen(SignalPicker(Text("process 4400 worker"), received=app.last_received(4400)))
         await wait_for(pilot, lambda: isinstance(app.screen, SignalPicker), "the signal picker")
@@ -202,11 +210,11 @@ async def test_a_blocked_sigusr1_shows_its_sender_in_the_signals_view(spawn: Spa
                 "os.kill(int(sys.argv[1]), 10)\nprint(os.getpid())\n")
         sender = int(subprocess.run([sys.executable, "-c", code, str(sleeper.pid)], capture_output=True, text=True,
                                     check=True).stdout)
-        await wait_for(pilot, lambda: "blocked" in table.get_row(key)[-1].plain, "the sender in LAST SENT")
-        assert table.get_row(key)[-1].plain == f"▲ blocked SIGUSR1 ← {sender} ipcmon-ui-snd"
+        await wait_for(pilot, lambda: "blocked" in _last_sent(table, key), "the sender in LAST SENT")
+        assert _last_sent(table, key) == f"▲ blocked SIGUSR1 ← {sender} ipcmon-ui-snd"
         await jump(pilot, app, "signals", key)
         detail = str(view(app, "signals").query_one(".detail-body").render())
-        assert f"▲ blocked: SIGUSR1 from {sender} ipcmon-ui-snd at " in detail
+        assert f"▲ SIGUSR1 from {sender} ipcmon-ui-snd at " in detail
         assert detail.split(f"SIGUSR1 from {sender} ipcmon-ui-snd at ", 1)[1].split("\n")[0].endswith(
             ": blocked, pending")
 

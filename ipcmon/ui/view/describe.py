@@ -182,7 +182,7 @@ def _sent(detail: Detail, pid: int, started: float | None) -> None:
         nor = " (nor in the journal)" if who.reader is not None else ""
         detail.plain(f"none seen since ipcmon started{nor}", detail.ctx.palette.muted)
     for sent in sents[:SENDERS_SHOWN]:
-        mark = f"{MARK_GLYPH} {sent.mark}: " if sent.mark else ""
+        mark = f"{MARK_GLYPH} " if sent.mark else ""  # the outcome says blocked or ignored; the glyph marks it
         detail.plain(mark + sent_text(sent), detail.ctx.palette.warn if sent.mark else "")
     if len(sents) > SENDERS_SHOWN:
         detail.plain(f"… {len(sents) - SENDERS_SHOWN} more", detail.ctx.palette.muted)

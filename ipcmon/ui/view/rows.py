@@ -339,8 +339,9 @@ SIGNAL_COLUMNS = (
     Column("waiting", "WAITING"),
 )
 SIGNAL_OPTIONAL_COLUMNS = (Column("sent", "LAST SENT", 40),)
-"""Shown while the dashboard knows who sends signals (an attribution source runs, or a journal exists: issue 16):
-the newest signal sent to the process and its sender, a blocked or ignored one first and marked."""
+"""Built after the others, shown after PENDING (ViewSpec.optional_at) while the dashboard knows who sends signals
+(an attribution source runs, or a journal exists: issue 16): the newest signal sent to the process and its sender, a
+blocked or ignored one first and marked."""
 
 
 def signal_rows(ctx: Context, cache: RowCache) -> Iterator[Row]:

@@ -195,8 +195,10 @@ class ViewSpec:
     placed: bool = False
     """Its table shows a CONTAINER column while its objects live in more than one place (issue 15)."""
     optional: tuple[Column, ...] = ()
-    """Columns shown last while the dashboard knows who did what (``Context.who``, issue 16): the rows carry their
-    cells then."""
+    """Columns shown while the dashboard knows who did what (``Context.who``, issue 16): the rows carry their cells
+    then, after the others."""
+    optional_at: int | None = None
+    """How many of ``columns`` come before the optional ones (None: all)."""
 
 
 class DetailPane(VerticalScroll):
@@ -270,6 +272,7 @@ class ObjectView(Vertical):
             follow_top=self.spec.follow_top,
             placed=self.spec.placed,
             optional=self.spec.optional,
+            optional_at=self.spec.optional_at,
         )
 
     @property

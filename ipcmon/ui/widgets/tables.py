@@ -85,18 +85,21 @@ class ObjectTable(DataTable[Cell]):
         follow_top: bool = False,
         placed: bool = False,
         optional: Sequence[Column] = (),
+        optional_at: int | None = None,
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
         super().__init__(cursor_type="row", id=id, classes=classes, zebra_stripes=False)
         self.base_spec = tuple(columns)
         self.spec = self.base_spec
-        """The columns shown: base_spec, with PLACE_COLUMN second while it is shown, and the optional columns last
-        while they are."""
+        """The columns shown: base_spec, with PLACE_COLUMN second while it is shown, and the optional columns after
+        ``optional_at`` of them while they are."""
         self.placed = placed
         """Whether this table shows PLACE_COLUMN when its rows live in several places (Row.place)."""
         self.optional = tuple(optional)
-        """Columns shown after base_spec only while ``sync`` is told to (the rows then carry their cells last)."""
+        """Columns shown only while ``sync`` is told to (the rows then carry their cells after the others)."""
+        self.optional_at = len(self.base_spec) if optional_at is None else optional_at
+        """How many of base_spec's columns come before the optional ones."""
         self._places = False
         self._optional_shown = False
         self.sort_column = sort_column or self.spec[0].key
@@ -183,8 +186,9 @@ class ObjectTable(DataTable[Cell]):
         if (places, optional) == (self._places, self._optional_shown):
             return
         self._places, self._optional_shown = places, optional
-        middle = (PLACE_COLUMN,) if places else ()
-        self.spec = (self.base_spec[0], *middle, *self.base_spec[1:], *(self.optional if optional else ()))
+        at = self.optional_at
+        columns = (*self.base_spec[:at], *(self.optional if optional else ()), *self.base_spec[at:])
+        self.spec = (columns[0], PLACE_COLUMN, *columns[1:]) if places else columns
         if all(column.key != self.sort_column for column in self.spec):
             self.sort_column = self.spec[0].key
         if not self.is_mounted:
@@ -195,13 +199,14 @@ class ObjectTable(DataTable[Cell]):
             self.add_column(self._label(column), key=column.key)
 
     def cells(self, row: Row) -> tuple[Cell, ...]:
-        """The row's cells as shown: with its place second while PLACE_COLUMN is, and its optional cells last while
-        the optional columns are (an empty cell for a row built without them)."""
+        """The row's cells as shown: with its place second while PLACE_COLUMN is, and its optional cells (built
+        after the others) where the optional columns are while they are shown (empty for a row built without)."""
         cells = row.cells
-        base = len(self.base_spec)
+        base, at = len(self.base_spec), self.optional_at
         if self._optional_shown:
-            cells = (*cells[:base], *cells[base:base + len(self.optional)],
+            extra = (*cells[base:base + len(self.optional)],
                      *(text_cell("") for _ in range(base + len(self.optional) - len(cells))))
+            cells = (*cells[:at], *extra, *cells[at:base])
         elif len(cells) > base:
             cells = cells[:base]
         if not self._places:

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ from tests.helpers import Cleanup, Spawn, new_name
 from tests.journal.common import actor_of, created
 from tests.ui import canned
 from tests.ui.conftest import canned_app, jump, live_app, started, view, wait_for
+from tests.ui.test_snapshots import ready
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -249,3 +251,18 @@ async def test_the_journal_names_the_creator_of_a_real_orphan_segment(spawn: Spa
         assert f"created by {creator.pid} ipcmon-ui-mk " in detail, detail
         line = detail[detail.index("created by"):].split("\n")[0]
         assert line.endswith("(exited)"), line
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_signals_view_with_senders(snap_compare: Callable[..., bool], tmp_path: Path, size: tuple[int, int],
+                                   utc: None) -> None:
+    """The Signals view and its detail pane with a journal's senders: a blocked SIGUSR1 from a hostile comm to the
+    canned worker, a SIGTERM to the producer."""
+    path = tmp_path / "journal.db"
+    journal = Journal(str(path))
+    journal.start()
+    journal.add(_sent(4400, 10, blocked=True, comm=HOSTILE))
+    journal.add(_sent(4242, 15, pid=1, comm="systemd", when=canned.TAKEN_AT - 20))
+    journal.stop()
+    app = canned_app(journal=str(path))
+    assert snap_compare(app, terminal_size=size, run_before=ready(app, "5"))

@@ -266,3 +266,19 @@ def test_signals_view_with_senders(snap_compare: Callable[..., bool], tmp_path: 
     journal.stop()
     app = canned_app(journal=str(path))
     assert snap_compare(app, terminal_size=size, run_before=ready(app, "5"))
+
+
+def test_a_send_seen_live_and_in_the_journal_is_listed_once(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    journal = Journal(str(path))
+    journal.start()
+    journal.add(_sent(4400, 10, blocked=True))
+    journal.add(_sent(4400, 15, when=canned.TAKEN_AT - 30))
+    journal.add(_sent(4400, 15, when=canned.TAKEN_AT - 600))  # before the process started: another process's
+    journal.stop()
+    app = canned_app(journal=str(path))
+    app.who.add([sent_event(_sent(4400, 10, blocked=True, when=canned.TAKEN_AT + 0.01))])  # a recorder's clock
+    sents = app.who.sent_to(4400, canned.TAKEN_AT - 300)
+    assert [(sent.signal, sent.outcome) for sent in sents] == [("SIGUSR1", "blocked, pending"),
+                                                              ("SIGTERM", "delivered")]
+    app.who.close()

@@ -171,9 +171,14 @@ class SentLog:
         return len(self._by_target)
 
 
+SAME_WITHIN = 0.05
+"""Seconds within which one sender's two records of one signal to one process are one act: this dashboard's and a
+recorder's (each maps the kernel's clock onto the wall clock on its own, so their times differ a little)."""
+
+
 def _same(a: Sent, b: Sent) -> bool:
     """The same act seen twice (live, and again from the journal the dashboard or a recorder wrote)."""
-    return a.signal == b.signal and a.sender.pid == b.sender.pid and abs(a.time - b.time) < 0.001
+    return a.signal == b.signal and a.sender.pid == b.sender.pid and abs(a.time - b.time) < SAME_WITHIN
 
 
 @dataclass(frozen=True, slots=True)

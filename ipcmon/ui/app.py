@@ -30,6 +30,7 @@ from ipcmon.ui.feed import Feed, SnapshotSource, SourceFeed
 from ipcmon.ui.key_actions import ActingApp
 from ipcmon.ui.messages import DemoStopped, ShowFiltered, StartDemo, StopDemo
 from ipcmon.ui.refresh import HISTORY_EVENTS
+from ipcmon.ui.view.actors import Attributions
 from ipcmon.ui.views import OBJECT_SPECS, Views
 from ipcmon.ui.widgets.demos_view import DemosView, expand_names
 from ipcmon.ui.widgets.events_view import EventsView
@@ -103,8 +104,9 @@ class IpcmonApp(ActingApp):
         demos: Sequence[str] = (),
         demo_step: float | None = None,
         history: int = HISTORY_EVENTS,
+        who: Attributions | None = None,
     ) -> None:
-        super().__init__(feed, interval=interval, history=history)
+        super().__init__(feed, interval=interval, history=history, who=who)
         self.demo_step = demo_step
         """Seconds between demo steps (None: each demo's default)."""
         self.initial_demos = tuple(expand_names(demos))
@@ -265,12 +267,18 @@ def make_app(
     demo_step: float | None = None,
     show_self: bool = True,
     places: PlaceSelector | None = None,
+    journal: str | None = None,
 ) -> IpcmonApp:
     """The dashboard over a snapshot source (None: the live system, with inotify) — the CLI and tests call this.
 
     show_self False leaves the dashboard's own process and pipes out of its scans (ScanConfig.hide_self): the CLI
     passes it unless ``--show-self``; tests that make objects in their own process keep the default. places
-    (``--container``, ``--ns``) restricts the live system's scans and events to those places (Monitor)."""
+    (``--container``, ``--ns``) restricts the live system's scans and events to those places (Monitor).
+
+    The live system's Monitor also reports who sends each signal (``senders``: root and tracefs), and the journal
+    (journal: its path; default ``ipcmon.journal.default_path()``) is read, read-only, when it exists: the Signals
+    view, the process view and the detail panes then name senders and creators. With a snapshot source, the journal
+    is read only when its path is given."""
     config = ScanConfig(kinds=tuple(kinds), pids=pids, hide_self=not show_self)
     app: IpcmonApp
     if source is None:
@@ -278,12 +286,18 @@ def make_app(
         from ipcmon.live.monitor import Monitor
         from ipcmon.recorder import JournalWhenIdle
 
-        # Names who created and removed (as root), and writes the journal while no ipcmon record runs (issue 16).
+        # Names who created and removed and who sent signals (as root), and writes the journal while no ipcmon record
+        # runs (issue 16).
         monitor = Monitor(config, history=history, on_event=lambda event: app.inotify_event(event), places=places,
-                          actors=True, sink=JournalWhenIdle(default_path()))
+                          actors=True, senders=True, sink=JournalWhenIdle(default_path()))
         feed: Feed = monitor
     else:
         feed = SourceFeed(source)
+    reader = None
+    if source is None or journal is not None:
+        from ipcmon.journal import open_reader
+
+        reader, _ = open_reader(journal)  # none, locked, corrupt: nothing to read (never an error)
     app = IpcmonApp(
         feed,
         interval=interval,
@@ -296,5 +310,6 @@ def make_app(
         demos=demos,
         demo_step=demo_step,
         history=history,
+        who=Attributions(reader),
     )
     return app

@@ -27,9 +27,13 @@ from ipcmon.ui.screens.confirm import ConfirmScreen
 from ipcmon.ui.screens.help import HelpScreen
 from ipcmon.ui.screens.process import ProcessScreen
 from ipcmon.ui.screens.signal import SignalPicker
+from ipcmon.ui.view.actors import sent_text
 from ipcmon.ui.view.rows import record_name
 from ipcmon.ui.view.table import Row
 from ipcmon.ui.views import VIEWS, NavigatingApp
+
+RECEIVED_SHOWN = 3
+"""Signals the process received last, listed in the signal picker."""
 
 
 class ActingApp(NavigatingApp):
@@ -208,11 +212,20 @@ class ActingApp(NavigatingApp):
             return
         await self._signal_flow(pid)
 
+    def last_received(self, pid: int) -> list[str]:
+        """The last signals sent to pid, newest first, in words (the signal picker lists them); [] when the dashboard
+        does not know senders."""
+        if not self.who.known:
+            return []
+        process = self.context.processes.get(pid)
+        sents = self.who.sent_to(pid, process.start_time if process is not None else None)
+        return [sent_text(sent) for sent in sents[:RECEIVED_SHOWN]]
+
     async def _signal_flow(self, pid: int) -> None:
         process = self.context.processes.get(pid)
         target = Text(f"process {pid} ")
         target.append(printable(process.comm) if process else "?", style="bold")
-        signo = await self.push_screen_wait(SignalPicker(target))
+        signo = await self.push_screen_wait(SignalPicker(target, received=self.last_received(pid)))
         if signo is None:
             self.notify("Cancelled: no signal sent.", markup=False)
             return

@@ -26,6 +26,7 @@ from ipcmon.ui.feed import Feed
 from ipcmon.ui.messages import ScanDone, ScanFailed, WatchedEvents
 from ipcmon.ui.screens.process import process_history
 from ipcmon.ui.state import empty_context
+from ipcmon.ui.view.actors import Attributions
 from ipcmon.ui.view.table import Context, Palette
 from ipcmon.ui.widgets.demos_view import running_demo_pids
 from ipcmon.ui.widgets.object_view import object_history
@@ -61,9 +62,14 @@ class RefreshingApp(App[None]):
     paused: reactive[bool] = reactive(False)
     scan_error: reactive[str] = reactive("")
 
-    def __init__(self, feed: Feed, *, interval: float, history: int = HISTORY_EVENTS) -> None:
+    def __init__(self, feed: Feed, *, interval: float, history: int = HISTORY_EVENTS,
+                 who: Attributions | None = None) -> None:
         super().__init__()
         self.feed = feed
+        self.who = who if who is not None else Attributions()
+        """Who sent each process its signals (the feed's ``sent`` events) and who created each object (the journal,
+        when one was opened): given to the views in the Context once it knows something (``known``)."""
+        self._seeded = False
         self.event_log = EventLog(history)
         """Every event seen (scans' diffs and inotify's), appended on the UI thread only."""
         self.set_reactive(RefreshingApp.interval, max(interval, MIN_INTERVAL))
@@ -85,6 +91,8 @@ class RefreshingApp(App[None]):
             self.feed.start()
         except Exception as error:  # inotify limits, permissions: polling still works
             self.notify(f"inotify unavailable, polling only: {error}", severity="warning", markup=False)
+        # The Monitor's attribution sources (issue 16); a plain snapshot source (tests, replays) has none.
+        self.who.live = any(source.active for source in getattr(self.feed, "sources", ()))
         self.request_scan()
 
     def stop_refreshing(self) -> None:
@@ -92,6 +100,7 @@ class RefreshingApp(App[None]):
         if self._timer is not None:
             self._timer.stop()
         self.feed.stop()
+        self.who.close()
 
     # --- scanning: a thread worker, never two at once, re-armed after each one ----------------------------
 
@@ -122,6 +131,11 @@ class RefreshingApp(App[None]):
         self.scan_error = ""
         drop_closed_watchers(self.query(Footer))
         self.event_log.extend(message.events)
+        self.who.add(message.events)
+        if not self._seeded:
+            # The signals each process got before the dashboard started, from the journal (once).
+            self._seeded = True
+            self.who.seed((process.pid, process.start_time) for process in message.snapshot.processes)
         # The log itself, not a copy (issue 12: 10,000 events copied every scan): views read what is new since
         # they last looked (EventLog.newer_than) and never change it.
         self._show(message.snapshot, events=self.event_log)
@@ -141,7 +155,8 @@ class RefreshingApp(App[None]):
         self.snapshot = snapshot
 
     def context_for(self, snapshot: Snapshot) -> Context:
-        return Context(snapshot, self.palette, running_demo_pids(self.demo_processes.values(), snapshot))
+        return Context(snapshot, self.palette, running_demo_pids(self.demo_processes.values(), snapshot),
+                       who=self.who if self.who.known else None)
 
     def _next_scan(self) -> None:
         if self._rescan:
@@ -160,9 +175,10 @@ class RefreshingApp(App[None]):
     # --- inotify: the watcher thread posts, this thread decides -------------------------------------------
 
     def inotify_event(self, event: Event) -> None:
-        """The Monitor's callback, on its observer thread: it only posts (poll events arrive with the scan)."""
-        if event.source == "inotify" or (event.source in ("fanotify", "tracefs") and event.event != "sent"):
-            self.post_message(WatchedEvents([event]))  # an inotify event whose actor a kernel source named
+        """The Monitor's callback, on its observer or attribution thread: it only posts (poll events arrive with the
+        scan): inotify's, those a kernel source named the actor of, and the ``sent`` events (only this way)."""
+        if event.source in ("inotify", "fanotify", "tracefs"):
+            self.post_message(WatchedEvents([event]))
 
     @on(WatchedEvents)
     def _watched(self, message: WatchedEvents) -> None:
@@ -171,6 +187,13 @@ class RefreshingApp(App[None]):
         # UI starved: after each scan, rest at least as long as it took (MIN_REST at least) first.
         self.event_log.extend(message.events)
         now = time.monotonic()
+        if self.who.add(message.events) and all(event.event == "sent" for event in message.events):
+            # Only signals sent: the views show their senders now (rows rebuilt only where they changed); the next
+            # scan shows what they changed (pending sets), no rescan for them (a SIGCHLD storm would be one).
+            if self.snapshot is not None and not self.paused and now - self._last_patch >= PATCH_GAP:
+                self._last_patch = now
+                self._show(self.snapshot)
+            return
         calm = len(message.events) <= INOTIFY_CALM and now - self._last_patch >= PATCH_GAP
         if calm and not self.paused and self.snapshot is not None:
             # Show segments created or removed at once; the rescan below fills in their holders. Only when

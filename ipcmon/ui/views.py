@@ -16,6 +16,7 @@ from ipcmon.ui.view.rows import (
     PIPE_COLUMNS,
     SHM_COLUMNS,
     SIGNAL_COLUMNS,
+    SIGNAL_OPTIONAL_COLUMNS,
     mqueue_rows,
     pipe_rows,
     shm_rows,
@@ -74,7 +75,8 @@ OBJECT_SPECS = (
     ViewSpec("pipes", "Pipes & FIFOs", PIPE_COLUMNS, pipe_rows, ("pipe",),
              note_words=("pipe",), sort_column="inode", empty="no pipes or FIFOs"),
     ViewSpec("signals", "Signals", SIGNAL_COLUMNS, signal_rows, ("signal",), sort_column="pending",
-             sort_reverse=True, empty="no processes", filter_help="filter: pid, command, signal name; state:pending"),
+             sort_reverse=True, empty="no processes", filter_help="filter: pid, command, signal name; state:pending",
+             optional=SIGNAL_OPTIONAL_COLUMNS, optional_at=3),  # LAST SENT after PENDING: who sent what is pending
 )
 """The table views other than Events (whose rows come from the event log, see widgets/events_view.py)."""
 

@@ -19,7 +19,7 @@ from ipcmon.ui.widgets.tables import ObjectTable
 from tests.helpers import Spawn
 from tests.lifecycle.test_watch_state import _scene
 from tests.ui import canned
-from tests.ui.conftest import canned_app, live_app, shown_names, started, wait_for
+from tests.ui.conftest import canned_app, live_app, shown_names, started, view, wait_for
 
 
 def _text(static: Static) -> str:
@@ -91,7 +91,9 @@ async def test_deadlock_first_then_the_blocked_writer_and_enter_opens_their_proc
             # The Signals view's WAITING column marks the stuck ones with the bad glyph (readable without colour).
             await pilot.press("5")
             await wait_for(pilot, lambda: len(shown_names(app, "signals")) == 3, "the three processes")
-            waits = dict(zip(shown_names(app, "signals"), shown_names(app, "signals", 7), strict=True))
+            # By its key: LAST SENT comes before it when the dashboard knows senders (root, tracefs: issue 16).
+            waiting = [column.key for column in view(app, "signals").table.spec].index("waiting")
+            waits = dict(zip(shown_names(app, "signals"), shown_names(app, "signals", waiting), strict=True))
             assert waits[str(writer.pid)] == f"✖ write pipe:[{inode}]"
             assert waits[str(low)].startswith("✖ write pipe:[")
     finally:

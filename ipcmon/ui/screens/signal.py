@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Sequence
 from typing import ClassVar
 
 from rich.text import Text
@@ -14,6 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from ipcmon.safe import printable
 from ipcmon.text import libc_reserved, signal_name
 
 
@@ -37,9 +39,12 @@ class SignalPicker(ModalScreen[int | None]):
         Binding("down", "focus_list", "List", show=False),
     ]
 
-    def __init__(self, target: Text, default: int = signal.SIGTERM) -> None:
+    def __init__(self, target: Text, default: int = signal.SIGTERM, received: Sequence[str] = ()) -> None:
+        """received: the last signals sent to the target, newest first, in words (``SIGTERM from 4321 bash at
+        12:03:07: delivered``; raw, shown inert), listed above the picker; () lists nothing."""
         super().__init__(classes="dialog-screen")
         self.target = target
+        self.received = tuple(received)
         self.default = default
         self.signals = sendable_signals()
 
@@ -47,6 +52,11 @@ class SignalPicker(ModalScreen[int | None]):
         with Vertical(classes="dialog signal-dialog") as dialog:
             dialog.border_title = "Send a signal"
             yield Static(Text("to ").append_text(self.target), classes="question")
+            if self.received:
+                lines = Text("last received:", end="")
+                for said in self.received:
+                    lines.append("\n  " + printable(said))
+                yield Static(lines, classes="hint", id="signal-received")
             yield Input(placeholder="type to filter: term, usr1, rtmin+3, 9…", id="signal-filter")
             yield OptionList(id="signal-list")
             yield Static(Text("Enter chooses, Escape cancels; you confirm before anything is sent."), classes="hint")

@@ -49,6 +49,7 @@ from ipcmon.text import (
     wait_text,
     waiting_text,
 )
+from ipcmon.ui.view.actors import MARK_GLYPH, SENDERS_SHOWN, sent_text
 from ipcmon.ui.view.rows import record_name
 from ipcmon.ui.view.table import Context, state_style
 
@@ -58,9 +59,11 @@ BAR_WIDTH = 30
 class Detail:
     """A small builder: headings and label/value lines, every value made printable."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, events: Sequence[Event] = ()) -> None:
         self.ctx = ctx
         self.text = Text(end="")
+        self.events = events
+        """The object's history, oldest first (its ``created`` event may name its creator)."""
 
     def heading(self, title: str, style: str = "bold") -> None:
         if self.text.plain:
@@ -156,6 +159,35 @@ def _history(detail: Detail, events: Sequence[Event]) -> None:
         detail.plain(f"{clock_text(event.time)}  {event.event}{who}{extra}")
 
 
+def _creator(detail: Detail, key: str, name: str | None, mechanism: str) -> None:
+    """``created by PID COMM CMDLINE at TIME (still running | exited at TIME)`` or ``creator unknown``, when the
+    dashboard has an attribution source or a journal (Context.who); nothing otherwise."""
+    who = detail.ctx.who
+    if who is None:
+        return
+    said = who.creator(key, name, mechanism, detail.events)
+    if said is not None:
+        detail.plain(said, detail.ctx.palette.muted if said == "creator unknown" else "")
+
+
+def _sent(detail: Detail, pid: int, started: float | None) -> None:
+    """The signals sent to the process, newest first: ``SIGTERM from 4321 bash at 12:03:07: delivered``, a blocked
+    or ignored one marked (glyph and word, and coloured); when the dashboard knows senders (Context.who)."""
+    who = detail.ctx.who
+    if who is None:
+        return
+    sents = who.sent_to(pid, started)
+    detail.heading(f"Signals sent to it ({len(sents)})")
+    if not sents:
+        nor = " (nor in the journal)" if who.reader is not None else ""
+        detail.plain(f"none seen since ipcmon started{nor}", detail.ctx.palette.muted)
+    for sent in sents[:SENDERS_SHOWN]:
+        mark = f"{MARK_GLYPH} " if sent.mark else ""  # the outcome says blocked or ignored; the glyph marks it
+        detail.plain(mark + sent_text(sent), detail.ctx.palette.warn if sent.mark else "")
+    if len(sents) > SENDERS_SHOWN:
+        detail.plain(f"… {len(sents) - SENDERS_SHOWN} more", detail.ctx.palette.muted)
+
+
 def _times(detail: Detail, mtime: float | None, ctime: float | None) -> None:
     now = detail.ctx.snapshot.taken_at
     if mtime is not None:
@@ -176,6 +208,7 @@ def _describe_shm(detail: Detail, record: ShmSegment) -> None:
     detail.line("mode", mode_text(record.mode))
     detail.line("owner", f"{record.owner or record.uid}:{record.group or record.gid}")
     detail.line("inode", f"{record.inode} on device {record.dev}")
+    _creator(detail, record.object_key, record.name, record.kind)
     _place(detail, record.place)
     _times(detail, record.mtime, record.ctime)
     _holders(detail, record.holders, "nobody holds it: an orphan (d removes it)")
@@ -216,6 +249,7 @@ def _describe_mqueue(detail: Detail, record: MessageQueue) -> None:
         detail.line("notify", "none registered")
     detail.line("mode", mode_text(record.mode))
     detail.line("owner", str(record.owner or optional(record.uid)))
+    _creator(detail, record.object_key, record.name, "mqueue")
     _place(detail, record.place)
     _times(detail, record.mtime, None)
     _holders(detail, record.holders, "nobody has it open: an orphan (d removes it)")
@@ -309,7 +343,7 @@ DESCRIBERS: dict[type, Callable[[Detail, Any], None]] = {
 
 def describe_record(record: object, ctx: Context, events: Sequence[Event]) -> Text:
     """Everything known about one object: identity, limits or fill, holders or ends, waiters, history."""
-    detail = Detail(ctx)
+    detail = Detail(ctx, events)
     if isinstance(record, ProcessSignals):
         detail.text.append_text(describe_process(record.pid, ctx, events, brief=True))
         return detail.text
@@ -470,6 +504,7 @@ def describe_process(pid: int, ctx: Context, events: Sequence[Event] = (), *, br
             _masks(detail, thread, "  ")
         if len(threads) > (16 if brief else 256):
             detail.plain(f"… {len(threads) - 16} more", palette.muted)
+    _sent(detail, pid, process.start_time if process is not None else None)
     if events:
         _history(detail, events)
     return detail.text

@@ -27,7 +27,7 @@ from ipcmon.model import (
     SysvShm,
     pipe_ref,
 )
-from ipcmon.safe import shorten
+from ipcmon.safe import printable, shorten
 from ipcmon.text import (
     ends_cell,
     fill_cell,
@@ -44,7 +44,9 @@ from ipcmon.text import (
     signal_names,
     waiting_text,
 )
+from ipcmon.ui.view.actors import Sent, sent_cell_text, shown_in_cell
 from ipcmon.ui.view.table import (
+    MAX_CELL,
     Cell,
     Column,
     Context,
@@ -336,13 +338,19 @@ SIGNAL_COLUMNS = (
     Column("threads", "THREADS"),
     Column("waiting", "WAITING"),
 )
+SIGNAL_OPTIONAL_COLUMNS = (Column("sent", "LAST SENT", 40),)
+"""Built after the others, shown after PENDING (ViewSpec.optional_at) while the dashboard knows who sends signals
+(an attribution source runs, or a journal exists: issue 16): the newest signal sent to the process and its sender, a
+blocked or ignored one first and marked."""
 
 
 def signal_rows(ctx: Context, cache: RowCache) -> Iterator[Row]:
     # The WAITING column comes from the process record and its Stuck state, not the signals record.
     states = stuck_states(ctx.snapshot)
+    who = ctx.who
     yield from cache.rows(ctx, ctx.snapshot.signals, _signal_row,
-                          extra=lambda s: (ctx.processes.get(s.pid), states.get(s.pid)))
+                          extra=lambda s: (ctx.processes.get(s.pid), states.get(s.pid),
+                                           who.sent.to(s.pid) if who is not None else None))
 
 
 _STATES: list[Any] = [None, {}]
@@ -366,11 +374,27 @@ def _waiting_cell(process: Process | None, state: str | None, ctx: Context) -> C
     return text_cell(waiting_text(process))
 
 
+def _sent_cell(sents: tuple[Sent, ...], palette: Palette) -> Cell:
+    """LAST SENT: the newest signal sent, or the newest its target blocks or ignores (marked by glyph and word, and
+    coloured); sorted marked first, then by time."""
+    shown = shown_in_cell(sents)
+    if shown is None:
+        return Cell("-", (1, 0, 0.0))
+    sent, more = shown
+    return Cell(shorten(printable(sent_cell_text(sent, more)), MAX_CELL), (0, 1 if sent.mark else 0, sent.time),
+                palette.warn if sent.mark else "")
+
+
 def _signal_row(signals: ProcessSignals, ctx: Context) -> Row:
     palette = ctx.palette
     pending = health.pending_count(signals)
     process = ctx.processes.get(signals.pid)
     comm_cell = name_cell(ctx, signals.comm, (signals.pid,)) if ctx.is_demo(None, (signals.pid,)) else None
+    sents = ctx.who.sent.to(signals.pid) if ctx.who is not None else None
+    optional = (_sent_cell(sents, palette),) if sents is not None else ()
+    fields = fields_of((signals.pid,), state="pending" if pending else "quiet")
+    if sents:
+        fields["sent"] = frozenset({sent.mark or "delivered" for sent in sents} | {s.signal.lower() for s in sents})
     return Row(
         key=signals.object_key,
         cells=(
@@ -385,10 +409,12 @@ def _signal_row(signals: ProcessSignals, ctx: Context) -> Row:
             number_cell(len(signals.caught), shorten(signal_names(signals.caught), MASK_WIDTH)),
             number_cell(len(signals.threads)),
             _waiting_cell(process, stuck_states(ctx.snapshot).get(signals.pid), ctx),
+            *optional,
         ),
         record=signals,
-        search=search_text(ctx, (signals.pid,), *signals.pending, *(n for t in signals.threads for n in t.pending)),
-        fields=fields_of((signals.pid,), state="pending" if pending else "quiet"),
+        search=search_text(ctx, (signals.pid,), *signals.pending, *(n for t in signals.threads for n in t.pending),
+                           *(sent.sender.comm for sent in sents or ())),
+        fields=fields,
         pids=(signals.pid,),
     )
 

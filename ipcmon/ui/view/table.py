@@ -19,6 +19,7 @@ from ipcmon.health import STATE_LEVELS
 from ipcmon.model import Holder, PipeEnd, Place, Process, Snapshot
 from ipcmon.safe import printable, shorten
 from ipcmon.text import PlaceSelector, parse_ns
+from ipcmon.ui.view.actors import Attributions
 
 DEMO_PREFIX = OBJECT_PREFIX
 """Objects the demos create are named with this prefix (issue 5)."""
@@ -111,6 +112,9 @@ class Context:
     palette: Palette = field(default_factory=Palette)
     demo_pids: frozenset[int] = frozenset()
     processes: dict[int, Process] = field(default_factory=dict)
+    who: Attributions | None = field(default=None, compare=False, repr=False)
+    """Who sent each process its signals and who created each object (issue 16); None when the dashboard has no
+    attribution source and no journal (the views then show nothing of it)."""
     asked: set[int] | None = field(default=None, compare=False, repr=False)
     """While RowCache builds a row: every pid :meth:`is_demo` was asked about (what the row's demo badge
     depends on), so a change of demo pids rebuilds only the rows it concerns."""

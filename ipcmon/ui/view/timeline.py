@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipcmon.live.monitor import MECHANISMS_BY_KIND
 from ipcmon.model import Event
 from ipcmon.text import clock_text, place_suffix
 from ipcmon.ui.view.table import Cell, Column, Context, Row, fields_of, name_cell, number_cell, search_text, text_cell
@@ -35,6 +36,14 @@ EVENT_STYLES: dict[str, str] = {
 }
 
 
+EVENT_KINDS: dict[str, frozenset[str]] = {
+    mechanism: frozenset(kind for kind, mechanisms in MECHANISMS_BY_KIND.items() if mechanism in mechanisms)
+    for mechanisms in MECHANISMS_BY_KIND.values() for mechanism in mechanisms
+}
+"""Each event mechanism's ``--kind`` (live.monitor.MECHANISMS_BY_KIND): the filter's ``kind:signal`` keeps what
+``--kind signal`` would, ``sent`` events included."""
+
+
 def event_probe(event: Event, key: str, ctx: Context) -> Row:
     """An event's row without its cells: what the filter matches (search text, fields) and Enter acts on.
 
@@ -47,7 +56,8 @@ def event_probe(event: Event, key: str, ctx: Context) -> Row:
         cells=(),
         record=event,
         search=search_text(ctx, pids, event.mechanism, event.event, event.object, event.comm, event.detail),
-        fields=fields_of(pids, mechanism=event.mechanism, event=event.event, source=event.source),
+        fields={**fields_of(pids, mechanism=event.mechanism, event=event.event, source=event.source),
+                "kind": EVENT_KINDS.get(event.mechanism, frozenset())},
         pids=tuple(pid for pid in pids if pid in ctx.processes),
         place=event.place,
     )

@@ -194,6 +194,11 @@ class ViewSpec:
     filter_help: str = "filter: words match names, pids, commands; pid:123 kind:shm state:orphaned"
     placed: bool = False
     """Its table shows a CONTAINER column while its objects live in more than one place (issue 15)."""
+    optional: tuple[Column, ...] = ()
+    """Columns shown while the dashboard knows who did what (``Context.who``, issue 16): the rows carry their cells
+    then, after the others."""
+    optional_at: int | None = None
+    """How many of ``columns`` come before the optional ones (None: all)."""
 
 
 class DetailPane(VerticalScroll):
@@ -266,6 +271,8 @@ class ObjectView(Vertical):
             sort_reverse=self.spec.sort_reverse,
             follow_top=self.spec.follow_top,
             placed=self.spec.placed,
+            optional=self.spec.optional,
+            optional_at=self.spec.optional_at,
         )
 
     @property
@@ -294,7 +301,7 @@ class ObjectView(Vertical):
         assert isinstance(table, ObjectTable)  # the Events view refreshes its timeline itself
         rows = list(self.rows(self.context))
         self.cache.forget(row.key for row in rows)
-        table.sync(rows)
+        table.sync(rows, optional=self.context.who is not None)
         table.set_class(table.row_count == 0, "-empty")
         self.show_detail()
 

@@ -84,15 +84,24 @@ class ObjectTable(DataTable[Cell]):
         sort_reverse: bool = False,
         follow_top: bool = False,
         placed: bool = False,
+        optional: Sequence[Column] = (),
+        optional_at: int | None = None,
         id: str | None = None,
         classes: str | None = None,
     ) -> None:
         super().__init__(cursor_type="row", id=id, classes=classes, zebra_stripes=False)
         self.base_spec = tuple(columns)
         self.spec = self.base_spec
-        """The columns shown: base_spec, with PLACE_COLUMN second while it is shown."""
+        """The columns shown: base_spec, with PLACE_COLUMN second while it is shown, and the optional columns after
+        ``optional_at`` of them while they are."""
         self.placed = placed
         """Whether this table shows PLACE_COLUMN when its rows live in several places (Row.place)."""
+        self.optional = tuple(optional)
+        """Columns shown only while ``sync`` is told to (the rows then carry their cells after the others)."""
+        self.optional_at = len(self.base_spec) if optional_at is None else optional_at
+        """How many of base_spec's columns come before the optional ones."""
+        self._places = False
+        self._optional_shown = False
         self.sort_column = sort_column or self.spec[0].key
         self.sort_reverse = sort_reverse
         self.filter_text = ""
@@ -152,24 +161,34 @@ class ObjectTable(DataTable[Cell]):
 
     # --- keeping in step ------------------------------------------------------------------------------------
 
-    def sync(self, rows: Iterable[Row]) -> None:
-        """Make the table show exactly these rows (minus the filtered ones), touching only what changed."""
+    def sync(self, rows: Iterable[Row], *, optional: bool = False) -> None:
+        """Make the table show exactly these rows (minus the filtered ones), touching only what changed; with
+        ``optional``, the optional columns too."""
         self._all = {row.key: row for row in rows}
-        if self.placed:
-            self._show_places(several_places(row.place for row in self._all.values()))
+        places = self.placed and several_places(row.place for row in self._all.values())
+        self._lay_out(places, optional and bool(self.optional))
         self._apply()
 
     @property
     def shows_places(self) -> bool:
         """Whether PLACE_COLUMN is shown now."""
-        return len(self.spec) > len(self.base_spec)
+        return self._places
 
-    def _show_places(self, wanted: bool) -> None:
-        """Add or take away PLACE_COLUMN. Rare (a first container appears, the last one goes), so the columns and
-        rows are laid out again from scratch; _apply puts the rows back and the cursor on its object."""
-        if wanted == self.shows_places:
+    @property
+    def shows_optional(self) -> bool:
+        """Whether the optional columns are shown now."""
+        return self._optional_shown
+
+    def _lay_out(self, places: bool, optional: bool) -> None:
+        """Add or take away PLACE_COLUMN and the optional columns. Rare (a first container appears, the last one
+        goes; a journal or an attribution source comes), so the columns and rows are laid out again from scratch;
+        _apply puts the rows back and the cursor on its object."""
+        if (places, optional) == (self._places, self._optional_shown):
             return
-        self.spec = (self.base_spec[0], PLACE_COLUMN, *self.base_spec[1:]) if wanted else self.base_spec
+        self._places, self._optional_shown = places, optional
+        at = self.optional_at
+        columns = (*self.base_spec[:at], *(self.optional if optional else ()), *self.base_spec[at:])
+        self.spec = (columns[0], PLACE_COLUMN, *columns[1:]) if places else columns
         if all(column.key != self.sort_column for column in self.spec):
             self.sort_column = self.spec[0].key
         if not self.is_mounted:
@@ -180,10 +199,19 @@ class ObjectTable(DataTable[Cell]):
             self.add_column(self._label(column), key=column.key)
 
     def cells(self, row: Row) -> tuple[Cell, ...]:
-        """The row's cells as shown: with its place second while PLACE_COLUMN is."""
-        if not self.shows_places:
-            return row.cells
-        return (row.cells[0], text_cell(place_cell(row.place) if row.place is not None else "-"), *row.cells[1:])
+        """The row's cells as shown: with its place second while PLACE_COLUMN is, and its optional cells (built
+        after the others) where the optional columns are while they are shown (empty for a row built without)."""
+        cells = row.cells
+        base, at = len(self.base_spec), self.optional_at
+        if self._optional_shown:
+            extra = (*cells[base:base + len(self.optional)],
+                     *(text_cell("") for _ in range(base + len(self.optional) - len(cells))))
+            cells = (*cells[:at], *extra, *cells[at:base])
+        elif len(cells) > base:
+            cells = cells[:base]
+        if not self._places:
+            return cells
+        return (cells[0], text_cell(place_cell(row.place) if row.place is not None else "-"), *cells[1:])
 
     def set_filter(self, text: str) -> None:
         self.filter_text = text.strip()

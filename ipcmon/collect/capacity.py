@@ -17,13 +17,26 @@ import re
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, replace
+from typing import NamedTuple, TypeVar
 
 from ipcmon.collect import procfs
 from ipcmon.collect.config import MountDir
 from ipcmon.collect.recall import Recall
-from ipcmon.model import Budget, BudgetArea, BudgetUnit, Capacity, HolderUsage, Place, Process, ShmMount, Snapshot
+from ipcmon.model import (
+    Budget,
+    BudgetArea,
+    BudgetUnit,
+    Capacity,
+    HolderUsage,
+    Place,
+    Process,
+    ShmMount,
+    Snapshot,
+    SysvMsg,
+    SysvSem,
+    SysvShm,
+)
 from ipcmon.safe import counted
 from ipcmon.text import human_bytes
 
@@ -277,6 +290,8 @@ def collect(
         budgets += signal_budgets(snapshot)
     if "sysv" in kinds:
         budgets += sysv_budgets(snapshot, proc, notes)
+    if kinds & {"sysv", "mqueue"} and (other := other_ipc_namespaces_note(snapshot)) is not None:
+        notes.append(other)
     return Capacity(
         shm_mounts=tuple(mounts),
         budgets=tuple(budgets),
@@ -554,6 +569,26 @@ def signal_budgets(snapshot: Snapshot) -> list[Budget]:
     return budgets
 
 
+PlacedT = TypeVar("PlacedT", SysvShm, SysvMsg, SysvSem)
+
+
+def _own(records: tuple[PlacedT, ...]) -> tuple[PlacedT, ...]:
+    """The records of ipcmon's own IPC namespace (place None: a scan that did not read namespaces)."""
+    return tuple(record for record in records if record.place is None or record.place.host)
+
+
+def other_ipc_namespaces_note(snapshot: Snapshot) -> str | None:
+    """The note of a scan that saw IPC namespaces other than ipcmon's own: their SysV and mqueue limits are their
+    own, and not read (README "Containers and namespaces"); None when there are none."""
+    others = {namespace.place.ipc for namespace in snapshot.namespaces if not namespace.place.host} - {None}
+    if not others:
+        return None
+    return (f"The kernel.shm*, kernel.msg*, kernel.sem and fs.mqueue.* limits shown are the host's IPC namespace's, "
+            f"against its own objects: {counted(len(others), 'other IPC namespace has', 'other IPC namespaces have')} "
+            "limits of their own, not read here (a container out of ids is not told; nsenter --ipc -t PID ipcs -l "
+            "shows one's).")
+
+
 def sysv_budgets(snapshot: Snapshot, proc: str, notes: list[str]) -> list[Budget]:
     """kernel.shmmni, shmall, shmmax, msgmni, msgmax, msgmnb and the four kernel.sem values (SEMMSL SEMMNS SEMOPM
     SEMMNI), each against its usage in /proc/sysvipc, as ``ipcs -l`` and ``ipcs -u`` show them (sysvipc(7),
@@ -563,6 +598,9 @@ def sysv_budgets(snapshot: Snapshot, proc: str, notes: list[str]) -> list[Budget
     sysv = snapshot.sysv
     if not sysv.available:
         notes.append("/proc/sysvipc is missing: SysV limits have no usage to show.")
+    # Each IPC namespace has its own limits and its own ids (ipc/namespace.c): these are ipcmon's own namespace's,
+    # against its own objects (a container's SysV objects count against the container's limits).
+    sysv = replace(sysv, shm=_own(sysv.shm), msg=_own(sysv.msg), sem=_own(sysv.sem))
     shm_sizes = [segment.size for segment in sysv.shm]
     sem = read_sysctl("kernel.sem", proc)
     semmsl, semmns, semopm, semmni = sem if sem is not None and len(sem) == 4 else (None, None, None, None)

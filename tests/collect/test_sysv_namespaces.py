@@ -15,7 +15,7 @@ import time
 import pytest
 import sysv_ipc
 
-from ipcmon.collect import ipcns, sysv
+from ipcmon.collect import ScanConfig, ipcns, scan, sysv
 from ipcmon.collect.fds import MapRef
 from ipcmon.model import Container, Place, SysvShm
 from tests.containers import Scene, container
@@ -234,3 +234,17 @@ def test_pid_selection_keeps_the_selected_holders_namespace_segment_only() -> No
             (first.ipc, first.sysv_id)]
         assert [process.pid for process in snapshot.processes] == [first.pid]
         assert not _segments(second, snapshot.sysv.shm)
+
+
+def test_the_hosts_sysv_limits_count_the_hosts_objects_and_the_others_are_said_not_read() -> None:
+    """kernel.shmmni and the rest are per IPC namespace: the host's count the host's segments, not a container's
+    (which count against the container's own limits), and a note says those are not read."""
+    name = new_name("limits")
+    with container(name, name + "-q", _key()) as scene:
+        snapshot = scan(ScanConfig(kinds=("sysv", "mqueue")))
+    assert snapshot.capacity is not None
+    (shmmni,) = [budget for budget in snapshot.capacity.budgets if budget.name == "kernel.shmmni"]
+    own = [segment for segment in snapshot.sysv.shm if segment.place is not None and segment.place.host]
+    assert any(segment.place is not None and segment.place.ipc == scene.ipc for segment in snapshot.sysv.shm)
+    assert shmmni.used == len(own)
+    assert any("limits of their own, not read here" in note for note in snapshot.capacity.notes)

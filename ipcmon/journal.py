@@ -50,9 +50,11 @@ BATCH = 2000
 write-ahead log until the checkpoint that follows it)."""
 RETENTION_EVERY = 60.0
 """Seconds between two passes of the age retention (the size bound is checked after every transaction)."""
-DATABASE_SHARE = 0.45
+DATABASE_SHARE = 0.33
 """The share of ``--max-size`` the database itself may use; the rest is for the write-ahead log, which holds every
-page a transaction changed until the checkpoint after it (a pruning may change them all)."""
+page a transaction changed until the checkpoint after it (a pruning may change them all) and the pages a batch adds
+before they reach the database: up to about as much again (0.45 and 0.38 let the two pass a 256K bound under a
+storm)."""
 FULL_BELOW = 64 * 1024
 """Free bytes on the journal's file system below which readers are told it is full."""
 RETRY_EVERY = 30.0
@@ -158,6 +160,11 @@ def parse_size(text: str) -> int:
 
 
 # --- records --------------------------------------------------------------------------------------------------
+
+
+EXIT_WINDOW = 60.0
+"""Seconds after an act within which an exit recorded with no start time (its actor gone before it could be read)
+is that actor's: a pid is not reused that fast on a machine with a sane pid_max (JournalReader.exited)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -895,7 +902,7 @@ class JournalReader:
                 found = _attribution_of(by_name[0])
         if found is None:
             return None
-        exited, exited_at = self.exited(found.actor.pid, found.actor.start_ticks)
+        exited, exited_at = self.exited(found.actor.pid, found.actor.start_ticks, since=found.time)
         return Creator(found, exited, exited_at)
 
     def _created(self, where: str, parameters: list[object]) -> list[Attribution]:
@@ -945,9 +952,18 @@ class JournalReader:
         """Every recorded exit of a process with this pid, oldest first."""
         return [_exit_of(row) for row in self._rows("SELECT * FROM exits WHERE pid = ? ORDER BY time", [pid])]
 
-    def exited(self, pid: int, start_ticks: int | None) -> tuple[bool | None, float | None]:
+    def exited(self, pid: int, start_ticks: int | None, since: float | None = None) -> tuple[bool | None, float | None]:
         """Whether the process (pid and start time) exited, and when the recorder saw it go: (True, time); (True,
-        None) when it is gone but no exit was recorded; (False, None) when it runs still; (None, None) unknown."""
+        None) when it is gone but no exit was recorded; (False, None) when it runs still; (None, None) unknown.
+
+        A process gone before it could be read (start_ticks None: a short-lived creator) has its exit recorded with
+        no start time as soon as the recorder learns of its act; with since (the act's time), the first such exit
+        of that pid within EXIT_WINDOW seconds after it is taken as its own."""
+        if start_ticks is None and since is not None:
+            row = self._rows("SELECT * FROM exits WHERE pid = ? AND start_ticks IS NULL AND time >= ? AND time <= ? "
+                             "ORDER BY time LIMIT 1", [pid, since, since + EXIT_WINDOW])
+            if row:
+                return True, row[0]["time"]
         if start_ticks is not None:
             row = self._rows("SELECT * FROM exits WHERE pid = ? AND start_ticks = ?", [pid, start_ticks])
             if row:

@@ -226,6 +226,8 @@ class Recorder:
         self._places: dict[int, Place] = {}
         self.exits = 0
         """Process exits written since start."""
+        self._gone: collections.OrderedDict[int, None] = collections.OrderedDict()
+        """Pids of actors gone before they could be read whose exit is written (bounded: ACTORS_MAX)."""
 
     def _on_event(self, event: Event) -> None:
         self.journal.add(event)
@@ -243,6 +245,19 @@ class Recorder:
             while len(self._actors) > ACTORS_MAX:
                 self._actors.popitem(last=False)
 
+    def _gone_already(self, actor: Actor) -> None:
+        """An actor that had exited before it could be read (no start time: a short-lived creator, the common leak)
+        gets its exit written now, once, with no start time (JournalReader.exited ties it to its acts by time)."""
+        if actor.start_ticks is not None or actor.kernel or actor.pid in self._gone:
+            return
+        if process_start_ticks(actor.pid) is not None:
+            return  # its pid names a live process now: whether it is the same one cannot be told
+        self._gone[actor.pid] = None
+        while len(self._gone) > ACTORS_MAX:
+            self._gone.popitem(last=False)
+        self.journal.add(ProcessExit(time.time(), actor.pid, None, actor.comm, actor.cmdline))
+        self.exits += 1
+
     def drain(self) -> None:
         """Hand what the attribution source saw to the journal."""
         if self.source is None:
@@ -251,6 +266,7 @@ class Recorder:
             attribution = placed_by_tmpfs(attribution, self._places)
             self.journal.add(attribution)
             self.watch_actor(attribution.actor)
+            self._gone_already(attribution.actor)
         lost = self.source.lost
         if lost > self._lost:
             self._say(f"{lost - self._lost:,} kernel events lost (queue overflow): the scans repair the state, but "

@@ -49,10 +49,12 @@ def action_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         os.environ["IPCMON_ACTION_LOG"] = previous
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True)
 def journal_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The journal (ipcmon.journal) that leaks and history read by default: a path in a temporary directory where
-    none exists, never /var/lib/ipcmon or ~/.local/state (a test that wants one passes --db or sets it)."""
+    """The journal (ipcmon.journal) that leaks and history read by default, and that the dashboard and watch write
+    while no recorder runs: a path in a temporary directory of each test's own, where none exists when it starts,
+    never /var/lib/ipcmon or ~/.local/state (a test that wants one passes --db or sets it). One per test: a journal
+    an earlier test's watch wrote would add its creators to a later test's leaks."""
     path = str(tmp_path_factory.mktemp("journal") / "none.db")
     previous = os.environ.get("IPCMON_JOURNAL")
     os.environ["IPCMON_JOURNAL"] = path

@@ -15,7 +15,7 @@ from tests.helpers import REPO
 
 
 def test_the_table_lists_every_command_in_help_order() -> None:
-    assert list(COMMANDS) == ["snapshot", "limits", "watch", "leaks", "clean", "record", "history", "demo"]
+    assert list(COMMANDS) == ["snapshot", "limits", "watch", "leaks", "clean", "record", "history", "exporter", "demo"]
     assert all(command.name == name for name, command in COMMANDS.items())
 
 

@@ -4,10 +4,13 @@ systemd unit passes `systemd-analyze verify` where systemd is there."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import REPO
 
@@ -48,3 +51,36 @@ def test_each_alert_says_what_to_run_and_is_unit_tested() -> None:
     for rule in alerts:
         assert rule["annotations"]["summary"] and "Run `" in rule["annotations"]["description"], rule["alert"]
         assert rule["alert"] in tested, f"{rule['alert']} has no promtool unit test that fires it"
+
+
+DASHBOARD = REPO / "contrib" / "grafana" / "ipcmon.json"
+METRIC = re.compile(r"\b(ipcmon_[a-z_]+)\b")
+
+
+def dashboard_queries() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", ())]
+
+
+def test_the_dashboard_is_json_with_an_instance_variable_and_a_row_per_mechanism() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = {variable["name"]: variable for variable in dashboard["templating"]["list"]}
+    assert "ipcmon_scan_duration_seconds" in variables["instance"]["definition"]
+    assert variables["datasource"]["type"] == "datasource"
+    rows = [panel["title"] for panel in dashboard["panels"] if panel["type"] == "row"]
+    for word in ("Shared memory", "shm tmpfs", "message queues", "Pipes", "signals", "Budgets"):
+        assert any(word in title for title in rows), word
+    queries = dashboard_queries()
+    assert queries and all('instance=~"$instance"' in query for query in queries)
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_every_metric_the_dashboard_queries_is_served() -> None:
+    from tests.metrics.test_exporter import exposition
+
+    served = {sample.name for family in text_string_to_metric_families(exposition()) for sample in family.samples}
+    used = {name for query in dashboard_queries() for name in METRIC.findall(query)}
+    assert used and used <= served, used - served
+    families = {family.name for family in text_string_to_metric_families(exposition())}
+    assert families <= {name.removesuffix("_total") for name in used}, "a family no panel shows"

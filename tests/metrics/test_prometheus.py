@@ -110,3 +110,17 @@ def test_prometheus_scrapes_the_exporter_and_sees_objects_come_and_go(cleanup: C
         wait_for(full_queues, lambda value: value <= before[full_queues], "the full queue gone")
         wait_for(full_pipes, lambda value: value <= before[full_pipes], "the full pipe gone")
     assert process.returncode == 0
+
+
+def test_prometheus_takes_every_dashboard_query_and_loaded_the_rules() -> None:
+    from tests.metrics.test_contrib import dashboard_queries
+
+    prometheus_ready()
+    for expression in dashboard_queries():
+        url = f"{PROMETHEUS}/api/v1/query?" + urllib.parse.urlencode({"query": expression.replace("$instance", ".*")})
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert json.load(response)["status"] == "success", expression
+    with urllib.request.urlopen(f"{PROMETHEUS}/api/v1/rules", timeout=5) as response:
+        groups = json.load(response)["data"]["groups"]
+    alerts = {rule["name"] for group in groups for rule in group["rules"] if rule["type"] == "alerting"}
+    assert {"IpcmonShmMountNearlyFull", "IpcmonDeadlock", "IpcmonMqueueRlimitNearlyUsed"} <= alerts

@@ -5,14 +5,18 @@ systemd unit passes `systemd-analyze verify` where systemd is there."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import REPO
+from tests.helpers import REPO, tool
+from tests.metrics.serving import samples
 
 RULES = REPO / "contrib" / "prometheus"
 
@@ -84,3 +88,48 @@ def test_every_metric_the_dashboard_queries_is_served() -> None:
     assert used and used <= served, used - served
     families = {family.name for family in text_string_to_metric_families(exposition())}
     assert families <= {name.removesuffix("_total") for name in used}, "a family no panel shows"
+
+
+UNIT = REPO / "contrib" / "systemd" / "ipcmon-exporter.service"
+
+
+def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (the systemd package): the unit is not verified here")
+    # ExecStart names /usr/local/bin/ipcmon, which a checkout has not installed: verify a copy that runs this one.
+    text = UNIT.read_text().replace("ExecStart=/usr/local/bin/ipcmon", f"ExecStart={sys.executable} -m ipcmon")
+    assert text != UNIT.read_text()
+    copy = tmp_path / UNIT.name
+    copy.write_text(text)
+    result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+    for line in ("NoNewPrivileges=yes", "ProtectSystem=strict", "--listen 127.0.0.1:9464"):
+        assert line in text
+
+
+def unreadable_with_capabilities(directory: Path, capabilities: list[str] | None) -> float:
+    """ipcmon_unreadable_processes of one `ipcmon exporter --textfile --once`, run with only these capabilities in
+    its bounding set and no new privileges (as the unit runs it), or unrestricted with None."""
+    prefix: list[str] = []
+    if capabilities is not None:
+        bounding = ",".join(["-all", *(f"+{name.removeprefix('CAP_').lower()}" for name in capabilities)])
+        prefix = [tool("setpriv"), f"--bounding-set={bounding}", "--inh-caps=-all", "--no-new-privs"]
+    directory.mkdir()
+    result = subprocess.run([*prefix, sys.executable, "-m", "ipcmon", "exporter", "--textfile", str(directory),
+                             "--once"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return samples((directory / "ipcmon.prom").read_text())[("ipcmon_unreadable_processes", ())]
+
+
+def test_the_units_capabilities_read_every_process_root_reads(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the unit runs the exporter as root with a reduced capability bounding set")
+    line = next(line for line in UNIT.read_text().splitlines() if line.startswith("CapabilityBoundingSet="))
+    capabilities = line.removeprefix("CapabilityBoundingSet=").split()
+    assert unreadable_with_capabilities(tmp_path / "unit", capabilities) <= unreadable_with_capabilities(
+        tmp_path / "root", None)
+    # The check can fail: without CAP_SYS_PTRACE other users' descriptors are not readable.
+    others = [name for name in capabilities if name != "CAP_SYS_PTRACE"]
+    assert unreadable_with_capabilities(tmp_path / "no-ptrace", others) > unreadable_with_capabilities(
+        tmp_path / "root-again", None)

@@ -69,5 +69,5 @@ def test_an_unknown_command_is_a_usage_error() -> None:
     assert result.stdout == ""
     assert result.stderr.splitlines()[-1] == (
         "ipcmon: error: argument COMMAND: invalid choice: 'bogus' "
-        "(choose from 'snapshot', 'limits', 'watch', 'leaks', 'clean', 'record', 'history', 'demo')"
+        "(choose from 'snapshot', 'limits', 'watch', 'leaks', 'clean', 'record', 'history', 'exporter', 'demo')"
     )

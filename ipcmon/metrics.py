@@ -14,6 +14,7 @@ two (tests/metrics/test_exporter.py).
 from __future__ import annotations
 
 import os
+import re
 import signal as signals
 import tempfile
 import threading
@@ -97,6 +98,16 @@ def _shm(snapshot: Snapshot) -> Iterator[Metric]:
     )
 
 
+_PROC_ROOT = re.compile(r"^/proc/[0-9]+/root(?=/)")
+
+
+def mount_label(path: str) -> str:
+    """The ``mount`` label of a shm tmpfs: its path as its own namespace sees it. A container's /dev/shm is listed
+    through one of its processes (``/proc/4242/root/dev/shm``); that pid is left out, or the series would change
+    with the process the scan went through (and a label would carry a pid)."""
+    return _PROC_ROOT.sub("", path)
+
+
 def _mounts(snapshot: Snapshot) -> Iterator[Metric]:
     labels = ("mount", "container")
     size = _gauge("ipcmon_shm_mount_size_bytes", "Size of a tmpfs that holds POSIX shared memory (/dev/shm, a "
@@ -104,8 +115,12 @@ def _mounts(snapshot: Snapshot) -> Iterator[Metric]:
     used = _gauge("ipcmon_shm_mount_used_bytes", "Bytes in use on a shm tmpfs, statvfs: a writer past its size "
                   "gets SIGBUS or ENOSPC.", labels)
     fill = _gauge("ipcmon_shm_mount_fill_ratio", "Used / size of a shm tmpfs, 0-1 (ipcmon limits).", labels)
+    seen: set[tuple[str, str]] = set()
     for mount in snapshot.capacity.shm_mounts if snapshot.capacity else ():
-        values = [mount.path, mount.place.label if mount.place is not None else HOST]
+        values = [mount_label(mount.path), mount.place.label if mount.place is not None else HOST]
+        if tuple(values) in seen:  # two tmpfs of one container by one path: told apart by their device
+            values[0] += f" (dev {os.major(mount.dev)}:{os.minor(mount.dev)})"
+        seen.add((values[0], values[1]))
         if mount.size is not None:
             size.add_metric(values, mount.size)
         if mount.used is not None:

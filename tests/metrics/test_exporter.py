@@ -243,3 +243,26 @@ def test_the_number_of_series_does_not_grow_with_2000_segments_and_500_processes
     assert sum(value for (name, _labels), value in found.items() if name == "ipcmon_shm_segments") >= 2000
     assert len(large) == len(small)
     assert large == small
+
+
+def test_a_containers_shm_mount_is_labelled_by_its_own_path_and_container_without_a_pid() -> None:
+    # Canned records: a container's /dev/shm as the scan lists it, through one of its processes (the namespaced
+    # scan itself is tested in tests/collect/test_namespaces.py).
+    from ipcmon.model import Capacity, Place, ShmMount, Snapshot
+    from ipcmon.model.places import Container
+
+    web = Place(ipc=4026532178, mnt=4026532176, container=Container("a" * 64, "docker", name="web"))
+    mounts = (ShmMount("/dev/shm", os.makedev(0, 25), 1000, 100, 900, 1, 10, place=Place(1, 2, host=True)),
+              ShmMount("/proc/4242/root/dev/shm", os.makedev(0, 90), 1000, 950, 50, 1, 10, place=web),
+              ShmMount("/proc/4243/root/dev/shm", os.makedev(0, 91), 1000, 0, 1000, 1, 10, place=web))
+    registry = CollectorRegistry()
+    collector = metrics.SnapshotCollector()
+    registry.register(collector)
+    collector.set(metrics.families(Snapshot(taken_at=0.0, kinds=(), capacity=Capacity(shm_mounts=mounts))))
+    found = samples(generate_latest(registry).decode())
+    fills = {labels: value for (name, labels), value in found.items() if name == "ipcmon_shm_mount_fill_ratio"}
+    assert fills == {
+        (("container", "host"), ("mount", "/dev/shm")): 0.1,
+        (("container", "web"), ("mount", "/dev/shm")): 0.95,
+        (("container", "web"), ("mount", "/dev/shm (dev 0:91)")): 0.0,
+    }

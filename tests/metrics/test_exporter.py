@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ from prometheus_client.registry import CollectorRegistry
 from ipcmon import metrics
 from ipcmon.cli.exporter import is_local, parse_listen
 from ipcmon.collect import ScanConfig, Scanner
-from tests.helpers import REPO, Cleanup
+from tests.helpers import REPO, Cleanup, wait_until
 from tests.metrics.serving import exporter, free_port, samples, scrape, wait_for_scrape
 
 SPEC: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -266,3 +267,31 @@ def test_a_containers_shm_mount_is_labelled_by_its_own_path_and_container_withou
         (("container", "web"), ("mount", "/dev/shm")): 0.95,
         (("container", "web"), ("mount", "/dev/shm (dev 0:91)")): 0.0,
     }
+
+
+def test_sigint_stops_the_exporter_with_status_0() -> None:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "ipcmon", "exporter", "--listen", f"127.0.0.1:{port}"],
+                               cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for_scrape(port, process)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_the_textfile_is_rewritten_each_interval_without_http(tmp_path: Path) -> None:
+    with exporter("--textfile", str(tmp_path), "--interval", "0.2") as process:
+        prom = tmp_path / "ipcmon.prom"
+
+        def scans() -> float:
+            return samples(prom.read_text())[("ipcmon_scans_total", ())] if prom.exists() else 0.0
+
+        wait_until(lambda: scans() >= 3, "three scans written to the textfile", timeout=60)
+        assert process.poll() is None
+        assert os.listdir(tmp_path) == ["ipcmon.prom"]
+    said = process.stderr.read() if process.stderr else ""
+    assert f"serving {tmp_path}/ipcmon.prom," in said and "http://" not in said

@@ -21,7 +21,10 @@ it also runs the dashboard headless at 1 Hz for S seconds in each of three phase
 workload), demos (every lesson demo running, as `ipcmon --demo all`) and large (the stress workload of
 --dashboard-scale), and prints for each the CPU as % of one core, the longest stall of the event loop (the
 longest UI handler) and the time to the first filled frame; after the idle phase, the latency of view-switch
-keys with a full 10,000-event history, and after the large phase, create→screen latency.
+keys with a full 10,000-event history, and after the large phase, create→screen latency. With --exporter S it runs
+`ipcmon exporter --interval 15` on the large workload for S seconds, scraped every 15 s, and prints its CPU.
+
+    python3 benchmarks/scan_bench.py --scales none --exporter 120
 """
 
 from __future__ import annotations
@@ -380,6 +383,53 @@ def _shown(app: object, name: str) -> bool:
     return snapshot is not None and any(segment.name == name for segment in snapshot.shm)
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, every thread, from /proc/PID/stat (fields 14 and 15, in clock ticks)."""
+    with open(f"/proc/{pid}/stat", "rb") as file:
+        fields = file.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_exporter(seconds: float, scale: str, interval: float = 15.0) -> None:
+    """`ipcmon exporter --interval 15` on the stress workload (issue 17): its CPU as % of one core over SECONDS after
+    its first scan (which reads every process in full; the next ones re-read only those that ran), scraped once
+    per interval as a Prometheus at that interval would."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    workload = start_workload(SCALES[scale])
+    exporter = subprocess.Popen([sys.executable, "-m", "ipcmon", "exporter", "--listen", f"127.0.0.1:{port}",
+                                 "--interval", f"{interval:g}"], cwd=REPO, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if b"ipcmon_scan_duration_seconds " in urllib.request.urlopen(url, timeout=5).read():
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        else:
+            sys.exit("the exporter served no scan within 120 s")
+        cpu_start, wall_start = process_cpu_seconds(exporter.pid), time.monotonic()
+        scrapes = 0
+        while time.monotonic() - wall_start < seconds:
+            urllib.request.urlopen(url, timeout=5).read()
+            scrapes += 1
+            time.sleep(min(interval, max(0.0, seconds - (time.monotonic() - wall_start))))
+        cpu, wall = process_cpu_seconds(exporter.pid) - cpu_start, time.monotonic() - wall_start
+    finally:
+        exporter.send_signal(signal.SIGTERM)
+        exporter.wait(timeout=30)
+        stop_workload(workload)
+    print(f"\nexporter at a {interval:g} s interval on the {scale} workload ({SCALES[scale]}), {scrapes} scrapes: "
+          f"{cpu / wall * 100:.2f} % of one core over {wall:.0f} s ({cpu:.2f} s of CPU)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", default="small,medium,large",
@@ -391,6 +441,9 @@ def main() -> None:
                         help=f"the dashboard's phases, comma-separated (default {','.join(PHASES)})")
     parser.add_argument("--dashboard-scale", default="large", choices=sorted(SCALES),
                         help="the stress workload of the dashboard's 'large' phase (default large)")
+    parser.add_argument("--exporter", type=float, default=0.0, metavar="SECONDS",
+                        help="also run `ipcmon exporter --interval 15` on the large workload this long (at least 60) "
+                        "and print its CPU")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: lsof, lsfd and ipcmon must all see every process")
@@ -406,6 +459,8 @@ def main() -> None:
         bench_scale(scale, args.rounds)
     if args.dashboard:
         bench_dashboard(args.dashboard, args.dashboard_scale, phases)
+    if args.exporter:
+        bench_exporter(args.exporter, "large")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from tests.helpers import REPO
 
 
 def test_the_table_lists_every_command_in_help_order() -> None:
-    assert list(COMMANDS) == ["snapshot", "limits", "watch", "leaks", "clean", "record", "history", "demo"]
+    assert list(COMMANDS) == ["snapshot", "limits", "watch", "leaks", "clean", "record", "history", "exporter", "demo"]
     assert all(command.name == name for name, command in COMMANDS.items())
 
 
@@ -69,5 +69,5 @@ def test_an_unknown_command_is_a_usage_error() -> None:
     assert result.stdout == ""
     assert result.stderr.splitlines()[-1] == (
         "ipcmon: error: argument COMMAND: invalid choice: 'bogus' "
-        "(choose from 'snapshot', 'limits', 'watch', 'leaks', 'clean', 'record', 'history', 'demo')"
+        "(choose from 'snapshot', 'limits', 'watch', 'leaks', 'clean', 'record', 'history', 'exporter', 'demo')"
     )

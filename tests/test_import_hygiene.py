@@ -29,6 +29,8 @@ HEADLESS = [
     "ipcmon.cli.snapshot",
     "ipcmon.cli.lifecycle",
     "ipcmon.cli.demo",
+    "ipcmon.cli.exporter",
+    "ipcmon.metrics",
     "ipcmon.cli.dashboard",
     "ipcmon.pytest_plugin",
     "ipcmon.demos",

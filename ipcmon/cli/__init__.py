@@ -12,12 +12,14 @@ import sys
 from collections.abc import Sequence
 
 from ipcmon import __version__, health
-from ipcmon.cli import dashboard, demo, journal, lifecycle, limits, snapshot
+from ipcmon.cli import dashboard, demo, exporter, journal, lifecycle, limits, snapshot
 from ipcmon.cli.arguments import Command, missing_pids
 from ipcmon.safe import printable
 
 COMMANDS: dict[str, Command] = {
-    command.name: command for group in (snapshot, limits, lifecycle, journal, demo) for command in group.COMMANDS
+    command.name: command
+    for group in (snapshot, limits, lifecycle, journal, exporter, demo)
+    for command in group.COMMANDS
 }
 """`ipcmon COMMAND` → its entry, in the order `ipcmon --help` lists them. No command opens the dashboard."""
 

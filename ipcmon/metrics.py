@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ipcmon import health
-from ipcmon.model import Snapshot
+from ipcmon.model import Attribution, Snapshot
 from ipcmon.text import signal_name
 
 SHM_KINDS = ("posix", "sem", "sysv")
@@ -211,6 +211,35 @@ def families(snapshot: Snapshot | None, stats: ScanStats = ScanStats()) -> list[
     result.append(CounterMetricFamily("ipcmon_scan_errors", "Scans that failed since the exporter started (the "
                                       "previous scan's values stay served).", value=stats.errors))
     return result
+
+
+class SentSignals(Collector):
+    """``ipcmon_signals_sent_total{signal, result}``: signals sent since the exporter started, counted from the
+    Attributor's tracefs records (issue 16; as root with tracefs mounted). Bounded labels: a signal's name (64 at
+    most) and signal_generate's result (5, include/trace/events/signal.h). Thread-safe: records are added on the
+    source's thread, scrapes read on the server's."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, records: Iterable[Attribution]) -> None:
+        """Count the ``sent`` records (a coalesced record counts its ``count``); others are ignored."""
+        with self._lock:
+            for record in records:
+                if record.action == "sent" and record.signal is not None:
+                    key = (signal_name(record.signal), record.result or "unknown")
+                    self._counts[key] = self._counts.get(key, 0) + record.count
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily("ipcmon_signals_sent", "Signals sent since the exporter started, by signal and "
+                                     "result (tracefs signal_generate; served only as root with tracefs mounted).",
+                                     labels=("signal", "result"))
+        with self._lock:
+            counts = sorted(self._counts.items())
+        for (name, result), count in counts:
+            family.add_metric([name, result], count)
+        yield family
 
 
 class SnapshotCollector(Collector):

@@ -11,9 +11,15 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from ipcmon.cli.arguments import Command, Subcommands, parse_interval
 from ipcmon.safe import printable
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
+
+    from ipcmon.live.attribution import Attributor
 
 DEFAULT_LISTEN = "127.0.0.1:9464"
 """Loopback, on the port OpenTelemetry's Prometheus exporter uses (9464)."""
@@ -119,6 +125,7 @@ def cmd_exporter(args: argparse.Namespace) -> int:
             sys.stderr.write(f"ipcmon exporter: cannot listen on {printable(listen[0])}:{listen[1]}: "
                              f"{printable(str(error))}\n")
             return 2
+    attributor = _count_sent(registry)
     refresher.start()
     where = [f"http://{listen[0]}:{listen[1]}/metrics"] if listen is not None else []
     where += [f"{args.textfile}/{metrics.TEXTFILE}"] if args.textfile else []
@@ -127,10 +134,32 @@ def cmd_exporter(args: argparse.Namespace) -> int:
     sys.stderr.flush()
     stop.wait()
     refresher.stop()
+    if attributor is not None:
+        attributor.stop()
     if server is not None:
         server.shutdown()
         server.server_close()
     return 0
+
+
+def _count_sent(registry: CollectorRegistry) -> Attributor | None:
+    """Count the signals sent (ipcmon_signals_sent_total) through the Attributor's tracefs source, as root with tracefs
+    mounted: a private trace instance of signal_generate, removed at exit (live/tracefs.py). None, said on stderr,
+    when it cannot run: the other metrics are served all the same."""
+    from ipcmon import metrics
+    from ipcmon.live.attribution import Attributor
+
+    sent = metrics.SentSignals()
+    attributor = Attributor([], signals=True, queues=False, on_wake=lambda: sent.add(attributor.drain()))
+    attributor.start()
+    down = [status for status in attributor.status() if not status.active]
+    if down and not any(status.active for status in attributor.status()):
+        for status in down:
+            sys.stderr.write(f"ipcmon exporter: no ipcmon_signals_sent_total: {printable(status.reason)}\n")
+        attributor.stop()
+        return None
+    registry.register(sent)
+    return attributor
 
 
 COMMANDS = (Command("exporter", add_parser, cmd_exporter),)

@@ -22,6 +22,7 @@ from prometheus_client.registry import CollectorRegistry
 from ipcmon import metrics
 from ipcmon.cli.exporter import is_local, parse_listen
 from ipcmon.collect import ScanConfig, Scanner
+from ipcmon.model import Actor, Attribution
 from tests.helpers import REPO, Cleanup, wait_until
 from tests.metrics.serving import exporter, free_port, samples, scrape, wait_for_scrape
 
@@ -51,6 +52,7 @@ SPEC: dict[str, tuple[str, tuple[str, ...]]] = {
     "ipcmon_scan_timestamp_seconds": ("gauge", ()),
     "ipcmon_scans": ("counter", ()),
     "ipcmon_scan_errors": ("counter", ()),
+    "ipcmon_signals_sent": ("counter", ("result", "signal")),
 }
 """Every family the exporter serves: its type and label names (README.md, "Prometheus exporter", lists them)."""
 
@@ -59,10 +61,14 @@ FORBIDDEN_LABELS = {"pid", "ppid", "tid", "comm", "name", "cmdline", "object", "
 
 
 def exposition(snapshot_scanner: Scanner | None = None) -> str:
-    """One real scan's exposition text, as a scrape gets it."""
+    """One real scan's exposition text, as a scrape gets it (with the signals-sent counter, as root serves it)."""
     registry = CollectorRegistry()
     collector = metrics.SnapshotCollector()
     registry.register(collector)
+    sent = metrics.SentSignals()
+    sent.add([Attribution(0.0, "sent", "signal", "1 init", Actor(2, "kthreadd"), "tracefs", signal=10, target=1,
+                          result="delivered")])
+    registry.register(sent)
     scanner = snapshot_scanner or Scanner(ScanConfig())
     refresher = metrics.Refresher(scanner.scan, 15.0, collector)
     refresher.refresh()
@@ -172,13 +178,34 @@ def test_a_real_http_scrape_of_the_running_exporter() -> None:
     assert process.returncode == 0
 
 
+def test_a_signal_sent_is_counted_by_signal_and_result() -> None:
+    """As root with tracefs mounted, ipcmon_signals_sent_total counts signals as they are sent (issue 16's
+    attribution): a SIGUSR1 to a sleeper that does not handle it is one more SIGUSR1, delivered."""
+    if os.geteuid() != 0:
+        pytest.fail("counting signals sent needs root and tracefs, as CI has")
+    port = free_port()
+    key = ("ipcmon_signals_sent_total", (("result", "delivered"), ("signal", "SIGUSR1")))
+    with exporter("--listen", f"127.0.0.1:{port}", "--interval", "3600") as process:
+        before = samples(wait_for_scrape(port, process)).get(key, 0.0)
+        sleeper = subprocess.Popen(["sleep", "60"])
+        try:
+            comm = Path(f"/proc/{sleeper.pid}/comm")
+            wait_until(lambda: comm.read_text().strip() == "sleep", "sleep to run")
+            os.kill(sleeper.pid, signal.SIGUSR1)
+        finally:
+            sleeper.wait(timeout=10)
+        wait_until(lambda: samples(scrape(port)).get(key, 0.0) >= before + 1, "the SIGUSR1 counted")
+    assert process.returncode == 0
+
+
 def test_the_textfile_once_is_parseable_and_nothing_else_is_left(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "ipcmon", "exporter", "--textfile", str(tmp_path), "--once"],
                             cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert os.listdir(tmp_path) == ["ipcmon.prom"]  # the temporary file was renamed, not left
     text = (tmp_path / "ipcmon.prom").read_text()
-    assert {family.name for family in text_string_to_metric_families(text)} == set(SPEC)
+    once = set(SPEC) - {"ipcmon_signals_sent"}  # --once counts no signals sent: it watched none
+    assert {family.name for family in text_string_to_metric_families(text)} == once
     assert os.stat(tmp_path / "ipcmon.prom").st_mode & 0o777 == 0o644
 
 

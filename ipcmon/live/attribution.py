@@ -81,6 +81,12 @@ _IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
 _INOTIFY_EVENT = struct.Struct("=iIII")
 
 
+STOP_WAIT = 10.0
+"""Seconds stop() waits for the source thread to finish its round (it wakes it first); one still busy after that
+keeps what it holds rather than race a flush from the caller's thread (seen on a loaded CI run: a deque mutated
+during iteration at the dashboard's exit)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SourceStatus:
     """One attribution source and whether it runs."""
@@ -344,7 +350,9 @@ class Attributor:
         if thread is not None:
             with contextlib.suppress(OSError):
                 os.write(self._wake_write, b"x")
-            thread.join(timeout=5)
+            thread.join(timeout=STOP_WAIT)
+        # A thread still busy (a storm on a loaded machine) owns what is staged: flushing here too would race it.
+        alive = thread is not None and thread.is_alive()
         with contextlib.suppress(Exception):
             _ = self.lost  # the last overrun count, before the instance goes
         if self._watch is not None:
@@ -357,7 +365,7 @@ class Attributor:
             if fd >= 0:
                 os.close(fd)
         self._wake_read = self._wake_write = -1
-        if thread is not None:
+        if thread is not None and not alive:
             self._flush(time.monotonic(), release_all=True, final=True)
 
     # -- opening the sources --------------------------------------------------------------------------------------

@@ -30,6 +30,9 @@ TRACING_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 MOUNT_HINT = "mount -t tracefs nodev /sys/kernel/tracing"
 PREFIX = "ipcmon-"
 
+READ_CHUNKS = 16
+"""64 KiB reads of trace_pipe per TraceInstance.read at most (what is left is there for the next call)."""
+
 SIGNAL_GENERATE = "signal/signal_generate"
 MQ_OPEN = "syscalls/sys_enter_mq_open"
 MQ_UNLINK = "syscalls/sys_enter_mq_unlink"
@@ -214,7 +217,9 @@ class TraceInstance:
         if not ready:
             return []
         chunks = []
-        while True:
+        # At most READ_CHUNKS reads a call: on a busy machine the buffer fills as fast as it is read, and a caller
+        # that drains it to the end would never come back (to its other sources, or to a stop).
+        for _ in range(READ_CHUNKS):
             try:
                 chunk = os.read(self._pipe, 65536)
             except BlockingIOError:

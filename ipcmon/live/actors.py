@@ -17,13 +17,18 @@ from ipcmon.collect import procfs
 from ipcmon.model import Actor
 
 CACHE_SECONDS = 1.0
+UNKNOWN_COMM = "<...>"
+"""What ftrace prints for a task whose command name fell out of its saved_cmdlines (a busy machine): no name."""
 CACHE_MAX = 4096
 """At most this many pids are remembered; beyond, the cache is emptied (and refilled as acts come)."""
 
 
 def read_actor(pid: int, comm: str | None = None, proc: str = procfs.PROC) -> Actor:
     """pid's comm, cmdline, uid and start time from /proc; comm (the kernel source's) is kept over /proc's when
-    given. A field that cannot be read (exited, not permitted) is None; never raises for a vanished process."""
+    given (unless it is the trace's UNKNOWN_COMM). A field that cannot be read (exited, not permitted) is None; never
+    raises for a vanished process."""
+    if comm == UNKNOWN_COMM:
+        comm = None
     start_ticks: int | None = None
     cmdline: tuple[str, ...] | None = None
     uid: int | None = None
@@ -54,6 +59,8 @@ class ActorCache:
         self._cache: dict[int, tuple[float, Actor]] = {}
 
     def get(self, pid: int, comm: str | None = None, *, kernel: bool = False) -> Actor:
+        if comm == UNKNOWN_COMM:
+            comm = None  # the trace did not know it: /proc's, or none
         now = self._clock()
         cached = self._cache.get(pid)
         if cached is None or cached[0] < now:

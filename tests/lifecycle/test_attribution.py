@@ -17,7 +17,7 @@ import posix_ipc
 import pytest
 
 from ipcmon.live import attribution, tracefs
-from ipcmon.live.actors import signal_origin
+from ipcmon.live.actors import ActorCache, signal_origin
 from ipcmon.live.attribution import SETTLE, UNTIED, Attributor
 from ipcmon.live.coalesce import Coalescer
 from ipcmon.model import Actor, Attribution
@@ -508,3 +508,12 @@ def test_watch_prints_the_sender_the_target_and_blocked_pending(spawn: Spawn) ->
         f"SIGUSR1 {sender} ipcmon-attr-snd → {sleeper.pid} ipcmon-attr-zz: blocked, pending"), line
     assert "Traceback" not in errors
     assert instance not in os.listdir(os.path.join(tracefs.tracing_dir() or "", "instances"))
+
+
+def test_a_comm_the_trace_did_not_know_is_read_from_proc() -> None:
+    """ftrace prints ``<...>`` for a task whose name fell out of its saved_cmdlines (seen under a loaded CI run): that
+    is no name, and the actor's comes from /proc (this process's own, for real)."""
+    cache = ActorCache(time.monotonic)
+    actor = cache.get(os.getpid(), "<...>")
+    assert actor.comm == Path(f"/proc/{os.getpid()}/comm").read_text().strip()
+    assert cache.get(os.getpid(), "named-by-trace").comm == "named-by-trace"

@@ -6,6 +6,7 @@ object the test registered, by exact name or id, however the test ended.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 
@@ -40,13 +41,8 @@ def cleanup() -> Iterator[Cleanup]:
 def action_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """ipcmon's action log (ipcmon.actions) goes to a temporary file, not the real ~/.local/state/ipcmon."""
     path = str(tmp_path_factory.mktemp("audit") / "actions.log")
-    previous = os.environ.get("IPCMON_ACTION_LOG")
-    os.environ["IPCMON_ACTION_LOG"] = path
-    yield path
-    if previous is None:
-        del os.environ["IPCMON_ACTION_LOG"]
-    else:
-        os.environ["IPCMON_ACTION_LOG"] = previous
+    with _environment("IPCMON_ACTION_LOG", path):
+        yield path
 
 
 @pytest.fixture(autouse=True)
@@ -56,10 +52,19 @@ def journal_path(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     never /var/lib/ipcmon or ~/.local/state (a test that wants one passes --db or sets it). One per test: a journal
     an earlier test's watch wrote would add its creators to a later test's leaks."""
     path = str(tmp_path_factory.mktemp("journal") / "none.db")
-    previous = os.environ.get("IPCMON_JOURNAL")
-    os.environ["IPCMON_JOURNAL"] = path
-    yield path
-    if previous is None:
-        del os.environ["IPCMON_JOURNAL"]
-    else:
-        os.environ["IPCMON_JOURNAL"] = previous
+    with _environment("IPCMON_JOURNAL", path):
+        yield path
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """os.environ[name] = value for the block (the processes tests start inherit it), then as it was."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous

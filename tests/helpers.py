@@ -263,6 +263,13 @@ def scan_kinds(*kinds: str, **options: object) -> Snapshot:
     return scan(ScanConfig(kinds=kinds, **options))  # type: ignore[arg-type]
 
 
+BLOCKS_SIGUSR1 = """
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    say("ready")
+    hold()
+    """
+"""A child (Spawn) that blocks SIGUSR1, says ready and holds: a SIGUSR1 sent to it stays pending."""
+
 DIE_WITH_PARENT = "import ctypes; ctypes.CDLL(None).prctl(1, 9)\n"  # PR_SET_PDEATHSIG: SIGKILL
 """Python a grandchild runs first, so that it dies with the child that started it (the spawn fixture stops that)."""
 

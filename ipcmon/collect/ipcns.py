@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ipcmon.collect import procfs
+from ipcmon.collect.namespaces import read_ns
 from ipcmon.model import Place, Process, names_better
 from ipcmon.safe import printable
 
@@ -72,10 +73,11 @@ def place_words(place: Place) -> str:
 
 
 def own_namespace(proc: str = procfs.PROC) -> int | None:
-    """Inode of ipcmon's own IPC namespace (/proc/self/ns/ipc); None when it cannot be read."""
+    """Inode of ipcmon's own IPC namespace (/proc/self/ns/ipc, as namespaces.read_ns reads it); None when it cannot
+    be read."""
     try:
-        return os.stat(f"{proc}/self/ns/ipc").st_ino
-    except OSError:
+        return read_ns("self", proc)[0]
+    except (procfs.Gone, procfs.Denied):
         return None
 
 

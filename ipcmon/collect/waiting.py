@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from ipcmon import health
-from ipcmon.collect import ipcns, procfs
+from ipcmon.collect import procfs
 from ipcmon.collect.fds import FdRef
 from ipcmon.collect.procmem import Memory
 from ipcmon.collect.signals import decode_mask
@@ -443,11 +443,11 @@ def resolve(
 def _ipc_place(pid: int, processes: Mapping[int, Process] | None) -> Place | None:
     """The IPC namespace a process waits in, for the key of the SysV object it waits on (ids are per namespace:
     the same msqid in two containers is two queues); None when unknown, or ipcmon's own."""
-    own = ipcns.own_namespace()
-    inode = ipcns.namespace_of(processes.get(pid) if processes is not None else None)
-    if own is None or inode is None or inode == own:
+    process = processes.get(pid) if processes is not None else None
+    place = process.place if process is not None else None  # the scan's pre-pass read it (collect/namespaces.py)
+    if place is None or place.host or place.ipc is None:
         return None
-    return Place(ipc=inode, mnt=None)
+    return Place(ipc=place.ipc, mnt=None)
 
 
 def _fifo_wait(raw: RawWait) -> Waiting:

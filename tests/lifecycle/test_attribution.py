@@ -21,7 +21,7 @@ from ipcmon.live.actors import ActorCache, signal_origin
 from ipcmon.live.attribution import SETTLE, UNTIED, Attributor
 from ipcmon.live.coalesce import Coalescer
 from ipcmon.model import Actor, Attribution
-from tests.helpers import DEADLINE, REPO, Cleanup, Spawn, gather, new_name, wait_until
+from tests.helpers import BLOCKS_SIGUSR1, DEADLINE, REPO, Cleanup, Spawn, gather, new_name, wait_until
 from tests.lifecycle.test_watch import _read_until
 from tests.reliability.cli import Unprivileged, unprivileged_setup
 
@@ -208,11 +208,7 @@ def test_an_attributor_with_no_source_at_start_runs_once_a_directory_is_marked(c
 
 def test_a_signal_to_a_sleeper_that_blocks_it_names_sender_target_and_blocked(
         attributor: Attributor, spawn: Spawn) -> None:
-    sleeper = spawn("""
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
-        say("ready")
-        hold()
-        """, comm="ipcmon-attr-zz")
+    sleeper = spawn(BLOCKS_SIGUSR1, comm="ipcmon-attr-zz")
     sleeper.expect()
     code = ("import ctypes, os, sys\nctypes.CDLL(None).prctl(15, b'ipcmon-attr-snd', 0, 0, 0)\n"
             "os.kill(int(sys.argv[1]), 10)\nprint(os.getpid())\n")
@@ -482,11 +478,7 @@ def test_signal_codes_tell_user_from_kernel_and_the_cause() -> None:
 def test_watch_prints_the_sender_the_target_and_blocked_pending(spawn: Spawn) -> None:
     if os.geteuid() != 0 or tracefs.tracing_dir() is None:
         pytest.fail("watch names senders through tracefs: root and tracefs mounted, as CI is")
-    sleeper = spawn("""
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
-        say("ready")
-        hold()
-        """, comm="ipcmon-attr-zz")
+    sleeper = spawn(BLOCKS_SIGUSR1, comm="ipcmon-attr-zz")
     sleeper.expect()
     watch = subprocess.Popen(
         [sys.executable, "-m", "ipcmon", "watch", "--kind", "signal", "--pid", str(sleeper.pid), "--interval", "0.2"],

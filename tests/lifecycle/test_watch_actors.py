@@ -26,7 +26,7 @@ from ipcmon.live import tracefs
 from ipcmon.live.monitor import Monitor
 from ipcmon.model import Attribution, Event
 from tests.containers import container
-from tests.helpers import DEADLINE, REPO, Cleanup, Spawn, new_name, wait_until
+from tests.helpers import BLOCKS_SIGUSR1, DEADLINE, REPO, Cleanup, Spawn, new_name, wait_until
 from tests.lifecycle.test_containers_front import _in_namespace
 from tests.lifecycle.test_watch import _read_until, _unread
 from tests.reliability.cli import Unprivileged, unprivileged_setup, watch_briefly
@@ -349,11 +349,7 @@ def test_not_root_watch_says_which_source_is_missing_and_events_come_as_before(n
 def test_watch_json_gives_a_sent_event_with_its_sender_as_actor(spawn: Spawn) -> None:
     # An Actor is no JSON value: each sent event used to raise in the handler and never be printed.
     _require_root()
-    sleeper = spawn("""
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
-        say("ready")
-        hold()
-        """, comm="ipcm-sleeper")
+    sleeper = spawn(BLOCKS_SIGUSR1, comm="ipcm-sleeper")
     sleeper.expect()
     watch = subprocess.Popen(
         [sys.executable, "-m", "ipcmon", "watch", "--json", "--kind", "signal", "--pid", str(sleeper.pid),

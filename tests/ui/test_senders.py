@@ -30,7 +30,7 @@ from ipcmon.ui.view.table import Context, RowCache, matches
 from ipcmon.ui.view.timeline import event_probe
 from ipcmon.ui.widgets.tables import ObjectTable
 from ipcmon.ui.widgets.timeline_table import TimelineTable
-from tests.helpers import Cleanup, Spawn, new_name
+from tests.helpers import BLOCKS_SIGUSR1, Cleanup, Spawn, new_name
 from tests.journal.common import actor_of, created
 from tests.ui import canned
 from tests.ui.conftest import canned_app, jump, live_app, started, view, wait_for
@@ -194,11 +194,7 @@ def _need_tracefs() -> None:
 
 async def test_a_blocked_sigusr1_shows_its_sender_in_the_signals_view(spawn: Spawn) -> None:
     _need_tracefs()
-    sleeper = spawn("""
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
-        say("ready")
-        hold()
-        """, comm="ipcmon-ui-zz")
+    sleeper = spawn(BLOCKS_SIGUSR1, comm="ipcmon-ui-zz")
     sleeper.expect()
     app = live_app(interval=0.5, kinds=("signal",), pids=frozenset({sleeper.pid}))
     async with app.run_test(size=(120, 40)) as pilot:

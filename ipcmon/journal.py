@@ -451,6 +451,9 @@ class Journal:
         self._connection: sqlite3.Connection | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._life = threading.Lock()
+        """Held by start() and stop(): one at a time, whatever threads call them."""
+        self._stopped = False
         self._last_retention = 0.0
         self._last_retry = 0.0
 
@@ -458,11 +461,14 @@ class Journal:
 
     def start(self) -> None:
         """Open the database (or go on in memory, saying why) and start the writer thread."""
-        self._open()
-        if self._connection is not None:
-            self._retain(time.time())
-        self._thread = threading.Thread(target=self._run, name="ipcmon-journal", daemon=True)
-        self._thread.start()
+        with self._life:  # a stop() from another thread waits: it would close the connection under _retain
+            if self._stopped:
+                return  # stopped before this start (on another thread) began: nothing to open
+            self._open()
+            if self._connection is not None:
+                self._retain(time.time())
+            self._thread = threading.Thread(target=self._run, name="ipcmon-journal", daemon=True)
+            self._thread.start()
 
     def add(self, record: Record) -> bool:
         """Queue one record for writing; False when the queue was full and it was dropped (counted). Never blocks."""
@@ -493,17 +499,20 @@ class Journal:
         return marker.done.wait(timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Write what is queued, then close the database and end the writer thread."""
-        thread = self._thread
-        if thread is not None and thread.is_alive():
-            try:
-                self._queue.put(_Stop(), timeout=timeout)
-            except queue.Full:
-                pass
-            thread.join(timeout)
-        self._thread = None
-        if self._connection is not None and (thread is None or not thread.is_alive()):
-            self._close()
+        """Write what is queued, then close the database and end the writer thread (after a start() under way in
+        another thread has finished: closing a connection another thread is using crashed the process, seen in CI)."""
+        with self._life:
+            self._stopped = True
+            thread = self._thread
+            if thread is not None and thread.is_alive():
+                try:
+                    self._queue.put(_Stop(), timeout=timeout)
+                except queue.Full:
+                    pass
+                thread.join(timeout)
+            self._thread = None
+            if self._connection is not None and (thread is None or not thread.is_alive()):
+                self._close()
 
     # -- the writer thread --
 

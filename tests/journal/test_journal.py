@@ -8,6 +8,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -217,3 +218,18 @@ def test_a_creator_found_by_name_is_never_another_objects(tmp_path: Path) -> Non
         assert found is not None and found.attribution.key == "shm:9:1"
         queue = reader.creator(key="mqueue:7:3", name="/ipcmon-test-queue", mechanism="mqueue")
         assert queue is not None and queue.attribution.actor == me and queue.exited is False
+
+
+def test_a_stop_from_another_thread_waits_for_a_start_under_way(tmp_path: Path) -> None:
+    """The dashboard opens its journal on one thread and may close it on another at once (a recorder started, the
+    app quit): stop() waits for start(), or makes a later start() do nothing; closing a connection in use crashed
+    the process in CI (SIGSEGV in sqlite)."""
+    for round_number in range(30):
+        journal = Journal(str(tmp_path / f"race-{round_number}.db"))
+        opener = threading.Thread(target=journal.start)
+        opener.start()
+        journal.stop(timeout=5)
+        opener.join(timeout=10)
+        assert not opener.is_alive()
+        journal.stop(timeout=5)  # whichever came first, nothing is left open or running
+        assert journal._connection is None and (journal._thread is None or not journal._thread.is_alive())

@@ -58,7 +58,9 @@ class ActorCache:
         self._proc = proc
         self._cache: dict[int, tuple[float, Actor]] = {}
 
-    def get(self, pid: int, comm: str | None = None, *, kernel: bool = False) -> Actor:
+    def get(self, pid: int, comm: str | None = None, *, fallback: str | None = None, kernel: bool = False) -> Actor:
+        """pid's Actor (see read_actor), named comm when given, else /proc's name, else fallback when /proc could not
+        be read (the process is gone). Neither name counts when it is UNKNOWN_COMM."""
         if comm == UNKNOWN_COMM:
             comm = None  # the trace did not know it: /proc's, or none
         now = self._clock()
@@ -69,6 +71,8 @@ class ActorCache:
             cached = (now + CACHE_SECONDS, read_actor(pid, None, self._proc))
             self._cache[pid] = cached
         actor = cached[1]
+        if comm is None and actor.start_ticks is None and fallback != UNKNOWN_COMM:
+            comm = fallback
         if (comm is not None and comm != actor.comm) or kernel:
             actor = dataclasses.replace(actor, comm=comm if comm is not None else actor.comm, kernel=kernel)
         return actor

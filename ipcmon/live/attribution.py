@@ -54,6 +54,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ipcmon.collect.procmem import Memory
 from ipcmon.collect.shm import name_of
@@ -75,6 +76,8 @@ UNTIED = "creator unknown"
 MQUEUE_DIR = "/dev/mqueue"
 NAME_MAX = 255
 _KEYS_MAX = 65_536
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 _IN_CREATE, _IN_DELETE, _IN_MOVED_FROM, _IN_MOVED_TO, _IN_Q_OVERFLOW = 0x100, 0x200, 0x40, 0x80, 0x4000
 _IN_NONBLOCK, _IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
@@ -256,6 +259,8 @@ class Attributor:
         self._entries: deque[_Entry] = deque(maxlen=STAGE_MAX)
         self._queue_keys: OrderedDict[str, str] = OrderedDict()
         self._shm_keys: OrderedDict[tuple[int, str], str] = OrderedDict()
+        self._comms: OrderedDict[int, str] = OrderedDict()
+        """Each task's command name from task_newtask and task_rename, by tid, as of the record being read."""
         self._actors = ActorCache(time.monotonic)
         self._coalescer = Coalescer(self._emit)
         self._emitted = False
@@ -406,9 +411,11 @@ class Attributor:
         signal_events = [tracefs.SIGNAL_GENERATE] if self._signals else []
         queue_events = ([tracefs.MQ_OPEN, tracefs.MQ_OPEN_EXIT, tracefs.MQ_UNLINK, tracefs.MQ_UNLINK_EXIT]
                         if self._queues else [])
-        attempts = [signal_events + queue_events]
+        names = [tracefs.TASK_NEWTASK, tracefs.TASK_RENAME]  # without them, the comm is saved_cmdlines' at read time
+        bases = [signal_events + queue_events]
         if signal_events and queue_events:
-            attempts.append(signal_events)  # a kernel without syscall events (no CONFIG_FTRACE_SYSCALLS)
+            bases.append(signal_events)  # a kernel without syscall events (no CONFIG_FTRACE_SYSCALLS)
+        attempts = [base + extra for base in bases for extra in (names, [])]
         failure = ""
         for events in attempts:
             try:
@@ -511,7 +518,7 @@ class Attributor:
         mechanism, name = name_of(event.name)
         inode = fanotify.tmpfs_inode(event.handle)
         wall = time.time()
-        actor = self._actors.get(event.pid)
+        actor = self._actors.get(event.pid, fallback=self._comms.get(event.pid))  # gone: its last name, if traced
         for bit, action in _FAN_ORDER:
             if event.mask & bit:
                 key = self._shm_key(directory, mechanism, event.name, inode, action)
@@ -586,7 +593,12 @@ class Attributor:
 
     def _trace_record(self, record: tracefs.TraceRecord, now: float) -> None:
         offset = time.time() - time.monotonic()  # the instance's clock is CLOCK_MONOTONIC
-        if record.event == "signal_generate":
+        if record.event == "task_newtask" or record.event == "task_rename":
+            tid = record.fields.get("pid", str(record.tid))  # task_rename without pid= (6.14+): the task renamed
+            comm = record.fields.get("comm", record.fields.get("newcomm"))
+            if comm is not None and tid.lstrip("-").isdigit():
+                _remember(self._comms, int(tid), comm)
+        elif record.event == "signal_generate":
             self._signal(record, record.time + offset, now)
         elif record.event in ("sys_mq_open", "sys_mq_unlink"):
             if record.returned is None:
@@ -601,12 +613,19 @@ class Attributor:
         target, blocked, ignored = target_masks(target_tid, sig, group=fields.get("grp") == "1")
         target = target if target is not None else target_tid
         kernel, cause = signal_origin(sig, code, record.pid == target)
-        actor = self._actors.get(record.pid, record.comm, kernel=kernel)
+        actor = self._actor(record, kernel=kernel)
         comm = fields["comm"]
         attribution = Attribution(wall, "sent", "signal", f"{target} {comm}", actor, "tracefs", f"signal:{target}",
                                   signal=sig, target=target, target_comm=comm, result=result, blocked=blocked,
                                   ignored=ignored if result != "ignored" else True, cause=cause)
         self._stage(_Staged(now + SETTLE, attribution))
+
+    def _actor(self, record: tracefs.TraceRecord, *, kernel: bool = False) -> Actor:
+        """The record's process, named as its task was named when it acted: from task_newtask and task_rename when
+        the task was born or renamed since the instance began, else /proc's name while it lives, else the name the
+        trace printed (saved_cmdlines': a task that renamed itself and acted before its next context switch is
+        printed under its old name)."""
+        return self._actors.get(record.pid, self._comms.get(record.tid), fallback=record.comm, kernel=kernel)
 
     def _call_entered(self, record: tracefs.TraceRecord, wall: float, now: float) -> None:
         if len(self._calls) >= CALLS_MAX:
@@ -617,7 +636,7 @@ class Attributor:
             with Memory(record.pid) as memory:
                 name = _queue_name(memory.read_string(int(address, 16), NAME_MAX + 2))
         oflag = int(record.fields.get("oflag", "0"), 16)
-        actor = self._actors.get(record.pid, record.comm)
+        actor = self._actor(record)
         self._calls[record.tid] = _Call(now, wall, record.event, actor, name, oflag)
 
     def _call_returned(self, record: tracefs.TraceRecord, returned: int, now: float) -> None:
@@ -776,11 +795,10 @@ def _as_action(word: str) -> Action:
     return actions[word]
 
 
-def _remember(table: OrderedDict[object, object] | OrderedDict[tuple[int, str], str] | OrderedDict[str, str]
-              | OrderedDict[tuple[int, int, str], float], key: object, value: object) -> None:
+def _remember(table: OrderedDict[_K, _V], key: _K, value: _V) -> None:
     """Put key in a bounded table (the oldest goes beyond _KEYS_MAX)."""
-    table[key] = value  # type: ignore[index,assignment]
-    table.move_to_end(key)  # type: ignore[arg-type]
+    table[key] = value
+    table.move_to_end(key)
     if len(table) > _KEYS_MAX:
         table.popitem(last=False)
 

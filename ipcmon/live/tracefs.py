@@ -9,7 +9,10 @@ removes one whose process is gone (an ipcmon killed with SIGKILL) at the next st
 Events used (include/trace/events/signal.h, syscalls): ``signal:signal_generate`` (the sender is the task of the
 record; the target, signal and result are its fields), ``syscalls:sys_enter_mq_open`` and
 ``syscalls:sys_enter_mq_unlink`` (the caller is the task; the name is a pointer into its memory), and their
-``sys_exit_*`` returns (whether the call worked).
+``sys_exit_*`` returns (whether the call worked), and ``task:task_newtask`` and ``task:task_rename``
+(include/trace/events/task.h): each task's command name as it was when it acted. The comm printed at the head of a
+record is looked up in saved_cmdlines when the line is read, so a process that renamed itself (exec, prctl
+PR_SET_NAME) and acted before its next context switch is printed under its old name.
 
 tracefs may not be mounted: mounting it is a system change left to the user (:data:`MOUNT_HINT`). Creating an
 instance needs root.
@@ -39,6 +42,10 @@ MQ_UNLINK = "syscalls/sys_enter_mq_unlink"
 MQ_OPEN_EXIT = "syscalls/sys_exit_mq_open"
 MQ_UNLINK_EXIT = "syscalls/sys_exit_mq_unlink"
 """A system call's return: the record of the same task that follows its entry says whether it worked (``ret``)."""
+TASK_NEWTASK = "task/task_newtask"
+TASK_RENAME = "task/task_rename"
+"""A new task (``pid``, the parent's ``comm`` it starts with) and a task's new name (exec, prctl PR_SET_NAME):
+with both, the name a task had when it acted is known exactly, whatever saved_cmdlines says when the line is read."""
 
 RESULTS = {0: "delivered", 1: "ignored", 2: "already pending", 3: "queue full", 4: "delivered without info"}
 """signal_generate's ``res`` (include/trace/events/signal.h, enum trace_signal_result). ``delivered`` means queued to
@@ -52,6 +59,12 @@ _SIGNAL = re.compile(
     r"^sig=(?P<sig>-?\d+) errno=(?P<errno>-?\d+) code=(?P<code>-?\d+) comm=(?P<comm>.*) pid=(?P<pid>-?\d+) "
     r"grp=(?P<grp>\d+) res=(?P<res>\d+)$"
 )
+_NEWTASK = re.compile(
+    r"^pid=(?P<pid>-?\d+) comm=(?P<comm>.*) clone_flags=(?P<clone_flags>[0-9a-f]+) oom_score_adj=(?P<adj>-?\d+)$")
+_RENAME = re.compile(  # Linux 6.14 dropped pid= (it is always the task of the record)
+    r"^(?:pid=(?P<pid>-?\d+) )?oldcomm=(?P<oldcomm>.*?) newcomm=(?P<newcomm>.*) oom_score_adj=(?P<adj>-?\d+)$")
+_SHAPES = {"signal_generate": _SIGNAL, "task_newtask": _NEWTASK, "task_rename": _RENAME}
+"""Events whose print format holds a comm, which may hold spaces and ``=``: matched whole, by their format."""
 _ARGUMENT = re.compile(r"(\w+): (0x[0-9a-f]+|-?\d+)")
 _ASSIGNMENT = re.compile(r"(\w+)=(\S*)")
 """``key=value`` in an event's print format (``sched_process_fork: comm=sh pid=1 child_comm=sh child_pid=2``): a comm
@@ -104,11 +117,11 @@ def parse_line(line: str) -> TraceRecord | None:
     fields: dict[str, str]
     if match["ret"] is not None:
         fields = {"ret": match["ret"]}
-    elif match["event"] == "signal_generate":
-        signal_match = _SIGNAL.match(body)
-        if signal_match is None:
+    elif match["event"] in _SHAPES:
+        shaped = _SHAPES[match["event"]].match(body)
+        if shaped is None:
             return None
-        fields = signal_match.groupdict()
+        fields = {key: value for key, value in shaped.groupdict().items() if value is not None}
     else:
         fields = dict(_ARGUMENT.findall(body)) or dict(_ASSIGNMENT.findall(body))
     tgid = match["tgid"]

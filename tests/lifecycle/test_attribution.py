@@ -225,6 +225,27 @@ def test_a_signal_to_a_sleeper_that_blocks_it_names_sender_target_and_blocked(
     assert (record.object, record.key) == (f"{sleeper.pid} ipcmon-attr-zz", f"signal:{sleeper.pid}")
 
 
+def test_each_signal_names_the_sender_as_it_was_named_when_it_sent(attributor: Attributor, spawn: Spawn) -> None:
+    # The comm at the head of a trace line is looked up when the line is read: read after both sends (the trace is
+    # read on the Attributor's thread, later), both would carry one name (seen in CI: "python3" for a sender that
+    # had renamed itself and exited before its next context switch). task_rename records each name as it was.
+    sleeper = spawn(BLOCKS_SIGUSR1, comm="ipcmon-attr-zz")
+    sleeper.expect()
+    code = ("import ctypes, os, sys\nlibc = ctypes.CDLL(None)\ntarget = int(sys.argv[1])\n"
+            "for name in (b'ipcmon-attr-n1', b'ipcmon-n2 x=y'):\n"
+            "    libc.prctl(15, name, 0, 0, 0)\n    os.kill(target, 10)\nprint(os.getpid())\n")
+    sender = int(subprocess.run([sys.executable, "-c", code, str(sleeper.pid)], capture_output=True, text=True,
+                                check=True).stdout)
+
+    def both(found: list[Attribution]) -> bool:
+        return len([record for record in _by(found, sender, "sent") if record.target == sleeper.pid]) == 2
+
+    records = [record for record in _by(_collect(attributor, both, "both signals"), sender, "sent")
+               if record.target == sleeper.pid]
+    assert [(record.actor.comm, record.result) for record in records] == [
+        ("ipcmon-attr-n1", "delivered"), ("ipcmon-n2 x=y", "already pending")]
+
+
 def test_a_process_signal_one_thread_does_not_block_is_not_blocked(attributor: Attributor, spawn: Spawn) -> None:
     sleeper = spawn("""
         import threading, time

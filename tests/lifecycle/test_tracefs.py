@@ -113,6 +113,13 @@ def test_lines_of_odd_shape() -> None:
     returned = parse_line("  python3-11101   (  11101) [000] ..... 26605.158595: sys_mq_unlink -> 0xfffffffffffffffe")
     assert returned is not None and (returned.event, returned.returned) == ("sys_mq_unlink", -2)
     assert parse_line("CPU:1 [LOST 38 EVENTS]") is None
+    # task_rename as Linux 6.14 prints it (no pid=: the task of the record), a name with spaces and '='.
+    renamed = parse_line("  python3-901 (  901) [000] ..... 5.5: task_rename: oldcomm=python3 newcomm=a b=c "
+                         "oom_score_adj=0")
+    assert renamed is not None and renamed.fields == {"oldcomm": "python3", "newcomm": "a b=c", "adj": "0"}
+    born = parse_line("  bash-20975 [000] ..... 7.1: task_newtask: pid=21020 comm=my sh clone_flags=1200000 "
+                      "oom_score_adj=0")
+    assert born is not None and (born.fields["pid"], born.fields["comm"]) == ("21020", "my sh")
     assert parse_line("python3-9 [000] ..... 1.5: signal_generate: sig=") is None
 
 

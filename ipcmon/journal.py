@@ -23,9 +23,9 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 from ipcmon.model import Actor, Attribution, AttributionSource, Event
 from ipcmon.model.places import Container, Place
@@ -807,6 +807,25 @@ class Creator:
     exited_at: float | None = None
 
 
+_IN_MAX = 500
+_T = TypeVar("_T")
+"""Values bound in one ``IN (…)`` at most (SQLite's limit is 32,766 since 3.32; a query plan stays small)."""
+
+
+def _chunks(values: list[_T], size: int) -> Iterator[list[_T]]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _from_created_event(event: Event) -> Attribution:
+    """A ``created`` lifecycle event that names its actor (a fanotify or tracefs event), as the attribution it
+    stands for."""
+    assert event.actor is not None
+    source: AttributionSource = "tracefs" if event.source == "tracefs" else "fanotify"
+    return Attribution(event.time, "created", event.mechanism, event.object, event.actor, source, event.key,
+                       event.place)
+
+
 class JournalReader:
     """The reading side: a read-only connection (WAL: never waits for the writer). Raises JournalError."""
 
@@ -896,43 +915,46 @@ class JournalReader:
         """Who created the object, by its key first, else by name and mechanism (the newest creation of that name
         not followed by a removal of it, among the records a source could tie to no key: one tied to another key was
         another object of the same name), and whether that process exited; None when the journal does not know."""
-        found: Attribution | None = None
-        if key is not None:
-            found = next(iter(self._created("key = ?", [key])), None)
-        if found is None and key is not None:
-            found = self._created_event(key)
-        if found is None and name is not None:
-            names, spelled = _object_names(name)
-            mechanism = mechanism or spelled
-            by_name = self._rows(
-                "SELECT * FROM attributions WHERE object = ? AND mechanism = ? AND action IN ('created', 'removed') "
-                "AND (key IS NULL OR key = ?) ORDER BY time DESC, id DESC LIMIT 1", [_raw(names[0]), mechanism, key])
-            if by_name and by_name[0]["action"] == "created":
-                found = _attribution_of(by_name[0])
-        if found is None:
-            return None
-        exited, exited_at = self.exited(found.actor.pid, found.actor.start_ticks, since=found.time)
-        return Creator(found, exited, exited_at)
+        return self.creators([(key, name, mechanism)])[0]
 
-    def _created(self, where: str, parameters: list[object]) -> list[Attribution]:
-        rows = self._rows(f"SELECT * FROM attributions WHERE {where} AND action = 'created' "
-                          "ORDER BY time DESC, id DESC LIMIT 1", parameters)
-        return [_attribution_of(row) for row in rows]
-
-    def _created_event(self, key: str) -> Attribution | None:
-        """A ``created`` lifecycle event of the object that names its actor (a fanotify or tracefs event), as the
-        attribution it stands for."""
-        rows = self._rows("SELECT * FROM events WHERE key = ? AND event = 'created' AND actor_pid IS NOT NULL "
-                          "ORDER BY time DESC, id DESC LIMIT 1", [key])
-        if not rows:
-            return None
-        event = _event_of(rows[0])
-        assert event.actor is not None
-        source: AttributionSource = "tracefs" if event.source == "tracefs" else "fanotify"
-        return Attribution(event.time, "created", event.mechanism, event.object, event.actor, source, event.key,
-                           event.place)
-
-    # -- processes --
+    def creators(self, objects: Sequence[tuple[str | None, str | None, str | None]]) -> list[Creator | None]:
+        """creator() of each (key, name, mechanism), in order: a few queries for them all (a snapshot's thousands
+        of segments), not a few per object. Raises JournalError."""
+        found: list[Attribution | None] = [None] * len(objects)
+        keyed = {key: index for index, (key, _, _) in enumerate(objects) if key is not None}
+        for chunk in _chunks(list(keyed), _IN_MAX):
+            for row in self._rows("SELECT * FROM attributions WHERE action = 'created' AND key IN "
+                                  f"({', '.join('?' * len(chunk))}) ORDER BY time, id", chunk):
+                found[keyed[row["key"]]] = _attribution_of(row)  # the newest last: it wins
+        unknown = [key for key, index in keyed.items() if found[index] is None]
+        for chunk in _chunks(unknown, _IN_MAX):
+            for row in self._rows("SELECT * FROM events WHERE event = 'created' AND actor_pid IS NOT NULL AND key IN "
+                                  f"({', '.join('?' * len(chunk))}) ORDER BY time, id", chunk):
+                found[keyed[row["key"]]] = _from_created_event(_event_of(row))
+        wanted: dict[int, tuple[bytes, str | None]] = {}  # index → (the name as stored, its mechanism)
+        for index, (_, name, mechanism) in enumerate(objects):
+            if found[index] is None and name is not None:
+                names, spelling = _object_names(name)
+                wanted[index] = (_raw(names[0]) or b"", mechanism or spelling)
+        for raws in _chunks(sorted({raw for raw, _ in wanted.values()}), _IN_MAX):
+            rows: dict[bytes, list[sqlite3.Row]] = {}
+            for row in self._rows("SELECT * FROM attributions WHERE action IN ('created', 'removed') AND object IN "
+                                  f"({', '.join('?' * len(raws))}) ORDER BY time DESC, id DESC", raws):
+                rows.setdefault(row["object"], []).append(row)
+            for index, (raw, mechanism) in wanted.items():
+                key = objects[index][0]
+                newest = next((row for row in rows.get(raw, ()) if row["mechanism"] == mechanism
+                               and row["key"] in (None, key)), None)
+                if newest is not None and newest["action"] == "created":
+                    found[index] = _attribution_of(newest)
+        creators: list[Creator | None] = []
+        for record in found:
+            if record is None:
+                creators.append(None)
+                continue
+            exited, exited_at = self.exited(record.actor.pid, record.actor.start_ticks, since=record.time)
+            creators.append(Creator(record, exited, exited_at))
+        return creators
 
     def attributions_by_process(self, pid: int, start_ticks: int | None = None, limit: int = 1000) -> list[Attribution]:
         """What a process did, newest ``limit`` oldest first; with start_ticks only that process, not an earlier or
@@ -944,6 +966,19 @@ class JournalReader:
             parameters.append(start_ticks)
         rows = self._rows(sql + " ORDER BY time DESC, id DESC LIMIT ?", [*parameters, limit])
         return [_attribution_of(row) for row in reversed(rows)]
+
+    def signals_to_each(self, pids: Iterable[int], limit: int = 20) -> dict[int, list[Attribution]]:
+        """signals_to() for many processes at once: pid → its last ``limit`` signals, oldest first (a pid that got
+        none is left out). Raises JournalError."""
+        received: dict[int, list[Attribution]] = {}
+        for chunk in _chunks(sorted(set(pids)), _IN_MAX):
+            rows = self._rows(
+                "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY target ORDER BY time DESC, id DESC) AS nth "
+                f"FROM attributions WHERE action = 'sent' AND target IN ({', '.join('?' * len(chunk))})) "
+                "WHERE nth <= ? ORDER BY time, id", [*chunk, limit])
+            for row in rows:
+                received.setdefault(row["target"], []).append(_attribution_of(row))
+        return received
 
     def signals_to(self, pid: int, limit: int = 20) -> list[Attribution]:
         """The last ``limit`` signals sent to pid (``sent`` attributions), oldest first."""

@@ -17,12 +17,14 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from ipcmon import who
 from ipcmon.cli.arguments import Command, Subcommands, parse_duration_arg, parse_interval
+from ipcmon.model import Actor
 from ipcmon.safe import counted, printable
 
 if TYPE_CHECKING:
     from ipcmon.journal import JournalReader, ProcessExit
-    from ipcmon.model import Actor, Attribution, Event
+    from ipcmon.model import Attribution, Event
     from ipcmon.recorder import AttributionSource
 
 
@@ -166,11 +168,10 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def _actor_text(actor: Actor) -> str:
-    """``4242 python3 train.py --fast`` (the cmdline when known, else comm), printable."""
-    command = " ".join(actor.cmdline) if actor.cmdline else (actor.comm or "?")
+    """``4242 python3 train.py --fast`` (who.actor_text), ``the kernel (in 4242 python3)``; printable."""
     if actor.kernel:
         return f"the kernel (in {actor.pid} {printable(actor.comm or '?')})"
-    return f"{actor.pid} {printable(command)}"
+    return printable(who.actor_text(actor))
 
 
 def _when(epoch: float) -> str:
@@ -203,22 +204,13 @@ def _event_line(event: Event) -> str:
 
 
 def _exit_line(record: ProcessExit) -> str:
-    command = " ".join(record.cmdline) if record.cmdline else (record.comm or "?")
-    return f"{_when(record.time)}  process  exited {record.pid} {printable(command)}  [scan]"
-
-
-def actor_json(actor: Actor | None) -> dict[str, object] | None:
-    """An actor as history --json and watch --json give it (raw names: JSON escapes them); None for None."""
-    if actor is None:
-        return None
-    return {"pid": actor.pid, "comm": actor.comm, "cmdline": list(actor.cmdline) if actor.cmdline is not None else None,
-            "uid": actor.uid, "start_ticks": actor.start_ticks, "kernel": actor.kernel,
-            "place": None if actor.place is None else actor.place.label}
+    gone = Actor(record.pid, record.comm, record.cmdline)
+    return f"{_when(record.time)}  process  exited {_actor_text(gone)}  [scan]"
 
 
 def _attribution_json(record: Attribution) -> dict[str, object]:
     return {"type": "attribution", "time": record.time, "action": record.action, "mechanism": record.mechanism,
-            "object": record.object, "key": record.key, "source": record.source, "actor": actor_json(record.actor),
+            "object": record.object, "key": record.key, "source": record.source, "actor": who.actor_json(record.actor),
             "place": None if record.place is None else record.place.label, "signal": record.signal,
             "target": record.target, "target_comm": record.target_comm, "result": record.result,
             "blocked": record.blocked, "ignored": record.ignored, "count": record.count}
@@ -228,7 +220,7 @@ def _event_json(event: Event) -> dict[str, object]:
     return {"type": "event", "time": event.time, "mechanism": event.mechanism, "event": event.event,
             "object": event.object, "key": event.key, "pid": event.pid, "comm": event.comm, "source": event.source,
             "detail": event.detail, "place": None if event.place is None else event.place.label,
-            "actor": actor_json(event.actor)}
+            "actor": who.actor_json(event.actor)}
 
 
 def _exit_json(record: ProcessExit) -> dict[str, object]:

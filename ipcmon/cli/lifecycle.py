@@ -30,15 +30,15 @@ from ipcmon.cli.arguments import (
     place_selector,
     select_places,
 )
-from ipcmon.cli.journal import actor_json, add_db_option
+from ipcmon.cli.journal import add_db_option
 from ipcmon.safe import counted, printable
 from ipcmon.text import PLACE_HEADER, human_age, human_bytes, place_cell, place_json, place_suffix
 
 if TYPE_CHECKING:
     from ipcmon.actions import Removal
-    from ipcmon.journal import Creator
     from ipcmon.leaks import Leak
     from ipcmon.model import Event, Place
+    from ipcmon.who import Known
 
 
 def add_watch_parser(commands: Subcommands) -> argparse.ArgumentParser:
@@ -213,6 +213,8 @@ def event_to_dict(event: Event) -> dict[str, object]:
     start_ticks, kernel, place; null when unknown)."""
     data = {field.name: getattr(event, field.name) for field in dataclasses.fields(event) if field.name != "place"}
     data.update(place_json(event.place))
+    from ipcmon.who import actor_json
+
     data["actor"] = actor_json(event.actor)
     return data
 
@@ -361,75 +363,29 @@ def _closing_line(leaks: list[Leak], pattern: str | None, where: Sequence[str] =
     return f"{counted(len(leaks), 'leak', 'leaks')}, {' and '.join(amounts)} in all; {'; '.join(advice)}.\n"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Creators:
-    """What the journal says about who made each leak (issue 16)."""
+def _leak_creators(leaks: list[Leak], db: str | None) -> Known:
+    """Ask the journal who created each POSIX leak (who.read_journal: never fails)."""
+    from ipcmon.who import read_journal
 
-    by_key: dict[str, Creator | None]
-    """Leak key → its creator, None when the journal does not know; empty when no journal was read."""
-    journal: str | None
-    """The journal read; None when there is none or it could not be read."""
-    note: str = ""
-    """Why the journal could not be read ('' when there is none at all, or it was read)."""
-    warnings: tuple[str, ...] = ()
-    """What the journal's reader says of its gaps (a full disk, records dropped in the last day)."""
+    return read_journal(db, [(leak.key, leak.name, leak.mechanism) for leak in leaks
+                             if leak.mechanism in ("shm", "sem", "mqueue")])
 
 
-def _creators(leaks: list[Leak], db: str | None) -> _Creators:
-    """Ask the journal who created each leak. Never fails: a missing journal is nothing, a locked, corrupt or
-    unreadable one is a note, and leaks prints the same as without a journal."""
-    from ipcmon import journal
+def creator_line(leak: Leak, known: Known) -> str:
+    """``  /name: created by 4242 python3 train.py at 12:03:07; that process exited at 12:05:40 without
+    unlinking\n``: printable; '' when the journal was not asked about it."""
+    from ipcmon.who import creator_text
 
-    path = db or journal.default_path()
-    reader, problem = journal.open_reader(path)
-    if reader is None:
-        return _Creators({}, None, problem)
-    by_key: dict[str, Creator | None] = {}
-    try:
-        with reader:
-            for leak in leaks:
-                if leak.mechanism in ("shm", "sem", "mqueue"):
-                    by_key[leak.key] = reader.creator(key=leak.key, name=leak.name, mechanism=leak.mechanism)
-            warnings = tuple(reader.warnings(time.time() - 86400)) if by_key else ()
-    except journal.JournalError as error:
-        return _Creators({}, None, str(error))
-    except Exception as error:  # reading the journal must never make leaks fail
-        return _Creators({}, None, f"the journal {path} cannot be read ({type(error).__name__}: {error})")
-    return _Creators(by_key, path, warnings=warnings)
+    if leak.key not in known.creators:
+        return ""
+    said = creator_text(known.creators[leak.key], unlinked=leak.problem != "deleted-but-held")
+    return f"  {printable(leak.name)}: {printable(said)}\n"
 
 
-def _clock_at(epoch: float) -> str:
-    """``12:03:07`` today, ``2026-11-28 12:03:07`` another day."""
-    same_day = time.localtime(epoch)[:3] == time.localtime()[:3]
-    return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S", time.localtime(epoch))
-
-
-def creator_text(leak: Leak, creator: Creator | None) -> str:
-    """``created by 4242 python3 train.py at 12:03:07; that process exited at 12:05:40 without unlinking``, ``…;
-    that process is still running``, or ``creator unknown``. Printable."""
-    if creator is None:
-        return "creator unknown"
-    actor = creator.attribution.actor
-    command = " ".join(actor.cmdline) if actor.cmdline else (actor.comm or "?")
-    text = f"created by {actor.pid} {printable(command)} at {_clock_at(creator.attribution.time)}"
-    unlinked = "" if leak.problem == "deleted-but-held" else " without unlinking"
-    if creator.exited is True:
-        when = f"at {_clock_at(creator.exited_at)}" if creator.exited_at is not None else "(when is unknown)"
-        return f"{text}; that process exited {when}{unlinked}"
-    if creator.exited is False:
-        return f"{text}; that process is still running"
-    return text
-
-
-def created_by_json(creator: Creator | None) -> dict[str, object] | None:
-    """``leaks --json``'s ``created_by``: the creator's pid, comm, cmdline, uid, start_ticks, time and source, and
-    ``exited`` (true, false, null: unknown) with ``exited_at``; null when the journal does not know."""
-    if creator is None:
-        return None
-    actor = creator.attribution.actor
-    return {"pid": actor.pid, "comm": actor.comm, "cmdline": None if actor.cmdline is None else list(actor.cmdline),
-            "uid": actor.uid, "start_ticks": actor.start_ticks, "time": creator.attribution.time,
-            "source": creator.attribution.source, "exited": creator.exited, "exited_at": creator.exited_at}
+def journal_notes(known: Known, what: str = "creators") -> str:
+    """The notes on stderr about a journal that could not be read, and its gaps: printable lines."""
+    lines = [f"note: {known.note}: {what} unknown"] if known.note else []
+    return "".join(f"{printable(line)}\n" for line in [*lines, *(f"note: {warning}" for warning in known.warnings)])
 
 
 def cmd_leaks(args: argparse.Namespace) -> int:
@@ -438,10 +394,12 @@ def cmd_leaks(args: argparse.Namespace) -> int:
     if found is None:
         return 2
     leaks = [leak for leak in found.leaks if _old_enough(leak, args.min_age)]
-    creators = _creators(leaks, getattr(args, "db", None))
+    known = _leak_creators(leaks, getattr(args, "db", None))
     if args.json:
+        from ipcmon.who import created_by_json
+
         rows = [{**leak_to_dict(leak, found.places.get(leak.key)),
-                 "created_by": created_by_json(creators.by_key.get(leak.key))} for leak in leaks]
+                 "created_by": created_by_json(known.creators.get(leak.key))} for leak in leaks]
         sys.stdout.write(json.dumps(rows) + "\n")
         if found.matched == 0:
             sys.stderr.write(_nothing_matches(args.match))
@@ -453,10 +411,9 @@ def cmd_leaks(args: argparse.Namespace) -> int:
     else:
         lines = leak_table(leaks, found.levels, found.places)
         sys.stdout.write("\n".join(lines) + "\n")
-        if creators.journal is not None and creators.by_key:
-            sys.stdout.write(f"who created them (journal {printable(creators.journal)}):\n")
-            sys.stdout.write("".join(f"  {printable(leak.name)}: {creator_text(leak, creators.by_key[leak.key])}\n"
-                                     for leak in leaks if leak.key in creators.by_key))
+        if known.journal is not None and known.creators:
+            sys.stdout.write(f"who created them (journal {printable(known.journal)}):\n")
+            sys.stdout.write("".join(creator_line(leak, known) for leak in leaks))
         selector = place_selector(args)
         sys.stdout.write(_closing_line(leaks, args.match, selector.options() if selector is not None else ()))
     if not args.json and found.matched != 0:
@@ -466,9 +423,7 @@ def cmd_leaks(args: argparse.Namespace) -> int:
         # they are what makes the next creation fail, so they are said after the leaks (issue 14).
         sys.stdout.write(f"\nbudgets past their threshold ({len(found.budgets)}; ipcmon limits shows them all):\n")
         sys.stdout.write("".join(f"{line}\n" for line in found.budgets))
-    if creators.note:
-        sys.stderr.write(f"note: {printable(creators.note)}: creators unknown\n")
-    sys.stderr.write("".join(f"note: {printable(warning)}\n" for warning in creators.warnings))
+    sys.stderr.write(journal_notes(known))
     if found.hidden and not args.json:
         sys.stderr.write(f"note: {counted(found.hidden, 'process', 'processes')} could not be fully read; "
                          + ("the kernel refuses even root: objects only they hold may be listed as orphaned.\n"

@@ -27,10 +27,10 @@ from ipcmon.ui.screens.confirm import ConfirmScreen
 from ipcmon.ui.screens.help import HelpScreen
 from ipcmon.ui.screens.process import ProcessScreen
 from ipcmon.ui.screens.signal import SignalPicker
-from ipcmon.ui.view.actors import sent_text
 from ipcmon.ui.view.rows import record_name
 from ipcmon.ui.view.table import Row
 from ipcmon.ui.views import VIEWS, NavigatingApp
+from ipcmon.who import sent_text
 
 RECEIVED_SHOWN = 3
 """Signals the process received last, listed in the signal picker."""

@@ -18,6 +18,8 @@ from ipcmon.collect import ScanConfig
 from ipcmon.journal import JournalReader, Note, ProcessExit, process_start_ticks
 from ipcmon.model import Actor, Attribution, Event, file_key
 from ipcmon.recorder import RECORD_KINDS, Recorder
+from ipcmon.safe import printable
+from ipcmon.who import actor_text
 from tests.helpers import REPO, Cleanup, Spawn, new_name, wait_until
 from tests.journal.common import actor_of, created, started
 
@@ -129,8 +131,8 @@ def test_leaks_names_the_creator_that_exited_without_unlinking(tmp_path: Path, s
                            capture_output=True, text=True, cwd=REPO, timeout=60)
     assert leaks.returncode == 1, leaks.stderr
     clock = r"\d\d:\d\d:\d\d"
-    command = " ".join(creator.cmdline or ())
-    assert re.search(rf"^  {re.escape(exited_name)}: created by {child.pid} {re.escape(command[:40])}.* at {clock}; "
+    command = printable(actor_text(creator))[:60]  # '4988 ipcm-creator /usr/bin/python3 -c …', cut at COMMAND_MAX
+    assert re.search(rf"^  {re.escape(exited_name)}: created by {re.escape(command)}.* at {clock}; "
                      rf"that process exited at {clock} without unlinking$", leaks.stdout, re.MULTILINE), leaks.stdout
     assert re.search(rf"^  {re.escape(mine)}: created by {os.getpid()} .* at {clock}; that process is still "
                      r"running$", leaks.stdout, re.MULTILINE), leaks.stdout
@@ -177,7 +179,7 @@ def test_history_of_an_object_and_of_a_process_text_and_json(tmp_path: Path) -> 
     lines = text.stdout.splitlines()
     assert lines[0].endswith(f"4 records in the journal {path}")  # the signal is the process's, not the object's
     assert [line.split()[3] for line in lines[1:]] == ["created", "attached", "exited", "destroyed"]
-    assert "by 4100000 kill -USR1" in lines[1] and "[fanotify]" in lines[1]
+    assert r"by 4100000 kill\x1b[2J kill -USR1" in lines[1] and "[fanotify]" in lines[1]
     assert f"pid {me.pid}" in lines[2] and "fd 3 rw" in lines[2]
     assert re.fullmatch(r"note: 1 note in the journal since .*, the last at .*: 12 records dropped: the journal's "
                         r"writer fell behind \(12 shm attached\)\n", text.stderr), text.stderr
@@ -193,7 +195,7 @@ def test_history_of_an_object_and_of_a_process_text_and_json(tmp_path: Path) -> 
     assert process.returncode == 0
     sent = [line for line in process.stdout.splitlines() if "SIGUSR1" in line]
     assert len(sent) == 1 and f"→ {me.pid}" in sent[0] and "delivered, blocked: pending" in sent[0]
-    assert "\x1b" not in process.stdout and "by 4100000 kill -USR1" in sent[0]
+    assert "\x1b" not in process.stdout and r"by 4100000 kill\x1b[2J kill -USR1" in sent[0]
     by_sender = json.loads(history("pid:4100000", "--json").stdout)
     assert [r["type"] for r in by_sender["records"]] == ["attribution", "attribution", "exit"]
     assert "named" not in history("pid:4100000").stderr

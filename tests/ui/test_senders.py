@@ -23,13 +23,14 @@ from ipcmon.live.attribution import sent_event
 from ipcmon.model import Actor, Attribution, file_key
 from ipcmon.ui.screens.signal import SignalPicker
 from ipcmon.ui.view import actors
-from ipcmon.ui.view.actors import Attributions, SentLog, creator_text, sent_from_event, sent_text
+from ipcmon.ui.view.actors import Attributions, SentLog
 from ipcmon.ui.view.describe import describe_process
 from ipcmon.ui.view.rows import signal_rows
 from ipcmon.ui.view.table import Context, RowCache, matches
 from ipcmon.ui.view.timeline import event_probe
 from ipcmon.ui.widgets.tables import ObjectTable
 from ipcmon.ui.widgets.timeline_table import TimelineTable
+from ipcmon.who import COMMAND_MAX, CreatorFacts, clock_at, creator_text, sent_from_event, sent_text
 from tests.helpers import BLOCKS_SIGUSR1, Cleanup, Spawn, new_name
 from tests.journal.common import actor_of, created
 from tests.ui import canned
@@ -66,7 +67,7 @@ def test_a_sent_event_reads_back_with_its_sender_outcome_and_cause(utc: None) ->
     assert blocked is not None
     assert (blocked.signal, blocked.target, blocked.outcome, blocked.mark) == ("SIGUSR1", 4400, "blocked, pending",
                                                                                 "blocked")
-    clock = time.strftime("%H:%M:%S", time.gmtime(canned.TAKEN_AT))
+    clock = clock_at(canned.TAKEN_AT)
     assert sent_text(blocked) == f"SIGUSR1 from 4321 a: b → c at {clock}: blocked, pending"
     kernel = sent_from_event(sent_event(_sent(4400, 17, "ignored", pid=77, comm="python3", kernel=True,
                                               cause="child exited")))
@@ -101,7 +102,7 @@ def test_the_process_view_lists_the_last_senders_newest_first(utc: None) -> None
                      when=canned.TAKEN_AT - 1))
     text = describe_process(4400, Context(snapshot, who=who)).plain
     section = text[text.index("Signals sent to it (3)"):].splitlines()
-    clock = time.strftime("%H:%M:%S", time.gmtime(canned.TAKEN_AT))
+    clock = clock_at(canned.TAKEN_AT)
     assert section[1].strip() == rf"▲ SIGUSR1 from 4321 [@click=app.quit]x\x1b]2;pwn\x07 at {clock}: " \
                                  "blocked, pending"
     assert section[2].strip().startswith("▲ SIGCHLD from kernel (child exited) at ")
@@ -130,11 +131,16 @@ def test_the_store_is_bounded_and_counts_an_act_once() -> None:
 
 def test_creator_text_says_who_and_whether_it_runs(utc: None) -> None:
     actor = Actor(4242, "python3", ("python3", "train.py"), 0, 100)
-    facts = actors.CreatorFacts(actor, canned.TAKEN_AT, True, canned.TAKEN_AT + 153)
-    clock = time.strftime("%H:%M:%S", time.gmtime(canned.TAKEN_AT))
-    later = time.strftime("%H:%M:%S", time.gmtime(canned.TAKEN_AT + 153))
-    assert creator_text(facts) == f"created by 4242 python3 python3 train.py at {clock} (exited at {later})"
-    assert creator_text(actors.CreatorFacts(actor, canned.TAKEN_AT, False)).endswith("(still running)")
+    facts = CreatorFacts(actor, canned.TAKEN_AT, True, canned.TAKEN_AT + 153)
+    clock, later = clock_at(canned.TAKEN_AT), clock_at(canned.TAKEN_AT + 153)
+    assert clock.endswith(time.strftime("%H:%M:%S", time.gmtime(canned.TAKEN_AT)))
+    assert creator_text(facts) == f"created by 4242 python3 train.py at {clock}; that process exited at {later}"
+    renamed = Actor(77, "trainer", ("/usr/bin/python3", "-c", "x" * 200), 0, 100)
+    assert creator_text(CreatorFacts(renamed, canned.TAKEN_AT, None)) == (
+        f"created by 77 trainer /usr/bin/python3 -c {'x' * (COMMAND_MAX - 21)}… at {clock}")
+    assert creator_text(facts, unlinked=True).endswith(f"exited at {later} without unlinking")
+    assert creator_text(CreatorFacts(actor, canned.TAKEN_AT, False)).endswith("; that process is still running")
+    assert creator_text(CreatorFacts(Actor(7, "sh"), canned.TAKEN_AT, None)) == f"created by 7 sh at {clock}"
     assert creator_text(None) == "creator unknown"
 
 
@@ -246,7 +252,7 @@ async def test_the_journal_names_the_creator_of_a_real_orphan_segment(spawn: Spa
         detail = str(view(app, "shm").query_one(".detail-body").render())
         assert f"created by {creator.pid} ipcmon-ui-mk " in detail, detail
         line = detail[detail.index("created by"):].split("\n")[0]
-        assert line.endswith("(exited)"), line
+        assert line.endswith("; that process exited (when is unknown)"), line  # it left no exit in this journal
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])

@@ -49,9 +49,10 @@ from ipcmon.text import (
     wait_text,
     waiting_text,
 )
-from ipcmon.ui.view.actors import MARK_GLYPH, SENDERS_SHOWN, sent_text
+from ipcmon.ui.view.actors import SENDERS_SHOWN
 from ipcmon.ui.view.rows import record_name
 from ipcmon.ui.view.table import Context, state_style
+from ipcmon.who import MARK_GLYPH, sent_text
 
 BAR_WIDTH = 30
 
@@ -160,8 +161,9 @@ def _history(detail: Detail, events: Sequence[Event]) -> None:
 
 
 def _creator(detail: Detail, key: str, name: str | None, mechanism: str) -> None:
-    """``created by PID COMM CMDLINE at TIME (still running | exited at TIME)`` or ``creator unknown``, when the
-    dashboard has an attribution source or a journal (Context.who); nothing otherwise."""
+    """``created by PID CMDLINE at TIME; that process is still running | exited at TIME`` (who.creator_text) or
+    ``creator unknown``, when the dashboard has an attribution source or a journal (Context.who); nothing
+    otherwise."""
     who = detail.ctx.who
     if who is None:
         return

@@ -44,7 +44,6 @@ from ipcmon.text import (
     signal_names,
     waiting_text,
 )
-from ipcmon.ui.view.actors import Sent, sent_cell_text, shown_in_cell
 from ipcmon.ui.view.table import (
     MAX_CELL,
     Cell,
@@ -62,6 +61,7 @@ from ipcmon.ui.view.table import (
     text_cell,
     unique_pids,
 )
+from ipcmon.who import Sent, sent_cell_text, shown_in_cell
 
 MASK_WIDTH = 22
 """Widest signal mask shown in the Signals table."""

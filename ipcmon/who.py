@@ -1,0 +1,283 @@
+"""Who did it, in the same words for every front end (issue 16): who sent a process its signals, and who created
+an object, from the live sources' events and from the journal (``ipcmon.journal``, read-only).
+
+The dashboard keeps what its Monitor sees and asks the journal per view (``ui.view.actors``); a one-shot command
+(snapshot, clean, limits) and ``watch`` ask the journal once for everything they show (:func:`read_journal`). A
+missing journal reads as nothing, and a locked, corrupt or unreadable one as a note, never an error: who did it is
+never worth failing a command over. The text functions return raw strings (comm, cmdline and object names are
+untrusted): callers show them through ``safe.printable`` as every other field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from ipcmon.model import Actor, Attribution, Event
+
+if TYPE_CHECKING:
+    from ipcmon.journal import Creator
+
+PER_TARGET = 16
+"""Signals read or kept per target process (the newest)."""
+
+
+def clock_at(epoch: float) -> str:
+    """``12:03:07`` today, ``2026-11-28 12:03:07`` another day (local time)."""
+    same_day = time.localtime(epoch)[:3] == time.localtime()[:3]
+    return time.strftime("%H:%M:%S" if same_day else "%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+Mark = Literal["blocked", "ignored"]
+"""A signal its target blocks (it stays pending) or ignores: the interesting case, marked in the Signals table."""
+
+MARK_GLYPH = "▲"
+"""Shown with the mark's word (readable without colour): health's warn glyph."""
+
+_SIGNAL = re.compile(r"^(SIG[A-Z0-9]+(?:[+-]\d+)?(?: \(glibc\))?|signal) ")
+"""The signal name at the head of a ``sent`` event's detail (text.signal_name's forms)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One signal sent to a process: which, by whom, when, and what became of it."""
+
+    time: float
+    """Unix epoch."""
+    signal: str
+    """Its name (text.signal_name): ``SIGUSR1``."""
+    target: int
+    sender: Actor
+    outcome: str
+    """``delivered``, ``blocked, pending``, ``ignored``, ``already pending``…, with ``(N times)`` for a storm."""
+    cause: str | None = None
+    """For a signal the kernel sent: why (``child exited``), when the record says."""
+
+    @property
+    def mark(self) -> Mark | None:
+        """``blocked`` or ``ignored`` when the target blocks or ignores it, else None."""
+        if self.outcome.startswith("blocked"):
+            return "blocked"
+        if self.outcome.startswith("ignored"):
+            return "ignored"
+        return None
+
+
+def sent_from_event(event: Event) -> Sent | None:
+    """A ``sent`` event (``live.attribution.sent_event``) as a Sent; None for any other event.
+
+    The event carries its sender (``actor``) and its target in its key (``signal:PID``); the signal and the outcome
+    are the head and the tail of its detail (``SIGUSR1 4321 kill → 1234 sleep: blocked, pending``: no outcome holds
+    ``": "``, so the last one ends the raw names)."""
+    if event.event != "sent" or event.actor is None:
+        return None
+    try:
+        target = int(event.key.rpartition(":")[2])
+    except ValueError:
+        return None
+    found = _SIGNAL.match(event.detail)
+    name = found.group(1) if found is not None else "signal"
+    outcome = event.detail.rpartition(": ")[2] if ": " in event.detail else "?"
+    cause = None
+    actor = event.actor
+    if actor.kernel and found is not None:
+        rest = event.detail[found.end():]
+        marker = f", in {actor.pid} "
+        if rest.startswith("kernel (") and marker in rest:
+            cause = rest[len("kernel ("):rest.index(marker)]
+    return Sent(event.time, name, target, actor, outcome, cause)
+
+
+def sent_from_attribution(record: Attribution) -> Sent | None:
+    """A journal's ``sent`` attribution as a Sent (through the same words ``watch`` prints)."""
+    if record.action != "sent":
+        return None
+    from ipcmon.live.attribution import sent_event
+
+    return sent_from_event(sent_event(record))
+
+
+def sender_text(sent: Sent) -> str:
+    """``4321 bash``, ``kernel (child exited)``; raw."""
+    if sent.sender.kernel:
+        return f"kernel ({sent.cause})" if sent.cause else f"kernel (in {sent.sender.pid} {sent.sender.comm or '?'})"
+    return f"{sent.sender.pid} {sent.sender.comm or '?'}"
+
+
+def sent_text(sent: Sent) -> str:
+    """``SIGTERM from 4321 bash at 12:03:07: delivered``; raw (comm is untrusted)."""
+    return f"{sent.signal} from {sender_text(sent)} at {clock_at(sent.time)}: {sent.outcome}"
+
+
+def sent_cell_text(sent: Sent, more: int = 0) -> str:
+    """The Signals table's LAST SENT cell: ``▲ blocked SIGUSR1 ← 4321 kill`` for a blocked or ignored one (the
+    glyph and the word: readable without colour), ``SIGTERM ← 4321 bash: delivered`` else; ``+N`` other signals."""
+    head = f"{MARK_GLYPH} {sent.mark} " if sent.mark else ""
+    tail = "" if sent.mark else f": {sent.outcome}"
+    return f"{head}{sent.signal} ← {sender_text(sent)}{tail}" + (f" +{more}" if more else "")
+
+
+def last_per_signal(sents: Iterable[Sent]) -> list[Sent]:
+    """The newest of each signal, newest first (sents: any order)."""
+    newest: dict[str, Sent] = {}
+    for sent in sents:
+        if sent.signal not in newest or sent.time > newest[sent.signal].time:
+            newest[sent.signal] = sent
+    return sorted(newest.values(), key=lambda sent: sent.time, reverse=True)
+
+
+def shown_in_cell(sents: Sequence[Sent]) -> tuple[Sent, int] | None:
+    """What the table shows of a process's signals: the newest marked one (blocked or ignored) if any, else the
+    newest; and how many other signals it had. None when none."""
+    last = last_per_signal(sents)
+    if not last:
+        return None
+    chosen = next((sent for sent in last if sent.mark), last[0])
+    return chosen, len(last) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class CreatorFacts:
+    """Who created an object and whether it still runs."""
+
+    actor: Actor
+    time: float
+    exited: bool | None
+    exited_at: float | None = None
+    source: str | None = None
+    """``fanotify`` or ``tracefs``: the source that saw the creation; None when not said."""
+
+
+COMMAND_MAX = 100
+"""Characters of a command line shown after the comm; a longer one ends in ``…``."""
+
+
+def actor_text(actor: Actor) -> str:
+    """``4242 python3 train.py``: the pid, the comm, and the command line's arguments (the whole command line when
+    its program is not named as the comm: a process that renamed itself), at most COMMAND_MAX characters of it.
+    Raw."""
+    comm = actor.comm or "?"
+    argv = list(actor.cmdline or ())
+    if argv and os.path.basename(argv[0]) == comm:
+        argv = argv[1:]
+    command = " ".join(argv)
+    if len(command) > COMMAND_MAX:
+        command = command[:COMMAND_MAX - 1] + "…"
+    return f"{actor.pid} {comm}" + (f" {command}" if command else "")
+
+
+def creator_text(facts: CreatorFacts | None, *, unlinked: bool = False) -> str:
+    """``created by 4242 python3 train.py at 12:03:07; that process exited at 12:05:40``, ``…; that process is
+    still running``, ``created by … at 12:03:07`` when whether it runs is unknown, or ``creator unknown`` for None.
+    unlinked: the object was never unlinked (a leak), said after an exit (``… exited at 12:05:40 without
+    unlinking``). Raw."""
+    if facts is None:
+        return "creator unknown"
+    text = f"created by {actor_text(facts.actor)} at {clock_at(facts.time)}"
+    if facts.exited is True:
+        when = f"at {clock_at(facts.exited_at)}" if facts.exited_at is not None else "(when is unknown)"
+        return f"{text}; that process exited {when}" + (" without unlinking" if unlinked else "")
+    if facts.exited is False:
+        return f"{text}; that process is still running"
+    return text
+
+
+def facts_of(creator: Creator | None) -> CreatorFacts | None:
+    """The journal's answer (``journal.Creator``) as CreatorFacts."""
+    if creator is None:
+        return None
+    return CreatorFacts(creator.attribution.actor, creator.attribution.time, creator.exited, creator.exited_at,
+                        creator.attribution.source)
+
+
+def created_by_json(facts: CreatorFacts | None) -> dict[str, object] | None:
+    """The ``created_by`` of an object in JSON (leaks, snapshot, watch): the creator's ``pid``, ``comm``,
+    ``cmdline`` (a list), ``uid``, ``start_ticks`` (clock ticks since boot), ``time`` (Unix epoch), ``source``
+    (``fanotify``, ``tracefs``), and ``exited`` (true, false, null: unknown) with ``exited_at`` (epoch or null);
+    null when nobody knows."""
+    if facts is None:
+        return None
+    actor = facts.actor
+    return {"pid": actor.pid, "comm": actor.comm, "cmdline": None if actor.cmdline is None else list(actor.cmdline),
+            "uid": actor.uid, "start_ticks": actor.start_ticks, "time": facts.time, "source": facts.source,
+            "exited": facts.exited, "exited_at": facts.exited_at}
+
+
+def actor_json(actor: Actor | None) -> dict[str, object] | None:
+    """An actor in JSON (history, watch, snapshot): ``pid``, ``comm``, ``cmdline`` (a list), ``uid``,
+    ``start_ticks`` (clock ticks since boot), ``kernel``, ``place`` (its label); raw names (JSON escapes them); null
+    for None."""
+    if actor is None:
+        return None
+    return {"pid": actor.pid, "comm": actor.comm, "cmdline": list(actor.cmdline) if actor.cmdline is not None else None,
+            "uid": actor.uid, "start_ticks": actor.start_ticks, "kernel": actor.kernel,
+            "place": None if actor.place is None else actor.place.label}
+
+
+def sent_json(sent: Sent) -> dict[str, object]:
+    """One signal a process got, in JSON: ``signal`` (name), ``time`` (epoch), ``sender`` (actor_json),
+    ``outcome`` (``delivered``, ``blocked, pending``…), ``cause`` (the kernel's reason, or null)."""
+    return {"signal": sent.signal, "time": sent.time, "outcome": sent.outcome, "cause": sent.cause,
+            "sender": actor_json(sent.sender)}
+
+
+def runs(actor: Actor) -> bool | None:
+    """Whether the actor (pid and start time) still runs; None when its start time is unknown."""
+    from ipcmon.journal import process_start_ticks
+
+    if actor.start_ticks is None:
+        return None
+    return process_start_ticks(actor.pid) == actor.start_ticks
+
+
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the journal said, once, for a one-shot command: creators by object key and the signals each process
+    got (newest first, since it started)."""
+
+    creators: dict[str, CreatorFacts | None] = field(default_factory=dict)
+    """Object key → its creator, None when the journal does not know; empty when no journal was read."""
+    sent: dict[int, tuple[Sent, ...]] = field(default_factory=dict)
+    """pid → the signals it got, newest first (a pid with none is left out)."""
+    journal: str | None = None
+    """The journal read; None when there is none or it could not be read."""
+    note: str = ""
+    """Why the journal could not be read ('' when there is none at all, or it was read)."""
+    warnings: tuple[str, ...] = ()
+    """What the journal's reader says of its gaps (a full disk, records dropped in the last day)."""
+
+
+def read_journal(db: str | None, objects: Sequence[tuple[str, str, str]] = (),
+                 processes: Iterable[tuple[int, float | None]] = ()) -> Known:
+    """Ask the journal (db, else ``journal.default_path()``) who created each object (key, name, mechanism) and
+    which signals each process (pid, start time as epoch or None) got since it started. Never raises: a missing
+    journal is an empty Known, a locked, corrupt or unreadable one an empty Known with its note."""
+    from ipcmon import journal
+
+    path = db or journal.default_path()
+    reader, problem = journal.open_reader(path)
+    if reader is None:
+        return Known(note=problem)
+    started = dict(processes)
+    try:
+        with reader:
+            answers = reader.creators(objects) if objects else []
+            received = reader.signals_to_each(started, PER_TARGET) if started else {}
+            warnings = tuple(reader.warnings(time.time() - 86400)) if objects or received else ()
+    except journal.JournalError as error:
+        return Known(note=str(error))
+    except Exception as error:  # reading the journal must never make a command fail
+        return Known(note=f"the journal {path} cannot be read ({type(error).__name__}: {error})")
+    creators = {key: facts_of(answer) for (key, _, _), answer in zip(objects, answers, strict=True)}
+    sent: dict[int, tuple[Sent, ...]] = {}
+    for pid, records in received.items():
+        since = started.get(pid)
+        kept = [item for item in map(sent_from_attribution, records)
+                if item is not None and (since is None or item.time >= since - 1.0)]
+        if kept:
+            sent[pid] = tuple(sorted(kept, key=lambda item: item.time, reverse=True))
+    return Known(creators, sent, path, warnings=warnings)

@@ -90,7 +90,8 @@ def add_clean_parser(commands: Subcommands) -> argparse.ArgumentParser:
         "segments with no attachment. Without --yes it only prints what it would remove. With --yes it re-checks "
         "each object is still orphaned immediately before removing it and never touches a held object; every "
         "object it removes or keeps is written to the action log. A deleted segment still held cannot be freed "
-        "by clean: its holders must close it or exit.",
+        "by clean: its holders must close it or exit. When the journal (ipcmon record) knows who created an "
+        "object, the line after it says so.",
     )
     clean.add_argument("--min-age", type=parse_duration_arg, default=10.0, metavar="DURATION",
                        help="only objects unchanged for at least this long (default 10s, so that one created a "
@@ -103,6 +104,7 @@ def add_clean_parser(commands: Subcommands) -> argparse.ArgumentParser:
     clean.add_argument("--read-only", action="store_true", default=argparse.SUPPRESS,
                        help="refuse to remove anything, even with --yes (same as ipcmon --read-only)")
     add_places(clean)
+    add_db_option(clean)
     return clean
 
 
@@ -371,15 +373,16 @@ def _leak_creators(leaks: list[Leak], db: str | None) -> Known:
                              if leak.mechanism in ("shm", "sem", "mqueue")])
 
 
-def creator_line(leak: Leak, known: Known) -> str:
+def creator_line(leak: Leak, known: Known, *, named: bool = True) -> str:
     """``  /name: created by 4242 python3 train.py at 12:03:07; that process exited at 12:05:40 without
-    unlinking\n``: printable; '' when the journal was not asked about it."""
+    unlinking\n`` (named), or ``      created by …\n`` under a line that names it: printable; '' when the journal was
+    not asked about it."""
     from ipcmon.who import creator_text
 
     if leak.key not in known.creators:
         return ""
-    said = creator_text(known.creators[leak.key], unlinked=leak.problem != "deleted-but-held")
-    return f"  {printable(leak.name)}: {printable(said)}\n"
+    said = printable(creator_text(known.creators[leak.key], unlinked=leak.problem != "deleted-but-held"))
+    return f"  {printable(leak.name)}: {said}\n" if named else f"      {said}\n"
 
 
 def journal_notes(known: Known, what: str = "creators") -> str:
@@ -481,15 +484,19 @@ def cmd_clean(args: argparse.Namespace) -> int:
     if found.hidden and candidates:
         sys.stderr.write(f"warning: {counted(found.hidden, 'process', 'processes')} could not be fully read; they "
                          "may hold objects listed here.\n")
+    known = _leak_creators([*candidates, *(leak for leak, _ in left)], getattr(args, "db", None))
+    sys.stderr.write(journal_notes(known))
     if not args.yes:
         if candidates:
             sys.stdout.write("would remove (dry run; add --yes to remove):\n")
             for leak in candidates:
-                sys.stdout.write(_clean_line(leak, f"  (cannot: {printable(leak.refusal)})" if leak.refusal else ""))
+                sys.stdout.write(_clean_line(leak, f"  (cannot: {printable(leak.refusal)})" if leak.refusal else "")
+                                 + creator_line(leak, known, named=False))
         if left:
             sys.stdout.write("left alone:\n")
             for leak, reason in left:
-                sys.stdout.write(_clean_line(leak, f"  (kept: {printable(reason)})"))
+                sys.stdout.write(_clean_line(leak, f"  (kept: {printable(reason)})") + creator_line(leak, known,
+                                                                                                   named=False))
         return 0
     failed = 0
     if candidates or left:
@@ -499,12 +506,13 @@ def cmd_clean(args: argparse.Namespace) -> int:
         else:
             tried = actions.remove_orphans(candidates)
         failed = sum(not removal.removed for removal in tried)
-        _report_removals([*tried, *actions.refuse(left)])
+        _report_removals([*tried, *actions.refuse(left)], known)
     return refused or (1 if failed else 0)
 
 
-def _report_removals(results: list[Removal]) -> None:
-    """One line per object removed or kept; then where the log is, or why it could not be written."""
+def _report_removals(results: list[Removal], known: Known) -> None:
+    """One line per object removed or kept, and who created it when the journal knows; then where the log is, or
+    why it could not be written."""
     from ipcmon import actions
 
     log_problem = None
@@ -515,6 +523,7 @@ def _report_removals(results: list[Removal]) -> None:
             sys.stdout.write(f"removed {removal.leak.mechanism} {name}\n")
         else:
             sys.stdout.write(f"kept {removal.leak.mechanism} {name}: {printable(removal.reason)}\n")
+        sys.stdout.write(creator_line(removal.leak, known, named=False))
     sys.stdout.flush()
     if log_problem:
         sys.stderr.write(f"warning: {log_problem}\n")

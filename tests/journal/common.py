@@ -32,3 +32,23 @@ def started(path: Path | str, **options: Any) -> tuple[Journal, list[str]]:
     journal = Journal(str(path), on_problem=said.append, **options)
     journal.start()
     return journal, said
+
+
+def written(path: Path | str, *records: Attribution) -> Path:
+    """A journal at path holding these records, written and closed (what a recorder that ran before leaves)."""
+    journal = Journal(str(path))
+    journal.start()
+    journal.add_all(records)
+    journal.stop()
+    return Path(path)
+
+
+def creation_of(name: str, pid: int, mechanism: Mechanism = "shm") -> Attribution:
+    """The creation of the live object name (in /dev/shm, /dev/mqueue) by the live process pid, as fanotify or
+    tracefs would have recorded it: its key from the object's device and inode, the actor from /proc."""
+    from ipcmon.model import file_key
+
+    directory, entry = ("/dev/mqueue", name.lstrip("/")) if mechanism == "mqueue" else \
+        ("/dev/shm", ("sem." if mechanism == "sem" else "") + name.lstrip("/"))
+    st = os.stat(f"{directory}/{entry}")
+    return created(name, actor_of(pid), key=file_key(mechanism, st.st_dev, st.st_ino), mechanism=mechanism)

@@ -8,12 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ipcmon.journal import Journal
-from ipcmon.model import file_key
 from ipcmon.safe import printable
 from ipcmon.who import actor_text
 from tests.helpers import REPO, Cleanup, Spawn, new_name
-from tests.journal.common import actor_of, created
+from tests.journal.common import creation_of, written
 
 
 def _clean(*options: str) -> subprocess.CompletedProcess[str]:
@@ -33,20 +31,15 @@ def test_clean_names_the_creator_of_each_orphan_in_the_dry_run_and_when_it_remov
         hold()
         """, comm="ipcmon-cl\x1b[2J")  # a hostile comm: printed escaped
     creator.expect()
-    st = os.stat(f"/dev/shm/{known.lstrip('/')}")
-    actor = actor_of(creator.pid)
-    path = tmp_path / "journal.db"
-    journal = Journal(str(path))
-    journal.start()
-    journal.add(created(known, actor, key=file_key("shm", st.st_dev, st.st_ino)))
-    journal.stop()
+    record = creation_of(known, creator.pid)
+    path = written(tmp_path / "journal.db", record)
     creator.stop()  # gone without unlinking either: two orphans, one whose creator the journal knows
 
     dry = _clean("--match", base + "-*", "--db", str(path))
     assert dry.returncode == 0, dry.stderr
     lines = dry.stdout.splitlines()
     at = next(index for index, line in enumerate(lines) if known in line)
-    said = printable(actor_text(actor))
+    said = printable(actor_text(record.actor))
     assert lines[at + 1].startswith(f"      created by {said} at "), dry.stdout
     assert lines[at + 1].endswith("; that process exited (when is unknown) without unlinking"), dry.stdout
     assert "\x1b" not in dry.stdout and r"ipcmon-cl\x1b[2J" in lines[at + 1]

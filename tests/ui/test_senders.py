@@ -20,7 +20,7 @@ from rich.text import Text
 from ipcmon.journal import Journal
 from ipcmon.live import tracefs
 from ipcmon.live.attribution import sent_event
-from ipcmon.model import Actor, Attribution, file_key
+from ipcmon.model import Actor, Attribution
 from ipcmon.ui.screens.signal import SignalPicker
 from ipcmon.ui.view import actors
 from ipcmon.ui.view.actors import Attributions, SentLog
@@ -32,7 +32,7 @@ from ipcmon.ui.widgets.tables import ObjectTable
 from ipcmon.ui.widgets.timeline_table import TimelineTable
 from ipcmon.who import COMMAND_MAX, CreatorFacts, clock_at, creator_text, sent_from_event, sent_text
 from tests.helpers import BLOCKS_SIGUSR1, Cleanup, Spawn, new_name
-from tests.journal.common import actor_of, created
+from tests.journal.common import creation_of, written
 from tests.ui import canned
 from tests.ui.conftest import canned_app, jump, live_app, started, view, wait_for
 from tests.ui.test_snapshots import ready
@@ -234,19 +234,14 @@ async def test_the_journal_names_the_creator_of_a_real_orphan_segment(spawn: Spa
         hold()
         """, comm="ipcmon-ui-mk")
     creator.expect()
-    st = os.stat(f"/dev/shm/{name.lstrip('/')}")
-    actor = actor_of(creator.pid)
-    path = tmp_path / "journal.db"
-    journal = Journal(str(path))
-    journal.start()
-    journal.add(created(name, actor, key=file_key("shm", st.st_dev, st.st_ino)))
-    journal.stop()
+    record = creation_of(name, creator.pid)
+    path = written(tmp_path / "journal.db", record)
     creator.stop()  # it exits without unlinking: an orphan whose creator is gone
     app = live_app(interval=0.5, kinds=("shm",), journal=str(path))
     async with app.run_test(size=(120, 40)) as pilot:
         await started(pilot, app)
         await pilot.press("2")
-        key = file_key("shm", st.st_dev, st.st_ino)
+        key = record.key or ""
         await wait_for(pilot, lambda: key in view(app, "shm").table.shown_keys, "the orphan's row")
         await jump(pilot, app, "shm", key)
         detail = str(view(app, "shm").query_one(".detail-body").render())

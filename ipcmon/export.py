@@ -7,13 +7,14 @@ import functools
 import json
 import os
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ipcmon.model import (
     Budget,
     Capacity,
     Deadlock,
+    Filler,
     MessageQueue,
     Namespace,
     ShmMount,
@@ -21,6 +22,9 @@ from ipcmon.model import (
     Stuck,
 )
 from ipcmon.text import deadlock_summary, place_json, signal_name, wait_text
+
+if TYPE_CHECKING:
+    from ipcmon.who import Known
 
 SCHEMA_VERSION = 1
 
@@ -136,10 +140,20 @@ def dumps(snapshot: Snapshot, *, indent: int | None = None) -> str:
     return json.dumps(snapshot, default=_encode, indent=indent, ensure_ascii=True, check_circular=False)
 
 
-def dumps_capacity(capacity: Capacity | None) -> str:
-    """``{"capacity": …}`` (`ipcmon limits --json`): the same object as snapshot --json's ``capacity``, null when the
-    budgets were not read."""
-    return json.dumps({"capacity": capacity}, default=_encode, ensure_ascii=True, check_circular=False)
+def dumps_capacity(capacity: Capacity | None, largest: Sequence[Filler] = (), known: Known | None = None) -> str:
+    """``{"capacity": …, "largest": […], "journal": PATH}`` (`ipcmon limits --json`): ``capacity`` is the same
+    object as snapshot --json's, null when the budgets were not read; ``largest`` the largest objects of each budget
+    (report.Filler's fields, and ``created_by``: who.created_by_json, null when unknown); ``journal`` the journal
+    read, null when none was."""
+    from ipcmon.who import created_by_json
+
+    creators = known.creators if known is not None else {}
+    fields = [field.name for field in dataclasses.fields(Filler) if field.name != "place"]
+    rows = [{**{name: getattr(filler, name) for name in fields},
+             **place_json(filler.place), "created_by": created_by_json(creators.get(filler.key))}
+            for filler in largest]
+    return json.dumps({"capacity": capacity, "largest": rows, "journal": known.journal if known is not None else None},
+                      default=_encode, ensure_ascii=True, check_circular=False)
 
 
 def snapshot_to_dict(snapshot: Snapshot) -> dict[str, Any]:

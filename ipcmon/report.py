@@ -10,11 +10,13 @@ import os
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ipcmon import health
 from ipcmon.model import (
     Budget,
     Capacity,
+    Filler,
     MessageQueue,
     Namespace,
     Pipe,
@@ -60,6 +62,9 @@ from ipcmon.text import (
     since_text,
     wait_text,
 )
+
+if TYPE_CHECKING:
+    from ipcmon.who import Known
 
 MAX_CELL = 48
 
@@ -424,6 +429,34 @@ def limits_lines(capacity: Capacity | None) -> list[str]:
         lines.extend(format_table(LIMITS_HEADERS, rows))
     lines.extend(f"note: {printable(note)}" for note in capacity.notes)
     return lines
+
+
+LARGEST_SHOWN = 5
+"""Objects listed per budget under `ipcmon limits`: the largest (collect.capacity.largest_in_budgets)."""
+
+
+def largest_lines(fillers: Sequence[Filler], capacity: Capacity | None, known: Known | None) -> list[str]:
+    """The section under `ipcmon limits`' budgets: one row per filler, and a CREATOR column when the journal was
+    read (known: who.read_journal's answer). [] when there is none."""
+    if not fillers:
+        return []
+    budgets = capacity.budgets if capacity is not None else ()
+    users = {budget.uid: budget_user(budget) for budget in budgets if budget.name == "RLIMIT_MSGQUEUE"}
+    headers: tuple[str, ...] = ("BUDGET", "KIND", "NAME", "BYTES", "STATE")
+    rows: list[tuple[str, ...]] = [(f"{filler.budget} {users.get(filler.uid, '')}".rstrip() if filler.uid is not None
+             else printable(filler.budget) + place_suffix(filler.place),
+             filler.mechanism, printable(filler.name),
+             f"{filler.bytes:,}" if filler.mechanism == "mqueue" else human_bytes(filler.bytes), filler.state)
+            for filler in fillers]
+    title = f"== The largest objects in each budget ({LARGEST_SHOWN} at most)"
+    if known is not None and known.journal is not None:
+        from ipcmon.who import creator_text
+
+        headers = (*headers, "CREATOR")
+        rows = [(*row, printable(creator_text(known.creators.get(filler.key), unlinked=filler.state == "orphaned")))
+                for row, filler in zip(rows, fillers, strict=True)]
+        title += f"; who created each: journal {printable(known.journal)}"
+    return ["", title, *format_table(headers, rows, uncut={len(headers) - 1})]
 
 
 HAZARD_HEADERS = ("LEVEL", "KIND", "OBJECT", "PROBLEM")

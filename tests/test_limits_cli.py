@@ -89,7 +89,7 @@ def test_user_takes_a_name_or_a_uid_and_keeps_the_system_wide_limits(capsys: pyt
 def test_json_is_the_capacity_object(capsys: pytest.CaptureFixture[str]) -> None:
     status, out, _ = _limits(capsys, "--json", "--user", "0")
     data = json.loads(out)
-    assert status == 0 and list(data) == ["capacity"]
+    assert status == 0 and list(data) == ["capacity", "largest", "journal"]
     budgets = data["capacity"]["budgets"]
     assert [budget["name"] for budget in budgets] == ["fs.mqueue.queues_max", "RLIMIT_MSGQUEUE"]
     assert (budgets[1]["fill_percent"], budgets[1]["headroom"], budgets[1]["uid"]) == (91.1, 73280, 0)
@@ -100,7 +100,7 @@ def test_budgets_not_read(capsys: pytest.CaptureFixture[str], canned_scan: list[
     canned_scan[0] = replace(canned_scan[0], capacity=None)
     status, out, _ = _limits(capsys)
     assert (status, out) == (0, "budgets not read: this scan has no capacity (shm mounts and limits)\n")
-    assert _limits(capsys, "--json")[1] == '{"capacity": null}\n'
+    assert _limits(capsys, "--json")[1] == '{"capacity": null, "largest": [], "journal": null}\n'
 
 
 def test_an_unknown_user_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -120,7 +120,7 @@ def test_the_real_scan_agrees_with_the_command() -> None:
     capacity = scan().capacity
     if capacity is None:
         assert text.stdout.startswith("budgets not read")
-        assert json.loads(as_json.stdout) == {"capacity": None}
+        assert json.loads(as_json.stdout) == {"capacity": None, "largest": [], "journal": None}
     else:
         assert all(budget.name in text.stdout for budget in capacity.budgets)
         assert {budget["name"] for budget in json.loads(as_json.stdout)["capacity"]["budgets"]} == \

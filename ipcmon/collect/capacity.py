@@ -28,6 +28,7 @@ from ipcmon.model import (
     BudgetArea,
     BudgetUnit,
     Capacity,
+    Filler,
     HolderUsage,
     Place,
     Process,
@@ -628,3 +629,25 @@ def sysv_budgets(snapshot: Snapshot, proc: str, notes: list[str]) -> list[Budget
                 "operations per semop(2) call: nothing to count"),
         _budget("sysv", "kernel.sem.semmni", "ids", used(len(sysv.sem)), semmni, "semaphore sets"),
     ]
+
+
+def largest_in_budgets(snapshot: Snapshot, capacity: Capacity, shown: int = 5) -> list[Filler]:
+    """The ``shown`` largest objects on each shm mount with something on it, and charged to each RLIMIT_MSGQUEUE
+    budget in capacity (``limits --user`` leaves only that user's), largest first within each."""
+    fillers: list[Filler] = []
+    for mount in capacity.shm_mounts:
+        on_it = sorted((segment for segment in snapshot.shm if segment.dev == mount.dev),
+                       key=lambda segment: -(segment.pinned_bytes or segment.allocated))
+        fillers.extend(Filler(mount.path, None, segment.kind, segment.name, segment.object_key,
+                              segment.pinned_bytes or segment.allocated, segment.state, segment.place)
+                       for segment in on_it[:shown])
+    for budget in capacity.budgets:
+        if budget.name != "RLIMIT_MSGQUEUE" or budget.uid is None:
+            continue
+        charged = [(mq_reservation(queue.max_messages, queue.message_size), queue) for queue in snapshot.mqueues
+                   if queue.uid == budget.uid and queue.max_messages is not None and queue.message_size is not None]
+        charged.sort(key=lambda pair: -pair[0])
+        fillers.extend(Filler("RLIMIT_MSGQUEUE", budget.uid, "mqueue", queue.name, queue.object_key, reserved,
+                              "held" if queue.holders else "orphaned", queue.place)
+                       for reserved, queue in charged[:shown])
+    return fillers

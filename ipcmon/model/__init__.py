@@ -15,7 +15,7 @@ process and holder) and ``snapshot`` (Snapshot and Event); everything is importe
 from __future__ import annotations
 
 from ipcmon.model.attribution import Action, Actor, Attribution, AttributionSource, SignalResult
-from ipcmon.model.capacity import Budget, BudgetArea, BudgetUnit, Capacity, HolderUsage, ShmMount
+from ipcmon.model.capacity import Budget, BudgetArea, BudgetUnit, Capacity, Filler, HolderUsage, ShmMount
 from ipcmon.model.places import Container, Namespace, NamespaceAccess, Place, Runtime, names_better
 from ipcmon.model.records import (
     Holder,
@@ -83,6 +83,7 @@ __all__ = [
     "Event",
     "EventName",
     "EventSource",
+    "Filler",
     "Holder",
     "HolderUsage",
     "Mechanism",

@@ -113,3 +113,23 @@ class Capacity:
     """MemAvailable of /proc/meminfo, bytes."""
     notes: tuple[str, ...] = ()
     """What could not be read, in words."""
+
+
+@dataclass(frozen=True, slots=True)
+class Filler:
+    """One of the largest objects charged to a budget (`ipcmon limits`): what to look at first when it fills."""
+
+    budget: str
+    """The shm mount's path (``/dev/shm``) or ``RLIMIT_MSGQUEUE``."""
+    uid: int | None
+    """For RLIMIT_MSGQUEUE, the user charged (the queue's owner: the kernel charges its creator); else None."""
+    mechanism: str
+    """``shm``, ``sem`` or ``mqueue``."""
+    name: str
+    key: str
+    bytes: int
+    """Memory it takes on the mount (allocated, or pinned once deleted), or what it reserves of RLIMIT_MSGQUEUE
+    (collect.capacity.mq_reservation)."""
+    state: str
+    """``held``, ``orphaned``, ``deleted``…; for a queue ``held`` or ``orphaned`` (no process has it open)."""
+    place: Place | None = None

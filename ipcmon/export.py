@@ -17,11 +17,14 @@ from ipcmon.model import (
     Filler,
     MessageQueue,
     Namespace,
+    ProcessSignals,
     ShmMount,
+    ShmSegment,
     Snapshot,
     Stuck,
 )
 from ipcmon.text import deadlock_summary, place_json, signal_name, wait_text
+from ipcmon.who import Known, created_by_json, sent_json
 
 if TYPE_CHECKING:
     from ipcmon.who import Known
@@ -132,12 +135,38 @@ ENCODERS: dict[type, Callable[[Any], dict[str, Any]]] = {Namespace: _namespace}
 """Records whose JSON object is not their fields: a namespace is its place's fields, flat."""
 
 
-def dumps(snapshot: Snapshot, *, indent: int | None = None) -> str:
+WHO: dict[type, Callable[[Any, Known], dict[str, Any]]] = {
+    ShmSegment: lambda segment, known: {"created_by": created_by_json(known.creators.get(segment.object_key))},
+    MessageQueue: lambda queue, known: {"created_by": created_by_json(known.creators.get(queue.object_key))},
+    ProcessSignals: lambda signals, known: {"received": [sent_json(sent) for sent in known.sent.get(signals.pid, ())]},
+    Snapshot: lambda snapshot, known: {"journal": known.journal},
+}
+"""What the journal says (issue 16), last in a record's object: a POSIX segment's, semaphore's and queue's
+``created_by`` (who.created_by_json, null when unknown), a signals entry's ``received`` (who.sent_json, newest
+first), the snapshot's ``journal`` (the path read, null when none was)."""
+
+
+def _encoder(known: Known) -> Callable[[object], dict[str, Any]]:
+    """_encode, with what the journal knows added to the records it speaks of (WHO)."""
+    def encode(record: object) -> dict[str, Any]:
+        data = _encode(record)
+        who = WHO.get(type(record))
+        if who is not None:
+            data.update(who(record, known))
+        return data
+
+    return encode
+
+
+def dumps(snapshot: Snapshot, *, indent: int | None = None, known: Known | None = None) -> str:
     """JSON text. Names with invalid UTF-8 keep their bytes as \\udcXX escapes (Python's surrogateescape):
-    ``os.fsencode(name)`` on the parsed string gives back the exact bytes."""
+    ``os.fsencode(name)`` on the parsed string gives back the exact bytes. known: what the journal says of who
+    created the POSIX objects and who signalled the processes (who.read_journal); None: nobody knows (the WHO keys
+    are null or empty)."""
     # check_circular off: records are frozen and built bottom-up, so none can contain itself; the check
     # kept a table of every container it entered (a tenth of the encoding time on a large snapshot).
-    return json.dumps(snapshot, default=_encode, indent=indent, ensure_ascii=True, check_circular=False)
+    return json.dumps(snapshot, default=_encoder(known if known is not None else Known()), indent=indent,
+                      ensure_ascii=True, check_circular=False)
 
 
 def dumps_capacity(capacity: Capacity | None, largest: Sequence[Filler] = (), known: Known | None = None) -> str:

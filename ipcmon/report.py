@@ -62,6 +62,7 @@ from ipcmon.text import (
     since_text,
     wait_text,
 )
+from ipcmon.who import Known, creator_cell_text, sent_cell_text, shown_in_cell
 
 if TYPE_CHECKING:
     from ipcmon.who import Known
@@ -189,41 +190,78 @@ def placed(headers: Sequence[str], rows: list[tuple[str, ...]], places: Sequence
             [(*row[:at], place_cell(place), *row[at:]) for row, place in zip(rows, places, strict=True)])
 
 
+CREATED_BY_HEADER = "CREATED BY"
+LAST_SENT_HEADER = "LAST SENT"
+
+
+def created_by(headers: Sequence[str], rows: list[tuple[str, ...]], keys: Sequence[str],
+               known: Known) -> tuple[Sequence[str], list[tuple[str, ...]]]:
+    """The table with a CREATED BY column (who.creator_cell_text: ``4242 python3, exited``, ``?``) before its last
+    one when the journal names the creator of at least one of its objects (one key per row; issue 16); unchanged
+    otherwise, so a machine without a journal prints what it always did."""
+    facts = [known.creators.get(key) for key in keys]
+    if all(fact is None for fact in facts):
+        return headers, rows
+    return ((*headers[:-1], CREATED_BY_HEADER, headers[-1]),
+            [(*row[:-1], printable(creator_cell_text(fact)), row[-1]) for row, fact in zip(rows, facts, strict=True)])
+
+
+def last_sent(headers: Sequence[str], rows: list[tuple[str, ...]], pids: Sequence[int],
+              known: Known) -> tuple[Sequence[str], list[tuple[str, ...]]]:
+    """The signals table with a LAST SENT column after PENDING (the dashboard's cell: who.sent_cell_text, a blocked or
+    ignored signal first and marked; ``-`` for none) when the journal names a sender to at least one of its
+    processes (one pid per row; issue 16); unchanged otherwise."""
+    shown = [shown_in_cell(known.sent.get(pid, ())) for pid in pids]
+    if all(cell is None for cell in shown):
+        return headers, rows
+    at = headers.index("PENDING") + 1
+    return ((*headers[:at], LAST_SENT_HEADER, *headers[at:]),
+            [(*row[:at], "-" if cell is None else printable(sent_cell_text(*cell)), *row[at:])
+             for row, cell in zip(rows, shown, strict=True)])
+
+
 @dataclass(frozen=True, slots=True)
 class Section:
     """A mechanism's entry in the report: the scan kind that enables it and the tables it prints."""
 
     kind: ScanKind
-    tables: Callable[[Snapshot, bool], Iterable[Table]]
-    """(snapshot, all_signals) → the tables, in order."""
+    tables: Callable[[Snapshot, bool, Known], Iterable[Table]]
+    """(snapshot, all_signals, what the journal knows) → the tables, in order."""
 
 
-def _shm_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
-    yield "POSIX shared memory and semaphores", *placed(SHM_HEADERS, [shm_row(s) for s in snapshot.shm],
-                                                        [s.place for s in snapshot.shm])
+def _shm_tables(snapshot: Snapshot, all_signals: bool, known: Known) -> Iterable[Table]:
+    headers, rows = created_by(SHM_HEADERS, [shm_row(s) for s in snapshot.shm], [s.object_key for s in snapshot.shm],
+                               known)
+    yield "POSIX shared memory and semaphores", *placed(headers, rows, [s.place for s in snapshot.shm])
 
 
-def _region_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
+def _region_tables(snapshot: Snapshot, all_signals: bool, known: Known) -> Iterable[Table]:
     yield "memfd and anonymous shared memory", REGION_HEADERS, [region_row(r) for r in snapshot.regions]
 
 
-def _mqueue_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
+def _mqueue_tables(snapshot: Snapshot, all_signals: bool, known: Known) -> Iterable[Table]:
     where = printable(snapshot.mqueue_dir) if snapshot.mqueue_dir else "not mounted"
-    yield f"POSIX message queues ({where})", *placed(MQUEUE_HEADERS, [mqueue_row(q) for q in snapshot.mqueues],
-                                                     [q.place for q in snapshot.mqueues])
+    headers, rows = created_by(MQUEUE_HEADERS, [mqueue_row(q) for q in snapshot.mqueues],
+                               [q.object_key for q in snapshot.mqueues], known)
+    yield f"POSIX message queues ({where})", *placed(headers, rows, [q.place for q in snapshot.mqueues])
 
 
-def _pipe_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
+def _pipe_tables(snapshot: Snapshot, all_signals: bool, known: Known) -> Iterable[Table]:
     yield "Pipes and FIFOs", PIPE_HEADERS, [pipe_row(p) for p in snapshot.pipes]
 
 
-def _signal_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
-    shown = [p for p in snapshot.signals if all_signals or health.signals_of_note(p)]
+def _signal_tables(snapshot: Snapshot, all_signals: bool, known: Known) -> Iterable[Table]:
+    shown = shown_signals(snapshot, all_signals)
     title = "Signals" if all_signals else "Signals (processes with pending or blocked signals)"
-    yield title, SIGNAL_HEADERS, [signal_row(p) for p in shown]
+    yield title, *last_sent(SIGNAL_HEADERS, [signal_row(p) for p in shown], [p.pid for p in shown], known)
 
 
-def _sysv_tables(snapshot: Snapshot, all_signals: bool) -> Iterable[Table]:
+def shown_signals(snapshot: Snapshot, all_signals: bool) -> list[ProcessSignals]:
+    """The processes the signals table lists: those with something pending or blocked, or every one."""
+    return [p for p in snapshot.signals if all_signals or health.signals_of_note(p)]
+
+
+def _sysv_tables(snapshot: Snapshot, all_signals: bool, known: Known) -> Iterable[Table]:
     if not snapshot.sysv.available:
         return
     now = snapshot.taken_at
@@ -509,10 +547,13 @@ def namespace_lines(snapshot: Snapshot) -> list[str]:
     return lines
 
 
-def render(snapshot: Snapshot, *, all_signals: bool = False, all_waits: bool = False) -> str:
+def render(snapshot: Snapshot, *, all_signals: bool = False, all_waits: bool = False,
+           known: Known | None = None) -> str:
     """The whole snapshot as text: a summary line, one table per mechanism, the capacity (shm mounts and budgets),
-    the stuck processes (every waiter with
-    ``all_waits``) and the deadlocks, then the leaks and hazards."""
+    the stuck processes (every waiter with ``all_waits``) and the deadlocks, then the leaks and hazards. known: what
+    the journal says of who created the POSIX objects and who signalled the processes (who.read_journal), shown as
+    CREATED BY and LAST SENT columns when it names anyone."""
+    known = known if known is not None else Known()
     lines: list[str] = []
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(snapshot.taken_at))
     held = sum(segment.state == "held" for segment in snapshot.shm)
@@ -535,7 +576,7 @@ def render(snapshot: Snapshot, *, all_signals: bool = False, all_waits: bool = F
 
     for section in SECTIONS:
         if section.kind in snapshot.kinds:
-            for title, headers, rows in section.tables(snapshot, all_signals):
+            for title, headers, rows in section.tables(snapshot, all_signals, known):
                 lines.append("")
                 lines.append(f"== {title} ({len(rows)})")
                 if rows:

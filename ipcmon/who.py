@@ -186,6 +186,14 @@ def creator_text(facts: CreatorFacts | None, *, unlinked: bool = False) -> str:
     return text
 
 
+def creator_cell_text(facts: CreatorFacts | None) -> str:
+    """A table's CREATED BY cell (snapshot): ``4242 python3``, ``4242 python3, exited`` when the creator is known to
+    have exited, ``?`` when nobody knows. Raw."""
+    if facts is None:
+        return "?"
+    return f"{facts.actor.pid} {facts.actor.comm or '?'}" + (", exited" if facts.exited is True else "")
+
+
 def facts_of(creator: Creator | None) -> CreatorFacts | None:
     """The journal's answer (``journal.Creator``) as CreatorFacts."""
     if creator is None:

@@ -1,11 +1,19 @@
-"""`ipcmon snapshot`: every IPC object once, as tables (``ipcmon.report``) or one JSON object (``ipcmon.export``)."""
+"""`ipcmon snapshot`: every IPC object once, as tables (``ipcmon.report``) or one JSON object (``ipcmon.export``),
+with who created its POSIX objects and who signalled its processes when the journal says (issue 16)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from ipcmon.cli.arguments import Command, Subcommands, add_scope, place_selector, select_places
+from ipcmon.cli.journal import add_db_option
+
+if TYPE_CHECKING:
+    from ipcmon.model import ProcessSignals, Snapshot
+    from ipcmon.who import Known
 
 
 def add_parser(commands: Subcommands) -> argparse.ArgumentParser:
@@ -22,7 +30,19 @@ def add_parser(commands: Subcommands) -> argparse.ArgumentParser:
         action="store_true",
         help="list every process waiting on IPC in the Stuck table, not only those deadlocked or blocked",
     )
+    add_db_option(snapshot)
     return snapshot
+
+
+def read_journal(snapshot: Snapshot, db: str | None, processes: Iterable[ProcessSignals]) -> Known:
+    """Ask the journal, once, who created the snapshot's POSIX segments, semaphores and queues, and which signals
+    these processes got since they started (who.read_journal: never fails; nothing when there is no journal)."""
+    from ipcmon.who import read_journal as ask
+
+    objects: list[tuple[str, str, str]] = [(segment.object_key, segment.name, segment.kind) for segment in snapshot.shm]
+    objects += [(queue.object_key, queue.name, "mqueue") for queue in snapshot.mqueues]
+    started = {process.pid: process.start_time for process in snapshot.processes}
+    return ask(db, objects, [(signals.pid, started.get(signals.pid)) for signals in processes])
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
@@ -39,12 +59,18 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     if args.json:
         from ipcmon.export import dumps
 
-        sys.stdout.write(dumps(snapshot) + "\n")
+        # Every process of the signals list has its "received", so the journal is asked about each one.
+        known = read_journal(snapshot, args.db, snapshot.signals)
+        sys.stdout.write(dumps(snapshot, known=known) + "\n")
     else:
-        from ipcmon.report import render
+        from ipcmon.report import render, shown_signals
 
-        sys.stdout.write(render(snapshot, all_signals=args.all_signals, all_waits=args.all_waits) + "\n")
+        known = read_journal(snapshot, args.db, shown_signals(snapshot, args.all_signals))
+        sys.stdout.write(render(snapshot, all_signals=args.all_signals, all_waits=args.all_waits, known=known) + "\n")
     sys.stdout.flush()
+    from ipcmon.cli.lifecycle import journal_notes
+
+    sys.stderr.write(journal_notes(known, "creators and senders"))
     return 0
 
 

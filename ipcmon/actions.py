@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from ipcmon import paths
 from ipcmon.collect import ScanConfig, ipcns, procfs, scan, sysv
 from ipcmon.leaks import Leak, Recheck, SysvIdentity, ipc_rmid_refusal, same_object, unlink_refusal
 from ipcmon.model import Process
@@ -40,8 +41,7 @@ def log_path() -> str:
     explicit = os.environ.get(ENV_ACTION_LOG)
     if explicit:
         return explicit
-    state = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(state, "ipcmon", "actions.log")
+    return os.path.join(paths.state_dir(), "actions.log")
 
 
 def _who() -> str:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ipcmon import paths
 from ipcmon.model import (
     Budget,
     Capacity,
@@ -204,10 +205,7 @@ def export_dir() -> str:
     explicit = os.environ.get(ENV_EXPORT_DIR)
     if explicit:
         return explicit
-    state = os.environ.get("XDG_STATE_HOME", "")
-    if not os.path.isabs(state):
-        state = os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(state, "ipcmon")
+    return paths.state_dir()
 
 
 def write_snapshot(snapshot: Snapshot, directory: str) -> str:

@@ -23,17 +23,13 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
+from ipcmon import paths
 from ipcmon.model import Actor, Attribution, AttributionSource, Event
 from ipcmon.model.places import Container, Place
-
-ENV_JOURNAL = "IPCMON_JOURNAL"
-"""Environment variable: the journal's path (``--db`` wins over it)."""
-ROOT_PATH = "/var/lib/ipcmon/journal.db"
-"""Root's journal (the systemd unit's ``StateDirectory=ipcmon``)."""
 
 DEFAULT_KEEP = 7 * 86400.0
 """Seconds a record is kept (``--keep``, default 7d)."""
@@ -135,16 +131,10 @@ def classify(error: BaseException, path: str) -> JournalError:
     return JournalError("other", f"the journal {path}: {message}")
 
 
-def default_path(environ: dict[str, str] | None = None) -> str:
+def default_path(environ: Mapping[str, str] | None = None) -> str:
     """``$IPCMON_JOURNAL``, else ``/var/lib/ipcmon/journal.db`` for root, else ``$XDG_STATE_HOME/ipcmon/journal.db``
-    (``~/.local/state`` when unset)."""
-    env = os.environ if environ is None else environ
-    if env.get(ENV_JOURNAL):
-        return env[ENV_JOURNAL]
-    if os.geteuid() == 0:
-        return ROOT_PATH
-    state = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(state, "ipcmon", "journal.db")
+    (``~/.local/state`` when unset or relative): ``paths.journal_path``."""
+    return paths.journal_path(environ)
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)

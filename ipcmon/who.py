@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+from ipcmon import paths
 from ipcmon.model import Actor, Attribution, Event
 
 if TYPE_CHECKING:
@@ -264,9 +265,11 @@ def read_journal(db: str | None, objects: Sequence[tuple[str, str, str]] = (),
     """Ask the journal (db, else ``journal.default_path()``) who created each object (key, name, mechanism) and
     which signals each process (pid, start time as epoch or None) got since it started. Never raises: a missing
     journal is an empty Known, a locked, corrupt or unreadable one an empty Known with its note."""
+    path = db or paths.journal_path()
+    if not os.path.exists(path):
+        return Known()  # no journal: nothing to say, and sqlite3 is never imported
     from ipcmon import journal
 
-    path = db or journal.default_path()
     reader, problem = journal.open_reader(path)
     if reader is None:
         return Known(note=problem)

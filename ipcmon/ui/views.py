@@ -6,7 +6,9 @@ from typing import ClassVar
 
 from textual import on
 from textual.events import Resize
-from textual.reactive import reactive
+from textual.reactive import Reactive, reactive
+from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import TabbedContent, TabPane
 
 from ipcmon.ui.messages import Goto
@@ -99,11 +101,27 @@ class Views(TabbedContent):
         event.prevent_default()
 
 
+class DashboardScreen(Screen[None]):
+    """The dashboard's screen: Textual's, without a repaint of the whole screen at each focus change.
+
+    Textual's ``Screen.focused`` repaints the whole screen when it changes, and a view switch moves the focus; with
+    the switch's layout in the same frame the screen was then drawn twice (issue 12, key latency). The widgets whose
+    look follows the focus are restyled and redrawn by Textual anyway (``Screen._update_focus_styles``).
+    """
+
+    focused: Reactive[Widget | None] = Reactive(None, repaint=False)
+
+
 class NavigatingApp(RefreshingApp):
     """Which view is shown, and going to a view or an object's row (the dashboard's second layer)."""
 
     VIEWS: ClassVar[tuple[tuple[str, str], ...]] = VIEWS
-    active_view: reactive[str] = reactive("overview")
+    # repaint=False: what shows the view (the tabs, the views' display) redraws itself; a repaint of the App is one of
+    # the whole screen, in the same frame as the switch's layout, so the screen was drawn twice (issue 12).
+    active_view: reactive[str] = reactive("overview", repaint=False)
+
+    def get_default_screen(self) -> Screen[None]:
+        return DashboardScreen(id="_default")
 
     def current_view(self) -> ObjectView | None:
         for view in self.query(ObjectView):

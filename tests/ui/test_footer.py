@@ -1,37 +1,61 @@
-"""The key bar is rebuilt only when the keys it shows change (issue 12: every view switch remounted it)."""
+"""The key bar relabels its keys in place (issue 12: every view switch remounted it, a frame later)."""
 
 from __future__ import annotations
 
 from textual.widgets._footer import FooterKey
 
+from ipcmon.ui.app import IpcmonApp
 from ipcmon.ui.widgets.footer import SteadyFooter
 from tests.ui.conftest import canned_app, started
 
 
-def footer_keys(app: object) -> list[str]:
-    return [str(key.description) for key in app.query_one(SteadyFooter).query(FooterKey)]  # type: ignore[attr-defined]
+def footer_keys(app: IpcmonApp) -> list[str]:
+    return [str(key.description) for key in app.query_one(SteadyFooter).shown_keys]
 
 
-async def test_the_footer_is_rebuilt_only_when_its_keys_change() -> None:
+def textual_keys(app: IpcmonApp) -> list[str]:
+    """What Textual's own Footer would show: each action's first shown binding, then the command palette's."""
+    first: dict[str, str] = {}
+    for _, binding, _, _ in app.screen.active_bindings.values():
+        if binding.show:
+            first.setdefault(binding.action, binding.description)
+    palette = app.screen.active_bindings.get(app.COMMAND_PALETTE_BINDING)
+    return [*first.values(), *([palette[1].description] if palette is not None else [])]
+
+
+async def test_a_view_switch_relabels_the_footer_keys_without_mounting_any() -> None:
     app = canned_app()
     async with app.run_test(size=(160, 40)) as pilot:
         await started(pilot, app)
-        await pilot.press("2")
-        await pilot.pause()
-        first = app.query_one(SteadyFooter).query(FooterKey).first()
-        assert "Sort" in footer_keys(app) and "Signal" in footer_keys(app)
-
-        for key in "345":  # other table views: the same keys, the same widgets
+        for key in "1234567":  # every view once: the bar has every widget it will need
             await pilot.press(key)
             await pilot.pause()
-            assert app.query_one(SteadyFooter).query(FooterKey).first() is first, key
+        footer = app.query_one(SteadyFooter)
+        widgets = set(footer.query_children(FooterKey))  # a recompose would replace them all
 
+        for key in "1234562716":
+            await pilot.press(key)
+            await pilot.pause()
+            assert footer_keys(app) == textual_keys(app), key
+            assert set(footer.query_children(FooterKey)) == widgets, key
         await pilot.press("6")  # the Events timeline has no sort: the bar follows
         await pilot.pause()
         assert "Sort" not in footer_keys(app) and "Signal" in footer_keys(app)
         await pilot.press("2")
         await pilot.pause()
         assert "Sort" in footer_keys(app)
+
+
+async def test_the_keys_are_relabelled_in_the_same_handler_as_the_switch() -> None:
+    """The new view and its keys are drawn in one frame: the bar is right as soon as the focus has moved."""
+    app = canned_app()
+    async with app.run_test(size=(160, 40)) as pilot:
+        await started(pilot, app)
+        for key in "12345676":  # every view once: the bar has every widget it will need
+            await pilot.press(key)
+            await pilot.pause()
+        app.show_view("shm")
+        assert footer_keys(app) == textual_keys(app) and "Sort" in footer_keys(app)
 
 
 async def test_the_read_only_footer_still_leaves_out_the_actions() -> None:
@@ -43,3 +67,4 @@ async def test_the_read_only_footer_still_leaves_out_the_actions() -> None:
             await pilot.pause()
             keys = footer_keys(app)
             assert "Signal" not in keys and "Remove" not in keys and "Export" in keys, (key, keys)
+            assert keys == textual_keys(app), key

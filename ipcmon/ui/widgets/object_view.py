@@ -245,7 +245,7 @@ class ObjectView(Vertical):
     context: reactive[Context] = reactive(empty_context, always_update=True, repaint=False)
     events: reactive[Sequence[Event]] = reactive(tuple, always_update=True, repaint=False)
     """The event log, newest first (for the selected object's history)."""
-    active_view: reactive[str] = reactive("overview")
+    active_view: reactive[str] = reactive("overview", repaint=False)
 
     def __init__(self, spec: ViewSpec) -> None:
         super().__init__(id=f"view-{spec.id}", classes="object-view")

@@ -292,7 +292,7 @@ class Overview(Vertical):
 
     snapshot: reactive[Snapshot | None] = reactive(None, always_update=True, repaint=False)
     context: reactive[Context] = reactive(empty_context, always_update=True, repaint=False)
-    active_view: reactive[str] = reactive("overview")
+    active_view: reactive[str] = reactive("overview", repaint=False)
 
     def __init__(self) -> None:
         super().__init__(id="view-overview")

@@ -10,8 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
+from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
+from textual.cache import LRUCache
 from textual.events import Resize
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowDoesNotExist, RowKey
@@ -20,6 +23,8 @@ from ipcmon.text import PLACE_HEADER, place_cell, several_places
 from ipcmon.ui.view.table import Cell, Column, Row, matches, text_cell
 
 REBUILD_AT = 200
+CELLS_KEPT = 10_000
+"""Rendered cells ObjectTable keeps across DataTable's cache flushes (as many as DataTable's own cell cache)."""
 """Rows removed at once above which the table is rebuilt instead (see ObjectTable._apply)."""
 SORT_UP = " ▲"
 SORT_DOWN = " ▼"
@@ -111,6 +116,10 @@ class ObjectTable(DataTable[Cell]):
         """Every row of the last sync, shown or filtered out."""
         self._shown: dict[str, Row] = {}
         """The rows in the table now, by key."""
+        self._drawn: LRUCache[tuple[object, ...], tuple[object, list[list[Segment]]]] = LRUCache(CELLS_KEPT)
+        """Rendered cells by what their rendering depends on (see _render_cell), with the cell itself."""
+        self.cells_rendered = 0
+        """Cells rendered so far, not found in ``_drawn`` (tests count them)."""
 
     def on_mount(self) -> None:
         for column in self.spec:
@@ -158,6 +167,51 @@ class ObjectTable(DataTable[Cell]):
     def on_resize(self, event: Resize) -> None:
         if self.fit_columns():
             self._require_update_dimensions = True
+
+    # --- drawing ---------------------------------------------------------------------------------------------
+
+    def _render_cell(
+        self,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+    ) -> list[list[Segment]]:
+        # DataTable drops every rendered cell whenever anything changes: a cell updated, a resize (each time a view
+        # is shown), a focus change (a style update). A view switch then rendered every cell on screen again through
+        # Rich's Padding and Styled, most of the switch's time (issue 12, key latency). A cell's rendering depends only
+        # on the cell (a Cell is never changed once built, and an unchanged row keeps its cells: RowCache), where it
+        # is (the row and column in the segments' meta), the row's style, the cursor and hover styles, its width and
+        # its row's height: kept by all of these, it is rendered again only when one of them changed.
+        if row_index < 0 or column_index < 0:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        row_key = self._row_locations.get_key(row_index)
+        row = self.rows.get(row_key) if row_key is not None else None
+        cells = self._get_row_renderables(row_index).cells
+        if row is None or column_index >= len(cells):
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        cell = cells[column_index]
+        styles = self._get_styles_to_render_cell(
+            False,
+            False,
+            row_index < self.fixed_rows or column_index < self.fixed_columns,
+            hover,
+            cursor,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self.cursor_foreground_priority == "css",
+            self.cursor_background_priority == "css",
+        )
+        key = (id(cell), row_index, column_index, base_style, styles, width, row.height)
+        kept = self._drawn.get(key)
+        if kept is not None and kept[0] is cell:
+            return kept[1]
+        lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        self._drawn[key] = (cell, lines)  # the cell kept with it: its id is not reused while this entry lives
+        self.cells_rendered += 1
+        return lines
 
     # --- keeping in step ------------------------------------------------------------------------------------
 

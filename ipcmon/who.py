@@ -2,20 +2,24 @@
 an object, from the live sources' events and from the journal (``ipcmon.journal``, read-only).
 
 The dashboard keeps what its Monitor sees and asks the journal per view (``ui.view.actors``); a one-shot command
-(snapshot, clean, limits) and ``watch`` ask the journal once for everything they show (:func:`read_journal`). A
-missing journal reads as nothing, and a locked, corrupt or unreadable one as a note, never an error: who did it is
-never worth failing a command over. The text functions return raw strings (comm, cmdline and object names are
-untrusted): callers show them through ``safe.printable`` as every other field.
+(snapshot, clean, limits) asks the journal once for everything it shows (:func:`read_journal`), and ``watch`` once
+per batch of events, for the objects whose end it reports and whose creation it did not see
+(:class:`StreamCreators`). A missing journal reads as nothing, and a locked, corrupt or unreadable one as a note,
+never an error: who did it is never worth failing a command over. The text functions return raw strings (comm,
+cmdline and object names are untrusted): callers show them through ``safe.printable`` as every other field.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 import re
+import threading
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from ipcmon import paths
 from ipcmon.model import Actor, Attribution, Event
@@ -292,3 +296,155 @@ def read_journal(db: str | None, objects: Sequence[tuple[str, str, str]] = (),
         if kept:
             sent[pid] = tuple(sorted(kept, key=lambda item: item.time, reverse=True))
     return Known(creators, sent, path, warnings=warnings)
+
+
+ENDINGS: frozenset[str] = frozenset({"destroyed", "orphaned", "unlinked-while-held"})
+"""The events that say an object ended or is in trouble: the ones ``watch`` names the creator of."""
+ATTRIBUTED: frozenset[str] = frozenset({"shm", "sem", "mqueue"})
+"""The mechanisms whose creators the sources see and the journal keeps (POSIX segments, semaphores, queues)."""
+CREATORS_KEPT = 4096
+"""Objects whose creator a stream remembers (those whose ``created`` it saw, and the journal's answers), each; the
+least recently used go first."""
+_V = TypeVar("_V")
+
+
+def asks_creator(event: Event) -> bool:
+    """Whether the event is one whose creator ``watch`` names: a ``destroyed``, ``orphaned`` or
+    ``unlinked-while-held`` of a POSIX segment, semaphore or queue."""
+    return event.event in ENDINGS and event.mechanism in ATTRIBUTED
+
+
+class StreamCreators:
+    """Who created the object of each ending (:func:`asks_creator`) in a stream of events (``ipcmon watch``): for an
+    object the stream saw made, the actor its ``created`` event named (nobody when it named none: the journal knows
+    no more of a creation this process saw); for one that was there when the stream began (:meth:`begin`), the
+    journal's answer; for any other, nobody.
+
+    The journal (the one at path when the stream starts; one made later holds only what the stream saw) is read
+    read-only, at most once per batch of events (one ``creators()`` call for the objects of a poll) and only about
+    the objects there at the start, each of them once (the answer is kept for the object's life, CREATORS_KEPT at
+    most): a storm of objects made and removed while it runs never reaches it. A missing journal is nothing; one that
+    cannot be read is ``note`` at start, and one that fails later is said once (``say``) and not asked again, so
+    that the events are never slowed by it. One batch at a time (a lock makes it so)."""
+
+    def __init__(self, path: str, *, say: Callable[[str], None] | None = None, kept: int = CREATORS_KEPT) -> None:
+        from ipcmon import journal
+
+        self.path = path
+        self._say = say or (lambda text: None)
+        self._kept = kept
+        self._lock = threading.Lock()
+        self._reader, self.note = journal.open_reader(path)
+        """note: why the journal cannot be read ('' when it can, or there is none)."""
+        self._before: set[str] = set()
+        """Keys of the objects there when the stream began, while they last: those the journal is asked about."""
+        self._seen: collections.OrderedDict[str, tuple[Actor, float, str]] = collections.OrderedDict()
+        """Object key → the actor, time and source of the ``created`` event this stream saw, when it named one."""
+        self._answers: collections.OrderedDict[str, CreatorFacts | None] = collections.OrderedDict()
+        """Object key → the journal's answer."""
+        self.queries = 0
+        """creators() calls made on the journal."""
+
+    @property
+    def reading(self) -> bool:
+        """Whether the journal is read (it exists and could be opened, and has not failed since)."""
+        return self._reader is not None
+
+    def begin(self, keys: Iterable[str]) -> None:
+        """The keys of the segments, semaphores and queues there when the stream begins (its first scan): the objects
+        whose creation it cannot see."""
+        with self._lock:
+            self._before = set(keys)
+
+    def of(self, events: Sequence[Event]) -> list[CreatorFacts | None]:
+        """Who created the object of each event (in order): CreatorFacts for an ending whose creator is known, None
+        for any other event or an unknown creator. Whether each creator still runs is read now (its pid and start
+        time), so that a creator that exited since it was first named is said to have."""
+        with self._lock:
+            found: list[CreatorFacts | _Ask | None] = []
+            asked: dict[str, tuple[str, str, str]] = {}
+            gone: set[str] = set()
+            for event in events:
+                key = event.key
+                if event.mechanism in ATTRIBUTED and event.event == "created":
+                    self._forget(key)  # a new object (on a reused inode, if the key was known)
+                    gone.discard(key)
+                    if event.actor is not None:
+                        self._keep(self._seen, key, (event.actor, event.time, event.source))
+                if not asks_creator(event):
+                    found.append(None)
+                elif key in self._seen:
+                    actor, made, source = self._seen[key]
+                    found.append(_facts_now(CreatorFacts(actor, made, None,
+                                                         source=source if source in ("fanotify", "tracefs") else None)))
+                elif key in self._answers:
+                    answer = self._answers[key]
+                    found.append(None if answer is None else _facts_now(answer))
+                elif key in self._before and self._reader is not None:
+                    asked.setdefault(key, (key, event.object, event.mechanism))
+                    found.append(_Ask(key))
+                else:
+                    found.append(None)
+                if event.event == "destroyed":
+                    gone.add(key)
+            answers = self._ask(list(asked.values())) if asked else {}
+            for key, answer in answers.items():
+                if key not in gone:
+                    self._keep(self._answers, key, answer)
+            for key in gone:  # the object's last event: forget it, so the maps stay as small as the system
+                self._forget(key)
+            return [answers.get(item.key) if isinstance(item, _Ask) else item for item in found]
+
+    def _forget(self, key: str) -> None:
+        self._before.discard(key)
+        self._seen.pop(key, None)
+        self._answers.pop(key, None)
+
+    def _ask(self, objects: list[tuple[str, str, str]]) -> dict[str, CreatorFacts | None]:
+        """The journal's answers for these (key, name, mechanism); empty (and the journal let go, said once) when
+        it fails."""
+        reader = self._reader
+        if reader is None:
+            return {}
+        self.queries += 1
+        try:
+            answers = reader.creators(objects)
+        except Exception as error:  # JournalError and anything else: reading the journal never fails a command
+            from ipcmon.journal import JournalError
+
+            self.close()
+            why = str(error) if isinstance(error, JournalError) else \
+                f"the journal {self.path} cannot be read ({type(error).__name__}: {error})"
+            self._say(f"{why}: creators unknown from now on")
+            return {}
+        return {key: facts_of(answer) for (key, _, _), answer in zip(objects, answers, strict=True)}
+
+    def _keep(self, kept: collections.OrderedDict[str, _V], key: str, value: _V) -> None:
+        kept[key] = value
+        kept.move_to_end(key)
+        while len(kept) > self._kept:
+            kept.popitem(last=False)
+
+    def close(self) -> None:
+        """Let go of the journal (idempotent)."""
+        reader, self._reader = self._reader, None
+        with contextlib.suppress(Exception):  # a broken connection: nothing to close
+            if reader is not None:
+                reader.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    """An event whose creator the journal is asked for, in StreamCreators.of's answer being built."""
+
+    key: str
+
+
+def _facts_now(facts: CreatorFacts) -> CreatorFacts:
+    """The facts, with a creator said to run (or not known to) asked again whether it runs now."""
+    if facts.exited is True:
+        return facts
+    running = runs(facts.actor)
+    if running is None or facts.exited is (not running):
+        return facts
+    return replace(facts, exited=not running)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from ipcmon.actions import Removal
     from ipcmon.leaks import Leak
     from ipcmon.model import Event, Place
-    from ipcmon.who import Known
+    from ipcmon.who import CreatorFacts, Known
 
 
 def add_watch_parser(commands: Subcommands) -> argparse.ArgumentParser:
@@ -49,7 +49,11 @@ def add_watch_parser(commands: Subcommands) -> argparse.ArgumentParser:
         "process (or one saying nothing is), then prints each change as it comes. As root, the creation and removal "
         "of segments and semaphores name the process that did it ('by 4242 python3', fanotify), and with tracefs "
         "mounted those of queues too, and each signal sent is a 'sent' event naming its sender, its target and what "
-        "became of it. While no ipcmon record runs, watch writes what it sees to the journal.",
+        "became of it. When a segment, semaphore or queue is destroyed, orphaned or unlinked while held, the line "
+        "names who created it ('(created by 4242 python3 train.py at 12:03:07; that process exited at 12:05:40)', "
+        "'created_by' in JSON): the creator its own 'created' event named, else, for an object that was there "
+        "before watch started, the journal's. While no ipcmon record runs, watch writes what it sees to the "
+        "journal.",
     )
     add_scope(watch)
     watch.add_argument("--json", action="store_true", help="one JSON object per line, flushed")
@@ -59,7 +63,9 @@ def add_watch_parser(commands: Subcommands) -> argparse.ArgumentParser:
     watch.add_argument("--history", type=int, default=10_000, metavar="N", help="events kept in memory")
     add_db_option(watch)
     watch.add_argument("--no-journal", action="store_true",
-                       help="do not write the journal (by default watch writes it while no ipcmon record runs)")
+                       help="do not write the journal (by default watch writes it while no ipcmon record runs); "
+                            "watch still reads it, read-only, to name who created an object it saw no creation of "
+                            "when that object is destroyed, orphaned or unlinked while held")
     return watch
 
 
@@ -108,9 +114,10 @@ def add_clean_parser(commands: Subcommands) -> argparse.ArgumentParser:
     return clean
 
 
-def format_event(event: Event) -> str:
+def format_event(event: Event, created_by: CreatorFacts | None = None) -> str:
     """One readable line; every system string made printable. An object not on the host is followed by where it
-    lives: ``/seg [web-1]`` (text.place_suffix)."""
+    lives: ``/seg [web-1]`` (text.place_suffix). created_by (``watch``: for an ending, who.asks_creator) ends it:
+    `` (created by 4242 python3 train.py at 12:03:07; that process exited at 12:05:40)``."""
     clock = time.strftime("%H:%M:%S", time.localtime(event.time)) + f".{int(event.time % 1 * 1000):03d}"
     who = f"pid {event.pid} {printable(event.comm or '')}".rstrip() if event.pid is not None else ""
     if event.event == "sent":  # the detail names sender and target: SIGUSR1 4321 bash → 1234 python3: delivered
@@ -124,15 +131,22 @@ def format_event(event: Event) -> str:
         parts.append(printable(event.detail))
     if event.source != "poll":
         parts.append(f"[{event.source}]")
-    return "  ".join(parts)
+    line = "  ".join(parts)
+    if created_by is not None:
+        from ipcmon.who import creator_text
+
+        line += f" ({printable(creator_text(created_by))})"
+    return line
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
     """Print the stuck state as it is (``state`` events: deadlocks, deadlocked and blocked processes), then each
     event as it comes, until SIGINT or SIGTERM, or until stdout's reader leaves; exit 0."""
+    from ipcmon import journal
     from ipcmon.collect import ScanConfig
     from ipcmon.live.events import state_events
     from ipcmon.live.monitor import Monitor
+    from ipcmon.who import Known, StreamCreators
 
     stop = threading.Event()
     output_lock = threading.Lock()
@@ -143,11 +157,27 @@ def cmd_watch(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    def emit(event: Event) -> None:
-        line = json.dumps(event_to_dict(event)) if args.json else format_event(event)
+    def say(text: str) -> None:
+        with output_lock:
+            sys.stderr.write(f"ipcmon watch: {printable(text)}\n")
+            sys.stderr.flush()
+
+    # Who created the objects whose end the events report (issue 16): the journal as it is now, read-only, opened
+    # before this watch may write it (--no-journal or not), asked at most once per batch of events, and only about
+    # the objects there before watch started (who.StreamCreators).
+    path = args.db or journal.default_path()
+    creators = StreamCreators(path, say=say)
+
+    def emit(events: Sequence[Event]) -> None:
+        """Print a batch of changes (a poll's, an inotify event's…) that go out together, in order."""
+        made = creators.of(events)
+        write([json.dumps(change_to_dict(event, creator)) if args.json else format_event(event, creator)
+               for event, creator in zip(events, made, strict=True)])
+
+    def write(lines: list[str]) -> None:
         with output_lock:
             try:
-                sys.stdout.write(line + "\n")
+                sys.stdout.write("".join(f"{line}\n" for line in lines))
                 sys.stdout.flush()
             except BrokenPipeError:
                 stop.set()
@@ -156,36 +186,34 @@ def cmd_watch(args: argparse.Namespace) -> int:
     selector = place_selector(args)
     sink = None
     if not args.no_journal:
-        from ipcmon import journal
         from ipcmon.recorder import JournalWhenIdle
 
-        def say(text: str) -> None:
-            with output_lock:
-                sys.stderr.write(f"ipcmon watch: {printable(text)}\n")
-
-        sink = JournalWhenIdle(args.db or journal.default_path(), say=say)
-    monitor = Monitor(config, history=args.history, on_event=emit, places=selector, senders=True, actors=True,
+        sink = JournalWhenIdle(path, say=say)
+    monitor = Monitor(config, history=args.history, on_events=emit, places=selector, senders=True, actors=True,
                       sink=sink)
-    baseline, _ = monitor.poll()  # the baseline: events are what changes from here on
-    if selector is not None and select_places(baseline, selector, "ipcmon watch") is None:
-        return 1  # as for a --pid naming no process
-    # What is stuck already, first: on a machine that hung before watch started, no change would ever say it.
-    for event in state_events(baseline):
-        emit(event)
-    monitor.start()
-    # On stderr, so that stdout holds nothing but events (JSON lines stay parseable); "watching" once every source
-    # runs, so that what happens after it is seen.
-    for source in monitor.sources:
-        if not source.active:
-            sys.stderr.write(f"{printable(source.name)}: {printable(source.reason)}\n")
-    writing = ""
-    if sink is not None:
-        where = printable(sink.path)
-        writing = (f"; writing the journal {where} (no ipcmon record runs)" if sink.check() else
-                   f"; not writing the journal {where}: an ipcmon record (or a dashboard or watch) does")
-    sys.stderr.write(f"watching {', '.join(args.kind)} every {args.interval:g}s (Ctrl-C to stop){writing}\n")
-    sys.stderr.flush()
     try:
+        baseline, _ = monitor.poll()  # the baseline: events are what changes from here on
+        if selector is not None and select_places(baseline, selector, "ipcmon watch") is None:
+            return 1  # as for a --pid naming no process
+        creators.begin([*(segment.object_key for segment in baseline.shm),
+                        *(queue.object_key for queue in baseline.mqueues)])
+        # What is stuck already, first: on a machine that hung before watch started, no change would ever say it.
+        write([json.dumps(event_to_dict(event)) if args.json else format_event(event)
+               for event in state_events(baseline)])
+        monitor.start()
+        # On stderr, so that stdout holds nothing but events (JSON lines stay parseable); "watching" once every
+        # source runs, so that what happens after it is seen.
+        for source in monitor.sources:
+            if not source.active:
+                sys.stderr.write(f"{printable(source.name)}: {printable(source.reason)}\n")
+        sys.stderr.write(journal_notes(Known(note=creators.note)))
+        writing = ""
+        if sink is not None:
+            where = printable(sink.path)
+            writing = (f"; writing the journal {where} (no ipcmon record runs)" if sink.check() else
+                       f"; not writing the journal {where}: an ipcmon record (or a dashboard or watch) does")
+        sys.stderr.write(f"watching {', '.join(args.kind)} every {args.interval:g}s (Ctrl-C to stop){writing}\n")
+        sys.stderr.flush()
         while not stop.is_set():
             started = time.monotonic()
             monitor.poll()
@@ -195,7 +223,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     sys.stderr.flush()
             stop.wait(max(args.interval - (time.monotonic() - started), 0.0))
     finally:
-        monitor.stop()  # closes the sink: what was queued for the journal is written
+        monitor.stop()  # lets out what waits for its actor, and closes the sink: what was queued is written
+        creators.close()
     return 0
 
 
@@ -212,13 +241,23 @@ def leak_to_dict(leak: Leak, place: Place | None = None) -> dict[str, object]:
 def event_to_dict(event: Event) -> dict[str, object]:
     """One event as ``watch --json`` writes it: its fields, and its place as ``namespace``, ``container`` and
     ``place`` (text.place_json) instead of the nested record, and ``actor`` (who did it: pid, comm, cmdline, uid,
-    start_ticks, kernel, place; null when unknown)."""
+    start_ticks, kernel, place; null when unknown). Its opening ``state`` lines are this; each change adds
+    ``created_by`` (:func:`change_to_dict`)."""
     data = {field.name: getattr(event, field.name) for field in dataclasses.fields(event) if field.name != "place"}
     data.update(place_json(event.place))
     from ipcmon.who import actor_json
 
     data["actor"] = actor_json(event.actor)
     return data
+
+
+def change_to_dict(event: Event, created_by: CreatorFacts | None) -> dict[str, object]:
+    """One change as ``watch --json`` writes it: event_to_dict's, and ``created_by``, in every change (who created
+    the object, who.created_by_json): null but for a ``destroyed``, ``orphaned`` or ``unlinked-while-held`` of a
+    segment, semaphore or queue whose creator is known (who.StreamCreators)."""
+    from ipcmon.who import created_by_json
+
+    return {**event_to_dict(event), "created_by": created_by_json(created_by)}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
     from ipcmon.live.inotify import DirectoryWatch
 
 EventCallback = Callable[[Event], None]
+BatchCallback = Callable[[list[Event]], None]
 
 INOTIFY_BACKLOG = 2000
 """inotify events waiting in watchdog's queue beyond which they are skipped until it drains (issue 7)."""
@@ -173,12 +174,16 @@ class Monitor:
         *,
         history: int = 10_000,
         on_event: EventCallback | None = None,
+        on_events: BatchCallback | None = None,
         places: PlaceSelector | None = None,
         senders: bool = False,
         actors: bool = False,
         sink: Sink | None = None,
     ) -> None:
-        """senders: with the signal kind, ``start()`` also runs the tracefs source of ``live.attribution`` and
+        """on_event: called with each event as it goes out; on_events: with the events that go out together (a
+        poll's, an inotify event's, those released by an attribution), once per batch, after on_event for each, so
+        that a front end can do its per-event work in one go (``watch`` asks the journal once per batch).
+        senders: with the signal kind, ``start()`` also runs the tracefs source of ``live.attribution`` and
         reports each signal sent as a ``sent`` event naming its sender (root and tracefs needed: ``sources``
         says why not). actors: ``start()`` runs fanotify on the shm tmpfs (shm kind) and tracefs for queues
         (mqueue kind), and events name who created and removed (module docstring). sink: every event and
@@ -201,6 +206,7 @@ class Monitor:
         self.notes: collections.deque[str] = collections.deque(maxlen=100)
         """What the user should know about the events (``N events lost: …``), oldest first; the caller pops them."""
         self._on_event = on_event
+        self._on_events = on_events
         self._scan_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._out_lock = threading.RLock()
@@ -526,6 +532,11 @@ class Monitor:
                             self._on_event(event)
                         except Exception as error:  # a handler that raises must not end a source's thread
                             self.errors.append(f"{event.source}: {type(error).__name__}: {error}")
+                if self._on_events is not None:
+                    try:
+                        self._on_events(out)
+                    except Exception as error:  # as for on_event
+                        self.errors.append(f"{out[0].source}: {type(error).__name__}: {error}")
             if self._outbox and self._timer is None and not everything:
                 head = self._outbox[0]
                 delay = max((head.deadline or now) - now, 0.0) + 0.01

@@ -39,19 +39,28 @@ def _in_namespace(scene: Scene, code: str) -> None:
 
 
 def _watch_lines(process: subprocess.Popen[str], wanted: str, timeout: float = 3 * DEADLINE) -> list[str]:
-    """watch's lines up to the first that contains wanted."""
+    """watch's lines up to the first that contains wanted.
+
+    Reads the pipe itself (os.read), as test_watch._read_until does: select() on the pipe and readline() on the text
+    stream left a line that came in the same read as the one before it in the stream's buffer, unseen (the state
+    line and the creation, when the creation's poll came before the first read)."""
     assert process.stdout is not None
+    fd = process.stdout.fileno()
     lines: list[str] = []
+    unread = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 0.5)
-        if ready:
-            line = process.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if wanted in line:
+        while b"\n" in unread:
+            raw, unread = unread.split(b"\n", 1)
+            lines.append(raw.decode() + "\n")
+            if wanted in lines[-1]:
                 return lines
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            unread += chunk
     raise AssertionError(f"watch never printed {wanted!r}; it printed {lines!r}")
 
 

@@ -713,39 +713,48 @@ class Journal:
             return 0
 
     def _bound_size(self, connection: sqlite3.Connection) -> None:
-        """Keep the database under DATABASE_SHARE of max_size: delete the oldest records (every table, by time) until
-        the pages in use fit in 60 % of that (so that a storm prunes once in a while, not after every transaction),
-        then give the free pages back to the file system. The rest of max_size is the write-ahead log's: a pruning
-        rewrites up to every page of the database there before the checkpoint that empties it."""
+        """Keep the database under DATABASE_SHARE of max_size: delete the oldest records until the pages in use fit
+        in 60 % of that (so that a storm prunes once in a while, not after every transaction), then give the free
+        pages back to the file system. The rest of max_size is the write-ahead log's: a pruning rewrites up to every
+        page of the database there before the checkpoint that empties it.
+
+        Lifecycle events go first (a create/unlink storm is mostly events, and who did what is the journal's point),
+        then attributions and exits, notes last; each pruning is a note (PRUNED_NOTE) that readers report."""
         budget = int(self.max_size * DATABASE_SHARE)
         page = connection.execute("PRAGMA page_size").fetchone()[0]
+        removed: collections.Counter[str] = collections.Counter()
         for _ in range(20):
             pages = connection.execute("PRAGMA page_count").fetchone()[0]
             free = connection.execute("PRAGMA freelist_count").fetchone()[0]
             used = (pages - free) * page
             if used <= budget:
+                if removed:
+                    self._note_pruning(connection, removed)
                 if pages * page > budget:
                     connection.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page
                     connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 elif self._wal_size() > self.wal_limit:
                     connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 return
-            rows = sum(connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                       for table in ("attributions", "events", "exits", "notes"))
-            if rows == 0:
+            counts = {table: connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                      for table in ("attributions", "events", "exits", "notes")}
+            if not any(counts.values()):
                 return
-            share = min(1.0, 1.0 - (budget * 0.6) / used)
-            skip = max(int(rows * share), 1)
-            row = connection.execute(
-                "SELECT time FROM (SELECT time FROM attributions UNION ALL SELECT time FROM events "
-                "UNION ALL SELECT time FROM exits UNION ALL SELECT time FROM notes) ORDER BY time LIMIT 1 OFFSET ?",
-                (min(skip, rows) - 1,)).fetchone()
-            if row is None:
-                return
+            skip = max(int(sum(counts.values()) * min(1.0, 1.0 - (budget * 0.6) / used)), 1)
             connection.execute("BEGIN IMMEDIATE")
             try:
-                for table in ("attributions", "events", "exits", "notes"):
-                    self.pruned += connection.execute(f"DELETE FROM {table} WHERE time <= ?", (row[0],)).rowcount
+                for tables in _PRUNING_ORDER:
+                    rows = sum(counts[table] for table in tables)
+                    if skip <= 0 or rows == 0:
+                        continue
+                    union = " UNION ALL ".join(f"SELECT time FROM {table}" for table in tables)
+                    row = connection.execute(f"SELECT time FROM ({union}) ORDER BY time LIMIT 1 OFFSET ?",
+                                             (min(skip, rows) - 1,)).fetchone()
+                    for table in tables:
+                        gone = connection.execute(f"DELETE FROM {table} WHERE time <= ?", (row[0],)).rowcount
+                        removed[table] += gone
+                        self.pruned += gone
+                    skip -= min(skip, rows)
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -753,6 +762,21 @@ class Journal:
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the deletion's pages, before the vacuum's
             connection.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _note_pruning(self, connection: sqlite3.Connection, removed: collections.Counter[str]) -> None:
+        """Write what a pruning removed as a note (readers say it: JournalReader.warnings)."""
+        words = ", ".join(f"{count:,} {_TABLE_WORDS[table]}" for table, count in removed.items() if count)
+        text = f"{PRUNED_NOTE} ({self.max_size // (1 << 20) or 1}M): {words}"
+        self._on_problem(text)
+        connection.execute("INSERT INTO notes (time, text) VALUES (?, ?)", (time.time(), text))
+
+
+_PRUNING_ORDER = (("events",), ("attributions", "exits"), ("notes",))
+"""What a pruning for size removes first: lifecycle events, then who did what and the exits, notes last."""
+_TABLE_WORDS = {"events": "lifecycle events", "attributions": "attributions (who did what)",
+                "exits": "process exits", "notes": "notes"}
+PRUNED_NOTE = "the oldest records were removed to keep the journal under its size limit"
+"""How a pruning's note begins; JournalReader.warnings finds them by it."""
 
 
 def _kind_of(record: Record) -> str:
@@ -1023,7 +1047,16 @@ class JournalReader:
         if fs is not None and (fs.f_bfree if os.geteuid() == 0 else fs.f_bavail) * fs.f_frsize < FULL_BELOW:
             said.append(f"the disk holding the journal {self.path} is full: what the recorder saw lately may be "
                         "missing (it keeps its newest records in memory until there is room)")
-        notes = self.notes(since)
+        pruned = self._rows("SELECT time FROM notes WHERE text LIKE ? ORDER BY time DESC LIMIT 1",
+                            [PRUNED_NOTE + "%"])
+        if pruned:
+            oldest = self._rows("SELECT min(time) AS time FROM attributions", [])
+            since_when = (f"nothing before {_clock(oldest[0]['time'])}" if oldest and oldest[0]["time"] is not None
+                          else "nothing older")
+            said.append(f"the journal {self.path} keeps {since_when}: its oldest records were removed to keep it "
+                        f"under its size limit (the last time at {_clock(pruned[0]['time'])}; ipcmon record "
+                        "--max-size gives it more room)")
+        notes = [note for note in self.notes(since) if not note.text.startswith(PRUNED_NOTE)]
         if notes:
             said.append(f"{len(notes)} note{'s' if len(notes) > 1 else ''} in the journal since {_clock(since)}, "
                         f"the last at {_clock(notes[-1].time)}: {notes[-1].text}")

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from ipcmon.journal import Journal, JournalError, JournalReader, Note, ProcessExit, process_start_ticks
+from ipcmon.journal import (
+    PRUNED_NOTE,
+    Journal,
+    JournalError,
+    JournalReader,
+    Note,
+    ProcessExit,
+    process_start_ticks,
+)
 from ipcmon.model import Actor, Attribution, Event
 from ipcmon.model.places import Container, Place
 from tests.journal.common import actor_of, created, started
@@ -107,13 +115,39 @@ def test_the_size_bound_holds_under_a_storm_of_100000_records(tmp_path: Path) ->
         assert journal.flush(60)
         sizes.append(journal.size())
     journal.stop()
-    assert said == [] and journal.dropped == 0 and journal.written == 100_000
+    assert said and all(text.startswith(PRUNED_NOTE) for text in said), said  # each pruning said, nothing else
+    assert journal.dropped == 0 and journal.written == 100_000
     assert max(sizes) <= bound, sizes
     assert os.stat(path).st_size + (os.stat(f"{path}-wal").st_size if os.path.exists(f"{path}-wal") else 0) <= bound
     assert journal.pruned > 50_000  # 100,000 records take about 30M: most had to go
     with JournalReader(str(path)) as reader:
         assert reader.attributions_for_object(key="shm:9:99999")  # the newest are kept
         assert reader.attributions_for_object(key="shm:9:0") == []  # the oldest went first
+        (warning,) = reader.warnings(time.time() - 86400)
+        assert warning.startswith(f"the journal {path} keeps nothing before ") and "--max-size" in warning
+
+
+def test_a_storm_of_lifecycle_events_is_pruned_before_who_did_what(tmp_path: Path) -> None:
+    # A create/unlink storm is mostly lifecycle events (seen in review: a CI storm's 40,000 'destroyed' events in a
+    # few minutes pushed out the attributions that name who created what, and nothing said so).
+    path = tmp_path / "j.db"
+    me = actor_of(os.getpid())
+    journal, said = started(path, max_size=1 << 20)
+    start = time.time() - 1000.0
+    journal.add_all(created(f"/ipcmon-test-kept-{i}", me, key=f"shm:9:{i}", when=start + i) for i in range(50))
+    for chunk in range(10):
+        journal.add_all(Event(start + 100 + chunk + i * 1e-5, "shm", "destroyed", f"/ipcmon-test-storm-{i}",
+                              f"shm:8:{chunk * 6000 + i}", None, None, "inotify") for i in range(6000))
+        assert journal.flush(60)
+    journal.stop()
+    assert journal.pruned > 10_000 and said
+    with JournalReader(str(path)) as reader:
+        assert all(reader.attributions_for_object(key=f"shm:9:{i}") for i in range(50))  # every creator is kept
+        assert reader.events_for_object(key="shm:8:59999")  # the newest events too
+        assert reader.events_for_object(key="shm:8:0") == []  # the oldest events went
+        notes = [note.text for note in reader.notes()]
+        assert notes and notes[-1].startswith(PRUNED_NOTE) and "lifecycle events" in notes[-1]
+        assert "attributions" not in notes[-1]
 
 
 def test_a_full_queue_drops_counts_and_says_so(tmp_path: Path) -> None:

@@ -596,8 +596,12 @@ class Attributor:
         if record.event == "task_newtask" or record.event == "task_rename":
             tid = record.fields.get("pid", str(record.tid))  # task_rename without pid= (6.14+): the task renamed
             comm = record.fields.get("comm", record.fields.get("newcomm"))
-            if comm is not None and tid.lstrip("-").isdigit():
+            if not tid.lstrip("-").isdigit():
+                return
+            if comm is not None:
                 _remember(self._comms, int(tid), comm)
+            else:  # a name the trace could not print whole (a newline in it): /proc's, or the trace's, as before
+                self._comms.pop(int(tid), None)
         elif record.event == "signal_generate":
             self._signal(record, record.time + offset, now)
         elif record.event in ("sys_mq_open", "sys_mq_unlink"):

@@ -119,9 +119,15 @@ def parse_line(line: str) -> TraceRecord | None:
         fields = {"ret": match["ret"]}
     elif match["event"] in _SHAPES:
         shaped = _SHAPES[match["event"]].match(body)
-        if shaped is None:
+        if shaped is None and match["event"] in ("task_rename", "task_newtask"):
+            # A name with a newline in it cuts the line (the trace prints comm as it is): the task is named
+            # something unknown now. Its pid, when printed, comes first.
+            pid = re.match(r"pid=(-?\d+) ", body)
+            fields = {"pid": pid.group(1)} if pid else {}
+        elif shaped is None:
             return None
-        fields = {key: value for key, value in shaped.groupdict().items() if value is not None}
+        else:
+            fields = {key: value for key, value in shaped.groupdict().items() if value is not None}
     else:
         fields = dict(_ARGUMENT.findall(body)) or dict(_ASSIGNMENT.findall(body))
     tgid = match["tgid"]

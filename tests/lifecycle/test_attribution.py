@@ -246,6 +246,29 @@ def test_each_signal_names_the_sender_as_it_was_named_when_it_sent(attributor: A
         ("ipcmon-attr-n1", "delivered"), ("ipcmon-n2 x=y", "already pending")]
 
 
+def test_a_sender_named_with_a_newline_is_named_as_proc_says_not_as_it_was_born(
+        attributor: Attributor, spawn: Spawn) -> None:
+    # The trace prints a comm as it is, so a newline in the new name cuts task_rename's line: the name the task was
+    # born with (task_newtask's 'python3') must not stand for it (seen in review: a queue's hostile creator was
+    # named python3 while fanotify's segment record had its real name).
+    sleeper = spawn(BLOCKS_SIGUSR1, comm="ipcmon-attr-zz")
+    sleeper.expect()
+    sender = spawn(f"""
+        set_comm("ipcmon-n\\nx\\x1b[2J")
+        os.kill({sleeper.pid}, signal.SIGUSR1)
+        say("sent")
+        hold()
+        """)
+    sender.expect("sent")
+
+    def sent(found: list[Attribution]) -> bool:
+        return any(record.target == sleeper.pid for record in _by(found, sender.pid, "sent"))
+
+    (record,) = [record for record in _by(_collect(attributor, sent, "the signal"), sender.pid, "sent")
+                 if record.target == sleeper.pid]
+    assert record.actor.comm == "ipcmon-n\nx\x1b[2J"
+
+
 def test_a_process_signal_one_thread_does_not_block_is_not_blocked(attributor: Attributor, spawn: Spawn) -> None:
     sleeper = spawn("""
         import threading, time

@@ -120,6 +120,9 @@ def test_lines_of_odd_shape() -> None:
     born = parse_line("  bash-20975 [000] ..... 7.1: task_newtask: pid=21020 comm=my sh clone_flags=1200000 "
                       "oom_score_adj=0")
     assert born is not None and (born.fields["pid"], born.fields["comm"]) == ("21020", "my sh")
+    # A name with a newline cuts the line: the record says only whose name is now unknown.
+    cut = parse_line("  python3-901 (  901) [000] ..... 5.5: task_rename: pid=901 oldcomm=python3 newcomm=a")
+    assert cut is not None and (cut.event, cut.fields) == ("task_rename", {"pid": "901"})
     assert parse_line("python3-9 [000] ..... 1.5: signal_generate: sig=") is None
 
 

@@ -180,17 +180,16 @@ def _when(epoch: float) -> str:
 
 def _attribution_line(record: Attribution) -> str:
     if record.action == "sent":
+        from ipcmon.live.attribution import sent_outcome
         from ipcmon.text import signal_name
 
         name = signal_name(record.signal) if record.signal is not None else "signal ?"
         target = f"{record.target} {printable(record.target_comm or '')}".rstrip()
-        outcome: str = record.result or "?"
-        if record.blocked:
-            outcome += ", blocked: pending"
-        what = f"{name} → {target}: {outcome}"
+        what = f"{name} → {target}: {sent_outcome(record)}"  # ' (N times)' included
+        count = ""
     else:
         what = f"{record.action} {printable(record.object)}"
-    count = f" ({record.count:,} times)" if record.count > 1 else ""
+        count = f" ({record.count:,} times)" if record.count > 1 else ""
     by = _actor_text(record.actor)
     return f"{_when(record.time)}  {record.mechanism:<8} {what}{count} by {by}  [{record.source}]"
 

@@ -807,6 +807,19 @@ def _remember(table: OrderedDict[_K, _V], key: _K, value: _V) -> None:
         table.popitem(last=False)
 
 
+def sent_outcome(record: Attribution) -> str:
+    """What became of a sent signal, in the words every front end uses: ``delivered``, ``blocked, pending``,
+    ``blocked, already pending``, ``ignored``, ``queue full``…, with `` (N times)`` for a storm counted as one."""
+    outcome: str = record.result or "?"
+    if record.result == "delivered" and record.blocked:
+        outcome = "blocked, pending"
+    elif record.result == "already pending" and record.blocked:
+        outcome = "blocked, already pending"
+    if record.count > 1:
+        outcome += f" ({record.count} times)"
+    return outcome
+
+
 def sent_event(record: Attribution) -> Event:
     """A ``sent`` attribution as a watch event: key ``signal:TARGET``, pid and comm the sender's, and the detail in
     words, ``SIGTERM 4321 bash → 1234 python3: delivered``, ``SIGUSR1 … → …: blocked, pending``, ``SIGCHLD kernel
@@ -815,13 +828,7 @@ def sent_event(record: Attribution) -> Event:
     who = f"{actor.pid} {actor.comm or '?'}"
     if actor.kernel:
         who = f"kernel ({record.cause}, in {who})" if record.cause else f"kernel (in {who})"
-    outcome: str = record.result or "?"
-    if record.result == "delivered" and record.blocked:
-        outcome = "blocked, pending"
-    elif record.result == "already pending" and record.blocked:
-        outcome = "blocked, already pending"
-    if record.count > 1:
-        outcome += f" ({record.count} times)"
+    outcome = sent_outcome(record)
     name = signal_name(record.signal) if record.signal is not None else "signal"
     return Event(record.time, "signal", "sent", record.object, record.key or f"signal:{record.target}", actor.pid,
                  actor.comm, "tracefs", f"{name} {who} → {record.object}: {outcome}", record.place, actor)

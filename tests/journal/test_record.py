@@ -194,7 +194,7 @@ def test_history_of_an_object_and_of_a_process_text_and_json(tmp_path: Path) -> 
     process = history(f"pid:{me.pid}")
     assert process.returncode == 0
     sent = [line for line in process.stdout.splitlines() if "SIGUSR1" in line]
-    assert len(sent) == 1 and f"→ {me.pid}" in sent[0] and "delivered, blocked: pending" in sent[0]
+    assert len(sent) == 1 and f"→ {me.pid}" in sent[0] and ": blocked, pending by " in sent[0]
     assert "\x1b" not in process.stdout and r"by 4100000 kill\x1b[2J kill -USR1" in sent[0]
     by_sender = json.loads(history("pid:4100000", "--json").stdout)
     assert [r["type"] for r in by_sender["records"]] == ["attribution", "attribution", "exit"]

@@ -182,7 +182,12 @@ def creator_text(facts: CreatorFacts | None, *, unlinked: bool = False) -> str:
     unlinking``). Raw."""
     if facts is None:
         return "creator unknown"
-    text = f"created by {actor_text(facts.actor)} at {clock_at(facts.time)}"
+    return f"created by {creator_words(facts, unlinked=unlinked)}"
+
+
+def creator_words(facts: CreatorFacts, *, unlinked: bool = False) -> str:
+    """creator_text after its ``created by``: for a ``created by`` label (the dashboard's detail). Raw."""
+    text = f"{actor_text(facts.actor)} at {clock_at(facts.time)}"
     if facts.exited is True:
         when = f"at {clock_at(facts.exited_at)}" if facts.exited_at is not None else "(when is unknown)"
         return f"{text}; that process exited {when}" + (" without unlinking" if unlinked else "")

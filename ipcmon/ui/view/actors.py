@@ -19,7 +19,6 @@ from ipcmon.who import (
     PER_TARGET,
     CreatorFacts,
     Sent,
-    creator_text,
     facts_of,
     runs,
     sent_from_attribution,
@@ -130,9 +129,9 @@ class Attributions:
                  if started is None or record.time >= started - 1.0]
         return [sent for sent in found if sent is not None]
 
-    def creator(self, key: str, name: str | None, mechanism: str, events: Sequence[Event]) -> str | None:
-        """``created by …`` / ``creator unknown`` for an object, from its history's ``created`` event that names
-        its actor (the Monitor's attribution sources) or the journal; None when nothing could know (not ``known``)."""
+    def creator(self, key: str, name: str | None, mechanism: str, events: Sequence[Event]) -> CreatorFacts | None:
+        """Who created an object, from its history's ``created`` event that names its actor (the Monitor's
+        attribution sources) or the journal; None when neither knows (or nothing could: not ``known``)."""
         if not self.known:
             return None
         facts: CreatorFacts | None = None
@@ -147,7 +146,7 @@ class Attributions:
 
                 if isinstance(answer, Creator):
                     facts = facts_of(answer)
-        return creator_text(facts)
+        return facts
 
     def _ask(self, what: object, question: Callable[[JournalReader], object]) -> object:
         """The journal's answer to question(reader), reused for JOURNAL_TTL seconds; None when there is no journal

@@ -52,7 +52,7 @@ from ipcmon.text import (
 from ipcmon.ui.view.actors import SENDERS_SHOWN
 from ipcmon.ui.view.rows import record_name
 from ipcmon.ui.view.table import Context, state_style
-from ipcmon.who import MARK_GLYPH, sent_text
+from ipcmon.who import MARK_GLYPH, creator_words, sent_text
 
 BAR_WIDTH = 30
 
@@ -161,15 +161,17 @@ def _history(detail: Detail, events: Sequence[Event]) -> None:
 
 
 def _creator(detail: Detail, key: str, name: str | None, mechanism: str) -> None:
-    """``created by PID CMDLINE at TIME; that process is still running | exited at TIME`` (who.creator_text) or
+    """``created by  PID CMDLINE at TIME; that process is still running | exited at TIME`` (who.creator_words) or
     ``creator unknown``, when the dashboard has an attribution source or a journal (Context.who); nothing
     otherwise."""
     who = detail.ctx.who
-    if who is None:
+    if who is None or not who.known:
         return
-    said = who.creator(key, name, mechanism, detail.events)
-    if said is not None:
-        detail.plain(said, detail.ctx.palette.muted if said == "creator unknown" else "")
+    facts = who.creator(key, name, mechanism, detail.events)
+    if facts is None:
+        detail.plain("creator unknown", detail.ctx.palette.muted)
+    else:
+        detail.line("created by", creator_words(facts))
 
 
 def _sent(detail: Detail, pid: int, started: float | None) -> None:

@@ -119,11 +119,12 @@ def sent_text(sent: Sent) -> str:
 
 
 def sent_cell_text(sent: Sent, more: int = 0) -> str:
-    """The Signals table's LAST SENT cell: ``▲ blocked SIGUSR1 ← 4321 kill`` for a blocked or ignored one (the
-    glyph and the word: readable without colour), ``SIGTERM ← 4321 bash: delivered`` else; ``+N`` other signals."""
-    head = f"{MARK_GLYPH} {sent.mark} " if sent.mark else ""
-    tail = "" if sent.mark else f": {sent.outcome}"
-    return f"{head}{sent.signal} ← {sender_text(sent)}{tail}" + (f" +{more}" if more else "")
+    """The Signals table's LAST SENT cell: ``▲ SIGUSR1 ← 4321 kill, blocked`` for a blocked or ignored one (the
+    glyph and the word: readable without colour), ``SIGTERM ← 4321 bash: delivered`` else; ``+N`` other signals.
+    The signal and its sender come first: what a narrow column keeps."""
+    if sent.mark:
+        return f"{MARK_GLYPH} {sent.signal} ← {sender_text(sent)}, {sent.mark}" + (f" +{more}" if more else "")
+    return f"{sent.signal} ← {sender_text(sent)}: {sent.outcome}" + (f" +{more}" if more else "")
 
 
 def last_per_signal(sents: Iterable[Sent]) -> list[Sent]:

@@ -96,7 +96,7 @@ def test_text_names_the_creator_of_each_object_and_the_last_sender(made: dict[st
     assert header.split()[:4] == [b"PID", b"COMM", b"PENDING", b"LAST"], header
     sleeper_row = _signal_row(out, made["sleeper"])
     # The blocked SIGUSR1 is shown before the newer-or-not SIGTERM (marked first), with the count of the others.
-    assert "▲ blocked SIGUSR1 ← ".encode() + b"%d %s +1" % (made["me"], hostile) in sleeper_row, sleeper_row
+    assert "▲ SIGUSR1 ← ".encode() + b"%d %s, blocked +1" % (made["me"], hostile) in sleeper_row, sleeper_row
 
 
 def test_json_has_created_by_received_and_the_journal(made: dict[str, object]) -> None:

@@ -84,7 +84,7 @@ def test_the_signals_table_marks_a_blocked_signal_with_a_glyph_and_a_word() -> N
     rows = {row.key: row for row in signal_rows(Context(snapshot, who=who), RowCache())}
     worker, producer, writer = rows["signal:4400"], rows["signal:4242"], rows["signal:4310"]
     # The blocked one is shown before the newer... (it is the newest here too) and marked by glyph and word.
-    assert worker.cells[-1].plain == r"▲ blocked SIGUSR1 ← 4321 [@click=app.quit]x\x1b]2;pwn\x07 +1"
+    assert worker.cells[-1].plain == r"▲ SIGUSR1 ← 4321 [@click=app.quit]x\x1b]2;pwn\x07, blocked +1"
     assert "\x1b" not in worker.cells[-1].plain
     assert producer.cells[-1].plain == "SIGTERM ← 1 systemd: delivered"
     assert writer.cells[-1].plain == "-"
@@ -181,7 +181,7 @@ async def test_the_signals_view_and_the_picker_show_the_journals_senders(tmp_pat
         await pilot.press("5")
         table = view(app, "signals").table
         await wait_for(pilot, lambda: table.shows_optional and table.row_count, "the LAST SENT column")
-        assert _last_sent(table, "signal:4400").startswith("▲ blocked SIGUSR1 ← 4321 [@click=app.quit]x")
+        assert _last_sent(table, "signal:4400").startswith("▲ SIGUSR1 ← 4321 [@click=app.quit]x")
         # k refuses a canned pid (no such process here): the picker is given what k would give it.
         await app.push_screen(SignalPicker(Text("process 4400 worker"), received=app.last_received(4400)))
         await wait_for(pilot, lambda: isinstance(app.screen, SignalPicker), "the signal picker")
@@ -215,7 +215,7 @@ async def test_a_blocked_sigusr1_shows_its_sender_in_the_signals_view(spawn: Spa
         sender = int(subprocess.run([sys.executable, "-c", code, str(sleeper.pid)], capture_output=True, text=True,
                                     check=True).stdout)
         await wait_for(pilot, lambda: "blocked" in _last_sent(table, key), "the sender in LAST SENT")
-        assert _last_sent(table, key) == f"▲ blocked SIGUSR1 ← {sender} ipcmon-ui-snd"
+        assert _last_sent(table, key) == f"▲ SIGUSR1 ← {sender} ipcmon-ui-snd, blocked"
         await jump(pilot, app, "signals", key)
         detail = str(view(app, "signals").query_one(".detail-body").render())
         assert f"▲ SIGUSR1 from {sender} ipcmon-ui-snd at " in detail

@@ -338,10 +338,11 @@ SIGNAL_COLUMNS = (
     Column("threads", "THREADS"),
     Column("waiting", "WAITING"),
 )
-SIGNAL_OPTIONAL_COLUMNS = (Column("sent", "LAST SENT", 40),)
+SIGNAL_OPTIONAL_COLUMNS = (Column("sent", "LAST SENT", 40, keep=20),)
 """Built after the others, shown after PENDING (ViewSpec.optional_at) while the dashboard knows who sends signals
 (an attribution source runs, or a journal exists: issue 16): the newest signal sent to the process and its sender, a
-blocked or ignored one first and marked."""
+blocked or ignored one first and marked. It keeps 20 cells, the signal and most of its sender, when the table is
+narrow (review: at 120 columns it was cut to '▲ blocked SIGU…')."""
 
 
 def signal_rows(ctx: Context, cache: RowCache) -> Iterator[Row]:

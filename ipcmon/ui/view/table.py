@@ -82,6 +82,8 @@ class Column:
     key: str
     label: str
     width: int | None = None
+    keep: int | None = None
+    """Cells it keeps when the table is too narrow for everything (None: widgets.tables.MIN_WIDTH, or its label)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -146,7 +146,8 @@ class ObjectTable(DataTable[Cell]):
             if spec.width is not None:
                 want = max(min(want, spec.width), label)
             natural.append(want)
-            minimum.append(min(want, max(label, FIRST_MIN_WIDTH if index == 0 else MIN_WIDTH)))
+            keep = FIRST_MIN_WIDTH if index == 0 else spec.keep or MIN_WIDTH
+            minimum.append(min(want, max(label, keep)))
         widths = fit_widths(natural, minimum, available - 2 * self.cell_padding * len(columns))
         changed = False
         for column, width in zip(columns, widths, strict=True):

@@ -143,7 +143,7 @@ def test_budgets_not_read_says_so_in_text_and_json() -> None:
     snapshot = Snapshot(taken_at=0.0, kinds=KINDS)
     assert capacity_lines(snapshot) == ["", "== Capacity", "budgets not read"]
     assert snapshot_to_dict(snapshot)["capacity"] is None
-    assert dumps_capacity(None) == '{"capacity": null}'
+    assert dumps_capacity(None) == '{"capacity": null, "largest": [], "journal": null}'
 
 
 def test_json_has_fill_percent_free_and_headroom() -> None:

@@ -432,6 +432,10 @@ class Journal:
         """Records dropped because the writer was behind (queue full), since start."""
         self.written = 0
         self.pruned = 0
+        self._pruned_unsaid: collections.Counter[str] = collections.Counter()
+        """What prunings removed since the last note about them (at most one note per PRUNE_NOTE_EVERY)."""
+        self._pruned_said_at = 0.0
+        self._pruned_since: float | None = None
         """Rows removed by retention (age or size), since start."""
         self._dropped_kinds: collections.Counter[str] = collections.Counter()
         self._dropped_since: float | None = None
@@ -517,6 +521,8 @@ class Journal:
         if connection is None:
             return
         try:
+            if self._pruned_unsaid:
+                self._note_pruning(connection)
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:
             pass
@@ -729,7 +735,10 @@ class Journal:
             used = (pages - free) * page
             if used <= budget:
                 if removed:
-                    self._note_pruning(connection, removed)
+                    self._pruned_unsaid.update(removed)
+                    self._pruned_since = self._pruned_since or time.time()
+                    if time.monotonic() - self._pruned_said_at >= PRUNE_NOTE_EVERY:
+                        self._note_pruning(connection)
                 if pages * page > budget:
                     connection.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page
                     connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -763,10 +772,15 @@ class Journal:
             connection.executescript("PRAGMA incremental_vacuum;")  # execute() frees one page
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def _note_pruning(self, connection: sqlite3.Connection, removed: collections.Counter[str]) -> None:
-        """Write what a pruning removed as a note (readers say it: JournalReader.warnings)."""
-        words = ", ".join(f"{count:,} {_TABLE_WORDS[table]}" for table, count in removed.items() if count)
-        text = f"{PRUNED_NOTE} ({self.max_size // (1 << 20) or 1}M): {words}"
+    def _note_pruning(self, connection: sqlite3.Connection) -> None:
+        """Write what the prunings removed since the last such note as one note (readers say it:
+        JournalReader.warnings), and say it (on_problem)."""
+        words = ", ".join(f"{count:,} {_TABLE_WORDS[table]}" for table, count in self._pruned_unsaid.items() if count)
+        since = f" since {_clock(self._pruned_since)}" if self._pruned_since is not None else ""
+        text = f"{PRUNED_NOTE} ({self.max_size // (1 << 20) or 1}M){since}: {words}"
+        self._pruned_unsaid.clear()
+        self._pruned_since = None
+        self._pruned_said_at = time.monotonic()
         self._on_problem(text)
         connection.execute("INSERT INTO notes (time, text) VALUES (?, ?)", (time.time(), text))
 
@@ -776,6 +790,9 @@ _PRUNING_ORDER = (("events",), ("attributions", "exits"), ("notes",))
 _TABLE_WORDS = {"events": "lifecycle events", "attributions": "attributions (who did what)",
                 "exits": "process exits", "notes": "notes"}
 PRUNED_NOTE = "the oldest records were removed to keep the journal under its size limit"
+PRUNE_NOTE_EVERY = 60.0
+"""Seconds between two notes about prunings: a storm prunes after many a batch, and is said once a minute, with
+what it removed since (and at close, what is left to say)."""
 """How a pruning's note begins; JournalReader.warnings finds them by it."""
 
 

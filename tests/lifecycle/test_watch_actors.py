@@ -39,12 +39,17 @@ def _require_root() -> None:
 
 def _watch(*options: str, db: Path) -> subprocess.Popen[str]:
     """`ipcmon watch --json` on shm, started: its 'watching' line read."""
+    return _started_watch("--json", *options, db=db)[0]
+
+
+def _started_watch(*options: str, db: Path) -> tuple[subprocess.Popen[str], str]:
+    """`ipcmon watch` on shm with these options, started; and its 'watching' line (stderr)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "ipcmon", "watch", "--kind", "shm", "--json", "--db", str(db), *options],
+        [sys.executable, "-m", "ipcmon", "watch", "--kind", "shm", "--db", str(db), *options],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )
-    _read_until(process, lambda text: text.startswith("watching"), timeout=3 * DEADLINE, stderr=True)
-    return process
+    said = _read_until(process, lambda text: text.startswith("watching"), timeout=3 * DEADLINE, stderr=True)
+    return process, said
 
 
 def _stop(process: subprocess.Popen[str], signum: int = signal.SIGTERM) -> str:
@@ -214,11 +219,8 @@ def test_watch_writes_the_journal_only_while_no_recorder_holds_its_lock(tmp_path
                                 cwd=REPO, stderr=subprocess.PIPE, text=True)
     try:
         _read_until(recorder, lambda text: "recording" in text, timeout=3 * DEADLINE, stderr=True)
-        watch = subprocess.Popen(
-            [sys.executable, "-m", "ipcmon", "watch", "--kind", "shm", "--db", str(path), "--interval", "0.3"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        watch, said = _started_watch("--interval", "0.3", db=path)
         try:
-            said = _read_until(watch, lambda text: text.startswith("watching"), timeout=3 * DEADLINE, stderr=True)
             assert f"; not writing the journal {path}: an ipcmon record" in said, said
         finally:
             _stop(watch)
@@ -226,11 +228,8 @@ def test_watch_writes_the_journal_only_while_no_recorder_holds_its_lock(tmp_path
         recorder.kill()  # SIGKILL: no clean exit, the kernel lets go of its lock
         recorder.wait()
     name = cleanup.shm(new_name("jrn"))
-    watch = subprocess.Popen(
-        [sys.executable, "-m", "ipcmon", "watch", "--kind", "shm", "--db", str(path), "--interval", "0.3"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    watch, said = _started_watch("--interval", "0.3", db=path)
     try:
-        said = _read_until(watch, lambda text: text.startswith("watching"), timeout=3 * DEADLINE, stderr=True)
         assert f"; writing the journal {path} (no ipcmon record runs)" in said, said
         posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=4096).close_fd()
         _read_until(watch, lambda text: name in text and " created " in text, timeout=3 * DEADLINE)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from textual.pilot import Pilot
 from textual.widgets._footer import FooterKey
 
 from ipcmon.ui.app import IpcmonApp
@@ -23,13 +24,18 @@ def textual_keys(app: IpcmonApp) -> list[str]:
     return [*first.values(), *([palette[1].description] if palette is not None else [])]
 
 
+async def _every_view_once(pilot: Pilot[None], app: IpcmonApp) -> None:
+    """Started, then every view shown once: the bar has every key widget it will need."""
+    await started(pilot, app)
+    for key in "1234567":
+        await pilot.press(key)
+        await pilot.pause()
+
+
 async def test_a_view_switch_relabels_the_footer_keys_without_mounting_any() -> None:
     app = canned_app()
     async with app.run_test(size=(160, 40)) as pilot:
-        await started(pilot, app)
-        for key in "1234567":  # every view once: the bar has every widget it will need
-            await pilot.press(key)
-            await pilot.pause()
+        await _every_view_once(pilot, app)
         footer = app.query_one(SteadyFooter)
         widgets = set(footer.query_children(FooterKey))  # a recompose would replace them all
 
@@ -50,10 +56,7 @@ async def test_the_keys_are_relabelled_in_the_same_handler_as_the_switch() -> No
     """The new view and its keys are drawn in one frame: the bar is right as soon as the focus has moved."""
     app = canned_app()
     async with app.run_test(size=(160, 40)) as pilot:
-        await started(pilot, app)
-        for key in "12345676":  # every view once: the bar has every widget it will need
-            await pilot.press(key)
-            await pilot.pause()
+        await _every_view_once(pilot, app)
         app.show_view("shm")
         assert footer_keys(app) == textual_keys(app) and "Sort" in footer_keys(app)
 

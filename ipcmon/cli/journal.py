@@ -178,7 +178,34 @@ def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) + f".{int(epoch * 1000) % 1000:03d}"
 
 
-def _attribution_line(record: Attribution) -> str:
+SAME_CREATION_SECONDS = 2.0
+"""An inotify ``created`` event this close to a ``created`` attribution of the same object is the same creation."""
+
+
+def _creations_seen_twice(attributions: list[Attribution], events: list[Event]) -> dict[int, Event]:
+    """The ``created`` events that a ``created`` attribution also records, by id() of that attribution.
+
+    fanotify names the creator and inotify the size, of one creation: history prints them as one line (its JSON
+    keeps both records, each with its source). An event that names another actor stays a line of its own."""
+    seen: dict[int, Event] = {}
+    taken: set[int] = set()
+    for record in attributions:
+        if record.action != "created":
+            continue
+        for event in events:
+            if (event.event == "created" and id(event) not in taken
+                    and (event.actor is None or event.actor.pid == record.actor.pid)
+                    and event.mechanism == record.mechanism
+                    and (event.key == record.key or event.object == record.object)
+                    and abs(event.time - record.time) <= SAME_CREATION_SECONDS):
+                seen[id(record)] = event
+                taken.add(id(event))
+                break
+    return seen
+
+
+def _attribution_line(record: Attribution, event: Event | None = None) -> str:
+    """One line; with the ``created`` event of the same creation (its detail, its source) folded in."""
     if record.action == "sent":
         from ipcmon.live.attribution import sent_outcome
         from ipcmon.text import signal_name
@@ -191,7 +218,9 @@ def _attribution_line(record: Attribution) -> str:
         what = f"{record.action} {printable(record.object)}"
         count = f" ({record.count:,} times)" if record.count > 1 else ""
     by = _actor_text(record.actor)
-    return f"{_when(record.time)}  {record.mechanism:<8} {what}{count} by {by}  [{record.source}]"
+    detail = f"  {printable(event.detail)}" if event is not None and event.detail else ""
+    sources = record.source if event is None else f"{record.source}, {event.source}"
+    return f"{_when(record.time)}  {record.mechanism:<8} {what}{count} by {by}{detail}  [{sources}]"
 
 
 def _event_line(event: Event) -> str:
@@ -228,7 +257,8 @@ def _exit_json(record: ProcessExit) -> dict[str, object]:
 
 
 Entry = tuple[float, int, str, dict[str, object]]
-"""One history line: time, an order among records of the same time, its text and its JSON."""
+"""One history record: time, an order among records of the same time, its line ('' when another record's line
+says it) and its JSON."""
 
 
 def _object_history(reader: JournalReader, what: str, limit: int) -> list[Entry]:
@@ -242,8 +272,11 @@ def _object_history(reader: JournalReader, what: str, limit: int) -> list[Entry]
         for other in sorted(keys):
             attributions += [r for r in reader.attributions_for_object(key=other, limit=limit) if r not in attributions]
             events += [e for e in reader.events_for_object(key=other, limit=limit) if e not in events]
-    entries: list[Entry] = [(r.time, 0, _attribution_line(r), _attribution_json(r)) for r in attributions]
-    entries += [(e.time, 1, _event_line(e), _event_json(e)) for e in events]
+    seen = _creations_seen_twice(attributions, events)
+    entries: list[Entry] = [(r.time, 0, _attribution_line(r, seen.get(id(r))), _attribution_json(r))
+                            for r in attributions]
+    told = {id(event) for event in seen.values()}
+    entries += [(e.time, 1, "" if id(e) in told else _event_line(e), _event_json(e)) for e in events]
     actors = {(r.actor.pid, r.actor.start_ticks) for r in attributions}
     actors |= {(e.actor.pid, e.actor.start_ticks) for e in events if e.actor is not None}
     for pid, start_ticks in actors:
@@ -315,9 +348,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     elif not entries:
         sys.stdout.write(f"the journal {printable(path)} knows nothing of {printable(what)}\n")
     else:
-        sys.stdout.write(f"{printable(what)}: {counted(len(entries), 'record', 'records')} in the journal "
+        lines = [entry[2] for entry in entries if entry[2]]  # a record folded into another's line has none
+        sys.stdout.write(f"{printable(what)}: {counted(len(lines), 'record', 'records')} in the journal "
                          f"{printable(path)}\n")
-        sys.stdout.write("".join(f"{entry[2]}\n" for entry in entries))
+        sys.stdout.write("".join(f"{line}\n" for line in lines))
     sys.stderr.write("".join(f"note: {printable(warning)}\n" for warning in (*warnings, *([reuse] if reuse else []))))
     return 0 if entries else 1
 

@@ -155,6 +155,7 @@ def test_history_of_an_object_and_of_a_process_text_and_json(tmp_path: Path) -> 
     sender = Actor(4_100_000, "kill\x1b[2J", ("kill", "-USR1", str(me.pid)), 0, 77)
     records = [
         created(hostile, sender, key="shm:9:1", when=now - 3),
+        Event(now - 2.9, "shm", "created", hostile, "shm:9:1", source="inotify", detail="4096 bytes"),
         Event(now - 2, "shm", "attached", hostile, "shm:9:1", me.pid, me.comm, "poll", "fd 3 rw"),
         Attribution(now - 1.5, "sent", "signal", f"{me.pid} python3", sender, "tracefs", f"signal:{me.pid}",
                     signal=10, target=me.pid, target_comm=me.comm, result="delivered", blocked=True),
@@ -179,14 +180,16 @@ def test_history_of_an_object_and_of_a_process_text_and_json(tmp_path: Path) -> 
     lines = text.stdout.splitlines()
     assert lines[0].endswith(f"4 records in the journal {path}")  # the signal is the process's, not the object's
     assert [line.split()[3] for line in lines[1:]] == ["created", "attached", "exited", "destroyed"]
-    assert r"by 4100000 kill\x1b[2J kill -USR1" in lines[1] and "[fanotify]" in lines[1]
+    # One line for the creation fanotify and inotify both saw: who (fanotify's) and the size (inotify's).
+    assert r"by 4100000 kill\x1b[2J kill -USR1" in lines[1] and lines[1].endswith("  4096 bytes  [fanotify, inotify]")
     assert f"pid {me.pid}" in lines[2] and "fd 3 rw" in lines[2]
     assert re.fullmatch(r"note: 1 note in the journal since .*, the last at .*: 12 records dropped: the journal's "
                         r"writer fell behind \(12 shm attached\)\n", text.stderr), text.stderr
 
     as_json = json.loads(history(hostile, "--json").stdout)
     assert [(r["type"], r.get("action") or r.get("event")) for r in as_json["records"]] == [
-        ("attribution", "created"), ("event", "attached"), ("exit", None), ("event", "destroyed")]
+        ("attribution", "created"), ("event", "created"), ("event", "attached"), ("exit", None),
+        ("event", "destroyed")]  # JSON keeps each source's record
     assert as_json["records"][0]["object"] == hostile  # raw, as stored: \udcff is the byte 0xff
     assert as_json["records"][0]["actor"]["cmdline"] == list(sender.cmdline or ())
     assert len(as_json["warnings"]) == 1 and "12 records dropped" in as_json["warnings"][0]
@@ -304,6 +307,10 @@ def test_with_ipcmon_record_running_leaks_names_a_creator_that_exited_without_un
         for name in (segment, semaphore, queue):
             assert re.search(rf"^  {re.escape(name)}: created by {child} .* at {clock}; that process exited at "
                              rf"{clock} without unlinking$", leaks.stdout, re.MULTILINE), (name, leaks.stdout)
+        history = subprocess.run([sys.executable, "-m", "ipcmon", "history", segment, "--db", str(path)],
+                                 capture_output=True, text=True, cwd=REPO, timeout=60).stdout
+        created_lines = [line for line in history.splitlines() if f" created {segment} " in line]
+        assert len(created_lines) == 1 and f"by {child} ipcm-leaker" in created_lines[0], history
     finally:
         for remove in (lambda: posix_ipc.unlink_semaphore(semaphore), lambda: posix_ipc.unlink_message_queue(queue)):
             try:

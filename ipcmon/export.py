@@ -208,9 +208,9 @@ def export_dir() -> str:
     return paths.state_dir()
 
 
-def write_snapshot(snapshot: Snapshot, directory: str) -> str:
-    """Write the snapshot as ``ipcmon-snapshot-YYYYmmdd-HHMMSS.json`` (local time of the scan) in `directory`;
-    return the file's path.
+def write_snapshot(snapshot: Snapshot, directory: str, *, known: Known | None = None) -> str:
+    """Write the snapshot as ``ipcmon-snapshot-YYYYmmdd-HHMMSS.json`` (local time of the scan) in `directory`, as
+    `dumps` writes it (with known: who created and who signalled, as ``snapshot --json``); return the file's path.
 
     A missing directory is created with mode 0700 (the snapshot names every process and its command line),
     the file with mode 0600 and never over another: a second export in the same second gets ``-2``.
@@ -221,7 +221,7 @@ def write_snapshot(snapshot: Snapshot, directory: str) -> str:
     except OSError as error:
         raise ExportError(f"could not create the directory {directory}: {error.strerror or error}") from error
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(snapshot.taken_at))
-    text = dumps(snapshot, indent=2) + "\n"
+    text = dumps(snapshot, indent=2, known=known) + "\n"
     for attempt in range(1, 100):
         suffix = "" if attempt == 1 else f"-{attempt}"
         path = os.path.join(directory, f"ipcmon-snapshot-{stamp}{suffix}.json")

@@ -17,12 +17,12 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from ipcmon import paths
-from ipcmon.model import Actor, Attribution, Event
+from ipcmon.model import Actor, Attribution, Event, ProcessSignals, Snapshot
 
 if TYPE_CHECKING:
     from ipcmon.journal import Creator
@@ -125,6 +125,16 @@ def sent_cell_text(sent: Sent, more: int = 0) -> str:
     if sent.mark:
         return f"{MARK_GLYPH} {sent.signal} ← {sender_text(sent)}, {sent.mark}" + (f" +{more}" if more else "")
     return f"{sent.signal} ← {sender_text(sent)}: {sent.outcome}" + (f" +{more}" if more else "")
+
+
+SAME_WITHIN = 0.05
+"""Seconds within which one sender's two records of one signal to one process are one act: a dashboard's and a
+recorder's (each maps the kernel's clock onto the wall clock on its own, so their times differ a little)."""
+
+
+def same_act(a: Sent, b: Sent) -> bool:
+    """The same signal seen twice (live, and again from the journal a dashboard or a recorder wrote)."""
+    return a.signal == b.signal and a.sender.pid == b.sender.pid and abs(a.time - b.time) < SAME_WITHIN
 
 
 def last_per_signal(sents: Iterable[Sent]) -> list[Sent]:
@@ -302,6 +312,32 @@ def read_journal(db: str | None, objects: Sequence[tuple[str, str, str]] = (),
         if kept:
             sent[pid] = tuple(sorted(kept, key=lambda item: item.time, reverse=True))
     return Known(creators, sent, path, warnings=warnings)
+
+
+def read_journal_of(snapshot: Snapshot, db: str | None, processes: Iterable[ProcessSignals]) -> Known:
+    """read_journal about a snapshot: who created its POSIX segments, semaphores and queues, and which signals these
+    processes got since they started (never fails; nothing when there is no journal)."""
+    objects: list[tuple[str, str, str]] = [(segment.object_key, segment.name, segment.kind) for segment in snapshot.shm]
+    objects += [(queue.object_key, queue.name, "mqueue") for queue in snapshot.mqueues]
+    started = {process.pid: process.start_time for process in snapshot.processes}
+    return read_journal(db, objects, [(signals.pid, started.get(signals.pid)) for signals in processes])
+
+
+def with_live(known: Known, created: Iterable[tuple[str, Actor, float]], sent: Mapping[int, Sequence[Sent]]) -> Known:
+    """known, with what a live dashboard saw itself: the creators its events named, as (object key, actor, time),
+    win over the journal's (whether each still runs is read now: ``runs``); the signals it saw join the journal's,
+    each act once (``same_act``), newest first, PER_TARGET per process."""
+    creators = dict(known.creators)
+    for key, actor, when in created:
+        running = runs(actor)
+        creators[key] = CreatorFacts(actor, when, None if running is None else not running)
+    merged = dict(known.sent)
+    for pid, seen in sent.items():
+        kept = list(merged.get(pid, ()))
+        kept += [item for item in seen if not any(same_act(item, old) for old in kept)]
+        if kept:
+            merged[pid] = tuple(sorted(kept, key=lambda item: item.time, reverse=True)[:PER_TARGET])
+    return replace(known, creators=creators, sent=merged)
 
 
 ENDINGS: frozenset[str] = frozenset({"destroyed", "orphaned", "unlinked-while-held"})

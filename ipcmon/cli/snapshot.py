@@ -5,15 +5,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from ipcmon.cli.arguments import Command, Subcommands, add_scope, place_selector, select_places
 from ipcmon.cli.journal import add_db_option
-
-if TYPE_CHECKING:
-    from ipcmon.model import ProcessSignals, Snapshot
-    from ipcmon.who import Known
 
 
 def add_parser(commands: Subcommands) -> argparse.ArgumentParser:
@@ -34,21 +28,11 @@ def add_parser(commands: Subcommands) -> argparse.ArgumentParser:
     return snapshot
 
 
-def read_journal(snapshot: Snapshot, db: str | None, processes: Iterable[ProcessSignals]) -> Known:
-    """Ask the journal, once, who created the snapshot's POSIX segments, semaphores and queues, and which signals
-    these processes got since they started (who.read_journal: never fails; nothing when there is no journal)."""
-    from ipcmon.who import read_journal as ask
-
-    objects: list[tuple[str, str, str]] = [(segment.object_key, segment.name, segment.kind) for segment in snapshot.shm]
-    objects += [(queue.object_key, queue.name, "mqueue") for queue in snapshot.mqueues]
-    started = {process.pid: process.start_time for process in snapshot.processes}
-    return ask(db, objects, [(signals.pid, started.get(signals.pid)) for signals in processes])
-
-
 def cmd_snapshot(args: argparse.Namespace) -> int:
     """Scan once and print it; exit 0, or 1 when --container or --ns matches nothing. Only the printer the output
     needs is imported (fast start, issue 11)."""
     from ipcmon.collect import ScanConfig, scan
+    from ipcmon.who import read_journal_of
 
     # This process has no threads and no descriptors but stdio: it may fork a second reader (scan docs).
     selected = select_places(scan(ScanConfig(kinds=args.kind, pids=args.pid, hide_self=not args.show_self), fork=True),
@@ -60,12 +44,12 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         from ipcmon.export import dumps
 
         # Every process of the signals list has its "received", so the journal is asked about each one.
-        known = read_journal(snapshot, args.db, snapshot.signals)
+        known = read_journal_of(snapshot, args.db, snapshot.signals)
         sys.stdout.write(dumps(snapshot, known=known) + "\n")
     else:
         from ipcmon.report import render, shown_signals
 
-        known = read_journal(snapshot, args.db, shown_signals(snapshot, args.all_signals))
+        known = read_journal_of(snapshot, args.db, shown_signals(snapshot, args.all_signals))
         sys.stdout.write(render(snapshot, all_signals=args.all_signals, all_waits=args.all_waits, known=known) + "\n")
     sys.stdout.flush()
     from ipcmon.cli.lifecycle import journal_notes

@@ -310,6 +310,6 @@ def make_app(
         demos=demos,
         demo_step=demo_step,
         history=history,
-        who=Attributions(reader),
+        who=Attributions(reader, path=journal),
     )
     return app

@@ -18,7 +18,7 @@ from ipcmon import actions
 from ipcmon.collect import ScanConfig, procfs
 from ipcmon.export import ENV_EXPORT_DIR, ExportError, write_snapshot
 from ipcmon.leaks import Leak, find_leaks
-from ipcmon.model import MessageQueue, ShmSegment, Snapshot
+from ipcmon.model import Actor, MessageQueue, ShmSegment, Snapshot
 from ipcmon.safe import printable
 from ipcmon.text import signal_name
 from ipcmon.ui.messages import ActionDone, OpenProcess, OpenRow, SignalProcess
@@ -30,7 +30,7 @@ from ipcmon.ui.screens.signal import SignalPicker
 from ipcmon.ui.view.rows import record_name
 from ipcmon.ui.view.table import Row
 from ipcmon.ui.views import VIEWS, NavigatingApp
-from ipcmon.who import sent_text
+from ipcmon.who import Sent, read_journal_of, sent_text, with_live
 
 RECEIVED_SHOWN = 3
 """Signals the process received last, listed in the signal picker."""
@@ -309,12 +309,18 @@ class ActingApp(NavigatingApp):
         if self.snapshot is None:
             self.notify("No snapshot yet.", markup=False)
             return
-        self._export(self.snapshot)
+        # What this dashboard saw of who did it is read here (the event log is the UI thread's); the journal, with a
+        # reader of the worker's own, there.
+        created, sent = self.who.seen(self.snapshot, self.event_log) if self.who.known else ([], {})
+        self._export(self.snapshot, created, sent)
 
     @work(thread=True, group="action", exit_on_error=False)
-    def _export(self, snapshot: Snapshot) -> None:
+    def _export(self, snapshot: Snapshot, created: list[tuple[str, Actor, float]],
+                sent: dict[int, tuple[Sent, ...]]) -> None:
+        known = (with_live(read_journal_of(snapshot, self.who.path, snapshot.signals), created, sent)
+                 if self.who.known else None)
         try:
-            path = write_snapshot(snapshot, self.export_dir)
+            path = write_snapshot(snapshot, self.export_dir, known=known)
         except ExportError as error:
             self.post_message(ActionDone(f"Export failed: {printable(str(error))}. Set {ENV_EXPORT_DIR} to choose "
                                          "another directory.", ok=False))

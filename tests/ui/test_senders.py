@@ -7,12 +7,14 @@ orphan segment.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.text import Text
@@ -34,7 +36,7 @@ from ipcmon.who import COMMAND_MAX, CreatorFacts, clock_at, creator_text, sent_f
 from tests.helpers import BLOCKS_SIGUSR1, Cleanup, Spawn, new_name
 from tests.journal.common import creation_of, written
 from tests.ui import canned
-from tests.ui.conftest import canned_app, jump, live_app, started, view, wait_for
+from tests.ui.conftest import canned_app, jump, live_app, record_notifications, started, view, wait_for
 from tests.ui.test_snapshots import ready
 
 pytestmark = pytest.mark.timeout(300)
@@ -198,11 +200,20 @@ def _need_tracefs() -> None:
         pytest.fail("the dashboard names senders through tracefs: root and tracefs mounted, as CI is")
 
 
-async def test_a_blocked_sigusr1_shows_its_sender_in_the_signals_view(spawn: Spawn) -> None:
+def _exported(messages: list[str]) -> dict[str, Any]:
+    """The JSON of the one export these messages announce."""
+    (said,) = [message for message in messages if message.startswith("Exported the snapshot to ")]
+    data: dict[str, Any] = json.loads(Path(said.removeprefix("Exported the snapshot to ")).read_text())
+    return data
+
+
+async def test_a_blocked_sigusr1_shows_its_sender_in_the_signals_view(spawn: Spawn, tmp_path: Path) -> None:
     _need_tracefs()
     sleeper = spawn(BLOCKS_SIGUSR1, comm="ipcmon-ui-zz")
     sleeper.expect()
-    app = live_app(interval=0.5, kinds=("signal",), pids=frozenset({sleeper.pid}))
+    app = live_app(interval=0.5, kinds=("signal",), pids=frozenset({sleeper.pid}), export_dir=str(tmp_path),
+                   journal=str(tmp_path / "no-journal.db"))
+    messages = record_notifications(app)
     async with app.run_test(size=(120, 40)) as pilot:
         await started(pilot, app)
         assert app.who.live, app.feed.sources  # type: ignore[attr-defined]
@@ -221,6 +232,11 @@ async def test_a_blocked_sigusr1_shows_its_sender_in_the_signals_view(spawn: Spa
         assert f"▲ SIGUSR1 from {sender} ipcmon-ui-snd at " in detail
         assert detail.split(f"SIGUSR1 from {sender} ipcmon-ui-snd at ", 1)[1].split("\n")[0].endswith(
             ": blocked, pending")
+        await pilot.press("e")  # the export says what the dashboard saw, as snapshot --json says the journal's
+        await wait_for(pilot, lambda: any(m.startswith("Exported") for m in messages), "the export")
+    [entry] = [entry for entry in _exported(messages)["signals"] if entry["pid"] == sleeper.pid]
+    assert [(got["signal"], got["sender"]["pid"], got["outcome"]) for got in entry["received"]] == [
+        ("SIGUSR1", sender, "blocked, pending")]
 
 
 async def test_the_journal_names_the_creator_of_a_real_orphan_segment(spawn: Spawn, cleanup: Cleanup,
@@ -237,7 +253,8 @@ async def test_the_journal_names_the_creator_of_a_real_orphan_segment(spawn: Spa
     record = creation_of(name, creator.pid)
     path = written(tmp_path / "journal.db", record)
     creator.stop()  # it exits without unlinking: an orphan whose creator is gone
-    app = live_app(interval=0.5, kinds=("shm",), journal=str(path))
+    app = live_app(interval=0.5, kinds=("shm",), journal=str(path), export_dir=str(tmp_path))
+    messages = record_notifications(app)
     async with app.run_test(size=(120, 40)) as pilot:
         await started(pilot, app)
         await pilot.press("2")
@@ -248,6 +265,12 @@ async def test_the_journal_names_the_creator_of_a_real_orphan_segment(spawn: Spa
         assert f"created by  {creator.pid} ipcmon-ui-mk " in detail, detail  # the label, padded as the others
         line = detail[detail.index("created by"):].split("\n")[0]
         assert line.endswith("; that process exited (when is unknown)"), line  # it left no exit in this journal
+        await pilot.press("e")
+        await wait_for(pilot, lambda: any(m.startswith("Exported") for m in messages), "the export")
+    exported = _exported(messages)
+    [segment] = [segment for segment in exported["shm"] if segment["name"] == name]
+    assert segment["created_by"]["pid"] == creator.pid and segment["created_by"]["exited"] is True
+    assert exported["journal"] == str(path)
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])

@@ -14,13 +14,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from ipcmon.model import Event
+from ipcmon.model import Actor, Event, Snapshot
 from ipcmon.who import (
     PER_TARGET,
     CreatorFacts,
     Sent,
     facts_of,
     runs,
+    same_act,
     sent_from_attribution,
     sent_from_event,
 )
@@ -52,7 +53,7 @@ class SentLog:
                 self._by_target.popitem(last=False)
         else:
             self._by_target.move_to_end(sent.target)
-        if any(_same(sent, old) for old in kept):
+        if any(same_act(sent, old) for old in kept):
             return
         kept.append(sent)
 
@@ -65,23 +66,15 @@ class SentLog:
         return len(self._by_target)
 
 
-SAME_WITHIN = 0.05
-"""Seconds within which one sender's two records of one signal to one process are one act: this dashboard's and a
-recorder's (each maps the kernel's clock onto the wall clock on its own, so their times differ a little)."""
-
-
-def _same(a: Sent, b: Sent) -> bool:
-    """The same act seen twice (live, and again from the journal the dashboard or a recorder wrote)."""
-    return a.signal == b.signal and a.sender.pid == b.sender.pid and abs(a.time - b.time) < SAME_WITHIN
-
-
 class Attributions:
     """What the dashboard knows of who did what: the Monitor's ``sent`` events (``add``) and the journal, when one
     exists (``reader``, read-only). ``known`` is False when neither can say anything: the views then show nothing
     new (no LAST SENT column, no creator line)."""
 
-    def __init__(self, reader: JournalReader | None = None, *, live: bool = False) -> None:
+    def __init__(self, reader: JournalReader | None = None, *, live: bool = False, path: str | None = None) -> None:
         self.reader = reader
+        self.path = path
+        """The journal's path (None: the default one), for a reader of its own on another thread (the export)."""
         self.live = live
         """The Monitor runs an attribution source (tracefs signals): what it sees comes through ``add``."""
         self.sent = SentLog()
@@ -116,7 +109,7 @@ class Attributions:
         start: an earlier process had the pid), newest first, each act once."""
         kept = list(self.sent.to(pid))
         for sent in self._journal_sent(pid, started):
-            if not any(_same(sent, old) for old in kept):
+            if not any(same_act(sent, old) for old in kept):
                 kept.append(sent)
         kept.sort(key=lambda sent: sent.time, reverse=True)
         return tuple(kept[:PER_TARGET])
@@ -147,6 +140,17 @@ class Attributions:
                 if isinstance(answer, Creator):
                     facts = facts_of(answer)
         return facts
+
+    def seen(self, snapshot: Snapshot, events: Iterable[Event]) -> tuple[list[tuple[str, Actor, float]],
+                                                                        dict[int, tuple[Sent, ...]]]:
+        """What this dashboard saw itself, for who.with_live: the snapshot's POSIX objects whose ``created`` event
+        named its actor (key, actor, time; the newest per object), and the signals kept for each of its processes.
+        On the UI thread (the event log and SentLog are written there); reads nothing from the kernel."""
+        keys = {segment.object_key for segment in snapshot.shm} | {queue.object_key for queue in snapshot.mqueues}
+        created = {event.key: (event.key, event.actor, event.time) for event in events
+                   if event.event == "created" and event.actor is not None and event.key in keys}
+        sent = {process.pid: kept for process in snapshot.processes if (kept := self.sent.to(process.pid))}
+        return list(created.values()), sent
 
     def _ask(self, what: object, question: Callable[[JournalReader], object]) -> object:
         """The journal's answer to question(reader), reused for JOURNAL_TTL seconds; None when there is no journal

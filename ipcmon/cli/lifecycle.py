@@ -195,8 +195,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
         baseline, _ = monitor.poll()  # the baseline: events are what changes from here on
         if selector is not None and select_places(baseline, selector, "ipcmon watch") is None:
             return 1  # as for a --pid naming no process
-        creators.begin([*(segment.object_key for segment in baseline.shm),
-                        *(queue.object_key for queue in baseline.mqueues)])
+        # Every object there before: with --pid, --container or --ns, one not selected now may be later (a selected
+        # process opens it) and end in view.
+        whole = monitor.unfiltered or baseline
+        creators.begin([*(segment.object_key for segment in whole.shm), *(queue.object_key for queue in whole.mqueues)])
         # What is stuck already, first: on a machine that hung before watch started, no change would ever say it.
         write([json.dumps(event_to_dict(event)) if args.json else format_event(event)
                for event in state_events(baseline)])

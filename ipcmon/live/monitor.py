@@ -372,6 +372,12 @@ class Monitor:
             self._sink.close()  # what was queued is written
 
     @property
+    def unfiltered(self) -> Snapshot | None:
+        """The last scan whole, before ``--pid``, ``--container`` or ``--ns`` kept part of it (``snapshot``); None
+        before the first poll."""
+        return self._full
+
+    @property
     def sources(self) -> list[SourceStatus]:
         """The attribution sources started (``senders``, ``actors``), each active or with why not; empty when
         none."""

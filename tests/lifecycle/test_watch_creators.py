@@ -321,3 +321,39 @@ def test_a_hostile_creator_reads_inert() -> None:
     line = format_event(event, CreatorFacts(actor, time.time(), True, time.time()))
     assert "\x1b" not in line and "\x07" not in line and "\n" not in line, line
     assert "(created by 4242 x\\x1b]2;pwned\\x07 [@click=app.quit]\\x0a at " in line, line
+
+
+def test_with_pid_a_segment_the_process_opens_later_names_its_creator_when_it_ends(
+        spawn: Spawn, cleanup: Cleanup, tmp_path: Path) -> None:
+    # The segment is there before watch starts, but not the selected process's yet: watch --pid's first scan does
+    # not show it. The process maps it later and lets go; its orphaning and its end name the journal's creator.
+    name = cleanup.shm(new_name("wpid"))
+    maker, actor, key = _made_by_child(spawn, name, "ipcm-wpidmk")
+    maker.stop()
+    db = tmp_path / "journal.db"
+    _journal(db, created(name, actor, key=key))
+    opener = spawn(f"""
+        import posix_ipc
+        say("ready")
+        for command in commands():
+            if command == "map":
+                memory = posix_ipc.SharedMemory({name!r})
+                address = map_fd(memory.fd, 4096)
+                memory.close_fd()
+                say("mapped")
+        """, comm="ipcm-wpidop")
+    opener.expect()
+    watch = _watch(db, "--pid", str(opener.pid))
+    try:
+        opener.tell("map")
+        opener.expect("mapped")
+        _line_of(watch, name, "attached", False)
+        opener.stop()
+        orphaned = _line_of(watch, name, "orphaned", False)
+        posix_ipc.unlink_shared_memory(name)
+        destroyed = _line_of(watch, name, "destroyed", False)
+    finally:
+        _, errors = _stop(watch)
+    assert "Traceback" not in errors, errors
+    for line in (orphaned, destroyed):
+        assert f"(created by {actor.pid} ipcm-wpidmk " in line, (line, errors)

@@ -55,6 +55,10 @@ class Lesson:
         can_loop: bool = True,
         add_arguments: Callable[[argparse.ArgumentParser], None] | None = None,
     ) -> None:
+        # A blocked signal mask is inherited through fork and exec: `ipcmon demo` holds SIGHUP, SIGINT and SIGTERM
+        # back while it starts a demo, and a shell or service manager may hold others. A lesson starts with none
+        # blocked, as a program run from a terminal does (each step that blocks one says so).
+        signal.pthread_sigmask(signal.SIG_SETMASK, ())
         # A demo started with fd 0, 1 or 2 closed would hand those numbers to its pipes and eventfds, and
         # a later dup2 onto stdin or stdout would clobber them: fill the gaps with /dev/null first.
         for fd in (0, 1, 2):

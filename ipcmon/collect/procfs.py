@@ -101,6 +101,12 @@ class Stat:
     session: int = 0
     processor: int = -1
     """The CPU it last ran on (field 39)."""
+    flags: int = 0
+    """The kernel's PF_* flags of the task (field 9; PF_KTHREAD: a kernel thread)."""
+
+
+PF_KTHREAD = 0x00200000
+"""Stat.flags of a kernel thread (include/linux/sched.h)."""
 
 
 def parse_stat(data: bytes) -> Stat:
@@ -109,11 +115,11 @@ def parse_stat(data: bytes) -> Stat:
     close_paren = data.rindex(b")")
     comm = os.fsdecode(data[open_paren + 1 : close_paren])
     fields = data[close_paren + 2 :].split()
-    # fields[0] is field 3 (state); pgrp and session are fields 5 and 6, num_threads field 20, starttime
-    # field 22 and processor field 39.
+    # fields[0] is field 3 (state); pgrp and session are fields 5 and 6, flags field 9, num_threads field 20,
+    # starttime field 22 and processor field 39.
     return Stat(comm=comm, state=fields[0].decode(), ppid=int(fields[1]), start_ticks=int(fields[19]),
                 threads=int(fields[17]), pgrp=int(fields[2]), session=int(fields[3]),
-                processor=int(fields[36]) if len(fields) > 36 else -1)
+                processor=int(fields[36]) if len(fields) > 36 else -1, flags=int(fields[6]))
 
 
 _STATUS_LINE = re.compile(rb"^([^:\n]+):[ \t]*(.*?)[ \t]*$", re.MULTILINE)
@@ -148,6 +154,16 @@ def boot_time(proc: str = PROC) -> float:
 
 def start_epoch(start_ticks: int, proc: str = PROC) -> float:
     return boot_time(proc) + start_ticks / clock_ticks()
+
+
+@functools.cache
+def overflow_uid(proc: str = PROC) -> int:
+    """The uid /proc shows for a user not mapped into the reader's user namespace (kernel.overflowuid, 65534 by
+    default; user_namespaces(7))."""
+    try:
+        return int(read_bytes(f"{proc}/sys/kernel/overflowuid"))
+    except (Gone, Denied, OSError, ValueError):
+        return 65534
 
 
 @functools.lru_cache(maxsize=1024)

@@ -1,11 +1,15 @@
-"""A Scanner's signal records follow SigQ (signals queued for the whole user) in processes that did not run."""
+"""A Scanner's signal records follow SigQ (signals queued for the whole user) in processes that did not run, and
+what others change while a process sleeps: a blocked signal sent to it, its RLIMIT_SIGPENDING."""
 
 from __future__ import annotations
 
 import os
+import resource
 import signal
 
-from ipcmon.collect import ScanConfig, Scanner
+import pytest
+
+from ipcmon.collect import ScanConfig, Scanner, procfs
 from ipcmon.model import ProcessSignals, Snapshot
 from tests.helpers import Spawn, settle, wait_until
 
@@ -63,3 +67,88 @@ def test_sigq_moves_in_a_process_that_did_not_run(spawn: Spawn) -> None:
     assert (again.pending, again.blocked, again.ignored, again.caught) == (
         first.pending, first.blocked, first.ignored, first.caught)
     assert again.blocked == first.blocked != ()
+
+
+SLEEPS = """
+    say("ready")
+    hold()
+"""
+
+
+def status_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every /proc/…/status path procfs reads from now on, in order."""
+    paths: list[str] = []
+    read = procfs.read_bytes
+
+    def counting(path: str, **options: bool) -> bytes:
+        if path.endswith("/status"):
+            paths.append(path)
+        return read(path, **options)
+
+    monkeypatch.setattr(procfs, "read_bytes", counting)
+    return paths
+
+
+def test_a_sleeper_skipped_follows_sigq_and_a_blocked_signal_shows_at_once(
+    spawn: Spawn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sleeper blocking nothing is not read again while it sleeps (its status read is skipped), yet its SigQ count
+    follows its user's; one that blocks a signal is read every scan, and a signal sent to it shows in the very
+    next scan."""
+    sleeper = spawn(SLEEPS, comm="ipcm-sleeper")
+    blocker = spawn(BLOCKS_USR1, comm="ipcm-blocker")
+    sleeper.expect()
+    blocker.expect()
+    scanner = Scanner(ScanConfig(kinds=("signal",)))
+    settle(scanner, sleeper.pid)
+    settle(scanner, blocker.pid)
+    reads = status_reads(monkeypatch)
+    seen: dict[str, ProcessSignals] = {}
+
+    def skipped_scan() -> bool:
+        reads.clear()
+        snapshot = scanner.scan()
+        seen["sleeper"] = signals_of(snapshot, sleeper.pid)
+        seen["blocker"] = signals_of(snapshot, blocker.pid)
+        return sleeper.pid in scanner.reused and f"/proc/{sleeper.pid}/status" not in reads
+
+    wait_until(skipped_scan, "a scan that skips the sleeper's status")
+    first = seen["sleeper"]
+    assert (first.pending, first.blocked) == ((), ())
+    assert f"/proc/{blocker.pid}/status" in reads  # it blocks a signal: never skipped
+    assert seen["blocker"].pending == ()
+
+    os.kill(blocker.pid, signal.SIGUSR1)  # blocked: it stays queued, counted in SigQ of every root process
+    reads.clear()
+    snapshot = scanner.scan()  # the very next scan
+    assert signals_of(snapshot, blocker.pid).pending == ("SIGUSR1",)
+
+    def sleeper_counts_it() -> bool:
+        before = sig_q(sleeper.pid)
+        reads.clear()
+        again = signals_of(scanner.scan(), sleeper.pid)
+        after = sig_q(sleeper.pid)
+        seen["again"] = again
+        return (sleeper.pid in scanner.reused and f"/proc/{sleeper.pid}/status" not in reads
+                and before[0] <= (again.queued or 0) <= after[0])
+
+    wait_until(sleeper_counts_it, "a skipping scan whose SigQ count for the sleeper is its user's now")
+    again = seen["again"]
+    assert again.queued is not None and again.queued >= 1  # at least the blocker's SIGUSR1, queued all along
+    assert (again.pending, again.blocked, again.ignored, again.caught) == (
+        first.pending, first.blocked, first.ignored, first.caught)
+
+
+def test_a_new_signal_limit_shows_on_a_skipped_process_within_its_full_read_turn(spawn: Spawn) -> None:
+    """RLIMIT_SIGPENDING of a sleeper set from outside (prlimit(2)): it has not run, yet the limit shows within
+    refresh_every scans."""
+    sleeper = spawn(SLEEPS, comm="ipcm-prlimited")
+    sleeper.expect()
+    scanner = Scanner(ScanConfig(kinds=("signal",)), refresh_every=3)
+    settle(scanner, sleeper.pid)
+    soft, hard = resource.prlimit(sleeper.pid, resource.RLIMIT_SIGPENDING)
+    lowered = min(soft, hard, 1 << 20) - 7
+    resource.prlimit(sleeper.pid, resource.RLIMIT_SIGPENDING, (lowered, hard))
+    limits = [signals_of(scanner.scan(), sleeper.pid).queue_limit for _ in range(3)]
+    assert limits[-1] == lowered, limits
+    assert sig_q(sleeper.pid)[1] == lowered

@@ -53,7 +53,7 @@ class ProcessRead(NamedTuple):
     kin: waiting.Kin | None = None
     """Its process group, session and thread count as /proc/PID/stat said in this scan (for waiting.analyse)."""
     signal_user: SignalUser | None = None
-    """Whose queued-signal count SigQ shows for it, when its status may be skipped later (see _read_signals)."""
+    """Whose queued-signal count SigQ shows for it (see _read_signals); None when unknown."""
 
 
 class SignalUser(NamedTuple):
@@ -280,13 +280,13 @@ def _settled_signals(result: ProcessRead, stat: procfs.Stat, old: ProcessSignals
 
 
 def _with_user(result: ProcessRead, status: bytes, previous: RememberedProcess | None, plan: ReadPlan) -> ProcessRead:
-    """The read with its SigQ account known, and that account's SigQ noted for this scan (plan.queued).
+    """The read with its SigQ account known, and that account's SigQ noted for this scan (plan.queued): any
+    process whose status is read serves the others of its account whose status is skipped.
 
-    Only for a single-threaded process with nothing pending or blocked, whose status a later scan may skip:
-    its real uid (the Uid line) and user namespace change only by its own setuid(2), setns(2) or unshare(2),
+    Its real uid (the Uid line) and user namespace change only by its own setuid(2), setns(2) or unshare(2),
     so a process taken over keeps the last scan's; one read in full reads them (one more readlink)."""
     record = result.signals
-    if record is None or len(record.threads) != 1 or record.pending or record.blocked or record.threads[0].pending:
+    if record is None:
         return result
     user = previous.read.signal_user if previous is not None and result.reused else None
     if user is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import textwrap
 
 import pytest
 
@@ -75,6 +76,11 @@ SLEEPS = """
 """
 
 
+def as_user(uid: int, code: str) -> str:
+    """Child code run as uid (real, effective and saved), so that SigQ counts only the test's own signals."""
+    return f"os.setresgid({uid}, {uid}, {uid})\nos.setresuid({uid}, {uid}, {uid})\n" + textwrap.dedent(code)
+
+
 def status_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every /proc/…/status path procfs reads from now on, in order."""
     paths: list[str] = []
@@ -92,14 +98,18 @@ def status_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_a_sleeper_skipped_follows_sigq_and_a_blocked_signal_shows_at_once(
     spawn: Spawn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A sleeper blocking nothing is not read again while it sleeps (its status read is skipped), yet its SigQ count
-    follows its user's; one that blocks a signal is read every scan, and a signal sent to it shows in the very
-    next scan."""
-    sleeper = spawn(SLEEPS, comm="ipcm-sleeper")
-    blocker = spawn(BLOCKS_USR1, comm="ipcm-blocker")
-    sleeper.expect()
+    """Two processes of a user of the test's own: a sleeper blocking nothing is not read again while it sleeps (its
+    status read is skipped), yet its SigQ count is its user's, read from the other's status in the same scan; the
+    other blocks a signal, so it is read every scan, and a signal sent to it shows in the very next scan."""
+    uid = 3_000_000 + os.getpid() % 1_000_000  # no one else's: SigQ counts only what this test queues
+    blocker = spawn(as_user(uid, BLOCKS_USR1), comm="ipcm-blocker")
     blocker.expect()
-    scanner = Scanner(ScanConfig(kinds=("signal",)))
+    sleeper = spawn(as_user(uid, SLEEPS), comm="ipcm-sleeper")
+    sleeper.expect()
+    if sleeper.pid < blocker.pid:  # pids wrapped: the scan must read the blocker (the account's status) first
+        sleeper = spawn(as_user(uid, SLEEPS), comm="ipcm-sleeper")
+        sleeper.expect()
+    scanner = Scanner(ScanConfig(kinds=("signal",)), refresh_every=1_000_000)  # no full-read turn in this test
     settle(scanner, sleeper.pid)
     settle(scanner, blocker.pid)
     reads = status_reads(monkeypatch)
@@ -114,29 +124,20 @@ def test_a_sleeper_skipped_follows_sigq_and_a_blocked_signal_shows_at_once(
 
     wait_until(skipped_scan, "a scan that skips the sleeper's status")
     first = seen["sleeper"]
-    assert (first.pending, first.blocked) == ((), ())
+    assert (first.pending, first.blocked, first.queued) == ((), (), 0)
     assert f"/proc/{blocker.pid}/status" in reads  # it blocks a signal: never skipped
-    assert seen["blocker"].pending == ()
+    assert (seen["blocker"].pending, seen["blocker"].queued) == ((), 0)
 
-    os.kill(blocker.pid, signal.SIGUSR1)  # blocked: it stays queued, counted in SigQ of every root process
+    os.kill(blocker.pid, signal.SIGUSR1)  # blocked: it stays queued, counted in SigQ of both
+    assert sig_q(sleeper.pid)[0] == 1
     reads.clear()
     snapshot = scanner.scan()  # the very next scan
-    assert signals_of(snapshot, blocker.pid).pending == ("SIGUSR1",)
-
-    def sleeper_counts_it() -> bool:
-        before = sig_q(sleeper.pid)
-        reads.clear()
-        again = signals_of(scanner.scan(), sleeper.pid)
-        after = sig_q(sleeper.pid)
-        seen["again"] = again
-        return (sleeper.pid in scanner.reused and f"/proc/{sleeper.pid}/status" not in reads
-                and before[0] <= (again.queued or 0) <= after[0])
-
-    wait_until(sleeper_counts_it, "a skipping scan whose SigQ count for the sleeper is its user's now")
-    again = seen["again"]
-    assert again.queued is not None and again.queued >= 1  # at least the blocker's SIGUSR1, queued all along
-    assert (again.pending, again.blocked, again.ignored, again.caught) == (
-        first.pending, first.blocked, first.ignored, first.caught)
+    assert sleeper.pid in scanner.reused and f"/proc/{sleeper.pid}/status" not in reads  # still skipped
+    assert (signals_of(snapshot, blocker.pid).pending, signals_of(snapshot, blocker.pid).queued) == (("SIGUSR1",), 1)
+    again = signals_of(snapshot, sleeper.pid)
+    assert again.queued == 1  # its user's count, as the blocker's status showed it in this scan
+    assert (again.pending, again.blocked, again.ignored, again.caught, again.queue_limit) == (
+        first.pending, first.blocked, first.ignored, first.caught, first.queue_limit)
 
 
 def test_a_new_signal_limit_shows_on_a_skipped_process_within_its_full_read_turn(spawn: Spawn) -> None:

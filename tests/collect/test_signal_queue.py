@@ -12,7 +12,7 @@ import pytest
 
 from ipcmon.collect import ScanConfig, Scanner, procfs
 from ipcmon.model import ProcessSignals, Snapshot
-from tests.helpers import Spawn, settle, wait_until
+from tests.helpers import Child, Spawn, settle, wait_until
 
 BLOCKS_USR1 = """
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
@@ -95,20 +95,35 @@ def status_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return paths
 
 
+CATCHES_USR1 = """
+    signal.signal(signal.SIGUSR1, lambda *_: None)
+    say("ready")
+    hold()
+"""
+
+
+def account(spawn: Spawn, *codes: str) -> list[Child]:
+    """Children of a user of the test's own (so SigQ counts only what the test queues), one per code, ascending
+    pids behind a first sleeper: a scan reads the first one's status for the account, and may skip the others'."""
+    uid = 3_000_000 + os.getpid() % 1_000_000
+    children = [spawn(as_user(uid, SLEEPS), comm="ipcm-first")]
+    for code in codes:
+        child = spawn(as_user(uid, code), comm="ipcm-member")
+        while child.pid < children[0].pid:  # pids wrapped: the first must stay the lowest
+            child = spawn(as_user(uid, code), comm="ipcm-member")
+        children.append(child)
+    for child in children:
+        child.expect()
+    return children
+
+
 def test_a_sleeper_skipped_follows_sigq_and_a_blocked_signal_shows_at_once(
     spawn: Spawn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two processes of a user of the test's own: a sleeper blocking nothing is not read again while it sleeps (its
-    status read is skipped), yet its SigQ count is its user's, read from the other's status in the same scan; the
-    other blocks a signal, so it is read every scan, and a signal sent to it shows in the very next scan."""
-    uid = 3_000_000 + os.getpid() % 1_000_000  # no one else's: SigQ counts only what this test queues
-    blocker = spawn(as_user(uid, BLOCKS_USR1), comm="ipcm-blocker")
-    blocker.expect()
-    sleeper = spawn(as_user(uid, SLEEPS), comm="ipcm-sleeper")
-    sleeper.expect()
-    if sleeper.pid < blocker.pid:  # pids wrapped: the scan must read the blocker (the account's status) first
-        sleeper = spawn(as_user(uid, SLEEPS), comm="ipcm-sleeper")
-        sleeper.expect()
+    """A sleeper blocking nothing is not read again while it sleeps (its status read is skipped), yet its SigQ
+    count is its user's, read from another process's status in the same scan; a process blocking a signal is
+    read every scan, and a signal sent to it shows in the very next scan."""
+    _, sleeper, blocker = account(spawn, SLEEPS, BLOCKS_USR1)
     scanner = Scanner(ScanConfig(kinds=("signal",)), refresh_every=1_000_000)  # no full-read turn in this test
     settle(scanner, sleeper.pid)
     settle(scanner, blocker.pid)
@@ -125,19 +140,43 @@ def test_a_sleeper_skipped_follows_sigq_and_a_blocked_signal_shows_at_once(
     wait_until(skipped_scan, "a scan that skips the sleeper's status")
     first = seen["sleeper"]
     assert (first.pending, first.blocked, first.queued) == ((), (), 0)
-    assert f"/proc/{blocker.pid}/status" in reads  # it blocks a signal: never skipped
+    assert blocker.pid in scanner.reused and f"/proc/{blocker.pid}/status" in reads  # it blocks a signal
     assert (seen["blocker"].pending, seen["blocker"].queued) == ((), 0)
 
-    os.kill(blocker.pid, signal.SIGUSR1)  # blocked: it stays queued, counted in SigQ of both
+    os.kill(blocker.pid, signal.SIGUSR1)  # blocked: it stays queued, counted in SigQ of all three
     assert sig_q(sleeper.pid)[0] == 1
     reads.clear()
     snapshot = scanner.scan()  # the very next scan
     assert sleeper.pid in scanner.reused and f"/proc/{sleeper.pid}/status" not in reads  # still skipped
     assert (signals_of(snapshot, blocker.pid).pending, signals_of(snapshot, blocker.pid).queued) == (("SIGUSR1",), 1)
     again = signals_of(snapshot, sleeper.pid)
-    assert again.queued == 1  # its user's count, as the blocker's status showed it in this scan
+    assert again.queued == 1  # its user's count, as another status showed it in this scan
     assert (again.pending, again.blocked, again.ignored, again.caught, again.queue_limit) == (
         first.pending, first.blocked, first.ignored, first.caught, first.queue_limit)
+
+
+def test_a_signal_sent_to_a_stopped_process_shows_at_once(spawn: Spawn) -> None:
+    """A stopped process (T) blocks nothing, yet a signal it catches stays pending without waking it: its status
+    is read all the same, and the signal shows in the very next scan."""
+    _, stopped = account(spawn, CATCHES_USR1)
+    scanner = Scanner(ScanConfig(kinds=("signal",)), refresh_every=1_000_000)
+    os.kill(stopped.pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: sig_state(stopped.pid) == "T", "the child to stop")
+        settle(scanner, stopped.pid)
+        before = signals_of(settle(scanner, stopped.pid), stopped.pid)
+        assert (before.pending, before.blocked) == ((), ()) and "SIGUSR1" in before.caught
+        os.kill(stopped.pid, signal.SIGUSR1)
+        after = signals_of(scanner.scan(), stopped.pid)  # the very next scan
+        assert stopped.pid in scanner.reused  # it has not run: only what others did shows
+        assert after.pending == ("SIGUSR1",)
+    finally:
+        os.kill(stopped.pid, signal.SIGCONT)
+
+
+def sig_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        return stat.read().rpartition(b")")[2].split()[0].decode()
 
 
 def test_a_new_signal_limit_shows_on_a_skipped_process_within_its_full_read_turn(spawn: Spawn) -> None:

@@ -75,10 +75,12 @@ class Scanner:
     thread's run time in nanoseconds and how many times it was put on a CPU, so when those are the same as
     at the last scan for every thread, and the process is not running now, its fds, maps, command line,
     owner and the system call it sleeps in are the ones read last time. Only what others can change is read
-    again for it: stat (name, parent), status (pending signals), the fill of its pipes (see pipes.collect),
-    and where a collector uses them, the size, owner, mode and link count of the files its descriptors point
-    at. Each process is still read in full every ``refresh_every`` scans, for what that argument cannot see
-    (a descriptor table shared with clone(CLONE_FILES) between two processes, which is rare).
+    again for it: stat (name, parent), status (pending signals; not even that for a sleeper that blocks nothing,
+    which a signal would wake: process._settled_signals), the fill of its pipes (see pipes.collect), and where a
+    collector uses them, the size, owner, mode and link count of the files its descriptors point at. Each process
+    is still read in full every ``refresh_every`` scans, for what that argument cannot see (a descriptor table
+    or signal handlers shared with clone(CLONE_FILES, CLONE_SIGHAND) between two processes, which is rare; a
+    limit set from outside with prlimit(2)).
     """
 
     def __init__(self, config: ScanConfig = _DEFAULT_CONFIG, *, refresh_every: int = REFRESH_EVERY) -> None:

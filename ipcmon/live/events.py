@@ -25,6 +25,7 @@ from typing import Any, overload
 
 from ipcmon import health
 from ipcmon.model import (
+    Budget,
     Deadlock,
     Event,
     EventName,
@@ -39,6 +40,7 @@ from ipcmon.model import (
     ProcessSignals,
     ScanKind,
     SharedRegion,
+    ShmMount,
     ShmSegment,
     Snapshot,
     Stuck,
@@ -307,6 +309,9 @@ def _diff_signals(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
                 for name in thread.pending:
                     emit("signal", "pending", obj, key, entry.pid, entry.comm, f"{name} (thread {thread.tid})")
             continue
+        if previous is entry or (previous.pending, previous.blocked, previous.caught, previous.threads) == (
+                entry.pending, entry.blocked, entry.caught, entry.threads):
+            continue  # nothing below can differ (a Scanner keeps the record itself for a process that did not run)
         _set_change(emit, entry, key, previous.pending, entry.pending, "pending", "delivered")
         old_threads = {thread.tid: thread for thread in previous.threads}
         for thread in entry.threads:
@@ -402,32 +407,36 @@ def _diff_waiting(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
                  detail=_ended_detail(deadlock, cur))
 
 
-def _budget_levels(snapshot: Snapshot) -> dict[str, tuple[health.Level | None, Mechanism, str, str]]:
-    """Each shm mount and budget of the snapshot by key: its level (None below the threshold), mechanism, label and
-    the words that say how full it is."""
+def _budget_levels(snapshot: Snapshot) -> dict[str, tuple[health.Level | None, ShmMount | Budget]]:
+    """Each shm mount and budget of the snapshot by key: its level (None below the threshold) and itself."""
     capacity = snapshot.capacity
     if capacity is None:
         return {}
-    levels: dict[str, tuple[health.Level | None, Mechanism, str, str]] = {}
+    levels: dict[str, tuple[health.Level | None, ShmMount | Budget]] = {}
     for mount in capacity.shm_mounts:
-        levels[health.mount_key(mount)] = (health.mount_level(mount), "shm", mount.path, health.mount_problem(mount))
+        levels[health.mount_key(mount)] = (health.mount_level(mount), mount)
     for budget in capacity.budgets:
-        levels[health.budget_key(budget)] = (health.budget_level(budget), health.budget_mechanism(budget),
-                                             health.budget_label(budget), health.budget_problem(budget, snapshot))
+        levels[health.budget_key(budget)] = (health.budget_level(budget), budget)
     return levels
 
 
 def _diff_capacity(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
     """``budget`` when an shm mount or a budget crosses its threshold, either way (ok → warn → bad and back): the
     detail says which way and how full it is now. Nothing when either scan did not read the budgets, and nothing
-    for one that appears or goes (a user's first or last process)."""
+    for one that appears or goes (a user's first or last process). Only levels are compared; the words are made
+    for what crossed (they read the whole snapshot)."""
     old = _budget_levels(prev)
-    for key, (level, mechanism, label, words) in _budget_levels(cur).items():
+    for key, (level, item) in _budget_levels(cur).items():
         before = old.get(key)
         if before is None or before[0] == level:
             continue
         worse = _BUDGET_ORDER[level] < _BUDGET_ORDER[before[0]]
         direction = "crossed its threshold" if worse else "back under its threshold"
+        if isinstance(item, Budget):
+            mechanism, label, words = (health.budget_mechanism(item), health.budget_label(item),
+                                       health.budget_problem(item, cur))
+        else:
+            mechanism, label, words = "shm", item.path, health.mount_problem(item)
         emit(mechanism, "budget", label, key, detail=f"{direction} ({before[0] or 'ok'} → {level or 'ok'}): {words}")
 
 

@@ -141,7 +141,7 @@ def read_threads(pid: int, main_thread: ThreadSignals, proc: str = procfs.PROC,
             threads.append(main_thread)
             continue
         try:
-            status = procfs.parse_status(procfs.read_bytes(f"{proc}/{pid}/task/{tid}/status", single=True))
+            status = _thread_masks(procfs.read_bytes(f"{proc}/{pid}/task/{tid}/status", single=True))
             known = names.get(tid) if names is not None else None
             # The comm file, not status "Name": status escapes a backslash and a newline in the name.
             comm = known if known is not None else os.fsdecode(
@@ -157,6 +157,18 @@ def read_threads(pid: int, main_thread: ThreadSignals, proc: str = procfs.PROC,
             )
         )
     return threads
+
+
+def _thread_masks(status: bytes) -> dict[bytes, bytes]:
+    """SigPnd and SigBlk of a thread's status, as parse_status gives them (found, not every line parsed: a
+    process's threads are a scan's most numerous status reads)."""
+    found = {}
+    for key in (b"SigPnd", b"SigBlk"):
+        start = status.find(b"\n" + key + b":")
+        if start != -1:
+            end = status.find(b"\n", start + 1)
+            found[key] = status[start + len(key) + 2 : end if end != -1 else len(status)].strip()
+    return found
 
 
 def _build(inputs: ScanInputs) -> tuple[ProcessSignals, ...]:

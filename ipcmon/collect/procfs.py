@@ -15,6 +15,7 @@ import pwd
 import re
 import signal
 from dataclasses import dataclass
+from typing import NamedTuple
 
 PROC = "/proc"
 
@@ -88,9 +89,9 @@ def fd_flags(pid: int, fd: int, proc: str = PROC) -> int | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class Stat:
-    """The fields of /proc/PID/stat that ipcmon uses."""
+class Stat(NamedTuple):
+    """The fields of /proc/PID/stat that ipcmon uses (a NamedTuple: a scan makes one per process, and a tuple is
+    made in half the time of a frozen dataclass)."""
 
     comm: str
     state: str
@@ -117,9 +118,8 @@ def parse_stat(data: bytes) -> Stat:
     fields = data[close_paren + 2 :].split()
     # fields[0] is field 3 (state); pgrp and session are fields 5 and 6, flags field 9, num_threads field 20,
     # starttime field 22 and processor field 39.
-    return Stat(comm=comm, state=fields[0].decode(), ppid=int(fields[1]), start_ticks=int(fields[19]),
-                threads=int(fields[17]), pgrp=int(fields[2]), session=int(fields[3]),
-                processor=int(fields[36]) if len(fields) > 36 else -1, flags=int(fields[6]))
+    return Stat(comm, fields[0].decode(), int(fields[1]), int(fields[19]), int(fields[17]), int(fields[2]),
+                int(fields[3]), int(fields[36]) if len(fields) > 36 else -1, int(fields[6]))
 
 
 _STATUS_LINE = re.compile(rb"^([^:\n]+):[ \t]*(.*?)[ \t]*$", re.MULTILINE)

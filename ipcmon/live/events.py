@@ -381,9 +381,10 @@ def _diff_sysv(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
 
 
 def _diff_waiting(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
-    old = {process.key: process for process in prev.processes}
-    new = {process.key: process for process in cur.processes}
-    # A process keyed by pid and start time: a reused pid is a different process.
+    # Only waiting processes (a process without a wait has nothing to compare), keyed by pid and start time: a reused
+    # pid is a different process.
+    old = {process.key: process for process in prev.processes if process.waiting is not None}
+    new = {process.key: process for process in cur.processes if process.waiting is not None}
     changes: tuple[tuple[EventName, dict[ProcessKey, Process], dict[ProcessKey, Process]], ...] = (
         ("wait-ended", old, new), ("waiting", new, old))
     for verb, these, others in changes:

@@ -192,3 +192,40 @@ def test_a_new_signal_limit_shows_on_a_skipped_process_within_its_full_read_turn
     limits = [signals_of(scanner.scan(), sleeper.pid).queue_limit for _ in range(3)]
     assert limits[-1] == lowered, limits
     assert sig_q(sleeper.pid)[1] == lowered
+
+
+def test_an_idle_kernel_thread_ignoring_every_signal_keeps_its_record_unread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kernel threads idle in state I (uninterruptible: a signal would not wake them) are skipped only because they
+    ignore every signal (kthreadd's children do): their kept record is what a fresh read says."""
+    idle = []
+    for pid in procfs.pids():
+        try:
+            stat = procfs.parse_stat(procfs.read_bytes(f"/proc/{pid}/stat"))
+        except (procfs.Gone, procfs.Denied):
+            continue
+        if stat.state == "I" and stat.flags & procfs.PF_KTHREAD:
+            idle.append(pid)
+    assert idle, "no idle kernel thread (state I) on this kernel (4.14 and later have them)"
+    scanner = Scanner(ScanConfig(kinds=("signal",)), refresh_every=1_000_000)
+    scanner.scan()
+    reads = status_reads(monkeypatch)
+    seen: dict[int, ProcessSignals] = {}
+
+    def some_skipped() -> bool:
+        reads.clear()
+        snapshot = scanner.scan()
+        seen.clear()
+        seen.update((pid, signals_of(snapshot, pid)) for pid in idle if pid in scanner.reused
+                    and f"/proc/{pid}/status" not in reads)
+        return bool(seen)
+
+    wait_until(some_skipped, "a scan that skips an idle kernel thread's status")
+    monkeypatch.undo()
+    fresh = Scanner(ScanConfig(kinds=("signal",))).scan()
+    for pid, kept in seen.items():
+        now = [record for record in fresh.signals if record.pid == pid]
+        if not now:
+            continue  # it exited since
+        assert len(kept.ignored) == 64 and kept.blocked == () and kept.caught == ()
+        assert (now[0].pending, now[0].blocked, now[0].ignored, now[0].caught, now[0].threads) == (
+            kept.pending, kept.blocked, kept.ignored, kept.caught, kept.threads)

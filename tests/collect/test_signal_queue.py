@@ -227,5 +227,8 @@ def test_an_idle_kernel_thread_ignoring_every_signal_keeps_its_record_unread(mon
         if not now:
             continue  # it exited since
         assert len(kept.ignored) == 64 and kept.blocked == () and kept.caught == ()
-        assert (now[0].pending, now[0].blocked, now[0].ignored, now[0].caught, now[0].threads) == (
-            kept.pending, kept.blocked, kept.ignored, kept.caught, kept.threads)
+        # Masks only: a kworker renames itself as it takes work (it may have run since the kept scan).
+        assert (now[0].pending, now[0].blocked, now[0].ignored, now[0].caught) == (
+            kept.pending, kept.blocked, kept.ignored, kept.caught)
+        assert [(t.tid, t.pending, t.blocked) for t in now[0].threads] == [
+            (t.tid, t.pending, t.blocked) for t in kept.threads]

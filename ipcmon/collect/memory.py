@@ -24,6 +24,8 @@ class ScanMemory:
         """The pids whose tables the current (or last) scan took over from the scan before it."""
         self.records: dict[str, Recall[Any]] = {}
         """Per Snapshot field (``shm``, ``pipes``…), what its collector kept for the next scan."""
+        self.namespaces: dict[int, tuple[int, int]] = {}
+        """The (IPC, mount) namespace inodes of each process of the last scan, by pid (scan._assumed_places_hold)."""
 
     def recall(self, snapshot_field: str) -> Recall[Any]:
         """The records kept for snapshot_field, made empty the first time a collector asks."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from ipcmon.collect import procfs
@@ -188,6 +188,10 @@ class World:
     notes: tuple[str, ...] = ()
     unknown: int = 0
     """Processes whose namespaces could not be read (not permitted)."""
+    pairs: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """(IPC, mount) namespace inodes of every process whose namespaces could be read, by pid."""
+    assumed: frozenset[int] = frozenset()
+    """The pids whose pair was taken from ``known`` (discover) rather than read."""
 
 
 @dataclass(slots=True)
@@ -257,7 +261,7 @@ def _read_mounts(
 
 def discover(
     pids: Iterable[int], places: Places, proc: str = procfs.PROC, *, docker_root: str | None = None,
-    look_shm: bool = True, look_mqueue: bool = True,
+    look_shm: bool = True, look_mqueue: bool = True, known: Mapping[int, tuple[int, int]] | None = None,
 ) -> World:
     """The pre-pass of a scan, before any process is read: every process's namespaces, and every shm tmpfs and
     mqueue mount to list (the configured ones first, as the host's).
@@ -267,7 +271,10 @@ def discover(
     called). look_shm and look_mqueue False leave other namespaces' shm tmpfs or mqueue mounts out (ipcmon pointed
     at a directory of its own: IPCMON_SHM_DIR, IPCMON_MQUEUE_DIR). The processes whose namespaces could not be read
     are counted (World.unknown), not said in a note: the scan words it (unknown_note), knowing which of them it
-    could not read at all."""
+    could not read at all.
+
+    known: pairs to take as they are instead of reading them (a Scanner's, from its last scan; World.assumed
+    says which were taken): the caller must check them afterwards (the Scanner's argument is in scan.py)."""
     docker_root = docker_root or DOCKER_ROOT
     try:
         host_pair = read_ns("self", procfs.PROC)
@@ -279,24 +286,34 @@ def discover(
     by_pid: dict[int, Place] = {}
     groups: dict[tuple[int, int], list[int]] = {host_pair: []}
     unknown = 0
+    known = known or {}
+    pairs: dict[int, tuple[int, int]] = {}
+    assumed = []
     for pid in pids:
-        try:
-            pair = read_ns(pid, proc)
-        except Gone:
-            continue
-        except Denied:
-            unknown += 1
-            continue
+        pair = known.get(pid)
+        if pair is not None:
+            assumed.append(pid)
+        else:
+            try:
+                pair = read_ns(pid, proc)
+            except Gone:
+                continue
+            except Denied:
+                unknown += 1
+                continue
+        pairs[pid] = pair
         if pair == host_pair:
             by_pid[pid] = host
             groups[host_pair].append(pid)
         else:
             groups.setdefault(pair, []).append(pid)
     if len(groups) == 1:  # only the host: nothing more to read
-        return World(host, by_pid, (_host_namespace(host, len(groups[host_pair]), host_shm, host_mqueue),),
-                     (host_shm,) if host_shm else (), (host_mqueue,) if host_mqueue else (), (), unknown)
-    return _elsewhere(host, host_pair, groups, by_pid, host_shm, host_mqueue, unknown, proc, docker_root,
-                      look_shm=look_shm, look_mqueue=look_mqueue)
+        world = World(host, by_pid, (_host_namespace(host, len(groups[host_pair]), host_shm, host_mqueue),),
+                      (host_shm,) if host_shm else (), (host_mqueue,) if host_mqueue else (), (), unknown)
+    else:
+        world = _elsewhere(host, host_pair, groups, by_pid, host_shm, host_mqueue, unknown, proc, docker_root,
+                           look_shm=look_shm, look_mqueue=look_mqueue)
+    return replace(world, pairs=pairs, assumed=frozenset(assumed))
 
 
 def _host_namespace(host: Place, count: int, shm: MountDir | None, mqueue: MountDir | None) -> Namespace:

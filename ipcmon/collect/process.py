@@ -52,6 +52,17 @@ class ProcessRead(NamedTuple):
     """The lines of /proc/PID/status that ``signals`` was decoded from."""
     kin: waiting.Kin | None = None
     """Its process group, session and thread count as /proc/PID/stat said in this scan (for waiting.analyse)."""
+    signal_user: SignalUser | None = None
+    """Whose queued-signal count SigQ shows for it (see _read_signals); None when unknown."""
+
+
+class SignalUser(NamedTuple):
+    """The account SigQ's count is kept in: the real uid in a user namespace (kernel/signal.c charges a queued
+    signal to the ucounts of the target's real user, per user namespace; before Linux 5.14 to the user_struct of
+    the real uid alone, which this key splits further, never merges)."""
+
+    uid: int
+    user_ns: int
 
 
 class RememberedProcess(NamedTuple):
@@ -80,6 +91,8 @@ class ReadPlan:
     """Read the run signature first, so that a Scanner can take the next scan's tables over."""
     places: Mapping[int, Place] = field(default_factory=dict)
     """Each process's namespaces and container, by pid (namespaces.discover, read before any process)."""
+    queued: dict[SignalUser, tuple[int | None, int | None]] = field(default_factory=dict)
+    """SigQ as read from some status in this scan, per account (filled as processes are read: _read_signals)."""
 
 
 def read_process(pid: int, plan: ReadPlan, previous: RememberedProcess | None = None) -> ProcessRead | Unread:
@@ -127,7 +140,7 @@ def _read(pid: int, plan: ReadPlan, previous: RememberedProcess | None) -> Proce
         # would need it to run, so only its label can have changed.
         result = result._replace(process=replace(result.process, place=place))
     if plan.signals:
-        result = _read_signals(result, stat, previous, proc)
+        result = _read_signals(result, stat, previous, plan)
     return result
 
 
@@ -190,25 +203,111 @@ def _take_over(previous: RememberedProcess, stat: procfs.Stat, signature: bytes)
 
 
 def _read_signals(
-    result: ProcessRead, stat: procfs.Stat, previous: RememberedProcess | None, proc: str
+    result: ProcessRead, stat: procfs.Stat, previous: RememberedProcess | None, plan: ReadPlan
 ) -> ProcessRead:
-    """Add the signal masks; a single-threaded process whose status shows the same masks keeps its record."""
+    """Add the signal masks; a single-threaded process whose status shows the same masks keeps its record.
+
+    The status is not read at all for a process that cannot have changed its masks (_settled_signals); its SigQ
+    count is its account's as another process's status showed it earlier in this scan (plan.queued).
+    """
     pid = result.process.pid
-    data = procfs.read_bytes(f"{proc}/{pid}/status", single=True)
+    old = previous.read.signals if previous is not None else None
+    if previous is not None and old is not None and _settled_signals(result, stat, old):
+        user = previous.read.signal_user
+        found = plan.queued.get(user) if user is not None else None
+        if found is not None:
+            queued = found[0]
+            signals_now = old if queued == old.queued else replace(old, queued=queued)
+            return result._replace(signals=signals_now, signal_section=previous.read.signal_section,
+                                   signal_user=user)
+    data = procfs.read_bytes(f"{plan.proc}/{pid}/status", single=True)
     section = signals.mask_section(data)
-    if previous is not None and section and previous.read.signal_section:
-        old = previous.read.signals
-        if old is not None and len(old.threads) == 1 and old.comm == stat.comm:
-            if section == previous.read.signal_section:
-                return result._replace(signals=old, signal_section=section)
-            # Often only SigQ moved: it counts the signals queued for the whole user (signals.queue_line).
-            masks, queue = signals.queue_line(section)
-            if masks == signals.queue_line(previous.read.signal_section)[0]:
-                queued, limit = signals.parse_queue(queue)
-                return result._replace(signals=replace(old, queued=queued, queue_limit=limit), signal_section=section)
+    if (previous is not None and old is not None and section and previous.read.signal_section
+            and len(old.threads) == 1 and old.comm == stat.comm):
+        # Often only SigQ moved: it counts the signals queued for the whole user (signals.queue_line). (The last
+        # section's SigQ may be older than the record's, which a skipped read updates: it is not compared.)
+        masks, queue = signals.queue_line(section)
+        if masks == signals.queue_line(previous.read.signal_section)[0]:
+            queued, limit = signals.parse_queue(queue)
+            if (queued, limit) != (old.queued, old.queue_limit):
+                old = replace(old, queued=queued, queue_limit=limit)
+            return _with_user(result._replace(signals=old, signal_section=section), data, previous, plan)
+    # Thread names change only by the thread group itself (prctl, execve, or a write to task/TID/comm, which the
+    # kernel refuses from any other process): a process taken over keeps the last scan's, one read fewer a thread.
+    names = {thread.tid: thread.comm for thread in old.threads} if old is not None and result.reused else None
     # The section holds every line from_status reads: parsing 7 lines instead of 55 is a tenth of the time.
-    process_signals = signals.from_status(pid, stat.comm, procfs.parse_status(section or data), proc)
-    return result._replace(signals=process_signals, signal_section=section)
+    process_signals = signals.from_status(pid, stat.comm, procfs.parse_status(section or data), plan.proc, names)
+    return _with_user(result._replace(signals=process_signals, signal_section=section), data, previous, plan)
+
+
+def _settled_signals(result: ProcessRead, stat: procfs.Stat, old: ProcessSignals) -> bool:
+    """Whether a process's signal record cannot have changed since the last scan read its status.
+
+    It must be taken over (no thread of it has run since: its run signature, start time and state are the
+    last scan's), single-threaded, and the last status it showed must have had nothing pending and nothing
+    blocked; and either it is asleep in S (interruptible) at both scans, or it is a kernel thread that ignores
+    every signal (kthreadd's children do, unless one calls allow_signal: then it catches that one). Then:
+
+    - blocked is still empty: a task's blocked mask changes only in its own context (sigprocmask(2),
+      sigsuspend(2), entering and leaving a handler, a fault), or by PTRACE_SETSIGMASK on a stopped tracee
+      (state t, not S);
+    - ignored and caught are the same: handlers change by sigaction(2) and execve(2) from the process itself
+      (or by a process sharing its handler table through clone(CLONE_SIGHAND) without CLONE_THREAD, rare: the
+      full read every refresh_every scans sees that, as it sees a shared descriptor table);
+    - nothing is pending: a signal sent to it is either discarded (ignored, and not blocked since nothing is)
+      or queued, and queueing a signal no thread blocks wakes the thread (complete_signal, signal_wake_up;
+      a fatal one with SIGKILL): an S task becomes R, and runs. So a signal queued before this scan read
+      /proc/PID/stat would show as state R or as a changed run signature, and the process is read in full;
+      one queued after it is after this scan's moment for the process, as it would be after a status read.
+      A kernel thread ignoring every signal (in any state: I, D) discards each one as it is sent, forced or
+      not (sig_ignored: SIG_IGN), and cannot be ptraced (a tracer would have ignored signals queued).
+
+    What else status shows that others change: SigQ's count (read once per account per scan, plan.queued) and
+    its limit, RLIMIT_SIGPENDING, which prlimit(2) may change from outside: read again on the process's
+    full-read turn, as capacity reads RLIMIT_MSGQUEUE (within refresh_every scans).
+    """
+    return (
+        result.reused
+        and (stat.state == "S" or (bool(stat.flags & procfs.PF_KTHREAD) and len(old.ignored) == signals.KERNEL_NSIG))
+        and stat.threads == 1
+        and len(old.threads) == 1
+        and not old.pending
+        and not old.blocked
+        and not old.threads[0].pending
+        and not old.threads[0].blocked
+        and old.comm == stat.comm
+    )
+
+
+def _with_user(result: ProcessRead, status: bytes, previous: RememberedProcess | None, plan: ReadPlan) -> ProcessRead:
+    """The read with its SigQ account known, and that account's SigQ noted for this scan (plan.queued): any
+    process whose status is read serves the others of its account whose status is skipped.
+
+    Its real uid (the Uid line) and user namespace change only by its own setuid(2), setns(2) or unshare(2),
+    so a process taken over keeps the last scan's; one read in full reads them (one more readlink)."""
+    record = result.signals
+    if record is None:
+        return result
+    user = previous.read.signal_user if previous is not None and result.reused else None
+    if user is None:
+        user = _signal_user(result.process.pid, status, plan.proc)
+        if user is None:
+            return result
+    plan.queued.setdefault(user, (record.queued, record.queue_limit))
+    return result._replace(signal_user=user)
+
+
+def _signal_user(pid: int, status: bytes, proc: str) -> SignalUser | None:
+    """The real uid of a status text and the process's user namespace; None when either cannot be read, or the
+    uid is the overflow uid (a user not mapped into ipcmon's namespace: several such users would read alike)."""
+    uid = signals.real_uid(status)
+    if uid is None or uid == procfs.overflow_uid(proc):
+        return None
+    try:
+        user_ns = namespaces.parse_ns_link(os.readlink(f"{proc}/{pid}/ns/user"))
+    except (OSError, ValueError):
+        return None
+    return SignalUser(uid, user_ns)
 
 
 _UNSIGNED_STATES = frozenset("RZX")

@@ -20,7 +20,7 @@ from ipcmon import health
 from ipcmon.collect import capacity, namespaces, procfs, schedclock, waiting
 from ipcmon.collect.collector import Collector, ScanInputs
 from ipcmon.collect.collectors import COLLECTORS
-from ipcmon.collect.config import SHM_DIR, ScanConfig, find_mqueue_dir, locate
+from ipcmon.collect.config import SHM_DIR, Places, ScanConfig, find_mqueue_dir, locate
 from ipcmon.collect.fds import Devices, FdRef, MapRef, maps_token, read_fds
 from ipcmon.collect.forked import read_forked
 from ipcmon.collect.memory import REFRESH_EVERY, ScanMemory
@@ -75,10 +75,12 @@ class Scanner:
     thread's run time in nanoseconds and how many times it was put on a CPU, so when those are the same as
     at the last scan for every thread, and the process is not running now, its fds, maps, command line,
     owner and the system call it sleeps in are the ones read last time. Only what others can change is read
-    again for it: stat (name, parent), status (pending signals), the fill of its pipes (see pipes.collect),
-    and where a collector uses them, the size, owner, mode and link count of the files its descriptors point
-    at. Each process is still read in full every ``refresh_every`` scans, for what that argument cannot see
-    (a descriptor table shared with clone(CLONE_FILES) between two processes, which is rare).
+    again for it: stat (name, parent), status (pending signals; not even that for a sleeper that blocks nothing,
+    which a signal would wake: process._settled_signals), the fill of its pipes (see pipes.collect), and where a
+    collector uses them, the size, owner, mode and link count of the files its descriptors point at. Each process
+    is still read in full every ``refresh_every`` scans, for what that argument cannot see (a descriptor table
+    or signal handlers shared with clone(CLONE_FILES, CLONE_SIGHAND) between two processes, which is rare; a
+    limit set from outside with prlimit(2)).
     """
 
     def __init__(self, config: ScanConfig = _DEFAULT_CONFIG, *, refresh_every: int = REFRESH_EVERY) -> None:
@@ -127,13 +129,28 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
     # Before any process is read: which namespaces each runs in, and every shm tmpfs and mqueue mount (issue 15).
     # Pointed at a directory of its own (IPCMON_SHM_DIR, IPCMON_MQUEUE_DIR), it lists that one alone.
     own_mqueue = config.mqueue_dir is not None and procfs.fs_type(config.mqueue_dir) != procfs.MQUEUE_MAGIC
-    world = namespaces.discover(pid_list, places, config.proc, look_shm=os.path.normpath(config.shm_dir) == SHM_DIR,
-                                look_mqueue=config.find_mqueue and not own_mqueue)
-    places = replace(places, shm_dirs=world.shm_dirs, mqueue_dirs=world.mqueue_dirs)
-    devices = Devices(places.shm_dev, places.mqueue_dev, shm_devs=[mount.dev for mount in world.shm_dirs],
-                      mqueue_devs=[mount.dev for mount in world.mqueue_dirs])
+    located = places
 
+    def discover(known: dict[int, tuple[int, int]] | None) -> tuple[namespaces.World, Places, Devices]:
+        world = namespaces.discover(pid_list, located, config.proc, known=known,
+                                    look_shm=os.path.normpath(config.shm_dir) == SHM_DIR,
+                                    look_mqueue=config.find_mqueue and not own_mqueue)
+        places = replace(located, shm_dirs=world.shm_dirs, mqueue_dirs=world.mqueue_dirs)
+        devices = Devices(places.shm_dev, places.mqueue_dev, shm_devs=[mount.dev for mount in world.shm_dirs],
+                          mqueue_devs=[mount.dev for mount in world.mqueue_dirs])
+        return world, places, devices
+
+    world, places, devices = discover(memory.namespaces if memory is not None else None)
     tables = _read_processes(config, collectors, devices, memory, fork=fork, pid_list=pid_list, world=world)
+    if memory is not None:
+        confirmed = _confirmed_places(world, tables, memory, config.proc)
+        if confirmed is None:
+            # A process is in other namespaces than the last scan said: read everything again, from namespaces read
+            # afresh (rare: setns(2), unshare(2), or a pid now naming a process elsewhere).
+            world, places, devices = discover(None)
+            tables = _read_processes(config, collectors, devices, memory, pid_list=pid_list, world=world)
+            confirmed = _confirmed_places(world, tables, memory, config.proc) or {}
+        memory.namespaces = confirmed
     if tables.hidden:
         notes.append(hidden_note(tables.hidden))
     notes.extend(world.notes)
@@ -264,6 +281,36 @@ def _read_processes(
             if result.reused:
                 memory.reused.add(pid)
     return tables
+
+
+def _confirmed_places(world: namespaces.World, tables: _ProcessTables, memory: ScanMemory,
+                      proc: str) -> dict[int, tuple[int, int]] | None:
+    """Each read process's (IPC, mount) namespace pair as known after it was read, for the next scan's pre-pass to
+    take as it is; None when a pair this scan's pre-pass took from the last scan (World.assumed) no longer holds.
+
+    A process's namespaces change only by its own setns(2) or unshare(2) (clone(2) makes a new process). A pair
+    kept here was read after the process's run signature, in the same scan; so for a process taken over in the next
+    scan (memory.reused: the same pid and start time, and none of its threads has run since that signature) the
+    pair still holds, and is kept again unread. Every other process (read in full: it ran, or it is new, or its pid
+    may name a new process) has its two links read again here, after its read, and an assumed pair must match
+    them. A process gone meanwhile is no matter (it dropped out); one assumed and now refused is a change."""
+    confirmed: dict[int, tuple[int, int]] = {}
+    for pid in tables.processes:
+        if pid in memory.reused and pid in world.assumed:
+            confirmed[pid] = world.pairs[pid]
+            continue
+        try:
+            pair = namespaces.read_ns(pid, proc)
+        except Gone:
+            continue
+        except Denied:
+            if pid in world.assumed:
+                return None
+            continue
+        if pid in world.assumed and pair != world.pairs[pid]:
+            return None
+        confirmed[pid] = pair
+    return confirmed
 
 
 def _pids(config: ScanConfig) -> list[int]:

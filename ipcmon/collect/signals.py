@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from ipcmon.collect import procfs
 from ipcmon.collect.collector import Collector, ScanInputs
@@ -14,7 +14,7 @@ from ipcmon.text import LIBC_RESERVED, signal_name
 
 # The kernel's first real-time signal is 32; glibc reserves 32 and 33 for threading and reports
 # SIGRTMIN as 34. Names follow what a user can send: SIGRTMIN+N counted from the libc SIGRTMIN.
-_KERNEL_NSIG = 64
+KERNEL_NSIG = 64
 
 
 @functools.cache
@@ -36,7 +36,7 @@ def signal_number(name: str) -> int:
             return int(signal.Signals[name])
         except KeyError:
             raise ValueError(f"unknown signal {name!r}") from None
-    if not 1 <= number <= _KERNEL_NSIG:
+    if not 1 <= number <= KERNEL_NSIG:
         raise ValueError(f"signal {name} out of range")
     return number
 
@@ -83,6 +83,15 @@ def queue_line(section: bytes) -> tuple[bytes, bytes]:
     return section[:start] + section[end:], section[start + 6 : end].strip()
 
 
+def real_uid(status: bytes) -> int | None:
+    """The real uid of a /proc/PID/status text (the first number of its Uid line); None when it has none."""
+    start = status.find(b"\nUid:")
+    if start == -1:
+        return None
+    fields = status[start + 5 : status.find(b"\n", start + 1)].split()
+    return int(fields[0]) if fields and fields[0].isdigit() else None
+
+
 def parse_queue(value: bytes) -> tuple[int | None, int | None]:
     """SigQ's ``queued/limit`` as two numbers; (None, None) when it does not read so."""
     if b"/" not in value:
@@ -91,8 +100,10 @@ def parse_queue(value: bytes) -> tuple[int | None, int | None]:
     return int(left), int(right)
 
 
-def from_status(pid: int, comm: str, status: dict[bytes, bytes], proc: str = procfs.PROC) -> ProcessSignals:
-    """Decode one process's masks; threads are read only when there is more than one."""
+def from_status(pid: int, comm: str, status: dict[bytes, bytes], proc: str = procfs.PROC,
+                names: Mapping[int, str] | None = None) -> ProcessSignals:
+    """Decode one process's masks; threads are read only when there is more than one (names: thread names
+    known to be current, by tid, not read again)."""
     queued, limit = parse_queue(status.get(b"SigQ", b""))
     main_thread = ThreadSignals(
         tid=pid,
@@ -102,7 +113,7 @@ def from_status(pid: int, comm: str, status: dict[bytes, bytes], proc: str = pro
     )
     threads = [main_thread]
     if int(status.get(b"Threads", b"1")) > 1:
-        threads = read_threads(pid, main_thread, proc)
+        threads = read_threads(pid, main_thread, proc, names)
     return ProcessSignals(
         pid=pid,
         comm=comm,
@@ -116,8 +127,10 @@ def from_status(pid: int, comm: str, status: dict[bytes, bytes], proc: str = pro
     )
 
 
-def read_threads(pid: int, main_thread: ThreadSignals, proc: str = procfs.PROC) -> list[ThreadSignals]:
-    """Every thread's own pending and blocked masks; threads that exit mid-read drop out."""
+def read_threads(pid: int, main_thread: ThreadSignals, proc: str = procfs.PROC,
+                 names: Mapping[int, str] | None = None) -> list[ThreadSignals]:
+    """Every thread's own pending and blocked masks; threads that exit mid-read drop out. names: thread names
+    known to be current, by tid (a tid not in it has its comm read)."""
     try:
         tids = sorted(int(name) for name in os.listdir(f"{proc}/{pid}/task") if name.isdigit())
     except OSError:
@@ -128,20 +141,34 @@ def read_threads(pid: int, main_thread: ThreadSignals, proc: str = procfs.PROC) 
             threads.append(main_thread)
             continue
         try:
-            status = procfs.parse_status(procfs.read_bytes(f"{proc}/{pid}/task/{tid}/status", single=True))
+            status = _thread_masks(procfs.read_bytes(f"{proc}/{pid}/task/{tid}/status", single=True))
+            known = names.get(tid) if names is not None else None
             # The comm file, not status "Name": status escapes a backslash and a newline in the name.
-            comm = procfs.read_bytes(f"{proc}/{pid}/task/{tid}/comm", single=True).removesuffix(b"\n")
+            comm = known if known is not None else os.fsdecode(
+                procfs.read_bytes(f"{proc}/{pid}/task/{tid}/comm", single=True).removesuffix(b"\n"))
         except (procfs.Gone, procfs.Denied):
             continue
         threads.append(
             ThreadSignals(
                 tid=tid,
-                comm=os.fsdecode(comm),
+                comm=comm,
                 pending=decode_mask(status.get(b"SigPnd", b"0")),
                 blocked=decode_mask(status.get(b"SigBlk", b"0")),
             )
         )
     return threads
+
+
+def _thread_masks(status: bytes) -> dict[bytes, bytes]:
+    """SigPnd and SigBlk of a thread's status, as parse_status gives them (found, not every line parsed: a
+    process's threads are a scan's most numerous status reads)."""
+    found = {}
+    for key in (b"SigPnd", b"SigBlk"):
+        start = status.find(b"\n" + key + b":")
+        if start != -1:
+            end = status.find(b"\n", start + 1)
+            found[key] = status[start + len(key) + 2 : end if end != -1 else len(status)].strip()
+    return found
 
 
 def _build(inputs: ScanInputs) -> tuple[ProcessSignals, ...]:

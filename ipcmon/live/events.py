@@ -25,6 +25,7 @@ from typing import Any, overload
 
 from ipcmon import health
 from ipcmon.model import (
+    Budget,
     Deadlock,
     Event,
     EventName,
@@ -39,6 +40,7 @@ from ipcmon.model import (
     ProcessSignals,
     ScanKind,
     SharedRegion,
+    ShmMount,
     ShmSegment,
     Snapshot,
     Stuck,
@@ -63,14 +65,25 @@ def diff(prev: Snapshot | None, cur: Snapshot) -> list[Event]:
     """Everything that happened between two snapshots, in a stable order. The first snapshot has no events."""
     if prev is None:
         return []
+    global _keyed
     events: list[Event] = []
-    emit = _Emitter(cur.taken_at, events)
+    emit = _Emitter(cur.taken_at, events, _keyed)
     for kind, differ in DIFFERS:
         if kind in cur.kinds and kind in prev.kinds:
             differ(emit, prev, cur)
     _diff_waiting(emit, prev, cur)
     _diff_capacity(emit, prev, cur)
+    later = {id(records) for records in (cur.shm, cur.regions, cur.mqueues, cur.pipes, cur.sysv.shm, cur.sysv.msg,
+                                         cur.sysv.sem)}
+    _keyed = {ident: kept for ident, kept in emit.keyed_now.items() if ident in later}
     return placed(events, prev, cur)
+
+
+_keyed: dict[int, tuple[Sequence[Any], dict[str, Any]]] = {}
+"""The records of the last diff's later snapshot by key, per records tuple (by identity, the tuple held so that its
+id names no other): the next diff's earlier snapshot is that one, so its tables are not built again (a large
+machine's 5000 pipes and 2000 segments, every second). Replaced whole by each diff: two diffs at once only miss
+each other's."""
 
 
 def placed(events: list[Event], *snapshots: Snapshot) -> list[Event]:
@@ -92,9 +105,19 @@ def placed(events: list[Event], *snapshots: Snapshot) -> list[Event]:
 
 
 class _Emitter:
-    def __init__(self, when: float, events: list[Event]) -> None:
+    def __init__(self, when: float, events: list[Event],
+                 keyed: dict[int, tuple[Sequence[Any], dict[str, Any]]] | None = None) -> None:
         self.when = when
         self.events = events
+        self.keyed_before = keyed or {}
+        self.keyed_now: dict[int, tuple[Sequence[Any], dict[str, Any]]] = {}
+
+    def by_key(self, records: Sequence[Any]) -> dict[str, Any]:
+        """The records by object key (not to be changed: the next diff may be handed the same table)."""
+        kept = self.keyed_before.get(id(records))
+        keyed = kept[1] if kept is not None and kept[0] is records else _by_key(records)
+        self.keyed_now[id(records)] = (records, keyed)
+        return keyed
 
     def __call__(
         self, mechanism: Mechanism, event: EventName, obj: str, key: str, pid: int | None = None,
@@ -148,8 +171,8 @@ def _diff_holders(
 
 
 def _diff_shm(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
-    old: dict[str, ShmSegment] = _by_key(prev.shm)
-    new: dict[str, ShmSegment] = _by_key(cur.shm)
+    old: dict[str, ShmSegment] = emit.by_key(prev.shm)
+    new: dict[str, ShmSegment] = emit.by_key(cur.shm)
     for key, segment in old.items():
         if key in new:
             continue
@@ -196,8 +219,8 @@ def _pins_held(segment: ShmSegment) -> str:
 def _diff_regions(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
     """memfd and anonymous regions: created when first seen, attached and detached by holder, destroyed with
     their last holder (no name keeps them alive, so never orphaned)."""
-    old: dict[str, SharedRegion] = _by_key(prev.regions)
-    new: dict[str, SharedRegion] = _by_key(cur.regions)
+    old: dict[str, SharedRegion] = emit.by_key(prev.regions)
+    new: dict[str, SharedRegion] = emit.by_key(cur.regions)
     for key, region in old.items():
         if key not in new:
             _diff_holders(emit, region.kind, region.label, key, region.holders, ())
@@ -214,8 +237,8 @@ def _diff_regions(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
 
 
 def _diff_mqueues(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
-    old: dict[str, MessageQueue] = _by_key(prev.mqueues)
-    new: dict[str, MessageQueue] = _by_key(cur.mqueues)
+    old: dict[str, MessageQueue] = emit.by_key(prev.mqueues)
+    new: dict[str, MessageQueue] = emit.by_key(cur.mqueues)
     for key, queue in old.items():
         if key not in new:
             _diff_holders(emit, "mqueue", queue.name, key, queue.holders, (), attach="opened", detach="closed")
@@ -254,8 +277,8 @@ def _end_ids(ends: Sequence[PipeEnd]) -> dict[tuple[int, int], PipeEnd]:
 
 
 def _diff_pipes(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
-    old: dict[str, Pipe] = _by_key(prev.pipes)
-    new: dict[str, Pipe] = _by_key(cur.pipes)
+    old: dict[str, Pipe] = emit.by_key(prev.pipes)
+    new: dict[str, Pipe] = emit.by_key(cur.pipes)
     for key, pipe in old.items():
         if key not in new:
             emit(pipe.kind, "closed", pipe.ref, key)
@@ -307,6 +330,9 @@ def _diff_signals(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
                 for name in thread.pending:
                     emit("signal", "pending", obj, key, entry.pid, entry.comm, f"{name} (thread {thread.tid})")
             continue
+        if previous is entry or (previous.pending, previous.blocked, previous.caught, previous.threads) == (
+                entry.pending, entry.blocked, entry.caught, entry.threads):
+            continue  # nothing below can differ (a Scanner keeps the record itself for a process that did not run)
         _set_change(emit, entry, key, previous.pending, entry.pending, "pending", "delivered")
         old_threads = {thread.tid: thread for thread in previous.threads}
         for thread in entry.threads:
@@ -330,8 +356,8 @@ def _set_change(
 
 
 def _diff_sysv(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
-    old_shm = _by_key(prev.sysv.shm)
-    new_shm = _by_key(cur.sysv.shm)
+    old_shm = emit.by_key(prev.sysv.shm)
+    new_shm = emit.by_key(cur.sysv.shm)
     for key, segment in old_shm.items():
         if key not in new_shm:
             _diff_holders(emit, "sysv-shm", segment.label, key, segment.holders, ())
@@ -353,8 +379,8 @@ def _diff_sysv(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
             emit("sysv-shm", "unlinked-while-held", label, key, detail=f"nattch {segment.nattch}")
         if health.sysv_shm_orphaned(segment) and previous.nattch > 0:
             emit("sysv-shm", "orphaned", label, key, detail=last_holders(previous.holders))
-    old_msg = _by_key(prev.sysv.msg)
-    new_msg = _by_key(cur.sysv.msg)
+    old_msg = emit.by_key(prev.sysv.msg)
+    new_msg = emit.by_key(cur.sysv.msg)
     for key, queue in old_msg.items():
         if key not in new_msg:
             emit("sysv-msg", "destroyed", queue.label, key)
@@ -366,8 +392,8 @@ def _diff_sysv(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
         elif previous_msg.qnum != queue.qnum:
             pid = queue.lspid if queue.qnum > previous_msg.qnum else queue.lrpid
             emit("sysv-msg", "depth", label, key, pid, detail=f"{previous_msg.qnum} → {queue.qnum} messages")
-    old_sem = _by_key(prev.sysv.sem)
-    new_sem = _by_key(cur.sysv.sem)
+    old_sem = emit.by_key(prev.sysv.sem)
+    new_sem = emit.by_key(cur.sysv.sem)
     # A semaphore set's events name it by id alone (not its label), as they always have.
     for key in old_sem.keys() - new_sem.keys():
         emit("sysv-sem", "destroyed", f"id {old_sem[key].id}", key)
@@ -376,9 +402,10 @@ def _diff_sysv(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
 
 
 def _diff_waiting(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
-    old = {process.key: process for process in prev.processes}
-    new = {process.key: process for process in cur.processes}
-    # A process keyed by pid and start time: a reused pid is a different process.
+    # Only waiting processes (a process without a wait has nothing to compare), keyed by pid and start time: a reused
+    # pid is a different process.
+    old = {process.key: process for process in prev.processes if process.waiting is not None}
+    new = {process.key: process for process in cur.processes if process.waiting is not None}
     changes: tuple[tuple[EventName, dict[ProcessKey, Process], dict[ProcessKey, Process]], ...] = (
         ("wait-ended", old, new), ("waiting", new, old))
     for verb, these, others in changes:
@@ -402,32 +429,36 @@ def _diff_waiting(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
                  detail=_ended_detail(deadlock, cur))
 
 
-def _budget_levels(snapshot: Snapshot) -> dict[str, tuple[health.Level | None, Mechanism, str, str]]:
-    """Each shm mount and budget of the snapshot by key: its level (None below the threshold), mechanism, label and
-    the words that say how full it is."""
+def _budget_levels(snapshot: Snapshot) -> dict[str, tuple[health.Level | None, ShmMount | Budget]]:
+    """Each shm mount and budget of the snapshot by key: its level (None below the threshold) and itself."""
     capacity = snapshot.capacity
     if capacity is None:
         return {}
-    levels: dict[str, tuple[health.Level | None, Mechanism, str, str]] = {}
+    levels: dict[str, tuple[health.Level | None, ShmMount | Budget]] = {}
     for mount in capacity.shm_mounts:
-        levels[health.mount_key(mount)] = (health.mount_level(mount), "shm", mount.path, health.mount_problem(mount))
+        levels[health.mount_key(mount)] = (health.mount_level(mount), mount)
     for budget in capacity.budgets:
-        levels[health.budget_key(budget)] = (health.budget_level(budget), health.budget_mechanism(budget),
-                                             health.budget_label(budget), health.budget_problem(budget, snapshot))
+        levels[health.budget_key(budget)] = (health.budget_level(budget), budget)
     return levels
 
 
 def _diff_capacity(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
     """``budget`` when an shm mount or a budget crosses its threshold, either way (ok → warn → bad and back): the
     detail says which way and how full it is now. Nothing when either scan did not read the budgets, and nothing
-    for one that appears or goes (a user's first or last process)."""
+    for one that appears or goes (a user's first or last process). Only levels are compared; the words are made
+    for what crossed (they read the whole snapshot)."""
     old = _budget_levels(prev)
-    for key, (level, mechanism, label, words) in _budget_levels(cur).items():
+    for key, (level, item) in _budget_levels(cur).items():
         before = old.get(key)
         if before is None or before[0] == level:
             continue
         worse = _BUDGET_ORDER[level] < _BUDGET_ORDER[before[0]]
         direction = "crossed its threshold" if worse else "back under its threshold"
+        if isinstance(item, Budget):
+            mechanism, label, words = (health.budget_mechanism(item), health.budget_label(item),
+                                       health.budget_problem(item, cur))
+        else:
+            mechanism, label, words = "shm", item.path, health.mount_problem(item)
         emit(mechanism, "budget", label, key, detail=f"{direction} ({before[0] or 'ok'} → {level or 'ok'}): {words}")
 
 

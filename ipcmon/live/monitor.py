@@ -221,6 +221,12 @@ class Monitor:
         """st_dev of each shm tmpfs → its namespace's place (the last scan's), to place fanotify's records."""
         self._names: dict[str, Named] = {}
         """path → (object key, held) from the last snapshot and inotify, to name deletions."""
+        self._named_records: dict[int, tuple[ShmSegment | MessageQueue, str, Named]] = {}
+        """The last snapshot's named segments and queues by record identity, with their path and Named: a Scanner
+        hands the same record again for an object that did not change (collect.recall), whose Named is then kept."""
+        self._holder_texts: dict[int, tuple[ShmSegment | MessageQueue, tuple[str, ...] | None, str, str]] = {}
+        """Likewise for each held record: its last holder's command line as the last snapshot had it, its
+        last_holders text and its key."""
         self._announced: dict[tuple[str, str, int | None], float] = {}
         """(key, event, pid) already reported by inotify, so the next poll does not report it twice."""
         self._mechanisms = mechanisms_for(config.kinds)
@@ -300,25 +306,47 @@ class Monitor:
         commands = {process.pid: process.cmdline for process in snapshot.processes}
         alive: set[str] = set()
         records: list[ShmSegment | MessageQueue] = [*snapshot.shm, *snapshot.mqueues]
+        before, now = self._holder_texts, {}
         for record in records:
-            key = record.object_key
+            kept = before.get(id(record))
+            same = kept is not None and kept[0] is record
+            key = kept[3] if kept is not None and same else record.object_key
             alive.add(key)
             if record.holders:
                 holder = record.holders[-1]
-                command = " ".join(commands.get(holder.pid, ())) or holder.comm
-                self.last_holders[key] = f"last held by {holder.pid} {command}"
+                cmdline = commands.get(holder.pid)
+                if kept is not None and same and kept[1] == cmdline:
+                    text = kept[2]  # the same record (the same holders) and the same command line
+                else:
+                    command = " ".join(cmdline or ()) or holder.comm
+                    text = f"last held by {holder.pid} {command}"
+                now[id(record)] = (record, cmdline, text, key)
+                self.last_holders[key] = text
+        self._holder_texts = now
         for key in self.last_holders.keys() - alive:
             del self.last_holders[key]  # destroyed: forget it, so the map stays as small as the system
 
     def _remember_names(self, snapshot: Snapshot) -> None:
         names: dict[str, Named] = {}
-        for segment in snapshot.shm:
-            if segment.state != "deleted":
-                names[segment.path] = Named(segment.object_key, segment.dev, segment.inode, segment.holders,
-                                            segment.place)
-        for queue in snapshot.mqueues:
-            if queue.path is not None:
-                names[queue.path] = Named(queue.object_key, queue.dev, queue.inode, queue.holders, queue.place)
+        before, now = self._named_records, {}
+        records: list[ShmSegment | MessageQueue] = [*snapshot.shm, *snapshot.mqueues]
+        for record in records:
+            kept = before.get(id(record))
+            if kept is not None and kept[0] is record:
+                path, named = kept[1], kept[2]  # a record is immutable: its Named is what it was
+            elif isinstance(record, ShmSegment):
+                if record.state == "deleted":
+                    continue
+                path = record.path
+                named = Named(record.object_key, record.dev, record.inode, record.holders, record.place)
+            elif record.path is not None:
+                path = record.path
+                named = Named(record.object_key, record.dev, record.inode, record.holders, record.place)
+            else:
+                continue
+            now[id(record)] = (record, path, named)
+            names[path] = named
+        self._named_records = now
         self._names = names
 
     # --- inotify and the attribution sources ---------------------------------------------------------------

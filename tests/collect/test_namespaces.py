@@ -25,7 +25,7 @@ from ipcmon.collect.fds import Devices, parse_maps, read_fds
 from ipcmon.collect.procfs import PidFds
 from ipcmon.model import MessageQueue, Place, ShmSegment, Snapshot
 from tests.containers import SHM_SIZE, Scene, cgroup_root, container
-from tests.helpers import DEADLINE, REPO, Cleanup, new_name, wait_until
+from tests.helpers import DEADLINE, REPO, Cleanup, Spawn, new_name, settle, wait_until
 
 MiB = 1 << 20
 HEX = "0123456789abcdef" * 4
@@ -515,3 +515,46 @@ def test_a_held_segment_whose_mount_path_went_with_a_process_is_still_named_not_
         (segment,) = [s for s in shm.collect([host, gone], processes, fds, []) if s.name == name]
     assert segment.state == "held" and segment.pinned_bytes == 0
     assert segment.size == 1 << 20 and segment.place == Place(scene.ipc, scene.mnt)
+
+
+UNSHARES_ON_COMMAND = """
+    say("ready")
+    for command in commands():
+        if _libc.unshare(0x08000000) != 0:  # CLONE_NEWIPC
+            say("failed", ctypes.get_errno())
+        say("done", os.stat("/proc/self/ns/ipc").st_ino)
+"""
+
+
+def test_a_scanner_keeps_namespaces_of_a_process_taken_over_and_sees_an_unshare_at_once(
+    spawn: Spawn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Scanner reads no namespace link of a process that has not run since the last scan; a process that leaves
+    its IPC namespace (unshare(2): it ran) is placed in its new one by the very next scan."""
+    child = spawn(UNSHARES_ON_COMMAND, comm="ipcm-unsharer")
+    child.expect()
+    scanner = Scanner(ScanConfig(kinds=("signal",)))
+    settle(scanner, child.pid)
+    calls: list[str] = []
+    real = os.readlink
+
+    def counting(path: str, *args: object, **options: object) -> str:
+        calls.append(path)
+        return real(path, *args, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "readlink", counting)
+
+    def unread_scan() -> bool:
+        calls.clear()
+        snapshot = scanner.scan()
+        return child.pid in scanner.reused and not any(path.startswith(f"/proc/{child.pid}/") for path in calls) \
+            and [p.place for p in snapshot.processes if p.pid == child.pid] == [
+                next(space.place for space in snapshot.namespaces if space.place.host)]
+
+    wait_until(unread_scan, "a scan that takes the child's namespaces over unread")
+    child.tell("unshare")
+    (inode,) = child.expect("done")
+    after = scanner.scan()  # the very next scan
+    [place] = [process.place for process in after.processes if process.pid == child.pid]
+    assert place is not None and place.ipc == int(inode) and not place.host
+    assert any(space.place.ipc == int(inode) for space in after.namespaces)

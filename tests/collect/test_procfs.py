@@ -6,6 +6,8 @@ Also one real race: processes that start and exit while scans run must drop out 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from ipcmon.collect.fds import parse_maps
 from ipcmon.collect.sysv import parse_table
 from ipcmon.model import Snapshot
 from ipcmon.report import render
-from tests.helpers import Spawn
+from tests.helpers import REPO, Spawn
 
 BTIME = 1_700_000_000
 
@@ -180,6 +182,32 @@ def test_mountinfo_octal_escapes(canned: CannedProc) -> None:
     assert mqueue.mount_point == "/run/mq dir\ttab\nnl\\back"
     assert mqueue.source == "my queue"
     assert mqueue.dev == os.makedev(0, 20)
+
+
+MOUNTS_FOLLOW_THE_TABLE = """
+import os, subprocess, sys
+from ipcmon.collect import procfs
+where = sys.argv[1]
+subprocess.run(["mount", "--make-rprivate", "/"], check=True)  # this namespace's mounts stay its own
+def has():
+    return [mount.fstype for mount in procfs.mounts() if mount.mount_point == where]
+before = has()
+subprocess.run(["mount", "-t", "mqueue", "none", where], check=True)
+mounted = has()
+subprocess.run(["umount", where], check=True)
+print(before, mounted, has())
+"""
+
+
+def test_mounts_follow_a_mount_and_an_unmount_between_reads(tmp_path: Path) -> None:
+    """The parsed table is kept while mountinfo reads the same: a mount and an unmount must still show at once
+    (in a mount namespace of the test's own, so nothing else sees them)."""
+    where = tmp_path / "mq"
+    where.mkdir()
+    done = subprocess.run(["unshare", "--mount", sys.executable, "-c", MOUNTS_FOLLOW_THE_TABLE, str(where)],
+                          capture_output=True, text=True, timeout=60, check=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.stdout.split() == ["[]", "['mqueue']", "[]"]
 
 
 def test_scan_lists_the_mqueue_mount_found_under_an_escaped_path(canned: CannedProc, tmp_path: Path) -> None:

@@ -13,13 +13,13 @@ import signal
 import posix_ipc
 import pytest
 
-from ipcmon.collect import Scanner, procfs, scan
+from ipcmon.collect import ScanConfig, Scanner, procfs, scan
 from ipcmon.collect import forked as forked_reader
 from ipcmon.collect.fds import Devices, read_fds
 from ipcmon.collect.pipes import collect as collect_pipes
 from ipcmon.collect.process import run_signature
 from ipcmon.collect.recall import Recall
-from ipcmon.model import Pipe, ShmSegment, Snapshot
+from ipcmon.model import Pipe, ProcessSignals, ShmSegment, Snapshot
 from tests.helpers import Child, Cleanup, Spawn, settle, wait_until
 
 ACTOR = """
@@ -43,6 +43,9 @@ def act(command):
     elif verb == "close":
         os.close(int(arg))
         say("done")
+    elif verb == "rename":
+        set_comm(arg)  # the calling thread's own name (PR_SET_NAME)
+        say("done", threading.get_native_id())
 """
 SINGLE = ACTOR + """
 say("ready")
@@ -121,6 +124,27 @@ def test_what_a_process_does_shows_in_the_next_scan(
     detached = scanner.scan()
     assert segment_named(detached, unique_name).holders == ()
     assert segment_named(detached, unique_name).state == "orphaned"
+
+
+def test_a_thread_renamed_shows_in_the_next_scan(spawn: Spawn) -> None:
+    """Thread names are kept for a process taken over; a thread that renames itself has run, so it shows at once."""
+    child = spawn(THREADED)
+    child.expect()
+    scanner = Scanner(ScanConfig(kinds=("signal",)))
+    tid = int(ask(child, "rename ipcm-before")[0])
+    settle(scanner, child.pid)
+    names = {thread.tid: thread.comm for thread in signals_of(settle(scanner, child.pid), child.pid).threads}
+    assert names[tid] == "ipcm-before"
+
+    assert int(ask(child, "rename ipcm-after")[0]) == tid
+    renamed = scanner.scan()  # the very next scan
+    assert child.pid not in scanner.reused
+    assert {thread.tid: thread.comm for thread in signals_of(renamed, child.pid).threads}[tid] == "ipcm-after"
+
+
+def signals_of(snapshot: Snapshot, pid: int) -> ProcessSignals:
+    [found] = [record for record in snapshot.signals if record.pid == pid]
+    return found
 
 
 def test_what_others_change_shows_for_a_process_taken_over(

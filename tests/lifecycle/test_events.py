@@ -160,3 +160,20 @@ def test_event_log_is_bounded_and_newest_first() -> None:
     assert len(log) == 100
     assert next(iter(log)).time == 999.0
     assert [e.time for e in log.for_key("k0")][:2] == [900.0, 903.0]
+
+
+def test_a_diff_reuses_the_last_later_snapshots_tables_and_only_those(cleanup: Cleanup) -> None:
+    """diff keeps the later snapshot's records by key for the next diff (whose earlier snapshot it is): a chain of
+    diffs and a diff out of the chain, in either order, say the same."""
+    name = cleanup.shm(new_name())
+    first = scan_kinds("shm")
+    posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=4096).close_fd()
+    second = scan_kinds("shm")
+    posix_ipc.unlink_shared_memory(name)
+    third = scan_kinds("shm")
+    chain = [_mine(diff(first, second), name), _mine(diff(second, third), name)]
+    assert chain == [[("created", None)], [("destroyed", None)]]
+    assert _mine(diff(first, third), name) == []  # out of the chain: not handed second's table
+    assert _mine(diff(third, second), name) == [("created", None)]
+    assert _mine(diff(second, first), name) == [("destroyed", None)]
+    assert _mine(diff(second, third), name) == [("destroyed", None)]

@@ -213,6 +213,35 @@ def test_monitor_remembers_the_last_holder_of_an_orphan(spawn: Spawn, cleanup: C
     assert not [key for key in monitor.last_holders if key == leak.key]
 
 
+def test_the_last_holder_text_follows_an_exec_that_keeps_the_segment_open(spawn: Spawn, cleanup: Cleanup) -> None:
+    """The Monitor keeps each record's last-holder text while the record and its holder's command line are the
+    same: a holder that execs with its descriptor kept (same pid, fd and name) is named by its new command line."""
+    name = cleanup.shm(new_name())
+    posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=4096).close_fd()
+    child = spawn(
+        f"""
+        import posix_ipc
+        shm = posix_ipc.SharedMemory({name!r})
+        os.set_inheritable(shm.fd, True)
+        say("ready")
+        sys.stdin.readline()
+        os.execv(sys.executable, [sys.executable, "-c", "import sys; print('ready', flush=True); sys.stdin.read()",
+                                  "ipcm-" + "after-exec"])  # joined only here: not in this command line
+        """,
+    )
+    child.expect()
+    monitor = Monitor(ScanConfig(kinds=("shm",)))
+    monitor.poll()
+    monitor.poll()
+    [key] = [key for key, text in monitor.last_holders.items() if f"last held by {child.pid} " in text]
+    assert "ipcm-after-exec" not in monitor.last_holders[key]
+    child.tell("exec")
+    child.expect()
+    wait_until(lambda: monitor.poll() and "ipcm-after-exec" in monitor.last_holders[key],
+               "the new command line in the last-holder text")
+    assert monitor.last_holders[key].startswith(f"last held by {child.pid} ")
+
+
 def test_apply_inotify_shows_a_segment_at_once_and_removes_it(cleanup: Cleanup) -> None:
     from ipcmon.live.monitor import apply_inotify
 

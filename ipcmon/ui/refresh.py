@@ -8,15 +8,13 @@ into the App-level reactives the views are bound to: ``snapshot``, ``context``, 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from textual import on, work
 from textual.app import App
 from textual.reactive import reactive
 from textual.theme import Theme
 from textual.timer import Timer
-from textual.widget import Widget
-from textual.widgets import Footer
 
 from ipcmon.demos import DemoProcess
 from ipcmon.live.events import EventLog
@@ -129,7 +127,6 @@ class RefreshingApp(App[None]):
         self._scanning = False
         self._rest_until = time.monotonic() + max(MIN_REST, message.snapshot.scan_seconds)
         self.scan_error = ""
-        drop_closed_watchers(self.query(Footer))
         self.event_log.extend(message.events)
         self.who.add(message.events)
         if not self._seeded:
@@ -256,19 +253,6 @@ class RefreshingApp(App[None]):
 
     def recolour(self) -> None:
         """Redraw what is on screen in the new colours (the views know how)."""
-
-
-def drop_closed_watchers(nodes: Iterable[Widget]) -> None:
-    """Forget watchers whose widget is gone.
-
-    The Footer rebuilds its keys whenever the bindings change (every view switch), each key data-bound to
-    Footer.compact. Textual drops a closed widget's watcher only when the watched value changes, and compact
-    never does, so every key ever shown stayed in memory, ~20 widgets a view switch (textual#6666).
-    """
-    for node in nodes:
-        for watchers in getattr(node, "__watchers", {}).values():
-            watchers[:] = [(owner, callback) for owner, callback in watchers
-                           if not (getattr(owner, "_closing", False) or getattr(owner, "_closed", False))]
 
 
 def palette_for(theme: Theme) -> Palette:

@@ -1,5 +1,5 @@
 """A scan that changes nothing on screen costs the UI thread almost nothing (issue 12, idle cost): no widget is
-refreshed, no table cell drawn, and no timer wakes the dashboard between scans."""
+refreshed, no table cell drawn, and no timer wakes the dashboard between scans; and nothing is animated."""
 
 from __future__ import annotations
 
@@ -79,3 +79,12 @@ async def test_the_narration_timer_waits_for_a_demo(monkeypatch: pytest.MonkeyPa
         await started(pilot, app)
         await pilot.pause(1.0)  # four ticks of the narration timer, were it running
         assert drained == []
+
+
+def test_no_animations_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tab underline's slide was 18 more frames per view switch (issue 12); TEXTUAL_ANIMATIONS still decides."""
+    monkeypatch.delenv("TEXTUAL_ANIMATIONS", raising=False)
+    assert canned_app().animation_level == "none"
+    monkeypatch.setenv("TEXTUAL_ANIMATIONS", "full")
+    monkeypatch.setattr("textual.constants.TEXTUAL_ANIMATIONS", "full")  # read by Textual when it is imported
+    assert canned_app().animation_level == "full"

@@ -396,8 +396,20 @@ def redraws(shown: Sequence[float], data: Sequence[float]) -> bool:
 
 
 def update_if_changed(static: Static, text: Text) -> None:
-    """Static.update re-lays out the screen; most refreshes change nothing, so skip those."""
+    """Show the text unless it is already shown (most refreshes change nothing); lay the screen out again only when the
+    widget's height may change.
+
+    Static.update re-lays out the whole screen. A card's summary changes at every scan while demos run, and the screen
+    was laid out at every scan for it (issue 12: the demos' cost). Its width is its container's, so its height is its
+    number of lines at that width: when that stays, and for a hidden widget (a card's other form), only its own lines
+    are drawn again.
+    """
     shown = (text.plain, list(text.spans))
-    if getattr(static, "_ipcmon_shown", None) != shown:
-        static._ipcmon_shown = shown  # type: ignore[attr-defined]
-        static.update(text)
+    if getattr(static, "_ipcmon_shown", None) == shown:
+        return
+    static._ipcmon_shown = shown  # type: ignore[attr-defined]
+    width = static.content_region.width
+    lines = len(text.wrap(static.app.console, width)) if width else 0
+    same_height = bool(width) and lines == getattr(static, "_ipcmon_lines", None)
+    static._ipcmon_lines = lines  # type: ignore[attr-defined]
+    static.update(text, layout=static.display and not same_height)

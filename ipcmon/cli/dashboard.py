@@ -34,7 +34,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     try:
         app = make_app(None, args.interval, args.read_only, args.kind, args.pid, args.demo, show_self=args.show_self,
-                       places=selector)
+                       places=selector, freeze_gc=True)
     except ValueError as error:  # an unknown --demo name
         sys.stderr.write(f"ipcmon: {error}\n")
         return 2

@@ -105,8 +105,9 @@ class IpcmonApp(ActingApp):
         demo_step: float | None = None,
         history: int = HISTORY_EVENTS,
         who: Attributions | None = None,
+        freeze_gc: bool = False,
     ) -> None:
-        super().__init__(feed, interval=interval, history=history, who=who)
+        super().__init__(feed, interval=interval, history=history, who=who, freeze_gc=freeze_gc)
         self.demo_step = demo_step
         """Seconds between demo steps (None: each demo's default)."""
         self.initial_demos = tuple(expand_names(demos))
@@ -119,6 +120,12 @@ class IpcmonApp(ActingApp):
         self.is_root = is_root if is_root is not None else os.geteuid() == 0
         self.export_dir = export_dir if export_dir is not None else export.export_dir()
         self._exit_signals: list[tuple[asyncio.AbstractEventLoop, int]] = []
+        if "TEXTUAL_ANIMATIONS" not in os.environ:
+            # No animations unless asked for (TEXTUAL_ANIMATIONS=full), as in htop: the tab underline's 0.3 s slide
+            # made each view switch 21 frames instead of 2 or 3 (~60 ms more of the UI thread, measured with a full
+            # history), on the busy machine a monitor is opened on, and for those 0.3 s the tab bar pointed at the
+            # view just left (issue 12, key latency).
+            self.animation_level = "none"
 
     # --- layout ---------------------------------------------------------------------------------------------
 
@@ -139,7 +146,7 @@ class IpcmonApp(ActingApp):
                     elif view_id in specs:
                         yield ObjectView(specs[view_id]).data_bind(*state, IpcmonApp.events, IpcmonApp.snapshot)
                     else:
-                        yield DemosView().data_bind(IpcmonApp.context, IpcmonApp.demo_processes, IpcmonApp.snapshot)
+                        yield DemosView().data_bind(*state, IpcmonApp.demo_processes, IpcmonApp.snapshot)
         yield SteadyFooter()
 
     def on_mount(self) -> None:
@@ -268,6 +275,7 @@ def make_app(
     show_self: bool = True,
     places: PlaceSelector | None = None,
     journal: str | None = None,
+    freeze_gc: bool = False,
 ) -> IpcmonApp:
     """The dashboard over a snapshot source (None: the live system, with inotify) — the CLI and tests call this.
 
@@ -278,7 +286,11 @@ def make_app(
     The live system's Monitor also reports who sends each signal (``senders``: root and tracefs), and the journal
     (journal: its path; default ``ipcmon.journal.default_path()``) is read, read-only, when it exists: the Signals
     view, the process view and the detail panes then name senders and creators. With a snapshot source, the journal
-    is read only when its path is given."""
+    is read only when its path is given.
+
+    freeze_gc (the CLI's dashboard, which runs alone in its process) freezes the objects alive once the first scan is
+    drawn out of the garbage collector's sight (refresh.freeze_startup_objects); tests, many Apps in one process,
+    leave it off."""
     config = ScanConfig(kinds=tuple(kinds), pids=pids, hide_self=not show_self)
     app: IpcmonApp
     if source is None:
@@ -311,5 +323,6 @@ def make_app(
         demo_step=demo_step,
         history=history,
         who=Attributions(reader, path=journal),
+        freeze_gc=freeze_gc,
     )
     return app

@@ -71,3 +71,17 @@ async def test_the_read_only_footer_still_leaves_out_the_actions() -> None:
             keys = footer_keys(app)
             assert "Signal" not in keys and "Remove" not in keys and "Export" in keys, (key, keys)
             assert keys == textual_keys(app), key
+
+
+async def test_a_recompose_leaves_no_watcher_of_a_removed_key() -> None:
+    """Textual's recompose (the first bar, a view with more keys) data-binds each new key to Footer.compact; the
+    removed keys' watchers are dropped after it, not by a query at every scan (textual#6666, issue 12)."""
+    app = canned_app()
+    async with app.run_test(size=(160, 40)) as pilot:
+        await started(pilot, app)
+        footer = app.query_one(SteadyFooter)
+        for _ in range(4):
+            footer.call_later(footer.recompose)  # in the footer's context, as Footer.bindings_changed does
+            await pilot.pause()
+        watchers = getattr(footer, "__watchers", {}).get("compact", [])
+        assert 0 < len(watchers) <= len(footer.query_children(FooterKey))

@@ -19,6 +19,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.events import Resize
 from textual.reactive import reactive
+from textual.timer import Timer
 from textual.widgets import DataTable, RichLog, Static
 
 from ipcmon.demos import DEMOS, LESSONS, DemoProcess
@@ -149,6 +150,7 @@ class DemosView(Vertical):
     context: reactive[Context] = reactive(empty_context, always_update=True, repaint=False)
     demo_processes: reactive[dict[str, DemoProcess]] = reactive(dict, always_update=True, repaint=False)
     """The demos the App started, by name (the latest run of each)."""
+    active_view: reactive[str] = reactive("overview", repaint=False)
 
     def __init__(self) -> None:
         super().__init__(id="view-demos")
@@ -156,6 +158,9 @@ class DemosView(Vertical):
         self._shown: str | None = None
         self._runs: dict[str, DemoProcess] = {}
         """The run of each demo whose narration is kept (a new run starts a new narration)."""
+        self._stale = False
+        """The rows wait for the view to be shown (a scan or a narration line came while it was hidden)."""
+        self._drain_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Enter starts or stops the selected demo; g shows its objects; ◆ marks them elsewhere."),
@@ -165,10 +170,27 @@ class DemosView(Vertical):
 
     def on_mount(self) -> None:
         self.refresh_rows()
-        self.set_interval(0.25, self._drain)
+        # Paused while no demo narrates: an idle dashboard wakes only for its scans (issue 12, idle cost).
+        self._drain_timer = self.set_interval(0.25, self._drain, pause=True)
+        self._drain_while_narrated()
+
+    @property
+    def shown(self) -> bool:
+        return self.active_view == "demos"
 
     def watch_snapshot(self, snapshot: Snapshot | None) -> None:
-        if self.is_mounted:
+        # Hidden, the rows wait: each scan walked every running demo's descendants for a table no one saw.
+        self._sync_rows()
+
+    def watch_active_view(self, view: str) -> None:
+        if self._stale:
+            self._sync_rows()
+
+    def _sync_rows(self) -> None:
+        if not self.is_mounted:
+            return
+        self._stale = not self.shown
+        if self.shown:
             self.table.sync(self._rows())
 
     def watch_demo_processes(self, demos: dict[str, DemoProcess]) -> None:
@@ -180,6 +202,18 @@ class DemosView(Vertical):
                     self._shown = None
         if self.is_mounted:
             self.refresh_rows()
+            self._drain_while_narrated()
+
+    def _drain_while_narrated(self) -> None:
+        """Run the narration timer while a demo may still write a line (its narration not finished, or lines not
+        yet taken), pause it otherwise."""
+        if self._drain_timer is None:
+            return
+        if any(not process.finished.is_set() or not process.lines.empty()
+               for process in self.demo_processes.values()):
+            self._drain_timer.resume()
+        else:
+            self._drain_timer.pause()
 
     @property
     def table(self) -> ObjectTable:
@@ -233,7 +267,8 @@ class DemosView(Vertical):
                     self.query_one(NarrationLog).add(Text(printable(self.narration[name][-1])))
                 changed = True
         if changed:
-            self.table.sync(self._rows())
+            self._sync_rows()
+        self._drain_while_narrated()
 
     def _show_narration(self) -> None:
         row = self.table.current_row

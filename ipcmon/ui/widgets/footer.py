@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from textual.binding import Binding
+from textual.dom import DOMNode
 from textual.screen import Screen
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
@@ -43,6 +44,12 @@ class SteadyFooter(Footer):
         # relabelled after the frame that shows the new view. Subscribed immediately instead, they are relabelled as
         # the focus moves, before that frame.
         self.call_next(self._subscribe_immediately)
+
+    async def recompose(self) -> None:
+        await super().recompose()
+        # After Textual's recompose only (the keys removed are closed by then), not at every scan: the DOM-wide
+        # query that found this Footer every second was most of an idle scan's cost on the UI thread (issue 12).
+        drop_closed_watchers(self)
 
     def _subscribe_immediately(self) -> None:
         signal = self.screen.bindings_updated_signal
@@ -91,6 +98,18 @@ class SteadyFooter(Footer):
         if palette and palette_spec is not None:
             _relabel_key(palette[0], palette_spec)
         return True
+
+
+def drop_closed_watchers(node: DOMNode) -> None:
+    """Forget the node's watchers whose widget is gone.
+
+    Each FooterKey of Textual's compose is data-bound to Footer.compact. Textual drops a closed widget's watcher
+    only when the watched value changes, and compact never does, so every key ever shown stayed in memory, ~20
+    widgets a recompose (textual#6666).
+    """
+    for watchers in getattr(node, "__watchers", {}).values():
+        watchers[:] = [(owner, callback) for owner, callback in watchers
+                       if not (getattr(owner, "_closing", False) or getattr(owner, "_closed", False))]
 
 
 def _relabel_key(widget: FooterKey, spec: KeySpec) -> None:

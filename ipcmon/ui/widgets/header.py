@@ -19,7 +19,8 @@ time, the pause state and read-only stay)."""
 class StatusHeader(Static):
     """Bound to the app's snapshot, interval and paused reactives; no clock, so snapshots are deterministic."""
 
-    snapshot: reactive[Snapshot | None] = reactive(None, always_update=True)
+    # repaint=False: redrawn (watch_snapshot) only when a scan changes what the line says, not at every scan.
+    snapshot: reactive[Snapshot | None] = reactive(None, always_update=True, repaint=False)
     interval: reactive[float] = reactive(1.0)
     paused: reactive[bool] = reactive(False)
     scan_error: reactive[str] = reactive("")
@@ -93,6 +94,15 @@ class StatusHeader(Static):
         for _, part in parts:
             text.append_text(part)
         return text
+
+    _said: tuple[tuple[str, str, str], ...] = ()
+    """What the line says, as last drawn: each part's name, words and style."""
+
+    def watch_snapshot(self) -> None:
+        said = tuple((name, part.plain, str(part.style)) for name, part in self.parts())
+        if said != self._said:
+            self._said = said
+            self.refresh()
 
     def watch_paused(self, paused: bool) -> None:
         self.set_class(paused, "-paused")

@@ -250,11 +250,16 @@ class MetricCard(Vertical):
         self.border_title = metric.title
 
     def compose(self) -> ComposeResult:
-        yield Static("", classes="summary")
-        yield Static("", classes="line")
+        # Kept, not queried at each scan: a query matches selectors node by node (issue 12, idle cost).
+        self._summary = Static("", classes="summary")
+        self._line = Static("", classes="line")
+        yield self._summary
+        yield self._line
         if self.metric.value is not None:
-            yield Sparkline([], summary_function=max)
-            yield Static("", classes="caption")
+            self._sparkline = Sparkline([], summary_function=max)
+            self._caption = Static("", classes="caption")
+            yield self._sparkline
+            yield self._caption
 
     def show(self, snapshot: Snapshot, history: deque[float]) -> None:
         scanned = any(kind in snapshot.kinds for kind in self.metric.kinds)
@@ -263,20 +268,19 @@ class MetricCard(Vertical):
             summary = self.metric.summary(snapshot)
         else:
             summary = f"not scanned: ipcmon was started with --kind {','.join(snapshot.kinds)}"
-        update_if_changed(self.query_one(".summary", Static), Text(summary))
+        update_if_changed(self._summary, Text(summary))
         line = Text(f"{self.metric.title}: ", style="bold")
         line.append(summary.replace("\n", "; "), style="" if scanned else "dim")
-        update_if_changed(self.query_one(".line", Static), line)
+        update_if_changed(self._line, line)
         if not scanned or self.metric.value is None:
             return
-        sparkline = self.query_one(Sparkline)
         data = list(history)
-        if redraws(sparkline.data or (), data):
-            sparkline.data = data
+        if redraws(self._sparkline.data or (), data):
+            self._sparkline.data = data
         peak = max(history, default=0.0)
         shown = human_bytes(int(peak)) if "bytes" in self.metric.unit else f"{peak:g}"
         # No scan count here: a caption that changed every scan would re-lay out the screen every scan.
-        update_if_changed(self.query_one(".caption", Static), Text(f"{self.metric.unit}, peak {shown}"))
+        update_if_changed(self._caption, Text(f"{self.metric.unit}, peak {shown}"))
 
 
 class Overview(Vertical):
@@ -301,15 +305,20 @@ class Overview(Vertical):
         self.cache = RowCache()
 
     def compose(self) -> ComposeResult:
-        yield Notes()
-        with Grid(id="cards"):
-            for metric in METRICS:
-                yield MetricCard(metric)
-        yield Static("", id="places")
-        yield Static("", id="alerts-title")
+        # The widgets a refresh updates are kept, not queried at each scan (issue 12, idle cost).
+        self._notes = Notes()
+        self._cards = [MetricCard(metric) for metric in METRICS]
+        self._places = Static("", id="places")
+        self._alerts_title = Static("", id="alerts-title")
         # follow_top: a more serious alert arriving above keeps the cursor on the top row, so Enter takes the user
         # to the most serious one (the cursor stayed on its alert, now second, and Enter went there).
-        yield ObjectTable(ALERT_COLUMNS, sort_column="severity", follow_top=True, id="alerts")
+        self._alerts = ObjectTable(ALERT_COLUMNS, sort_column="severity", follow_top=True, id="alerts")
+        yield self._notes
+        with Grid(id="cards"):
+            yield from self._cards
+        yield self._places
+        yield self._alerts_title
+        yield self._alerts
 
     def watch_snapshot(self, snapshot: Snapshot | None) -> None:
         if snapshot is None:
@@ -325,15 +334,15 @@ class Overview(Vertical):
         snapshot = self.snapshot
         if snapshot is None or not self.is_mounted:
             return
-        self.query_one(Notes).show(snapshot, snapshot.notes)
-        for metric in METRICS:
-            self.query_one(f"#card-{metric.id}", MetricCard).show(snapshot, self.history[metric.id])
+        self._notes.show(snapshot, snapshot.notes)
+        for card in self._cards:
+            card.show(snapshot, self.history[card.metric.id])
         places = places_text(snapshot, self.has_class("-compact"))
-        self.query_one("#places", Static).set_class(bool(places.plain), "-shown")
-        update_if_changed(self.query_one("#places", Static), places)
+        self._places.set_class(bool(places.plain), "-shown")
+        update_if_changed(self._places, places)
         ctx = self.context
         self.alerts = {alert.alert_key: alert for alert in find_alerts(snapshot)}
-        table = self.query_one("#alerts", ObjectTable)
+        table = self._alerts
         rows = list(self.cache.rows(ctx, self.alerts.values(), alert_row, key_of=lambda alert: alert.alert_key))
         self.cache.forget(self.alerts)
         table.sync(rows)
@@ -346,7 +355,7 @@ class Overview(Vertical):
         else:
             # Every deadlock and blocked process is an alert (health._wait_hazards), so "none" is true of them too.
             title.append("   none: nothing orphaned, deleted, full, blocked or deadlocked", style=ctx.palette.good)
-        update_if_changed(self.query_one("#alerts-title", Static), title)
+        update_if_changed(self._alerts_title, title)
 
     def on_resize(self, event: Resize) -> None:
         # Cards compress before the alerts go off screen; a wide terminal puts them side by side.
@@ -387,8 +396,20 @@ def redraws(shown: Sequence[float], data: Sequence[float]) -> bool:
 
 
 def update_if_changed(static: Static, text: Text) -> None:
-    """Static.update re-lays out the screen; most refreshes change nothing, so skip those."""
+    """Show the text unless it is already shown (most refreshes change nothing); lay the screen out again only when the
+    widget's height may change.
+
+    Static.update re-lays out the whole screen. A card's summary changes at every scan while demos run, and the screen
+    was laid out at every scan for it (issue 12: the demos' cost). Its width is its container's, so its height is its
+    number of lines at that width: when that stays, and for a hidden widget (a card's other form), only its own lines
+    are drawn again.
+    """
     shown = (text.plain, list(text.spans))
-    if getattr(static, "_ipcmon_shown", None) != shown:
-        static._ipcmon_shown = shown  # type: ignore[attr-defined]
-        static.update(text)
+    if getattr(static, "_ipcmon_shown", None) == shown:
+        return
+    static._ipcmon_shown = shown  # type: ignore[attr-defined]
+    width = static.content_region.width
+    lines = len(text.wrap(static.app.console, width)) if width else 0
+    same_height = bool(width) and lines == getattr(static, "_ipcmon_lines", None)
+    static._ipcmon_lines = lines  # type: ignore[attr-defined]
+    static.update(text, layout=static.display and not same_height)

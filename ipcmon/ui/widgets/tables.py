@@ -280,6 +280,7 @@ class ObjectTable(DataTable[Cell]):
         wanted = {key: row for key, row in self._all.items() if not query or matches(row, query)}
         resort = False
         gone = [key for key in self._shown if key not in wanted]
+        changed = bool(gone)
         if len(gone) > max(REBUILD_AT, len(self._shown) // 2):
             # DataTable.remove_row renumbers every row (O(rows)), so removing thousands one by one (a filter
             # typed over 5,000 pipes, a stress demo ending) takes seconds. Past this point one clear and
@@ -296,7 +297,7 @@ class ObjectTable(DataTable[Cell]):
             old = self._shown.get(key)
             if old is None:
                 self.add_row(*self.cells(row), key=key)
-                resort = True
+                resort = changed = True
             elif old is not row:
                 for index, (column, new, previous) in enumerate(zip(self.spec, self.cells(row), self.cells(old),
                                                                     strict=True)):
@@ -308,7 +309,8 @@ class ObjectTable(DataTable[Cell]):
             self._sort()
         if cursor_key is not None and cursor_key in self._shown:
             self.select_key(cursor_key)
-        elif cursor_key is None and self.follow_top and self.row_count:
+        elif cursor_key is None and self.follow_top and self.row_count and (changed or resort or self.cursor_row):
+            # Not when nothing moved: move_cursor scrolls the cursor into view, at every scan of an idle machine.
             self.move_cursor(row=0, animate=False)
 
     # --- cursor ---------------------------------------------------------------------------------------------

@@ -261,7 +261,14 @@ class TimelineTable(ScrollView, can_focus=True):
         into view.
         """
         self._cursor = max(0, min(self._cursor, len(self._shown) - 1))
-        self.virtual_size = Size(self._line_width(), len(self._shown) + 1)
+        size = Size(self._line_width(), len(self._shown) + 1)
+        if self.is_on_screen:
+            self.virtual_size = size
+        else:
+            # Hidden (another view is shown), it takes in each scan's events, and setting virtual_size laid the whole
+            # screen out at every scan with new events (issue 12, the demos' cost). The layout that shows it again
+            # sizes its scrollbars from this value (ScrollView._size_updated).
+            self.set_reactive(TimelineTable.virtual_size, size)
         if shift:
             self.scroll_to(y=self.scroll_y + shift, animate=False, immediate=True)
         if scroll:

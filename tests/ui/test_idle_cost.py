@@ -1,0 +1,155 @@
+"""A scan that changes nothing on screen costs the UI thread almost nothing (issue 12, idle cost): no widget is
+refreshed, no table cell drawn, and no timer wakes the dashboard between scans; and nothing is animated."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from rich.text import Text
+from textual.pilot import Pilot
+from textual.widget import Widget
+from textual.widgets import Static
+
+from ipcmon.model import Event
+from ipcmon.ui.app import IpcmonApp
+from ipcmon.ui.widgets.demos_view import DemosView
+from ipcmon.ui.widgets.overview import update_if_changed
+from ipcmon.ui.widgets.tables import ObjectTable
+from ipcmon.ui.widgets.timeline_table import TimelineTable
+from tests.ui import canned
+from tests.ui.conftest import canned_app, started, wait_for
+
+SCANS = 3
+
+
+@contextmanager
+def refreshes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The widgets asked to redraw (Widget.refresh) while the block runs, by type."""
+    asked: list[str] = []
+    original = Widget.refresh
+
+    def refresh(self: Widget, *args: object, **kwargs: object) -> Widget:
+        asked.append(type(self).__name__)
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Widget, "refresh", refresh)
+        yield asked
+
+
+async def rescan(pilot: Pilot[None], app: IpcmonApp, times: int) -> None:
+    """Scan ``times`` times, each after the previous one reached the views."""
+    for _ in range(times):
+        shown = app.snapshot
+        app.request_scan()
+        await wait_for(pilot, lambda: app.snapshot is not shown, "the next scan")  # noqa: B023 (awaited here)
+        await pilot.pause()
+
+
+def equal_snapshots(count: int) -> list[canned.Snapshot]:
+    """The canned snapshot, then ``count`` equal copies of it (new records, as each real scan makes)."""
+    first = canned.canned_snapshot()
+    return [first, *(copy.deepcopy(first) for _ in range(count))]
+
+
+@pytest.mark.parametrize("key", ["1", "5", "6", "7"])
+async def test_a_scan_that_changes_nothing_redraws_nothing(key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = canned_app(*equal_snapshots(SCANS + 1))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await started(pilot, app)
+        await pilot.press(key)
+        await rescan(pilot, app, 1)  # the view shown has taken a scan since
+        tables = list(app.query(ObjectTable))
+        drawn = {table: table.cells_rendered for table in tables}
+        with refreshes(monkeypatch) as asked:
+            await rescan(pilot, app, SCANS)
+        assert asked == []
+        assert {table: table.cells_rendered for table in tables} == drawn
+
+
+async def test_the_narration_timer_waits_for_a_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    drained: list[DemosView] = []
+    original = DemosView._drain
+
+    def drain(self: DemosView) -> None:
+        drained.append(self)
+        original(self)
+
+    monkeypatch.setattr(DemosView, "_drain", drain)  # before the App is built: the timer calls this one
+    app = canned_app(interval=3600.0)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await started(pilot, app)
+        await pilot.pause(1.0)  # four ticks of the narration timer, were it running
+        assert drained == []
+
+
+def test_no_animations_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tab underline's slide was 18 more frames per view switch (issue 12); TEXTUAL_ANIMATIONS still decides."""
+    monkeypatch.delenv("TEXTUAL_ANIMATIONS", raising=False)
+    assert canned_app().animation_level == "none"
+    monkeypatch.setenv("TEXTUAL_ANIMATIONS", "full")
+    monkeypatch.setattr("textual.constants.TEXTUAL_ANIMATIONS", "full")  # read by Textual when it is imported
+    assert canned_app().animation_level == "full"
+
+
+def shm_events(count: int, start: float) -> list[Event]:
+    """``count`` created events of distinct segments (the timeline's lines)."""
+    return [Event(time=start + index, mechanism="shm", event="created", object=f"/ipcmon-idle-{index}",
+                  key=f"shm:0:{index}") for index in range(count)]
+
+
+async def test_events_taken_in_while_the_events_view_is_hidden_lay_nothing_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    app = canned_app(*equal_snapshots(3))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await started(pilot, app)
+        await pilot.press("6")
+        await pilot.press("1")
+        await pilot.pause()
+        timeline = app.query_one(TimelineTable)
+        laid_out: list[str] = []
+        original = Widget.refresh
+
+        def refresh(self: Widget, *args: object, layout: bool = False, **kwargs: object) -> Widget:
+            if layout:
+                laid_out.append(type(self).__name__)
+            return original(self, *args, layout=layout, **kwargs)  # type: ignore[arg-type]
+
+        with monkeypatch.context() as patched:
+            patched.setattr(Widget, "refresh", refresh)
+            app.event_log.extend(shm_events(200, time.time()))
+            await rescan(pilot, app, 1)
+        assert "TimelineTable" not in laid_out
+        assert timeline.virtual_size.height > 200  # taken in all the same
+        await pilot.press("6")
+        await pilot.pause()
+        assert timeline.vertical_scrollbar.window_virtual_size == timeline.virtual_size.height
+
+
+async def test_a_card_lays_the_screen_out_only_when_its_height_may_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = canned_app()
+    async with app.run_test(size=(160, 50)) as pilot:
+        await started(pilot, app)
+        summary = app.query_one("#card-shm .summary", Static)
+        line = app.query_one("#card-shm .line", Static)  # the compact form, hidden at this size
+        laid_out: list[Widget] = []
+        original = Widget.refresh
+
+        def refresh(self: Widget, *args: object, layout: bool = False, **kwargs: object) -> Widget:
+            if layout:
+                laid_out.append(self)
+            return original(self, *args, layout=layout, **kwargs)  # type: ignore[arg-type]
+
+        with monkeypatch.context() as patched:
+            patched.setattr(Widget, "refresh", refresh)
+            # Two lines, as the canned scan's summary: drawn again, not laid out; the hidden compact form neither.
+            update_if_changed(summary, Text("4 POSIX\n2.0M allocated"))
+            update_if_changed(line, Text("Shared memory: 4 POSIX; 2.0M allocated"))
+            assert laid_out == []
+            assert "4 POSIX" in str(summary.render())
+            update_if_changed(summary, Text("4 POSIX\n2.0M allocated\none more line"))
+            assert laid_out == [summary]

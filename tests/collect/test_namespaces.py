@@ -317,7 +317,10 @@ def test_a_queue_of_an_ipc_namespace_with_no_mount_of_its_own_is_placed_by_its_h
         (queue,) = _named(snapshot.mqueues, name)
         assert queue.place is not None and queue.place.ipc == ipc and not queue.place.host
         assert queue.path is None and queue.messages == 1 and queue.dev != host_dev
-        (space,) = [space for space in snapshot.namespaces if space.place.ipc == ipc]
+        spaces = [space for space in snapshot.namespaces if space.place.ipc == ipc]
+        assert len(spaces) == 1, (spaces, [(p.pid, p.comm, p.place) for p in snapshot.processes
+                                           if p.place is not None and p.place.ipc == ipc])
+        (space,) = spaces
         assert space.mqueue_dev == host_dev and space.mqueue_dir is None  # the host's: listed there, once
         assert [space.mqueue_dev for space in snapshot.namespaces].count(host_dev) >= 2
         assert len({queue.path for queue in snapshot.mqueues if queue.path and queue.path.startswith("/dev/")}) == \

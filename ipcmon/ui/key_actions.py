@@ -30,6 +30,7 @@ from ipcmon.ui.screens.signal import SignalPicker
 from ipcmon.ui.view.rows import record_name
 from ipcmon.ui.view.table import Row
 from ipcmon.ui.views import VIEWS, NavigatingApp
+from ipcmon.ui.widgets.object_view import ESCAPED_DIGITS
 from ipcmon.who import Sent, read_journal_of, sent_text, with_live
 
 RECEIVED_SHOWN = 3
@@ -62,6 +63,9 @@ class ActingApp(NavigatingApp):
         Binding("minus", "slower", "Slower"),
         *(Binding(str(number), f"show_view('{view}')", title, show=False, priority=True)
           for number, (view, title) in enumerate(VIEWS, start=1)),
+        # Escape and a view's digit read as one key (object_view.ESCAPED_DIGITS): the digit's view.
+        *(Binding(name, f"show_view('{VIEWS[int(digit) - 1][0]}')", show=False, priority=True)
+          for name, digit in ESCAPED_DIGITS.items() if 1 <= int(digit) <= len(VIEWS)),
     ]
     # Actions that need the main screen (not a dialog or the process view on top of it).
     MAIN_SCREEN_ACTIONS: ClassVar[frozenset[str]] = frozenset(

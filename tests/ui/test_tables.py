@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from rich.text import Text
+from textual.events import Key
 
 from ipcmon.model import Event
 from ipcmon.ui.screens.confirm import ConfirmScreen
 from ipcmon.ui.screens.signal import SignalPicker
+from ipcmon.ui.widgets.object_view import ESCAPED_DIGITS
 from tests.ui import canned
 from tests.ui.conftest import canned_app, jump, record_notifications, shown_names, started, view, wait_for
 
@@ -241,3 +244,30 @@ async def test_an_event_detail_shows_the_history_of_its_object() -> None:
         detail = str(view(app, "events").query_one(".detail-body").render())
         history = [e for e in app.events if e.key == event.key]
         assert history and f"History since ipcmon started ({len(history)})" in detail
+
+
+def test_escape_and_a_digit_read_together_are_named_as_textual_reads_them() -> None:
+    # A terminal's ESC then 2, in one read (typed quickly, or over ssh), is one key to Textual: "™" (macOS's Option+2).
+    from textual._xterm_parser import XTermParser
+
+    for digit in "1234567890":
+        (key,) = list(XTermParser().feed(f"\x1b{digit}"))
+        assert ESCAPED_DIGITS[key.key] == digit, (digit, key)
+
+
+@pytest.mark.parametrize("focus", ["filter", "table"])
+async def test_escape_and_a_digit_read_together_clear_the_filter_and_switch_views(focus: str) -> None:
+    app = canned_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await started(pilot, app)
+        await pilot.press("2", "slash", *"consumer")
+        await wait_for(pilot, lambda: shown_names(app, "shm") == ["/demo-frames", "/ticket"], "the filter")
+        box = view(app, "shm").query_one(".filter")
+        if focus == "table":
+            await pilot.press("enter")
+        (key,) = [name for name, digit in ESCAPED_DIGITS.items() if digit == "6"]
+        app.post_message(Key(key, "§"))  # what Textual's parser makes of ESC 6 (the test above)
+        await wait_for(pilot, lambda: app.active_view == "events", "the Events view")
+        assert "§" not in box.value  # type: ignore[attr-defined]
+        if focus == "filter":  # Escape in the box clears it, as alone
+            await wait_for(pilot, lambda: box.value == "", "the filter cleared")  # type: ignore[attr-defined]

@@ -13,6 +13,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.css.scalar import Scalar, Unit
 from textual.events import Click, Key
+from textual.keys import _character_to_key  # the key names Textual gives characters (tests check it still does)
 from textual.message import Message
 from textual.reactive import reactive
 from textual.timer import Timer
@@ -135,6 +136,14 @@ class Notes(Static):
         self.dismiss_hidden()
 
 
+ESCAPED_DIGITS: dict[str, str] = {_character_to_key(character): digit
+                                  for digit, character in zip("1234567890", "¡™£¢∞§¶•ªº", strict=True)}
+"""Escape then a digit, read together (typed quickly, or over ssh), by the name of the key Textual makes of them:
+Textual reads ESC 1…ESC 0 as the characters macOS's Option key gives on the digit row (``\x1b2`` → ``™``), so the
+digit, a view's key, was lost. The dashboard reads each as Escape then the digit (an IPC name filter has no use for
+``™``)."""
+
+
 class FilterInput(Input):
     """The filter box. Enter and Escape hand the keyboard back at once (to ``hand_back_to``, the table).
 
@@ -150,7 +159,7 @@ class FilterInput(Input):
     hand_back_to: Widget | None = None
 
     async def _on_key(self, event: Key) -> None:
-        if self.screen.focused is not self or event.key in ("enter", "escape"):
+        if self.screen.focused is not self or event.key in ("enter", "escape") or event.key in ESCAPED_DIGITS:
             event.stop()
             event.prevent_default()
         if self.screen.focused is not self:
@@ -161,6 +170,11 @@ class FilterInput(Input):
         elif event.key == "escape":
             self._hand_back()
             self.post_message(self.Cleared())
+        elif event.key in ESCAPED_DIGITS:  # Escape, then the digit as if typed again
+            self._hand_back()
+            self.post_message(self.Cleared())
+            digit = ESCAPED_DIGITS[event.key]
+            self.app.post_message(Key(digit, digit))
         else:
             await super()._on_key(event)
 

@@ -323,14 +323,16 @@ def read_journal_of(snapshot: Snapshot, db: str | None, processes: Iterable[Proc
     return read_journal(db, objects, [(signals.pid, started.get(signals.pid)) for signals in processes])
 
 
-def with_live(known: Known, created: Iterable[tuple[str, Actor, float]], sent: Mapping[int, Sequence[Sent]]) -> Known:
-    """known, with what a live dashboard saw itself: the creators its events named, as (object key, actor, time),
-    win over the journal's (whether each still runs is read now: ``runs``); the signals it saw join the journal's,
-    each act once (``same_act``), newest first, PER_TARGET per process."""
+def with_live(known: Known, created: Iterable[tuple[str, Actor, float, str]],
+              sent: Mapping[int, Sequence[Sent]]) -> Known:
+    """known, with what a live dashboard saw itself: the creators its events named, as (object key, actor, time,
+    source: ``fanotify``, ``tracefs``), win over the journal's (whether each still runs is read now: ``runs``); the
+    signals it saw join the journal's, each act once (``same_act``), newest first, PER_TARGET per process."""
     creators = dict(known.creators)
-    for key, actor, when in created:
+    for key, actor, when, source in created:
         running = runs(actor)
-        creators[key] = CreatorFacts(actor, when, None if running is None else not running)
+        creators[key] = CreatorFacts(actor, when, None if running is None else not running,
+                                     source=source if source in ("fanotify", "tracefs") else None)
     merged = dict(known.sent)
     for pid, seen in sent.items():
         kept = list(merged.get(pid, ()))

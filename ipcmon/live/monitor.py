@@ -623,8 +623,11 @@ class Monitor:
                     return  # a poll already saw it (the inotify event came late)
                 self._names[path] = Named(key, st.st_dev, st.st_ino)
                 self._announced.pop((key, "destroyed", None), None)  # a new object on a reused inode
-                events.append(Event(now, mechanism, "created", name, key, source="inotify",
-                                    detail=f"{st.st_size} bytes", place=self._host))
+                # A queue's st_size is the length of its status text in the mqueue filesystem (QSIZE:… NOTIFY:…),
+                # nothing of its own: its limits come with the next poll's record.
+                detail = "" if mechanism == "mqueue" else f"{st.st_size} bytes"
+                events.append(Event(now, mechanism, "created", name, key, source="inotify", detail=detail,
+                                    place=self._host))
             else:
                 known = self._names.pop(path, None)
                 key = known.key if known is not None else f"{mechanism}:?:{name}"

@@ -319,7 +319,7 @@ class ActingApp(NavigatingApp):
         self._export(self.snapshot, created, sent)
 
     @work(thread=True, group="action", exit_on_error=False)
-    def _export(self, snapshot: Snapshot, created: list[tuple[str, Actor, float]],
+    def _export(self, snapshot: Snapshot, created: list[tuple[str, Actor, float, str]],
                 sent: dict[int, tuple[Sent, ...]]) -> None:
         known = (with_live(read_journal_of(snapshot, self.who.path, snapshot.signals), created, sent)
                  if self.who.known else None)

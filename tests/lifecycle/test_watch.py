@@ -50,6 +50,8 @@ def test_inotify_reports_create_and_destroy_between_polls(cleanup: Cleanup) -> N
         # No poll ran since the baseline: these came from inotify.
         assert (created.event, created.source, created.mechanism) == ("created", "inotify", "shm")
         assert (queue_created.event, queue_created.source, queue_created.mechanism) == ("created", "inotify", "mqueue")
+        assert created.detail == "4096 bytes"
+        assert queue_created.detail == ""  # not the size of its status text in /dev/mqueue (80 bytes, whatever it is)
         assert (destroyed.event, destroyed.source) == ("destroyed", "inotify")
         _, polled = monitor.poll()
         # The poll does not announce the queue's creation a second time.

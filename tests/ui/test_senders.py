@@ -302,3 +302,32 @@ def test_a_send_seen_live_and_in_the_journal_is_listed_once(tmp_path: Path) -> N
     assert [(sent.signal, sent.outcome) for sent in sents] == [("SIGUSR1", "blocked, pending"),
                                                               ("SIGTERM", "delivered")]
     app.who.close()
+
+
+async def test_the_export_names_the_creator_the_dashboard_saw_with_its_source(spawn: Spawn, cleanup: Cleanup,
+                                                                             tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("the dashboard names creators through fanotify: root, as CI is")
+    name = new_name()
+    cleanup.shm(name)
+    app = live_app(interval=0.5, kinds=("shm",), journal=str(tmp_path / "no-journal.db"), export_dir=str(tmp_path))
+    messages = record_notifications(app)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await started(pilot, app)
+        creator = spawn(f"""
+            import posix_ipc
+            posix_ipc.SharedMemory({name!r}, posix_ipc.O_CREX, size=4096).close_fd()
+            say("ready")
+            hold()
+            """, comm="ipcmon-ui-mk2")
+        creator.expect()
+        await wait_for(pilot, lambda: any(e.event == "created" and e.object == name and e.actor is not None
+                                          for e in app.event_log), "the creation, with who did it")
+        await wait_for(pilot, lambda: any(s.name == name for s in (app.snapshot.shm if app.snapshot else ())),
+                       "the segment in the snapshot")
+        await pilot.press("e")
+        await wait_for(pilot, lambda: any(m.startswith("Exported") for m in messages), "the export")
+    [segment] = [segment for segment in _exported(messages)["shm"] if segment["name"] == name]
+    creator_json = segment["created_by"]
+    assert (creator_json["pid"], creator_json["comm"], creator_json["source"], creator_json["exited"]) == (
+        creator.pid, "ipcmon-ui-mk2", "fanotify", False)

@@ -141,13 +141,14 @@ class Attributions:
                     facts = facts_of(answer)
         return facts
 
-    def seen(self, snapshot: Snapshot, events: Iterable[Event]) -> tuple[list[tuple[str, Actor, float]],
+    def seen(self, snapshot: Snapshot, events: Sequence[Event]) -> tuple[list[tuple[str, Actor, float, str]],
                                                                         dict[int, tuple[Sent, ...]]]:
         """What this dashboard saw itself, for who.with_live: the snapshot's POSIX objects whose ``created`` event
-        named its actor (key, actor, time; the newest per object), and the signals kept for each of its processes.
-        On the UI thread (the event log and SentLog are written there); reads nothing from the kernel."""
+        named its actor (key, actor, time, source; the newest per object, from a log newest first), and the signals
+        kept for each of its processes. On the UI thread (the event log and SentLog are written there); reads nothing
+        from the kernel."""
         keys = {segment.object_key for segment in snapshot.shm} | {queue.object_key for queue in snapshot.mqueues}
-        created = {event.key: (event.key, event.actor, event.time) for event in events
+        created = {event.key: (event.key, event.actor, event.time, event.source) for event in reversed(events)
                    if event.event == "created" and event.actor is not None and event.key in keys}
         sent = {process.pid: kept for process in snapshot.processes if (kept := self.sent.to(process.pid))}
         return list(created.values()), sent

@@ -19,7 +19,8 @@ stays flat once the log is full. A new palette or a change of demo pids just red
 rebuilt as it is drawn when its colours or its demo badge are out of date.
 
 Columns are as wide as the widest cell built so far (as a DataTable's grow with its rows); they never shrink.
-Sorting by another column is not offered: a timeline is in time order.
+Sorting by another column is not offered: a timeline is in arrival order (an event a source delivers late is
+listed when it arrives, with its own time).
 
 The cursor is held as a position from the top (0 is the newest shown). At the top it follows the newest
 event; anywhere else it stays on its event as new ones arrive above it, the view scrolling by as many lines

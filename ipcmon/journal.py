@@ -1070,6 +1070,11 @@ class JournalReader:
             oldest = self._rows("SELECT min(time) AS time FROM attributions", [])
             since_when = (f"nothing before {_clock(oldest[0]['time'])}" if oldest and oldest[0]["time"] is not None
                           else "nothing older")
+            # Lifecycle events are pruned first (_PRUNING_ORDER): they may start well after who did what.
+            events = self._rows("SELECT min(time) AS time FROM events", [])
+            first_event = events[0]["time"] if events else None
+            if first_event is not None and (not oldest or oldest[0]["time"] is None or first_event > oldest[0]["time"]):
+                since_when += f" and no lifecycle events (attached, detached…) before {_clock(first_event)}"
             said.append(f"the journal {self.path} keeps {since_when}: its oldest records were removed to keep it "
                         f"under its size limit (the last time at {_clock(pruned[0]['time'])}; ipcmon record "
                         "--max-size gives it more room)")

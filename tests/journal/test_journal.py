@@ -152,6 +152,12 @@ def test_a_storm_of_lifecycle_events_is_pruned_before_who_did_what(tmp_path: Pat
         notes = [note.text for note in reader.notes()]
         assert notes and notes[-1].startswith(PRUNED_NOTE) and "lifecycle events" in notes[-1]
         assert "attributions" not in notes[-1]
+        # The readers' warning says both: who did what goes back further than the lifecycle events kept.
+        (warning,) = reader.warnings(time.time() - 86400)
+        clock = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(start))
+        assert f"keeps nothing before {clock} and no lifecycle events (attached, detached…) before " in warning, warning
+        events_from = warning.split("lifecycle events (attached, detached…) before ")[1][:19]
+        assert time.mktime(time.strptime(events_from, "%Y-%m-%d %H:%M:%S")) >= int(start) + 100  # the storm's pruned
 
 
 def test_a_full_queue_drops_counts_and_says_so(tmp_path: Path) -> None:

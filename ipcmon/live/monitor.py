@@ -71,6 +71,8 @@ ANNOUNCED_MAX = 4096
 """inotify events remembered so the next poll does not report them again. Under churn most are never
 matched (the object was gone before the poll), so without a cap this grew to ~100k entries a minute
 and made every poll slower (issue 7)."""
+ENDED_SECONDS = 60.0
+"""How long a name a poll found gone is remembered, for inotify's late word of its unlink."""
 
 HOLD = 0.5
 """Seconds an event that an attribution source may name waits for it (the Attributor holds its records SETTLE)."""
@@ -221,6 +223,9 @@ class Monitor:
         """st_dev of each shm tmpfs → its namespace's place (the last scan's), to place fanotify's records."""
         self._names: dict[str, Named] = {}
         """path → (object key, held) from the last snapshot and inotify, to name deletions."""
+        self._ended: dict[str, float] = {}
+        """path → when (time.monotonic) a poll last found its name gone: the poll reported its end (``destroyed``,
+        ``unlinked-while-held``), so inotify's later word of the unlink is not a second end (ENDED_SECONDS)."""
         self._named_records: dict[int, tuple[ShmSegment | MessageQueue, str, Named]] = {}
         """The last snapshot's named segments and queues by record identity, with their path and Named: a Scanner
         hands the same record again for an object that did not change (collect.recall), whose Named is then kept."""
@@ -347,6 +352,11 @@ class Monitor:
             now[id(record)] = (record, path, named)
             names[path] = named
         self._named_records = now
+        moment = time.monotonic()
+        self._ended = {path: when for path, when in self._ended.items() if moment - when < ENDED_SECONDS}
+        # Only names the last snapshot had: this poll's diff said their end. (One inotify saw made since the scan
+        # began is not in either, and its unlink is still news.)
+        self._ended.update((path, moment) for path in {entry[1] for entry in before.values()} - names.keys())
         self._names = names
 
     # --- inotify and the attribution sources ---------------------------------------------------------------
@@ -622,6 +632,7 @@ class Monitor:
                 if known is not None and known.key == key:
                     return  # a poll already saw it (the inotify event came late)
                 self._names[path] = Named(key, st.st_dev, st.st_ino)
+                self._ended.pop(path, None)
                 self._announced.pop((key, "destroyed", None), None)  # a new object on a reused inode
                 # A queue's st_size is the length of its status text in the mqueue filesystem (QSIZE:… NOTIFY:…),
                 # nothing of its own: its limits come with the next poll's record.
@@ -630,6 +641,8 @@ class Monitor:
                                     place=self._host))
             else:
                 known = self._names.pop(path, None)
+                if known is None and self._ended.pop(path, None) is not None:
+                    return  # a poll already found it gone and said so (the inotify event came late)
                 key = known.key if known is not None else f"{mechanism}:?:{name}"
                 holding, gone = known.split_holders() if known is not None else ([], [])
                 if known is not None and not known.holders:

@@ -279,9 +279,10 @@ def _object_history(reader: JournalReader, what: str, limit: int) -> list[Entry]
     entries += [(e.time, 1, "" if id(e) in told else _event_line(e), _event_json(e)) for e in events]
     actors = {(r.actor.pid, r.actor.start_ticks) for r in attributions}
     actors |= {(e.actor.pid, e.actor.start_ticks) for e in events if e.actor is not None}
-    for pid, start_ticks in actors:
-        entries += [(x.time, 2, _exit_line(x), _exit_json(x)) for x in reader.exits_of(pid)
-                    if start_ticks is None or x.start_ticks == start_ticks]
+    # Each exit once: an actor known by pid alone and the same one known with its start time name the same exits.
+    exits = {(x.time, x.pid, x.start_ticks): x for pid, start_ticks in actors for x in reader.exits_of(pid)
+             if start_ticks is None or x.start_ticks == start_ticks}
+    entries += [(x.time, 2, _exit_line(x), _exit_json(x)) for x in exits.values()]
     return entries
 
 

@@ -160,7 +160,9 @@ def test_history_of_an_object_and_of_a_process_text_and_json(tmp_path: Path) -> 
         Attribution(now - 1.5, "sent", "signal", f"{me.pid} python3", sender, "tracefs", f"signal:{me.pid}",
                     signal=10, target=me.pid, target_comm=me.comm, result="delivered", blocked=True),
         ProcessExit(now - 1, sender.pid, 77, sender.comm, sender.cmdline),
-        Event(now - 0.5, "shm", "destroyed", hostile, "shm:9:1", source="inotify"),
+        # Its remover known by pid alone (no start time): the same exit, listed once all the same.
+        Event(now - 0.5, "shm", "destroyed", hostile, "shm:9:1", source="inotify",
+              actor=Actor(sender.pid, sender.comm, None, 0, None)),
         Note(now - 2.5, "12 records dropped: the journal's writer fell behind (12 shm attached)"),
         Note(now - 3600, "an old note, before anything this history shows"),
     ]
@@ -200,7 +202,7 @@ def test_history_of_an_object_and_of_a_process_text_and_json(tmp_path: Path) -> 
     assert len(sent) == 1 and f"→ {me.pid}" in sent[0] and ": blocked, pending by " in sent[0]
     assert "\x1b" not in process.stdout and r"by 4100000 kill\x1b[2J kill -USR1" in sent[0]
     by_sender = json.loads(history("pid:4100000", "--json").stdout)
-    assert [r["type"] for r in by_sender["records"]] == ["attribution", "attribution", "exit"]
+    assert [r["type"] for r in by_sender["records"]] == ["attribution", "attribution", "exit", "event"]
     assert "named" not in history("pid:4100000").stderr
     later = Actor(4_100_000, "reused", None, 0, 999)  # the kernel gave the pid to another process later
     journal, _ = started(path)

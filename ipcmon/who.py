@@ -186,6 +186,14 @@ def actor_text(actor: Actor) -> str:
     return f"{actor.pid} {comm}" + (f" {command}" if command else "")
 
 
+def doer_text(actor: Actor) -> str:
+    """Who did an act: actor_text, or ``the kernel (in 4242 python3)`` for what the kernel did in a process's context
+    (a SIGPIPE, a SIGCHLD). Raw."""
+    if actor.kernel:
+        return f"the kernel (in {actor.pid} {actor.comm or '?'})"
+    return actor_text(actor)
+
+
 def creator_text(facts: CreatorFacts | None, *, unlinked: bool = False) -> str:
     """``created by 4242 python3 train.py at 12:03:07; that process exited at 12:05:40``, ``…; that process is
     still running``, ``created by … at 12:03:07`` when whether it runs is unknown, or ``creator unknown`` for None.

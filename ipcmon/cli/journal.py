@@ -169,9 +169,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 def _actor_text(actor: Actor) -> str:
     """``4242 python3 train.py --fast`` (who.actor_text), ``the kernel (in 4242 python3)``; printable."""
-    if actor.kernel:
-        return f"the kernel (in {actor.pid} {printable(actor.comm or '?')})"
-    return printable(who.actor_text(actor))
+    return printable(who.doer_text(actor))
 
 
 def _when(epoch: float) -> str:

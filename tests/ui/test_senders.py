@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +23,14 @@ from rich.text import Text
 from ipcmon.journal import Journal
 from ipcmon.live import tracefs
 from ipcmon.live.attribution import sent_event
-from ipcmon.model import Actor, Attribution
+from ipcmon.model import Actor, Attribution, Event
 from ipcmon.ui.screens.signal import SignalPicker
 from ipcmon.ui.view import actors
 from ipcmon.ui.view.actors import Attributions, SentLog
-from ipcmon.ui.view.describe import describe_process
+from ipcmon.ui.view.describe import describe_process, describe_record
 from ipcmon.ui.view.rows import signal_rows
 from ipcmon.ui.view.table import Context, RowCache, matches
-from ipcmon.ui.view.timeline import event_probe
+from ipcmon.ui.view.timeline import EVENT_COLUMNS, event_probe, event_row
 from ipcmon.ui.widgets.tables import ObjectTable
 from ipcmon.ui.widgets.timeline_table import TimelineTable
 from ipcmon.who import COMMAND_MAX, CreatorFacts, clock_at, creator_text, sent_from_event, sent_text
@@ -331,3 +332,21 @@ async def test_the_export_names_the_creator_the_dashboard_saw_with_its_source(sp
     creator_json = segment["created_by"]
     assert (creator_json["pid"], creator_json["comm"], creator_json["source"], creator_json["exited"]) == (
         creator.pid, "ipcmon-ui-mk2", "fanotify", False)
+
+
+def test_the_events_view_names_who_created_an_object_in_its_row_and_detail() -> None:
+    ctx = Context(canned.canned_snapshot())
+    maker = Actor(4242, "train\x1b[2J", ("python3", "train.py", "--fast"), 0, 77)
+    made = Event(canned.TAKEN_AT, "shm", "created", "/x", "shm:9:1", source="fanotify", detail="4096 bytes",
+                 actor=maker)
+    row = event_row(made, "e1", 0, ctx)
+    by_column = {column.key: cell for column, cell in zip(EVENT_COLUMNS, row.cells, strict=True)}
+    assert (by_column["pid"].plain, by_column["comm"].plain) == ("4242", r"train\x1b[2J")  # made printable
+    assert matches(event_probe(made, "e1", ctx), "pid:4242")
+    text = describe_record(made, ctx, []).plain
+    assert r"by          4242 train\x1b[2J python3 train.py --fast" in text, text
+    kernel = replace(made, actor=Actor(4242, "python3", None, 0, None, kernel=True))
+    assert "by          the kernel (in 4242 python3)" in describe_record(kernel, ctx, []).plain
+    about = replace(made, pid=4300, comm="holder")  # an event about a process names that process in the columns
+    cells = event_row(about, "e2", 0, ctx).cells
+    assert (cells[4].plain, cells[5].plain) == ("4300", "holder")

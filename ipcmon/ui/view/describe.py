@@ -52,7 +52,7 @@ from ipcmon.text import (
 from ipcmon.ui.view.actors import SENDERS_SHOWN
 from ipcmon.ui.view.rows import record_name
 from ipcmon.ui.view.table import Context, state_style
-from ipcmon.who import MARK_GLYPH, creator_words, sent_text
+from ipcmon.who import MARK_GLYPH, creator_words, doer_text, sent_text
 
 BAR_WIDTH = 30
 
@@ -326,6 +326,8 @@ def _describe_event(detail: Detail, record: Event) -> None:
     detail.line("source", record.source)
     if record.pid is not None:
         detail.line("process", f"{record.pid} {record.comm or ''}")
+    if record.actor is not None:  # who did it, when an attribution source named it
+        detail.line("by", doer_text(record.actor))
     if record.detail:
         detail.line("detail", record.detail)
     _place(detail, record.place)

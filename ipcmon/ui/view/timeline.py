@@ -44,18 +44,27 @@ EVENT_KINDS: dict[str, frozenset[str]] = {
 ``--kind signal`` would, ``sent`` events included."""
 
 
+def event_process(event: Event) -> tuple[int | None, str | None]:
+    """The PID and COMM cells' process: the one the event is about (an attach's holder, a signal's target), else
+    the one that did it when an attribution source named it (a creation's, a removal's: ``Event.actor``)."""
+    if event.pid is not None or event.actor is None:
+        return event.pid, event.comm
+    return event.actor.pid, event.actor.comm
+
+
 def event_probe(event: Event, key: str, ctx: Context) -> Row:
     """An event's row without its cells: what the filter matches (search text, fields) and Enter acts on.
 
     Built for every event as it arrives (the filter goes over them all); the cells, most of a row's cost, are
     built by :func:`event_row` only for the lines drawn (issue 12).
     """
-    pids = (event.pid,) if event.pid is not None else ()
+    pid, comm = event_process(event)
+    pids = (pid,) if pid is not None else ()
     return Row(
         key=key,
         cells=(),
         record=event,
-        search=search_text(ctx, pids, event.mechanism, event.event, event.object, event.comm, event.detail),
+        search=search_text(ctx, pids, event.mechanism, event.event, event.object, comm, event.detail),
         fields={**fields_of(pids, mechanism=event.mechanism, event=event.event, source=event.source),
                 "kind": EVENT_KINDS.get(event.mechanism, frozenset())},
         pids=tuple(pid for pid in pids if pid in ctx.processes),
@@ -64,7 +73,8 @@ def event_probe(event: Event, key: str, ctx: Context) -> Row:
 
 
 def event_row(event: Event, key: str, sequence: int, ctx: Context) -> Row:
-    pids = (event.pid,) if event.pid is not None else ()
+    pid, comm = event_process(event)
+    pids = (pid,) if pid is not None else ()
     style_name = EVENT_STYLES.get(event.event)
     style: str = getattr(ctx.palette, style_name) if style_name else ""
     probe = event_probe(event, key, ctx)
@@ -76,8 +86,8 @@ def event_row(event: Event, key: str, sequence: int, ctx: Context) -> Row:
             text_cell(event.mechanism),
             text_cell(event.event, style),
             name_cell(ctx, event.object + place_suffix(event.place), pids),  # ``/seg [web-1]`` off the host
-            number_cell(event.pid, None if event.pid is not None else "-"),
-            text_cell(event.comm or "-"),
+            number_cell(pid, None if pid is not None else "-"),
+            text_cell(comm or "-"),
             text_cell(event.source),
             text_cell(event.detail or ""),
         ),

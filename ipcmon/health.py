@@ -172,7 +172,7 @@ PIPE_BUF = 4096
 
 def pipe_flags(
     readers: Iterable[PipeEnd], writers: Iterable[PipeEnd], buffered: int | None, capacity: int | None,
-    *, nonblocking: bool = False, kernel_readers: bool | None = None, kernel_writers: bool | None = None,
+    *, self_pipe: bool = False, kernel_readers: bool | None = None, kernel_writers: bool | None = None,
     unseen: bool = False, writer_blocked: bool = False,
 ) -> tuple[PipeFlag, ...]:
     """A pipe's flags in this order: no-reader, no-writer (or their unknown forms), full, both-ends.
@@ -188,7 +188,7 @@ def pipe_flags(
     room in pages, not bytes: a writer can block with far fewer bytes buffered than the capacity (sixteen
     one-byte writes fill sixteen pages), which only the blocked writer shows.
     both-ends: one process holds a read and a write end; not for a wake-up pipe (see wakeup_pipe, which needs
-    nonblocking: every end has O_NONBLOCK)."""
+    self_pipe: every end has O_NONBLOCK, or the one holder has several threads)."""
     reader_pids = {end.pid for end in readers}
     writer_pids = {end.pid for end in writers}
     flags: list[PipeFlag] = []
@@ -198,14 +198,15 @@ def pipe_flags(
         flags.append("no-writer?" if kernel_writers is None and unseen else "no-writer")
     if writer_blocked or (buffered is not None and capacity and buffered > capacity - PIPE_BUF):
         flags.append("full")
-    if reader_pids & writer_pids and not (nonblocking and wakeup_pipe(reader_pids, writer_pids)):
+    if reader_pids & writer_pids and not (self_pipe and wakeup_pipe(reader_pids, writer_pids)):
         flags.append("both-ends")
     return tuple(flags)
 
 
 def wakeup_pipe(reader_pids: Collection[int], writer_pids: Collection[int]) -> bool:
-    """Whether a pipe whose every end is O_NONBLOCK (the caller checks that) is an event loop's wake-up pipe,
-    which ``both-ends`` must not flag: one process holds every read and every write end, and nobody else.
+    """Whether a pipe whose every end is O_NONBLOCK, or whose holder has several threads (the caller checks that:
+    ``self_pipe``), is a wake-up pipe, which ``both-ends`` must not flag: one process holds every read and every
+    write end, and nobody else.
 
     ``both-ends`` is there for the classic mistake of a process that forks and forgets to close the end it
     does not use: its reader then never sees EOF, because it holds a writer itself. That end is a plain
@@ -215,8 +216,11 @@ def wakeup_pipe(reader_pids: Collection[int], writer_pids: Collection[int]) -> b
     signal.set_wakeup_fd, which must be non-blocking) is the opposite on both counts: one process, every end
     made non-blocking so that neither the write in a signal handler nor the draining read can ever block.
     An htop or lsof user would not want every terminal multiplexer on the machine listed as a hazard, so that
-    pattern is no hazard. A wake-up pipe that was never made non-blocking, or a non-blocking pipe shared
-    with a second process, is still flagged: the rule errs towards showing.
+    pattern is no hazard. So is a pipe between a multi-threaded process's own threads, made blocking or not: one
+    thread polls its read end while another writes (watchdog's inotify thread, and so ipcmon record's and every
+    ipcmon's, is woken that way through a plain pipe(2)); the forgotten end of a fork is a single-threaded
+    program's mistake. A single-threaded process's wake-up pipe that was never made non-blocking, or a
+    non-blocking pipe shared with a second process, is still flagged: the rule errs towards showing.
     """
     return len(reader_pids) == 1 and set(reader_pids) == set(writer_pids)
 

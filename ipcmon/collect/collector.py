@@ -47,6 +47,8 @@ class ScanInputs:
     """Notes a collector adds while it builds (after the where-to-look notes and the unreadable count)."""
     hidden: int = 0
     """Processes whose descriptors or mappings could not be read (any of them may hold an end of any pipe)."""
+    threads: Mapping[int, int] = field(default_factory=dict)
+    """Each read process's thread count, by pid, as /proc/PID/stat said in this scan."""
 
     def recall(self, snapshot_field: str) -> Recall[Any] | None:
         """The records a Scanner kept of this Snapshot field in its previous scan; None for a single scan."""

@@ -85,6 +85,7 @@ def collect(
     settled: Collection[int] = (),
     proc: str = procfs.PROC,
     unseen: bool = False,
+    threads: Mapping[int, int] | None = None,
 ) -> tuple[Pipe, ...]:
     """Every pipe and FIFO that some readable process holds, grouped by (dev, inode).
 
@@ -96,8 +97,10 @@ def collect(
     each process bound how long such a change goes unseen. A FIFO's fill is always read: anyone may open it
     by its path, write, and go.
 
-    A pipe that one process alone holds, with a read and a write end, has the open flags of its ends read
-    (/proc/PID/fdinfo, every scan: they are few) to tell an event loop's wake-up pipe (health.wakeup_pipe).
+    A pipe that one process alone holds, with a read and a write end, is a wake-up pipe (health.wakeup_pipe)
+    when that process has several threads (threads: pid → thread count; a channel between its own threads, as
+    watchdog's, ipcmon's own among them), else when the open flags of its ends (/proc/PID/fdinfo, every scan:
+    they are few) are all O_NONBLOCK (an event loop's self-pipe).
     A pipe some process is blocked writing to (its Process.waiting, resolved before the collectors run) is
     full (health.pipe_flags).
 
@@ -119,9 +122,10 @@ def collect(
     for identity, refs in grouped.items():
         ends = tuple([(ref.pid, ref.fd, ref.access, comms[ref.pid]) for ref in refs])
         kind: PipeKind = "fifo" if refs[0].kind == "fifo" else "pipe"
-        nonblocking = _self_held(refs) and _all_nonblocking(refs, proc)
+        self_pipe = _self_held(refs) and ((threads is not None and threads.get(refs[0].pid, 1) > 1)
+                                          or _all_nonblocking(refs, proc))
         writer_blocked = bool(blocked) and file_key(kind, identity[0], identity[1]) in blocked
-        inputs = (ends, nonblocking, writer_blocked) if nonblocking or writer_blocked else ends
+        inputs = (ends, self_pipe, writer_blocked) if self_pipe or writer_blocked else ends
         prior = recall.get(identity, inputs) if recall is not None else None
         if prior is not None and prior.kind != kind:
             prior = None
@@ -132,11 +136,11 @@ def collect(
         else:
             state = _fill(refs, identity, kind, pidfds) if fill else _UNKNOWN_FILL
             if prior is not None and (prior.buffered, prior.capacity) == (state.buffered, state.capacity) and (
-                prior.flags == _flags(prior.readers, prior.writers, state, nonblocking, unseen, writer_blocked)
+                prior.flags == _flags(prior.readers, prior.writers, state, self_pipe, unseen, writer_blocked)
             ):
                 pipe = prior
             else:
-                pipe = _pipe(identity, kind, refs, ends, state, nonblocking, unseen, writer_blocked)
+                pipe = _pipe(identity, kind, refs, ends, state, self_pipe, unseen, writer_blocked)
         pipes.append(pipe if recall is None else recall.keep(identity, inputs, pipe))
     pipes.sort(key=_order)
     return tuple(pipes)
@@ -185,7 +189,7 @@ def _pipe(
     refs: list[FdRef],
     ends: tuple[tuple[int, int, str, str], ...],
     state: Fill,
-    nonblocking: bool = False,
+    self_pipe: bool = False,
     unseen: bool = False,
     writer_blocked: bool = False,
 ) -> Pipe:
@@ -206,15 +210,15 @@ def _pipe(
         capacity=state.capacity,
         readers=tuple(readers),
         writers=tuple(writers),
-        flags=_flags(readers, writers, state, nonblocking, unseen, writer_blocked),
+        flags=_flags(readers, writers, state, self_pipe, unseen, writer_blocked),
     )
 
 
 def _flags(
-    readers: Iterable[PipeEnd], writers: Iterable[PipeEnd], state: Fill, nonblocking: bool, unseen: bool,
+    readers: Iterable[PipeEnd], writers: Iterable[PipeEnd], state: Fill, self_pipe: bool, unseen: bool,
     writer_blocked: bool = False,
 ) -> tuple[PipeFlag, ...]:
-    return pipe_flags(readers, writers, state.buffered, state.capacity, nonblocking=nonblocking,
+    return pipe_flags(readers, writers, state.buffered, state.capacity, self_pipe=self_pipe,
                       kernel_readers=state.readers, kernel_writers=state.writers, unseen=unseen,
                       writer_blocked=writer_blocked)
 
@@ -226,7 +230,7 @@ def _order(pipe: Pipe) -> tuple[str, int]:
 def _build(inputs: ScanInputs) -> tuple[Pipe, ...]:
     return collect(inputs.processes, inputs.fds, inputs.pidfds, fill=inputs.config.pipe_fill,
                    recall=inputs.recall("pipes"), settled=inputs.settled, proc=inputs.config.proc,
-                   unseen=inputs.hidden > 0)
+                   unseen=inputs.hidden > 0, threads=inputs.threads)
 
 
 def _restrict(pipes: tuple[Pipe, ...], wanted: Collection[int]) -> tuple[Pipe, ...]:

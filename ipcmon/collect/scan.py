@@ -165,6 +165,7 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
             config, places, tables.processes, tables.fds, tables.maps, tables.signals, pidfds,
             settled=memory.reused if memory is not None and not tables.blind else (),
             memory=memory, notes=notes, hidden=tables.hidden,
+            threads={pid: kin.threads for pid, kin in tables.kin.items()},
         )
         for collector in collectors:
             records[collector.snapshot_field] = collector.build(inputs)

@@ -56,6 +56,42 @@ def test_a_wakeup_pipe_made_blocking_is_flagged_at_the_next_repeated_scan(spawn:
     assert pipe_by_inode(scanner.scan(), inode).flags == ()
 
 
+THREADS_PIPE = """
+    import threading, select
+    read_end, write_end = os.pipe()  # blocking, as watchdog's inotify thread's kill pipe (and so every ipcmon's)
+    stop = threading.Event()
+    def poll_it():
+        while not stop.is_set():
+            select.select([read_end], [], [], 0.05)
+    helper = None
+    say("ready", os.fstat(read_end).st_ino)
+    for command in commands():
+        if command == "thread":
+            helper = threading.Thread(target=poll_it)
+            helper.start()
+        else:
+            stop.set()
+            helper.join()
+        say("done")
+"""
+
+
+def test_a_blocking_pipe_between_a_processs_own_threads_is_not_flagged(spawn: Spawn) -> None:
+    # Seen in review: every ipcmon record (watchdog's kill pipe, plain pipe(2)) was a "both-ends" hazard to the
+    # other front ends. Single-threaded, the same pipe is the forgotten end of a fork, and flagged.
+    child = spawn(THREADS_PIPE, comm="ipcm-threads")
+    (inode,) = (int(word) for word in child.expect())
+    scanner = Scanner(ScanConfig(kinds=("pipe",)))
+    assert pipe_by_inode(scanner.scan(), inode).flags == ("both-ends",)
+    child.tell("thread")
+    child.expect("done")
+    assert pipe_by_inode(scanner.scan(), inode).flags == ()
+    assert pipe_by_inode(scan_kinds("pipe"), inode).flags == ()
+    child.tell("join")
+    child.expect("done")
+    assert pipe_by_inode(scanner.scan(), inode).flags == ("both-ends",)
+
+
 FORGETFUL_FORK = """
     read_end, write_end = os.pipe2(os.O_NONBLOCK) if {nonblocking} else os.pipe()
     inode = os.fstat(read_end).st_ino

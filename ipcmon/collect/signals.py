@@ -83,12 +83,19 @@ def queue_line(section: bytes) -> tuple[bytes, bytes]:
     return section[:start] + section[end:], section[start + 6 : end].strip()
 
 
-def real_uid(status: bytes) -> int | None:
-    """The real uid of a /proc/PID/status text (the first number of its Uid line); None when it has none."""
-    start = status.find(b"\nUid:")
+def status_value(status: bytes, key: bytes) -> bytes | None:
+    """The value of one line of a /proc/PID/status text (``SigBlk`` → ``0000000000000001``), found without
+    parsing the others; None when it has no such line (the first line, Name, is never asked for)."""
+    start = status.find(b"\n" + key + b":")
     if start == -1:
         return None
-    fields = status[start + 5 : status.find(b"\n", start + 1)].split()
+    end = status.find(b"\n", start + 1)
+    return status[start + len(key) + 2 : end if end != -1 else len(status)].strip()
+
+
+def real_uid(status: bytes) -> int | None:
+    """The real uid of a /proc/PID/status text (the first number of its Uid line); None when it has none."""
+    fields = (status_value(status, b"Uid") or b"").split()
     return int(fields[0]) if fields and fields[0].isdigit() else None
 
 
@@ -162,13 +169,7 @@ def read_threads(pid: int, main_thread: ThreadSignals, proc: str = procfs.PROC,
 def _thread_masks(status: bytes) -> dict[bytes, bytes]:
     """SigPnd and SigBlk of a thread's status, as parse_status gives them (found, not every line parsed: a
     process's threads are a scan's most numerous status reads)."""
-    found = {}
-    for key in (b"SigPnd", b"SigBlk"):
-        start = status.find(b"\n" + key + b":")
-        if start != -1:
-            end = status.find(b"\n", start + 1)
-            found[key] = status[start + len(key) + 2 : end if end != -1 else len(status)].strip()
-    return found
+    return {key: value for key in (b"SigPnd", b"SigBlk") if (value := status_value(status, key)) is not None}
 
 
 def _build(inputs: ScanInputs) -> tuple[ProcessSignals, ...]:

@@ -40,8 +40,7 @@ class ScanInputs:
     pidfds: PidFds
     """Borrows descriptors of the scanned processes (pidfd_getfd); open for the whole scan."""
     settled: Collection[int] = ()
-    """Pids whose tables a Scanner took over unread (they have not run since); empty when a process whose
-    descriptors could not be read has run since the last scan (then nothing is known to be unchanged)."""
+    """Pids whose tables a Scanner took over unread (they have not run since; empty for a single scan)."""
     memory: RecordMemory | None = None
     notes: list[str] = field(default_factory=list)
     """Notes a collector adds while it builds (after the where-to-look notes and the unreadable count)."""

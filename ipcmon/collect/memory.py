@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ipcmon.collect.process import RememberedProcess
 from ipcmon.collect.recall import Recall
 
+REFRESH_SECONDS = 30.0
+"""A Scanner reads each process in full about this often (seconds), whatever the scheduler says: how long a change
+that its run signature cannot show may go unseen (Scanner)."""
 REFRESH_EVERY = 10
-"""A Scanner reads each process in full at least once in this many scans, whatever the scheduler says."""
+"""Scans per full read of each process until the interval between scans is known (two scans)."""
 
 
 class ScanMemory:
     """The processes of the last scan by pid, the pids whose tables it took over, and, per Snapshot field, the
     records a collector may reuse (Recall)."""
 
-    def __init__(self, refresh_every: int = REFRESH_EVERY) -> None:
-        self.refresh_every = max(1, refresh_every)
+    def __init__(self, refresh_every: int | None = None, refresh_seconds: float = REFRESH_SECONDS) -> None:
+        """refresh_every: read each process in full once in this many scans; None: once in as many scans as
+        make refresh_seconds at the interval measured between scans (a dashboard at 1 Hz: 30; an exporter
+        scraped every 15 s: 2)."""
+        self.fixed = refresh_every is not None
+        self.refresh_every = max(1, refresh_every if refresh_every is not None else REFRESH_EVERY)
+        self.refresh_seconds = refresh_seconds
+        self._began: float | None = None
+        self._interval: float | None = None
         self.processes: dict[int, RememberedProcess] = {}
         """The last scan's read of each process it could read, by pid."""
         self.scans_begun = 0
@@ -38,10 +49,23 @@ class ScanMemory:
         """A new scan begins: returns the previous scan's processes (self.processes starts empty)."""
         self.scans_begun += 1
         self.reused = set()
+        if not self.fixed:
+            self._pace(time.monotonic())
         for kept in self.records.values():
             kept.turn()
         previous, self.processes = self.processes, {}
         return previous
+
+    def _pace(self, now: float) -> None:
+        """Scans per full read from the interval between scans, smoothed so that one slow or hurried scan does
+        not move the rotation (a change of refresh_every moves each process's turn)."""
+        if self._began is not None:
+            interval = max(now - self._began, 0.001)
+            self._interval = interval if self._interval is None else 0.8 * self._interval + 0.2 * interval
+            wanted = max(1, round(self.refresh_seconds / self._interval))
+            if abs(wanted - self.refresh_every) > self.refresh_every / 4:
+                self.refresh_every = wanted
+        self._began = now
 
     def previous_read(self, previous: dict[int, RememberedProcess], pid: int) -> RememberedProcess | None:
         """What the last scan read of pid, unless it is this process's turn to be read in full."""

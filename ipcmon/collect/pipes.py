@@ -14,7 +14,7 @@ import select
 import termios
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ipcmon.collect import procfs
 from ipcmon.collect.collector import Collector, ScanInputs, held_by
@@ -91,11 +91,14 @@ def collect(
 
     With recall (a Scanner's), a pipe whose ends and fill are what they were is the previous scan's record.
     An anonymous pipe whose every end belongs to a settled process (one that has not run since the previous
-    scan) keeps its previous fill unread: none of its holders can have written to it or read from it.
-    Someone opening /proc/PID/fd/N, or borrowing an end, could; the Scanner passes no settled processes when
-    a process whose descriptor table is unreadable has run since the last scan, and its periodic full reads of
-    each process bound how long such a change goes unseen. A FIFO's fill is always read: anyone may open it
-    by its path, write, and go.
+    scan) keeps its previous fill unread: none of its holders can have written to it or read from it. An end
+    ipcmon does not see could have: one held by a process whose descriptor table it cannot read, one opened
+    through /proc/PID/fd/N, one borrowed with pidfd_getfd(2). The Scanner's full read of each process in turn
+    (its refresh_every) bounds how long such a change goes unseen: the pipe's fill is read again at each of
+    its holders' turns. (Reading every fill whenever an unreadable process had run was the exact rule, but one
+    such process that wakes every second, any other user's daemon to an ordinary user, made it every fill at
+    every scan: 100 ms of a 5,000-pipe scan.) A FIFO's fill is always
+    read: anyone may open it by its path, write, and go.
 
     A pipe that one process alone holds, with a read and a write end, is a wake-up pipe (health.wakeup_pipe)
     when that process has several threads (threads: pid → thread count; a channel between its own threads, as
@@ -112,20 +115,30 @@ def collect(
     for ref in fds:
         if ref.kind == "pipe" or ref.kind == "fifo":
             grouped[(ref.dev, ref.inode)].append(ref)
-    # Once per scan, not once per end: a large machine has tens of thousands of ends, the same few comms.
-    comms = {pid: comm_of(processes, pid) for pid in {ref.pid for refs in grouped.values() for ref in refs}}
+    comms: dict[int, str] = {}
     settled = settled if isinstance(settled, (set, frozenset)) else frozenset(settled)
     blocked = {wait.key for process in processes.values()
                if (wait := process.waiting) is not None and wait.kind == "write" and wait.key is not None}
 
     pipes = []
     for identity, refs in grouped.items():
-        ends = tuple([(ref.pid, ref.fd, ref.access, comms[ref.pid]) for ref in refs])
         kind: PipeKind = "fifo" if refs[0].kind == "fifo" else "pipe"
+        if recall is not None and kind == "pipe":
+            kept = recall.previous(identity)
+            if kept is not None and _unchanged(refs, kept, settled, unseen):
+                # Nobody who holds it has run, so each of these ends was the previous record's: with as many ends,
+                # every one, and no holder can have changed its fill, its flags or its name (the test below, made
+                # before any tuple is built: most pipes of a large machine take this path).
+                pipes.append(recall.keep(identity, kept[0], kept[1]))
+                continue
+        for ref in refs:
+            if ref.pid not in comms:  # once per holder, not once per end: the same few comms
+                comms[ref.pid] = comm_of(processes, ref.pid)
+        ends = tuple([(ref.pid, ref.fd, ref.access, comms[ref.pid]) for ref in refs])
         self_pipe = _self_held(refs) and ((threads is not None and threads.get(refs[0].pid, 1) > 1)
                                           or _all_nonblocking(refs, proc))
         writer_blocked = bool(blocked) and file_key(kind, identity[0], identity[1]) in blocked
-        inputs = (ends, self_pipe, writer_blocked) if self_pipe or writer_blocked else ends
+        inputs = (ends, self_pipe, writer_blocked, unseen)
         prior = recall.get(identity, inputs) if recall is not None else None
         if prior is not None and prior.kind != kind:
             prior = None
@@ -144,6 +157,17 @@ def collect(
         pipes.append(pipe if recall is None else recall.keep(identity, inputs, pipe))
     pipes.sort(key=_order)
     return tuple(pipes)
+
+
+def _unchanged(refs: list[FdRef], kept: tuple[Any, Pipe], settled: frozenset[int] | set[int], unseen: bool) -> bool:
+    """Whether an anonymous pipe is the previous scan's record as it stands: every end belongs to a settled
+    process (its descriptor table is the previous scan's, so each end was among the record's ends), as many ends
+    as then (so none has gone), its fill was known, and the hidden processes are as they were (kept: the inputs
+    and record Recall kept; the inputs end with ``unseen``)."""
+    inputs, record = kept
+    if record.buffered is None or inputs[3] != unseen or len(inputs[0]) != len(refs):
+        return False
+    return settled.issuperset([ref.pid for ref in refs])
 
 
 def _self_held(refs: list[FdRef]) -> bool:

@@ -46,8 +46,6 @@ class ProcessRead(NamedTuple):
     """The scheduler's account of the process before its tables were read (Scanner only; see run_signature)."""
     reused: bool = False
     """The fds, maps, command line, owner and wait are the previous scan's (nothing of it has run since)."""
-    fds_hidden: bool = False
-    """Its descriptor table could not be read."""
     signal_section: bytes = b""
     """The lines of /proc/PID/status that ``signals`` was decoded from."""
     kin: waiting.Kin | None = None
@@ -180,7 +178,7 @@ def _read_tables(pid: int, stat: procfs.Stat, plan: ReadPlan) -> ProcessRead:
         nspid=namespaces.read_nspid(pid, proc) if place is not None and not place.host else None,
     )
     raw = waiting.read_raw(pid, proc, fds=fds, cpu=stat.processor) if stat.state in ("S", "D") else None
-    return ProcessRead(process, fds, maps, None, raw, stat.state, fds_hidden=fds_hidden, kin=_kin(stat))
+    return ProcessRead(process, fds, maps, None, raw, stat.state, kin=_kin(stat))
 
 
 def _kin(stat: procfs.Stat) -> waiting.Kin:

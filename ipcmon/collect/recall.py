@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 Record = TypeVar("Record")
 
@@ -26,6 +26,11 @@ class Recall(Generic[Record]):
         if entry is None or entry[0] != inputs:
             return None
         return entry[1]
+
+    def previous(self, identity: Hashable) -> tuple[Any, Record] | None:
+        """The previous scan's (inputs, record) for identity, for a collector that can tell without building its
+        inputs that they are unchanged; None when there was none."""
+        return self._before.get(identity)
 
     def keep(self, identity: Hashable, inputs: Hashable, record: Record) -> Record:
         """Remember a record of this scan for the next one; returns it."""

@@ -23,7 +23,7 @@ from ipcmon.collect.collectors import COLLECTORS
 from ipcmon.collect.config import SHM_DIR, Places, ScanConfig, find_mqueue_dir, locate
 from ipcmon.collect.fds import Devices, FdRef, MapRef, maps_token, read_fds
 from ipcmon.collect.forked import read_forked
-from ipcmon.collect.memory import REFRESH_EVERY, ScanMemory
+from ipcmon.collect.memory import ScanMemory
 from ipcmon.collect.mqueue import MOUNT_MQUEUE_HINT
 from ipcmon.collect.process import ProcessRead, ReadPlan, RememberedProcess, Unread, read_process, run_signature
 from ipcmon.collect.procfs import Denied, Gone, PidFds
@@ -78,12 +78,13 @@ class Scanner:
     again for it: stat (name, parent), status (pending signals; not even that for a sleeper that blocks nothing,
     which a signal would wake: process._settled_signals), the fill of its pipes (see pipes.collect), and where a
     collector uses them, the size, owner, mode and link count of the files its descriptors point at. Each process
-    is still read in full every ``refresh_every`` scans, for what that argument cannot see (a descriptor table
-    or signal handlers shared with clone(CLONE_FILES, CLONE_SIGHAND) between two processes, which is rare; a
-    limit set from outside with prlimit(2)).
+    is still read in full in turn, for what that argument cannot see (a descriptor table or signal handlers
+    shared with clone(CLONE_FILES, CLONE_SIGHAND) between two processes, which is rare; a limit set from outside
+    with prlimit(2); a write into a pipe through an end no scanned process holds): every ``refresh_every``
+    scans, or by default about every memory.REFRESH_SECONDS (30 s) whatever the interval between scans.
     """
 
-    def __init__(self, config: ScanConfig = _DEFAULT_CONFIG, *, refresh_every: int = REFRESH_EVERY) -> None:
+    def __init__(self, config: ScanConfig = _DEFAULT_CONFIG, *, refresh_every: int | None = None) -> None:
         self.config = config
         self._memory = ScanMemory(refresh_every)
 
@@ -114,9 +115,6 @@ class _ProcessTables:
     waits: dict[int, tuple[waiting.RawWait, list[FdRef]]] = field(default_factory=dict)
     kin: dict[int, waiting.Kin] = field(default_factory=dict)
     hidden: int = 0
-    blind: bool = False
-    """Some process whose descriptor table could not be read has run since the last scan (or could not be
-    told): its pipe ends are unknown, and it may have written into or read from any of them."""
 
 
 def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) -> Snapshot:
@@ -163,7 +161,7 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
     with PidFds() as pidfds:
         inputs = ScanInputs(
             config, places, tables.processes, tables.fds, tables.maps, tables.signals, pidfds,
-            settled=memory.reused if memory is not None and not tables.blind else (),
+            settled=memory.reused if memory is not None else (),
             memory=memory, notes=notes, hidden=tables.hidden,
             threads={pid: kin.threads for pid, kin in tables.kin.items()},
         )
@@ -193,7 +191,8 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
     # Budgets are machine-wide: read from the whole scan, before --pid narrows it (restrict_to_pids keeps them).
     limits = None
     if memory is not None:
-        limits = capacity.LimitMemory(memory.recall("capacity.limits"), memory.turn)
+        limits = capacity.LimitMemory(memory.recall("capacity.limits"), memory.turn,
+                                      memory.recall("capacity.pipe_owners"))
     budgets = capacity.collect(snapshot, proc=config.proc, shm_dir=places.shm_dir, shm_dev=places.shm_dev,
                                hidden=tables.hidden, limits=limits, shm_mounts=places.shm_mounts())
     snapshot = replace(snapshot, scan_seconds=time.perf_counter() - started, stuck=stuck, deadlocks=deadlocks,
@@ -251,15 +250,11 @@ def _read_processes(
             continue
         if result is Unread.DENIED:
             tables.hidden += 1
-            tables.blind = True
             continue
         assert isinstance(result, ProcessRead)
         process = result.process
         tables.processes[pid] = process
         tables.hidden += process.hidden
-        # A process whose descriptors are hidden may write into any pipe; one that has not run since the last
-        # scan (its tables taken over) cannot have, so only one that ran makes every pipe's fill worth reading.
-        tables.blind = tables.blind or (result.fds_hidden and not result.reused)
         tables.fds.extend(result.fds)
         tables.maps.extend(result.maps)
         if result.signals is not None:

@@ -170,6 +170,7 @@ def collect(
     maps: Iterable[MapRef],
     proc: str = procfs.PROC,
     recall: Recall[ShmSegment] | None = None,
+    settled: Collection[int] = (),
 ) -> tuple[ShmSegment, ...]:
     """Every segment on the shm tmpfs (or each of several) with its holders, plus unlinked segments still held.
 
@@ -181,7 +182,8 @@ def collect(
     orphaned only when no process at all holds it.
 
     With recall (a Scanner's), a listed segment whose file and holders are what they were is the previous
-    scan's record."""
+    scan's record; a holder's name and pid in its namespace are compared only when some holder is not settled
+    (has run since the last scan: Scanner), as only a process itself can change them."""
     mounts = _mounts(shm_dir)
     by_dev = {mount.dev: mount for mount in reversed(mounts)}  # the first of those sharing a device wins
     # The first (the shm directory) may be a plain directory, where only paths inside it are segments (issue 7);
@@ -212,12 +214,16 @@ def collect(
             held_maps = maps_by_id.get(identity, [])
             inputs = None
             if recall is not None:
-                inputs = (path, st.st_size, st.st_blocks, st.st_mode, st.st_uid, st.st_gid, st.st_mtime, st.st_ctime,
-                          tuple((ref.pid, ref.fd, ref.access, comm_of(processes, ref.pid),
-                                 nspid_of(processes, ref.pid)) for ref in held_fds),
-                          tuple((ref.pid, ref.prot, ref.start, ref.end, comm_of(processes, ref.pid),
-                                 nspid_of(processes, ref.pid)) for ref in held_maps),
-                          mount.place)
+                # The file as listed and every descriptor and mapping on it; then the name and inner pid of each
+                # holder, which only a holder that ran can have changed (so built only when one did).
+                base = (path, st.st_size, st.st_blocks, st.st_mode, st.st_uid, st.st_gid, st.st_mtime, st.st_ctime,
+                        tuple(held_fds), tuple(held_maps), mount.place)
+                kept = recall.previous(identity)
+                if kept is not None and kept[0][0] == base and _all_settled(held_fds, held_maps, settled):
+                    segments.append(recall.keep(identity, kept[0], kept[1]))
+                    continue
+                holders = [ref.pid for ref in held_fds] + [mref.pid for mref in held_maps]
+                inputs = (base, tuple((comm_of(processes, pid), nspid_of(processes, pid)) for pid in holders))
                 segment = recall.get(identity, inputs)
                 if segment is not None:
                     segments.append(recall.keep(identity, inputs, segment))
@@ -357,12 +363,16 @@ def _notes(config: ScanConfig, places: Places) -> list[str]:
     return [] if note is None else [note]
 
 
+def _all_settled(held_fds: list[FdRef], held_maps: list[MapRef], settled: Collection[int]) -> bool:
+    return all(ref.pid in settled for ref in held_fds) and all(mref.pid in settled for mref in held_maps)
+
+
 def _build(inputs: ScanInputs) -> tuple[ShmSegment, ...]:
     mounts = inputs.places.shm_mounts()
     if not mounts:
         return ()
     return collect(mounts, inputs.processes, inputs.fds, inputs.maps, inputs.config.proc,
-                   recall=inputs.recall("shm"))
+                   recall=inputs.recall("shm"), settled=inputs.settled)
 
 
 def _restrict(segments: tuple[ShmSegment, ...], wanted: Collection[int]) -> tuple[ShmSegment, ...]:

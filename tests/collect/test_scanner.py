@@ -15,7 +15,8 @@ import pytest
 
 from ipcmon.collect import ScanConfig, Scanner, procfs, scan
 from ipcmon.collect import forked as forked_reader
-from ipcmon.collect.fds import Devices, read_fds
+from ipcmon.collect.fds import Devices, FdRef, read_fds
+from ipcmon.collect.memory import REFRESH_SECONDS, ScanMemory
 from ipcmon.collect.pipes import collect as collect_pipes
 from ipcmon.collect.process import run_signature
 from ipcmon.collect.recall import Recall
@@ -83,13 +84,19 @@ def new_segment(cleanup: Cleanup, name: str, size: int = 4096) -> None:
     posix_ipc.SharedMemory(cleanup.shm(name), posix_ipc.O_CREX, size=size).close_fd()
 
 
-def test_a_process_taken_over_reads_as_a_fresh_scan(spawn: Spawn, cleanup: Cleanup, unique_name: str) -> None:
-    new_segment(cleanup, unique_name)
-    child = spawn(SINGLE, comm="ipcmon-settled")
+def holding_all(spawn: Spawn, cleanup: Cleanup, name: str, comm: str) -> tuple[Child, int]:
+    """A child named comm that holds a new segment (a descriptor and a mapping) and both ends of a pipe; the
+    child and the pipe's inode."""
+    new_segment(cleanup, name)
+    child = spawn(SINGLE, comm=comm)
     child.expect()
-    ask(child, f"open-shm {unique_name}")
-    ask(child, f"map-shm {unique_name}")
-    inode = int(ask(child, "pipe")[0])
+    ask(child, f"open-shm {name}")
+    ask(child, f"map-shm {name}")
+    return child, int(ask(child, "pipe")[0])
+
+
+def test_a_process_taken_over_reads_as_a_fresh_scan(spawn: Spawn, cleanup: Cleanup, unique_name: str) -> None:
+    child, inode = holding_all(spawn, cleanup, unique_name, "ipcmon-settled")
 
     scanner = Scanner()
     taken_over = settle(scanner, child.pid)
@@ -124,6 +131,22 @@ def test_what_a_process_does_shows_in_the_next_scan(
     detached = scanner.scan()
     assert segment_named(detached, unique_name).holders == ()
     assert segment_named(detached, unique_name).state == "orphaned"
+
+
+def test_a_holder_renamed_shows_on_its_segment_and_pipe_in_the_next_scan(
+    spawn: Spawn, cleanup: Cleanup, unique_name: str
+) -> None:
+    """Records are reused while their holders have not run; a holder that renames itself has, and the very next
+    scan names it anew on what it holds."""
+    child, inode = holding_all(spawn, cleanup, unique_name, "ipcm-old")
+    scanner = Scanner()
+    before = settle(scanner, child.pid)
+    assert {h.comm for h in segment_named(before, unique_name).holders} == {"ipcm-old"}
+    ask(child, "rename ipcm-new")
+    after = scanner.scan()
+    assert {h.comm for h in segment_named(after, unique_name).holders} == {"ipcm-new"}
+    pipe = pipe_by_inode(after, inode)
+    assert {end.comm for end in pipe.readers + pipe.writers} == {"ipcm-new"}
 
 
 def test_a_thread_renamed_shows_in_the_next_scan(spawn: Spawn) -> None:
@@ -247,6 +270,61 @@ def test_an_anonymous_pipe_of_settled_holders_is_the_previous_record(spawn: Spaw
     assert (first.buffered, len(first.readers), len(first.writers)) == (0, 1, 1)
 
 
+def test_a_pipe_whose_settled_holder_lost_a_fellow_holder_is_built_again(spawn: Spawn) -> None:
+    """The previous record is taken as it stands only with as many ends as it had: when one of two holders exits,
+    the one left (which never ran) holds the pipe alone."""
+    read_end, write_end = os.pipe()
+    try:
+        inode = os.fstat(read_end).st_ino
+        holders = [spawn("say('ready')\nhold()\n", pass_fds=(read_end,)) for _ in range(2)]
+    finally:
+        os.close(read_end)
+    try:
+        for holder in holders:
+            holder.expect()
+        pids = {holder.pid for holder in holders}
+
+        def refs_of(wanted: set[int]) -> list[FdRef]:
+            return [ref for pid in sorted(wanted) for ref in read_fds(pid, Devices(None, None)) if ref.inode == inode]
+
+        processes = {p.pid: p for p in scan().processes if p.pid in pids}
+        recall: Recall[Pipe] = Recall()
+        with procfs.PidFds() as pidfds:
+            (first,) = collect_pipes(processes, refs_of(pids), pidfds, recall=recall, settled=pids)
+            recall.turn()
+            (again,) = collect_pipes(processes, refs_of(pids), pidfds, recall=recall, settled=pids)
+            holders[0].stop()
+            left = {holders[1].pid}
+            recall.turn()
+            (alone,) = collect_pipes(processes, refs_of(left), pidfds, recall=recall, settled=left)
+    finally:
+        os.close(write_end)
+    assert again is first
+    assert sorted(end.pid for end in first.readers) == sorted(pids)
+    assert [end.pid for end in alone.readers] == [holders[1].pid]
+
+
+def test_a_write_through_an_end_ipcmon_does_not_see_shows_by_the_holders_full_read_turn(spawn: Spawn) -> None:
+    """The bound of that trade: a write through an end no scanned process holds (here /proc/PID/fd/N opened by
+    the test; as well a process whose descriptors cannot be read) shows at the latest at the holder's next full
+    read, every refresh_every scans, though the holder never ran."""
+    child = spawn(SINGLE)
+    child.expect()
+    inode, _read_end, write_end = (int(word) for word in ask(child, "pipe"))
+    scanner = Scanner(refresh_every=3)
+    assert pipe_by_inode(settle(scanner, child.pid), inode).buffered == 0
+    before = run_signature(child.pid, procfs.parse_stat(procfs.read_bytes(f"/proc/{child.pid}/stat")))
+    outside = os.open(f"/proc/{child.pid}/fd/{write_end}", os.O_WRONLY)
+    try:
+        os.write(outside, b"z" * 100)
+    finally:
+        os.close(outside)
+    seen = [pipe_by_inode(scanner.scan(), inode).buffered for _ in range(3)]
+    assert 100 in seen, f"fills over refresh_every scans: {seen}"
+    after = run_signature(child.pid, procfs.parse_stat(procfs.read_bytes(f"/proc/{child.pid}/stat")))
+    assert before is not None and before == after  # the holder never ran: only its full-read turn read the fill
+
+
 def test_every_process_is_read_in_full_in_turn(spawn: Spawn) -> None:
     child = spawn(SINGLE)
     child.expect()
@@ -348,3 +426,20 @@ def test_a_forked_scan_reads_what_a_serial_scan_reads(
         return {p.inode for p in snapshot.pipes if os.getpid() in {e.pid for e in (*p.readers, *p.writers)}}
 
     assert held_by_me(forked) == held_by_me(serial)  # the pipe to the child is not in the snapshot
+
+
+@pytest.mark.parametrize(("interval", "every"), [(1.0, 30), (15.0, 2), (60.0, 1), (0.25, 120)])
+def test_the_full_read_rotation_follows_the_interval_between_scans(interval: float, every: int) -> None:
+    """By default each process is read in full about every REFRESH_SECONDS, at any interval (the dashboard at 1 Hz,
+    an exporter scraped every 15 s), once the interval is known; a fixed refresh_every stays."""
+    assert REFRESH_SECONDS == 30
+    memory = ScanMemory()
+    for scan_number in range(40):
+        memory._pace(scan_number * interval)
+    assert memory.refresh_every == every
+    memory._pace(40 * interval + interval * 1.3)  # one slow scan does not move the rotation
+    assert memory.refresh_every == every
+    fixed = ScanMemory(3)
+    for _ in range(40):
+        fixed.begin_scan()
+    assert fixed.refresh_every == 3

@@ -224,6 +224,9 @@ class LimitMemory:
 
     recall: Recall[Limit]
     epoch: Callable[[int], Hashable]
+    pipe_owners: Recall[int | None] | None = None
+    """Each pipe's owner (pipe_owner) by (dev, inode), reused while the scan hands over the very same Pipe record
+    (a Scanner's: the same ends in the same processes)."""
 
 
 def _limits(pids: Iterable[Process], proc: str, memory: LimitMemory | None) -> list[Limit]:
@@ -286,7 +289,7 @@ def collect(
         # Queues are listed from their mount, whoever holds them: only without one do unread processes hide some.
         budgets += mqueue_budgets(snapshot, proc, by_uid, limits, partial if snapshot.mqueue_dir is None else "")
     if "pipe" in kinds:
-        budgets += pipe_budgets(snapshot, proc, partial)
+        budgets += pipe_budgets(snapshot, proc, partial, limits.pipe_owners if limits is not None else None)
     if "signal" in kinds:
         budgets += signal_budgets(snapshot)
     if "sysv" in kinds:
@@ -493,7 +496,8 @@ def pipe_owner(ends: Iterable[int], processes: Mapping[int, Process]) -> int | N
     return min(holders, key=lambda process: (process.start_ticks, process.pid)).uid
 
 
-def pipe_budgets(snapshot: Snapshot, proc: str, partial: str) -> list[Budget]:
+def pipe_budgets(snapshot: Snapshot, proc: str, partial: str,
+                 owners: Recall[int | None] | None = None) -> list[Budget]:
     """fs.pipe-max-size against the largest pipe, and per user the pages of its pipes against
     fs.pipe-user-pages-soft and -hard (pipe(7), fs/pipe.c).
 
@@ -501,7 +505,7 @@ def pipe_budgets(snapshot: Snapshot, proc: str, partial: str) -> list[Budget]:
     Over the soft limit a new pipe of an unprivileged user gets PIPE_MIN_DEF_BUFFERS pages instead of 16; over
     the hard limit pipe(2) fails with ENFILE (fs/pipe.c create_pipe_files) and F_SETPIPE_SZ with EPERM
     (pipe(7)). 0 means no limit. Processes with CAP_SYS_RESOURCE or CAP_SYS_ADMIN are not
-    held to either.
+    held to either. owners: what a Scanner kept of each pipe's owner (LimitMemory.pipe_owners).
     """
     processes = {process.pid: process for process in snapshot.processes}
     max_size = _sysctl("fs.pipe-max-size", proc)
@@ -513,7 +517,14 @@ def pipe_budgets(snapshot: Snapshot, proc: str, partial: str) -> list[Budget]:
     pages: dict[int, int] = defaultdict(int)
     unknown: dict[int, int] = defaultdict(int)
     for pipe in snapshot.pipes:
-        uid = pipe_owner([end.pid for end in (*pipe.readers, *pipe.writers)], processes)
+        identity = (pipe.dev, pipe.inode)
+        kept = owners.previous(identity) if owners is not None else None
+        if kept is not None and kept[0] is pipe:
+            uid = kept[1]
+        else:
+            uid = pipe_owner([end.pid for end in (*pipe.readers, *pipe.writers)], processes)
+        if owners is not None:
+            owners.keep(identity, pipe, uid)
         if uid is None:
             continue
         if pipe.capacity is None:

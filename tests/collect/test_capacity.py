@@ -207,6 +207,9 @@ def test_resized_pipe_and_its_users_pages() -> None:
         hard_value = int(Path("/proc/sys/fs/pipe-user-pages-hard").read_text())
         assert (hard.unlimited, hard.limit) == ((True, None) if hard_value == 0 else (False, hard_value))
         assert budgets(snapshot, "fs.pipe-max-size").limit == int(Path("/proc/sys/fs/pipe-max-size").read_text())
+        # A Scanner hands over the same pipe records scan after scan, and keeps their owners: the same pages.
+        scanner = Scanner(ScanConfig(kinds=("pipe",)))
+        assert [budgets(scanner.scan(), "fs.pipe-user-pages-soft", uid).used for _ in range(3)] == [soft.used] * 3
 
 
 def test_signal_budget_is_sigq() -> None:

@@ -95,13 +95,27 @@ def placed(events: list[Event], *snapshots: Snapshot) -> list[Event]:
         return events
     places: dict[str, Place] = {}
     for snapshot in snapshots:
-        places.update(health.object_places(snapshot))
+        places.update(_object_places(snapshot))
         for process in snapshot.processes:
             if process.place is not None:
                 places[f"signal:{process.pid}"] = places[f"pid:{process.pid}"] = process.place
     if not places:
         return events
     return [replace(event, place=places[event.key]) if event.key in places else event for event in events]
+
+
+_places: list[tuple[Snapshot, dict[str, Place]]] = []
+"""health.object_places of the last two snapshots placed (by identity): a poll's earlier snapshot is the last
+poll's later one."""
+
+
+def _object_places(snapshot: Snapshot) -> dict[str, Place]:
+    for kept, places in _places:
+        if kept is snapshot:
+            return places
+    places = health.object_places(snapshot)
+    _places[:] = [*_places[-1:], (snapshot, places)]
+    return places
 
 
 class _Emitter:

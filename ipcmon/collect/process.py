@@ -143,9 +143,15 @@ def _read(pid: int, plan: ReadPlan, previous: RememberedProcess | None) -> Proce
 
 
 def _read_tables(pid: int, stat: procfs.Stat, plan: ReadPlan) -> ProcessRead:
+    """A process read in full. A kernel thread (PF_KTHREAD) has no command line, descriptor table or memory map
+    to read (kernel/kthread.c: no mm, and no files of its own), and is never in a system call: its
+    /proc/PID/syscall shows the zeroed registers of a task that never entered one, ``0 0x0 …``, which reads as
+    read(0, NULL, 0); only its stat, owner and signals are read (the dozen that wake every second on an idle
+    machine are most of an idle scan's full reads)."""
     proc = plan.proc
+    kernel = bool(stat.flags & procfs.PF_KTHREAD)
     try:
-        cmdline = procfs.parse_cmdline(procfs.read_bytes(f"{proc}/{pid}/cmdline"))
+        cmdline = () if kernel else procfs.parse_cmdline(procfs.read_bytes(f"{proc}/{pid}/cmdline"))
     except Denied:
         cmdline = ()
     uid = os.stat(f"{proc}/{pid}").st_uid
@@ -153,12 +159,12 @@ def _read_tables(pid: int, stat: procfs.Stat, plan: ReadPlan) -> ProcessRead:
     fds: list[FdRef] = []
     maps: list[MapRef] = []
     fds_hidden = maps_hidden = False
-    if plan.fds:
+    if plan.fds and not kernel:
         try:
             fds = read_fds(pid, plan.devices, proc)
         except Denied:
             fds_hidden = True
-    if plan.maps and not fds_hidden:
+    if plan.maps and not fds_hidden and not kernel:
         try:
             maps = read_maps(pid, plan.shm_token, proc, plan.region_token)
         except Denied:
@@ -177,7 +183,8 @@ def _read_tables(pid: int, stat: procfs.Stat, plan: ReadPlan) -> ProcessRead:
         # Only outside ipcmon's own namespaces may its pid differ inside (one more read, for those only).
         nspid=namespaces.read_nspid(pid, proc) if place is not None and not place.host else None,
     )
-    raw = waiting.read_raw(pid, proc, fds=fds, cpu=stat.processor) if stat.state in ("S", "D") else None
+    sleeping = stat.state in ("S", "D") and not kernel
+    raw = waiting.read_raw(pid, proc, fds=fds, cpu=stat.processor) if sleeping else None
     return ProcessRead(process, fds, maps, None, raw, stat.state, kin=_kin(stat))
 
 

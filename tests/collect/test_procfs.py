@@ -272,3 +272,31 @@ def test_processes_exiting_during_scans_drop_out_whole(spawn: Spawn) -> None:
             assert {holder.pid for holder in queue.holders} <= pids
         assert {entry.pid for entry in snapshot.signals} <= pids
     assert churner.popen.poll() is None  # it churned all along
+
+
+def test_a_kernel_thread_is_read_without_its_empty_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kthreadd (pid 2, PF_KTHREAD) has no command line, descriptors or map, and its syscall file shows zeroed
+    registers (``0 0x0 …``, read(2) of fd 0 to the eye): none of them is read, and it waits on nothing."""
+    stat = procfs.parse_stat(procfs.read_bytes("/proc/2/stat"))
+    assert stat.flags & procfs.PF_KTHREAD, "pid 2 is kthreadd in the initial PID namespace"
+    assert procfs.read_bytes("/proc/2/syscall").split()[0] == b"0"  # the quirk the scan must not take for a read
+    read: list[str] = []
+    listed: list[str] = []
+    real_read, real_listdir = procfs.read_bytes, os.listdir
+
+    def read_bytes(path: str, **options: bool) -> bytes:
+        read.append(path)
+        return real_read(path, **options)
+
+    def listdir(path: str) -> list[str]:
+        listed.append(str(path))
+        return real_listdir(path)
+
+    monkeypatch.setattr(procfs, "read_bytes", read_bytes)
+    monkeypatch.setattr(os, "listdir", listdir)
+    snapshot = scan(ScanConfig(kinds=("pipe", "shm", "signal")))
+    (kthreadd,) = [process for process in snapshot.processes if process.pid == 2]
+    assert (kthreadd.comm, kthreadd.cmdline, kthreadd.waiting) == ("kthreadd", (), None)
+    assert [path for path in read if path.startswith("/proc/2/")] == ["/proc/2/stat", "/proc/2/status"]
+    assert "/proc/2/fd" not in listed
+    assert any(path.startswith(f"/proc/{os.getpid()}/") and path.endswith("/cmdline") for path in read)

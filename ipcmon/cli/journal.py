@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -176,34 +177,60 @@ def _when(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) + f".{int(epoch * 1000) % 1000:03d}"
 
 
-SAME_CREATION_SECONDS = 2.0
-"""An inotify ``created`` event this close to a ``created`` attribution of the same object is the same creation."""
+SAME_ACT_SECONDS = 2.0
+"""A poll's or inotify's event this close to an attribution of the same act on the same object is that act; two
+exits of one process this close, recorded by two journal writers, are one exit."""
+SAME_ACT: dict[str, frozenset[str]] = {"created": frozenset({"created"}), "removed": frozenset({"destroyed"})}
+"""The events that tell an attributed act again, by attribution action: fanotify or tracefs name who created or
+removed an object, inotify or a poll saw it come or go (and the size it came with)."""
 
 
-def _creations_seen_twice(attributions: list[Attribution], events: list[Event]) -> dict[int, Event]:
-    """The ``created`` events that a ``created`` attribution also records, by id() of that attribution.
+def _acts_seen_twice(attributions: list[Attribution], events: list[Event]) -> dict[int, Event]:
+    """The events that an attribution of the same act also records (SAME_ACT), by id() of that attribution.
 
-    fanotify names the creator and inotify the size, of one creation: history prints them as one line (its JSON
-    keeps both records, each with its source). An event that names another actor stays a line of its own."""
+    fanotify names the creator and inotify the size, of one creation; fanotify names the remover and a poll (or
+    inotify) saw the object go: history prints each pair as one line (its JSON keeps both records, each with its
+    source). An event that names another actor stays a line of its own."""
     seen: dict[int, Event] = {}
     taken: set[int] = set()
     for record in attributions:
-        if record.action != "created":
+        names = SAME_ACT.get(record.action)
+        if names is None:
             continue
         for event in events:
-            if (event.event == "created" and id(event) not in taken
+            if (event.event in names and id(event) not in taken
                     and (event.actor is None or event.actor.pid == record.actor.pid)
                     and event.mechanism == record.mechanism
                     and (event.key == record.key or event.object == record.object)
-                    and abs(event.time - record.time) <= SAME_CREATION_SECONDS):
+                    and abs(event.time - record.time) <= SAME_ACT_SECONDS):
                 seen[id(record)] = event
                 taken.add(id(event))
                 break
     return seen
 
 
+def _distinct_exits(exits: Iterable[ProcessExit]) -> list[ProcessExit]:
+    """Each process's exit once, its earliest record: one exit may be read twice (its actor known both by pid alone
+    and with its start time), or recorded by two journal writers (a recorder, then a dashboard), one of them
+    without the start time."""
+    kept: list[ProcessExit] = []
+    for record in sorted(exits, key=lambda x: (x.time, x.start_ticks is None)):
+        if not any(_same_exit(record, other) for other in kept):
+            kept.append(record)
+    return kept
+
+
+def _same_exit(one: ProcessExit, other: ProcessExit) -> bool:
+    """The same pid, and the same start time, or one unknown and the two SAME_ACT_SECONDS apart at most."""
+    if one.pid != other.pid:
+        return False
+    if one.start_ticks is not None and other.start_ticks is not None:
+        return one.start_ticks == other.start_ticks
+    return abs(one.time - other.time) <= SAME_ACT_SECONDS
+
+
 def _attribution_line(record: Attribution, event: Event | None = None) -> str:
-    """One line; with the ``created`` event of the same creation (its detail, its source) folded in."""
+    """One line; with the event of the same act (SAME_ACT: its detail, its source) folded in."""
     if record.action == "sent":
         from ipcmon.live.attribution import sent_outcome
         from ipcmon.text import signal_name
@@ -270,7 +297,7 @@ def _object_history(reader: JournalReader, what: str, limit: int) -> list[Entry]
         for other in sorted(keys):
             attributions += [r for r in reader.attributions_for_object(key=other, limit=limit) if r not in attributions]
             events += [e for e in reader.events_for_object(key=other, limit=limit) if e not in events]
-    seen = _creations_seen_twice(attributions, events)
+    seen = _acts_seen_twice(attributions, events)
     entries: list[Entry] = [(r.time, 0, _attribution_line(r, seen.get(id(r))), _attribution_json(r))
                             for r in attributions]
     told = {id(event) for event in seen.values()}
@@ -278,9 +305,9 @@ def _object_history(reader: JournalReader, what: str, limit: int) -> list[Entry]
     actors = {(r.actor.pid, r.actor.start_ticks) for r in attributions}
     actors |= {(e.actor.pid, e.actor.start_ticks) for e in events if e.actor is not None}
     # Each exit once: an actor known by pid alone and the same one known with its start time name the same exits.
-    exits = {(x.time, x.pid, x.start_ticks): x for pid, start_ticks in actors for x in reader.exits_of(pid)
-             if start_ticks is None or x.start_ticks == start_ticks}
-    entries += [(x.time, 2, _exit_line(x), _exit_json(x)) for x in exits.values()]
+    exits = _distinct_exits(x for pid, start_ticks in actors for x in reader.exits_of(pid)
+                            if start_ticks is None or x.start_ticks == start_ticks)
+    entries += [(x.time, 2, _exit_line(x), _exit_json(x)) for x in exits]
     return entries
 
 
@@ -289,10 +316,14 @@ def _process_history(reader: JournalReader, pid: int, limit: int) -> list[Entry]
     processes over the journal's life gathers all of them: pid_reuse() tells."""
     done = reader.attributions_by_process(pid, limit=limit)
     received = reader.signals_to(pid, limit=limit)
-    entries: list[Entry] = [(r.time, 0, _attribution_line(r), _attribution_json(r))
-                            for r in done + [r for r in received if r not in done]]
-    entries += [(e.time, 1, _event_line(e), _event_json(e)) for e in reader.events_of_process(pid, limit=limit)]
-    entries += [(x.time, 2, _exit_line(x), _exit_json(x)) for x in reader.exits_of(pid)]
+    attributions = done + [r for r in received if r not in done]
+    events = reader.events_of_process(pid, limit=limit)
+    seen = _acts_seen_twice(attributions, events)
+    told = {id(event) for event in seen.values()}
+    entries: list[Entry] = [(r.time, 0, _attribution_line(r, seen.get(id(r))), _attribution_json(r))
+                            for r in attributions]
+    entries += [(e.time, 1, "" if id(e) in told else _event_line(e), _event_json(e)) for e in events]
+    entries += [(x.time, 2, _exit_line(x), _exit_json(x)) for x in _distinct_exits(reader.exits_of(pid))]
     return entries
 
 

@@ -160,7 +160,11 @@ def test_history_of_an_object_and_of_a_process_text_and_json(tmp_path: Path) -> 
         Attribution(now - 1.5, "sent", "signal", f"{me.pid} python3", sender, "tracefs", f"signal:{me.pid}",
                     signal=10, target=me.pid, target_comm=me.comm, result="delivered", blocked=True),
         ProcessExit(now - 1, sender.pid, 77, sender.comm, sender.cmdline),
-        # Its remover known by pid alone (no start time): the same exit, listed once all the same.
+        # The same exit as a second journal writer recorded it, without the start time: listed once.
+        ProcessExit(now - 0.9, sender.pid, None, sender.comm, None),
+        # Its removal as fanotify saw it, and as inotify did, by its remover known by pid alone (no start time):
+        # one line, and the same exit, listed once all the same.
+        Attribution(now - 0.6, "removed", "shm", hostile, sender, "fanotify", "shm:9:1"),
         Event(now - 0.5, "shm", "destroyed", hostile, "shm:9:1", source="inotify",
               actor=Actor(sender.pid, sender.comm, None, 0, None)),
         Note(now - 2.5, "12 records dropped: the journal's writer fell behind (12 shm attached)"),
@@ -181,7 +185,8 @@ def test_history_of_an_object_and_of_a_process_text_and_json(tmp_path: Path) -> 
     assert "\x1b" not in text.stdout and "\x07" not in text.stdout and "\\x1b]2;x\\x07-\\xff" in text.stdout
     lines = text.stdout.splitlines()
     assert lines[0].endswith(f"4 records in the journal {path}")  # the signal is the process's, not the object's
-    assert [line.split()[3] for line in lines[1:]] == ["created", "attached", "exited", "destroyed"]
+    assert [line.split()[3] for line in lines[1:]] == ["created", "attached", "exited", "removed"]
+    assert r"by 4100000 kill\x1b[2J kill -USR1" in lines[4] and lines[4].endswith("  [fanotify, inotify]")
     # One line for the creation fanotify and inotify both saw: who (fanotify's) and the size (inotify's).
     assert r"by 4100000 kill\x1b[2J kill -USR1" in lines[1] and lines[1].endswith("  4096 bytes  [fanotify, inotify]")
     assert f"pid {me.pid}" in lines[2] and "fd 3 rw" in lines[2]
@@ -191,7 +196,7 @@ def test_history_of_an_object_and_of_a_process_text_and_json(tmp_path: Path) -> 
     as_json = json.loads(history(hostile, "--json").stdout)
     assert [(r["type"], r.get("action") or r.get("event")) for r in as_json["records"]] == [
         ("attribution", "created"), ("event", "created"), ("event", "attached"), ("exit", None),
-        ("event", "destroyed")]  # JSON keeps each source's record
+        ("attribution", "removed"), ("event", "destroyed")]  # JSON keeps each source's record, each exit once
     assert as_json["records"][0]["object"] == hostile  # raw, as stored: \udcff is the byte 0xff
     assert as_json["records"][0]["actor"]["cmdline"] == list(sender.cmdline or ())
     assert len(as_json["warnings"]) == 1 and "12 records dropped" in as_json["warnings"][0]
@@ -202,8 +207,12 @@ def test_history_of_an_object_and_of_a_process_text_and_json(tmp_path: Path) -> 
     assert len(sent) == 1 and f"→ {me.pid}" in sent[0] and ": blocked, pending by " in sent[0]
     assert "\x1b" not in process.stdout and r"by 4100000 kill\x1b[2J kill -USR1" in sent[0]
     by_sender = json.loads(history("pid:4100000", "--json").stdout)
-    assert [r["type"] for r in by_sender["records"]] == ["attribution", "attribution", "exit", "event"]
-    assert "named" not in history("pid:4100000").stderr
+    assert [r["type"] for r in by_sender["records"]] == ["attribution", "attribution", "exit", "attribution", "event"]
+    by_sender_text = history("pid:4100000")
+    assert "named" not in by_sender_text.stderr
+    # The removal fanotify and inotify both saw is one line here too, and the exit two writers recorded one.
+    assert [line.split()[3] for line in by_sender_text.stdout.splitlines()[1:]] == [
+        "created", "SIGUSR1", "exited", "removed"]
     later = Actor(4_100_000, "reused", None, 0, 999)  # the kernel gave the pid to another process later
     journal, _ = started(path)
     journal.add(created("/ipcmon-test-hist-later", later, key="shm:9:2"))

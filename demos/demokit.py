@@ -218,19 +218,19 @@ class Lesson:
             self.say(f"cleanup: removed {shown}")
 
     def run(self, lesson_round: Callable[[], object]) -> NoReturn:
-        """Run the lesson (again and again with --loop); on SIGINT or SIGTERM clean up and exit 0.
+        """Run the lesson (again and again with --loop); on SIGINT, SIGTERM or SIGHUP clean up and exit 0.
 
         The exit status is 1 instead when a child failed (its traceback is on stderr).
         """
 
         def stop(signo: int, _frame: object) -> None:
             # One stop is enough: a second Ctrl-C must not cut the cleanup short.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            for each in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(each, signal.SIG_IGN)
             raise Stop(signal.Signals(signo).name)
 
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
+        for each in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(each, stop)
         if self.args.exit_with_parent:
             _watch_parent(self.main_pid)
         try:

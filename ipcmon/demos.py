@@ -268,8 +268,8 @@ def run_foreground(names: Sequence[str], step: float | None = None, args: Sequen
     except (KeyboardInterrupt, _Stopped) as why:
         for each in STOP_SIGNALS:
             signal.signal(each, signal.SIG_IGN)
-        # Passed on as it came, so the demo says what stopped it (it takes SIGINT and SIGTERM; SIGHUP as SIGINT).
-        passed_on = signal.SIGTERM if str(why) == "SIGTERM" else signal.SIGINT
+        # Passed on as it came, so the demo says what stopped it (a lesson takes each of them: demokit.Lesson.run).
+        passed_on = signal.Signals[str(why)] if str(why) in ("SIGTERM", "SIGHUP") else signal.SIGINT
         for demo in running:
             demo.interrupt(passed_on)
         for demo in running:

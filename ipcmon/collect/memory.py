@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Any
 
 from ipcmon.collect.process import RememberedProcess
+from ipcmon.collect.procfs import OpenProcFiles
 from ipcmon.collect.recall import Recall
 
 REFRESH_SECONDS = 30.0
@@ -35,6 +37,9 @@ class ScanMemory:
         """The pids whose tables the current (or last) scan took over from the scan before it."""
         self.records: dict[str, Recall[Any]] = {}
         """Per Snapshot field (``shm``, ``pipes``…), what its collector kept for the next scan."""
+        self.files = OpenProcFiles()
+        """The /proc files of the processes read, kept open between scans (procfs.OpenProcFiles)."""
+        self._closer = weakref.finalize(self, self.files.close)
         self.namespaces: dict[int, tuple[int, int]] = {}
         """The (IPC, mount) namespace inodes of each process of the last scan, by pid (scan._assumed_places_hold)."""
 
@@ -77,6 +82,10 @@ class ScanMemory:
         """Which full-read turn of pid this scan is in: it changes exactly when previous_read reads pid in full
         (for what a collector keeps per process and reads again on the same rotation: capacity's limits)."""
         return (pid + self.scans_begun) // self.refresh_every
+
+    def close(self) -> None:
+        """Close the kept /proc files (the next scan opens them again)."""
+        self.files.close()
 
     def end_scan(self) -> None:
         """The scan is over: only what it kept is needed by the next one."""

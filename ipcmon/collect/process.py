@@ -91,6 +91,14 @@ class ReadPlan:
     """Each process's namespaces and container, by pid (namespaces.discover, read before any process)."""
     queued: dict[SignalUser, tuple[int | None, int | None]] = field(default_factory=dict)
     """SigQ as read from some status in this scan, per account (filled as processes are read: _read_signals)."""
+    files: procfs.OpenProcFiles | None = None
+    """The stat, schedstat and status files a Scanner keeps open between scans (for the real /proc only)."""
+
+    def read_small(self, pid: int, name: str) -> bytes:
+        """/proc/PID/NAME of a file the kernel makes in one piece, through the kept files when there are some."""
+        if self.files is not None:
+            return self.files.read(pid, name)
+        return procfs.read_bytes(f"{self.proc}/{pid}/{name}", single=True)
 
 
 def read_process(pid: int, plan: ReadPlan, previous: RememberedProcess | None = None) -> ProcessRead | Unread:
@@ -100,11 +108,13 @@ def read_process(pid: int, plan: ReadPlan, previous: RememberedProcess | None = 
     over. Every error of every read is given its meaning here and nowhere else.
     """
     # Pin the process first: if it is reaped while we read, its pid may already name another process
-    # whose descriptors we would attribute to it (issue 7). Only real pids can be pinned.
-    pinned = procfs.pin(pid) if plan.proc == procfs.PROC else None
+    # whose descriptors we would attribute to it (issue 7). Only real pids can be pinned. Its kept stat
+    # (ReadPlan.files) binds what is read through kept files to one process: then the pin waits until the
+    # tables are read by path, most processes are never pinned, and none is read twice (_Pin).
+    pin = _Pin(pid, plan)
     try:
-        result = _read(pid, plan, previous)
-        if pinned is not None and not procfs.still_running(pinned):
+        result = _read(pid, plan, previous, pin)
+        if not pin.still_running(result.kin.threads if result.kin is not None else 0):
             return Unread.GONE  # exited mid-scan, and what we read may mix it with a successor on its pid
     except (Gone, FileNotFoundError, ProcessLookupError):
         return Unread.GONE  # exited mid-scan: it drops out whole
@@ -113,15 +123,51 @@ def read_process(pid: int, plan: ReadPlan, previous: RememberedProcess | None = 
     except (ValueError, IndexError):
         return Unread.GONE  # a record cut short by the process exiting
     finally:
-        if pinned is not None:
-            os.close(pinned)
+        pin.close()
     return result
 
 
-def _read(pid: int, plan: ReadPlan, previous: RememberedProcess | None) -> ProcessRead:
+class _Pin:
+    """A pidfd on the process being read, opened before anything of it is read by path (procfs.pin)."""
+
+    def __init__(self, pid: int, plan: ReadPlan) -> None:
+        self.pid = pid
+        self.files = plan.files
+        self.pidfd: int | None = None
+        real = plan.proc == procfs.PROC
+        self.needed = real
+        if real and (self.files is None or not self.files.will_hold(pid)):
+            self.pidfd = procfs.pin(pid)
+            self.needed = False
+
+    def now(self) -> None:
+        """Pin before reading by path; the kept stat, read after the pidfd is open, proves it is the process read
+        so far (a pid names no other process while its process lives). Raises Gone when it is not."""
+        if not self.needed:
+            return
+        self.needed = False
+        assert self.files is not None
+        self.pidfd = procfs.pin(self.pid)
+        if not self.files.alive(self.pid):
+            raise Gone(f"process {self.pid} was reaped while it was read")
+
+    def still_running(self, threads: int) -> bool:
+        """Whether what was read is of one process: its pidfd's process is not reaped; or nothing was read by path
+        but through kept files (a single-threaded process taken over), or the kept stat still reads after the
+        paths of several threads' files were read."""
+        if self.pidfd is not None:
+            return procfs.still_running(self.pidfd)
+        return threads == 1 or self.files is None or self.files.alive(self.pid)
+
+    def close(self) -> None:
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+
+
+def _read(pid: int, plan: ReadPlan, previous: RememberedProcess | None, pin: _Pin) -> ProcessRead:
     proc = plan.proc
-    stat = procfs.parse_stat(procfs.read_bytes(f"{proc}/{pid}/stat", single=True))
-    signature = run_signature(pid, stat, proc) if plan.remember else None
+    stat = procfs.parse_stat(plan.read_small(pid, "stat"))
+    signature = run_signature(pid, stat, proc, plan.files) if plan.remember else None
     if (
         previous is not None
         and signature is not None
@@ -131,6 +177,7 @@ def _read(pid: int, plan: ReadPlan, previous: RememberedProcess | None) -> Proce
     ):
         result = _take_over(previous, stat, signature)
     else:
+        pin.now()
         result = _read_tables(pid, stat, plan)._replace(run_signature=signature)
     place = plan.places.get(pid)
     if result.process.place is not place and result.process.place != place:
@@ -225,7 +272,7 @@ def _read_signals(
             signals_now = old if queued == old.queued else replace(old, queued=queued)
             return result._replace(signals=signals_now, signal_section=previous.read.signal_section,
                                    signal_user=user)
-    data = procfs.read_bytes(f"{plan.proc}/{pid}/status", single=True)
+    data = plan.read_small(pid, "status")
     section = signals.mask_section(data)
     if (previous is not None and old is not None and section and previous.read.signal_section
             and len(old.threads) == 1 and old.comm == stat.comm):
@@ -319,7 +366,8 @@ _UNSIGNED_STATES = frozenset("RZX")
 """Running now (its run time may not be accounted yet), or a dead leader whose threads may live on."""
 
 
-def run_signature(pid: int, stat: procfs.Stat, proc: str = procfs.PROC) -> bytes | None:
+def run_signature(pid: int, stat: procfs.Stat, proc: str = procfs.PROC,
+                  files: procfs.OpenProcFiles | None = None) -> bytes | None:
     """Each thread's run time (ns) and run count from /proc/PID/schedstat (of each /proc/PID/task/TID when
     there are several); equal signatures mean no thread has run.
 
@@ -330,7 +378,8 @@ def run_signature(pid: int, stat: procfs.Stat, proc: str = procfs.PROC) -> bytes
         return None
     try:
         if stat.threads == 1:
-            parts = [procfs.read_bytes(f"{proc}/{pid}/schedstat", single=True)]
+            parts = [files.read(pid, "schedstat") if files is not None
+                     else procfs.read_bytes(f"{proc}/{pid}/schedstat", single=True)]
         else:
             task = f"{proc}/{pid}/task/"
             parts = [name.encode() + b" " + procfs.read_bytes(f"{task}{name}/schedstat", single=True)

@@ -13,7 +13,9 @@ import grp
 import os
 import pwd
 import re
+import resource
 import signal
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -69,6 +71,109 @@ def read_bytes(path: str, *, single: bool = False) -> bytes:
         raise translate(error) from None
     finally:
         os.close(fd)
+
+
+def _pread_all(fd: int) -> bytes:
+    """A /proc file's whole text through an open descriptor, from offset 0 (the kernel makes it anew)."""
+    chunks = [os.pread(fd, _CHUNK, 0)]
+    while len(chunks[-1]) == _CHUNK:
+        chunks.append(os.pread(fd, _CHUNK, _CHUNK * len(chunks)))
+    return b"".join(chunks)
+
+
+OPEN_FILES_MAX = 8192
+"""The most /proc files an OpenProcFiles keeps open (besides a quarter of RLIMIT_NOFILE's soft limit)."""
+
+
+class OpenProcFiles:
+    """Files of /proc/PID that a Scanner reads at every scan (stat, schedstat, status), kept open from one scan to
+    the next and read again with pread(2): one system call instead of open, read and close, and no path walk.
+
+    An open /proc/PID file stays bound to the process it was opened for (fs/proc/base.c: its inode holds that
+    process's struct pid): once the process is reaped a read fails with ESRCH, though the pid may name another
+    process by then. So what is read through a kept file is the first process's, and ``alive(pid)`` (a read of its
+    kept stat) tells whether that process still lives, which makes a pidfd opened just before it that process's.
+
+    At most a quarter of RLIMIT_NOFILE's soft limit (and OPEN_FILES_MAX) is kept, so ipcmon's other descriptors
+    are never short; past that, files are read by path and checked with ``alive``. Only for the real /proc.
+    """
+
+    def __init__(self, proc: str = PROC, budget: int | None = None) -> None:
+        self.proc = proc
+        if budget is None:
+            soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            budget = OPEN_FILES_MAX if soft == resource.RLIM_INFINITY else min(OPEN_FILES_MAX, soft // 4)
+        self.budget = budget
+        self._fds: dict[tuple[int, str], int] = {}
+
+    def __len__(self) -> int:
+        return len(self._fds)
+
+    def holds(self, pid: int) -> bool:
+        """Whether pid's stat is kept: what is read of pid through this object is of one process."""
+        return (pid, "stat") in self._fds
+
+    def will_hold(self, pid: int) -> bool:
+        """Whether pid's stat is kept, or will be when it is read."""
+        return (pid, "stat") in self._fds or len(self._fds) < self.budget
+
+    def alive(self, pid: int) -> bool:
+        """Whether the process pid's kept stat was opened for is still there (not reaped); False when none is kept."""
+        fd = self._fds.get((pid, "stat"))
+        if fd is None:
+            return False
+        try:
+            os.pread(fd, 1, 0)
+        except OSError:
+            return False
+        return True
+
+    def read(self, pid: int, name: str) -> bytes:
+        """The text of /proc/PID/NAME (a file the kernel makes in one piece: stat, schedstat, status), raising Gone
+        or Denied as read_bytes does.
+
+        Through the kept file when there is one. When its process was reaped, the file is closed: a stat is read
+        again by path (the pid may name a new process, whose stat is then kept), any other file is Gone (a process
+        is read stat first: this one went while it was read). A file that cannot be kept
+        (the budget is spent) is read by path, and with pid's stat kept, the process must still be alive after it
+        (else Gone): the text is then that process's."""
+        key = (pid, name)
+        fd = self._fds.get(key)
+        if fd is not None:
+            try:
+                return _pread_all(fd)
+            except OSError as error:
+                del self._fds[key]
+                os.close(fd)
+                if error.errno != errno.ESRCH or name != "stat":
+                    raise translate(error) from None  # ESRCH: Gone (the process being read was reaped meanwhile)
+        try:
+            fd = os.open(f"{self.proc}/{pid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as error:
+            raise translate(error) from None
+        try:
+            data = _pread_all(fd)
+        except OSError as error:
+            os.close(fd)
+            raise translate(error) from None
+        if len(self._fds) < self.budget:
+            self._fds[key] = fd
+            return data
+        os.close(fd)
+        if name != "stat" and self.holds(pid) and not self.alive(pid):
+            raise Gone(f"process {pid} was reaped while it was read")
+        return data
+
+    def retain(self, pids: Collection[int]) -> None:
+        """Close the files of every process not in pids (the ones the last scan read)."""
+        for key in [key for key in self._fds if key[0] not in pids]:
+            os.close(self._fds.pop(key))
+
+    def close(self) -> None:
+        """Close every kept file."""
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 def pids(proc: str = PROC) -> list[int]:

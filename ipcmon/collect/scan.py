@@ -92,6 +92,10 @@ class Scanner:
         with collector_paused():
             return _scan(self.config, self._memory)
 
+    def close(self) -> None:
+        """Close the /proc files kept open between scans (also done when the Scanner is collected)."""
+        self._memory.close()
+
     @property
     def reused(self) -> frozenset[int]:
         """The pids whose tables the last scan took over from the scan before it."""
@@ -230,6 +234,7 @@ def _read_processes(
         region_token=maps_token(region_dev) if region_dev is not None else None,
         remember=memory is not None,
         places=world.places if world is not None else {},
+        files=memory.files if memory is not None and proc == procfs.PROC else None,
     )
     previous: dict[int, RememberedProcess] = {}
     if memory is not None:
@@ -271,6 +276,7 @@ def _read_processes(
         _drop_pipes(tables, own_pipes)
     _resolve_waits(tables, proc)
     if memory is not None:
+        memory.files.retain(tables.processes)
         for result in remembered:
             pid = result.process.pid
             memory.processes[pid] = RememberedProcess(result, tables.processes[pid])

@@ -47,7 +47,6 @@ import ctypes
 import dataclasses
 import errno
 import os
-import select
 import struct
 import threading
 import time
@@ -61,6 +60,7 @@ from ipcmon.collect.shm import name_of
 from ipcmon.live import fanotify, tracefs
 from ipcmon.live.actors import ActorCache, signal_origin, target_masks
 from ipcmon.live.coalesce import Coalescer
+from ipcmon.live.ready import readable
 from ipcmon.model import Action, Actor, Attribution, Event, Mechanism, SignalResult, file_key
 from ipcmon.text import signal_name
 
@@ -462,7 +462,7 @@ class Attributor:
                 fds.append(trace.fileno())
             timeout = SETTLE / 2 if self._staged or self._calls or self._coalescer.open_groups else 1.0
             try:
-                ready, _, _ = select.select(fds, [], [], timeout)
+                ready = readable(fds, timeout)
             except OSError as error:  # EBADF: a source closed under it; counted, and tried again shortly
                 self.errors += 1
                 self.last_error = repr(error)

@@ -15,9 +15,10 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import select
 import struct
 from dataclasses import dataclass
+
+from ipcmon.live.ready import readable
 
 FAN_CLOEXEC = 0x1
 FAN_NONBLOCK = 0x2
@@ -219,7 +220,7 @@ class Fanotify:
 
     def read(self, timeout: float | None = 0.0) -> list[FanEvent]:
         """The events queued now, waiting up to timeout seconds for the first (None: until one comes)."""
-        ready, _, _ = select.select([self.fd], [], [], timeout)
+        ready = readable([self.fd], timeout)
         if not ready:
             return []
         try:

@@ -24,9 +24,10 @@ import contextlib
 import errno
 import os
 import re
-import select
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from ipcmon.live.ready import readable
 
 TRACING_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
 """Where tracefs is mounted on modern kernels, and where it appears inside debugfs on older ones."""
@@ -232,7 +233,7 @@ class TraceInstance:
 
     def read(self, timeout: float | None = 0.0) -> list[TraceRecord]:
         """The records in the buffer now, waiting up to timeout seconds for the first (None: until one comes)."""
-        ready, _, _ = select.select([self._pipe], [], [], timeout)
+        ready = readable([self._pipe], timeout)
         if not ready:
             return []
         chunks = []

@@ -5,6 +5,7 @@ Also one real race: processes that start and exit while scans run must drop out 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ipcmon.collect import ScanConfig, procfs, scan
+from ipcmon.collect import ScanConfig, Scanner, procfs, scan
 from ipcmon.collect.fds import parse_maps
 from ipcmon.collect.sysv import parse_table
 from ipcmon.model import Snapshot
@@ -300,3 +301,87 @@ def test_a_kernel_thread_is_read_without_its_empty_tables(monkeypatch: pytest.Mo
     assert [path for path in read if path.startswith("/proc/2/")] == ["/proc/2/stat", "/proc/2/status"]
     assert "/proc/2/fd" not in listed
     assert any(path.startswith(f"/proc/{os.getpid()}/") and path.endswith("/cmdline") for path in read)
+
+
+def own_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_kept_proc_files_are_read_again_with_pread_and_closed_with_their_process(spawn: Spawn) -> None:
+    """OpenProcFiles: the second read of a process's stat opens nothing; once the process is reaped its kept files
+    read Gone (stat by its path, the rest at once), and retain() closes what the last scan did not read."""
+    child = spawn("say('ready')\nhold()\n")
+    child.expect()
+    files = procfs.OpenProcFiles()
+    baseline = own_fds()
+    try:
+        first = files.read(child.pid, "stat")
+        assert files.holds(child.pid) and files.alive(child.pid) and own_fds() == baseline + 1
+        assert files.read(child.pid, "schedstat").count(b" ") == 2
+        opened: list[str] = []
+        real_open = os.open
+
+        def counting_open(path: str, *args: int) -> int:
+            opened.append(str(path))
+            return real_open(path, *args)
+
+        os.open = counting_open  # type: ignore[assignment]
+        try:
+            again = files.read(child.pid, "stat")
+            files.read(child.pid, "schedstat")
+        finally:
+            os.open = real_open  # type: ignore[assignment]
+        assert opened == [] and again.split(b")")[0] == first.split(b")")[0]
+        child.stop()  # killed and reaped: its pid names no process now (or, rarely, another one)
+        assert not files.alive(child.pid)
+        with pytest.raises(procfs.Gone):
+            files.read(child.pid, "schedstat")
+        with contextlib.suppress(procfs.Gone):
+            files.read(child.pid, "stat")
+        assert not files.holds(child.pid) or files.alive(child.pid)  # a new process on the pid, if any, is kept
+        kept, before = len(files), own_fds()
+        files.retain(())
+        assert len(files) == 0 and own_fds() == before - kept
+    finally:
+        files.close()
+
+
+def test_kept_proc_files_stay_within_their_budget(spawn: Spawn) -> None:
+    children = [spawn("say('ready')\nhold()\n") for _ in range(3)]
+    for child in children:
+        child.expect()
+    files = procfs.OpenProcFiles(budget=2)
+    try:
+        for child in children:
+            assert files.read(child.pid, "stat").startswith(f"{child.pid} (".encode())
+        assert len(files) == 2 and [files.holds(child.pid) for child in children] == [True, True, False]
+        assert not files.will_hold(children[2].pid)
+    finally:
+        files.close()
+    assert len(files) == 0
+
+
+def test_a_kept_stat_of_a_reaped_process_reads_the_new_owner_of_its_pid(spawn: Spawn) -> None:
+    """A pid named a process whose kept stat now fails with ESRCH (reaped): the pid is read again by its path, as
+    the process that has it now. (The reaped process's file is put under a live child's pid: a pid cannot be
+    made to come round again in a test.)"""
+    gone = spawn("say('ready')\nhold()\n")
+    gone.expect()
+    stale = os.open(f"/proc/{gone.pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    gone.stop()
+    child = spawn("say('ready')\nhold()\n", comm="ipcm-new-owner")
+    child.expect()
+    files = procfs.OpenProcFiles()
+    files._fds[(child.pid, "stat")] = stale  # as if the pid had come round to the child
+    try:
+        assert not files.alive(child.pid)
+        assert procfs.parse_stat(files.read(child.pid, "stat")).comm == "ipcm-new-owner"
+        assert files.alive(child.pid)  # its own stat is kept now
+        scanner = Scanner(ScanConfig(kinds=("pipe",)))
+        try:
+            (read,) = [p for p in scanner.scan().processes if p.pid == child.pid]
+            assert read.comm == "ipcm-new-owner"
+        finally:
+            scanner.close()
+    finally:
+        files.close()

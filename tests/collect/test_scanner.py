@@ -443,3 +443,23 @@ def test_the_full_read_rotation_follows_the_interval_between_scans(interval: flo
     for _ in range(40):
         fixed.begin_scan()
     assert fixed.refresh_every == 3
+
+
+def test_a_scanner_keeps_the_proc_files_of_live_processes_only(spawn: Spawn) -> None:
+    """Its stat and schedstat are kept open while the process lives, and closed by the first scan after it is
+    gone; Scanner.close() closes the rest."""
+    child = spawn(SINGLE)
+    child.expect()
+    scanner = Scanner()
+    files = scanner._memory.files
+    try:
+        settle(scanner, child.pid)
+        assert files.holds(child.pid) and files.alive(child.pid)
+        child.stop()
+        snapshot = scanner.scan()
+        assert child.pid not in {process.pid for process in snapshot.processes}
+        assert not files.holds(child.pid)
+        assert len(files) <= 3 * len(snapshot.processes)  # stat, schedstat and status at most, of processes read
+    finally:
+        scanner.close()
+    assert len(files) == 0

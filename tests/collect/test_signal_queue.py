@@ -82,16 +82,23 @@ def as_user(uid: int, code: str) -> str:
 
 
 def status_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every /proc/…/status path procfs reads from now on, in order."""
+    """Every /proc/…/status procfs reads from now on, in order: by path, or through a file a Scanner keeps open."""
     paths: list[str] = []
     read = procfs.read_bytes
+    read_kept = procfs.OpenProcFiles.read
 
     def counting(path: str, **options: bool) -> bytes:
         if path.endswith("/status"):
             paths.append(path)
         return read(path, **options)
 
+    def counting_kept(files: procfs.OpenProcFiles, pid: int, name: str) -> bytes:
+        if name == "status":
+            paths.append(f"{files.proc}/{pid}/status")
+        return read_kept(files, pid, name)
+
     monkeypatch.setattr(procfs, "read_bytes", counting)
+    monkeypatch.setattr(procfs.OpenProcFiles, "read", counting_kept)
     return paths
 
 

@@ -1,6 +1,6 @@
-"""The Events view's columns share its width by what the lines on screen hold (issue 12): every header on screen at
-80 and 120 columns, and a real segment with a very long name cut with an ellipsis instead of pushing PID…DETAIL
-off screen."""
+"""Columns share the width by what they hold (issue 12). The Events view's, by what the lines on screen hold: every
+header on screen at 80 and 120 columns, and a real segment with a very long name cut with an ellipsis instead of
+pushing PID…DETAIL off screen. The object tables keep what says something whole at 80 columns (a mode)."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ async def test_scrolling_a_line_keeps_the_widths_and_a_page_away_fits_again(clea
         table.set_filter(base)
         await wait_for(pilot, lambda: table.row_count == SHORTS + 1, "the test's lines only")
         await pilot.pause()
-        assert SHORTS > 2 * table.size.height, (SHORTS, table.size)
+        assert 2 * table.size.height < SHORTS, (SHORTS, table.size)
         narrow = table._widths[3]
         assert narrow < len(shorts[-1]) + 5, table._widths
         # The oldest line, the long name, on screen: OBJECT widens for it.
@@ -150,3 +150,23 @@ async def test_scrolling_a_line_keeps_the_widths_and_a_page_away_fits_again(clea
         await pilot.pause()
         assert table._widths[3] == narrow
         assert_every_header_on_screen(table)
+
+
+async def test_a_mode_stays_whole_at_80_columns(cleanup: Cleanup) -> None:
+    # rw-r-----, cut to rw-r-…, said nothing; the name beside it is long enough to take what it can.
+    name = ui_name("mode-" + "m" * 60)
+    app = live_app(interval=0.5, kinds=("shm",))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot, app)
+        cleanup.add(lambda s: s.unlink(),
+                    posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o640, size=4096)).close_fd()
+        await pilot.press("2")
+        table = view(app, "shm").table
+        await wait_for(pilot, lambda: app.snapshot is not None and any(s.name == name for s in app.snapshot.shm),
+                       "the segment in a scan")
+        table.set_filter(name)
+        await wait_for(pilot, lambda: table.row_count == 1, "only its row")
+        await pilot.pause()
+        line = table.render_line(1).text
+        assert "rw-r-----" in line and "…" in line, line  # the name is cut, the mode is not
+        assert "MODE" in table.render_line(0).text

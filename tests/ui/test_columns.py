@@ -7,6 +7,7 @@ from __future__ import annotations
 import posix_ipc
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Static
 
 from ipcmon.ui.app import IpcmonApp
 from ipcmon.ui.view.timeline import EVENT_COLUMNS
@@ -170,3 +171,29 @@ async def test_a_mode_stays_whole_at_80_columns(cleanup: Cleanup) -> None:
         line = table.render_line(1).text
         assert "rw-r-----" in line and "…" in line, line  # the name is cut, the mode is not
         assert "MODE" in table.render_line(0).text
+
+
+async def test_wrapped_detail_lines_start_under_their_value(cleanup: Cleanup) -> None:
+    # The path of a segment with a long name wraps in the detail pane at 80 columns: its second line started at
+    # the first column, under the labels.
+    name = ui_name("wrapped-" + "w" * 90)
+    app = live_app(interval=0.5, kinds=("shm",))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot, app)
+        cleanup.add(lambda s: s.unlink(), posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=4096)).close_fd()
+        await pilot.press("2")
+        await wait_for(pilot, lambda: app.snapshot is not None and any(s.name == name for s in app.snapshot.shm),
+                       "the segment in a scan")
+        shm = view(app, "shm")
+        shm.table.set_filter(name)
+        await wait_for(pilot, lambda: shm.table.row_count == 1, "only its row")
+        await pilot.pause()
+        body = shm.query_one(".detail-body", Static)
+        lines = [body.render_line(y).text.rstrip() for y in range(body.size.height)]
+        path = next(index for index, line in enumerate(lines) if line.startswith("  path"))
+        value_at = next(line for line in lines if line.startswith("  state")).index("orphaned")
+        # The path starts on its label's line (a word too long for the line is cut, not moved below it)…
+        assert lines[path][value_at:].startswith("/dev/shm/"), lines
+        rest = lines[path + 1]
+        # … and goes on under itself.
+        assert rest[:value_at].strip() == "" and rest[value_at] != " " and rest.strip() in f"/dev/shm{name}", lines

@@ -238,6 +238,11 @@ class DetailPane(VerticalScroll):
             self._wrapped = None
             self._update_body()
 
+    @property
+    def text(self) -> Text:
+        """What the pane shows, one line per label and value, before it is wrapped to the pane."""
+        return self._text
+
     def _inner(self, width: int) -> int:
         """The text's width in a pane this wide (a scrollbar's room kept, so a scrollbar coming rewraps nothing)."""
         return max(width - self.styles.gutter.width - self.styles.scrollbar_size_vertical, 1)

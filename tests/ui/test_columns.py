@@ -11,6 +11,7 @@ from textual.widgets import Static
 
 from ipcmon.ui.app import IpcmonApp
 from ipcmon.ui.view.timeline import EVENT_COLUMNS
+from ipcmon.ui.widgets.object_view import DetailPane
 from ipcmon.ui.widgets.timeline_table import SORT_DOWN, TimelineTable
 from tests.helpers import Cleanup
 from tests.ui.conftest import live_app, started, ui_name, view, wait_for
@@ -187,11 +188,14 @@ async def test_wrapped_detail_lines_start_under_their_value(cleanup: Cleanup) ->
         shm = view(app, "shm")
         shm.table.set_filter(name)
         await wait_for(pilot, lambda: shm.table.row_count == 1, "only its row")
+        pane = shm.query_one(DetailPane)
+        await wait_for(pilot, lambda: f"/dev/shm{name}" in pane.text.plain, "its detail")
         await pilot.pause()
         body = shm.query_one(".detail-body", Static)
         lines = [body.render_line(y).text.rstrip() for y in range(body.size.height)]
         path = next(index for index, line in enumerate(lines) if line.startswith("  path"))
-        value_at = next(line for line in lines if line.startswith("  state")).index("orphaned")
+        state = next(line for line in lines if line.startswith("  state"))
+        value_at = len(state) - len(state[len("  state"):].lstrip())
         # The path starts on its label's line (a word too long for the line is cut, not moved below it)…
         assert lines[path][value_at:].startswith("/dev/shm/"), lines
         rest = lines[path + 1]

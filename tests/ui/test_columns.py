@@ -10,6 +10,7 @@ from textual.pilot import Pilot
 from textual.widgets import Static
 
 from ipcmon.ui.app import IpcmonApp
+from ipcmon.ui.view.describe import hang_indent
 from ipcmon.ui.view.timeline import EVENT_COLUMNS
 from ipcmon.ui.widgets.object_view import DetailPane
 from ipcmon.ui.widgets.timeline_table import SORT_DOWN, TimelineTable
@@ -201,3 +202,11 @@ async def test_wrapped_detail_lines_start_under_their_value(cleanup: Cleanup) ->
         rest = lines[path + 1]
         # … and goes on under itself.
         assert rest[:value_at].strip() == "" and rest[value_at] != " " and rest.strip() in f"/dev/shm{name}", lines
+
+
+def test_a_detail_line_hangs_under_its_value() -> None:
+    assert hang_indent("  path        /dev/shm/x") == 14  # a label's value
+    assert hang_indent("     26801 memfd:sealed-91  fd 0  line_io_tools") == 28  # a holder: after pid and command
+    assert hang_indent("  08:25:41.577  created 4096 bytes") == 16  # a history line: after its time
+    assert hang_indent("  nobody holds it: an orphan (d removes it)") == 2  # no gap: under its own start
+    assert hang_indent("Holders (0)") == 0

@@ -146,7 +146,9 @@ class IpcmonApp(ActingApp):
                     elif view_id in specs:
                         yield ObjectView(specs[view_id]).data_bind(*state, IpcmonApp.events, IpcmonApp.snapshot)
                     else:
-                        yield DemosView().data_bind(*state, IpcmonApp.demo_processes, IpcmonApp.snapshot)
+                        yield DemosView(read_only=self.read_only).data_bind(
+                            *state, IpcmonApp.demo_processes, IpcmonApp.snapshot
+                        )
         yield SteadyFooter()
 
     def on_mount(self) -> None:

@@ -73,6 +73,9 @@ class ActingApp(NavigatingApp):
     )
     CHANGING_ACTIONS: ClassVar[frozenset[str]] = frozenset({"signal", "remove"})
     """Actions that change the system: refused, and left out of the footer, under --read-only."""
+    OBJECT_ACTIONS: ClassVar[frozenset[str]] = frozenset({"filter", "signal", "remove", "copy_path"})
+    """Actions on a table view's rows (2–6): left out of the footer in the Demos view, where they have nothing to act
+    on (they only said so), so its own keys and the rest fit at 120 columns (issue 12)."""
 
     read_only: bool
     """--read-only or IPCMON_READ_ONLY: every action that changes the system is refused (set by IpcmonApp)."""
@@ -88,6 +91,8 @@ class ActingApp(NavigatingApp):
         if action in self.CHANGING_ACTIONS and self.read_only:
             return False
         if action == "refuse" and not self.read_only:
+            return False
+        if action in self.OBJECT_ACTIONS and self.active_view == "demos":
             return False
         return not (action in self.MAIN_SCREEN_ACTIONS and len(self.screen_stack) > 1)
 

@@ -11,6 +11,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from ipcmon.ui.screens.process import ProcessScreen
+from ipcmon.ui.widgets.object_view import DetailPane
 from tests.helpers import Cleanup, Spawn, new_name
 from tests.ui.conftest import jump, live_app, started, view, wait_for
 
@@ -29,7 +30,7 @@ async def test_a_queue_detail_says_what_it_reserves(cleanup: Cleanup) -> None:
             assert snapshot is not None
             key = next(q.object_key for q in snapshot.mqueues if q.name == name)
             await jump(pilot, app, "mqueue", key)
-            detail = str(view(app, "mqueue").query_one(".detail-body").render())
+            detail = view(app, "mqueue").query_one(DetailPane).text.plain
             (line,) = [line for line in detail.splitlines() if "RLIMIT_MSGQUEUE" in line]
             assert line.split()[:5] == ["reserves", "82,880", "bytes", "of", "its"]
     finally:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from textual.widgets import Static
 
 from ipcmon.demos import OBJECT_PREFIX
-from tests.ui.conftest import live_app, record_notifications, started, view, wait_for
+from tests.ui.conftest import canned_app, live_app, record_notifications, started, view, wait_for
 
 # Real scans of a machine other tests keep busy: generous, but bounded.
 pytestmark = pytest.mark.timeout(300)
@@ -92,3 +93,18 @@ def test_demo_objects_are_marked_by_name_with_or_without_a_slash() -> None:
     assert ctx.is_demo(f"{OBJECT_PREFIX[1:]}42-frames", ())
     assert not ctx.is_demo("/ipcmon-test-42", ())
     assert not ctx.is_demo("anonymous", ())
+
+
+async def test_the_read_only_banner_does_not_offer_to_start_a_demo() -> None:
+    for read_only in (False, True):
+        app = canned_app(read_only=read_only)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await started(pilot, app)
+            await pilot.press("7")
+            await pilot.pause()
+            hint = str(app.query_one("#view-demos .hint", Static).render())
+            if read_only:
+                # Enter on a stopped demo is refused under --read-only: the banner says how to start one instead.
+                assert "Enter starts" not in hint and "--demo NAME" in hint and "Enter stops" in hint, hint
+            else:
+                assert "Enter starts or stops" in hint, hint

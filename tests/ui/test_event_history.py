@@ -27,6 +27,7 @@ from ipcmon.ui.app import IpcmonApp
 from ipcmon.ui.view.table import Row
 from ipcmon.ui.view.timeline import EVENT_STYLES
 from ipcmon.ui.widgets import timeline_table
+from ipcmon.ui.widgets.object_view import DetailPane
 from ipcmon.ui.widgets.timeline_table import TimelineTable
 from tests.helpers import Cleanup
 from tests.ui import canned
@@ -204,7 +205,7 @@ async def test_a_full_history_switches_filters_and_refreshes_in_time(
         # A click puts the cursor on the line clicked (the header is the first line).
         await pilot.click(table, offset=(5, 3))
         assert table.cursor_row == round(table.scroll_y) + 2
-        detail = str(view(app, "events").query_one(".detail-body").render())
+        detail = view(app, "events").query_one(DetailPane).text.plain
         assert "History since ipcmon started" in detail
 
 

@@ -85,3 +85,26 @@ async def test_a_recompose_leaves_no_watcher_of_a_removed_key() -> None:
             await pilot.pause()
         watchers = getattr(footer, "__watchers", {}).get("compact", [])
         assert 0 < len(watchers) <= len(footer.query_children(FooterKey))
+
+
+async def test_the_demos_footer_leaves_out_the_row_keys_and_fits_at_120_columns() -> None:
+    # In the Demos view / k d c only said there was nothing to act on, and the bar was cut at "+ Fas" (issue 12).
+    app = canned_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await started(pilot, app)
+        await pilot.press("7")
+        await pilot.pause()
+        keys = footer_keys(app)
+        assert keys == textual_keys(app)
+        assert "Show objects" in keys and "Slower" in keys, keys
+        for gone in ("Filter", "Signal", "Remove", "Copy path"):
+            assert gone not in keys, keys
+        footer = app.query_one(SteadyFooter)
+        shown = footer.shown_keys
+        palette = [key for key in shown if key.has_class("-command-palette")]
+        right = palette[0].region.x if palette else footer.region.right
+        assert all(key.region.right <= right for key in shown if key not in palette), [
+            (str(key.description), key.region) for key in shown]
+        await pilot.press("2")  # back in a table view: they are there again
+        await pilot.pause()
+        assert {"Filter", "Signal", "Remove", "Copy path"} <= set(footer_keys(app))

@@ -11,12 +11,13 @@ from textual.widgets import Sparkline, Tabs
 
 from ipcmon.model import Holder, Snapshot
 from ipcmon.ui.app import IpcmonApp
+from ipcmon.ui.view.table import fit_widths
 from ipcmon.ui.views import OBJECT_SPECS, VIEWS, tab_labels
 from ipcmon.ui.widgets.demos_view import NarrationLog
 from ipcmon.ui.widgets.header import StatusHeader
 from ipcmon.ui.widgets.object_view import DetailPane, Notes
 from ipcmon.ui.widgets.overview import MetricCard
-from ipcmon.ui.widgets.tables import ObjectTable, fit_widths
+from ipcmon.ui.widgets.tables import ObjectTable
 from tests.ui import canned
 from tests.ui.conftest import canned_app, started, view, wait_for
 

@@ -13,6 +13,7 @@ from ipcmon.model import ShmSegment
 from ipcmon.ui.app import IpcmonApp
 from ipcmon.ui.screens.confirm import ConfirmScreen
 from ipcmon.ui.screens.signal import SignalPicker
+from ipcmon.ui.widgets.object_view import DetailPane
 from tests.helpers import Cleanup, Spawn
 from tests.ui.conftest import jump, live_app, record_notifications, started, ui_name, view, wait_for
 
@@ -60,7 +61,7 @@ async def test_segment_appears_gets_a_holder_and_goes(cleanup: Cleanup) -> None:
             await wait_for(pilot, lambda: str(os.getpid()) in table.get_cell(key, "holders").plain,
                            "the holder in the row")
             assert "held" in table.get_cell(key, "state").plain
-            detail = str(view(app, "shm").query_one(".detail-body").render())
+            detail = view(app, "shm").query_one(DetailPane).text.plain
             assert f"{os.getpid()}" in detail and "mapped rw-s" in detail
         finally:
             mapping.close()

@@ -31,6 +31,7 @@ from ipcmon.ui.view.describe import describe_process, describe_record
 from ipcmon.ui.view.rows import signal_rows
 from ipcmon.ui.view.table import Context, RowCache, matches
 from ipcmon.ui.view.timeline import EVENT_COLUMNS, event_probe, event_row
+from ipcmon.ui.widgets.object_view import DetailPane
 from ipcmon.ui.widgets.tables import ObjectTable
 from ipcmon.ui.widgets.timeline_table import TimelineTable
 from ipcmon.who import COMMAND_MAX, CreatorFacts, clock_at, creator_text, sent_from_event, sent_text
@@ -229,7 +230,7 @@ async def test_a_blocked_sigusr1_shows_its_sender_in_the_signals_view(spawn: Spa
         await wait_for(pilot, lambda: "blocked" in _last_sent(table, key), "the sender in LAST SENT")
         assert _last_sent(table, key) == f"▲ SIGUSR1 ← {sender} ipcmon-ui-snd, blocked"
         await jump(pilot, app, "signals", key)
-        detail = str(view(app, "signals").query_one(".detail-body").render())
+        detail = view(app, "signals").query_one(DetailPane).text.plain
         assert f"▲ SIGUSR1 from {sender} ipcmon-ui-snd at " in detail
         assert detail.split(f"SIGUSR1 from {sender} ipcmon-ui-snd at ", 1)[1].split("\n")[0].endswith(
             ": blocked, pending")
@@ -262,7 +263,7 @@ async def test_the_journal_names_the_creator_of_a_real_orphan_segment(spawn: Spa
         key = record.key or ""
         await wait_for(pilot, lambda: key in view(app, "shm").table.shown_keys, "the orphan's row")
         await jump(pilot, app, "shm", key)
-        detail = str(view(app, "shm").query_one(".detail-body").render())
+        detail = view(app, "shm").query_one(DetailPane).text.plain
         assert f"created by  {creator.pid} ipcmon-ui-mk " in detail, detail  # the label, padded as the others
         line = detail[detail.index("created by"):].split("\n")[0]
         assert line.endswith("; that process exited (when is unknown)"), line  # it left no exit in this journal

@@ -11,7 +11,7 @@ from textual.events import Key
 from ipcmon.model import Event
 from ipcmon.ui.screens.confirm import ConfirmScreen
 from ipcmon.ui.screens.signal import SignalPicker
-from ipcmon.ui.widgets.object_view import ESCAPED_DIGITS
+from ipcmon.ui.widgets.object_view import ESCAPED_DIGITS, DetailPane
 from tests.ui import canned
 from tests.ui.conftest import canned_app, jump, record_notifications, shown_names, started, view, wait_for
 
@@ -241,7 +241,7 @@ async def test_an_event_detail_shows_the_history_of_its_object() -> None:
         await wait_for(pilot, lambda: view(app, "events").table.current_row is not None, "an event selected")
         event = view(app, "events").table.current_row.record  # type: ignore[union-attr]
         assert isinstance(event, Event)
-        detail = str(view(app, "events").query_one(".detail-body").render())
+        detail = view(app, "events").query_one(DetailPane).text.plain
         history = [e for e in app.events if e.key == event.key]
         assert history and f"History since ipcmon started ({len(history)})" in detail
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from rich.console import Console
 from rich.text import Text
 
 from ipcmon import health
@@ -55,6 +57,45 @@ from ipcmon.ui.view.table import Context, state_style
 from ipcmon.who import MARK_GLYPH, creator_words, doer_text, sent_text
 
 BAR_WIDTH = 30
+VALUE_GAP = re.compile(r"( *)\S+(?: \S+)* {2,}(?=\S)")
+"""A detail line's label (or pid and command, or time) and the two or more spaces before its value."""
+
+
+def hang_indent(line: str) -> int:
+    """Where a detail line's value starts (after ``  label``, a holder's pid and command, a history line's time):
+    its wrapped lines start there; a line with no such gap hangs under its own first character."""
+    found = VALUE_GAP.match(line)
+    return found.end() if found else len(line) - len(line.lstrip(" "))
+
+
+def hanging(text: Text, console: Console, width: int) -> Text:
+    """``text`` wrapped to ``width`` cells, each wrapped line starting under its value (:func:`hang_indent`)
+    instead of at the first column; a line whose value would get under half the width wraps as usual."""
+    lines: list[Text] = []
+    for line in text.split("\n", allow_blank=True):
+        if line.cell_len <= width:
+            lines.append(line)
+            continue
+        plain = line.plain
+        indent = hang_indent(plain)
+        if indent * 2 > width:
+            lines.extend(line.wrap(console, width))
+            continue
+        first = line.wrap(console, width)[0]
+        first.rstrip()
+        if len(first.plain) <= indent:  # the value is one word too long for the line: cut it there, not before it
+            first = line.copy()
+            first.truncate(width)
+        lines.append(first)
+        start = len(first.plain)
+        while start < len(plain) and plain[start] == " ":
+            start += 1
+        for piece in line[start:].wrap(console, width - indent):
+            piece.rstrip()
+            lines.append(Text(" " * indent, end="") + piece)
+    joined = Text("\n", end="").join(lines)
+    joined.end = ""
+    return joined
 
 
 class Detail:

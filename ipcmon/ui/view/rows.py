@@ -74,9 +74,9 @@ SHM_COLUMNS = (
     Column("kind", "KIND"),
     Column("size", "SIZE"),
     Column("alloc", "ALLOC"),
-    Column("mode", "MODE"),
+    Column("mode", "MODE", keep=9),  # rw-rw-r--: cut, a mode says nothing
     Column("owner", "OWNER"),
-    Column("state", "STATE"),
+    Column("state", "STATE", keep=9),  # orphaned?, "attached…" of "attached, nattch 2"
     Column("holders", "HOLDERS"),
 )
 

@@ -83,7 +83,39 @@ class Column:
     label: str
     width: int | None = None
     keep: int | None = None
-    """Cells it keeps when the table is too narrow for everything (None: widgets.tables.MIN_WIDTH, or its label)."""
+    """Cells it keeps when the table is too narrow for everything (None: the table's default, or its label; see
+    :func:`fit_widths`)."""
+
+
+def fit_widths(natural: Sequence[int], minimum: Sequence[int], available: int) -> list[int]:
+    """Column widths (cells, padding excluded) that share ``available`` by what the columns hold.
+
+    When every column fits, each gets its natural width (its widest cell or label). Otherwise the widest are
+    cut to a common level, so a long column gives up room before a short one loses any, and none goes below
+    its minimum (when even the minimums do not fit, the table scrolls sideways).
+    """
+    if sum(natural) <= available:
+        return list(natural)
+    if sum(minimum) >= available:
+        return list(minimum)
+
+    def at(level: int) -> list[int]:
+        return [max(low, min(want, level)) for want, low in zip(natural, minimum, strict=True)]
+
+    low, high = 0, max(natural)
+    while low < high:  # the highest level whose widths fit
+        middle = (low + high + 1) // 2
+        if sum(at(middle)) <= available:
+            low = middle
+        else:
+            high = middle - 1
+    widths = at(low)
+    spare = available - sum(widths)
+    for index, want in enumerate(natural):  # what rounding left, a cell each to the cut columns
+        if spare and widths[index] < want:
+            widths[index] += 1
+            spare -= 1
+    return widths
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,15 +8,17 @@ from ipcmon.text import clock_text, place_suffix
 from ipcmon.ui.view.table import Cell, Column, Context, Row, fields_of, name_cell, number_cell, search_text, text_cell
 
 EVENT_COLUMNS = (
-    Column("time", "TIME"),
+    Column("time", "TIME", keep=12),  # 08:25:51.975
     Column("mechanism", "MECHANISM"),
-    Column("event", "EVENT"),
-    Column("object", "OBJECT"),
-    Column("pid", "PID"),
+    Column("event", "EVENT", keep=8),  # created, attached, orphaned…
+    Column("object", "OBJECT", keep=8),
+    Column("pid", "PID", keep=5),
     Column("comm", "COMM"),
     Column("source", "SOURCE"),
     Column("detail", "DETAIL"),
 )
+"""The Events view's columns. The timeline keeps a column's label whole, and ``keep`` cells when it holds that
+many: with the padding, the minimums fit 80 columns, so every header is on screen there (issue 12)."""
 
 EVENT_STYLES: dict[str, str] = {
     # event name → Palette field

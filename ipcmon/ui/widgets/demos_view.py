@@ -139,6 +139,13 @@ class NarrationLog(RichLog):
                 self.write(text, width=width)
 
 
+def demos_hint(read_only: bool) -> str:
+    """The Demos view's banner: what Enter does (under --read-only it only stops a demo: starting one is refused)."""
+    enter = ("Read-only: demos start with --demo NAME only; Enter stops the selected one" if read_only
+             else "Enter starts or stops the selected demo")
+    return f"{enter}; g shows its objects; ◆ marks them elsewhere."
+
+
 class DemosView(Vertical):
     """Lists the demos; Enter starts or stops the selected one; its narration shows below."""
 
@@ -152,8 +159,10 @@ class DemosView(Vertical):
     """The demos the App started, by name (the latest run of each)."""
     active_view: reactive[str] = reactive("overview", repaint=False)
 
-    def __init__(self) -> None:
+    def __init__(self, *, read_only: bool = False) -> None:
         super().__init__(id="view-demos")
+        self.read_only = read_only
+        """--read-only: a demo starts only from the command line (``--demo NAME``); Enter still stops one."""
         self.narration: dict[str, deque[str]] = {name: deque(maxlen=NARRATION_LINES) for name in DEMOS}
         self._shown: str | None = None
         self._runs: dict[str, DemoProcess] = {}
@@ -163,8 +172,7 @@ class DemosView(Vertical):
         self._drain_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static(Text("Enter starts or stops the selected demo; g shows its objects; ◆ marks them elsewhere."),
-                     classes="hint")
+        yield Static(Text(demos_hint(self.read_only)), classes="hint")
         yield ObjectTable(DEMO_COLUMNS, id="demo-list")
         yield NarrationLog(id="demo-narration")
 
@@ -284,7 +292,8 @@ class DemosView(Vertical):
         for line in self.narration[name]:
             log.add(Text(printable(line)))
         if name not in self.demo_processes:
-            log.add(Text("not started: press Enter to start it", style="dim"))
+            start = f"start it with --demo {name} (read-only)" if self.read_only else "press Enter to start it"
+            log.add(Text(f"not started: {start}", style="dim"))
 
     @on(DataTable.RowHighlighted, "#demo-list")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:

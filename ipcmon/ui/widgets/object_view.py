@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.css.scalar import Scalar, Unit
-from textual.events import Click, Key
+from textual.events import Click, Key, Resize
 from textual.keys import _character_to_key  # the key names Textual gives characters (tests check it still does)
 from textual.message import Message
 from textual.reactive import reactive
@@ -24,7 +24,7 @@ from ipcmon.model import Event, Snapshot
 from ipcmon.safe import counted, printable
 from ipcmon.ui.messages import OpenRow
 from ipcmon.ui.state import empty_context
-from ipcmon.ui.view.describe import describe_record
+from ipcmon.ui.view.describe import describe_record, hanging
 from ipcmon.ui.view.rows import RowSource
 from ipcmon.ui.view.table import Column, Context, Row, RowCache
 from ipcmon.ui.widgets.tables import ObjectTable
@@ -225,6 +225,8 @@ class DetailPane(VerticalScroll):
     _text: Text = Text()
     _wanted: tuple[int, int] = (0, 0)
     """(width, lines) of the last wanted_height: it is asked after every refresh, the text changes seldom."""
+    _wrapped: tuple[int, Text] | None = None
+    """(inner width, the text wrapped with hanging lines) as last shown or measured."""
 
     def show(self, text: Text) -> None:
         # Most refreshes change nothing here: skip the repaint then (Text's == ignores styles, so compare spans).
@@ -233,13 +235,39 @@ class DetailPane(VerticalScroll):
             self._shown = shown
             self._text = text
             self._wanted = (0, 0)
-            self.query_one(".detail-body", Static).update(text)
+            self._wrapped = None
+            self._update_body()
+
+    @property
+    def text(self) -> Text:
+        """What the pane shows, one line per label and value, before it is wrapped to the pane."""
+        return self._text
+
+    def _inner(self, width: int) -> int:
+        """The text's width in a pane this wide (a scrollbar's room kept, so a scrollbar coming rewraps nothing)."""
+        return max(width - self.styles.gutter.width - self.styles.scrollbar_size_vertical, 1)
+
+    def _hanging(self, inner: int) -> Text:
+        """The text wrapped to ``inner`` cells, wrapped lines under their value (describe.hanging): Textual would
+        start them at the first column."""
+        if self._wrapped is None or self._wrapped[0] != inner:
+            self._wrapped = (inner, hanging(self._text, self.app.console, inner))
+        return self._wrapped[1]
+
+    def _update_body(self) -> None:
+        width = self.outer_size.width
+        body = self._hanging(self._inner(width)) if width else self._text
+        self.query_one(".detail-body", Static).update(body)
+
+    def on_resize(self, event: Resize) -> None:
+        if self._wrapped is None or self._wrapped[0] != self._inner(self.outer_size.width):
+            self._update_body()
 
     def wanted_height(self, width: int) -> int:
         """Lines the pane needs to show all it holds at this outer width (its border and padding included)."""
         if self._wanted[0] != width:
-            inner = max(width - self.styles.gutter.width - self.styles.scrollbar_size_vertical, 1)
-            self._wanted = (width, len(self._text.wrap(self.app.console, inner)) + self.styles.gutter.height)
+            lines = self._hanging(self._inner(width)).plain.count("\n") + 1
+            self._wanted = (width, lines + self.styles.gutter.height)
         return self._wanted[1]
 
 

@@ -20,7 +20,7 @@ from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowDoesNotExist, RowKey
 
 from ipcmon.text import PLACE_HEADER, place_cell, several_places
-from ipcmon.ui.view.table import Cell, Column, Row, matches, text_cell
+from ipcmon.ui.view.table import Cell, Column, Row, fit_widths, matches, text_cell
 
 REBUILD_AT = 200
 CELLS_KEPT = 10_000
@@ -36,37 +36,6 @@ FIRST_MIN_WIDTH = 20
 PLACE_COLUMN = Column("place", PLACE_HEADER, 16)
 """Where each row's object lives (issue 15), after the first column: shown only while the rows' objects live in
 more than one place (ObjectTable ``placed``)."""
-
-
-def fit_widths(natural: Sequence[int], minimum: Sequence[int], available: int) -> list[int]:
-    """Column widths (cells, padding excluded) that share ``available`` by what the columns hold.
-
-    When every column fits, each gets its natural width (its widest cell or label). Otherwise the widest are
-    cut to a common level, so a long column gives up room before a short one loses any, and none goes below
-    its minimum (when even the minimums do not fit, the table scrolls sideways).
-    """
-    if sum(natural) <= available:
-        return list(natural)
-    if sum(minimum) >= available:
-        return list(minimum)
-
-    def at(level: int) -> list[int]:
-        return [max(low, min(want, level)) for want, low in zip(natural, minimum, strict=True)]
-
-    low, high = 0, max(natural)
-    while low < high:  # the highest level whose widths fit
-        middle = (low + high + 1) // 2
-        if sum(at(middle)) <= available:
-            low = middle
-        else:
-            high = middle - 1
-    widths = at(low)
-    spare = available - sum(widths)
-    for index, want in enumerate(natural):  # what rounding left, a cell each to the cut columns
-        if spare and widths[index] < want:
-            widths[index] += 1
-            spare -= 1
-    return widths
 
 
 class ObjectTable(DataTable[Cell]):

@@ -18,7 +18,12 @@ by :meth:`render_line` for the lines on screen only, and kept for the last :data
 stays flat once the log is full. A new palette or a change of demo pids just redraws the screen: a line's row is
 rebuilt as it is drawn when its colours or its demo badge are out of date.
 
-Columns are as wide as the widest cell built so far (as a DataTable's grow with its rows); they never shrink.
+Columns share the widget's width by what the lines on screen hold (:func:`~ipcmon.ui.view.table.fit_widths`,
+as the object tables do; issue 12): not the whole history, and at the cost of the lines drawn, O(screen). The
+widths are worked out again when the lines on screen change (new events, a filter, new colours), when the width
+changes, and when the view scrolled a page away from where they were last worked out; in between, scrolling
+only widens a column, so a long name passing by does not make the columns jump at every step. DETAIL, the last
+column, takes what is left; a cut cell ends with an ellipsis.
 Sorting by another column is not offered: a timeline is in arrival order (an event a source delivers late is
 listed when it arrives, with its own time).
 
@@ -35,6 +40,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from rich.segment import Segment
+from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
 from textual.geometry import Region, Size
@@ -45,7 +51,7 @@ from textual.strip import Strip
 from ipcmon.live.events import EventLog
 from ipcmon.model import Event
 from ipcmon.ui.state import empty_context
-from ipcmon.ui.view.table import Cell, Column, Context, Palette, Row, build_recording, matches
+from ipcmon.ui.view.table import Cell, Column, Context, Palette, Row, build_recording, fit_widths, matches
 from ipcmon.ui.view.timeline import event_probe, event_row
 
 SORT_DOWN = " ▼"
@@ -53,10 +59,10 @@ SORT_DOWN = " ▼"
 PADDING = 1
 """Blank cells on each side of a column, as a DataTable draws them."""
 ROWS_KEPT = 1_000
+"""Lines that keep their built cells (the ones drawn lately); the others keep only their probe."""
 FOLLOW_AT_ONCE = 500
 """New events taken in by one call of :meth:`TimelineTable.follow` (about 25 ms); a flood is taken in over
 several frames."""
-"""Lines that keep their built cells (the ones drawn lately); the others keep only their probe."""
 
 
 def event_key(number: int) -> str:
@@ -187,8 +193,15 @@ class TimelineTable(ScrollView, can_focus=True):
         """Lines from the top (0: the newest shown)."""
         self._cursor_number: int | None = None
         """The event the cursor was last on (to post Highlighted only on a move)."""
-        self._widths = [len(column.label) for column in self.spec]
-        self._widths[0] += len(SORT_DOWN)
+        self._labels = [column.label + (SORT_DOWN if index == 0 else "") for index, column in enumerate(self.spec)]
+        """The header's labels, the first with its arrow (minimum widths keep them whole)."""
+        self._widths = [len(label) for label in self._labels]
+        """Each column's width in cells, padding excluded, as drawn now (see :meth:`_fit`)."""
+        self._natural = list(self._widths)
+        """What the columns held when the widths were last worked out: the labels and the cells on screen."""
+        self._fitted: tuple[int, int, int] | None = None
+        """(width, top, the number of the event on the top line) when the widths were last worked out afresh;
+        None: afresh at the next frame."""
 
     # --- keeping in step ------------------------------------------------------------------------------------
 
@@ -197,6 +210,8 @@ class TimelineTable(ScrollView, can_focus=True):
         # Cells depend on the colours and the demo pids only: another process table alone redraws nothing.
         redraw = (ctx.palette, ctx.demo_pids) != (self.context.palette, self.context.demo_pids)
         self.context = ctx
+        if redraw:
+            self._fitted = None  # a demo badge more or less: the widths are worked out afresh
         before = self._span()
         if log is not self._log:
             self._log = log
@@ -240,11 +255,13 @@ class TimelineTable(ScrollView, can_focus=True):
     def set_context(self, ctx: Context) -> None:
         """New colours or demo pids: redraw what is on screen (rows are rebuilt as they are drawn)."""
         self.context = ctx
+        self._fitted = None  # a demo badge more or less: the widths are worked out afresh
         self.refresh()
 
     def set_filter(self, text: str) -> None:
         """Show only the lines matching ``text`` (one pass over the log), keeping the cursor on its event."""
         self.filter_text = text.strip()
+        self._fitted = None  # other lines: the widths are worked out afresh
         keep = self._cursor_number
         query = self.filter_text
         self._shown = deque(line for line in self._all if not query or matches(line.probe, query))
@@ -277,12 +294,47 @@ class TimelineTable(ScrollView, can_focus=True):
         self.refresh()
         self._cursor_changed()
 
-    def _widen(self, row: Row) -> None:
-        widths = self._widths
-        for index, cell in enumerate(row.cells):
-            length = cell.cell_len
-            if length > widths[index]:
-                widths[index] = length
+    def _fit(self, rows: Sequence[Row], top: int) -> bool:
+        """Share the width among the columns by what ``rows`` (those on screen) hold; True when widths changed.
+
+        Afresh when the width changed, when the lines changed other than by scrolling (new events at the top, a
+        filter, new colours), or when the view scrolled a page or more from where they were last worked out
+        afresh; otherwise a column only widens, for a wider cell that scrolled in. Each column keeps its label
+        whole, and ``Column.keep`` cells when it holds that many.
+        """
+        available = self.scrollable_content_region.width
+        first = self._line_at(top)
+        at_top = first.number if first is not None else -1
+        natural = [len(label) for label in self._labels]
+        for row in rows:
+            for index, cell in enumerate(row.cells[:len(natural)]):
+                length = cell.cell_len
+                if length > natural[index]:
+                    natural[index] = length
+        fitted = self._fitted
+        if fitted is not None and self._scrolled_since(fitted, available, top):
+            natural = [max(now, before) for now, before in zip(natural, self._natural, strict=True)]
+            if natural == self._natural:
+                return False
+        else:
+            self._fitted = (available, top, at_top)
+        self._natural = natural
+        minimum = [min(want, max(len(label), column.keep or 0))
+                   for want, label, column in zip(natural, self._labels, self.spec, strict=True)]
+        room = available - 2 * PADDING * len(natural)
+        widths = fit_widths(natural, minimum, room)
+        widths[-1] += max(0, room - sum(widths))  # DETAIL takes what is left
+        if widths == self._widths:
+            return False
+        self._widths = widths
+        return True
+
+    def _scrolled_since(self, fitted: tuple[int, int, int], available: int, top: int) -> bool:
+        """Did only scrolling, less than a page, change the lines on screen since the widths were ``fitted``?"""
+        width, was_top, number = fitted
+        line = self._line_at(was_top)
+        return (width == available and abs(top - was_top) < self._page
+                and (line.number if line is not None else -1) == number)
 
     def _line_width(self) -> int:
         return sum(self._widths) + 2 * PADDING * len(self._widths)
@@ -314,7 +366,6 @@ class TimelineTable(ScrollView, can_focus=True):
         if line.row is not None and line.current(self.context):
             return line.row
         row = line.build(self.context)
-        self._widen(row)
         built = self._built
         built.append(line)
         if len(built) > ROWS_KEPT:
@@ -436,14 +487,15 @@ class TimelineTable(ScrollView, can_focus=True):
     # --- drawing --------------------------------------------------------------------------------------------
 
     def render_lines(self, crop: Region) -> list[Strip]:
-        # Build the rows on screen before drawing any line, so every line of a frame has the same column widths.
+        # Build the rows on screen and fit the columns to them before drawing any line, so every line of a frame
+        # has the same column widths.
         top = round(self.scroll_y)
-        widths = list(self._widths)
+        rows = []
         for index in range(top, top + self._page):
             line = self._line_at(index)
             if line is not None:
-                self._fresh(line)
-        if self._widths != widths:
+                rows.append(self._fresh(line))
+        if self._fit(rows, top):
             self.virtual_size = Size(self._line_width(), len(self._shown) + 1)
         return super().render_lines(crop)
 
@@ -464,9 +516,7 @@ class TimelineTable(ScrollView, can_focus=True):
         return strip.apply_style(style).crop_extend(scroll_x, scroll_x + width, style)
 
     def _header(self) -> Strip:
-        labels = [Cell(column.label + (SORT_DOWN if index == 0 else ""), ())
-                  for index, column in enumerate(self.spec)]
-        return self._cells(labels)
+        return self._cells([Cell(label, ()) for label in self._labels])
 
     def _cells(self, cells: Sequence[Cell]) -> Strip:
         console = self.app.console
@@ -476,8 +526,12 @@ class TimelineTable(ScrollView, can_focus=True):
             segments.append(Segment(pad))
             # Text.render leaves the text's own style to its caller (rich's __rich_console__ applies it).
             style = console.get_style(cell.style) if cell.style else None
-            segments.extend(Segment.apply_style(cell.render(console, end=""), style))
-            segments.append(Segment(" " * (width - cell.cell_len + PADDING)))
+            shown: Text = cell
+            if cell.cell_len > width:
+                shown = cell.copy()
+                shown.truncate(width, overflow="ellipsis")
+            segments.extend(Segment.apply_style(shown.render(console, end=""), style))
+            segments.append(Segment(" " * (width - shown.cell_len + PADDING)))
         return Strip(segments)
 
     def on_mount(self) -> None:

@@ -85,6 +85,9 @@ class Column:
     keep: int | None = None
     """Cells it keeps when the table is too narrow for everything (None: the table's default, or its label; see
     :func:`fit_widths`)."""
+    hide_below: int | None = None
+    """Left out of a table narrower than this many cells, to leave its room to the others (None: always shown;
+    the Events view's SOURCE, which its detail pane shows as well)."""
 
 
 def fit_widths(natural: Sequence[int], minimum: Sequence[int], available: int) -> list[int]:

@@ -14,7 +14,7 @@ EVENT_COLUMNS = (
     Column("object", "OBJECT", keep=8),
     Column("pid", "PID", keep=5),
     Column("comm", "COMM"),
-    Column("source", "SOURCE"),
+    Column("source", "SOURCE", hide_below=100),  # in the detail pane too: its room goes to OBJECT and DETAIL
     Column("detail", "DETAIL"),
 )
 """The Events view's columns. The timeline keeps a column's label whole, and ``keep`` cells when it holds that

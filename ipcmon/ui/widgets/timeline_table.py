@@ -58,6 +58,8 @@ SORT_DOWN = " ▼"
 """The TIME header's arrow: newest first, always."""
 PADDING = 1
 """Blank cells on each side of a column, as a DataTable draws them."""
+HIDDEN = -1
+"""The width of a column left out at this width (Column.hide_below)."""
 ROWS_KEPT = 1_000
 """Lines that keep their built cells (the ones drawn lately); the others keep only their probe."""
 FOLLOW_AT_ONCE = 500
@@ -319,11 +321,15 @@ class TimelineTable(ScrollView, can_focus=True):
         else:
             self._fitted = (available, top, at_top)
         self._natural = natural
-        minimum = [min(want, max(len(label), column.keep or 0))
-                   for want, label, column in zip(natural, self._labels, self.spec, strict=True)]
-        room = available - 2 * PADDING * len(natural)
-        widths = fit_widths(natural, minimum, room)
-        widths[-1] += max(0, room - sum(widths))  # DETAIL takes what is left
+        shown = [index for index, column in enumerate(self.spec)
+                 if column.hide_below is None or available >= column.hide_below]
+        minimum = [min(natural[index], max(len(self._labels[index]), self.spec[index].keep or 0)) for index in shown]
+        room = available - 2 * PADDING * len(shown)
+        fitted_widths = fit_widths([natural[index] for index in shown], minimum, room)
+        fitted_widths[-1] += max(0, room - sum(fitted_widths))  # DETAIL takes what is left
+        widths = [HIDDEN] * len(natural)
+        for index, width in zip(shown, fitted_widths, strict=True):
+            widths[index] = width
         if widths == self._widths:
             return False
         self._widths = widths
@@ -337,7 +343,8 @@ class TimelineTable(ScrollView, can_focus=True):
                 and (line.number if line is not None else -1) == number)
 
     def _line_width(self) -> int:
-        return sum(self._widths) + 2 * PADDING * len(self._widths)
+        shown = [width for width in self._widths if width != HIDDEN]
+        return sum(shown) + 2 * PADDING * len(shown)
 
     # --- lines and rows -------------------------------------------------------------------------------------
 
@@ -523,6 +530,8 @@ class TimelineTable(ScrollView, can_focus=True):
         segments: list[Segment] = []
         pad = " " * PADDING
         for cell, width in zip(cells, self._widths, strict=False):
+            if width == HIDDEN:
+                continue
             segments.append(Segment(pad))
             # Text.render leaves the text's own style to its caller (rich's __rich_console__ applies it).
             style = console.get_style(cell.style) if cell.style else None

@@ -163,8 +163,10 @@ def read_fds(pid: int, devices: Devices, proc: str = procfs.PROC) -> list[FdRef]
                           _ACCESS_BY_MODE[((mode >> 8) & 1) | ((mode >> 6) & 2)], None, False)
                 )
                 continue
-            if first != "/":
-                continue  # socket:[…], anon_inode:…, and other non-path descriptors
+            if first != "/" or target.startswith("/proc/"):
+                # socket:[…], anon_inode:…, and other non-path descriptors; /proc files, which a monitor keeps open
+                # by the thousand (ipcmon's own, procfs.OpenProcFiles: a second ipcmon reads them at every scan)
+                continue
             st = os.stat(link)
             kind: FdKind
             if stat.S_ISFIFO(st.st_mode):

@@ -385,3 +385,27 @@ def test_a_kept_stat_of_a_reaped_process_reads_the_new_owner_of_its_pid(spawn: S
             scanner.close()
     finally:
         files.close()
+
+
+def test_descriptors_on_proc_files_cost_one_readlink(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A monitor keeps /proc files open by the thousand (OpenProcFiles): reading its descriptor table stats none
+    of them (no IPC object lives under /proc), as it stats no socket."""
+    from ipcmon.collect.fds import Devices, read_fds
+
+    kept = [os.open(f"/proc/{os.getpid()}/stat", os.O_RDONLY | os.O_CLOEXEC) for _ in range(50)]
+    stats: list[str] = []
+    real_stat = os.stat
+
+    def counting_stat(path: str, *args: object, **kwargs: object) -> os.stat_result:
+        stats.append(str(path))
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    try:
+        monkeypatch.setattr(os, "stat", counting_stat)
+        refs = read_fds(os.getpid(), Devices(None, None))
+    finally:
+        monkeypatch.undo()
+        for fd in kept:
+            os.close(fd)
+    assert not any(path.endswith(f"/fd/{fd}") for path in stats for fd in kept), stats
+    assert all(ref.fd not in kept for ref in refs)

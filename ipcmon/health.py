@@ -423,8 +423,9 @@ BUDGET_CONSEQUENCES: dict[str, str] = {
     "RLIMIT_MSGQUEUE": "mq_open will fail with EMFILE",
     "queues_max": "mq_open will fail with ENOSPC for everyone but root (CAP_SYS_RESOURCE)",
     "pipe-user-pages-soft": ("new pipes get the minimum of 2 pages (1 on older kernels) instead of 16, a quiet "
-                             "cause of slow pipelines"),
-    "pipe-user-pages-hard": "pipe() and FIFO opens will fail with ENFILE for everyone but root",
+                             "cause of slow pipelines, in processes without CAP_SYS_RESOURCE or CAP_SYS_ADMIN"),
+    "pipe-user-pages-hard": ("pipe() and FIFO opens will fail with ENFILE in processes without CAP_SYS_RESOURCE or "
+                             "CAP_SYS_ADMIN"),
     "RLIMIT_SIGPENDING": ("sigqueue() will fail with EAGAIN, and more real-time signals sent by kill() are silently "
                           "lost"),
     "shmmni": "shmget will fail with ENOSPC",
@@ -512,12 +513,23 @@ def budget_blocked(budget: Budget) -> bool:
     return budget.next_needs > budget.limit - budget.used
 
 
+CAPABLE_EXEMPT = ("pipe-user-pages-soft", "pipe-user-pages-hard")
+"""Budgets a process with CAP_SYS_RESOURCE or CAP_SYS_ADMIN is not held to (fs/pipe.c pipe_is_unprivileged_user)."""
+
+
+def root_mostly_exempt(budget: Budget) -> bool:
+    """root's budget of pipe pages: root's own processes have the capabilities that exempt them (CAPABLE_EXEMPT);
+    those of a container's root usually do not (Docker drops both), and are charged to the same user."""
+    return budget.uid == 0 and any(part in budget.name for part in CAPABLE_EXEMPT)
+
+
 def budget_level(budget: Budget) -> Level | None:
     """``bad`` when the budget is used up (fill ≥ 100 %) or the next default-sized object does not fit,
-    ``warn`` from budget_threshold(); None below it, and when unknown or unlimited (never a made-up hazard)."""
+    ``warn`` from budget_threshold(); None below it, and when unknown or unlimited (never a made-up hazard).
+    root's pipe pages are ``warn`` at most (root_mostly_exempt)."""
     fill = budget.fill
     if (fill is not None and fill >= 1) or budget_blocked(budget):
-        return "bad"
+        return "warn" if root_mostly_exempt(budget) else "bad"
     if fill is not None and fill >= budget_threshold():
         return "warn"
     return None
@@ -554,10 +566,13 @@ def budget_problem(budget: Budget, snapshot: Snapshot | None = None) -> str:
     if budget.next_needs is not None:
         words += f"; a {_NEXT_OBJECT[budget.area]} needs {budget.next_needs:,}"
     consequence = budget_consequence(budget)
+    if root_mostly_exempt(budget):
+        consequence += " (root's own processes have them; a container's root usually has neither)"
     if "lowest of" in budget.note and budget.limit is not None:
         consequence += f" for its processes limited to {budget.limit:,}"  # others of the user may have more
     level = budget_level(budget)
-    if level == "bad":
+    if level == "bad" or (level == "warn" and root_mostly_exempt(budget) and budget.fill is not None
+                          and budget.fill >= 1):
         return f"{words}, so {consequence}"
     if level == "warn":
         return f"{words}; at the limit {consequence}"

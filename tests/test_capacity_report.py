@@ -166,3 +166,18 @@ def test_a_real_scan_says_whether_it_read_the_budgets() -> None:
         assert "== Capacity\nbudgets not read" in text
     else:
         assert all(budget.name in text for budget in snapshot.capacity.budgets)
+
+
+def test_roots_pipe_pages_are_a_warning_at_most() -> None:
+    """fs/pipe.c holds only processes without CAP_SYS_RESOURCE and CAP_SYS_ADMIN to the pipe page limits: root's
+    own have both, a container's root (charged to the same user) usually neither. Another user's are held."""
+    for name in ("fs.pipe-user-pages-soft", "fs.pipe-user-pages-hard"):
+        over = Budget("pipe", name, "pages", 18112, 16384, uid=0, user="root", next_needs=16)
+        assert health.budget_level(over) == "warn"
+        words = health.budget_problem(over)
+        assert ", so " in words and "without CAP_SYS_RESOURCE or CAP_SYS_ADMIN" in words
+        assert "a container's root usually has neither" in words
+        assert health.budget_level(replace(over, uid=1000, user="alice")) == "bad"
+        assert "container's root" not in health.budget_problem(replace(over, uid=1000, user="alice"))
+    # Not every budget of root: queues_max holds root's processes too unless they have CAP_SYS_RESOURCE, and says so.
+    assert health.budget_level(Budget("mqueue", "fs.mqueue.queues_max", "queues", 256, 256)) == "bad"

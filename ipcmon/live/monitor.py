@@ -56,7 +56,7 @@ from ipcmon.model import (
     Snapshot,
     file_key,
 )
-from ipcmon.text import PlaceSelector, holder_detail
+from ipcmon.text import PlaceSelector, holder_detail, human_bytes
 
 if TYPE_CHECKING:
     from ipcmon.live.attribution import Attributor, SourceStatus
@@ -234,6 +234,9 @@ class Monitor:
         last_holders text and its key."""
         self._announced: dict[tuple[str, str, int | None], float] = {}
         """(key, event, pid) already reported by inotify, so the next poll does not report it twice."""
+        self._created_sizes: dict[str, tuple[int, float]] = {}
+        """The size (bytes) inotify's ``created`` of a segment said, by key, and when: the poll that then finds it
+        another size says ``resized`` (a segment is created empty, and ftruncate(2) sizes it just after)."""
         self._mechanisms = mechanisms_for(config.kinds)
         self._outbox: collections.deque[_Waiting] = collections.deque()
         self._recent: OrderedDict[tuple[str, ...], Attribution] = OrderedDict()
@@ -262,7 +265,7 @@ class Monitor:
             if self.places is not None:
                 snapshot = restrict_to_places(snapshot, self.places.matches)
             with self._state_lock:
-                events = [event for event in changes if self._fresh(event)]
+                events = self._poll_events(changes, full)
                 if self.selection is not None:
                     events = self.selection.keep(events, full)
                 if self.places is not None:
@@ -278,12 +281,33 @@ class Monitor:
                 self._remember_holders(full)
                 cutoff = time.time() - 60
                 self._announced = {k: t for k, t in self._announced.items() if t > cutoff}
+                self._created_sizes = {k: v for k, v in self._created_sizes.items() if v[1] > cutoff}
         self._mark_namespaces(full)
         self._take_attributions()
         events = [self._named(event) for event in events]
         self._deliver(events, wait=False)
         self._check_lost()
         return snapshot, events
+
+    def _poll_events(self, changes: list[Event], full: Snapshot) -> list[Event]:
+        """The poll's events that inotify did not report first (_fresh). A segment's ``created`` that inotify said
+        with another size than the poll finds becomes the ``resized`` in between (from the size inotify saw)."""
+        events = []
+        sizes: dict[str, int] | None = None
+        for event in changes:
+            if self._fresh(event):
+                events.append(event)
+                continue
+            said = self._created_sizes.pop(event.key, None) if event.event == "created" else None
+            if said is None or (event.key, "destroyed", None) in self._announced:
+                continue
+            if sizes is None:
+                sizes = {segment.object_key: segment.size for segment in full.shm}
+            size = sizes.get(event.key)
+            if size is not None and size != said[0]:
+                events.append(dataclasses.replace(event, event="resized",
+                                                  detail=f"{human_bytes(said[0])} → {human_bytes(size)}"))
+        return events
 
     def _in_places(self, event: Event, pids: set[int], keys: set[str]) -> bool:
         """Whether an event is about the selected places: its place is one, or (a pipe, a region, a deadlock: no
@@ -637,6 +661,8 @@ class Monitor:
                 # A queue's st_size is the length of its status text in the mqueue filesystem (QSIZE:… NOTIFY:…),
                 # nothing of its own: its limits come with the next poll's record.
                 detail = "" if mechanism == "mqueue" else f"{st.st_size} bytes"
+                if mechanism != "mqueue":
+                    self._created_sizes[key] = (st.st_size, now)
                 events.append(Event(now, mechanism, "created", name, key, source="inotify", detail=detail,
                                     place=self._host))
             else:

@@ -59,6 +59,29 @@ def test_inotify_reports_create_and_destroy_between_polls(cleanup: Cleanup) -> N
     assert monitor._inotify is None
 
 
+def test_a_segment_sized_after_inotify_saw_it_created_is_resized_at_the_next_poll(cleanup: Cleanup) -> None:
+    """shm_open makes the file empty and ftruncate sizes it after: when inotify's ``created`` said 0 bytes, the
+    poll that finds 4096 says ``resized 0B → 4.0K`` instead of its own (suppressed) ``created``; one made whole
+    before inotify looked gets no resize."""
+    events: queue.Queue[Event] = queue.Queue()
+    monitor = Monitor(ScanConfig(kinds=("shm",)), on_event=events.put)
+    monitor.poll()
+    empty, whole = cleanup.shm(new_name("sized")), cleanup.shm(new_name("whole"))
+    with monitor:
+        fd = os.open(f"/dev/shm{empty}", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            created = _next_event(events, empty)
+            assert (created.event, created.source, created.detail) == ("created", "inotify", "0 bytes")
+            os.ftruncate(fd, 4096)
+        finally:
+            os.close(fd)
+        posix_ipc.SharedMemory(whole, posix_ipc.O_CREX, size=8192).close_fd()
+        assert _next_event(events, whole).detail == "8192 bytes"
+        _, polled = monitor.poll()
+    mine = [(e.object, e.event, e.source, e.detail) for e in polled if e.object in (empty, whole)]
+    assert mine == [(empty, "resized", "poll", "0B → 4.0K")], mine
+
+
 def test_inotify_names_a_semaphore_as_sem_open_does(cleanup: Cleanup) -> None:
     # Its file is sem.NAME; inotify's events, like the polls', call it /NAME (kind sem), and the poll that follows
     # knows it is the same object (no second "created").

@@ -76,7 +76,20 @@ def diff(prev: Snapshot | None, cur: Snapshot) -> list[Event]:
     later = {id(records) for records in (cur.shm, cur.regions, cur.mqueues, cur.pipes, cur.sysv.shm, cur.sysv.msg,
                                          cur.sysv.sem)}
     _keyed = {ident: kept for ident, kept in emit.keyed_now.items() if ident in later}
-    return placed(events, prev, cur)
+    return placed(named(events, prev, cur), prev, cur)
+
+
+def named(events: list[Event], *snapshots: Snapshot) -> list[Event]:
+    """The events, each with a pid given its process's name (COMM) when the record it came from had none (a SysV
+    segment's creator, a queue's notify registrant: only pids in the kernel's record); the later snapshot's name
+    first. Unchanged, and at no cost, when every event with a pid has its name."""
+    if not any(event.pid is not None and event.comm is None for event in events):
+        return events
+    comms: dict[int, str] = {}
+    for snapshot in snapshots:
+        comms.update((process.pid, process.comm) for process in snapshot.processes)
+    return [replace(event, comm=comms[event.pid]) if event.pid is not None and event.comm is None
+            and event.pid in comms else event for event in events]
 
 
 _keyed: dict[int, tuple[Sequence[Any], dict[str, Any]]] = {}

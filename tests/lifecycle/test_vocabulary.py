@@ -337,3 +337,20 @@ def test_sysv_times_never_set_read_never(cleanup: Cleanup) -> None:
     assert "sent        never" in detail and "received    never" in detail
     (row,) = [line for line in report.render(snapshot).splitlines() if line.split()[1:2] == [str(queue.id)]]
     assert row.split()[-4:-2] == ["never", "never"]  # LAST SEND, LAST RECV; then CHANGED "Ns ago"
+
+
+def test_an_event_with_only_a_pid_from_the_kernel_gets_its_processs_name(spawn: Spawn, cleanup: Cleanup) -> None:
+    """A SysV segment's record names its creator by pid alone (shm_cpid): the ``created`` event says its COMM too,
+    from the scan's processes (it had none: a PID with an empty COMM)."""
+    before = scan_kinds("sysv")
+    child = spawn("""
+        import sysv_ipc
+        segment = sysv_ipc.SharedMemory(None, sysv_ipc.IPC_CREX, size=4096)
+        say("ready", segment.id)
+        hold()
+    """, comm="ipcm-sysv-maker")
+    (segment_id,) = (int(word) for word in child.expect())
+    cleanup.sysv_shm(segment_id)
+    after = scan_kinds("sysv")
+    made = [event for event in diff(before, after) if event.event == "created" and f"id {segment_id}" in event.object]
+    assert [(event.pid, event.comm) for event in made] == [(child.pid, "ipcm-sysv-maker")], made

@@ -351,3 +351,12 @@ def test_the_events_view_names_who_created_an_object_in_its_row_and_detail() -> 
     about = replace(made, pid=4300, comm="holder")  # an event about a process names that process in the columns
     cells = event_row(about, "e2", 0, ctx).cells
     assert (cells[4].plain, cells[5].plain) == ("4300", "holder")
+    # A signal the kernel raised (a timer's SIGALRM in the idle task, pid 0): no pid, the kernel, not "0 <idle>".
+    timer = sent_event(_sent(4400, 14, "delivered", pid=0, comm="<idle>", kernel=True, cause="a timer expired"))
+    cells = event_row(timer, "e3", 0, ctx).cells
+    assert (cells[4].plain, cells[5].plain) == ("-", "kernel")
+    assert "kernel (a timer expired, in 0 <idle>)" in cells[-1].plain
+    # One process's: the sender (the OBJECT is its target).
+    sent = sent_event(_sent(4400, 10, "delivered", pid=4242, comm="kill"))
+    cells = event_row(sent, "e4", 0, ctx).cells
+    assert (cells[3].plain.split()[0], cells[4].plain, cells[5].plain) == ("4400", "4242", "kill")

@@ -47,8 +47,13 @@ EVENT_KINDS: dict[str, frozenset[str]] = {
 
 
 def event_process(event: Event) -> tuple[int | None, str | None]:
-    """The PID and COMM cells' process: the one the event is about (an attach's holder, a signal's target), else
-    the one that did it when an attribution source named it (a creation's, a removal's: ``Event.actor``)."""
+    """The PID and COMM cells' process: the one the event is about (an attach's holder, a pending signal's
+    target), the sender of a ``sent`` signal (its target is the OBJECT), else the one that did it when an
+    attribution source named it (a creation's, a removal's: ``Event.actor``). The kernel, as the sender of a
+    signal it raised itself (a timer's SIGALRM, a SIGPIPE), is no pid: ``kernel`` (the task it ran in, the idle
+    task 0 for a timer, is in the detail)."""
+    if event.actor is not None and event.actor.kernel:
+        return None, "kernel"
     if event.pid is not None or event.actor is None:
         return event.pid, event.comm
     return event.actor.pid, event.actor.comm

@@ -150,10 +150,12 @@ class Lesson:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
         if os.getppid() != self.main_pid:
             os._exit(0)  # the demo died before prctl took effect
-        # Ctrl-C in a terminal reaches every process of the group: a child just ends, the demo cleans up.
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+        # Ctrl-C in a terminal (and its hangup) reaches every process of the group: a child just ends, the demo
+        # cleans up.
+        stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+        for each in stops:
+            signal.signal(each, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
         self.children = []
         self._cleanups = []
 
@@ -166,18 +168,22 @@ class Lesson:
             return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
         return f"exited with status {os.WEXITSTATUS(status)}"
 
-    def _kill_children(self) -> None:
+    def _kill_children(self) -> list[int]:
+        """SIGKILL and reap every child still there; the pids that were (running, or exited and not yet reaped)."""
+        ended = []
         for pid in self.children:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
-                pass
+                continue
+            ended.append(pid)
         while self.children:
             try:
                 os.waitpid(self.children[-1], 0)
             except ChildProcessError:
                 pass
             self.children.pop()
+        return ended
 
     # -- cleanup and the run loop -------------------------------------------------------------------
 
@@ -190,8 +196,8 @@ class Lesson:
 
     @contextlib.contextmanager
     def uninterrupted(self) -> Iterator[None]:
-        """Hold SIGINT and SIGTERM back (pending) for a moment, e.g. between creating and registering."""
-        stops = {signal.SIGINT, signal.SIGTERM}
+        """Hold SIGINT, SIGTERM and SIGHUP back (pending) for a moment, e.g. between creating and registering."""
+        stops = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
         signal.pthread_sigmask(signal.SIG_BLOCK, stops)
         try:
             yield
@@ -200,7 +206,10 @@ class Lesson:
 
     def _finish_round(self) -> None:
         """Kill and reap the children, then remove what the round created. Safe to run twice."""
-        self._kill_children()
+        ended = self._kill_children()
+        if ended:
+            shown = ", ".join(str(pid) for pid in ended[:6]) + (f" and {len(ended) - 6} more" if len(ended) > 6 else "")
+            self.say(f"cleanup: ended {'process' if len(ended) == 1 else 'processes'} {shown}")
         removed = []
         while self._cleanups:
             what, remove = self._cleanups[-1]

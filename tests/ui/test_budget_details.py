@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 
 import posix_ipc
-from rich.text import Text
-from textual.widgets import Static
 
 from ipcmon.ui.screens.process import ProcessScreen
 from ipcmon.ui.widgets.object_view import DetailPane
@@ -57,12 +55,8 @@ async def test_the_process_view_says_how_much_shared_memory_it_has_in_ram(spawn:
         await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen), "the process view")
 
         def shown() -> str:
-            found = app.screen.query("#process-text").results(Static)
-            text = next(iter(found), None)
-            if text is None:
-                return ""  # not mounted yet
-            rendered = text.render()
-            return rendered.plain if isinstance(rendered, Text) else str(rendered)
+            screen = app.screen
+            return screen.text.plain if isinstance(screen, ProcessScreen) else ""  # before it is wrapped
 
         await wait_for(pilot, lambda: "shared mem" in shown(), "the shared memory line")
         (line,) = [line for line in shown().splitlines() if "shared mem" in line]

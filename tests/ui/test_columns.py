@@ -10,11 +10,12 @@ from textual.pilot import Pilot
 from textual.widgets import Static
 
 from ipcmon.ui.app import IpcmonApp
+from ipcmon.ui.screens.process import ProcessScreen
 from ipcmon.ui.view.describe import hang_indent
 from ipcmon.ui.view.timeline import EVENT_COLUMNS
 from ipcmon.ui.widgets.object_view import DetailPane
 from ipcmon.ui.widgets.timeline_table import SORT_DOWN, TimelineTable
-from tests.helpers import Cleanup
+from tests.helpers import Cleanup, Spawn
 from tests.ui.conftest import live_app, started, ui_name, view, wait_for
 
 # Real scans of a machine other tests keep busy: generous, but bounded.
@@ -215,3 +216,25 @@ def test_a_detail_line_hangs_under_its_value() -> None:
     assert hang_indent("  08:25:41.577  created 4096 bytes") == 16  # a history line: after its time
     assert hang_indent("  nobody holds it: an orphan (d removes it)") == 2  # no gap: under its own start
     assert hang_indent("Holders (0)") == 0
+
+
+async def test_the_process_views_wrapped_lines_start_under_their_value(spawn: Spawn) -> None:
+    """The process view wraps as the detail pane does: a long command line goes on under its value, not at the
+    first column."""
+    child = spawn("say('ready')\nhold()\n" + "# " + "c" * 150 + "\n", comm="ipcm-long-cmd")
+    child.expect()
+    app = live_app(interval=0.5, kinds=("signal",))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot, app)
+        await wait_for(pilot, lambda: app.snapshot is not None
+                       and any(p.pid == child.pid for p in app.snapshot.processes), "the child in a scan")
+        app.show_process(child.pid)
+        await wait_for(pilot, lambda: isinstance(app.screen, ProcessScreen) and "command" in app.screen.text.plain,
+                       "the process view")
+        await pilot.pause()
+        body = app.screen.query_one("#process-text", Static)
+        lines = [body.render_line(y).text.rstrip() for y in range(body.size.height)]
+        command = next(index for index, line in enumerate(lines) if line.startswith("  command"))
+        value_at = len(lines[command]) - len(lines[command][len("  command"):].lstrip())
+        rest = lines[command + 1]
+        assert rest[:value_at].strip() == "" and rest[value_at] != " ", lines

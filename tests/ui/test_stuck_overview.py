@@ -28,7 +28,9 @@ def _text(static: Static) -> str:
 
 
 def _process_text(app: IpcmonApp) -> str:
-    return _text(app.screen.query_one("#process-text", Static))
+    screen = app.screen
+    assert isinstance(screen, ProcessScreen)
+    return screen.text.plain  # before it is wrapped to the screen
 
 
 async def test_deadlock_first_then_the_blocked_writer_and_enter_opens_their_process(spawn: Spawn) -> None:

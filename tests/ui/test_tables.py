@@ -10,6 +10,7 @@ from textual.events import Key
 
 from ipcmon.model import Event
 from ipcmon.ui.screens.confirm import ConfirmScreen
+from ipcmon.ui.screens.process import ProcessScreen
 from ipcmon.ui.screens.signal import SignalPicker
 from ipcmon.ui.widgets.object_view import ESCAPED_DIGITS, DetailPane
 from tests.ui import canned
@@ -152,7 +153,9 @@ async def test_process_view_and_palette_jump() -> None:
         await wait_for(pilot, lambda: shown_names(app, "signals", 0)[:1] == ["4400"], "pending first")
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.screen.__class__.__name__ == "ProcessScreen", "the process view")
-        text = str(app.screen.query_one("#process-text").render())
+        screen = app.screen
+        assert isinstance(screen, ProcessScreen)
+        text = screen.text.plain  # before it is wrapped to the screen
         assert "SIGRTMIN+3" in text or "RTMIN+3" in text
         assert "worker-io" in text
         await pilot.press("escape")

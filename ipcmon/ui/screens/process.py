@@ -17,7 +17,7 @@ from ipcmon.collect.capacity import shmem_mappings, shmem_usage
 from ipcmon.model import Event, Snapshot
 from ipcmon.ui.messages import SignalProcess
 from ipcmon.ui.state import empty_context
-from ipcmon.ui.view.describe import describe_process
+from ipcmon.ui.view.describe import describe_process, hanging
 from ipcmon.ui.view.table import Context
 
 HISTORY_SHOWN = 50
@@ -55,6 +55,8 @@ class ProcessScreen(ModalScreen[None]):
         """--read-only: ``k`` is not offered in the footer (the App refuses it)."""
         self.exited = False
         """The process is not in the latest snapshot: ``k`` is not offered either (the App says why)."""
+        self._text = Text("")
+        """What the view says, one line per label and value, before it is wrapped."""
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(classes="process-body") as body:
@@ -64,6 +66,7 @@ class ProcessScreen(ModalScreen[None]):
 
     def on_mount(self) -> None:
         self.watch_snapshot(self.snapshot)
+        self.call_after_refresh(self._show)  # its width is known once laid out
 
     def watch_snapshot(self, snapshot: Snapshot | None) -> None:
         if snapshot is None or not self.is_mounted:
@@ -74,11 +77,28 @@ class ProcessScreen(ModalScreen[None]):
         if exited != self.exited:
             self.exited = exited
             self.refresh_bindings()
-        for shown in self.query("#process-text").results(Static):
-            shown.update(describe_process(
-                self.pid, self.context, process_history(self.events, self.pid),
-                shmem=None if exited else shmem_usage(self.pid),
-                mappings=None if exited else shmem_mappings(self.pid, snapshot.shm_dir or "/dev/shm")))
+        self._text = describe_process(
+            self.pid, self.context, process_history(self.events, self.pid),
+            shmem=None if exited else shmem_usage(self.pid),
+            mappings=None if exited else shmem_mappings(self.pid, snapshot.shm_dir or "/dev/shm"))
+        self._show()
+
+    def _show(self) -> None:
+        """The text wrapped to the body, each wrapped line under its value (describe.hanging), as the detail pane."""
+        for body in self.query(".process-body").results(VerticalScroll):
+            # The room a scrollbar takes is kept, so that one coming rewraps nothing.
+            width = body.scrollable_content_region.width - body.styles.scrollbar_size_vertical
+            text = hanging(self._text, self.app.console, width) if width > 0 else self._text
+            for shown in body.query("#process-text").results(Static):
+                shown.update(text)
+
+    def on_resize(self) -> None:
+        self._show()
+
+    @property
+    def text(self) -> Text:
+        """What the view says, one line per label and value, before it is wrapped to the screen."""
+        return self._text
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "signal":

@@ -3,7 +3,8 @@
 Segment and queue names, comm and cmdline are chosen by whoever created them. Printed raw they could
 retitle the terminal (OSC), move the cursor (CSI), ring the bell or forge extra table rows. Every
 printer and widget shows them through :func:`printable`; the Textual UI additionally wraps the result
-in ``rich.text.Text`` so markup such as ``[@click=app.quit]`` is never parsed.
+in ``rich.text.Text`` so markup such as ``[@click=app.quit]`` is never parsed. The text tables measure that
+printable text in terminal cells (:func:`cell_width`): a wide character takes two, a combining one none.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from ipcmon.model import (
     Stuck,
     sysv_key,
 )
-from ipcmon.safe import counted, printable, shorten
+from ipcmon.safe import cell_width, counted, cut_cells, pad_cells, printable
 from ipcmon.text import (
     PLACE_HEADER,
     blocked_cell,
@@ -71,23 +71,25 @@ MAX_CELL = 48
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, uncut: Collection[int] = ()) -> list[str]:
-    """Left-aligned columns two spaces apart; cells are already printable.
+    """Left-aligned columns two spaces apart, measured in terminal cells; cells are already printable.
 
-    Cells are cut at MAX_CELL characters to keep the columns readable, except in the last column, which
+    Cells are cut at MAX_CELL cells to keep the columns readable, except in the last column, which
     (holders, endpoints) can run on without pushing anything else aside, and in the ``uncut`` columns (by index),
-    whose end says what matters (a FIFO's missing end after its path).
+    whose end says what matters (a FIFO's missing end after its path). A wide character (``漢``) takes two cells
+    and a combining one (the accent of ``é`` written as ``e`` + U+0301) none, as the terminal draws them
+    (safe.cell_width), so a name of either kind keeps its row in line.
     """
     cells = [
-        [cell if index in uncut else shorten(cell, MAX_CELL) for index, cell in enumerate(row[:-1])] + list(row[-1:])
+        [cell if index in uncut else cut_cells(cell, MAX_CELL) for index, cell in enumerate(row[:-1])] + list(row[-1:])
         for row in rows
     ]
     widths = [len(header) for header in headers]
     for row in cells:
         for index, cell in enumerate(row):
-            widths[index] = max(widths[index], len(cell))
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+            widths[index] = max(widths[index], cell_width(cell))
+    lines = ["  ".join(pad_cells(h, w) for h, w in zip(headers, widths, strict=True)).rstrip()]
     for row in cells:
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        lines.append("  ".join(pad_cells(c, w) for c, w in zip(row, widths, strict=True)).rstrip())
     return lines
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -164,3 +165,66 @@ def test_a_user_with_nothing_is_said_to_have_nothing() -> None:
                             text=True, cwd=REPO, timeout=60)
     assert result.returncode == 0
     assert result.stdout.splitlines()[-1].startswith(f"note: uid {uid} has no process and no object ipcmon can see")
+
+
+def _shm_sysctl_rows(command: list[str]) -> tuple[dict[str, list[str]], dict[str, dict[str, object]]]:
+    """kernel.shmall and kernel.shmmax as `ipcmon limits` prints them (each row split at spaces) and as
+    `limits --json` gives them, both run through command (a prefix such as unshare)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    text, as_json = (subprocess.run([*command, sys.executable, "-m", "ipcmon", "limits", *extra], capture_output=True,
+                                    text=True, cwd=REPO, env=env, check=False, timeout=60)
+                     for extra in ((), ("--json",)))
+    assert (text.returncode, as_json.returncode) == (0, 0), text.stderr + as_json.stderr
+    names = ("kernel.shmall", "kernel.shmmax")
+    rows = {line.split()[1]: line.split() for line in text.stdout.splitlines()
+            if line.split()[1:2] in ([name] for name in names)}
+    budgets = {budget["name"]: budget for budget in json.loads(as_json.stdout)["capacity"]["budgets"]
+               if budget["name"] in names}
+    assert set(rows) == set(budgets) == set(names), text.stdout
+    return rows, budgets
+
+
+def _sysctl(name: str) -> int:
+    return int(Path(f"/proc/sys/kernel/{name}").read_text())
+
+
+def test_the_kernels_no_limit_default_for_shmall_and_shmmax_reads_unlimited() -> None:
+    """The kernel's default for both (SHMALL and SHMMAX, ULONG_MAX - 2^24) means no limit: LIMIT and HEADROOM read
+    ``unlimited`` and the JSON has ``"unlimited": true, "limit": null`` as for RLIM_INFINITY, not a 20-digit number;
+    a value below it (set in an IPC namespace of the test's own: the host's stays as it is) reads as a number."""
+    from ipcmon.collect.capacity import SHM_NO_LIMIT, shm_sysctl_limit
+
+    assert SHM_NO_LIMIT == 18446744073692774399  # include/uapi/linux/shm.h on a 64-bit kernel
+    assert shm_sysctl_limit(18446744073692774399) == (None, True)
+    assert shm_sysctl_limit(2**64 - 1) == (None, True)
+    assert shm_sysctl_limit(SHM_NO_LIMIT - 1) == (SHM_NO_LIMIT - 1, False)
+    assert shm_sysctl_limit(None) == (None, False)
+
+    real = {name: _sysctl(name) for name in ("shmall", "shmmax")}
+    rows, budgets = _shm_sysctl_rows([])
+    for name, value in real.items():
+        row, budget = rows[f"kernel.{name}"], budgets[f"kernel.{name}"]
+        if value >= SHM_NO_LIMIT:  # this machine's values are the kernel's default (the usual case)
+            assert row[4] == row[6] == "unlimited", row  # LIMIT, HEADROOM (FILL '-' between them)
+            assert (budget["unlimited"], budget["limit"], budget["headroom"], budget["fill_percent"]) == \
+                (True, None, None, None)
+            assert f"{value} is the kernel's default" in str(budget["note"])
+        else:
+            assert (budget["unlimited"], budget["limit"]) == (False, value)
+            assert row[4] == f"{value:,}"
+    # snapshot's Capacity section prints the same budgets (report.budget_row): LIMIT only, no HEADROOM.
+    snapshot = subprocess.run([sys.executable, "-m", "ipcmon", "snapshot", "--kind", "sysv"], capture_output=True,
+                              text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True, timeout=60)
+    limits = {line.split()[1]: line.split()[4] for line in snapshot.stdout.splitlines()
+              if line.split()[1:2] in (["kernel.shmall"], ["kernel.shmmax"])}
+    assert limits == {f"kernel.{name}": "unlimited" if value >= SHM_NO_LIMIT else f"{value:,}"
+                      for name, value in real.items()}
+
+    lowered = ["unshare", "--ipc", "sh", "-c",
+               "echo 1048576 > /proc/sys/kernel/shmmax && echo 4096 > /proc/sys/kernel/shmall && exec \"$@\"", "sh"]
+    rows, budgets = _shm_sysctl_rows(lowered)
+    assert rows["kernel.shmall"][4:7] == ["4,096", "pages", "0%"] and rows["kernel.shmall"][7] == "4,096"
+    assert rows["kernel.shmmax"][4:6] == ["1,048,576", "bytes"]
+    assert [(budgets[name]["unlimited"], budgets[name]["limit"]) for name in ("kernel.shmall", "kernel.shmmax")] == \
+        [(False, 4096), (False, 1048576)]
+    assert {name: _sysctl(name) for name in real} == real  # the host's are untouched

@@ -265,7 +265,8 @@ def change_to_dict(event: Event, created_by: CreatorFacts | None) -> dict[str, o
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Found:
     leaks: list[Leak]
-    """Every leak whose name matches --match (all without it), whatever its age."""
+    """Every leak whose name matches --match (all without it), whatever its age, most serious first (in the order
+    of health.hazards, as snapshot lists them)."""
     matched: int | None
     """Objects (leaks or not) whose name matches --match; None without --match."""
     hidden: int
@@ -301,8 +302,10 @@ def _find(args: argparse.Namespace) -> _Found | None:
         return None
     snapshot = selected
     levels: dict[str, str] = {}
-    for hazard in health.hazards(snapshot):  # most serious first: an object keeps its worst level
+    order: dict[str, int] = {}
+    for position, hazard in enumerate(health.hazards(snapshot)):  # most serious first: an object keeps its worst
         levels.setdefault(hazard.key, hazard.level_text)
+        order.setdefault(hazard.key, position)
     matched = None if args.match is None else count_matching(snapshot, args.match)
     budgets = [f"{hazard.level_text}  {hazard.mechanism}  {printable(hazard.object)}  {printable(hazard.problem)}"
                for hazard in sorted(health.capacity_hazards(snapshot), key=health.rank)]
@@ -310,8 +313,11 @@ def _find(args: argparse.Namespace) -> _Found | None:
                for kind, name, place in (*((s.kind, s.name, s.place) for s in snapshot.shm if s.state == "orphaned?"),
                                          *(("mqueue", q.name, q.place) for q in snapshot.mqueues if q.maybe_held))
                if args.match is None or matches(kind, name, args.match)]
-    return _Found(matching(find_leaks(snapshot), args.match), matched, snapshot.hidden_processes, levels, budgets,
-                  unknown, health.object_places(snapshot))
+    # The leaks in the hazards' order (health.rank: level, then the bytes at stake, then memory before queues), as
+    # snapshot lists them; a leak without a hazard would go last, oldest first as find_leaks gives them.
+    leaks = sorted(matching(find_leaks(snapshot), args.match), key=lambda leak: order.get(leak.key, len(order)))
+    return _Found(leaks, matched, snapshot.hidden_processes, levels, budgets, unknown,
+                  health.object_places(snapshot))
 
 
 _UNKNOWN_WORDS = ("no process ipcmon can read holds {them}, but a process it cannot read may (orphaned?): not "

@@ -601,6 +601,30 @@ def other_ipc_namespaces_note(snapshot: Snapshot) -> str | None:
             "shows one's).")
 
 
+SHM_NO_LIMIT = 2 ** (8 * _WORD) - 1 - (1 << 24)
+"""ULONG_MAX - 2^24: the kernel's default for kernel.shmmax (bytes) and kernel.shmall (pages), SHMMAX and SHMALL in
+include/uapi/linux/shm.h, "as large as possible without facilitating scenarios where userspace causes overflows"
+when it adds to them: no limit in effect (18446744073692774399 on a 64-bit kernel). ``ipcs -l`` prints it as a
+number (``max seg size (kbytes) = 18014398509465599``); limits says ``unlimited``."""
+
+
+def shm_sysctl_limit(value: int | None) -> tuple[int | None, bool]:
+    """kernel.shmmax or kernel.shmall as a budget's (limit, unlimited): (None, True) at or above the kernel's "no
+    limit" default (SHM_NO_LIMIT), as RLIM_INFINITY reads; (value, False) below it; (None, False) unknown."""
+    if value is not None and value >= SHM_NO_LIMIT:
+        return None, True
+    return value, False
+
+
+def _shm_budget(name: str, unit: BudgetUnit, used: int | None, value: int | None, note: str) -> Budget:
+    """kernel.shmall or kernel.shmmax: ``unlimited`` at the kernel's default (shm_sysctl_limit), the note giving
+    the number the sysctl holds."""
+    limit, unlimited = shm_sysctl_limit(value)
+    if unlimited:
+        note += f"; unlimited: {value} is the kernel's default, ULONG_MAX - 2^24: no limit"
+    return _budget("sysv", name, unit, used, limit, note, unlimited=unlimited)
+
+
 def sysv_budgets(snapshot: Snapshot, proc: str, notes: list[str]) -> list[Budget]:
     """kernel.shmmni, shmall, shmmax, msgmni, msgmax, msgmnb and the four kernel.sem values (SEMMSL SEMMNS SEMOPM
     SEMMNI), each against its usage in /proc/sysvipc, as ``ipcs -l`` and ``ipcs -u`` show them (sysvipc(7),
@@ -623,10 +647,10 @@ def sysv_budgets(snapshot: Snapshot, proc: str, notes: list[str]) -> list[Budget
 
     return [
         _budget("sysv", "kernel.shmmni", "ids", used(len(sysv.shm)), _sysctl("kernel.shmmni", proc), "segments"),
-        _budget("sysv", "kernel.shmall", "pages", used(sum(-(-size // PAGE_SIZE) for size in shm_sizes)),
-                _sysctl("kernel.shmall", proc), "all segments together, in pages"),
-        _budget("sysv", "kernel.shmmax", "bytes", used(max(shm_sizes, default=0)), _sysctl("kernel.shmmax", proc),
-                "one segment's size; used: the largest segment's"),
+        _shm_budget("kernel.shmall", "pages", used(sum(-(-size // PAGE_SIZE) for size in shm_sizes)),
+                    _sysctl("kernel.shmall", proc), "all segments together, in pages"),
+        _shm_budget("kernel.shmmax", "bytes", used(max(shm_sizes, default=0)), _sysctl("kernel.shmmax", proc),
+                    "one segment's size; used: the largest segment's"),
         _budget("sysv", "kernel.msgmni", "ids", used(len(sysv.msg)), _sysctl("kernel.msgmni", proc), "queues"),
         _budget("sysv", "kernel.msgmax", "bytes", None, _sysctl("kernel.msgmax", proc),
                 "one message's size: nothing to count"),

@@ -21,7 +21,7 @@ import pytest
 
 from ipcmon import health
 from ipcmon.collect import ScanConfig, Scanner, scan
-from ipcmon.collect.capacity import mq_reservation, read_msgqueue_limit, shmem_usage
+from ipcmon.collect.capacity import SHM_NO_LIMIT, mq_reservation, read_msgqueue_limit, shmem_usage
 from ipcmon.model import Budget, Snapshot
 from tests.helpers import DEADLINE, REPO, new_name
 
@@ -230,10 +230,14 @@ def test_sysctl_budgets_agree_with_ipcs_and_proc() -> None:
     ipcs = _ipcs_limits()
     limit = {b.name: b.limit for b in snapshot.capacity.budgets if b.uid is None} if snapshot.capacity else {}
     assert limit["kernel.shmmni"] == ipcs["max number of segments"]
-    assert limit["kernel.shmmax"] // 1024 == ipcs["max seg size (kbytes)"]
+    # kernel.shmmax and shmall at the kernel's "no limit" default read unlimited (limit None): ipcs prints the number.
+    shmmax, shmall = (int(Path(f"/proc/sys/kernel/{name}").read_text()) for name in ("shmmax", "shmall"))
+    assert shmmax // 1024 == ipcs["max seg size (kbytes)"]
+    assert limit["kernel.shmmax"] == (None if shmmax >= SHM_NO_LIMIT else shmmax)
+    assert limit["kernel.shmall"] == (None if shmall >= SHM_NO_LIMIT else shmall)
     page = os.sysconf("SC_PAGE_SIZE")
-    if limit["kernel.shmall"] * page < 2**64:
-        assert limit["kernel.shmall"] * page // 1024 == ipcs["max total shared memory (kbytes)"]
+    if shmall * page < 2**64:
+        assert shmall * page // 1024 == ipcs["max total shared memory (kbytes)"]
     else:  # the "unlimited" default overflows 64 bits in bytes: ipcs then prints a number near 2**64
         assert ipcs["max total shared memory (kbytes)"] > 2**63
     assert limit["kernel.msgmni"] == ipcs["max queues system wide"]

@@ -152,3 +152,43 @@ def test_leaks_does_not_offer_clean_for_a_deleted_segment_alone(spawn: Spawn, cl
 def test_parse_duration() -> None:
     assert [parse_duration(text) for text in ("90", "90s", "5m", "2h", "1d", "0.5h")] == [90, 90, 300, 7200, 86400,
                                                                                           1800]
+
+
+def test_leaks_are_listed_most_serious_first_as_snapshot_lists_its_hazards(cleanup: Cleanup) -> None:
+    """The leak demo's scene, made here: a queue with 32 bytes in it, then a 64 KiB and a 1 MiB segment, every
+    page written, all orphaned. Oldest first would be the queue, 64K, 1M; the hazards' order (health.rank) is the
+    bigger leak first and memory before queues: 1M, 64K, the queue, in the text, in --json and in snapshot."""
+    import mmap
+
+    prefix = _prefix()
+    queue = cleanup.mqueue(prefix + "-q")
+    sender = posix_ipc.MessageQueue(queue, posix_ipc.O_CREX)
+    sender.send(b"x" * 16)
+    sender.send(b"y" * 16)
+    sender.close()
+    sizes = {prefix + "-a": 64 << 10, prefix + "-b": 1 << 20}
+    for name, size in sizes.items():
+        time.sleep(0.05)  # each younger than the one before: age order is the reverse of the rank
+        memory = posix_ipc.SharedMemory(cleanup.shm(name), posix_ipc.O_CREX, size=size)
+        with mmap.mmap(memory.fd, size) as area:
+            area.write(b"z" * size)
+        memory.close_fd()
+    expected = [prefix + "-b", prefix + "-a", queue]
+
+    as_json = ipcmon("leaks", "--json", "--match", prefix + "*")
+    assert as_json.returncode == 1, as_json.stderr
+    listed = json.loads(as_json.stdout)
+    assert [leak["name"] for leak in listed] == expected
+    ages = {leak["name"]: leak["age"] for leak in listed}
+    assert ages[queue] > ages[prefix + "-a"] > ages[prefix + "-b"]  # so not merely oldest first
+
+    text = ipcmon("leaks", "--match", prefix + "*")
+    assert text.returncode == 1, text.stderr
+    rows = [line.split() for line in text.stdout.splitlines()[1:4]]
+    assert [(row[2], row[4], row[6] if row[2] == "shm" else row[7]) for row in rows] == [
+        ("shm", prefix + "-b", "1.0M"), ("shm", prefix + "-a", "64K"), ("mqueue", queue, "32B")]
+
+    snapshot = ipcmon("snapshot", "--kind", "shm,mqueue")
+    section = snapshot.stdout.split("== Leaks and hazards, most serious first", 1)[1]
+    ours = [word for line in section.splitlines() for word in line.split() if word.startswith(prefix)]
+    assert ours == expected

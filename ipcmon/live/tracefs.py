@@ -19,7 +19,8 @@ holding a newline cuts its record into several lines, the comm at the head of th
 saved_cmdlines) as well as one in the event's fields. :class:`TraceText` joins the pieces again, leaning on what
 the kernel prints around a name: at most 15 bytes (TASK_COMM_LEN) and fixed text after it, for example
 signal_generate's ``sig=%d errno=%d code=%d comm=%s pid=%d grp=%d res=%d`` (include/trace/events/signal.h),
-where pid, grp and res follow the name.
+where pid, grp and res follow the name. (The binary trace_pipe_raw would need no joining, but a reader of the ring
+buffer's pages, per CPU, and of each event's binary layout: far more code for the same fields.)
 
 tracefs may not be mounted: mounting it is a system change left to the user (:data:`MOUNT_HINT`). Creating an
 instance needs root.
@@ -171,8 +172,8 @@ class TraceText:
     """trace_pipe's bytes in, records out: a record cut into lines by newlines in its names is joined again.
 
     A line that is no record by itself is held, and each next line is tried after the held ones, the most of them
-    first (``"           snd"`` + ``"x-17344 ( 17344) [001] …"`` is one record of a task named ``snd\nx``;
-    ``"… signal_generate: sig=10 … comm=rev"`` + ``"nl pid=17411 grp=1 res=0"`` one whose target is ``rev\nnl``).
+    first (``"           snd"`` + ``"x-17344 ( 17344) [001] …"`` is one record of a task named ``snd\\nx``;
+    ``"… signal_generate: sig=10 … comm=rev"`` + ``"nl pid=17411 grp=1 res=0"`` one whose target is ``rev\\nnl``).
     A name is 15 bytes at most, and what the kernel prints after it is fixed text longer than that, so a join
     cannot swallow a line around the record. Lines given up on (more than :data:`PIECES_MAX` held, or held lines
     before a line that joined without them) are counted in :attr:`unreadable`; each that begins like a record of a

@@ -339,7 +339,8 @@ class Attributor:
 
     @property
     def lost(self) -> int:
-        """Events the kernel dropped: fanotify queue overflows, trace buffer overruns, mqueue inotify overflows."""
+        """Events the kernel dropped: fanotify queue overflows, trace buffer overruns (and trace lines that could not
+        be read as a whole record: tracefs.TraceText), mqueue inotify overflows."""
         trace = self._trace
         if trace is not None:
             self._trace_lost = max(self._trace_lost, trace.lost())
@@ -600,9 +601,9 @@ class Attributor:
                 return
             if comm is not None:
                 _remember(self._comms, int(tid), comm)
-            else:  # a name the trace could not print whole (a newline in it): /proc's, or the trace's, as before
+            else:  # a record the trace could not give whole (tracefs.TraceText): /proc's name, or the trace's
                 self._comms.pop(int(tid), None)
-        elif record.event == "signal_generate":
+        elif record.event == "signal_generate" and "pid" in record.fields:  # no target: counted in lost
             self._signal(record, record.time + offset, now)
         elif record.event in ("sys_mq_open", "sys_mq_unlink"):
             if record.returned is None:

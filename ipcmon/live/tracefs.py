@@ -14,6 +14,14 @@ record; the target, signal and result are its fields), ``syscalls:sys_enter_mq_o
 record is looked up in saved_cmdlines when the line is read, so a process that renamed itself (exec, prctl
 PR_SET_NAME) and acted before its next context switch is printed under its old name.
 
+trace_pipe is text, one record a line, and the kernel prints a comm as it is (``%s``, its bytes unescaped): a name
+holding a newline cuts its record into several lines, the comm at the head of the line (``"%16s-%d"``, from
+saved_cmdlines) as well as one in the event's fields. :class:`TraceText` joins the pieces again, leaning on what
+the kernel prints around a name: at most 15 bytes (TASK_COMM_LEN) and fixed text after it, for example
+signal_generate's ``sig=%d errno=%d code=%d comm=%s pid=%d grp=%d res=%d`` (include/trace/events/signal.h),
+where pid, grp and res follow the name. (The binary trace_pipe_raw would need no joining, but a reader of the ring
+buffer's pages, per CPU, and of each event's binary layout: far more code for the same fields.)
+
 tracefs may not be mounted: mounting it is a system change left to the user (:data:`MOUNT_HINT`). Creating an
 instance needs root.
 """
@@ -52,20 +60,37 @@ RESULTS = {0: "delivered", 1: "ignored", 2: "already pending", 3: "queue full", 
 """signal_generate's ``res`` (include/trace/events/signal.h, enum trace_signal_result). ``delivered`` means queued to
 the target: whether the target blocks it is read from the target's mask, not from the event."""
 
+COMM_MAX = 15
+"""The longest command name, in bytes (TASK_COMM_LEN less its NUL): the bound that lets a name cut by its newlines
+be joined again without swallowing a line around it."""
+_COMM = rf"(?P<comm>.{{0,{COMM_MAX}}})"
+# Every pattern is re.DOTALL: a comm may hold newlines (and any byte but NUL), and `.` must take them.
 _LINE = re.compile(
-    r"^\s*(?P<comm>.*)-(?P<tid>\d+)\s+(?:\(\s*(?P<tgid>[-\d]+)\)\s+)?\[(?P<cpu>\d+)\]\s+\S+\s+"
-    r"(?P<time>\d+\.\d+):\s+(?P<event>\w+)(?::\s?(?P<body>.*)|\((?P<arguments>.*)\)| -> (?P<ret>0x[0-9a-f]+))$"
+    rf"^ *{_COMM}-(?P<tid>\d+)\s+(?:\(\s*(?P<tgid>[-\d]+)\)\s+)?\[(?P<cpu>\d+)\]\s+\S+\s+"
+    r"(?P<time>\d+\.\d+):\s+(?P<event>\w+)(?::\s?(?P<body>.*)|\((?P<arguments>.*)\)| -> (?P<ret>0x[0-9a-f]+))$",
+    re.DOTALL,
 )
+_LOST = re.compile(r"^CPU:\d+ \[LOST \d+ EVENTS\]$")
+"""trace_pipe's notice of an overrun: counted by :meth:`TraceInstance.lost` from the per-CPU stats already."""
 _SIGNAL = re.compile(
     r"^sig=(?P<sig>-?\d+) errno=(?P<errno>-?\d+) code=(?P<code>-?\d+) comm=(?P<comm>.*) pid=(?P<pid>-?\d+) "
-    r"grp=(?P<grp>\d+) res=(?P<res>\d+)$"
-)
+    r"grp=(?P<grp>\d+) res=(?P<res>\d+)$", re.DOTALL)
 _NEWTASK = re.compile(
-    r"^pid=(?P<pid>-?\d+) comm=(?P<comm>.*) clone_flags=(?P<clone_flags>[0-9a-f]+) oom_score_adj=(?P<adj>-?\d+)$")
+    r"^pid=(?P<pid>-?\d+) comm=(?P<comm>.*) clone_flags=(?P<clone_flags>[0-9a-f]+) oom_score_adj=(?P<adj>-?\d+)$",
+    re.DOTALL)
 _RENAME = re.compile(  # Linux 6.14 dropped pid= (it is always the task of the record)
-    r"^(?:pid=(?P<pid>-?\d+) )?oldcomm=(?P<oldcomm>.*?) newcomm=(?P<newcomm>.*) oom_score_adj=(?P<adj>-?\d+)$")
-_SHAPES = {"signal_generate": _SIGNAL, "task_newtask": _NEWTASK, "task_rename": _RENAME}
-"""Events whose print format holds a comm, which may hold spaces and ``=``: matched whole, by their format."""
+    r"^(?:pid=(?P<pid>-?\d+) )?oldcomm=(?P<oldcomm>.*?) newcomm=(?P<newcomm>.*) oom_score_adj=(?P<adj>-?\d+)$",
+    re.DOTALL)
+_FORK = re.compile(  # " pid=N child_comm=" is longer than a comm: the first one is the separator
+    r"^comm=(?P<comm>.*?) pid=(?P<pid>-?\d+) child_comm=(?P<child_comm>.*) child_pid=(?P<child_pid>-?\d+)$",
+    re.DOTALL)
+_EXIT = re.compile(  # older kernels print no group_dead
+    r"^comm=(?P<comm>.*) pid=(?P<pid>-?\d+) prio=(?P<prio>-?\d+)(?: group_dead=(?P<group_dead>\w+))?$", re.DOTALL)
+_SHAPES = {"signal_generate": _SIGNAL, "task_newtask": _NEWTASK, "task_rename": _RENAME,
+           "sched_process_fork": _FORK, "sched_process_exit": _EXIT}
+"""Events whose print format holds a comm, which may hold spaces, ``=`` and newlines: matched whole, by their
+format (include/trace/events/signal.h, task.h, sched.h), so that a record cut by a newline is no record until it is
+joined again. Every event ipcmon enables that prints a string is here; the rest print numbers only."""
 _ARGUMENT = re.compile(r"(\w+): (0x[0-9a-f]+|-?\d+)")
 _ASSIGNMENT = re.compile(r"(\w+)=(\S*)")
 """``key=value`` in an event's print format (``sched_process_fork: comm=sh pid=1 child_comm=sh child_pid=2``): a comm
@@ -109,8 +134,13 @@ class TraceRecord:
         return value - (1 << 64) if value >= 1 << 63 else value
 
 
-def parse_line(line: str) -> TraceRecord | None:
-    """A trace_pipe line, or None for a line of no known shape (a lost-events notice, a line cut short)."""
+def parse_line(line: str, *, cut: bool = False) -> TraceRecord | None:
+    """One record's text (its newlines only those of names in it), or None for text of no known shape (a lost-events
+    notice, a piece of a record cut by a newline in a name).
+
+    cut: the text is known to be all that is left of a record cut short: an event of a known shape that does not
+    match it gives the fields printed before its first name (a task event's ``pid``; signal_generate's ``sig``,
+    ``errno`` and ``code``, no target) instead of None."""
     match = _LINE.match(line.rstrip("\n"))
     if match is None:
         return None
@@ -120,20 +150,80 @@ def parse_line(line: str) -> TraceRecord | None:
         fields = {"ret": match["ret"]}
     elif match["event"] in _SHAPES:
         shaped = _SHAPES[match["event"]].match(body)
-        if shaped is None and match["event"] in ("task_rename", "task_newtask"):
-            # A name with a newline in it cuts the line (the trace prints comm as it is): the task is named
-            # something unknown now. Its pid, when printed, comes first.
-            pid = re.match(r"pid=(-?\d+) ", body)
-            fields = {"pid": pid.group(1)} if pid else {}
-        elif shaped is None:
-            return None
-        else:
+        if shaped is not None:
             fields = {key: value for key, value in shaped.groupdict().items() if value is not None}
+        elif cut:
+            fields = dict(_ASSIGNMENT.findall(body.split("comm=", 1)[0]))
+        else:
+            return None
     else:
         fields = dict(_ARGUMENT.findall(body)) or dict(_ASSIGNMENT.findall(body))
     tgid = match["tgid"]
     return TraceRecord(match["comm"], int(match["tid"]), int(tgid) if tgid and tgid.lstrip("-").isdigit() else None,
                        int(match["cpu"]), float(match["time"]), match["event"], fields)
+
+
+PIECES_MAX = 1 + 3 * COMM_MAX
+"""Lines one record can be cut into: 15 newlines in each of up to three names (the comm at the head of the line,
+and task_rename's two or sched_process_fork's two)."""
+
+
+class TraceText:
+    """trace_pipe's bytes in, records out: a record cut into lines by newlines in its names is joined again.
+
+    A line that is no record by itself is held, and each next line is tried after the held ones, the most of them
+    first (``"           snd"`` + ``"x-17344 ( 17344) [001] …"`` is one record of a task named ``snd\\nx``;
+    ``"… signal_generate: sig=10 … comm=rev"`` + ``"nl pid=17411 grp=1 res=0"`` one whose target is ``rev\\nnl``).
+    A name is 15 bytes at most, and what the kernel prints after it is fixed text longer than that, so a join
+    cannot swallow a line around the record. Lines given up on (more than :data:`PIECES_MAX` held, or held lines
+    before a line that joined without them) are counted in :attr:`unreadable`; each that begins like a record of a
+    known event still gives the fields printed before its first name (``parse_line(cut=True)``)."""
+
+    def __init__(self) -> None:
+        self._partial = b""
+        self._held: list[str] = []
+        self.unreadable = 0
+        """Lines of the trace that were not read as a whole record (trace_pipe's own lost-events notices aside)."""
+
+    def feed(self, data: bytes) -> list[TraceRecord]:
+        """The records completed by data (the bytes read from trace_pipe next), in the trace's order."""
+        lines = (self._partial + data).split(b"\n")
+        self._partial = lines.pop()
+        records: list[TraceRecord] = []
+        for line in lines:
+            self._line(line.decode("utf-8", "surrogateescape"), records)
+        return records
+
+    def _line(self, line: str, records: list[TraceRecord]) -> None:
+        held = self._held
+        if not held:
+            record = parse_line(line)
+            if record is not None:
+                records.append(record)
+            elif _LOST.match(line) is None:
+                held.append(line)
+            return
+        if _LOST.match(line) is not None:  # printed between records: what is held is no whole record
+            self._give_up(len(held), records)
+            return
+        held.append(line)
+        for start in range(len(held)):
+            record = parse_line("\n".join(held[start:]))
+            if record is not None:
+                self._give_up(start, records)
+                records.append(record)
+                held.clear()
+                return
+        if len(held) > PIECES_MAX:
+            self._give_up(1, records)
+
+    def _give_up(self, count: int, records: list[TraceRecord]) -> None:
+        for line in self._held[:count]:
+            self.unreadable += 1
+            record = parse_line(line, cut=True)
+            if record is not None:
+                records.append(record)
+        del self._held[:count]
 
 
 def tracing_dir() -> str | None:
@@ -209,7 +299,7 @@ class TraceInstance:
                 if serial == 63:
                     raise
         self._pipe = -1
-        self._partial = b""
+        self._text = TraceText()
         try:
             self._write("options/record-tgid", "1")
             if clock is not None:
@@ -247,19 +337,16 @@ class TraceInstance:
             if not chunk:
                 break
             chunks.append(chunk)
-        data = self._partial + b"".join(chunks)
-        lines = data.split(b"\n")
-        self._partial = lines.pop()
-        records = (parse_line(line.decode("utf-8", "surrogateescape")) for line in lines)
-        return [record for record in records if record is not None]
+        return self._text.feed(b"".join(chunks))
 
     def lost(self) -> int:
-        """Events the kernel dropped because the buffer was full (the ``overrun`` of every CPU's stats)."""
-        total = 0
+        """Events the kernel dropped because the buffer was full (the ``overrun`` of every CPU's stats), and lines
+        of the trace that could not be read as a whole record (:attr:`TraceText.unreadable`)."""
+        total = self._text.unreadable
         try:
             cpus = os.listdir(os.path.join(self.path, "per_cpu"))
         except OSError:
-            return 0
+            return total
         for cpu in cpus:
             with contextlib.suppress(OSError), open(os.path.join(self.path, "per_cpu", cpu, "stats")) as stats:
                 for line in stats:

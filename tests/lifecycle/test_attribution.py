@@ -269,6 +269,28 @@ def test_a_sender_named_with_a_newline_is_named_as_proc_says_not_as_it_was_born(
     assert record.actor.comm == "ipcmon-n\nx\x1b[2J"
 
 
+_HIDDEN_NAMES = ("ipcmon-t\nnl", "ipcmon-t\x1b[1mx")
+"""Targets the trace once lost: a newline in a name cut signal_generate's line (found in review); an escape."""
+_CATCHES = "signal.signal(signal.SIGUSR1, lambda signum, frame: None)\nsay('ready')\nhold()\n"
+
+
+def test_a_signal_to_a_target_named_with_a_newline_or_an_escape_is_attributed(
+        attributor: Attributor, spawn: Spawn) -> None:
+    targets = {name: spawn(_CATCHES, comm=name) for name in _HIDDEN_NAMES}
+    for target in targets.values():
+        target.expect()
+        os.kill(target.pid, signal.SIGUSR1)
+
+    def sent(found: list[Attribution]) -> bool:
+        return {record.target for record in _by(found, os.getpid(), "sent")} >= {t.pid for t in targets.values()}
+
+    records = _by(_collect(attributor, sent, "both signals"), os.getpid(), "sent")
+    for name, target in targets.items():
+        (record,) = [record for record in records if record.target == target.pid]
+        assert (record.signal, record.result, record.target_comm) == (signal.SIGUSR1, "delivered", name)
+        assert (record.object, record.key) == (f"{target.pid} {name}", f"signal:{target.pid}")
+
+
 def test_a_process_signal_one_thread_does_not_block_is_not_blocked(attributor: Attributor, spawn: Spawn) -> None:
     sleeper = spawn("""
         import threading, time
@@ -544,6 +566,32 @@ def test_watch_prints_the_sender_the_target_and_blocked_pending(spawn: Spawn) ->
         f"SIGUSR1 {sender} ipcmon-attr-snd → {sleeper.pid} ipcmon-attr-zz: blocked, pending"), line
     assert "Traceback" not in errors
     assert instance not in os.listdir(os.path.join(tracefs.tracing_dir() or "", "instances"))
+
+
+def test_watch_prints_a_signal_to_a_target_named_with_a_newline_or_an_escape_escaped(spawn: Spawn) -> None:
+    if os.geteuid() != 0 or tracefs.tracing_dir() is None:
+        pytest.fail("watch names senders through tracefs: root and tracefs mounted, as CI is")
+    targets = [spawn(_CATCHES, comm=name) for name in _HIDDEN_NAMES]
+    for target in targets:
+        target.expect()
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "ipcmon", "watch", "--kind", "signal", "--no-journal", "--interval", "0.2",
+         "--pid", ",".join(str(target.pid) for target in targets)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    try:
+        _read_until(watch, lambda text: text.startswith("watching"), stderr=True)
+        lines = []
+        for target in targets:
+            os.kill(target.pid, signal.SIGUSR1)
+            lines.append(_read_until(watch, lambda text, pid=target.pid: " sent " in text and f"→ {pid} " in text))
+    finally:
+        watch.terminate()
+        _, errors = watch.communicate(timeout=DEADLINE)
+    me = f"{os.getpid()} {Path(f'/proc/{os.getpid()}/comm').read_text().strip()}"
+    assert lines[0].rstrip("\n").endswith(f"SIGUSR1 {me} → {targets[0].pid} ipcmon-t\\x0anl: delivered"), lines
+    assert lines[1].rstrip("\n").endswith(f"SIGUSR1 {me} → {targets[1].pid} ipcmon-t\\x1b[1mx: delivered"), lines
+    assert "Traceback" not in errors
 
 
 def test_a_comm_the_trace_did_not_know_is_read_from_proc() -> None:

@@ -3,6 +3,7 @@ init, and no other process (issue 16, for the pytest plugin's blame)."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -99,4 +100,30 @@ def test_lineage_without_fork_records_knows_only_living_descendants(monkeypatch:
     finally:
         sleeper.kill()
         sleeper.wait()
+        lineage.close()
+
+
+def test_a_child_forked_by_a_parent_named_with_a_newline_is_a_descendant() -> None:
+    """The fork record prints the parent's comm as it is: a newline in it cut the line, and a child forked then
+    exited was no descendant (the lineage still said it was exact)."""
+    if os.geteuid() != 0:
+        pytest.fail("the fork records need root, as CI is")
+    if tracefs.tracing_dir() is None:
+        pytest.fail(f"tracefs is not mounted; .ci/run mounts it ({tracefs.MOUNT_HINT})")
+    lineage = Lineage()
+    try:
+        read, write = os.pipe()
+        parent = os.fork()
+        if parent == 0:  # pragma: no cover (the child)
+            os.close(read)
+            ctypes.CDLL(None).prctl(15, b"ipcmon-l\nx", 0, 0, 0)  # PR_SET_NAME
+            os.write(write, str(_exited_child()).encode())
+            os._exit(0)
+        os.close(write)
+        os.waitpid(parent, 0)
+        with os.fdopen(read) as pipe:
+            child = int(pipe.read())
+        assert lineage.descends(child) is True
+        assert lineage.exact, lineage.reason
+    finally:
         lineage.close()

@@ -8,7 +8,7 @@ it never clears and refills, so the cursor stays on the same object and the scro
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import ClassVar
+from typing import ClassVar, Self
 
 from rich.segment import Segment
 from rich.style import Style
@@ -16,11 +16,13 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
 from textual.events import Resize
+from textual.geometry import Region
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowDoesNotExist, RowKey
 
 from ipcmon.text import PLACE_HEADER, place_cell, several_places
 from ipcmon.ui.view.table import Cell, Column, Row, matches, text_cell
+from ipcmon.ui.widgets.scrolling import resize_in_place
 
 REBUILD_AT = 200
 CELLS_KEPT = 10_000
@@ -71,6 +73,9 @@ def fit_widths(natural: Sequence[int], minimum: Sequence[int], available: int) -
 
 class ObjectTable(DataTable[Cell]):
     """Rows identified by object key; sortable by any column (header click or ``s``/``S``), filterable."""
+
+    _rows_changing = False
+    """Set while DataTable removes a row or sets the virtual size (see refresh)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "sort_next", "Sort", tooltip="Sort by the next column"),
@@ -161,9 +166,29 @@ class ObjectTable(DataTable[Cell]):
 
     def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
         # DataTable measures new and changed cells when idle, here; the widths follow what was measured.
-        super()._update_dimensions(new_rows)
-        if self.fit_columns():
-            super()._update_dimensions(())  # the scrollable width, from the new widths
+        self._rows_changing = True  # the new virtual size lays out only this table when it can (refresh)
+        try:
+            super()._update_dimensions(new_rows)
+            if self.fit_columns():
+                super()._update_dimensions(())  # the scrollable width, from the new widths
+        finally:
+            self._rows_changing = False
+
+    def remove_row(self, row_key: RowKey | str) -> None:
+        self._rows_changing = True  # DataTable asks for a layout: only this table's, when it can (refresh)
+        try:
+            super().remove_row(row_key)
+        finally:
+            self._rows_changing = False
+
+    def refresh(self, *regions: Region, repaint: bool = True, layout: bool = False, recompose: bool = False) -> Self:
+        # A row gone or the virtual size changed: DataTable lays the whole screen out, once per scan on the Overview
+        # as the demos' alerts come and go (issue 12). When the table's own size stays, its scrollbars follow here
+        # and the table is drawn again (scrolling.resize_in_place). The virtual size is set again at idle after a
+        # row is removed, so that layout is never needed now.
+        if layout and self._rows_changing and resize_in_place(self):
+            layout = False
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
 
     def on_resize(self, event: Resize) -> None:
         if self.fit_columns():

@@ -140,12 +140,17 @@ async def test_events_taken_in_while_the_events_view_is_hidden_lay_nothing_out(
         with monkeypatch.context() as patched:
             patched.setattr(Widget, "refresh", refresh)
             app.event_log.extend(shm_events(200, time.time()))
-            await rescan(pilot, app, 1)
+            with refreshes(monkeypatch) as asked:
+                await rescan(pilot, app, 1)
         assert "TimelineTable" not in laid_out
+        # Nor redrawn: a widget off screen that asks for a repaint makes Textual arrange the whole screen again.
+        assert "TimelineTable" not in asked
         assert timeline.virtual_size.height > 200  # taken in all the same
         await pilot.press("6")
         await pilot.pause()
         assert timeline.vertical_scrollbar.window_virtual_size == timeline.virtual_size.height
+        screen = "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+        assert "/ipcmon-idle-199" in screen  # its lines drawn again, not those it had when it was hidden
 
 
 async def test_a_card_lays_the_screen_out_only_when_its_height_may_change(monkeypatch: pytest.MonkeyPatch) -> None:

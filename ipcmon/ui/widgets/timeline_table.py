@@ -264,7 +264,8 @@ class TimelineTable(ScrollView, can_focus=True):
         """
         self._cursor = max(0, min(self._cursor, len(self._shown) - 1))
         size = Size(self._line_width(), len(self._shown) + 1)
-        if self.is_on_screen:
+        on_screen = self.is_on_screen
+        if on_screen:
             if size != self.virtual_size:
                 # Textual lays the whole screen out for a new virtual size: at every scan with new events while the
                 # Events view is shown. The table's height is set by its view (fit_split), so its scrollbars follow
@@ -281,7 +282,13 @@ class TimelineTable(ScrollView, can_focus=True):
             self.scroll_to(y=self.scroll_y + shift, animate=False, immediate=True)
         if scroll:
             self._scroll_to_cursor()
-        self.refresh()
+        if on_screen:
+            self.refresh()
+        else:
+            # Its lines are drawn again when it is shown. A repaint asked for by a widget off screen made Textual
+            # arrange the whole screen again at the next frame (Compositor.update_widgets): every frame with the demos
+            # running (issue 12, the demos' cost).
+            self._set_dirty()
         self._cursor_changed()
 
     def _widen(self, row: Row) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from textual.screen import Screen
 from textual.widgets._tabs import Underline
@@ -9,7 +11,8 @@ from textual.widgets._tabs import Underline
 from ipcmon.ui.views import Views
 from ipcmon.ui.widgets.footer import SteadyFooter
 from ipcmon.ui.widgets.tables import ObjectTable
-from tests.ui.conftest import canned_app, started, view
+from tests.ui import canned
+from tests.ui.conftest import canned_app, started, view, wait_for
 
 
 async def test_coming_back_to_a_view_draws_none_of_its_cells_again() -> None:
@@ -64,3 +67,28 @@ async def test_a_view_switch_is_one_frame(monkeypatch: pytest.MonkeyPatch) -> No
             for shown in footer.shown_keys:
                 label = shown.render().cell_len
                 assert shown.region.width == label + shown.styles.gutter.width, (key, shown.description)
+
+
+async def test_rows_that_move_are_not_drawn_again() -> None:
+    """A row sorted in above the others moves them all down a line: only its own cells are drawn, the others are given
+    their new row (which a click finds them by)."""
+    base = canned.canned_snapshot()
+    first = replace(base.shm[0], name="/a", path="/dev/shm/a", inode=4999)  # sorted first by name
+    app = canned_app(base, canned.canned_snapshot(extra_shm=(first,)))
+    async with app.run_test(size=(160, 40)) as pilot:
+        await started(pilot, app)
+        await pilot.press("2")
+        await pilot.pause()
+        table = view(app, "shm").table
+        assert isinstance(table, ObjectTable)
+        keys = table.shown_keys
+        drawn = table.cells_rendered
+        app.request_scan()
+        await wait_for(pilot, lambda: table.row_count == len(keys) + 1, "the new segment's row")
+        await pilot.pause()
+        assert table.shown_keys == [first.object_key, *keys]
+        assert table.cells_rendered - drawn == len(table.columns)  # the new row's cells only
+        drawn_lines = table.render_lines(table.size.region)  # as the frame drew them
+        for row in range(table.row_count):
+            strip = drawn_lines[row + table.header_height]
+            assert {segment.style.meta.get("row") for segment in strip if segment.style and segment.style.meta} == {row}

@@ -71,6 +71,14 @@ def fit_widths(natural: Sequence[int], minimum: Sequence[int], available: int) -
     return widths
 
 
+def moved(lines: list[list[Segment]], row: int, column: int) -> list[list[Segment]]:
+    """A rendered cell's lines for another row: DataTable puts a cell's row and column in every segment's meta (a click
+    or hover finds its cell by them), the rest does not depend on where the row is."""
+    meta = Style.from_meta({"row": row, "column": column})
+    return [[Segment(segment.text, segment.style + meta if segment.style is not None else meta, segment.control)
+             for segment in line] for line in lines]
+
+
 class ObjectTable(DataTable[Cell]):
     """Rows identified by object key; sortable by any column (header click or ``s``/``S``), filterable."""
 
@@ -121,8 +129,9 @@ class ObjectTable(DataTable[Cell]):
         """Every row of the last sync, shown or filtered out."""
         self._shown: dict[str, Row] = {}
         """The rows in the table now, by key."""
-        self._drawn: LRUCache[tuple[object, ...], tuple[object, list[list[Segment]]]] = LRUCache(CELLS_KEPT)
-        """Rendered cells by what their rendering depends on (see _render_cell), with the cell itself."""
+        self._drawn: LRUCache[tuple[object, ...], tuple[object, int, list[list[Segment]]]] = LRUCache(CELLS_KEPT)
+        """Rendered cells by what their rendering depends on but their row (see _render_cell), with the cell itself and
+        the row it was drawn for."""
         self.cells_rendered = 0
         """Cells rendered so far, not found in ``_drawn`` (tests count them)."""
 
@@ -210,7 +219,9 @@ class ObjectTable(DataTable[Cell]):
         # Rich's Padding and Styled, most of the switch's time (issue 12, key latency). A cell's rendering depends only
         # on the cell (a Cell is never changed once built, and an unchanged row keeps its cells: RowCache), where it
         # is (the row and column in the segments' meta), the row's style, the cursor and hover styles, its width and
-        # its row's height: kept by all of these, it is rendered again only when one of them changed.
+        # its row's height: kept by all of these, it is rendered again only when one of them changed. Kept by all but
+        # the row, it is only given its new row when rows move: with the lesson demos running, the alerts come and go
+        # at every scan, and every row below a new one was rendered again (issue 12, the demos' cost).
         if row_index < 0 or column_index < 0:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         row_key = self._row_locations.get_key(row_index)
@@ -230,13 +241,17 @@ class ObjectTable(DataTable[Cell]):
             self.cursor_foreground_priority == "css",
             self.cursor_background_priority == "css",
         )
-        key = (id(cell), row_index, column_index, base_style, styles, width, row.height)
+        key = (id(cell), column_index, base_style, styles, width, row.height)
         kept = self._drawn.get(key)
         if kept is not None and kept[0] is cell:
-            return kept[1]
-        lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        self._drawn[key] = (cell, lines)  # the cell kept with it: its id is not reused while this entry lives
-        self.cells_rendered += 1
+            if kept[1] == row_index:
+                return kept[2]
+            # The same cell in another row (a row sorted in above it, or one removed): only the row in its meta differs.
+            lines = moved(kept[2], row_index, column_index)
+        else:
+            lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+            self.cells_rendered += 1
+        self._drawn[key] = (cell, row_index, lines)  # the cell kept with it: its id is not reused while it is kept
         return lines
 
     # --- keeping in step ------------------------------------------------------------------------------------

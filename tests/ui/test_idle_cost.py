@@ -19,7 +19,7 @@ from textual.widgets import Static
 from ipcmon.model import Event, ShmSegment
 from ipcmon.ui.app import IpcmonApp
 from ipcmon.ui.widgets.demos_view import DemosView
-from ipcmon.ui.widgets.overview import update_if_changed
+from ipcmon.ui.widgets.overview import METRICS, Overview, update_if_changed
 from ipcmon.ui.widgets.tables import ObjectTable
 from ipcmon.ui.widgets.timeline_table import TimelineTable
 from tests.ui import canned
@@ -241,3 +241,30 @@ async def test_events_taken_in_while_the_events_view_is_shown_lay_out_no_screen(
         assert laid_out == []
         assert timeline.virtual_size.height > 200
         assert timeline.vertical_scrollbar.window_virtual_size == timeline.virtual_size.height
+
+
+async def test_the_same_scan_shown_again_leaves_the_overview_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The App shows its snapshot again when only the senders of signals are new (none of the Overview's business)."""
+    refreshed: list[Overview] = []
+    original = Overview.refresh_view
+
+    def refresh_view(self: Overview) -> None:
+        refreshed.append(self)
+        original(self)
+
+    monkeypatch.setattr(Overview, "refresh_view", refresh_view)
+    app = canned_app(*equal_snapshots(1))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await started(pilot, app)
+        overview = app.query_one(Overview)
+        points = {metric: len(history) for metric, history in overview.history.items()}
+        refreshed.clear()
+        assert app.snapshot is not None
+        app._show(app.snapshot)
+        await pilot.pause()
+        assert refreshed == []
+        assert {metric: len(history) for metric, history in overview.history.items()} == points
+        await rescan(pilot, app, 1)  # a new scan, equal or not, is a point more
+        assert refreshed == [overview]
+        charted = [metric.id for metric in METRICS if metric.value is not None]  # Budgets has no sparkline
+        assert all(len(overview.history[metric]) == points[metric] + 1 for metric in charted)

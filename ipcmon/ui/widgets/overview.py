@@ -386,6 +386,8 @@ class Overview(Vertical):
         self.history: dict[str, deque[float]] = {metric.id: deque(maxlen=HISTORY) for metric in METRICS}
         self.alerts: dict[str, Alert] = {}
         self.cache = RowCache()
+        self._taken: Snapshot | None = None
+        """The last snapshot taken in (its point is in the history)."""
 
     def compose(self) -> ComposeResult:
         # The widgets a refresh updates are kept, not queried at each scan (issue 12, idle cost).
@@ -404,8 +406,11 @@ class Overview(Vertical):
         yield self._alerts
 
     def watch_snapshot(self, snapshot: Snapshot | None) -> None:
-        if snapshot is None:
+        if snapshot is None or snapshot is self._taken:
+            # The same scan again: the App shows it once more when only the senders of signals are new (refresh.py),
+            # which the Overview does not show. It was refreshed for nothing, and its sparklines took the point twice.
             return
+        self._taken = snapshot
         for metric in METRICS:
             if metric.value is not None:
                 self.history[metric.id].append(metric.value(snapshot))

@@ -10,6 +10,7 @@ from textual.reactive import Reactive, reactive
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import TabbedContent, TabPane
+from textual.widgets._tabs import Underline
 
 from ipcmon.ui.messages import Goto
 from ipcmon.ui.refresh import RefreshingApp
@@ -93,6 +94,23 @@ class Views(TabbedContent):
             if str(tab.label) != label:
                 tab.label = label
 
+    def place_underline(self) -> None:
+        """Put the tab bar's underline under the active tab now.
+
+        Without animations Textual's Tabs moves it after the next refresh (the tabs may not be laid out yet): a frame
+        of its own after each view switch (issue 12, key latency). A switch does not move the tabs, so where the tab
+        was laid out is where it is; Textual's own move then changes nothing.
+        """
+        if self.app.animation_level != "none" or not self.active:
+            return  # Textual slides it
+        tab = self.get_tab(self.active)
+        if not tab.virtual_region:
+            return  # not laid out yet: Textual places it after the first layout
+        start, end = tab.virtual_region.shrink(tab.styles.gutter).column_span
+        underline = self.query_one(Underline)
+        underline.highlight_start = start
+        underline.highlight_end = end
+
     def _on_tab_pane_focused(self, event: TabPane.Focused) -> None:
         # TabbedContent also switches to the pane of any widget that gets the focus. A focus change still in
         # flight for the previous pane then switched back, and hiding the focused table moved the focus again:
@@ -134,7 +152,9 @@ class NavigatingApp(RefreshingApp):
         return view.table.current_row if view is not None else None
 
     def show_view(self, view_id: str) -> None:
-        self.query_one("#views", TabbedContent).active = view_id
+        views = self.query_one("#views", Views)
+        views.active = view_id
+        views.place_underline()
         self.active_view = view_id
         # Move the focus now: focusing a widget makes its pane the active tab, so a focus change still in
         # flight for the old pane would switch back to it unless a newer one for this pane follows it.

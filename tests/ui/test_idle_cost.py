@@ -7,17 +7,19 @@ import copy
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import pytest
 from rich.text import Text
 from textual.pilot import Pilot
+from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Static
 
-from ipcmon.model import Event
+from ipcmon.model import Event, ShmSegment
 from ipcmon.ui.app import IpcmonApp
 from ipcmon.ui.widgets.demos_view import DemosView
-from ipcmon.ui.widgets.overview import update_if_changed
+from ipcmon.ui.widgets.overview import METRICS, Overview, update_if_changed
 from ipcmon.ui.widgets.tables import ObjectTable
 from ipcmon.ui.widgets.timeline_table import TimelineTable
 from tests.ui import canned
@@ -39,6 +41,22 @@ def refreshes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     with monkeypatch.context() as patched:
         patched.setattr(Widget, "refresh", refresh)
         yield asked
+
+
+@contextmanager
+def screen_layouts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The screen-wide layouts (Screen._refresh_layout, not a scroll's reflow) while the block runs: the screen each."""
+    laid_out: list[str] = []
+    original = Screen._refresh_layout
+
+    def refresh_layout(self: Screen[object], size: object = None, scroll: bool = False) -> None:
+        if not (scroll and not self._layout_widgets):  # as Textual tells a scroll from a layout
+            laid_out.append(type(self).__name__)
+        original(self, size, scroll)  # type: ignore[arg-type]
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Screen, "_refresh_layout", refresh_layout)
+        yield laid_out
 
 
 async def rescan(pilot: Pilot[None], app: IpcmonApp, times: int) -> None:
@@ -96,10 +114,10 @@ def test_no_animations_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None
     assert canned_app().animation_level == "full"
 
 
-def shm_events(count: int, start: float) -> list[Event]:
-    """``count`` created events of distinct segments (the timeline's lines)."""
+def shm_events(count: int, start: float, first: int = 0) -> list[Event]:
+    """``count`` created events of distinct segments (the timeline's lines), numbered from ``first``."""
     return [Event(time=start + index, mechanism="shm", event="created", object=f"/ipcmon-idle-{index}",
-                  key=f"shm:0:{index}") for index in range(count)]
+                  key=f"shm:0:{index}") for index in range(first, first + count)]
 
 
 async def test_events_taken_in_while_the_events_view_is_hidden_lay_nothing_out(
@@ -122,12 +140,17 @@ async def test_events_taken_in_while_the_events_view_is_hidden_lay_nothing_out(
         with monkeypatch.context() as patched:
             patched.setattr(Widget, "refresh", refresh)
             app.event_log.extend(shm_events(200, time.time()))
-            await rescan(pilot, app, 1)
+            with refreshes(monkeypatch) as asked:
+                await rescan(pilot, app, 1)
         assert "TimelineTable" not in laid_out
+        # Nor redrawn: a widget off screen that asks for a repaint makes Textual arrange the whole screen again.
+        assert "TimelineTable" not in asked
         assert timeline.virtual_size.height > 200  # taken in all the same
         await pilot.press("6")
         await pilot.pause()
         assert timeline.vertical_scrollbar.window_virtual_size == timeline.virtual_size.height
+        screen = "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+        assert "/ipcmon-idle-199" in screen  # its lines drawn again, not those it had when it was hidden
 
 
 async def test_a_card_lays_the_screen_out_only_when_its_height_may_change(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -153,3 +176,95 @@ async def test_a_card_lays_the_screen_out_only_when_its_height_may_change(monkey
             assert "4 POSIX" in str(summary.render())
             update_if_changed(summary, Text("4 POSIX\n2.0M allocated\none more line"))
             assert laid_out == [summary]
+
+
+def orphans(count: int) -> tuple[ShmSegment, ...]:
+    """``count`` orphaned segments more than the canned snapshot's, each one more alert on the Overview."""
+    orphan = next(segment for segment in canned.canned_snapshot().shm if segment.state == "orphaned")
+    return tuple(replace(orphan, name=f"/idle-orphan-{index}", path=f"/dev/shm/idle-orphan-{index}",
+                              inode=5000 + index) for index in range(count))
+
+
+async def test_an_alert_that_comes_or_goes_lays_out_no_screen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DataTable lays the whole screen out when it loses a row or its virtual size changes: once a scan with the
+    lesson demos running (issue 12). The alerts table's own size stays, so its layout stays its own."""
+    base, more = canned.canned_snapshot(), canned.canned_snapshot(extra_shm=orphans(1))
+    app = canned_app(base, more, copy.deepcopy(base), copy.deepcopy(more), copy.deepcopy(base))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await started(pilot, app)
+        await rescan(pilot, app, 1)  # the cards' first change since they were drawn may lay them out: not counted
+        alerts = app.query_one("#alerts", ObjectTable)
+        before = alerts.row_count - 1
+        assert 0 < before < alerts.scrollable_content_region.height - 2  # no scrollbar comes or goes
+        with screen_layouts(monkeypatch) as laid_out:
+            for rows in (before, before + 1, before):
+                await rescan(pilot, app, 1)
+                assert alerts.row_count == rows
+                assert alerts.virtual_size.height == rows + alerts.header_height
+                orphan = more.shm[-1].object_key + ":"
+                assert any(key.startswith(orphan) for key in alerts.shown_keys) == (rows > before)
+        assert laid_out == []
+
+
+async def test_alerts_past_the_table_bring_its_scrollbar(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scrollbar that comes or goes changes what the table holds: then the screen is laid out, as Textual does."""
+    app = canned_app(canned.canned_snapshot(), canned.canned_snapshot(extra_shm=orphans(60)), canned.canned_snapshot())
+    async with app.run_test(size=(160, 50)) as pilot:
+        await started(pilot, app)
+        alerts = app.query_one("#alerts", ObjectTable)
+        assert not alerts.show_vertical_scrollbar
+        for shown in (True, False):
+            with screen_layouts(monkeypatch) as laid_out:
+                await rescan(pilot, app, 1)
+            assert alerts.show_vertical_scrollbar is shown
+            assert (alerts.vertical_scrollbar in app.screen._compositor.visible_widgets) is shown
+            assert laid_out
+            if shown:
+                assert alerts.vertical_scrollbar.window_virtual_size == alerts.virtual_size.height
+
+
+async def test_events_taken_in_while_the_events_view_is_shown_lay_out_no_screen(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    app = canned_app(*equal_snapshots(4))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await started(pilot, app)
+        await pilot.press("6")
+        timeline = app.query_one(TimelineTable)
+        app.event_log.extend(shm_events(100, time.time()))
+        await rescan(pilot, app, 1)  # past the table's height: its scrollbar comes, and the screen is laid out
+        assert timeline.show_vertical_scrollbar
+        await pilot.press("down")  # off the top, the cursor stays on its event: the detail pane keeps its text
+        await pilot.pause()
+        with screen_layouts(monkeypatch) as laid_out:
+            app.event_log.extend(shm_events(100, time.time() + 100, first=100))
+            await rescan(pilot, app, 1)
+        assert laid_out == []
+        assert timeline.virtual_size.height > 200
+        assert timeline.vertical_scrollbar.window_virtual_size == timeline.virtual_size.height
+
+
+async def test_the_same_scan_shown_again_leaves_the_overview_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The App shows its snapshot again when only the senders of signals are new (none of the Overview's business)."""
+    refreshed: list[Overview] = []
+    original = Overview.refresh_view
+
+    def refresh_view(self: Overview) -> None:
+        refreshed.append(self)
+        original(self)
+
+    monkeypatch.setattr(Overview, "refresh_view", refresh_view)
+    app = canned_app(*equal_snapshots(1))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await started(pilot, app)
+        overview = app.query_one(Overview)
+        points = {metric: len(history) for metric, history in overview.history.items()}
+        refreshed.clear()
+        assert app.snapshot is not None
+        app._show(app.snapshot)
+        await pilot.pause()
+        assert refreshed == []
+        assert {metric: len(history) for metric, history in overview.history.items()} == points
+        await rescan(pilot, app, 1)  # a new scan, equal or not, is a point more
+        assert refreshed == [overview]
+        charted = [metric.id for metric in METRICS if metric.value is not None]  # Budgets has no sparkline
+        assert all(len(overview.history[metric]) == points[metric] + 1 for metric in charted)

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from textual.binding import Binding
 from textual.dom import DOMNode
+from textual.geometry import Size
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
 
@@ -126,6 +128,11 @@ def _relabel_key(widget: FooterKey, spec: KeySpec) -> None:
     widget.set_class(not spec.enabled, "-disabled")
     widget.tooltip = spec.tooltip or None
     widget.refresh(layout=True)
+    # The layout gives the key the width of its new label, and Textual then sets its virtual size to that width with a
+    # layout of its own: the whole screen laid out and drawn again a frame after the view switch (issue 12, key
+    # latency). Set now, to the size that layout gives it (its label, one line), the second layout has nothing to do.
+    label = widget.render()
+    widget.set_reactive(Widget.virtual_size, Size(label.cell_len + widget.styles.gutter.width, 1))
 
 
 def footer_specs(screen: Screen[object], *, palette: bool = True) -> tuple[list[KeySpec], KeySpec | None] | None:

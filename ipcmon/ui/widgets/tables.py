@@ -8,7 +8,7 @@ it never clears and refills, so the cursor stays on the same object and the scro
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import ClassVar
+from typing import ClassVar, Self
 
 from rich.segment import Segment
 from rich.style import Style
@@ -16,11 +16,13 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
 from textual.events import Resize
+from textual.geometry import Region
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, RowDoesNotExist, RowKey
 
 from ipcmon.text import PLACE_HEADER, place_cell, several_places
 from ipcmon.ui.view.table import Cell, Column, Row, fit_widths, matches, text_cell
+from ipcmon.ui.widgets.scrolling import resize_in_place
 
 REBUILD_AT = 200
 CELLS_KEPT = 10_000
@@ -38,8 +40,19 @@ PLACE_COLUMN = Column("place", PLACE_HEADER, 16)
 more than one place (ObjectTable ``placed``)."""
 
 
+def moved(lines: list[list[Segment]], row: int, column: int) -> list[list[Segment]]:
+    """A rendered cell's lines for another row: DataTable puts a cell's row and column in every segment's meta (a click
+    or hover finds its cell by them), the rest does not depend on where the row is."""
+    meta = Style.from_meta({"row": row, "column": column})
+    return [[Segment(segment.text, segment.style + meta if segment.style is not None else meta, segment.control)
+             for segment in line] for line in lines]
+
+
 class ObjectTable(DataTable[Cell]):
     """Rows identified by object key; sortable by any column (header click or ``s``/``S``), filterable."""
+
+    _rows_changing = False
+    """Set while DataTable removes a row or sets the virtual size (see refresh)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "sort_next", "Sort", tooltip="Sort by the next column"),
@@ -85,8 +98,9 @@ class ObjectTable(DataTable[Cell]):
         """Every row of the last sync, shown or filtered out."""
         self._shown: dict[str, Row] = {}
         """The rows in the table now, by key."""
-        self._drawn: LRUCache[tuple[object, ...], tuple[object, list[list[Segment]]]] = LRUCache(CELLS_KEPT)
-        """Rendered cells by what their rendering depends on (see _render_cell), with the cell itself."""
+        self._drawn: LRUCache[tuple[object, ...], tuple[object, int, list[list[Segment]]]] = LRUCache(CELLS_KEPT)
+        """Rendered cells by what their rendering depends on but their row (see _render_cell), with the cell itself and
+        the row it was drawn for."""
         self.cells_rendered = 0
         """Cells rendered so far, not found in ``_drawn`` (tests count them)."""
 
@@ -130,9 +144,29 @@ class ObjectTable(DataTable[Cell]):
 
     def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
         # DataTable measures new and changed cells when idle, here; the widths follow what was measured.
-        super()._update_dimensions(new_rows)
-        if self.fit_columns():
-            super()._update_dimensions(())  # the scrollable width, from the new widths
+        self._rows_changing = True  # the new virtual size lays out only this table when it can (refresh)
+        try:
+            super()._update_dimensions(new_rows)
+            if self.fit_columns():
+                super()._update_dimensions(())  # the scrollable width, from the new widths
+        finally:
+            self._rows_changing = False
+
+    def remove_row(self, row_key: RowKey | str) -> None:
+        self._rows_changing = True  # DataTable asks for a layout: only this table's, when it can (refresh)
+        try:
+            super().remove_row(row_key)
+        finally:
+            self._rows_changing = False
+
+    def refresh(self, *regions: Region, repaint: bool = True, layout: bool = False, recompose: bool = False) -> Self:
+        # A row gone or the virtual size changed: DataTable lays the whole screen out, once per scan on the Overview
+        # as the demos' alerts come and go (issue 12). When the table's own size stays, its scrollbars follow here
+        # and the table is drawn again (scrolling.resize_in_place). The virtual size is set again at idle after a
+        # row is removed, so that layout is never needed now.
+        if layout and self._rows_changing and resize_in_place(self):
+            layout = False
+        return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
 
     def on_resize(self, event: Resize) -> None:
         if self.fit_columns():
@@ -154,7 +188,9 @@ class ObjectTable(DataTable[Cell]):
         # Rich's Padding and Styled, most of the switch's time (issue 12, key latency). A cell's rendering depends only
         # on the cell (a Cell is never changed once built, and an unchanged row keeps its cells: RowCache), where it
         # is (the row and column in the segments' meta), the row's style, the cursor and hover styles, its width and
-        # its row's height: kept by all of these, it is rendered again only when one of them changed.
+        # its row's height: kept by all of these, it is rendered again only when one of them changed. Kept by all but
+        # the row, it is only given its new row when rows move: with the lesson demos running, the alerts come and go
+        # at every scan, and every row below a new one was rendered again (issue 12, the demos' cost).
         if row_index < 0 or column_index < 0:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         row_key = self._row_locations.get_key(row_index)
@@ -174,13 +210,17 @@ class ObjectTable(DataTable[Cell]):
             self.cursor_foreground_priority == "css",
             self.cursor_background_priority == "css",
         )
-        key = (id(cell), row_index, column_index, base_style, styles, width, row.height)
+        key = (id(cell), column_index, base_style, styles, width, row.height)
         kept = self._drawn.get(key)
         if kept is not None and kept[0] is cell:
-            return kept[1]
-        lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        self._drawn[key] = (cell, lines)  # the cell kept with it: its id is not reused while this entry lives
-        self.cells_rendered += 1
+            if kept[1] == row_index:
+                return kept[2]
+            # The same cell in another row (a row sorted in above it, or one removed): only the row in its meta differs.
+            lines = moved(kept[2], row_index, column_index)
+        else:
+            lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+            self.cells_rendered += 1
+        self._drawn[key] = (cell, row_index, lines)  # the cell kept with it: its id is not reused while it is kept
         return lines
 
     # --- keeping in step ------------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from ipcmon.model import Event
 from ipcmon.ui.state import empty_context
 from ipcmon.ui.view.table import Cell, Column, Context, Palette, Row, build_recording, fit_widths, matches
 from ipcmon.ui.view.timeline import event_probe, event_row
+from ipcmon.ui.widgets.scrolling import resize_in_place
 
 SORT_DOWN = " ▼"
 """The TIME header's arrow: newest first, always."""
@@ -282,8 +283,15 @@ class TimelineTable(ScrollView, can_focus=True):
         """
         self._cursor = max(0, min(self._cursor, len(self._shown) - 1))
         size = Size(self._line_width(), len(self._shown) + 1)
-        if self.is_on_screen:
-            self.virtual_size = size
+        on_screen = self.is_on_screen
+        if on_screen:
+            if size != self.virtual_size:
+                # Textual lays the whole screen out for a new virtual size: at every scan with new events while the
+                # Events view is shown. The table's height is set by its view (fit_split), so its scrollbars follow
+                # here unless one comes or goes (scrolling.resize_in_place).
+                self.set_reactive(TimelineTable.virtual_size, size)
+                if not resize_in_place(self):
+                    self.refresh(layout=True)
         else:
             # Hidden (another view is shown), it takes in each scan's events, and setting virtual_size laid the whole
             # screen out at every scan with new events (issue 12, the demos' cost). The layout that shows it again
@@ -293,7 +301,13 @@ class TimelineTable(ScrollView, can_focus=True):
             self.scroll_to(y=self.scroll_y + shift, animate=False, immediate=True)
         if scroll:
             self._scroll_to_cursor()
-        self.refresh()
+        if on_screen:
+            self.refresh()
+        else:
+            # Its lines are drawn again when it is shown. A repaint asked for by a widget off screen made Textual
+            # arrange the whole screen again at the next frame (Compositor.update_widgets): every frame with the demos
+            # running (issue 12, the demos' cost).
+            self._set_dirty()
         self._cursor_changed()
 
     def _fit(self, rows: Sequence[Row], top: int) -> bool:

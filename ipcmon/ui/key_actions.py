@@ -50,6 +50,8 @@ class ActingApp(NavigatingApp):
         # "/" (or a view number) already reach the filter box of the new view; check_action lets them through
         # as text when a text box has the focus.
         Binding("slash", "filter", "Filter", priority=True),
+        # Where there is no table to filter (the Overview, the Demos view) the footer leaves "/" out; the key says so.
+        Binding("slash", "no_filter", show=False, priority=True),
         # Under --read-only the footer leaves out what would be refused (check_action): the same keys then run
         # the hidden bindings that say why, instead of doing nothing.
         Binding("k", "signal", "Signal"),
@@ -86,8 +88,10 @@ class ActingApp(NavigatingApp):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # False hides the binding from the footer too (None would show it greyed out).
-        if action in ("filter", "show_view") and isinstance(self.focused, Input):
+        if action in ("filter", "no_filter", "show_view") and isinstance(self.focused, Input):
             return False  # the key is text for the box
+        if action in ("filter", "no_filter"):
+            return (self.current_view() is None) == (action == "no_filter")
         if action in self.CHANGING_ACTIONS and self.read_only:
             return False
         if action == "refuse" and not self.read_only:
@@ -108,9 +112,12 @@ class ActingApp(NavigatingApp):
     def action_filter(self) -> None:
         view = self.current_view()
         if view is None:
-            self.notify("Filtering works in the table views (2–6).", markup=False)
+            self.action_no_filter()
             return
         view.open_filter()
+
+    def action_no_filter(self) -> None:
+        self.notify("Filtering works in the table views (2–6).", markup=False)
 
     def action_toggle_pause(self) -> None:
         self.toggle_pause()

@@ -244,6 +244,36 @@ def test_export_dir_is_not_the_working_directory(monkeypatch: pytest.MonkeyPatch
 # --- Enter on an alert ----------------------------------------------------------------------------------------
 
 
+async def test_the_selected_row_stays_in_sight_when_the_table_gets_shorter(cleanup: Cleanup) -> None:
+    # Seen in review: after a resize to 80x24 (and after a jump with 2,000 segments, which the detail pane's split
+    # then made shorter) the selected row was below the table until Down was pressed.
+    prefix = ui_name("rows")
+    names = [cleanup.shm(f"{prefix}-{number:02d}") for number in range(40)]
+    for name in names:
+        posix_ipc.SharedMemory(name, posix_ipc.O_CREX, size=4096).close_fd()
+    app = live_app(interval=3600.0, kinds=("shm",))
+    async with app.run_test(size=(120, 50)) as pilot:
+        await started(pilot, app)
+        await pilot.press("2")
+        shm = view(app, "shm")
+        shm.table.set_filter(prefix)
+        await wait_for(pilot, lambda: shm.table.row_count == 40, "its 40 rows")
+        shm.table.focus()
+        await pilot.press("home")
+        height = shm.table.scrollable_content_region.height
+        for _ in range(height - 2):  # near the bottom of what shows
+            await pilot.press("down")
+        await pilot.pause()
+        assert shm.table.scroll_y <= shm.table.cursor_row < shm.table.scroll_y + height
+        await pilot.resize_terminal(80, 24)
+        await pilot.pause()
+        await pilot.pause()
+        table = shm.table
+        assert table.scrollable_content_region.height < height
+        assert table.scroll_y <= table.cursor_row < table.scroll_y + table.scrollable_content_region.height, (
+            table.cursor_row, table.scroll_y, table.scrollable_content_region)
+
+
 async def test_enter_on_an_orphan_alert_shows_its_row(cleanup: Cleanup) -> None:
     name = ui_name("orphan-alert")
     segment = posix_ipc.SharedMemory(cleanup.shm(name), posix_ipc.O_CREX, size=4096)

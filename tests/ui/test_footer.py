@@ -108,3 +108,20 @@ async def test_the_demos_footer_leaves_out_the_row_keys_and_fits_at_120_columns(
         await pilot.press("2")  # back in a table view: they are there again
         await pilot.pause()
         assert {"Filter", "Signal", "Remove", "Copy path"} <= set(footer_keys(app))
+
+
+async def test_the_overview_offers_no_filter_and_slash_says_where_filtering_works() -> None:
+    # Seen in review: the Overview's footer offered "/ Filter", which it refused; the letters typed next ran as keys.
+    app = canned_app()
+    said: list[str] = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        await started(pilot, app)
+        app.notify = lambda message, **_: said.append(str(message))  # type: ignore[method-assign]
+        await pilot.press("1")
+        await pilot.pause()
+        assert "Filter" not in footer_keys(app), footer_keys(app)
+        await pilot.press("slash")
+        assert said == ["Filtering works in the table views (2–6)."]
+        await pilot.press("2")
+        await pilot.pause()
+        assert "Filter" in footer_keys(app)

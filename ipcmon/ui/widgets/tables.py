@@ -171,6 +171,10 @@ class ObjectTable(DataTable[Cell]):
     def on_resize(self, event: Resize) -> None:
         if self.fit_columns():
             self._require_update_dimensions = True
+        # As htop does, the selected row stays in sight when the table gets shorter: the detail pane's split follows
+        # its content, so a jump to a row (Enter on an alert) scrolled for a taller table than the one shown.
+        if 0 <= self.cursor_row < self.row_count:
+            self.call_after_refresh(self._scroll_cursor_into_view)
 
     # --- drawing ---------------------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 from collections.abc import Iterator
 
 import pytest
@@ -68,3 +69,18 @@ def _environment(name: str, value: str) -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = previous
+
+
+@pytest.fixture
+def fds_above_1024() -> Iterator[None]:
+    """Kept /proc files are numbered from 1024 up: a soft RLIMIT_NOFILE that allows some (raised within the hard
+    limit as the front ends do, and put back)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2048:
+        pytest.fail(f"the hard RLIMIT_NOFILE ({hard}) leaves no room for kept /proc files above 1024")
+    if soft != resource.RLIM_INFINITY and soft < 2048:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2048, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -39,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SCANNING_ON = frozenset({None, "watch", "record", "exporter"})
+"""The commands that scan again and again (the dashboard is None): they raise their soft RLIMIT_NOFILE."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `ipcmon ARGV…` (``sys.argv[1:]`` when None) and return its exit status (the console script's entry).
 
@@ -53,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     threshold_problem = health.budget_threshold_problem()
     if threshold_problem:
         sys.stderr.write(f"ipcmon: warning: {printable(threshold_problem)}\n")
+    if args.command in SCANNING_ON:
+        from ipcmon.collect.procfs import raise_open_files_limit
+
+        raise_open_files_limit()  # the Scanner keeps /proc files open above fd 1024 (procfs.OpenProcFiles)
     run = dashboard.cmd_dashboard if args.command is None else COMMANDS[args.command].run
     try:
         return run(args)

@@ -140,15 +140,20 @@ class _Pin:
             self.pidfd = procfs.pin(pid)
             self.needed = False
 
-    def now(self) -> None:
+    def now(self, start_ticks: int) -> None:
         """Pin before reading by path; the kept stat, read after the pidfd is open, proves it is the process read
-        so far (a pid names no other process while its process lives). Raises Gone when it is not."""
+        so far (a pid names no other process while its process lives); without one (it could not be kept), the
+        start time its stat shows now must be the one read. Raises Gone when it is not."""
         if not self.needed:
             return
         self.needed = False
         assert self.files is not None
         self.pidfd = procfs.pin(self.pid)
-        if not self.files.alive(self.pid):
+        if self.files.holds(self.pid):
+            if not self.files.alive(self.pid):
+                raise Gone(f"process {self.pid} was reaped while it was read")
+        elif procfs.parse_stat(procfs.read_bytes(f"{procfs.PROC}/{self.pid}/stat", single=True)).start_ticks != (
+                start_ticks):
             raise Gone(f"process {self.pid} was reaped while it was read")
 
     def still_running(self, threads: int) -> bool:
@@ -157,7 +162,9 @@ class _Pin:
         paths of several threads' files were read."""
         if self.pidfd is not None:
             return procfs.still_running(self.pidfd)
-        return threads == 1 or self.files is None or self.files.alive(self.pid)
+        if self.files is None or not self.files.holds(self.pid):
+            return True  # read by path without a pin only when taken over, which an exact run signature decided
+        return threads == 1 or self.files.alive(self.pid)
 
     def close(self) -> None:
         if self.pidfd is not None:
@@ -177,7 +184,7 @@ def _read(pid: int, plan: ReadPlan, previous: RememberedProcess | None, pin: _Pi
     ):
         result = _take_over(previous, stat, signature)
     else:
-        pin.now()
+        pin.now(stat.start_ticks)
         result = _read_tables(pid, stat, plan)._replace(run_signature=signature)
     place = plan.places.get(pid)
     if result.process.place is not place and result.process.place != place:

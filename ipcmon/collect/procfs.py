@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import functools
 import grp
 import os
@@ -82,7 +83,26 @@ def _pread_all(fd: int) -> bytes:
 
 
 OPEN_FILES_MAX = 8192
-"""The most /proc files an OpenProcFiles keeps open (besides a quarter of RLIMIT_NOFILE's soft limit)."""
+"""The most /proc files an OpenProcFiles keeps open."""
+KEPT_FD_FLOOR = 1024
+"""Kept files get descriptor numbers from here up (fcntl F_DUPFD_CLOEXEC): the numbers below stay free for the rest
+of the process, where select(2), which refuses 1024 and above, may still be used (a test harness, a library)."""
+OPEN_FILES_WANTED = KEPT_FD_FLOOR + 2 * OPEN_FILES_MAX
+"""The soft RLIMIT_NOFILE a long-running front end asks for (raise_open_files_limit)."""
+
+
+def raise_open_files_limit() -> None:
+    """Raise this process's soft RLIMIT_NOFILE towards OPEN_FILES_WANTED, within the hard limit, so that the Scanner
+    can keep /proc files open above KEPT_FD_FLOOR (the dashboard, watch, record, the exporter). The usual soft 1024
+    protects programs that use select(2); ipcmon waits with poll(2) (live.ready), and its kept files stay above the
+    numbers select can take. Nothing happens when the soft limit is high enough, or on refusal."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        wanted = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (OSError, ValueError):
+        pass
 
 
 class OpenProcFiles:
@@ -94,15 +114,18 @@ class OpenProcFiles:
     process by then. So what is read through a kept file is the first process's, and ``alive(pid)`` (a read of its
     kept stat) tells whether that process still lives, which makes a pidfd opened just before it that process's.
 
-    At most a quarter of RLIMIT_NOFILE's soft limit (and OPEN_FILES_MAX) is kept, so ipcmon's other descriptors
-    are never short; past that, files are read by path and checked with ``alive``. Only for the real /proc.
+    Kept files are numbered from KEPT_FD_FLOOR up, never below (the process's own numbers stay as low as they were:
+    select(2) cannot take 1024 and above), and at most half of what RLIMIT_NOFILE's soft limit allows above it (and
+    OPEN_FILES_MAX) are kept: none under the usual soft limit of 1024, unless the front end raised it
+    (raise_open_files_limit). Past that, files are read by path and checked with ``alive``. Only for the real /proc.
     """
 
     def __init__(self, proc: str = PROC, budget: int | None = None) -> None:
         self.proc = proc
         if budget is None:
             soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            budget = OPEN_FILES_MAX if soft == resource.RLIM_INFINITY else min(OPEN_FILES_MAX, soft // 4)
+            above = OPEN_FILES_MAX * 2 if soft == resource.RLIM_INFINITY else max(0, soft - KEPT_FD_FLOOR)
+            budget = min(OPEN_FILES_MAX, above // 2)
         self.budget = budget
         self._fds: dict[tuple[int, str], int] = {}
 
@@ -157,9 +180,16 @@ class OpenProcFiles:
             os.close(fd)
             raise translate(error) from None
         if len(self._fds) < self.budget:
-            self._fds[key] = fd
-            return data
-        os.close(fd)
+            try:
+                high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, KEPT_FD_FLOOR)
+            except OSError:  # EMFILE, EINVAL: no number that high is allowed now
+                high = -1
+            os.close(fd)
+            if high >= 0:
+                self._fds[key] = high
+                return data
+        else:
+            os.close(fd)
         if name != "stat" and self.holds(pid) and not self.alive(pid):
             raise Gone(f"process {pid} was reaped while it was read")
         return data

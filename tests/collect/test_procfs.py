@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -307,6 +308,9 @@ def own_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+
+
+@pytest.mark.usefixtures("fds_above_1024")
 def test_kept_proc_files_are_read_again_with_pread_and_closed_with_their_process(spawn: Spawn) -> None:
     """OpenProcFiles: the second read of a process's stat opens nothing; once the process is reaped its kept files
     read Gone (stat by its path, the rest at once), and retain() closes what the last scan did not read."""
@@ -317,6 +321,7 @@ def test_kept_proc_files_are_read_again_with_pread_and_closed_with_their_process
     try:
         first = files.read(child.pid, "stat")
         assert files.holds(child.pid) and files.alive(child.pid) and own_fds() == baseline + 1
+        assert min(files._fds.values()) >= procfs.KEPT_FD_FLOOR  # select(2)'s numbers stay free
         assert files.read(child.pid, "schedstat").count(b" ") == 2
         opened: list[str] = []
         real_open = os.open
@@ -346,6 +351,7 @@ def test_kept_proc_files_are_read_again_with_pread_and_closed_with_their_process
         files.close()
 
 
+@pytest.mark.usefixtures("fds_above_1024")
 def test_kept_proc_files_stay_within_their_budget(spawn: Spawn) -> None:
     children = [spawn("say('ready')\nhold()\n") for _ in range(3)]
     for child in children:
@@ -361,6 +367,7 @@ def test_kept_proc_files_stay_within_their_budget(spawn: Spawn) -> None:
     assert len(files) == 0
 
 
+@pytest.mark.usefixtures("fds_above_1024")
 def test_a_kept_stat_of_a_reaped_process_reads_the_new_owner_of_its_pid(spawn: Spawn) -> None:
     """A pid named a process whose kept stat now fails with ESRCH (reaped): the pid is read again by its path, as
     the process that has it now. (The reaped process's file is put under a live child's pid: a pid cannot be
@@ -409,3 +416,33 @@ def test_descriptors_on_proc_files_cost_one_readlink(monkeypatch: pytest.MonkeyP
             os.close(fd)
     assert not any(path.endswith(f"/fd/{fd}") for path in stats for fd in kept), stats
     assert all(ref.fd not in kept for ref in refs)
+
+
+
+def test_no_proc_file_is_kept_under_the_usual_soft_limit_of_1024(spawn: Spawn) -> None:
+    """Under the soft RLIMIT_NOFILE most systems give (1024) there is no number from 1024 up to keep a file at:
+    every read goes by path, as before, and nothing is held open."""
+    child = spawn("say('ready')\nhold()\n")
+    child.expect()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        files = procfs.OpenProcFiles()
+        assert files.budget == 0
+        assert files.read(child.pid, "stat").startswith(f"{child.pid} (".encode())
+        assert len(files) == 0 and not files.holds(child.pid)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_front_ends_raise_their_soft_open_files_limit_within_the_hard_one() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+        procfs.raise_open_files_limit()
+        raised, same_hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        assert same_hard == hard
+        assert raised == (procfs.OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY
+                          else min(hard, procfs.OPEN_FILES_WANTED))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -445,6 +445,7 @@ def test_the_full_read_rotation_follows_the_interval_between_scans(interval: flo
     assert fixed.refresh_every == 3
 
 
+@pytest.mark.usefixtures("fds_above_1024")
 def test_a_scanner_keeps_the_proc_files_of_live_processes_only(spawn: Spawn) -> None:
     """Its stat and schedstat are kept open while the process lives, and closed by the first scan after it is
     gone; Scanner.close() closes the rest."""

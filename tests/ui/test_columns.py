@@ -79,7 +79,10 @@ async def test_a_long_name_is_cut_and_every_column_stays_on_screen(cleanup: Clea
         row = table.current_row
         assert row is not None and row.cells[2].plain == "created", row
         line = table.render_line(1).text
-        assert name not in line and name[:20] in line and "…" in line, line
+        assert name not in line and name[:10] in line and "…" in line, line
+        # Cut in its middle: the end, where names a program makes differ (a counter, a pid), stays.
+        tail = line[line.index("…") + 1:].split()
+        assert tail and tail[0] in name[-40:], line
         # PID…DETAIL are on screen, under their headers, with what they hold (the size in DETAIL).
         detail = row.cells[-1].plain
         assert detail and detail in line, (detail, line)
@@ -238,3 +241,16 @@ async def test_the_process_views_wrapped_lines_start_under_their_value(spawn: Sp
         value_at = len(lines[command]) - len(lines[command][len("  command"):].lstrip())
         rest = lines[command + 1]
         assert rest[:value_at].strip() == "" and rest[value_at] != " ", lines
+
+
+def test_a_name_cut_in_its_middle_keeps_its_end_and_its_width() -> None:
+    from rich.text import Text
+
+    from ipcmon.ui.view.table import cut_middle
+
+    name = Text("◆ /ipcmon-demo-5849-seg-1042", style="bold")
+    assert cut_middle(name, 40) is name
+    cut = cut_middle(name, 20)
+    assert (cut.plain, cut.cell_len) == ("◆ /ipcmon…9-seg-1042", 20)
+    assert (cut.spans and cut.spans[0].style == "bold") or cut.style == "bold"
+    assert cut_middle(Text("abcdef"), 1).plain == "…"

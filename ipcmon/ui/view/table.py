@@ -85,9 +85,29 @@ class Column:
     keep: int | None = None
     """Cells it keeps when the table is too narrow for everything (None: the table's default, or its label; see
     :func:`fit_widths`)."""
+    cut_middle: bool = False
+    """A cell too long for the column loses its middle (``/ipcmon-d…-seg-1042``), not its end: names that share a
+    long prefix stay told apart (the Events view's OBJECT)."""
     hide_below: int | None = None
     """Left out of a table narrower than this many cells, to leave its room to the others (None: always shown;
     the Events view's SOURCE, which its detail pane shows as well)."""
+
+
+def cut_middle(text: Text, width: int) -> Text:
+    """``text`` in ``width`` cells with its middle replaced by an ellipsis (its styles kept); unchanged when it fits.
+    The end keeps the larger half: that is where names made by one program differ (a counter, a pid)."""
+    if text.cell_len <= width:
+        return text
+    if width <= 1:
+        return Text("…"[:width], end="")
+    keep = width - 1
+    head, tail = keep // 2, keep - keep // 2
+    start = text.copy()
+    start.truncate(head, overflow="crop")
+    end = text[len(text) - tail:] if tail else Text("")
+    while end.cell_len > tail:  # wide characters: drop from the front of the end until it fits
+        end = end[1:]
+    return Text.assemble(start, "…", end, end="")
 
 
 def fit_widths(natural: Sequence[int], minimum: Sequence[int], available: int) -> list[int]:

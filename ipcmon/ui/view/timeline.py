@@ -11,7 +11,7 @@ EVENT_COLUMNS = (
     Column("time", "TIME", keep=12),  # 08:25:51.975
     Column("mechanism", "MECHANISM"),
     Column("event", "EVENT", keep=8),  # created, attached, orphaned…
-    Column("object", "OBJECT", keep=8),
+    Column("object", "OBJECT", keep=8, cut_middle=True),
     Column("pid", "PID", keep=5),
     Column("comm", "COMM"),
     Column("source", "SOURCE", hide_below=100),  # in the detail pane too: its room goes to OBJECT and DETAIL

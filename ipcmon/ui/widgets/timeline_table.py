@@ -51,7 +51,7 @@ from textual.strip import Strip
 from ipcmon.live.events import EventLog
 from ipcmon.model import Event
 from ipcmon.ui.state import empty_context
-from ipcmon.ui.view.table import Cell, Column, Context, Palette, Row, build_recording, fit_widths, matches
+from ipcmon.ui.view.table import Cell, Column, Context, Palette, Row, build_recording, cut_middle, fit_widths, matches
 from ipcmon.ui.view.timeline import event_probe, event_row
 from ipcmon.ui.widgets.scrolling import resize_in_place
 
@@ -543,7 +543,7 @@ class TimelineTable(ScrollView, can_focus=True):
         console = self.app.console
         segments: list[Segment] = []
         pad = " " * PADDING
-        for cell, width in zip(cells, self._widths, strict=False):
+        for cell, width, column in zip(cells, self._widths, self.spec, strict=False):
             if width == HIDDEN:
                 continue
             segments.append(Segment(pad))
@@ -551,8 +551,11 @@ class TimelineTable(ScrollView, can_focus=True):
             style = console.get_style(cell.style) if cell.style else None
             shown: Text = cell
             if cell.cell_len > width:
-                shown = cell.copy()
-                shown.truncate(width, overflow="ellipsis")
+                if column.cut_middle:
+                    shown = cut_middle(cell, width)
+                else:
+                    shown = cell.copy()
+                    shown.truncate(width, overflow="ellipsis")
             segments.extend(Segment.apply_style(shown.render(console, end=""), style))
             segments.append(Segment(" " * (width - shown.cell_len + PADDING)))
         return Strip(segments)

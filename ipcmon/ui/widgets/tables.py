@@ -173,8 +173,17 @@ class ObjectTable(DataTable[Cell]):
             self._require_update_dimensions = True
         # As htop does, the selected row stays in sight when the table gets shorter: the detail pane's split follows
         # its content, so a jump to a row (Enter on an alert) scrolled for a taller table than the one shown.
-        if 0 <= self.cursor_row < self.row_count:
-            self.call_after_refresh(self._scroll_cursor_into_view)
+        if 0 <= self.cursor_row < self.row_count and not self._cursor_in_sight():
+            self.call_after_refresh(self._keep_cursor_in_sight)
+
+    def _cursor_in_sight(self) -> bool:
+        top = round(self.scroll_y)
+        return top <= self.cursor_row < top + max(self.scrollable_content_region.height - 1, 1)  # the header's line
+
+    def _keep_cursor_in_sight(self) -> None:
+        # Only when it is out of sight: a view switch resizes every table it shows, and a scroll is a frame more.
+        if 0 <= self.cursor_row < self.row_count and not self._cursor_in_sight():
+            self._scroll_cursor_into_view()
 
     # --- drawing ---------------------------------------------------------------------------------------------
 

@@ -63,8 +63,9 @@ class ScanMemory:
 
     def _pace(self, now: float) -> None:
         """Scans per full read from the interval between scans, smoothed so that one slow or hurried scan does
-        not move the rotation (a change of refresh_every moves each process's turn)."""
-        if self._began is not None:
+        not move the rotation (a change of refresh_every moves each process's turn); the interval after the first
+        scan, which reads every process in full, is not counted."""
+        if self._began is not None and self.scans_begun > 2:  # not from the first scan, which reads everything
             interval = max(now - self._began, 0.001)
             self._interval = interval if self._interval is None else 0.8 * self._interval + 0.2 * interval
             wanted = max(1, round(self.refresh_seconds / self._interval))

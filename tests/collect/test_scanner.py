@@ -435,9 +435,13 @@ def test_the_full_read_rotation_follows_the_interval_between_scans(interval: flo
     assert REFRESH_SECONDS == 30
     memory = ScanMemory()
     for scan_number in range(40):
-        memory._pace(scan_number * interval)
+        memory.scans_begun = scan_number + 1  # as begin_scan counts them
+        memory._pace(scan_number * interval + (10 if scan_number else 0))  # the first scan took 10 s: not counted
+        if scan_number == 3:
+            assert memory.refresh_every == every  # from the third scan on, at once
     assert memory.refresh_every == every
-    memory._pace(40 * interval + interval * 1.3)  # one slow scan does not move the rotation
+    memory.scans_begun = 41
+    memory._pace(40 * interval + 10 + interval * 1.3)  # one slow scan does not move the rotation
     assert memory.refresh_every == every
     fixed = ScanMemory(3)
     for _ in range(40):

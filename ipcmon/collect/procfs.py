@@ -128,6 +128,10 @@ class OpenProcFiles:
             budget = min(OPEN_FILES_MAX, above // 2)
         self.budget = budget
         self._fds: dict[tuple[int, str], int] = {}
+        self._seen: frozenset[int] = frozenset()
+        """The pids the last scan read (retain): only their files are kept. A process first seen is read by path,
+        as it would be without this: most are gone by the next scan on a machine that forks all the time, and
+        opening, keeping and closing their files cost more than it saved."""
 
     def __len__(self) -> int:
         return len(self._fds)
@@ -137,8 +141,8 @@ class OpenProcFiles:
         return (pid, "stat") in self._fds
 
     def will_hold(self, pid: int) -> bool:
-        """Whether pid's stat is kept, or will be when it is read."""
-        return (pid, "stat") in self._fds or len(self._fds) < self.budget
+        """Whether pid's stat is kept, or will be when it is read (the last scan read it, and there is room)."""
+        return (pid, "stat") in self._fds or (pid in self._seen and len(self._fds) < self.budget)
 
     def alive(self, pid: int) -> bool:
         """Whether the process pid's kept stat was opened for is still there (not reaped); False when none is kept."""
@@ -155,7 +159,8 @@ class OpenProcFiles:
         """The text of /proc/PID/NAME (a file the kernel makes in one piece: stat, schedstat, status), raising Gone
         or Denied as read_bytes does.
 
-        Through the kept file when there is one. When its process was reaped, the file is closed: a stat is read
+        Through the kept file when there is one, else by path, kept when the last scan read the process (retain)
+        and there is room. When its process was reaped, the file is closed: a stat is read
         again by path (the pid may name a new process, whose stat is then kept), any other file is Gone (a process
         is read stat first: this one went while it was read). A file that cannot be kept
         (the budget is spent) is read by path, and with pid's stat kept, the process must still be alive after it
@@ -179,7 +184,7 @@ class OpenProcFiles:
         except OSError as error:
             os.close(fd)
             raise translate(error) from None
-        if len(self._fds) < self.budget:
+        if pid in self._seen and len(self._fds) < self.budget:
             try:
                 high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, KEPT_FD_FLOOR)
             except OSError:  # EMFILE, EINVAL: no number that high is allowed now
@@ -195,8 +200,9 @@ class OpenProcFiles:
         return data
 
     def retain(self, pids: Collection[int]) -> None:
-        """Close the files of every process not in pids (the ones the last scan read)."""
-        for key in [key for key in self._fds if key[0] not in pids]:
+        """The scan read these processes: close the files of every other, and keep theirs from the next scan on."""
+        self._seen = frozenset(pids)
+        for key in [key for key in self._fds if key[0] not in self._seen]:
             os.close(self._fds.pop(key))
 
     def close(self) -> None:

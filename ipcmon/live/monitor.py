@@ -234,7 +234,7 @@ class Monitor:
         last_holders text and its key."""
         self._announced: dict[tuple[str, str, int | None], float] = {}
         """(key, event, pid) already reported by inotify, so the next poll does not report it twice."""
-        self._created_sizes: dict[str, tuple[int, float]] = {}
+        self._created_sizes: OrderedDict[str, tuple[int, float]] = OrderedDict()
         """The size (bytes) inotify's ``created`` of a segment said, by key, and when: the poll that then finds it
         another size says ``resized`` (a segment is created empty, and ftruncate(2) sizes it just after)."""
         self._mechanisms = mechanisms_for(config.kinds)
@@ -281,7 +281,9 @@ class Monitor:
                 self._remember_holders(full)
                 cutoff = time.time() - 60
                 self._announced = {k: t for k, t in self._announced.items() if t > cutoff}
-                self._created_sizes = {k: v for k, v in self._created_sizes.items() if v[1] > cutoff}
+                sizes = self._created_sizes  # in the order inotify saw them: the old ones first
+                while sizes and next(iter(sizes.values()))[1] <= cutoff:
+                    sizes.popitem(last=False)
         self._mark_namespaces(full)
         self._take_attributions()
         events = [self._named(event) for event in events]
@@ -663,6 +665,9 @@ class Monitor:
                 detail = "" if mechanism == "mqueue" else f"{st.st_size} bytes"
                 if mechanism != "mqueue":
                     self._created_sizes[key] = (st.st_size, now)
+                    self._created_sizes.move_to_end(key)
+                    if len(self._created_sizes) > ANNOUNCED_MAX:
+                        self._created_sizes.popitem(last=False)
                 events.append(Event(now, mechanism, "created", name, key, source="inotify", detail=detail,
                                     place=self._host))
             else:

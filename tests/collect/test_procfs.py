@@ -319,6 +319,9 @@ def test_kept_proc_files_are_read_again_with_pread_and_closed_with_their_process
     files = procfs.OpenProcFiles()
     baseline = own_fds()
     try:
+        files.read(child.pid, "stat")
+        assert not files.holds(child.pid)  # first seen: read by path (most such processes are gone by the next scan)
+        files.retain({child.pid})  # a scan read it: kept from the next read on
         first = files.read(child.pid, "stat")
         assert files.holds(child.pid) and files.alive(child.pid) and own_fds() == baseline + 1
         assert min(files._fds.values()) >= procfs.KEPT_FD_FLOOR  # select(2)'s numbers stay free
@@ -357,6 +360,7 @@ def test_kept_proc_files_stay_within_their_budget(spawn: Spawn) -> None:
     for child in children:
         child.expect()
     files = procfs.OpenProcFiles(budget=2)
+    files.retain({child.pid for child in children})
     try:
         for child in children:
             assert files.read(child.pid, "stat").startswith(f"{child.pid} (".encode())
@@ -379,6 +383,7 @@ def test_a_kept_stat_of_a_reaped_process_reads_the_new_owner_of_its_pid(spawn: S
     child = spawn("say('ready')\nhold()\n", comm="ipcm-new-owner")
     child.expect()
     files = procfs.OpenProcFiles()
+    files.retain({child.pid})
     files._fds[(child.pid, "stat")] = stale  # as if the pid had come round to the child
     try:
         assert not files.alive(child.pid)

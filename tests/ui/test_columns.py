@@ -37,7 +37,7 @@ def assert_every_header_on_screen(table: TimelineTable) -> str:
     """Every column's label in the header line as drawn (but those left out at this width: Column.hide_below),
     with no sideways scroll; the header line."""
     header = table.render_line(0).text
-    width = table.scrollable_content_region.width
+    width = table.size.width
     for index, column in enumerate(EVENT_COLUMNS):
         label = column.label + (SORT_DOWN if index == 0 else "")
         if column.hide_below is not None and width < column.hide_below:
@@ -89,6 +89,11 @@ async def test_a_long_name_is_cut_and_every_column_stays_on_screen(cleanup: Clea
         assert line.index(detail) == header.index("DETAIL"), (header, line)
         assert row.cells[0].plain in line  # TIME is whole
         # At 80×24 too: the header whole, the name still cut, DETAIL's column on screen.
+        for columns, source in ((100, True), (99, False)):  # README: SOURCE is left out below 100 columns
+            await pilot.resize_terminal(columns, 30)
+            await pilot.pause()
+            await pilot.pause()
+            assert ("SOURCE" in table.render_line(0).text) is source, (columns, table.render_line(0).text)
         await pilot.resize_terminal(80, 24)
         await pilot.pause()
         header = assert_every_header_on_screen(table)

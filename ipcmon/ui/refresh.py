@@ -78,6 +78,8 @@ class RefreshingApp(App[None]):
         self._scanning = False
         self._rescan = False
         self._last_patch = 0.0
+        self._held: Snapshot | None = None
+        """A scan that finished while paused, shown on resume (toggle_pause)."""
         self._timer: Timer | None = None
         self._timer_due = 0.0
         """When the armed timer fires (time.monotonic)."""
@@ -138,6 +140,11 @@ class RefreshingApp(App[None]):
             self.who.seed((process.pid, process.start_time) for process in message.snapshot.processes)
             if self.freeze_gc:
                 self.call_after_refresh(freeze_startup_objects)
+        if self.paused and self.snapshot is not None:
+            # A scan that was under way when the user paused: what is on screen stays as it was (htop's freeze; an
+            # alert list that changed under the cursor made Enter open another object). Shown on resume.
+            self._held = message.snapshot
+            return
         # The log itself, not a copy (issue 12: 10,000 events copied every scan): views read what is new since
         # they last looked (EventLog.newer_than) and never change it.
         self._show(message.snapshot, events=self.event_log)
@@ -224,6 +231,9 @@ class RefreshingApp(App[None]):
                 self._timer.stop()
                 self._timer = None
         else:
+            held, self._held = self._held, None
+            if held is not None:
+                self._show(held, events=self.event_log)  # its events are in the log already
             self.request_scan()
 
     def set_interval_seconds(self, seconds: float) -> None:

@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.events import Key
 
 from ipcmon.model import Event
+from ipcmon.ui.messages import ScanDone
 from ipcmon.ui.screens.confirm import ConfirmScreen
 from ipcmon.ui.screens.process import ProcessScreen
 from ipcmon.ui.screens.signal import SignalPicker
@@ -181,6 +182,22 @@ async def test_pause_and_interval() -> None:
         assert app.interval == 0.5
         await pilot.press("space")
         assert not app.paused
+
+
+async def test_a_scan_that_ends_while_paused_is_shown_only_on_resume() -> None:
+    # Seen in review: a scan under way when p was pressed changed the alerts under the cursor, and Enter opened
+    # another object, "PAUSED" in the header all the while.
+    app = canned_app(canned.canned_snapshot(), canned.later_snapshot())  # every scan after the first: the later
+    async with app.run_test(size=(120, 40)) as pilot:
+        await started(pilot, app)
+        first = app.snapshot
+        await pilot.press("p")
+        app.post_message(ScanDone(canned.later_snapshot(), []))  # the one that was under way
+        await pilot.pause()
+        await pilot.pause()
+        assert app.snapshot is first
+        await pilot.press("p")
+        await wait_for(pilot, lambda: app.snapshot is not first, "the scan held while paused")
 
 
 def test_canned_later_snapshot_differs() -> None:

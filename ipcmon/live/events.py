@@ -55,6 +55,7 @@ from ipcmon.text import (
     human_bytes,
     last_holders,
     notify_how,
+    signal_names,
     stuck_problem,
     wait_call,
     wait_object,
@@ -367,7 +368,7 @@ def _diff_signals(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
             suffix = f" (thread {thread.tid})"
             _set_change(emit, entry, key, before.pending if before else (), thread.pending, "pending", "delivered",
                         suffix)
-        _set_change(emit, entry, key, previous.blocked, entry.blocked, "mask-blocked", "mask-unblocked")
+        _mask_change(emit, entry, key, previous.blocked, entry.blocked)
         for name in sorted(set(entry.caught) - set(previous.caught)):
             emit("signal", "handler-installed", obj, key, entry.pid, entry.comm, name)
 
@@ -380,6 +381,18 @@ def _set_change(
         emit("signal", added, str(entry.pid), key, entry.pid, entry.comm, name + suffix)
     for name in [name for name in before if name not in after]:
         emit("signal", removed, str(entry.pid), key, entry.pid, entry.comm, name + suffix)
+
+
+def _mask_change(emit: _Emitter, entry: ProcessSignals, key: str, before: Sequence[str], after: Sequence[str]) -> None:
+    """At most one ``mask-blocked`` and one ``mask-unblocked`` per process a poll, naming every signal: one
+    sigprocmask(2) changes the whole mask (a full set blocked around a fork was 60 events), and between two
+    scans the calls cannot be told apart."""
+    changes: tuple[tuple[EventName, list[str]], ...] = (
+        ("mask-blocked", [name for name in after if name not in before]),
+        ("mask-unblocked", [name for name in before if name not in after]))
+    for event, names in changes:
+        if names:
+            emit("signal", event, str(entry.pid), key, entry.pid, entry.comm, signal_names(names, ", "))
 
 
 def _diff_sysv(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:

@@ -354,3 +354,28 @@ def test_an_event_with_only_a_pid_from_the_kernel_gets_its_processs_name(spawn: 
     after = scan_kinds("sysv")
     made = [event for event in diff(before, after) if event.event == "created" and f"id {segment_id}" in event.object]
     assert [(event.pid, event.comm) for event in made] == [(child.pid, "ipcm-sysv-maker")], made
+
+
+def test_one_sigprocmask_of_many_signals_is_one_mask_event(spawn: Spawn) -> None:
+    """Seen in review: a full set blocked (as around a fork) gave 60 mask-blocked lines, one per signal."""
+    child = spawn("""
+        import signal
+        say("ready")
+        for command in commands():
+            if command == "block":
+                signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH})
+            else:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH})
+            say("ready")
+    """)
+    child.expect()
+    steps = [scan_kinds("signal", pids=(child.pid,))]
+    for command in ("block", "unblock"):
+        child.tell(command)
+        child.expect()
+        steps.append(scan_kinds("signal", pids=(child.pid,)))
+    events = [[(event.event, event.detail) for event in diff(before, after)
+               if event.pid == child.pid and event.event.startswith("mask-")]
+              for before, after in itertools.pairwise(steps)]
+    assert events == [[("mask-blocked", "SIGUSR1, SIGUSR2, SIGWINCH")],
+                      [("mask-unblocked", "SIGUSR1, SIGUSR2, SIGWINCH")]], events

@@ -360,3 +360,5 @@ def test_the_events_view_names_who_created_an_object_in_its_row_and_detail() -> 
     sent = sent_event(_sent(4400, 10, "delivered", pid=4242, comm="kill"))
     cells = event_row(sent, "e4", 0, ctx).cells
     assert (cells[3].plain.split()[0], cells[4].plain, cells[5].plain) == ("4400", "4242", "kill")
+    # pid:N finds it by its sender and by its target, as watch --pid keeps the signals sent by or to N.
+    assert matches(event_probe(sent, "e4", ctx), "pid:4242") and matches(event_probe(sent, "e4", ctx), "pid:4400")

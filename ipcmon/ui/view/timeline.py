@@ -59,6 +59,14 @@ def event_process(event: Event) -> tuple[int | None, str | None]:
     return event.actor.pid, event.actor.comm
 
 
+def _target(event: Event) -> int | None:
+    """The pid a ``sent`` signal went to (its key is ``signal:PID``); None for any other event."""
+    if event.event != "sent" or not event.key.startswith("signal:"):
+        return None
+    number = event.key.removeprefix("signal:")
+    return int(number) if number.isdigit() else None
+
+
 def event_probe(event: Event, key: str, ctx: Context) -> Row:
     """An event's row without its cells: what the filter matches (search text, fields) and Enter acts on.
 
@@ -66,7 +74,10 @@ def event_probe(event: Event, key: str, ctx: Context) -> Row:
     built by :func:`event_row` only for the lines drawn (issue 12).
     """
     pid, comm = event_process(event)
-    pids = (pid,) if pid is not None else ()
+    pids: tuple[int, ...] = (pid,) if pid is not None else ()
+    target = _target(event)
+    if target is not None and target not in pids:
+        pids += (target,)  # pid:N finds the signals sent to N as well as those N sent (as watch --pid keeps them)
     return Row(
         key=key,
         cells=(),

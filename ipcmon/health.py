@@ -30,6 +30,7 @@ from ipcmon.model import (
     SysvShm,
     WaitKind,
 )
+from ipcmon.safe import counted
 from ipcmon.text import deadlock_summary, human_bytes, stuck_problem
 
 QueueState = Literal["held", "orphaned", "orphaned?", "deleted", "full"]
@@ -319,9 +320,9 @@ def _queue_hazards(snapshot: Snapshot) -> Iterator[Hazard]:
             yield Hazard(STATE_LEVELS["full"], "mqueue", queue.label, "full: senders block (or get EAGAIN)",
                          queue.object_key, queue.qsize_bytes)
         if queue_orphaned(queue):
-            messages = queue.messages if queue.messages is not None else "?"
+            messages = counted(queue.messages, "message", "messages") if queue.messages is not None else "? messages"
             yield Hazard(STATE_LEVELS["orphaned"], "mqueue", queue.label,
-                         f"orphaned: no process has it open ({messages} messages)", queue.object_key, queue.qsize_bytes)
+                         f"orphaned: no process has it open ({messages})", queue.object_key, queue.qsize_bytes)
 
 
 def _pipe_hazards(snapshot: Snapshot) -> Iterator[Hazard]:

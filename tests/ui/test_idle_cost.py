@@ -59,6 +59,20 @@ def screen_layouts(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         yield laid_out
 
 
+def calls(monkeypatch: pytest.MonkeyPatch, owner: type, name: str) -> list[object]:
+    """Each object the method ``owner.name`` is called on from now on (it still runs): patch before the App is built
+    when a timer holds the method."""
+    called: list[object] = []
+    original = getattr(owner, name)
+
+    def counting(self: object) -> None:
+        called.append(self)
+        original(self)
+
+    monkeypatch.setattr(owner, name, counting)
+    return called
+
+
 async def rescan(pilot: Pilot[None], app: IpcmonApp, times: int) -> None:
     """Scan ``times`` times, each after the previous one reached the views."""
     for _ in range(times):
@@ -90,14 +104,7 @@ async def test_a_scan_that_changes_nothing_redraws_nothing(key: str, monkeypatch
 
 
 async def test_the_narration_timer_waits_for_a_demo(monkeypatch: pytest.MonkeyPatch) -> None:
-    drained: list[DemosView] = []
-    original = DemosView._drain
-
-    def drain(self: DemosView) -> None:
-        drained.append(self)
-        original(self)
-
-    monkeypatch.setattr(DemosView, "_drain", drain)  # before the App is built: the timer calls this one
+    drained = calls(monkeypatch, DemosView, "_drain")  # before the App is built: the timer calls this one
     app = canned_app(interval=3600.0)
     async with app.run_test(size=(160, 50)) as pilot:
         await started(pilot, app)
@@ -245,14 +252,7 @@ async def test_events_taken_in_while_the_events_view_is_shown_lay_out_no_screen(
 
 async def test_the_same_scan_shown_again_leaves_the_overview_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """The App shows its snapshot again when only the senders of signals are new (none of the Overview's business)."""
-    refreshed: list[Overview] = []
-    original = Overview.refresh_view
-
-    def refresh_view(self: Overview) -> None:
-        refreshed.append(self)
-        original(self)
-
-    monkeypatch.setattr(Overview, "refresh_view", refresh_view)
+    refreshed = calls(monkeypatch, Overview, "refresh_view")
     app = canned_app(*equal_snapshots(1))
     async with app.run_test(size=(160, 50)) as pilot:
         await started(pilot, app)

@@ -96,9 +96,15 @@ class ReadPlan:
 
     def read_small(self, pid: int, name: str) -> bytes:
         """/proc/PID/NAME of a file the kernel makes in one piece, through the kept files when there are some."""
-        if self.files is not None:
-            return self.files.read(pid, name)
-        return procfs.read_bytes(f"{self.proc}/{pid}/{name}", single=True)
+        return read_small(pid, name, self.proc, self.files)
+
+
+def read_small(pid: int, name: str, proc: str, files: procfs.OpenProcFiles | None) -> bytes:
+    """/proc/PID/NAME of a file the kernel makes in one piece (stat, schedstat, status): through ``files`` (a
+    Scanner's kept files) when given, else by path; raises Gone or Denied (procfs.read_bytes)."""
+    if files is not None:
+        return files.read(pid, name)
+    return procfs.read_bytes(f"{proc}/{pid}/{name}", single=True)
 
 
 def read_process(pid: int, plan: ReadPlan, previous: RememberedProcess | None = None) -> ProcessRead | Unread:
@@ -385,8 +391,7 @@ def run_signature(pid: int, stat: procfs.Stat, proc: str = procfs.PROC,
         return None
     try:
         if stat.threads == 1:
-            parts = [files.read(pid, "schedstat") if files is not None
-                     else procfs.read_bytes(f"{proc}/{pid}/schedstat", single=True)]
+            parts = [read_small(pid, "schedstat", proc, files)]
         else:
             task = f"{proc}/{pid}/task/"
             parts = [name.encode() + b" " + procfs.read_bytes(f"{task}{name}/schedstat", single=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from ipcmon.collect.config import Places, ScanConfig
 from ipcmon.collect.fds import FdRef, MapRef
@@ -21,10 +21,16 @@ Need = Literal["fds", "maps", "signals"]
 signal masks. A process is read only for what the collectors of the scan need."""
 
 
+Kept = TypeVar("Kept")
+
+
 class RecordMemory(Protocol):
-    """What a collector may ask of a Scanner's memory (memory.ScanMemory): its records of the last scan."""
+    """What a collector may ask of a Scanner's memory (memory.ScanMemory): its records of the last scan, and
+    whatever else it keeps from scan to scan."""
 
     def recall(self, snapshot_field: str) -> Recall[Any]: ...
+
+    def kept(self, name: str, make: Callable[[], Kept]) -> Kept: ...
 
 
 @dataclass(slots=True)
@@ -48,10 +54,18 @@ class ScanInputs:
     """Processes whose descriptors or mappings could not be read (any of them may hold an end of any pipe)."""
     threads: Mapping[int, int] = field(default_factory=dict)
     """Each read process's thread count, by pid, as /proc/PID/stat said in this scan."""
+    fds_by_pid: Mapping[int, list[FdRef]] = field(default_factory=dict)
+    """``fds`` by pid, in scan order: each the list object of the process's read, which a Scanner hands again
+    unchanged for a process it took over (a collector may compare them by identity)."""
 
     def recall(self, snapshot_field: str) -> Recall[Any] | None:
         """The records a Scanner kept of this Snapshot field in its previous scan; None for a single scan."""
         return self.memory.recall(snapshot_field) if self.memory is not None else None
+
+    def kept(self, name: str, make: Callable[[], Kept]) -> Kept | None:
+        """What a collector keeps from one of a Scanner's scans to the next under name, made by make the first
+        time; None for a single scan."""
+        return self.memory.kept(name, make) if self.memory is not None else None
 
 
 def held_by(holders: Iterable[object], wanted: Collection[int]) -> bool:

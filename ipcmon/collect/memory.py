@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ipcmon.collect.process import RememberedProcess
 from ipcmon.collect.procfs import OpenProcFiles
 from ipcmon.collect.recall import Recall
+
+Kept = TypeVar("Kept")
 
 REFRESH_SECONDS = 30.0
 """A Scanner reads each process in full about this often (seconds), whatever the scheduler says: how long a change
@@ -37,6 +40,7 @@ class ScanMemory:
         """The pids whose tables the current (or last) scan took over from the scan before it."""
         self.records: dict[str, Recall[Any]] = {}
         """Per Snapshot field (``shm``, ``pipes``…), what its collector kept for the next scan."""
+        self._kept: dict[str, Any] = {}
         self.files = OpenProcFiles()
         """The /proc files of the processes read, kept open between scans (procfs.OpenProcFiles)."""
         self._closer = weakref.finalize(self, self.files.close)
@@ -49,6 +53,15 @@ class ScanMemory:
         if kept is None:
             kept = self.records[snapshot_field] = Recall()
         return kept
+
+    def kept(self, name: str, make: Callable[[], Kept]) -> Kept:
+        """What a collector keeps from scan to scan under name (its own shape, e.g. pipes.PipeIndex), made by
+        make the first time it asks."""
+        try:
+            found: Kept = self._kept[name]
+        except KeyError:
+            found = self._kept[name] = make()
+        return found
 
     def begin_scan(self) -> dict[int, RememberedProcess]:
         """A new scan begins: returns the previous scan's processes (self.processes starts empty)."""

@@ -12,15 +12,13 @@ import fcntl
 import os
 import select
 import termios
-from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Hashable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from ipcmon.collect import procfs
 from ipcmon.collect.collector import Collector, ScanInputs, held_by
 from ipcmon.collect.fds import FdRef, comm_of
 from ipcmon.collect.procfs import PidFds
-from ipcmon.collect.recall import Recall
 from ipcmon.health import pipe_flags
 from ipcmon.model import Pipe, PipeEnd, PipeFlag, PipeKind, Process, file_key
 
@@ -81,15 +79,22 @@ def collect(
     pidfds: PidFds,
     *,
     fill: bool = True,
-    recall: Recall[Pipe] | None = None,
+    index: PipeIndex | None = None,
     settled: Collection[int] = (),
     proc: str = procfs.PROC,
     unseen: bool = False,
     threads: Mapping[int, int] | None = None,
+    fds_by_pid: Mapping[int, list[FdRef]] | None = None,
 ) -> tuple[Pipe, ...]:
-    """Every pipe and FIFO that some readable process holds, grouped by (dev, inode).
+    """Every pipe and FIFO that some readable process holds, grouped by (dev, inode), ordered by kind and inode.
 
-    With recall (a Scanner's), a pipe whose ends and fill are what they were is the previous scan's record.
+    fds_by_pid: the same descriptors by pid, in scan order, each process's list the very list object of its read
+    (a Scanner hands a process it took over its previous list again); grouped from fds when not given.
+
+    With index (a Scanner's, kept from scan to scan: PipeIndex), only the pipes of processes whose descriptor list
+    is not the one of the previous scan are looked at again (a process read in full, new or gone), with FIFOs and
+    pipes whose fill was unknown; the others are the previous scan's records, and so is the whole tuple when none
+    changed. A pipe looked at again whose ends and fill are what they were is still the previous record.
     An anonymous pipe whose every end belongs to a settled process (one that has not run since the previous
     scan) keeps its previous fill unread: none of its holders can have written to it or read from it. An end
     ipcmon does not see could have: one held by a process whose descriptor table it cannot read, one opened
@@ -111,52 +116,196 @@ def collect(
     one exists anywhere (Fill): with unseen (some process's descriptors could not be read) that is the only way
     to know, and without an answer the flag reads ``no-reader?`` (health.pipe_flags; issue 13).
     """
-    grouped: dict[tuple[int, int], list[FdRef]] = defaultdict(list)
-    for ref in fds:
-        if ref.kind == "pipe" or ref.kind == "fifo":
-            grouped[(ref.dev, ref.inode)].append(ref)
-    comms: dict[int, str] = {}
-    settled = settled if isinstance(settled, (set, frozenset)) else frozenset(settled)
-    blocked = {wait.key for process in processes.values()
-               if (wait := process.waiting) is not None and wait.kind == "write" and wait.key is not None}
+    if fds_by_pid is None:
+        fds_by_pid = _by_pid(fds)
+    blocked = frozenset(wait.key for process in processes.values()
+                        if (wait := process.waiting) is not None and wait.kind == "write" and wait.key is not None)
+    build = _Build(processes, pidfds, fill, frozenset(settled), proc, unseen, threads or {}, blocked)
+    return (index if index is not None else PipeIndex()).update(fds_by_pid, build)
 
-    pipes = []
-    for identity, refs in grouped.items():
-        kind: PipeKind = "fifo" if refs[0].kind == "fifo" else "pipe"
-        if recall is not None and kind == "pipe":
-            kept = recall.previous(identity)
-            if kept is not None and _unchanged(refs, kept, settled, unseen):
-                # Nobody who holds it has run, so each of these ends was the previous record's: with as many ends,
-                # every one, and no holder can have changed its fill, its flags or its name (the test below, made
-                # before any tuple is built: most pipes of a large machine take this path).
-                pipes.append(recall.keep(identity, kept[0], kept[1]))
+
+def _by_pid(fds: Iterable[FdRef]) -> dict[int, list[FdRef]]:
+    grouped: dict[int, list[FdRef]] = {}
+    for ref in fds:
+        grouped.setdefault(ref.pid, []).append(ref)
+    return grouped
+
+
+Identity = tuple[int, int]
+"""A pipe's (dev, inode)."""
+
+
+class _Build(NamedTuple):
+    """What building one pipe's record needs besides its ends: the scan's, the same for every pipe."""
+
+    processes: Mapping[int, Process]
+    pidfds: PidFds
+    fill: bool
+    settled: frozenset[int]
+    proc: str
+    unseen: bool
+    threads: Mapping[int, int]
+    blocked: frozenset[str]
+    """The keys of the pipes some process is blocked writing to."""
+
+    def context(self) -> tuple[Hashable, ...]:
+        """What, when it changes, may change any pipe's record: every pipe is then looked at again."""
+        return self.fill, self.proc, self.unseen, self.blocked
+
+
+class PipeIndex:
+    """What pipes.collect keeps between a Scanner's scans: each process's pipe ends and the list they came from,
+    the ends of each pipe, its record and the inputs it was built from, and the last result."""
+
+    def __init__(self) -> None:
+        self.lists: dict[int, list[FdRef]] = {}
+        """Each process's descriptor list as the last scan had it (the object: compared by identity)."""
+        self.ends: dict[int, list[FdRef]] = {}
+        """The pipe and FIFO ends among them, by pid."""
+        self.pipes: dict[Identity, list[FdRef]] = {}
+        """Each pipe's ends, in scan order."""
+        self.records: dict[Identity, tuple[Hashable, Pipe]] = {}
+        """Each pipe's record and the inputs it was built from."""
+        self.again: set[Identity] = set()
+        """Looked at every scan: FIFOs (anyone may write to one by its path) and pipes whose fill is unknown."""
+        self.result: tuple[Pipe, ...] = ()
+        self.positions: dict[Identity, int] = {}
+        """Where each record is in result."""
+        self.context: tuple[Hashable, ...] | None = None
+        self.looked_at = 0
+        """How many pipes the last update looked at again (for tests: the cost of a scan follows change)."""
+
+    def update(self, fds_by_pid: Mapping[int, list[FdRef]], build: _Build) -> tuple[Pipe, ...]:
+        """This scan's pipes, looking again only at those of the processes whose list changed (collect)."""
+        context = build.context()
+        if context != self.context:
+            self.context = context
+            return self._rebuild(fds_by_pid, build)
+        lists = self.lists
+        changed = [pid for pid, listed in fds_by_pid.items() if lists.get(pid) is not listed]
+        changed.extend(pid for pid in lists if pid not in fds_by_pid)  # gone
+        affected = set(self.again)
+        fresh: dict[Identity, list[FdRef]] = {}
+        for pid in changed:
+            for ref in self.ends.pop(pid, ()):
+                affected.add((ref.dev, ref.inode))
+            listed = fds_by_pid.get(pid)
+            if listed is None:
+                del lists[pid]
                 continue
-        for ref in refs:
-            if ref.pid not in comms:  # once per holder, not once per end: the same few comms
-                comms[ref.pid] = comm_of(processes, ref.pid)
-        ends = tuple([(ref.pid, ref.fd, ref.access, comms[ref.pid]) for ref in refs])
-        self_pipe = _self_held(refs) and ((threads is not None and threads.get(refs[0].pid, 1) > 1)
-                                          or _all_nonblocking(refs, proc))
-        writer_blocked = bool(blocked) and file_key(kind, identity[0], identity[1]) in blocked
-        inputs = (ends, self_pipe, writer_blocked, unseen)
-        prior = recall.get(identity, inputs) if recall is not None else None
-        if prior is not None and prior.kind != kind:
-            prior = None
-        if prior is not None and kind == "pipe" and prior.buffered is not None and all(
-            ref.pid in settled for ref in refs
-        ):
-            pipe = prior  # nobody who holds it has run: the fill is what it was
+            lists[pid] = listed
+            mine = [ref for ref in listed if ref.kind == "pipe" or ref.kind == "fifo"]
+            if mine:
+                self.ends[pid] = mine
+                for ref in mine:
+                    identity = (ref.dev, ref.inode)
+                    affected.add(identity)
+                    fresh.setdefault(identity, []).append(ref)
+        self.looked_at = len(affected)
+        if not affected:
+            return self.result
+        gone = frozenset(changed)
+        renewed: dict[Identity, Pipe] = {}
+        added = removed = False
+        for identity in affected:
+            refs = [ref for ref in self.pipes.get(identity, ()) if ref.pid not in gone]
+            if identity in fresh:
+                refs.extend(fresh[identity])
+                refs.sort(key=_pid_of)  # scan order: by pid (stable: each process's own order kept)
+            if not refs:
+                removed |= self._forget(identity)
+                continue
+            added |= identity not in self.records
+            self.pipes[identity] = refs
+            renewed[identity] = self._look(identity, refs, build)
+        if added or removed:
+            return self._order()
+        result = list(self.result)
+        positions = self.positions
+        for identity, pipe in renewed.items():
+            result[positions[identity]] = pipe
+        self.result = tuple(result)
+        return self.result
+
+    def _rebuild(self, fds_by_pid: Mapping[int, list[FdRef]], build: _Build) -> tuple[Pipe, ...]:
+        """Every pipe looked at again (the first scan, or a change of context)."""
+        self.lists = dict(fds_by_pid)
+        self.ends = {}
+        pipes: dict[Identity, list[FdRef]] = {}
+        for pid, listed in fds_by_pid.items():
+            mine = [ref for ref in listed if ref.kind == "pipe" or ref.kind == "fifo"]
+            if mine:
+                self.ends[pid] = mine
+                for ref in mine:
+                    pipes.setdefault((ref.dev, ref.inode), []).append(ref)
+        for identity in self.records.keys() - pipes.keys():
+            self._forget(identity)
+        self.pipes = pipes
+        self.looked_at = len(pipes)
+        for identity, refs in pipes.items():
+            self._look(identity, refs, build)
+        return self._order()
+
+    def _forget(self, identity: Identity) -> bool:
+        self.pipes.pop(identity, None)
+        self.again.discard(identity)
+        return self.records.pop(identity, None) is not None
+
+    def _order(self) -> tuple[Pipe, ...]:
+        ordered = sorted(self.records.items(), key=_entry_order)
+        self.positions = {identity: position for position, (identity, _) in enumerate(ordered)}
+        self.result = tuple(entry[1] for _, entry in ordered)
+        return self.result
+
+    def _look(self, identity: Identity, refs: list[FdRef], build: _Build) -> Pipe:
+        """One pipe's record from its ends, the previous one when nothing it was built from changed."""
+        kept = self.records.get(identity)
+        entry = _one(identity, refs, kept, build)
+        self.records[identity] = entry
+        pipe = entry[1]
+        if pipe.kind == "fifo" or pipe.buffered is None:
+            self.again.add(identity)
         else:
-            state = _fill(refs, identity, kind, pidfds) if fill else _UNKNOWN_FILL
-            if prior is not None and (prior.buffered, prior.capacity) == (state.buffered, state.capacity) and (
-                prior.flags == _flags(prior.readers, prior.writers, state, self_pipe, unseen, writer_blocked)
-            ):
-                pipe = prior
-            else:
-                pipe = _pipe(identity, kind, refs, ends, state, self_pipe, unseen, writer_blocked)
-        pipes.append(pipe if recall is None else recall.keep(identity, inputs, pipe))
-    pipes.sort(key=_order)
-    return tuple(pipes)
+            self.again.discard(identity)
+        return pipe
+
+
+def _pid_of(ref: FdRef) -> int:
+    return ref.pid
+
+
+def _entry_order(item: tuple[Identity, tuple[Hashable, Pipe]]) -> tuple[str, int]:
+    pipe = item[1][1]
+    return pipe.kind, pipe.inode
+
+
+def _one(
+    identity: Identity, refs: list[FdRef], kept: tuple[Hashable, Pipe] | None, build: _Build
+) -> tuple[Hashable, Pipe]:
+    """(inputs, record) of one pipe or FIFO; kept: the previous scan's."""
+    kind: PipeKind = "fifo" if refs[0].kind == "fifo" else "pipe"
+    settled = build.settled
+    if kept is not None and kind == "pipe" and _unchanged(refs, kept, settled, build.unseen):
+        # Nobody who holds it has run, so each of these ends was the previous record's: with as many ends,
+        # every one, and no holder can have changed its fill, its flags or its name (the test below, made
+        # before any tuple is built).
+        return kept
+    processes = build.processes
+    ends = tuple([(ref.pid, ref.fd, ref.access, comm_of(processes, ref.pid)) for ref in refs])
+    self_pipe = _self_held(refs) and (build.threads.get(refs[0].pid, 1) > 1 or _all_nonblocking(refs, build.proc))
+    writer_blocked = bool(build.blocked) and file_key(kind, identity[0], identity[1]) in build.blocked
+    inputs = (ends, self_pipe, writer_blocked, build.unseen)
+    prior = kept[1] if kept is not None and kept[0] == inputs and kept[1].kind == kind else None
+    if prior is not None and kind == "pipe" and prior.buffered is not None and all(
+        ref.pid in settled for ref in refs
+    ):
+        return inputs, prior  # nobody who holds it has run: the fill is what it was
+    state = _fill(refs, identity, kind, build.pidfds) if build.fill else _UNKNOWN_FILL
+    if prior is not None and (prior.buffered, prior.capacity) == (state.buffered, state.capacity) and (
+        prior.flags == _flags(prior.readers, prior.writers, state, self_pipe, build.unseen, writer_blocked)
+    ):
+        return inputs, prior
+    return inputs, _pipe(identity, kind, refs, ends, state, self_pipe, build.unseen, writer_blocked)
 
 
 def _unchanged(refs: list[FdRef], kept: tuple[Any, Pipe], settled: frozenset[int] | set[int], unseen: bool) -> bool:
@@ -253,8 +402,8 @@ def _order(pipe: Pipe) -> tuple[str, int]:
 
 def _build(inputs: ScanInputs) -> tuple[Pipe, ...]:
     return collect(inputs.processes, inputs.fds, inputs.pidfds, fill=inputs.config.pipe_fill,
-                   recall=inputs.recall("pipes"), settled=inputs.settled, proc=inputs.config.proc,
-                   unseen=inputs.hidden > 0, threads=inputs.threads)
+                   index=inputs.kept("pipes", PipeIndex), settled=inputs.settled, proc=inputs.config.proc,
+                   unseen=inputs.hidden > 0, threads=inputs.threads, fds_by_pid=inputs.fds_by_pid)
 
 
 def _restrict(pipes: tuple[Pipe, ...], wanted: Collection[int]) -> tuple[Pipe, ...]:

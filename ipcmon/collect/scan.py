@@ -114,6 +114,7 @@ class _ProcessTables:
 
     processes: dict[int, Process] = field(default_factory=dict)
     fds: list[FdRef] = field(default_factory=list)
+    fds_by_pid: dict[int, list[FdRef]] = field(default_factory=dict)
     maps: list[MapRef] = field(default_factory=list)
     signals: list[ProcessSignals] = field(default_factory=list)
     waits: dict[int, tuple[waiting.RawWait, list[FdRef]]] = field(default_factory=dict)
@@ -168,6 +169,7 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
             settled=memory.reused if memory is not None else (),
             memory=memory, notes=notes, hidden=tables.hidden,
             threads={pid: kin.threads for pid, kin in tables.kin.items()},
+            fds_by_pid=tables.fds_by_pid,
         )
         for collector in collectors:
             records[collector.snapshot_field] = collector.build(inputs)
@@ -261,6 +263,8 @@ def _read_processes(
         tables.processes[pid] = process
         tables.hidden += process.hidden
         tables.fds.extend(result.fds)
+        if result.fds:
+            tables.fds_by_pid[pid] = result.fds
         tables.maps.extend(result.maps)
         if result.signals is not None:
             tables.signals.append(result.signals)
@@ -337,8 +341,18 @@ def _own_pipes(pid: int, devices: Devices, proc: str) -> set[tuple[int, int]]:
 
 
 def _drop_pipes(tables: _ProcessTables, pipes: set[tuple[int, int]]) -> None:
-    """Forget every end of these anonymous pipes (ScanConfig.hide_self: the scanner's own), in other processes too."""
+    """Forget every end of these anonymous pipes (ScanConfig.hide_self: the scanner's own), in other processes too
+    (a process's list is then a new one: pipes.PipeIndex looks at it again)."""
+    holders = {ref.pid for ref in tables.fds if ref.kind == "pipe" and (ref.dev, ref.inode) in pipes}
+    if not holders:
+        return
     tables.fds = [ref for ref in tables.fds if ref.kind != "pipe" or (ref.dev, ref.inode) not in pipes]
+    for pid in holders:
+        kept = [ref for ref in tables.fds_by_pid[pid] if ref.kind != "pipe" or (ref.dev, ref.inode) not in pipes]
+        if kept:
+            tables.fds_by_pid[pid] = kept
+        else:
+            del tables.fds_by_pid[pid]
     for pid, (raw, fds) in list(tables.waits.items()):
         tables.waits[pid] = (raw, [ref for ref in fds if ref.kind != "pipe" or (ref.dev, ref.inode) not in pipes])
 

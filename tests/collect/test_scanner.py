@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Any
 
 import posix_ipc
 import pytest
 
-from ipcmon.collect import ScanConfig, Scanner, procfs, scan
+from ipcmon.collect import ScanConfig, Scanner, pipes, procfs, scan
 from ipcmon.collect import forked as forked_reader
 from ipcmon.collect.fds import Devices, FdRef, read_fds
 from ipcmon.collect.memory import REFRESH_SECONDS, ScanMemory
+from ipcmon.collect.pipes import PipeIndex
 from ipcmon.collect.pipes import collect as collect_pipes
 from ipcmon.collect.process import run_signature
-from ipcmon.collect.recall import Recall
 from ipcmon.model import Pipe, ProcessSignals, ShmSegment, Snapshot
 from tests.helpers import Child, Cleanup, Spawn, settle, wait_until
 
@@ -240,14 +241,13 @@ def test_a_fifo_fill_is_read_even_when_its_holders_have_not_run(spawn: Spawn, tm
     refs = [ref for ref in read_fds(child.pid, devices) if ref.kind == "fifo"]
     assert len(refs) == 1
     processes = {p.pid: p for p in scan().processes if p.pid == child.pid}
-    recall: Recall[Pipe] = Recall()
+    index = PipeIndex()
     with procfs.PidFds() as pidfds:
-        (before,) = collect_pipes(processes, refs, pidfds, recall=recall, settled={child.pid})
+        (before,) = collect_pipes(processes, refs, pidfds, index=index, settled={child.pid})
         writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         os.write(writer, b"y" * 64)
         os.close(writer)
-        recall.turn()
-        (after,) = collect_pipes(processes, refs, pidfds, recall=recall, settled={child.pid})
+        (after,) = collect_pipes(processes, refs, pidfds, index=index, settled={child.pid})
     assert (before.buffered, after.buffered) == (0, 64)
 
 
@@ -258,13 +258,11 @@ def test_an_anonymous_pipe_of_settled_holders_is_the_previous_record(spawn: Spaw
     inode = int(ask(child, "pipe")[0])
     refs = [ref for ref in read_fds(child.pid, Devices(None, None)) if ref.inode == inode]
     processes = {p.pid: p for p in scan().processes if p.pid == child.pid}
-    recall: Recall[Pipe] = Recall()
+    index = PipeIndex()
     with procfs.PidFds() as pidfds:
-        (first,) = collect_pipes(processes, refs, pidfds, recall=recall, settled={child.pid})
-        recall.turn()
-        (again,) = collect_pipes(processes, refs, pidfds, recall=recall, settled={child.pid})
-        recall.turn()
-        (unsettled,) = collect_pipes(processes, refs, pidfds, recall=recall, settled=set())
+        (first,) = collect_pipes(processes, refs, pidfds, index=index, settled={child.pid})
+        (again,) = collect_pipes(processes, refs, pidfds, index=index, settled={child.pid})
+        (unsettled,) = collect_pipes(processes, refs, pidfds, index=index, settled=set())
     assert again is first
     assert unsettled is first  # read again, found equal: still the same record
     assert (first.buffered, len(first.readers), len(first.writers)) == (0, 1, 1)
@@ -288,20 +286,96 @@ def test_a_pipe_whose_settled_holder_lost_a_fellow_holder_is_built_again(spawn: 
             return [ref for pid in sorted(wanted) for ref in read_fds(pid, Devices(None, None)) if ref.inode == inode]
 
         processes = {p.pid: p for p in scan().processes if p.pid in pids}
-        recall: Recall[Pipe] = Recall()
+        index = PipeIndex()
         with procfs.PidFds() as pidfds:
-            (first,) = collect_pipes(processes, refs_of(pids), pidfds, recall=recall, settled=pids)
-            recall.turn()
-            (again,) = collect_pipes(processes, refs_of(pids), pidfds, recall=recall, settled=pids)
+            (first,) = collect_pipes(processes, refs_of(pids), pidfds, index=index, settled=pids)
+            (again,) = collect_pipes(processes, refs_of(pids), pidfds, index=index, settled=pids)
             holders[0].stop()
             left = {holders[1].pid}
-            recall.turn()
-            (alone,) = collect_pipes(processes, refs_of(left), pidfds, recall=recall, settled=left)
+            (alone,) = collect_pipes(processes, refs_of(left), pidfds, index=index, settled=left)
     finally:
         os.close(write_end)
     assert again is first
     assert sorted(end.pid for end in first.readers) == sorted(pids)
     assert [end.pid for end in alone.readers] == [holders[1].pid]
+
+
+def test_a_scanner_looks_again_only_at_the_pipes_of_processes_that_ran(
+    spawn: Spawn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pipes.PipeIndex: the pipe of a process that did not run is the previous record, not looked at again; the new
+    pipe of a process that ran is."""
+    still = spawn(SINGLE)
+    still.expect()
+    quiet = int(ask(still, "pipe")[0])
+    actor = spawn(SINGLE)
+    actor.expect()
+    scanner = Scanner()
+    first = pipe_by_inode(settle(scanner, still.pid), quiet)
+    looked: list[int] = []
+    original = pipes._one
+
+    def one(identity: tuple[int, int], *args: Any) -> Any:
+        looked.append(identity[1])
+        return original(identity, *args)
+
+    monkeypatch.setattr(pipes, "_one", one)
+    for _ in range(3):  # a full-read turn of the still process makes it run no more, but be read again
+        looked.clear()
+        made = int(ask(actor, "pipe")[0])
+        snapshot = scanner.scan()
+        if still.pid in scanner.reused:
+            break
+    else:
+        pytest.fail(f"process {still.pid} was read in full at three scans in a row")
+    assert made in looked
+    assert quiet not in looked
+    assert pipe_by_inode(snapshot, quiet) is first
+    assert [end.pid for end in pipe_by_inode(snapshot, made).readers] == [actor.pid]
+
+
+def test_a_scanner_drops_the_ends_of_a_holder_that_exited(spawn: Spawn) -> None:
+    """Gone is a change: two processes hold a pipe (nobody else does), one exits, and the one left, which never
+    ran, holds it alone."""
+    read_end, write_end = os.pipe()
+    try:
+        inode = os.fstat(read_end).st_ino
+        holders = [spawn("say('ready')\nhold()\n", pass_fds=(read_end, write_end)) for _ in range(2)]
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    for holder in holders:
+        holder.expect()
+    scanner = Scanner()
+    settle(scanner, holders[1].pid)
+    assert sorted(end.pid for end in pipe_by_inode(scanner.scan(), inode).readers) == sorted(h.pid for h in holders)
+    holders[0].stop()
+    snapshot = scanner.scan()
+    assert [end.pid for end in pipe_by_inode(snapshot, inode).readers] == [holders[1].pid]
+    assert [end.pid for end in pipe_by_inode(snapshot, inode).writers] == [holders[1].pid]
+
+
+def test_a_pipe_the_scanner_let_go_of_shows_with_its_other_holders(spawn: Spawn) -> None:
+    """hide_self drops ipcmon's own pipes, ends in other processes too (scan._drop_pipes); once ipcmon closes its
+    ends, the pipe is a child's alone, and shows though the child never ran."""
+    read_end, write_end = os.pipe()
+    inode = os.fstat(read_end).st_ino
+    try:
+        child = spawn("say('ready')\nhold()\n", pass_fds=(read_end, write_end))
+        child.expect()
+        scanner = Scanner(ScanConfig(hide_self=True))
+        snapshot = settle(scanner, child.pid)
+        assert not [pipe for pipe in snapshot.pipes if pipe.inode == inode]
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    for _ in range(3):
+        snapshot = scanner.scan()
+        if child.pid in scanner.reused:
+            break
+    else:
+        pytest.fail(f"process {child.pid} was read in full at three scans in a row")
+    assert [end.pid for end in pipe_by_inode(snapshot, inode).readers] == [child.pid]
 
 
 def test_a_write_through_an_end_ipcmon_does_not_see_shows_by_the_holders_full_read_turn(spawn: Spawn) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Literal, NamedTuple
 
 from ipcmon.collect import procfs
@@ -134,8 +134,9 @@ class Devices:
         return {dev for dev, is_mqueue in self._mqueue.items() if is_mqueue}
 
 
-def read_fds(pid: int, devices: Devices, proc: str = procfs.PROC) -> list[FdRef]:
-    """The IPC descriptors of one process; raises Gone or Denied for the whole process.
+def read_fds(pid: int, devices: Devices, proc: str = procfs.PROC, skip: Collection[str] = ()) -> list[FdRef]:
+    """The IPC descriptors of one process; raises Gone or Denied for the whole process. skip: descriptor numbers
+    (as /proc/PID/fd names them) not to look at (a Scanner reading its own process: the /proc files it keeps).
 
     This is the hot loop of a scan (one readlink per descriptor on the machine), so it does as little as
     it can per descriptor: sockets and anon inodes are dropped on the first character of their link, and
@@ -149,6 +150,8 @@ def read_fds(pid: int, devices: Devices, proc: str = procfs.PROC) -> list[FdRef]
     readlink, lstat = os.readlink, os.lstat
     refs = []
     for name in names:
+        if skip and name in skip:
+            continue
         link = base + name
         try:
             target = readlink(link)

@@ -199,6 +199,10 @@ class OpenProcFiles:
             raise Gone(f"process {pid} was reaped while it was read")
         return data
 
+    def numbers(self) -> frozenset[str]:
+        """The descriptor numbers of the kept files, as /proc/self/fd names them."""
+        return frozenset(str(fd) for fd in self._fds.values())
+
     def retain(self, pids: Collection[int]) -> None:
         """The scan read these processes: close the files of every other, and keep theirs from the next scan on."""
         self._seen = frozenset(pids)

@@ -275,7 +275,7 @@ def _read_processes(
         if result.run_signature is not None:
             remembered.append(result)
     # Its own descriptors last: a pipe it made while the others were read (a demo started) is among them.
-    own_pipes = _own_pipes(own, devices, proc) if own is not None and plan.fds else set()
+    own_pipes = _own_pipes(own, devices, proc, plan.files) if own is not None and plan.fds else set()
     if own_pipes:
         _drop_pipes(tables, own_pipes)
     _resolve_waits(tables, proc)
@@ -331,11 +331,13 @@ def _pids(config: ScanConfig) -> list[int]:
     return pid_list
 
 
-def _own_pipes(pid: int, devices: Devices, proc: str) -> set[tuple[int, int]]:
+def _own_pipes(pid: int, devices: Devices, proc: str, files: procfs.OpenProcFiles | None) -> set[tuple[int, int]]:
     """The anonymous pipes this process holds an end of (ScanConfig.hide_self): only its descriptors are read,
-    not its maps, masks or command line, since nothing else of it is shown."""
+    not its maps, masks or command line, since nothing else of it is shown; not the /proc files it keeps (files:
+    thousands on a large machine, one readlink each)."""
+    skip = files.numbers() if files is not None else ()
     try:
-        return {(ref.dev, ref.inode) for ref in read_fds(pid, devices, proc) if ref.kind == "pipe"}
+        return {(ref.dev, ref.inode) for ref in read_fds(pid, devices, proc, skip) if ref.kind == "pipe"}
     except (Gone, Denied, OSError):
         return set()
 

@@ -542,3 +542,40 @@ def test_a_scanner_keeps_the_proc_files_of_live_processes_only(spawn: Spawn) -> 
     finally:
         scanner.close()
     assert len(files) == 0
+
+
+@pytest.mark.usefixtures("fds_above_1024")
+def test_a_scanner_hiding_itself_reads_none_of_the_proc_files_it_keeps(
+    spawn: Spawn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its own descriptors are read for its pipes (hide_self), not the /proc files it keeps open (one readlink
+    each: thousands on a large machine), while a pipe it holds is still left out."""
+    read_end, write_end = os.pipe()
+    try:
+        child = spawn("say('ready')\nhold()\n", pass_fds=(read_end, write_end))
+        child.expect()
+        scanner = Scanner(ScanConfig(hide_self=True))
+        try:
+            settle(scanner, child.pid)
+            kept = scanner._memory.files.numbers()
+            assert kept
+            own = f"/proc/{os.getpid()}/fd/"
+            looked: list[str] = []
+            original = os.readlink
+
+            def readlink(path: str) -> str:
+                if path.startswith(own):
+                    looked.append(path[len(own):])
+                return original(path)
+
+            monkeypatch.setattr(os, "readlink", readlink)
+            snapshot = scanner.scan()
+            monkeypatch.undo()
+        finally:
+            scanner.close()
+        assert str(read_end) in looked
+        assert not kept & set(looked)
+        assert not [pipe for pipe in snapshot.pipes if pipe.inode == os.fstat(read_end).st_ino]
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -579,3 +579,19 @@ def test_a_scanner_hiding_itself_reads_none_of_the_proc_files_it_keeps(
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_full_read_turns_are_spread_over_the_scans_whatever_the_pids_stride() -> None:
+    """A program forking workers gets pids a fixed stride apart (24 on the benchmark's stress workload): their full
+    reads must not come in bursts (a scan that reads a fifth of them in full stalls). Arithmetic only: which scan
+    reads each pid in full (ScanMemory.previous_read), over one rotation."""
+    memory = ScanMemory(refresh_every=30)
+    for stride in (1, 6, 24, 30, 64):
+        pids = range(10_000, 10_000 + 500 * stride, stride)
+        previous: dict[int, Any] = {pid: object() for pid in pids}
+        per_scan = []
+        for scan_number in range(30):
+            memory.scans_begun = scan_number
+            per_scan.append(sum(memory.previous_read(previous, pid) is None for pid in pids))
+        assert sum(per_scan) == 500  # each once in a rotation
+        assert max(per_scan) <= 1.5 * 500 / 30, f"stride {stride}: {per_scan}"

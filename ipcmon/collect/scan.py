@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import itertools
 import os
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -345,16 +346,18 @@ def _own_pipes(pid: int, devices: Devices, proc: str, files: procfs.OpenProcFile
 def _drop_pipes(tables: _ProcessTables, pipes: set[tuple[int, int]]) -> None:
     """Forget every end of these anonymous pipes (ScanConfig.hide_self: the scanner's own), in other processes too
     (a process's list is then a new one: pipes.PipeIndex looks at it again)."""
-    holders = {ref.pid for ref in tables.fds if ref.kind == "pipe" and (ref.dev, ref.inode) in pipes}
+    inodes = {inode for _dev, inode in pipes}  # an int test first: a large machine has 10,000 descriptors here
+    holders = {ref.pid for ref in tables.fds if ref.inode in inodes and ref.kind == "pipe"
+               and (ref.dev, ref.inode) in pipes}
     if not holders:
         return
-    tables.fds = [ref for ref in tables.fds if ref.kind != "pipe" or (ref.dev, ref.inode) not in pipes]
     for pid in holders:
         kept = [ref for ref in tables.fds_by_pid[pid] if ref.kind != "pipe" or (ref.dev, ref.inode) not in pipes]
         if kept:
             tables.fds_by_pid[pid] = kept
         else:
             del tables.fds_by_pid[pid]
+    tables.fds = list(itertools.chain.from_iterable(tables.fds_by_pid.values()))
     for pid, (raw, fds) in list(tables.waits.items()):
         tables.waits[pid] = (raw, [ref for ref in fds if ref.kind != "pipe" or (ref.dev, ref.inode) not in pipes])
 

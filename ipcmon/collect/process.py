@@ -52,6 +52,10 @@ class ProcessRead(NamedTuple):
     """Its process group, session and thread count as /proc/PID/stat said in this scan (for waiting.analyse)."""
     signal_user: SignalUser | None = None
     """Whose queued-signal count SigQ shows for it (see _read_signals); None when unknown."""
+    stat_text: bytes = b""
+    """/proc/PID/stat as this scan read it (Scanner only: the next scan compares it, _still)."""
+    stat: procfs.Stat | None = None
+    """stat_text parsed."""
 
 
 class SignalUser(NamedTuple):
@@ -117,6 +121,10 @@ def read_process(pid: int, plan: ReadPlan, previous: RememberedProcess | None = 
     # whose descriptors we would attribute to it (issue 7). Only real pids can be pinned. Its kept stat
     # (ReadPlan.files) binds what is read through kept files to one process: then the pin waits until the
     # tables are read by path, most processes are never pinned, and none is read twice (_Pin).
+    if previous is not None and previous.read.reused:
+        still = _still(pid, plan, previous)
+        if still is not None:
+            return still
     pin = _Pin(pid, plan)
     try:
         result = _read(pid, plan, previous, pin)
@@ -177,9 +185,40 @@ class _Pin:
             os.close(self.pidfd)
 
 
+def _still(pid: int, plan: ReadPlan, previous: RememberedProcess) -> ProcessRead | None:
+    """The previous read itself, when nothing of the process has moved since: the last scan took it over, and its
+    stat and schedstat, read through the kept files (bound to the process), are the very same text (so no thread of
+    it has run, and nobody renamed or reparented it), in the same place, with its signal masks settled and its
+    account's SigQ what it was. Most processes of a large machine at every scan: two pread(2), and no record made.
+    None when anything differs or cannot be read: the full path then reads the process, and says why."""
+    read = previous.read
+    files = plan.files
+    stat = read.stat
+    if files is None or stat is None or read.run_signature is None or stat.threads != 1 or not files.holds(pid):
+        return None
+    try:
+        if files.read(pid, "stat") != read.stat_text or files.read(pid, "schedstat") != read.run_signature:
+            return None
+    except (Gone, Denied):
+        return None
+    place = plan.places.get(pid)
+    if previous.process.place is not place and previous.process.place != place:
+        return None
+    if plan.signals:
+        old = read.signals
+        user = read.signal_user
+        if old is None or user is None or not _settled_signals(read, stat, old):
+            return None
+        found = plan.queued.get(user)
+        if found is None or found[0] != old.queued:
+            return None
+    return read
+
+
 def _read(pid: int, plan: ReadPlan, previous: RememberedProcess | None, pin: _Pin) -> ProcessRead:
     proc = plan.proc
-    stat = procfs.parse_stat(plan.read_small(pid, "stat"))
+    text = plan.read_small(pid, "stat")
+    stat = procfs.parse_stat(text)
     signature = run_signature(pid, stat, proc, plan.files) if plan.remember else None
     if (
         previous is not None
@@ -188,10 +227,10 @@ def _read(pid: int, plan: ReadPlan, previous: RememberedProcess | None, pin: _Pi
         and stat.start_ticks == previous.process.start_ticks
         and stat.state == previous.read.state
     ):
-        result = _take_over(previous, stat, signature)
+        result = _take_over(previous, stat, signature, text)
     else:
         pin.now(stat.start_ticks)
-        result = _read_tables(pid, stat, plan)._replace(run_signature=signature)
+        result = _read_tables(pid, stat, plan)._replace(run_signature=signature, stat_text=text, stat=stat)
     place = plan.places.get(pid)
     if result.process.place is not place and result.process.place != place:
         # Taken over, and moved since (another process may move it to another cgroup): setns(2) and unshare(2)
@@ -252,7 +291,7 @@ def _kin(stat: procfs.Stat) -> waiting.Kin:
     return waiting.Kin(stat.pgrp, stat.session, stat.threads)
 
 
-def _take_over(previous: RememberedProcess, stat: procfs.Stat, signature: bytes) -> ProcessRead:
+def _take_over(previous: RememberedProcess, stat: procfs.Stat, signature: bytes, text: bytes) -> ProcessRead:
     """The previous read of a process that has not run since, with its name and parent as they are now.
 
     What others can change about the files its descriptors point at (size, owner, mode, links) is read again
@@ -264,7 +303,7 @@ def _take_over(previous: RememberedProcess, stat: procfs.Stat, signature: bytes)
     if (process.comm, process.ppid) != (stat.comm, stat.ppid):
         process = replace(process, comm=stat.comm, ppid=stat.ppid)
     return previous.read._replace(process=process, signals=None, wait=None, run_signature=signature, reused=True,
-                                  kin=_kin(stat))
+                                  kin=_kin(stat), stat_text=text, stat=stat)
 
 
 def _read_signals(

@@ -595,3 +595,27 @@ def test_full_read_turns_are_spread_over_the_scans_whatever_the_pids_stride() ->
             per_scan.append(sum(memory.previous_read(previous, pid) is None for pid in pids))
         assert sum(per_scan) == 500  # each once in a rotation
         assert max(per_scan) <= 1.5 * 500 / 30, f"stride {stride}: {per_scan}"
+
+
+@pytest.mark.usefixtures("fds_above_1024")
+def test_a_process_that_did_not_move_is_the_previous_read_itself(spawn: Spawn) -> None:
+    """process._still: taken over once, a process whose stat and schedstat read the same again is the previous read
+    object, and its record the snapshot's same object; once it runs, it is read again."""
+    child = spawn(SINGLE)
+    child.expect()
+    scanner = Scanner()
+    memory = scanner._memory
+    settle(scanner, child.pid)
+    for _ in range(3):  # a full-read turn of the child in between starts it over
+        before = memory.processes[child.pid].read
+        snapshot = scanner.scan()
+        if memory.processes[child.pid].read is before:
+            break
+    else:
+        pytest.fail(f"process {child.pid} was read anew at three scans in a row")
+    record = next(process for process in snapshot.processes if process.pid == child.pid)
+    assert record is before.process
+    ask(child, "rename moved")
+    snapshot = scanner.scan()
+    assert memory.processes[child.pid].read is not before
+    assert next(process for process in snapshot.processes if process.pid == child.pid).comm == "moved"

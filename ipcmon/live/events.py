@@ -21,7 +21,7 @@ import collections
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
-from typing import Any, overload
+from typing import Any, Protocol, TypeVar, overload
 
 from ipcmon import health
 from ipcmon.model import (
@@ -32,14 +32,12 @@ from ipcmon.model import (
     Holder,
     Mechanism,
     MessageQueue,
-    Pipe,
     PipeEnd,
     Place,
     Process,
     ProcessKey,
     ProcessSignals,
     ScanKind,
-    SharedRegion,
     ShmMount,
     ShmSegment,
     Snapshot,
@@ -132,6 +130,14 @@ def _object_places(snapshot: Snapshot) -> dict[str, Place]:
     return places
 
 
+class _Keyed(Protocol):
+    @property
+    def object_key(self) -> str: ...
+
+
+Record = TypeVar("Record", bound=_Keyed)
+
+
 class _Emitter:
     def __init__(self, when: float, events: list[Event],
                  keyed: dict[int, tuple[Sequence[Any], dict[str, Any]]] | None = None) -> None:
@@ -146,6 +152,28 @@ class _Emitter:
         keyed = kept[1] if kept is not None and kept[0] is records else _by_key(records)
         self.keyed_now[id(records)] = (records, keyed)
         return keyed
+
+    def changes(self, before: Sequence[Record], after: Sequence[Record]) -> tuple[
+        list[tuple[str, Record]], list[tuple[str, Record | None, Record]]
+    ]:
+        """What differs between two scans' records of one kind: (key, record) for each record gone, in the earlier
+        order; (key, earlier record or None, record) for each new or changed one, in the later order. A record that
+        is the same object in both (a Scanner reuses what did not change) is in neither.
+
+        When both hold the same keys at the same places (a Scanner's tables, most scans) the tables are walked side
+        by side comparing identities, and no keyed table is built: 5,000 pipes and 2,000 segments every second."""
+        if before is after:
+            return [], []
+        if len(before) == len(after):
+            moved = [(old, new) for old, new in zip(before, after, strict=True) if old is not new]
+            if all(old.object_key == new.object_key for old, new in moved):
+                return [], [(new.object_key, old, new) for old, new in moved]
+        old_keyed: dict[str, Record] = self.by_key(before)
+        new_keyed: dict[str, Record] = self.by_key(after)
+        gone = [(key, record) for key, record in old_keyed.items() if key not in new_keyed]
+        came = [(key, old_keyed.get(key), record) for key, record in new_keyed.items()
+                if old_keyed.get(key) is not record]
+        return gone, came
 
     def __call__(
         self, mechanism: Mechanism, event: EventName, obj: str, key: str, pid: int | None = None,
@@ -199,17 +227,11 @@ def _diff_holders(
 
 
 def _diff_shm(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
-    old: dict[str, ShmSegment] = emit.by_key(prev.shm)
-    new: dict[str, ShmSegment] = emit.by_key(cur.shm)
-    for key, segment in old.items():
-        if key in new:
-            continue
+    gone, came = emit.changes(prev.shm, cur.shm)
+    for key, segment in gone:
         _diff_holders(emit, segment.kind, segment.name, key, segment.holders, ())
         emit(segment.kind, "destroyed", segment.name, key, detail=human_bytes(segment.size))
-    for key, segment in new.items():
-        previous = old.get(key)
-        if previous is segment:
-            continue  # the same record: a Scanner found nothing changed (collect.recall)
+    for key, previous, segment in came:  # not the records a Scanner found unchanged (the same objects)
         if previous is None:
             emit(segment.kind, "created", segment.name, key, detail=human_bytes(segment.size))
             _diff_holders(emit, segment.kind, segment.name, key, (), segment.holders)
@@ -247,16 +269,11 @@ def _pins_held(segment: ShmSegment) -> str:
 def _diff_regions(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
     """memfd and anonymous regions: created when first seen, attached and detached by holder, destroyed with
     their last holder (no name keeps them alive, so never orphaned)."""
-    old: dict[str, SharedRegion] = emit.by_key(prev.regions)
-    new: dict[str, SharedRegion] = emit.by_key(cur.regions)
-    for key, region in old.items():
-        if key not in new:
-            _diff_holders(emit, region.kind, region.label, key, region.holders, ())
-            emit(region.kind, "destroyed", region.label, key, detail=human_bytes(region.size))
-    for key, region in new.items():
-        previous = old.get(key)
-        if previous is region:
-            continue
+    gone, came = emit.changes(prev.regions, cur.regions)
+    for key, region in gone:
+        _diff_holders(emit, region.kind, region.label, key, region.holders, ())
+        emit(region.kind, "destroyed", region.label, key, detail=human_bytes(region.size))
+    for key, previous, region in came:
         if previous is None:
             emit(region.kind, "created", region.label, key, detail=human_bytes(region.size))
             _diff_holders(emit, region.kind, region.label, key, (), region.holders)
@@ -265,14 +282,11 @@ def _diff_regions(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
 
 
 def _diff_mqueues(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
-    old: dict[str, MessageQueue] = emit.by_key(prev.mqueues)
-    new: dict[str, MessageQueue] = emit.by_key(cur.mqueues)
-    for key, queue in old.items():
-        if key not in new:
-            _diff_holders(emit, "mqueue", queue.name, key, queue.holders, (), attach="opened", detach="closed")
-            emit("mqueue", "destroyed", queue.name, key)
-    for key, queue in new.items():
-        previous = old.get(key)
+    gone, came = emit.changes(prev.mqueues, cur.mqueues)
+    for key, queue in gone:
+        _diff_holders(emit, "mqueue", queue.name, key, queue.holders, (), attach="opened", detach="closed")
+        emit("mqueue", "destroyed", queue.name, key)
+    for key, previous, queue in came:
         if previous is None:
             emit("mqueue", "created", queue.name, key, detail=_queue_limits(queue))
             _diff_holders(emit, "mqueue", queue.name, key, (), queue.holders, attach="opened", detach="closed")
@@ -305,15 +319,10 @@ def _end_ids(ends: Sequence[PipeEnd]) -> dict[tuple[int, int], PipeEnd]:
 
 
 def _diff_pipes(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
-    old: dict[str, Pipe] = emit.by_key(prev.pipes)
-    new: dict[str, Pipe] = emit.by_key(cur.pipes)
-    for key, pipe in old.items():
-        if key not in new:
-            emit(pipe.kind, "closed", pipe.ref, key)
-    for key, pipe in new.items():
-        previous = old.get(key)
-        if previous is pipe:
-            continue
+    gone, came = emit.changes(prev.pipes, cur.pipes)
+    for key, pipe in gone:
+        emit(pipe.kind, "closed", pipe.ref, key)
+    for key, previous, pipe in came:
         label = pipe.ref
         if previous is None:
             ends = ", ".join(

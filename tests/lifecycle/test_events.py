@@ -5,9 +5,13 @@ from __future__ import annotations
 import itertools
 import mmap
 import os
+from pathlib import Path
 
 import posix_ipc
+import pytest
 
+from ipcmon.collect import ScanConfig, Scanner
+from ipcmon.live import events
 from ipcmon.live.events import EventLog, diff
 from ipcmon.model import Event
 from tests.helpers import Cleanup, Spawn, new_name, scan_kinds
@@ -177,3 +181,27 @@ def test_a_diff_reuses_the_last_later_snapshots_tables_and_only_those(cleanup: C
     assert _mine(diff(third, second), name) == [("created", None)]
     assert _mine(diff(second, first), name) == [("destroyed", None)]
     assert _mine(diff(second, third), name) == [("destroyed", None)]
+
+
+def test_a_scanner_s_tables_are_diffed_by_walking_them_side_by_side(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """events._Emitter.changes: two scans with the same keys in the same places (a resize) are diffed by a walk
+    comparing identities, without keyed tables; a one-for-one replacement (as many records, other keys) is still
+    a destroy and a create."""
+    first, second = tmp_path / "seg-a", tmp_path / "seg-b"
+    first.write_bytes(b"")
+    scanner = Scanner(ScanConfig(kinds=("shm",), shm_dir=str(tmp_path)))
+    before = scanner.scan()
+    second.write_bytes(b"")  # before the unlink: a new inode (the same inode number would be the same object)
+    first.unlink()
+    replaced = scanner.scan()
+    assert len(replaced.shm) == len(before.shm) == 1
+    assert [(event.event, event.object) for event in diff(before, replaced)] == [
+        ("destroyed", "/seg-a"), ("created", "/seg-b")]
+    second.write_bytes(b"x" * 4096)
+    resized = scanner.scan()
+    keyed: list[object] = []
+    monkeypatch.setattr(events, "_by_key", lambda records: keyed.append(records) or {})
+    assert [(event.event, event.object) for event in diff(replaced, resized)] == [("resized", "/seg-b")]
+    assert keyed == []

@@ -347,10 +347,10 @@ class Monitor:
                 holder = record.holders[-1]
                 cmdline = commands.get(holder.pid)
                 if kept is not None and same and kept[1] == cmdline:
-                    text = kept[2]  # the same record (the same holders) and the same command line
-                else:
-                    command = " ".join(cmdline or ()) or holder.comm
-                    text = f"last held by {holder.pid} {command}"
+                    now[id(record)] = kept  # the same record (the same holders) and the same command line
+                    continue  # (and last_holders has its text)
+                command = " ".join(cmdline or ()) or holder.comm
+                text = f"last held by {holder.pid} {command}"
                 now[id(record)] = (record, cmdline, text, key)
                 self.last_holders[key] = text
         self._holder_texts = now
@@ -364,8 +364,10 @@ class Monitor:
         for record in records:
             kept = before.get(id(record))
             if kept is not None and kept[0] is record:
-                path, named = kept[1], kept[2]  # a record is immutable: its Named is what it was
-            elif isinstance(record, ShmSegment):
+                now[id(record)] = kept  # a record is immutable: its Named is what it was (no new entry to collect)
+                names[kept[1]] = kept[2]
+                continue
+            if isinstance(record, ShmSegment):
                 if record.state == "deleted":
                     continue
                 path = record.path

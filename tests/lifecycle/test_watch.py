@@ -359,3 +359,31 @@ def test_an_unlink_a_poll_reported_is_not_reported_again_by_a_late_inotify_event
         told.append(events.get())
     assert [(e.event, e.object) for e in told if e.source == "inotify" and e.object in (name, made_later)] == [
         ("created", made_later), ("destroyed", made_later)]
+
+
+def test_a_poll_keeps_what_it_knows_of_unchanged_segments_without_new_entries(tmp_path: object, spawn: Spawn) -> None:
+    """Monitor._remember_names and _remember_holders: a segment whose record a Scanner handed again keeps its entries
+    as they were (no new objects for the garbage collector every second), and its last holder is still named."""
+    path = os.path.join(str(tmp_path), "seg")
+    with open(path, "wb") as file:
+        file.write(b"x" * 4096)
+    holder = spawn(f"fd = os.open({path!r}, os.O_RDONLY)\nsay('ready')\nhold()\n")
+    holder.expect()
+    monitor = Monitor(ScanConfig(kinds=("shm",), shm_dir=str(tmp_path)))
+
+    def entries() -> tuple[object, object]:
+        (named,) = monitor._named_records.values()
+        (held,) = monitor._holder_texts.values()
+        return named, held
+
+    for _ in range(5):  # until the holder is taken over, and not at its full-read turn
+        monitor.poll()
+        before = entries()
+        monitor.poll()
+        after = entries()
+        if after[0] is before[0] and after[1] is before[1]:
+            break
+    else:
+        pytest.fail("the entries of an unchanged segment were made anew at every poll")
+    (text,) = monitor.last_holders.values()
+    assert text.startswith(f"last held by {holder.pid} ")

@@ -20,9 +20,9 @@ import signal
 import stat
 import struct
 import sys
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypeVar
 
 from ipcmon import health
 from ipcmon.collect import procfs
@@ -32,6 +32,7 @@ from ipcmon.collect.signals import decode_mask
 from ipcmon.model import (
     Deadlock,
     DeadlockMember,
+    Keyed,
     MessageQueue,
     Pipe,
     Place,
@@ -709,8 +710,8 @@ def analyse(
     itself is a deadlock of one.
     """
     kin = kin or {}
-    pipe_by_key = {pipe.object_key: pipe for pipe in pipes}
-    queue_by_key = {queue.object_key: queue for queue in queues}
+    pipe_by_key: Mapping[str, Pipe] = _ByKey(pipes)  # built only if a wait needs it: most are pause(), wait4()…
+    queue_by_key: Mapping[str, MessageQueue] = _ByKey(queues)
     all_processes = {process.pid: process for process in processes}
     waiters = {pid: process for pid, process in all_processes.items() if process.waiting is not None}
 
@@ -784,6 +785,31 @@ def analyse(
         for group in groups
     )
     return tuple(stuck), deadlocks
+
+
+Record = TypeVar("Record", bound=Keyed)
+
+
+class _ByKey(Mapping[str, Record]):
+    """Records by object key, the table made at the first look (a large machine's 5,000 pipes, every scan)."""
+
+    def __init__(self, records: Iterable[Record]) -> None:
+        self._records = records
+        self._keyed: dict[str, Record] | None = None
+
+    def _table(self) -> dict[str, Record]:
+        if self._keyed is None:
+            self._keyed = {record.object_key: record for record in self._records}
+        return self._keyed
+
+    def __getitem__(self, key: str) -> Record:
+        return self._table()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
 
 
 def _kind(process: Process) -> WaitKind | None:

@@ -21,7 +21,7 @@ import collections
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
-from typing import Any, Protocol, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from ipcmon import health
 from ipcmon.model import (
@@ -30,6 +30,7 @@ from ipcmon.model import (
     Event,
     EventName,
     Holder,
+    Keyed,
     Mechanism,
     MessageQueue,
     PipeEnd,
@@ -130,12 +131,7 @@ def _object_places(snapshot: Snapshot) -> dict[str, Place]:
     return places
 
 
-class _Keyed(Protocol):
-    @property
-    def object_key(self) -> str: ...
-
-
-Record = TypeVar("Record", bound=_Keyed)
+Record = TypeVar("Record", bound=Keyed)
 
 
 class _Emitter:

@@ -72,6 +72,13 @@ def file_key(mechanism: Mechanism, dev: int, inode: int) -> str:
     return f"{mechanism}:{dev}:{inode}"
 
 
+class Keyed(Protocol):
+    """Any record of an object: it has an ``object_key`` (file_key, sysv_object_key, ``signal:PID``)."""
+
+    @property
+    def object_key(self) -> str: ...
+
+
 class _Placed(Protocol):
     @property
     def host(self) -> bool: ...

@@ -9,6 +9,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -350,3 +351,36 @@ def test_full_means_less_than_pipe_buf_free() -> None:
     assert "full" not in health.pipe_flags(*ends, 61440, 65536)  # exactly PIPE_BUF free: a write still fits
     assert "full" in health.pipe_flags(*ends, 16, 65536, writer_blocked=True)
     assert "full" not in health.pipe_flags(*ends, None, 65536)  # unknown fill is not full
+
+
+def test_waits_on_no_pipe_leave_the_pipes_unkeyed(spawn: Spawn) -> None:
+    """waiting.analyse keys the pipes by object (5,000 on a large machine) only when a wait needs them: a process in
+    pause(2) is told without them; one blocked reading a pipe still finds its writer."""
+    read_end, write_end = os.pipe()
+    try:
+        reader = spawn(f"say('ready')\nos.read({read_end}, 1)\n", pass_fds=(read_end,))
+        reader.expect()
+        pauser = spawn("say('ready')\nsignal.pause()\n")
+        pauser.expect()
+        seen: list[Snapshot] = []
+        wait_until(lambda: _with_waits(seen, scan_kinds("pipe"), reader.pid, pauser.pid), "both waits seen")
+        snapshot = seen[-1]
+
+        class Untouchable(tuple):  # type: ignore[type-arg]
+            def __iter__(self) -> Any:
+                raise AssertionError("the pipes were keyed for waits that need none")
+
+        pausing = [process for process in snapshot.processes if process.pid == pauser.pid]
+        (found,), _ = waiting.analyse(pausing, Untouchable(snapshot.pipes), snapshot.mqueues)
+        assert found.pid == pauser.pid and found.waiting.kind == "signal"
+        reading = [process for process in snapshot.processes if process.pid == reader.pid]
+        (found,), _ = waiting.analyse(reading, snapshot.pipes, snapshot.mqueues)
+        assert found.releasers == (os.getpid(),)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def _with_waits(seen: list[Snapshot], snapshot: Snapshot, *pids: int) -> bool:
+    seen.append(snapshot)
+    return set(pids) <= {process.pid for process in snapshot.processes if process.waiting is not None}

@@ -6,6 +6,7 @@ import os
 import stat
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from ipcmon.collect import procfs
 from ipcmon.collect.collector import Collector, ScanInputs, held_by
@@ -163,6 +164,17 @@ def dir_note(shm_dir: str) -> str | None:
     )
 
 
+@dataclass(slots=True)
+class Seen:
+    """What a Scanner's shm collector keeps of one scan besides its records: the mounts it listed, the segments
+    each pid held, and its result (collect)."""
+
+    mounts: tuple[MountDir, ...]
+    held: dict[int, set[tuple[int, int]]] = field(default_factory=lambda: defaultdict(set))
+    """By pid, the (dev, inode) of every segment it holds a descriptor or a mapping of."""
+    segments: tuple[ShmSegment, ...] = ()
+
+
 def collect(
     shm_dir: str | Sequence[MountDir],
     processes: Mapping[int, Process],
@@ -171,6 +183,7 @@ def collect(
     proc: str = procfs.PROC,
     recall: Recall[ShmSegment] | None = None,
     settled: Collection[int] = (),
+    history: Recall[Seen] | None = None,
 ) -> tuple[ShmSegment, ...]:
     """Every segment on the shm tmpfs (or each of several) with its holders, plus unlinked segments still held.
 
@@ -181,9 +194,10 @@ def collect(
     process, whichever mount namespace it sees the file in, so two containers' ``/foo`` are two segments, each
     orphaned only when no process at all holds it.
 
-    With recall (a Scanner's), a listed segment whose file and holders are what they were is the previous
-    scan's record; a holder's name and pid in its namespace are compared only when some holder is not settled
-    (has run since the last scan: Scanner), as only a process itself can change them."""
+    With recall and history (a Scanner's), a listed segment is the previous scan's record when its file is as listed
+    then (path, size, blocks, mode, owner, times: anyone may change them by its path) and no process that has run
+    since (not settled: Scanner) holds it now or held it then: only a process itself changes its descriptors,
+    mappings, name and pid in its namespace. When every segment is, the result is the previous scan's tuple."""
     mounts = _mounts(shm_dir)
     by_dev = {mount.dev: mount for mount in reversed(mounts)}  # the first of those sharing a device wins
     # The first (the shm directory) may be a plain directory, where only paths inside it are segments (issue 7);
@@ -191,17 +205,33 @@ def collect(
     inside: dict[int, Callable[[str | None], bool]] = {mount.dev: _everything for mount in mounts[1:]}
     if mounts:
         inside[mounts[0].dev] = _path_filter(mounts[0].path)
+    kept_seen = history.previous(None) if history is not None and recall is not None else None
+    before = kept_seen[1] if kept_seen is not None and kept_seen[1].mounts == mounts else None
+    now = Seen(mounts)
+    held = now.held
     fds_by_id: dict[tuple[int, int], list[FdRef]] = defaultdict(list)
     for ref in fds:
         if ref.kind == "shm" and inside.get(ref.dev, _everything)(ref.path):
-            fds_by_id[(ref.dev, ref.inode)].append(ref)
+            identity = (ref.dev, ref.inode)
+            fds_by_id[identity].append(ref)
+            held[ref.pid].add(identity)
     maps_by_id: dict[tuple[int, int], list[MapRef]] = defaultdict(list)
     for mref in maps:
         if not mref.sysv and mref.region is None and inside.get(mref.dev, _everything)(mref.path):
-            maps_by_id[(mref.dev, mref.inode)].append(mref)
+            identity = (mref.dev, mref.inode)
+            maps_by_id[identity].append(mref)
+            held[mref.pid].add(identity)
+    # The segments a process that ran holds now or held in the last scan (gone processes included).
+    moved: set[tuple[int, int]] = set()
+    if before is not None:
+        for pid in held.keys() - settled:
+            moved |= held[pid]
+        for pid in before.held.keys() - settled:
+            moved |= before.held[pid]
 
     segments = []
     listed: set[tuple[int, int]] = set()
+    reused = 0
     for index, mount in enumerate(mounts):
         listing = list_dir(mount.path)
         if index:
@@ -210,31 +240,40 @@ def collect(
             listing = {identity: entry for identity, entry in listing.items() if identity[0] == mount.dev}
         listed.update(listing)
         for identity, (path, st) in listing.items():
-            held_fds = fds_by_id.get(identity, [])
-            held_maps = maps_by_id.get(identity, [])
             inputs = None
             if recall is not None:
-                # The file as listed and every descriptor and mapping on it; then the name and inner pid of each
-                # holder, which only a holder that ran can have changed (so built only when one did).
-                base = (path, st.st_size, st.st_blocks, st.st_mode, st.st_uid, st.st_gid, st.st_mtime, st.st_ctime,
-                        tuple(held_fds), tuple(held_maps), mount.place)
+                key = (path, st.st_size, st.st_blocks, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
+                       st.st_ctime_ns)
                 kept = recall.previous(identity)
-                if kept is not None and kept[0][0] == base and _all_settled(held_fds, held_maps, settled):
+                if before is not None and kept is not None and identity not in moved and kept[0][0] == key:
                     segments.append(recall.keep(identity, kept[0], kept[1]))
+                    reused += 1
                     continue
+                # Built again unless every input is what it was: the holders' descriptors and mappings, then the
+                # name and inner pid of each.
+                held_fds = fds_by_id.get(identity, [])
+                held_maps = maps_by_id.get(identity, [])
                 holders = [ref.pid for ref in held_fds] + [mref.pid for mref in held_maps]
-                inputs = (base, tuple((comm_of(processes, pid), nspid_of(processes, pid)) for pid in holders))
+                inputs = (key, mount.place, tuple(held_fds), tuple(held_maps),
+                          tuple((comm_of(processes, pid), nspid_of(processes, pid)) for pid in holders))
                 segment = recall.get(identity, inputs)
                 if segment is not None:
                     segments.append(recall.keep(identity, inputs, segment))
                     continue
             segment = _segment(path, mount.path, st.st_size, st.st_blocks * 512, st.st_mode, st.st_uid, st.st_gid,
-                               st.st_mtime, st.st_ctime, identity, held_fds, held_maps, processes, linked=True,
-                               place=mount.place)
+                               st.st_mtime, st.st_ctime, identity, fds_by_id.get(identity, []),
+                               maps_by_id.get(identity, []), processes, linked=True, place=mount.place)
             segments.append(segment if recall is None else recall.keep(identity, inputs, segment))
 
+    unlisted = (fds_by_id.keys() | maps_by_id.keys()) - listed
+    if before is not None and not unlisted and reused == len(segments) == len(before.segments):
+        # The last scan's segments, all of them listed then (its result has no more), and no other.
+        now.segments = before.segments
+        if history is not None:
+            history.keep(None, None, now)
+        return now.segments
     # Held segments missing from the listing: unlinked while held, or created after the listing.
-    for identity in (fds_by_id.keys() | maps_by_id.keys()) - listed:
+    for identity in unlisted:
         held_fds = [refresh(ref, proc) for ref in fds_by_id.get(identity, [])]
         held_maps = maps_by_id.get(identity, [])
         deleted = any(ref.deleted for ref in held_fds) or any(ref.deleted for ref in held_maps)
@@ -283,7 +322,10 @@ def collect(
                      held_maps, processes, linked=not deleted, place=place)
         )
     segments.sort(key=_order)
-    return tuple(segments)
+    now.segments = tuple(segments)
+    if history is not None and recall is not None:
+        history.keep(None, None, now)
+    return now.segments
 
 
 def _mounts(shm_dir: str | Sequence[MountDir]) -> tuple[MountDir, ...]:
@@ -363,16 +405,12 @@ def _notes(config: ScanConfig, places: Places) -> list[str]:
     return [] if note is None else [note]
 
 
-def _all_settled(held_fds: list[FdRef], held_maps: list[MapRef], settled: Collection[int]) -> bool:
-    return all(ref.pid in settled for ref in held_fds) and all(mref.pid in settled for mref in held_maps)
-
-
 def _build(inputs: ScanInputs) -> tuple[ShmSegment, ...]:
     mounts = inputs.places.shm_mounts()
     if not mounts:
         return ()
     return collect(mounts, inputs.processes, inputs.fds, inputs.maps, inputs.config.proc,
-                   recall=inputs.recall("shm"), settled=inputs.settled)
+                   recall=inputs.recall("shm"), settled=inputs.settled, history=inputs.recall("shm.seen"))
 
 
 def _restrict(segments: tuple[ShmSegment, ...], wanted: Collection[int]) -> tuple[ShmSegment, ...]:

@@ -259,6 +259,7 @@ def collect(
                 segment = recall.get(identity, inputs)
                 if segment is not None:
                     segments.append(recall.keep(identity, inputs, segment))
+                    reused += 1
                     continue
             segment = _segment(path, mount.path, st.st_size, st.st_blocks * 512, st.st_mode, st.st_uid, st.st_gid,
                                st.st_mtime, st.st_ctime, identity, fds_by_id.get(identity, []),
@@ -267,7 +268,7 @@ def collect(
 
     unlisted = (fds_by_id.keys() | maps_by_id.keys()) - listed
     if before is not None and not unlisted and reused == len(segments) == len(before.segments):
-        # The last scan's segments, all of them listed then (its result has no more), and no other.
+        # The last scan's records, all of them listed then (its result has no more), and no other.
         now.segments = before.segments
         if history is not None:
             history.keep(None, None, now)

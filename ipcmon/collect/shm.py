@@ -39,18 +39,24 @@ def file_name_of(kind: str, name: str) -> str:
 def list_dir(shm_dir: str) -> dict[tuple[int, int], tuple[str, os.stat_result]]:
     """Regular files in the shm directory, keyed by (dev, inode). Missing directory → empty."""
     entries: dict[tuple[int, int], tuple[str, os.stat_result]] = {}
+    # Through a descriptor of the directory each stat is an fstatat(2) of the bare name: no walk of shm_dir's path
+    # for each of thousands of files.
     try:
-        scanner = os.scandir(shm_dir)
+        directory = os.open(shm_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return entries
-    with scanner:
-        for entry in scanner:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue  # unlinked between readdir and stat
-            if stat.S_ISREG(st.st_mode):
-                entries[(st.st_dev, st.st_ino)] = (entry.path, st)
+    prefix = os.path.join(shm_dir, "")
+    try:
+        with os.scandir(directory) as scanner:
+            for entry in scanner:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # unlinked between readdir and stat
+                if stat.S_ISREG(st.st_mode):
+                    entries[(st.st_dev, st.st_ino)] = (prefix + entry.name, st)
+    finally:
+        os.close(directory)
     return entries
 
 

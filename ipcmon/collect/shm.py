@@ -154,7 +154,7 @@ def _path_filter(shm_dir: str) -> Callable[[str | None], bool]:
     holder in another mount namespace sees); a plain directory shares its device with unrelated files
     (libraries, logs), so there only files whose path is inside it (issue 7)."""
     if os.path.ismount(shm_dir):
-        return lambda path: True
+        return _everything
     prefix = os.path.realpath(shm_dir).rstrip("/") + "/"
     return lambda path: path is not None and path.startswith(prefix) and "/" not in path[len(prefix) :]
 
@@ -172,12 +172,13 @@ def dir_note(shm_dir: str) -> str | None:
 
 @dataclass(slots=True)
 class Seen:
-    """What a Scanner's shm collector keeps of one scan besides its records: the mounts it listed, the segments
-    each pid held, and its result (collect)."""
+    """What a Scanner's shm collector keeps of one scan besides its records: the mounts it listed, every descriptor
+    and mapping of a segment, the pids that held one, and its result (collect)."""
 
     mounts: tuple[MountDir, ...]
-    held: dict[int, set[tuple[int, int]]] = field(default_factory=lambda: defaultdict(set))
-    """By pid, the (dev, inode) of every segment it holds a descriptor or a mapping of."""
+    fds: list[FdRef] = field(default_factory=list)
+    maps: list[MapRef] = field(default_factory=list)
+    holders: set[int] = field(default_factory=set)
     segments: tuple[ShmSegment, ...] = ()
 
 
@@ -213,30 +214,28 @@ def collect(
         inside[mounts[0].dev] = _path_filter(mounts[0].path)
     kept_seen = history.previous(None) if history is not None and recall is not None else None
     before = kept_seen[1] if kept_seen is not None and kept_seen[1].mounts == mounts else None
-    now = Seen(mounts)
-    held = now.held
+    shm_fds = [ref for ref in fds if ref.kind == "shm"]
+    shm_maps = [mref for mref in maps if not mref.sysv and mref.region is None]
+    if any(accepts is not _everything for accepts in inside.values()):
+        shm_fds = [ref for ref in shm_fds if inside.get(ref.dev, _everything)(ref.path)]
+        shm_maps = [mref for mref in shm_maps if inside.get(mref.dev, _everything)(mref.path)]
     fds_by_id: dict[tuple[int, int], list[FdRef]] = defaultdict(list)
-    for ref in fds:
-        if ref.kind == "shm" and inside.get(ref.dev, _everything)(ref.path):
-            identity = (ref.dev, ref.inode)
-            fds_by_id[identity].append(ref)
-            held[ref.pid].add(identity)
+    for ref in shm_fds:
+        fds_by_id[(ref.dev, ref.inode)].append(ref)
     maps_by_id: dict[tuple[int, int], list[MapRef]] = defaultdict(list)
-    for mref in maps:
-        if not mref.sysv and mref.region is None and inside.get(mref.dev, _everything)(mref.path):
-            identity = (mref.dev, mref.inode)
-            maps_by_id[identity].append(mref)
-            held[mref.pid].add(identity)
-    # The segments a process that ran holds now or held in the last scan (gone processes included).
+    for mref in shm_maps:
+        maps_by_id[(mref.dev, mref.inode)].append(mref)
+    now = Seen(mounts, shm_fds, shm_maps, {ref.pid for ref in shm_fds} | {mref.pid for mref in shm_maps})
+    # The segments a process that ran (or is gone) holds now or held in the last scan.
     moved: set[tuple[int, int]] = set()
     if before is not None:
-        for pid in held.keys() - settled:
-            moved |= held[pid]
-        for pid in before.held.keys() - settled:
-            moved |= before.held[pid]
+        ran = now.holders.difference(settled) | before.holders.difference(settled)
+        if ran:
+            moved = {(ref.dev, ref.inode) for refs in (shm_fds, shm_maps, before.fds, before.maps) for ref in refs
+                     if ref.pid in ran}
 
     segments = []
-    listed: set[tuple[int, int]] = set()
+    listings: list[Collection[tuple[int, int]]] = []
     reused = 0
     for index, mount in enumerate(mounts):
         listing = list_dir(mount.path)
@@ -244,7 +243,7 @@ def collect(
             # A container's path runs through its root: were its /dev/shm swapped for a symlink since it was found
             # (absolute links resolve from the host's root), only files of the tmpfs found are its segments.
             listing = {identity: entry for identity, entry in listing.items() if identity[0] == mount.dev}
-        listed.update(listing)
+        listings.append(listing.keys())
         for identity, (path, st) in listing.items():
             inputs = None
             if recall is not None:
@@ -272,7 +271,8 @@ def collect(
                                maps_by_id.get(identity, []), processes, linked=True, place=mount.place)
             segments.append(segment if recall is None else recall.keep(identity, inputs, segment))
 
-    unlisted = (fds_by_id.keys() | maps_by_id.keys()) - listed
+    listed = listings[0] if len(listings) == 1 else {identity for listing in listings for identity in listing}
+    unlisted = (fds_by_id.keys() - listed) | (maps_by_id.keys() - listed)
     if before is not None and not unlisted and reused == len(segments) == len(before.segments):
         # The last scan's records, all of them listed then (its result has no more), and no other.
         now.segments = before.segments

@@ -586,6 +586,8 @@ class PipeTally:
     pages: dict[int, int] = field(default_factory=dict)
     unknown: dict[int, int] = field(default_factory=dict)
     capacities: dict[int, int] = field(default_factory=dict)
+    pipes: tuple[Pipe, ...] = ()
+    """The records as the scan handed them over, in its order."""
 
     def add(self, pipe: Pipe, uid: int | None, sign: int = 1) -> None:
         """Count a pipe in (sign 1) or out (sign -1); an entry that falls to 0 is removed."""
@@ -612,6 +614,8 @@ def _pipe_tally(snapshot: Snapshot, before: PipeTally | None) -> PipeTally:
     """The tally of the snapshot's pipes: before's, less the records that are gone and plus those that are new
     (a pipe whose record changed is both), or from nothing."""
     pipes = snapshot.pipes
+    if before is not None and _same_records(before.pipes, pipes):
+        return before  # the very records of the last scan, in the same order
     by_id = dict(zip(map(id, pipes), pipes, strict=True))
     processes: dict[int, Process] | None = None
     if len(by_id) != len(pipes):  # the same record twice (not made by a scan): counted each time, and not kept
@@ -633,6 +637,7 @@ def _pipe_tally(snapshot: Snapshot, before: PipeTally | None) -> PipeTally:
         uid = pipe_owner([end.pid for end in (*pipe.readers, *pipe.writers)], processes)
         tally.kept[new] = (pipe, uid)
         tally.add(pipe, uid)
+    tally.pipes = pipes
     return tally
 
 

@@ -12,6 +12,7 @@ Where a number is not known it is None and a note says why; nothing here raises 
 
 from __future__ import annotations
 
+import heapq
 import operator
 import os
 import re
@@ -353,11 +354,8 @@ def shm_mount(
         inodes_used = st.f_files - st.f_ffree if st.f_files else None
     key = ("shm_mount", shm_dir, shm_dev)
     kept = memory.previous(key) if memory is not None else None
-    if kept is not None and _same_records(kept[1].segments, snapshot.shm):
-        tally = kept[1]
-    else:
-        tally = _mount_tally(snapshot.shm, shm_dev)
-    if memory is not None:
+    tally = _mount_tally(snapshot.shm, shm_dev, kept[1] if kept is not None else None)
+    if memory is not None and tally.segments is snapshot.shm:
         memory.keep(key, None, tally)
     named, deleted, semaphores, top = tally.named, tally.deleted, tally.semaphores, tally.top
     other: int | None = None
@@ -381,13 +379,30 @@ def shm_mount(
 
 @dataclass(slots=True)
 class MountTally:
-    """What the segments on one shm mount add up to (shm_mount), and the records they were added up from."""
+    """What the segments on one shm mount add up to (shm_mount), by the segment records themselves."""
 
-    segments: tuple[ShmSegment, ...]
+    segments: tuple[ShmSegment, ...] = ()
+    """The scan's records as it handed them over, in its order (those on other mounts too)."""
+    kept: dict[int, ShmSegment] = field(default_factory=dict)
+    """By id() of each record on this mount (kept alive here, so no other object takes its id), the record."""
     named: int = 0
     deleted: int = 0
     semaphores: int = 0
+    pinned: dict[int, int] = field(default_factory=dict)
+    """Bytes each holder pins, by pid (no entry for none)."""
     top: tuple[HolderUsage, ...] = ()
+
+    def add(self, segment: ShmSegment, sign: int = 1) -> None:
+        """Count a segment in (sign 1) or out (sign -1)."""
+        size = sign * segment.allocated
+        if segment.kind == "sem":
+            self.semaphores += size
+        elif segment.state == "deleted":
+            self.deleted += size
+        else:
+            self.named += size
+        for pid in {holder.pid for holder in segment.holders}:
+            _count(self.pinned, pid, size)
 
 
 def _same_records(before: Sequence[object], now: Sequence[object]) -> bool:
@@ -395,24 +410,39 @@ def _same_records(before: Sequence[object], now: Sequence[object]) -> bool:
     return before is now or (len(before) == len(now) and all(map(operator.is_, before, now)))
 
 
-def _mount_tally(segments: tuple[ShmSegment, ...], shm_dev: int) -> MountTally:
-    tally = MountTally(segments)
-    pinned: dict[int, int] = defaultdict(int)
+def _mount_tally(segments: tuple[ShmSegment, ...], shm_dev: int, before: MountTally | None = None) -> MountTally:
+    """The tally of the segments on shm_dev: before's as it stands for the very same records in the same order;
+    else before's less the records gone and plus the new ones (a segment whose record changed is both), or from
+    nothing. A holder's name is the one its first segment in the scan's order gives, as a full count would."""
+    if before is not None and _same_records(before.segments, segments):
+        return before
+    on = {id(segment): segment for segment in segments if segment.dev == shm_dev}
+    twice = len(on) != sum(1 for segment in segments if segment.dev == shm_dev)
+    if before is None or twice:
+        tally = MountTally()
+        for segment in segments:
+            if segment.dev == shm_dev:  # a segment some holder sees in another mount namespace: not on this tmpfs
+                tally.add(segment)
+        # The same record twice (not made by a scan) counts each time, and is not kept (no segments to compare).
+        tally.kept, tally.segments = ({}, ()) if twice else (on, segments)
+    else:
+        tally = before
+        for gone in tally.kept.keys() - on.keys():
+            tally.add(tally.kept.pop(gone), -1)
+        for new in on.keys() - tally.kept.keys():
+            tally.kept[new] = on[new]
+            tally.add(on[new])
+        tally.segments = segments
+    top = heapq.nsmallest(TOP_HOLDERS, tally.pinned.items(), key=lambda item: (-item[1], item[0]))
+    wanted = {pid for pid, _ in top}
     comms: dict[int, str] = {}
     for segment in segments:
-        if segment.dev != shm_dev:
-            continue  # a segment some holder sees in another mount namespace: not on this tmpfs
-        if segment.kind == "sem":
-            tally.semaphores += segment.allocated
-        elif segment.state == "deleted":
-            tally.deleted += segment.allocated
-        else:
-            tally.named += segment.allocated
-        for pid in {holder.pid for holder in segment.holders}:
-            pinned[pid] += segment.allocated
-        for holder in segment.holders:
-            comms.setdefault(holder.pid, holder.comm)
-    top = sorted(pinned.items(), key=lambda item: (-item[1], item[0]))[:TOP_HOLDERS]
+        if len(comms) == len(wanted):
+            break
+        if segment.dev == shm_dev:
+            for holder in segment.holders:
+                if holder.pid in wanted:
+                    comms.setdefault(holder.pid, holder.comm)
     tally.top = tuple(HolderUsage(pid, comms.get(pid, "?"), count) for pid, count in top if count)
     return tally
 

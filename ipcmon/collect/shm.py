@@ -234,9 +234,10 @@ def collect(
             moved = {(ref.dev, ref.inode) for refs in (shm_fds, shm_maps, before.fds, before.maps) for ref in refs
                      if ref.pid in ran}
 
-    segments = []
+    segments: list[ShmSegment] = []
     listings: list[Collection[tuple[int, int]]] = []
     reused = 0
+    previous = recall.previous if recall is not None and before is not None else None
     for index, mount in enumerate(mounts):
         listing = list_dir(mount.path)
         if index:
@@ -249,8 +250,8 @@ def collect(
             if recall is not None:
                 key = (path, st.st_size, st.st_blocks, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
                        st.st_ctime_ns)
-                kept = recall.previous(identity)
-                if before is not None and kept is not None and identity not in moved and kept[0][0] == key:
+                kept = previous(identity) if previous is not None else None
+                if kept is not None and identity not in moved and kept[0][0] == key:
                     segments.append(recall.keep(identity, kept[0], kept[1]))
                     reused += 1
                     continue

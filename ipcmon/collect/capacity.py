@@ -12,13 +12,15 @@ Where a number is not known it is None and a note says why; nothing here raises 
 
 from __future__ import annotations
 
+import heapq
+import operator
 import os
 import re
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import NamedTuple, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple, TypeVar
 
 from ipcmon.collect import procfs
 from ipcmon.collect.config import MountDir
@@ -30,9 +32,11 @@ from ipcmon.model import (
     Capacity,
     Filler,
     HolderUsage,
+    Pipe,
     Place,
     Process,
     ShmMount,
+    ShmSegment,
     Snapshot,
     SysvMsg,
     SysvSem,
@@ -224,9 +228,10 @@ class LimitMemory:
 
     recall: Recall[Limit]
     epoch: Callable[[int], Hashable]
-    pipe_owners: Recall[int | None] | None = None
-    """Each pipe's owner (pipe_owner) by (dev, inode), reused while the scan hands over the very same Pipe record
-    (a Scanner's: the same ends in the same processes)."""
+    pipe_owners: Recall[Any] | None = None
+    """What the pipe and shm mount budgets keep between scans (PipeTally, MountTally): each pipe's owner
+    (pipe_owner), reused while the scan hands over the very same Pipe record (a Scanner's: the same ends in the same
+    processes), and what each pipe and segment adds up to."""
 
 
 def _limits(pids: Iterable[Process], proc: str, memory: LimitMemory | None) -> list[Limit]:
@@ -273,7 +278,7 @@ def collect(
         shm_mounts = (MountDir(shm_dir, shm_dev),)
     for index, where in enumerate(shm_mounts if "shm" in kinds else ()):
         mount = shm_mount(snapshot, where.path, where.dev, notes, where.place, hidden_note=index == 0,
-                          others=len(shm_mounts) - 1)
+                          others=len(shm_mounts) - 1, memory=limits.pipe_owners if limits is not None else None)
         if mount is None:
             continue
         mounts.append(mount)
@@ -316,7 +321,7 @@ def _processes_by_uid(processes: Iterable[Process]) -> dict[int, list[Process]]:
 
 def shm_mount(
     snapshot: Snapshot, shm_dir: str, shm_dev: int, notes: list[str], place: Place | None = None, *,
-    hidden_note: bool = True, others: int = 0,
+    hidden_note: bool = True, others: int = 0, memory: Recall[Any] | None = None,
 ) -> ShmMount | None:
     """The shm directory's tmpfs, or a container's (``/proc/PID/root/dev/shm``, with its place): size, use and inodes
     from statvfs(3), the bytes of the scan's segments on it by kind, and the processes that pin the most.
@@ -329,6 +334,9 @@ def shm_mount(
     scan could not attribute: files in subdirectories (no shm_open name reaches them), unlinked files held only
     by processes it could not read, and pages that changed while it read. None, with a note, when the
     directory is not a tmpfs mount point (shm.dir_note already says so for the scan).
+
+    memory (a Scanner's, LimitMemory.pipe_owners) keeps what the segments added up to: while the scan hands over the
+    very same segment records, in the same order, they add up to the same (statvfs is read every time).
     """
     if procfs.fs_type(shm_dir) != procfs.TMPFS_MAGIC or not os.path.ismount(shm_dir):
         return None
@@ -344,22 +352,12 @@ def shm_mount(
         available = st.f_bavail * block if st.f_blocks else None
         inodes_total = st.f_files or None
         inodes_used = st.f_files - st.f_ffree if st.f_files else None
-    named = deleted = semaphores = 0
-    pinned: dict[int, int] = defaultdict(int)
-    comms: dict[int, str] = {}
-    for segment in snapshot.shm:
-        if segment.dev != shm_dev:
-            continue  # a segment some holder sees in another mount namespace: not on this tmpfs
-        if segment.kind == "sem":
-            semaphores += segment.allocated
-        elif segment.state == "deleted":
-            deleted += segment.allocated
-        else:
-            named += segment.allocated
-        for pid in {holder.pid for holder in segment.holders}:
-            pinned[pid] += segment.allocated
-        for holder in segment.holders:
-            comms.setdefault(holder.pid, holder.comm)
+    key = ("shm_mount", shm_dir, shm_dev)
+    kept = memory.previous(key) if memory is not None else None
+    tally = _mount_tally(snapshot.shm, shm_dev, kept[1] if kept is not None else None)
+    if memory is not None and tally.segments is snapshot.shm:
+        memory.keep(key, None, tally)
+    named, deleted, semaphores, top = tally.named, tally.deleted, tally.semaphores, tally.top
     other: int | None = None
     if used is not None:
         other = used - named - deleted - semaphores
@@ -368,7 +366,6 @@ def shm_mount(
                          "uses (pages counted as they changed during the scan, or a mapping's length taken for "
                          "an unlinked segment's size): 'other' reads 0.")
             other = 0
-    top = sorted(pinned.items(), key=lambda item: (-item[1], item[0]))[:TOP_HOLDERS]
     if snapshot.hidden_processes and hidden_note:
         also = f" and of {counted(others, 'other shm mount', 'other shm mounts')}" if others else ""
         notes.append(f"The top holders of {shm_dir}{also} leave out {snapshot.hidden_processes} process(es) ipcmon "
@@ -376,9 +373,78 @@ def shm_mount(
     return ShmMount(
         path=shm_dir, dev=shm_dev, size=size, used=used, available=available, inodes_used=inodes_used,
         inodes_total=inodes_total, named=named, deleted=deleted, semaphores=semaphores, other=other,
-        top_holders=tuple(HolderUsage(pid, comms.get(pid, "?"), count) for pid, count in top if count),
-        place=place,
+        top_holders=top, place=place,
     )
+
+
+@dataclass(slots=True)
+class MountTally:
+    """What the segments on one shm mount add up to (shm_mount), by the segment records themselves."""
+
+    segments: tuple[ShmSegment, ...] = ()
+    """The scan's records as it handed them over, in its order (those on other mounts too)."""
+    kept: dict[int, ShmSegment] = field(default_factory=dict)
+    """By id() of each record on this mount (kept alive here, so no other object takes its id), the record."""
+    named: int = 0
+    deleted: int = 0
+    semaphores: int = 0
+    pinned: dict[int, int] = field(default_factory=dict)
+    """Bytes each holder pins, by pid (no entry for none)."""
+    top: tuple[HolderUsage, ...] = ()
+
+    def add(self, segment: ShmSegment, sign: int = 1) -> None:
+        """Count a segment in (sign 1) or out (sign -1)."""
+        size = sign * segment.allocated
+        if segment.kind == "sem":
+            self.semaphores += size
+        elif segment.state == "deleted":
+            self.deleted += size
+        else:
+            self.named += size
+        for pid in {holder.pid for holder in segment.holders}:
+            _count(self.pinned, pid, size)
+
+
+def _same_records(before: Sequence[object], now: Sequence[object]) -> bool:
+    """Whether now holds the very objects of before, in the same order (no record is compared field by field)."""
+    return before is now or (len(before) == len(now) and all(map(operator.is_, before, now)))
+
+
+def _mount_tally(segments: tuple[ShmSegment, ...], shm_dev: int, before: MountTally | None = None) -> MountTally:
+    """The tally of the segments on shm_dev: before's as it stands for the very same records in the same order;
+    else before's less the records gone and plus the new ones (a segment whose record changed is both), or from
+    nothing. A holder's name is the one its first segment in the scan's order gives, as a full count would."""
+    if before is not None and _same_records(before.segments, segments):
+        return before
+    on = {id(segment): segment for segment in segments if segment.dev == shm_dev}
+    twice = len(on) != sum(1 for segment in segments if segment.dev == shm_dev)
+    if before is None or twice:
+        tally = MountTally()
+        for segment in segments:
+            if segment.dev == shm_dev:  # a segment some holder sees in another mount namespace: not on this tmpfs
+                tally.add(segment)
+        # The same record twice (not made by a scan) counts each time, and is not kept (no segments to compare).
+        tally.kept, tally.segments = ({}, ()) if twice else (on, segments)
+    else:
+        tally = before
+        for gone in tally.kept.keys() - on.keys():
+            tally.add(tally.kept.pop(gone), -1)
+        for new in on.keys() - tally.kept.keys():
+            tally.kept[new] = on[new]
+            tally.add(on[new])
+        tally.segments = segments
+    top = heapq.nsmallest(TOP_HOLDERS, tally.pinned.items(), key=lambda item: (-item[1], item[0]))
+    wanted = {pid for pid, _ in top}
+    comms: dict[int, str] = {}
+    for segment in segments:
+        if len(comms) == len(wanted):
+            break
+        if segment.dev == shm_dev:
+            for holder in segment.holders:
+                if holder.pid in wanted:
+                    comms.setdefault(holder.pid, holder.comm)
+    tally.top = tuple(HolderUsage(pid, comms.get(pid, "?"), count) for pid, count in top if count)
+    return tally
 
 
 PER_OBJECT = frozenset({
@@ -496,8 +562,7 @@ def pipe_owner(ends: Iterable[int], processes: Mapping[int, Process]) -> int | N
     return min(holders, key=lambda process: (process.start_ticks, process.pid)).uid
 
 
-def pipe_budgets(snapshot: Snapshot, proc: str, partial: str,
-                 owners: Recall[int | None] | None = None) -> list[Budget]:
+def pipe_budgets(snapshot: Snapshot, proc: str, partial: str, owners: Recall[Any] | None = None) -> list[Budget]:
     """fs.pipe-max-size against the largest pipe, and per user the pages of its pipes against
     fs.pipe-user-pages-soft and -hard (pipe(7), fs/pipe.c).
 
@@ -505,39 +570,27 @@ def pipe_budgets(snapshot: Snapshot, proc: str, partial: str,
     Over the soft limit a new pipe of an unprivileged user gets PIPE_MIN_DEF_BUFFERS pages instead of 16; over
     the hard limit pipe(2) fails with ENFILE (fs/pipe.c create_pipe_files) and F_SETPIPE_SZ with EPERM
     (pipe(7)). 0 means no limit. Processes with CAP_SYS_RESOURCE or CAP_SYS_ADMIN are not
-    held to either. owners: what a Scanner kept of each pipe's owner (LimitMemory.pipe_owners).
+    held to either. owners: what a Scanner keeps between scans (LimitMemory.pipe_owners): the tally of the last
+    scan, from which only the pipe records that are not the very same objects are taken out or added (PipeTally).
     """
-    processes = {process.pid: process for process in snapshot.processes}
     max_size = _sysctl("fs.pipe-max-size", proc)
     soft = _sysctl("fs.pipe-user-pages-soft", proc)
     hard = _sysctl("fs.pipe-user-pages-hard", proc)
-    budgets = [_budget("pipe", "fs.pipe-max-size", "bytes", _largest(pipe.capacity for pipe in snapshot.pipes),
+    kept = owners.previous(PipeTally) if owners is not None else None
+    tally = _pipe_tally(snapshot, kept[1] if kept is not None else None)
+    if owners is not None and len(tally.kept) == len(snapshot.pipes):
+        owners.keep(PipeTally, None, tally)
+    budgets = [_budget("pipe", "fs.pipe-max-size", "bytes", max(tally.capacities, default=None),
                        max_size, "the largest capacity F_SETPIPE_SZ gives an unprivileged process; used: the "
                        "largest pipe's")]
-    pages: dict[int, int] = defaultdict(int)
-    unknown: dict[int, int] = defaultdict(int)
-    for pipe in snapshot.pipes:
-        identity = (pipe.dev, pipe.inode)
-        kept = owners.previous(identity) if owners is not None else None
-        if kept is not None and kept[0] is pipe:
-            uid = kept[1]
-        else:
-            uid = pipe_owner([end.pid for end in (*pipe.readers, *pipe.writers)], processes)
-        if owners is not None:
-            owners.keep(identity, pipe, uid)
-        if uid is None:
-            continue
-        if pipe.capacity is None:
-            unknown[uid] += 1
-        else:
-            pages[uid] += pipe.capacity // PAGE_SIZE
+    pages, unknown = tally.pages, tally.unknown
     next_needs = PIPE_DEF_BUFFERS
     if max_size is not None and max_size < PIPE_DEF_BUFFERS * PAGE_SIZE:
         next_needs = max_size // PAGE_SIZE
     approximate = "charged to the owner of the oldest process holding an end (the kernel charges the creator)"
-    for uid in sorted(pages.keys() | unknown.keys()):
+    for uid in sorted(tally.owned):
         notes = [approximate]
-        if unknown[uid]:
+        if unknown.get(uid):
             notes.append(f"at least: {unknown[uid]} pipe(s) whose capacity could not be read are not counted")
         if partial:
             notes.append(partial)
@@ -546,10 +599,76 @@ def pipe_budgets(snapshot: Snapshot, proc: str, partial: str,
         for name, limit, what in (("fs.pipe-user-pages-soft", soft, f"over it, a new pipe gets "
                                    f"{PIPE_MIN_DEF_BUFFERS} pages instead of {PIPE_DEF_BUFFERS}"),
                                   ("fs.pipe-user-pages-hard", hard, "over it, pipe(2) fails")):
-            budgets.append(_budget("pipe", name, "pages", pages[uid], limit or None,
+            budgets.append(_budget("pipe", name, "pages", pages.get(uid, 0), limit or None,
                                    "; ".join([what, *notes]), uid=uid,
                                    unlimited=limit == 0, next_needs=next_needs))
     return budgets
+
+
+@dataclass(slots=True)
+class PipeTally:
+    """What a scan's pipes add up to (pipe_budgets), by the pipe records themselves: each record's owner, each
+    user's pipes, pages and pipes of unknown capacity, and how many pipes have each capacity."""
+
+    kept: dict[int, tuple[Pipe, int | None]] = field(default_factory=dict)
+    """By id() of each Pipe record (kept alive here, so no other object takes its id), the record and its owner."""
+    owned: dict[int, int] = field(default_factory=dict)
+    pages: dict[int, int] = field(default_factory=dict)
+    unknown: dict[int, int] = field(default_factory=dict)
+    capacities: dict[int, int] = field(default_factory=dict)
+    pipes: tuple[Pipe, ...] = ()
+    """The records as the scan handed them over, in its order."""
+
+    def add(self, pipe: Pipe, uid: int | None, sign: int = 1) -> None:
+        """Count a pipe in (sign 1) or out (sign -1); an entry that falls to 0 is removed."""
+        if pipe.capacity is not None:
+            _count(self.capacities, pipe.capacity, sign)
+        if uid is None:
+            return
+        _count(self.owned, uid, sign)
+        if pipe.capacity is None:
+            _count(self.unknown, uid, sign)
+        else:
+            _count(self.pages, uid, sign * (pipe.capacity // PAGE_SIZE))
+
+
+def _count(counts: dict[int, int], key: int, amount: int) -> None:
+    total = counts.get(key, 0) + amount
+    if total:
+        counts[key] = total
+    else:
+        counts.pop(key, None)
+
+
+def _pipe_tally(snapshot: Snapshot, before: PipeTally | None) -> PipeTally:
+    """The tally of the snapshot's pipes: before's, less the records that are gone and plus those that are new
+    (a pipe whose record changed is both), or from nothing."""
+    pipes = snapshot.pipes
+    if before is not None and _same_records(before.pipes, pipes):
+        return before  # the very records of the last scan, in the same order
+    by_id = dict(zip(map(id, pipes), pipes, strict=True))
+    processes: dict[int, Process] | None = None
+    if len(by_id) != len(pipes):  # the same record twice (not made by a scan): counted each time, and not kept
+        tally = PipeTally()
+        processes = {process.pid: process for process in snapshot.processes}
+        for pipe in pipes:
+            uid = pipe_owner([end.pid for end in (*pipe.readers, *pipe.writers)], processes)
+            tally.kept[id(pipe)] = (pipe, uid)
+            tally.add(pipe, uid)
+        return tally
+    tally = before if before is not None else PipeTally()
+    for gone in tally.kept.keys() - by_id.keys():
+        pipe, uid = tally.kept.pop(gone)
+        tally.add(pipe, uid, -1)
+    for new in by_id.keys() - tally.kept.keys():
+        pipe = by_id[new]
+        if processes is None:
+            processes = {process.pid: process for process in snapshot.processes}
+        uid = pipe_owner([end.pid for end in (*pipe.readers, *pipe.writers)], processes)
+        tally.kept[new] = (pipe, uid)
+        tally.add(pipe, uid)
+    tally.pipes = pipes
+    return tally
 
 
 def signal_budgets(snapshot: Snapshot) -> list[Budget]:

@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from ipcmon.collect import procfs
 from ipcmon.collect.collector import Collector, ScanInputs, held_by
 from ipcmon.collect.config import MountDir, Places, ScanConfig
-from ipcmon.collect.fds import FdRef, refresh
+from ipcmon.collect.fds import FdRef, comm_of, refresh
 from ipcmon.collect.procfs import PidFds
-from ipcmon.collect.shm import fd_holders
+from ipcmon.collect.recall import Recall
+from ipcmon.collect.shm import fd_holders, nspid_of
 from ipcmon.model import MessageQueue, Place, Process
 
 MOUNT_MQUEUE_HINT = "mkdir -p /dev/mqueue && mount -t mqueue none /dev/mqueue"
@@ -151,13 +152,21 @@ def own_descriptors() -> dict[tuple[int, int], int]:
         fd = int(name)
         try:
             st = os.fstat(fd)
-            readable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_WRONLY
         except OSError:
             continue  # the listing's own descriptor, already closed
         identity = (st.st_dev, st.st_ino)
-        if identity not in own or readable:
+        first = own.get(identity)
+        # The open mode is asked only of a file open more than once (a Scanner keeps hundreds of /proc files open).
+        if first is None or (not _readable(first) and _readable(fd)):
             own[identity] = fd
     return own
+
+
+def _readable(fd: int) -> bool:
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_WRONLY
+    except OSError:
+        return False
 
 
 def collect(
@@ -166,6 +175,7 @@ def collect(
     fds: Iterable[FdRef],
     pidfds: PidFds,
     proc: str = procfs.PROC,
+    recall: Recall[MessageQueue] | None = None,
 ) -> tuple[MessageQueue, ...]:
     """Every queue in the mounted filesystem (or each of several) with its holders, plus queues seen only through
     fds.
@@ -173,7 +183,11 @@ def collect(
     mqueue_dir is the mqueue mount, or every one to list (Places.mqueue_mounts: the host's first, then each other
     IPC namespace's, reached as ``/proc/PID/root/dev/mqueue``, issue 15). A queue's place is that of the mount
     whose device it is on; one seen only through descriptors, on no listed mount (an IPC namespace that mounted
-    none), takes the place of its first holder's process."""
+    none), takes the place of its first holder's process.
+
+    With recall (a Scanner's), a queue read exactly as in the previous scan (its file, its state, its holders and
+    their names) is the previous scan's record: every queue is still read, as anyone may send to it or receive
+    from it by its name."""
     mounts = _mounts(mqueue_dir)
     by_dev = {mount.dev: mount for mount in reversed(mounts)}
     # A configured directory that is no mqueue filesystem (IPCMON_MQUEUE_DIR): names are stripped of its path as
@@ -205,8 +219,18 @@ def collect(
             identity = (st.st_dev, st.st_ino)
             listed.add(identity)
             state = read_queue_fd(own[identity], reopen=False) if identity in own else read_queue_path(path)
-            queues.append(_queue("/" + file_name, path, st, identity, state, fds_by_id.get(identity, []),
-                                 processes, deleted=False, place=mount.place))
+            refs = fds_by_id.get(identity, [])
+            inputs: tuple[object, ...] | None = None
+            if recall is not None:
+                inputs = ("/" + file_name, path, st.st_uid, st.st_gid, st.st_mode, st.st_mtime, state, mount.place,
+                          _holders_as_read(refs, processes))
+                queue = recall.get(identity, inputs)
+                if queue is not None:
+                    queues.append(recall.keep(identity, inputs, queue))
+                    continue
+            queue = _queue("/" + file_name, path, st, identity, state, refs, processes, deleted=False,
+                           place=mount.place)
+            queues.append(queue if recall is None else recall.keep(identity, inputs, queue))
 
     for identity in fds_by_id.keys() - listed:
         refs = [refresh(ref, proc) for ref in fds_by_id[identity]]
@@ -231,10 +255,24 @@ def collect(
         place = on.place if on is not None and on is not fallback else None
         if place is None:
             place = holder_place
-        queues.append(_queue(name, held_path, None, identity, state, refs, processes, deleted=deleted,
-                             owner_ref=first, place=place))
+        inputs = None
+        if recall is not None:
+            inputs = (name, held_path, first.uid, first.gid, first.mode, deleted, state, place,
+                      _holders_as_read(refs, processes))
+            queue = recall.get(identity, inputs)
+            if queue is not None:
+                queues.append(recall.keep(identity, inputs, queue))
+                continue
+        queue = _queue(name, held_path, None, identity, state, refs, processes, deleted=deleted, owner_ref=first,
+                       place=place)
+        queues.append(queue if recall is None else recall.keep(identity, inputs, queue))
     queues.sort(key=lambda queue: (queue.name, queue.inode, queue.dev))
     return tuple(queues)
+
+
+def _holders_as_read(refs: list[FdRef], processes: Mapping[int, Process]) -> tuple[object, ...]:
+    """What a queue's holders come from: each descriptor, and the name and inner pid of its process."""
+    return (*refs, *((comm_of(processes, ref.pid), nspid_of(processes, ref.pid)) for ref in refs))
 
 
 def _mounts(mqueue_dir: str | Sequence[MountDir] | None) -> tuple[MountDir, ...]:
@@ -299,7 +337,8 @@ def _notes(config: ScanConfig, places: Places) -> list[str]:
 
 
 def _build(inputs: ScanInputs) -> tuple[MessageQueue, ...]:
-    return collect(inputs.places.mqueue_mounts(), inputs.processes, inputs.fds, inputs.pidfds, inputs.config.proc)
+    return collect(inputs.places.mqueue_mounts(), inputs.processes, inputs.fds, inputs.pidfds, inputs.config.proc,
+                   recall=inputs.recall("mqueues"))
 
 
 def _restrict(queues: tuple[MessageQueue, ...], wanted: Collection[int]) -> tuple[MessageQueue, ...]:

@@ -6,6 +6,7 @@ import os
 import stat
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from ipcmon.collect import procfs
 from ipcmon.collect.collector import Collector, ScanInputs, held_by
@@ -38,18 +39,24 @@ def file_name_of(kind: str, name: str) -> str:
 def list_dir(shm_dir: str) -> dict[tuple[int, int], tuple[str, os.stat_result]]:
     """Regular files in the shm directory, keyed by (dev, inode). Missing directory → empty."""
     entries: dict[tuple[int, int], tuple[str, os.stat_result]] = {}
+    # Through a descriptor of the directory each stat is an fstatat(2) of the bare name: no walk of shm_dir's path
+    # for each of thousands of files.
     try:
-        scanner = os.scandir(shm_dir)
+        directory = os.open(shm_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return entries
-    with scanner:
-        for entry in scanner:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue  # unlinked between readdir and stat
-            if stat.S_ISREG(st.st_mode):
-                entries[(st.st_dev, st.st_ino)] = (entry.path, st)
+    prefix = os.path.join(shm_dir, "")
+    try:
+        with os.scandir(directory) as scanner:
+            for entry in scanner:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # unlinked between readdir and stat
+                if stat.S_ISREG(st.st_mode):
+                    entries[(st.st_dev, st.st_ino)] = (prefix + entry.name, st)
+    finally:
+        os.close(directory)
     return entries
 
 
@@ -147,7 +154,7 @@ def _path_filter(shm_dir: str) -> Callable[[str | None], bool]:
     holder in another mount namespace sees); a plain directory shares its device with unrelated files
     (libraries, logs), so there only files whose path is inside it (issue 7)."""
     if os.path.ismount(shm_dir):
-        return lambda path: True
+        return _everything
     prefix = os.path.realpath(shm_dir).rstrip("/") + "/"
     return lambda path: path is not None and path.startswith(prefix) and "/" not in path[len(prefix) :]
 
@@ -163,6 +170,18 @@ def dir_note(shm_dir: str) -> str | None:
     )
 
 
+@dataclass(slots=True)
+class Seen:
+    """What a Scanner's shm collector keeps of one scan besides its records: the mounts it listed, every descriptor
+    and mapping of a segment, the pids that held one, and its result (collect)."""
+
+    mounts: tuple[MountDir, ...]
+    fds: list[FdRef] = field(default_factory=list)
+    maps: list[MapRef] = field(default_factory=list)
+    holders: set[int] = field(default_factory=set)
+    segments: tuple[ShmSegment, ...] = ()
+
+
 def collect(
     shm_dir: str | Sequence[MountDir],
     processes: Mapping[int, Process],
@@ -171,6 +190,7 @@ def collect(
     proc: str = procfs.PROC,
     recall: Recall[ShmSegment] | None = None,
     settled: Collection[int] = (),
+    history: Recall[Seen] | None = None,
 ) -> tuple[ShmSegment, ...]:
     """Every segment on the shm tmpfs (or each of several) with its holders, plus unlinked segments still held.
 
@@ -181,9 +201,10 @@ def collect(
     process, whichever mount namespace it sees the file in, so two containers' ``/foo`` are two segments, each
     orphaned only when no process at all holds it.
 
-    With recall (a Scanner's), a listed segment whose file and holders are what they were is the previous
-    scan's record; a holder's name and pid in its namespace are compared only when some holder is not settled
-    (has run since the last scan: Scanner), as only a process itself can change them."""
+    With recall and history (a Scanner's), a listed segment is the previous scan's record when its file is as listed
+    then (path, size, blocks, mode, owner, times: anyone may change them by its path) and no process that has run
+    since (not settled: Scanner) holds it now or held it then: only a process itself changes its descriptors,
+    mappings, name and pid in its namespace. When every segment is, the result is the previous scan's tuple."""
     mounts = _mounts(shm_dir)
     by_dev = {mount.dev: mount for mount in reversed(mounts)}  # the first of those sharing a device wins
     # The first (the shm directory) may be a plain directory, where only paths inside it are segments (issue 7);
@@ -191,50 +212,76 @@ def collect(
     inside: dict[int, Callable[[str | None], bool]] = {mount.dev: _everything for mount in mounts[1:]}
     if mounts:
         inside[mounts[0].dev] = _path_filter(mounts[0].path)
+    kept_seen = history.previous(None) if history is not None and recall is not None else None
+    before = kept_seen[1] if kept_seen is not None and kept_seen[1].mounts == mounts else None
+    shm_fds = [ref for ref in fds if ref.kind == "shm"]
+    shm_maps = [mref for mref in maps if not mref.sysv and mref.region is None]
+    if any(accepts is not _everything for accepts in inside.values()):
+        shm_fds = [ref for ref in shm_fds if inside.get(ref.dev, _everything)(ref.path)]
+        shm_maps = [mref for mref in shm_maps if inside.get(mref.dev, _everything)(mref.path)]
     fds_by_id: dict[tuple[int, int], list[FdRef]] = defaultdict(list)
-    for ref in fds:
-        if ref.kind == "shm" and inside.get(ref.dev, _everything)(ref.path):
-            fds_by_id[(ref.dev, ref.inode)].append(ref)
+    for ref in shm_fds:
+        fds_by_id[(ref.dev, ref.inode)].append(ref)
     maps_by_id: dict[tuple[int, int], list[MapRef]] = defaultdict(list)
-    for mref in maps:
-        if not mref.sysv and mref.region is None and inside.get(mref.dev, _everything)(mref.path):
-            maps_by_id[(mref.dev, mref.inode)].append(mref)
+    for mref in shm_maps:
+        maps_by_id[(mref.dev, mref.inode)].append(mref)
+    now = Seen(mounts, shm_fds, shm_maps, {ref.pid for ref in shm_fds} | {mref.pid for mref in shm_maps})
+    # The segments a process that ran (or is gone) holds now or held in the last scan.
+    moved: set[tuple[int, int]] = set()
+    if before is not None:
+        ran = now.holders.difference(settled) | before.holders.difference(settled)
+        if ran:
+            moved = {(ref.dev, ref.inode) for refs in (shm_fds, shm_maps, before.fds, before.maps) for ref in refs
+                     if ref.pid in ran}
 
-    segments = []
-    listed: set[tuple[int, int]] = set()
+    segments: list[ShmSegment] = []
+    listings: list[Collection[tuple[int, int]]] = []
+    reused = 0
+    previous = recall.previous if recall is not None and before is not None else None
     for index, mount in enumerate(mounts):
         listing = list_dir(mount.path)
         if index:
             # A container's path runs through its root: were its /dev/shm swapped for a symlink since it was found
             # (absolute links resolve from the host's root), only files of the tmpfs found are its segments.
             listing = {identity: entry for identity, entry in listing.items() if identity[0] == mount.dev}
-        listed.update(listing)
+        listings.append(listing.keys())
         for identity, (path, st) in listing.items():
-            held_fds = fds_by_id.get(identity, [])
-            held_maps = maps_by_id.get(identity, [])
             inputs = None
             if recall is not None:
-                # The file as listed and every descriptor and mapping on it; then the name and inner pid of each
-                # holder, which only a holder that ran can have changed (so built only when one did).
-                base = (path, st.st_size, st.st_blocks, st.st_mode, st.st_uid, st.st_gid, st.st_mtime, st.st_ctime,
-                        tuple(held_fds), tuple(held_maps), mount.place)
-                kept = recall.previous(identity)
-                if kept is not None and kept[0][0] == base and _all_settled(held_fds, held_maps, settled):
+                key = (path, st.st_size, st.st_blocks, st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns,
+                       st.st_ctime_ns)
+                kept = previous(identity) if previous is not None else None
+                if kept is not None and identity not in moved and kept[0][0] == key:
                     segments.append(recall.keep(identity, kept[0], kept[1]))
+                    reused += 1
                     continue
+                # Built again unless every input is what it was: the holders' descriptors and mappings, then the
+                # name and inner pid of each.
+                held_fds = fds_by_id.get(identity, [])
+                held_maps = maps_by_id.get(identity, [])
                 holders = [ref.pid for ref in held_fds] + [mref.pid for mref in held_maps]
-                inputs = (base, tuple((comm_of(processes, pid), nspid_of(processes, pid)) for pid in holders))
+                inputs = (key, mount.place, tuple(held_fds), tuple(held_maps),
+                          tuple((comm_of(processes, pid), nspid_of(processes, pid)) for pid in holders))
                 segment = recall.get(identity, inputs)
                 if segment is not None:
                     segments.append(recall.keep(identity, inputs, segment))
+                    reused += 1
                     continue
             segment = _segment(path, mount.path, st.st_size, st.st_blocks * 512, st.st_mode, st.st_uid, st.st_gid,
-                               st.st_mtime, st.st_ctime, identity, held_fds, held_maps, processes, linked=True,
-                               place=mount.place)
+                               st.st_mtime, st.st_ctime, identity, fds_by_id.get(identity, []),
+                               maps_by_id.get(identity, []), processes, linked=True, place=mount.place)
             segments.append(segment if recall is None else recall.keep(identity, inputs, segment))
 
+    listed = listings[0] if len(listings) == 1 else {identity for listing in listings for identity in listing}
+    unlisted = (fds_by_id.keys() - listed) | (maps_by_id.keys() - listed)
+    if before is not None and not unlisted and reused == len(segments) == len(before.segments):
+        # The last scan's records, all of them listed then (its result has no more), and no other.
+        now.segments = before.segments
+        if history is not None:
+            history.keep(None, None, now)
+        return now.segments
     # Held segments missing from the listing: unlinked while held, or created after the listing.
-    for identity in (fds_by_id.keys() | maps_by_id.keys()) - listed:
+    for identity in unlisted:
         held_fds = [refresh(ref, proc) for ref in fds_by_id.get(identity, [])]
         held_maps = maps_by_id.get(identity, [])
         deleted = any(ref.deleted for ref in held_fds) or any(ref.deleted for ref in held_maps)
@@ -283,7 +330,10 @@ def collect(
                      held_maps, processes, linked=not deleted, place=place)
         )
     segments.sort(key=_order)
-    return tuple(segments)
+    now.segments = tuple(segments)
+    if history is not None and recall is not None:
+        history.keep(None, None, now)
+    return now.segments
 
 
 def _mounts(shm_dir: str | Sequence[MountDir]) -> tuple[MountDir, ...]:
@@ -363,16 +413,12 @@ def _notes(config: ScanConfig, places: Places) -> list[str]:
     return [] if note is None else [note]
 
 
-def _all_settled(held_fds: list[FdRef], held_maps: list[MapRef], settled: Collection[int]) -> bool:
-    return all(ref.pid in settled for ref in held_fds) and all(mref.pid in settled for mref in held_maps)
-
-
 def _build(inputs: ScanInputs) -> tuple[ShmSegment, ...]:
     mounts = inputs.places.shm_mounts()
     if not mounts:
         return ()
     return collect(mounts, inputs.processes, inputs.fds, inputs.maps, inputs.config.proc,
-                   recall=inputs.recall("shm"), settled=inputs.settled)
+                   recall=inputs.recall("shm"), settled=inputs.settled, history=inputs.recall("shm.seen"))
 
 
 def _restrict(segments: tuple[ShmSegment, ...], wanted: Collection[int]) -> tuple[ShmSegment, ...]:

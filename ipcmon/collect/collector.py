@@ -54,6 +54,9 @@ class ScanInputs:
     """Processes whose descriptors or mappings could not be read (any of them may hold an end of any pipe)."""
     threads: Mapping[int, int] = field(default_factory=dict)
     """Each read process's thread count, by pid, as /proc/PID/stat said in this scan."""
+    kept_fds: Collection[str] = ()
+    """ipcmon's own descriptors that are /proc files a Scanner keeps open, as /proc/self/fd names them
+    (procfs.OpenProcFiles.numbers): thousands on a large machine, none of them IPC."""
     fds_by_pid: Mapping[int, list[FdRef]] = field(default_factory=dict)
     """``fds`` by pid, in scan order: each the list object of the process's read, which a Scanner hands again
     unchanged for a process it took over (a collector may compare them by identity)."""

@@ -134,8 +134,9 @@ def read_queue_borrowed(pid: int, fd: int, pidfds: PidFds, identity: tuple[int, 
         os.close(borrowed)
 
 
-def own_descriptors() -> dict[tuple[int, int], int]:
-    """This process's own descriptors by (dev, inode), a readable one where there are several.
+def own_descriptors(skip: Collection[str] = ()) -> dict[tuple[int, int], int]:
+    """This process's own descriptors by (dev, inode), a readable one where there are several; not those named in
+    skip (as /proc/self/fd names them: the /proc files a Scanner keeps open, ScanInputs.kept_fds).
 
     A process that registered mq_notify(3) loses the registration as soon as it closes *any* descriptor
     of that queue (ipc/mqueue.c, mqueue_flush_file), so a scan running inside such a process (the pytest
@@ -149,6 +150,8 @@ def own_descriptors() -> dict[tuple[int, int], int]:
     except OSError:
         return own
     for name in names:
+        if skip and name in skip:
+            continue
         fd = int(name)
         try:
             st = os.fstat(fd)
@@ -176,6 +179,7 @@ def collect(
     pidfds: PidFds,
     proc: str = procfs.PROC,
     recall: Recall[MessageQueue] | None = None,
+    kept_fds: Collection[str] = (),
 ) -> tuple[MessageQueue, ...]:
     """Every queue in the mounted filesystem (or each of several) with its holders, plus queues seen only through
     fds.
@@ -198,7 +202,7 @@ def collect(
         if ref.kind == "mqueue":
             fds_by_id[(ref.dev, ref.inode)].append(ref)
 
-    own = own_descriptors()
+    own = own_descriptors(kept_fds)
     queues = []
     listed: set[tuple[int, int]] = set()
     for mount in mounts:
@@ -338,7 +342,7 @@ def _notes(config: ScanConfig, places: Places) -> list[str]:
 
 def _build(inputs: ScanInputs) -> tuple[MessageQueue, ...]:
     return collect(inputs.places.mqueue_mounts(), inputs.processes, inputs.fds, inputs.pidfds, inputs.config.proc,
-                   recall=inputs.recall("mqueues"))
+                   recall=inputs.recall("mqueues"), kept_fds=inputs.kept_fds)
 
 
 def _restrict(queues: tuple[MessageQueue, ...], wanted: Collection[int]) -> tuple[MessageQueue, ...]:

@@ -128,6 +128,7 @@ class OpenProcFiles:
             budget = min(OPEN_FILES_MAX, above // 2)
         self.budget = budget
         self._fds: dict[tuple[int, str], int] = {}
+        self._numbers: frozenset[str] | None = None
         self._seen: frozenset[int] = frozenset()
         """The pids the last scan read (retain): only their files are kept. A process first seen is read by path,
         as it would be without this: most are gone by the next scan on a machine that forks all the time, and
@@ -172,6 +173,7 @@ class OpenProcFiles:
                 return _pread_all(fd)
             except OSError as error:
                 del self._fds[key]
+                self._numbers = None
                 os.close(fd)
                 if error.errno != errno.ESRCH or name != "stat":
                     raise translate(error) from None  # ESRCH: Gone (the process being read was reaped meanwhile)
@@ -192,6 +194,7 @@ class OpenProcFiles:
             os.close(fd)
             if high >= 0:
                 self._fds[key] = high
+                self._numbers = None
                 return data
         else:
             os.close(fd)
@@ -200,20 +203,24 @@ class OpenProcFiles:
         return data
 
     def numbers(self) -> frozenset[str]:
-        """The descriptor numbers of the kept files, as /proc/self/fd names them."""
-        return frozenset(str(fd) for fd in self._fds.values())
+        """The descriptor numbers of the kept files, as /proc/self/fd names them (made again only after a change)."""
+        if self._numbers is None:
+            self._numbers = frozenset(str(fd) for fd in self._fds.values())
+        return self._numbers
 
     def retain(self, pids: Collection[int]) -> None:
         """The scan read these processes: close the files of every other, and keep theirs from the next scan on."""
         self._seen = frozenset(pids)
         for key in [key for key in self._fds if key[0] not in self._seen]:
             os.close(self._fds.pop(key))
+            self._numbers = None
 
     def close(self) -> None:
         """Close every kept file."""
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+        self._numbers = None
 
 
 def pids(proc: str = PROC) -> list[int]:

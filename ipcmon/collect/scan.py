@@ -171,6 +171,7 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
             memory=memory, notes=notes, hidden=tables.hidden,
             threads={pid: kin.threads for pid, kin in tables.kin.items()},
             fds_by_pid=tables.fds_by_pid,
+            kept_fds=memory.files.numbers() if memory is not None else (),
         )
         for collector in collectors:
             records[collector.snapshot_field] = collector.build(inputs)

@@ -11,8 +11,9 @@ import sys
 from collections.abc import Collection
 
 import posix_ipc
+import pytest
 
-from ipcmon.collect import ScanConfig, procfs, scan
+from ipcmon.collect import ScanConfig, Scanner, procfs, scan
 from ipcmon.collect.fds import Devices, read_fds
 from ipcmon.collect.mqueue import collect, own_descriptors
 from ipcmon.collect.recall import Recall
@@ -107,3 +108,38 @@ def test_own_descriptors_prefer_a_readable_one_in_either_order(cleanup: Cleanup,
     finally:
         write_first.close()
         write_third.close()
+
+
+@pytest.mark.usefixtures("fds_above_1024")
+def test_a_scanner_looks_at_its_own_queue_not_at_the_proc_files_it_keeps(
+    cleanup: Cleanup, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """own_descriptors skips the /proc files a Scanner keeps open (ScanInputs.kept_fds; one fstat each, thousands on
+    a large machine), and still reads a queue this process holds through its own descriptor."""
+    queue = posix_ipc.MessageQueue(cleanup.mqueue(unique_name), posix_ipc.O_CREX, max_messages=4)
+    try:
+        queue.send(b"one")
+        scanner = Scanner(ScanConfig(kinds=("mqueue",)))
+        try:
+            scanner.scan()
+            scanner.scan()  # the /proc files are kept from a process's second scan
+            kept = {int(name) for name in scanner._memory.files.numbers()}
+            assert kept
+            looked: list[int] = []
+            original = os.fstat
+
+            def fstat(fd: int) -> os.stat_result:
+                looked.append(fd)
+                return original(fd)
+
+            monkeypatch.setattr(os, "fstat", fstat)
+            snapshot = scanner.scan()
+            monkeypatch.undo()
+        finally:
+            scanner.close()
+        assert queue.mqd in looked
+        assert not kept & set(looked)
+        (found,) = [found for found in snapshot.mqueues if found.name == unique_name]
+        assert found.messages == 1
+    finally:
+        queue.close()

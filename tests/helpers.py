@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 import posix_ipc
 import pytest
@@ -39,6 +39,20 @@ def new_name(tag: str = "") -> str:
     """A POSIX IPC name no other test or process uses: /ipcmon-test-<pid>-<random>[-tag]."""
     suffix = f"-{tag}" if tag else ""
     return f"/ipcmon-test-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}"
+
+
+def first_arguments(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[Any]:
+    """The first argument of each call of the function ``owner.name`` from now on (it still runs; monkeypatch.undo()
+    puts it back): which paths a scan reads, which descriptors it looks at."""
+    seen: list[Any] = []
+    original = getattr(owner, name)
+
+    def recording(first: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(first)
+        return original(first, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recording)
+    return seen
 
 
 def wait_until(condition: Callable[[], object], what: str, timeout: float = DEADLINE) -> None:

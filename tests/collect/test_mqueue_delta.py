@@ -18,7 +18,7 @@ from ipcmon.collect.fds import Devices, read_fds
 from ipcmon.collect.mqueue import collect, own_descriptors
 from ipcmon.collect.recall import Recall
 from ipcmon.model import MessageQueue
-from tests.helpers import Child, Cleanup, Spawn
+from tests.helpers import Child, Cleanup, Spawn, first_arguments
 
 MQUEUE_DIR = "/dev/mqueue"
 HOLDER = """
@@ -125,14 +125,7 @@ def test_a_scanner_looks_at_its_own_queue_not_at_the_proc_files_it_keeps(
             scanner.scan()  # the /proc files are kept from a process's second scan
             kept = {int(name) for name in scanner._memory.files.numbers()}
             assert kept
-            looked: list[int] = []
-            original = os.fstat
-
-            def fstat(fd: int) -> os.stat_result:
-                looked.append(fd)
-                return original(fd)
-
-            monkeypatch.setattr(os, "fstat", fstat)
+            looked = first_arguments(monkeypatch, os, "fstat")
             snapshot = scanner.scan()
             monkeypatch.undo()
         finally:

@@ -22,7 +22,7 @@ from ipcmon.collect.pipes import PipeIndex
 from ipcmon.collect.pipes import collect as collect_pipes
 from ipcmon.collect.process import run_signature
 from ipcmon.model import Pipe, ProcessSignals, ShmSegment, Snapshot
-from tests.helpers import Child, Cleanup, Spawn, settle, wait_until
+from tests.helpers import Child, Cleanup, Spawn, first_arguments, settle, wait_until
 
 ACTOR = """
 import posix_ipc, threading
@@ -559,18 +559,11 @@ def test_a_scanner_hiding_itself_reads_none_of_the_proc_files_it_keeps(
             settle(scanner, child.pid)
             kept = scanner._memory.files.numbers()
             assert kept
-            own = f"/proc/{os.getpid()}/fd/"
-            looked: list[str] = []
-            original = os.readlink
-
-            def readlink(path: str) -> str:
-                if path.startswith(own):
-                    looked.append(path[len(own):])
-                return original(path)
-
-            monkeypatch.setattr(os, "readlink", readlink)
+            paths = first_arguments(monkeypatch, os, "readlink")
             snapshot = scanner.scan()
             monkeypatch.undo()
+            own = f"/proc/{os.getpid()}/fd/"
+            looked = [path.removeprefix(own) for path in paths if path.startswith(own)]
         finally:
             scanner.close()
         assert str(read_end) in looked

@@ -680,6 +680,7 @@ def analyse(
     queues: Iterable[MessageQueue],
     kin: Mapping[int, Kin] | None = None,
     unseen: Collection[int | None] = (),
+    alone: dict[int, tuple[Process, Stuck]] | None = None,
 ) -> tuple[tuple[Stuck, ...], tuple[Deadlock, ...]]:
     """Every process blocked on IPC with who could release it (most serious first), and the deadlocks among them.
 
@@ -708,12 +709,27 @@ def analyse(
     Only the thread /proc/PID/syscall describes is seen (the main one), so a process with several threads is
     never an edge: another thread may be about to release it. A process that reads a pipe whose only writer is
     itself is a deadlock of one.
+
+    alone (a Scanner's, kept from scan to scan): the record of each process waiting for a signal, which depends on
+    that process alone (never an edge, nobody else's state in its words): a process record that is the very same
+    object as at the last scan (collect.process: nothing of it moved) keeps its record (a large machine's
+    thousand workers in pause(2), every scan).
     """
     kin = kin or {}
     pipe_by_key: Mapping[str, Pipe] = _ByKey(pipes)  # built only if a wait needs it: most are pause(), wait4()…
     queue_by_key: Mapping[str, MessageQueue] = _ByKey(queues)
     all_processes = {process.pid: process for process in processes}
     waiters = {pid: process for pid, process in all_processes.items() if process.waiting is not None}
+    kept: list[Stuck] = []
+    if alone is not None:
+        before = dict(alone)
+        alone.clear()
+        for pid, process in list(waiters.items()):
+            found = before.get(pid)
+            if found is not None and found[0] is process:
+                kept.append(found[1])
+                alone[pid] = found
+                del waiters[pid]
 
     def threads(pid: int) -> int:
         found = kin.get(pid)
@@ -732,7 +748,7 @@ def analyse(
     in_group = {pid: group for group in groups for pid in group}
     fifo_members = {pid for group in opening for pid in group}
 
-    states: dict[int, StuckState] = {}
+    states: dict[int, StuckState] = {found.pid: found.state for found in kept}
     for pid, process in waiters.items():
         wait = process.waiting
         assert wait is not None
@@ -773,7 +789,11 @@ def analyse(
             words += "; " + ", ".join(
                 f"pid {other} {all_processes[other].comm} may (it is blocked opening "
                 f"{_waits_on(all_processes[other])} itself)" for other in entry.pids)
-        stuck.append(Stuck(pid, process.comm, wait, states[pid], entry.pids, words, wait.since))
+        record = Stuck(pid, process.comm, wait, states[pid], entry.pids, words, wait.since)
+        stuck.append(record)
+        if alone is not None and wait.kind == "signal":
+            alone[pid] = (process, record)
+    stuck.extend(kept)
     stuck.sort(key=lambda found: (_ORDER[found.state], found.pid))
 
     deadlocks = tuple(

@@ -384,3 +384,36 @@ def test_waits_on_no_pipe_leave_the_pipes_unkeyed(spawn: Spawn) -> None:
 def _with_waits(seen: list[Snapshot], snapshot: Snapshot, *pids: int) -> bool:
     seen.append(snapshot)
     return set(pids) <= {process.pid for process in snapshot.processes if process.waiting is not None}
+
+
+def test_a_process_in_pause_that_did_not_move_keeps_its_record(spawn: Spawn) -> None:
+    """waiting.analyse(alone=…): a signal wait depends on its process alone; while a Scanner hands the same process
+    record again, its Stuck record is the last scan's; renamed (by its own handler), it is made again."""
+    child = spawn("signal.signal(signal.SIGUSR1, lambda *_: set_comm('moved'))\nsay('ready')\n"
+                  "while True:\n    signal.pause()\n")
+    child.expect()
+    scanner = Scanner()
+
+    def stuck_of(snapshot: Snapshot) -> Stuck | None:
+        found = [found for found in snapshot.stuck if found.pid == child.pid]
+        return found[0] if found else None
+
+    settle(scanner, child.pid)
+    for _ in range(3):  # a full-read turn in between makes a new process record
+        before = stuck_of(scanner.scan())
+        if before is not None and stuck_of(scanner.scan()) is before:
+            break
+    else:
+        pytest.fail("the Stuck record of a process that did not move was made anew at every scan")
+    assert before.waiting.kind == "signal"
+    os.kill(child.pid, signal.SIGUSR1)
+    renamed: list[Stuck] = []
+
+    def moved() -> bool:
+        found = stuck_of(scanner.scan())
+        if found is not None and found.comm == "moved":
+            renamed.append(found)
+        return bool(renamed)
+
+    wait_until(moved, "the renamed process's wait")
+    assert renamed[0] is not before

@@ -11,6 +11,8 @@ import textual.widgets._data_table
 from rich.style import Style
 from textual.app import App, ComposeResult
 from textual.dom import DOMNode
+from textual.geometry import Region
+from textual.widget import Widget
 from textual.widgets.data_table import ColumnKey
 
 from ipcmon.ui.view.table import Column, Row, text_cell
@@ -112,3 +114,29 @@ async def test_a_table_works_out_its_style_once_per_frame(monkeypatch: pytest.Mo
         assert len(lines) > 20
         assert 1 <= len(asked) <= 3
         assert alerts._line_style is None  # outside a frame, the style is Textual's, worked out when asked
+
+
+async def test_a_sync_that_changes_many_cells_asks_for_one_repaint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DataTable.update_cell asks for the whole table to be drawn again, once per cell."""
+    app = TableApp()
+    async with app.run_test(size=(100, 30)) as pilot:
+        table = app.query_one(ObjectTable)
+        table.sync(rows({}))
+        await pilot.pause()
+        asked: list[tuple[object, ...]] = []
+        original = Widget.refresh
+
+        def refresh(self: Widget, *regions: Region, **kwargs: object) -> Widget:
+            if self is table and not regions and not kwargs.get("layout"):
+                asked.append(regions)
+            return original(self, *regions, **kwargs)  # type: ignore[arg-type]
+
+        with monkeypatch.context() as patched:
+            patched.setattr(Widget, "refresh", refresh)
+            table.sync(rows({index: f"v{index}" for index in range(CHANGED)}))
+        assert len(asked) == 1
+        await pilot.pause()
+        assert table.get_row("row-1")[1].plain == "v1"
+        assert table._repaints_held is None  # outside a sync, every repaint asked for is Textual's at once
+        lines = "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+        assert " v1 " in lines  # drawn with its new value (name-1 is the second row)

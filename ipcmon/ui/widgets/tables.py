@@ -200,6 +200,9 @@ class ObjectTable(DataTable[Cell]):
         # row is removed, so that layout is never needed now.
         if layout and self._rows_changing and resize_in_place(self):
             layout = False
+        if self._repaints_held is not None and repaint and not (regions or layout or recompose):
+            self._repaints_held = True  # the whole table is drawn again once, when _apply is done
+            return self
         return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
 
     def on_resize(self, event: Resize) -> None:
@@ -348,7 +351,22 @@ class ObjectTable(DataTable[Cell]):
         self.filter_text = text.strip()
         self._apply()
 
+    _repaints_held: bool | None = None
+    """While _apply runs, whether the whole table was asked to be drawn again (None: not running)."""
+
     def _apply(self) -> None:
+        # DataTable.update_cell asks for the whole table to be drawn again, for each cell: with Textual's bookkeeping
+        # of the lines to draw, a third of a millisecond each, and a view shown after a few scans of a busy machine
+        # updates thousands of cells (issue 12, key latency: the Signals view). Asked once here, at the end.
+        self._repaints_held = False
+        try:
+            self._apply_rows()
+        finally:
+            held, self._repaints_held = self._repaints_held, None
+            if held:
+                self.refresh()
+
+    def _apply_rows(self) -> None:
         cursor_key = self.cursor_key
         if self.follow_top and self.cursor_row == 0:
             cursor_key = None

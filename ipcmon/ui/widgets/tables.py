@@ -358,6 +358,9 @@ class ObjectTable(DataTable[Cell]):
         # DataTable.update_cell asks for the whole table to be drawn again, for each cell: with Textual's bookkeeping
         # of the lines to draw, a third of a millisecond each, and a view shown after a few scans of a busy machine
         # updates thousands of cells (issue 12, key latency: the Signals view). Asked once here, at the end.
+        if self._repaints_held is not None:  # within another _apply (select_key): that one asks at its end
+            self._apply_rows()
+            return
         self._repaints_held = False
         try:
             self._apply_rows()

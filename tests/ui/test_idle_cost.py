@@ -19,7 +19,7 @@ from textual.widgets import Static
 from ipcmon.model import Event, ShmSegment
 from ipcmon.ui.app import IpcmonApp
 from ipcmon.ui.widgets.demos_view import DemosView
-from ipcmon.ui.widgets.overview import METRICS, Overview, update_if_changed
+from ipcmon.ui.widgets.overview import METRICS, MetricCard, Overview, update_if_changed
 from ipcmon.ui.widgets.tables import ObjectTable
 from ipcmon.ui.widgets.timeline_table import TimelineTable
 from tests.ui import canned
@@ -183,6 +183,38 @@ async def test_a_card_lays_the_screen_out_only_when_its_height_may_change(monkey
             assert "4 POSIX" in str(summary.render())
             update_if_changed(summary, Text("4 POSIX\n2.0M allocated\none more line"))
             assert laid_out == [summary]
+
+
+async def test_a_card_that_needs_a_line_less_keeps_its_height(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A card's summary wraps to a line more or less as its numbers change: the cards and the hazard list jumped, and
+    the screen was laid out each time (issue 12, the demos' cost). It keeps its tallest height until the width
+    changes."""
+    app = canned_app(*equal_snapshots(8))
+    async with app.run_test(size=(160, 50)) as pilot:
+        await started(pilot, app)
+        card = app.query_one("#card-shm", MetricCard)
+        summary = app.query_one("#card-shm .summary", Static)
+        texts = ["4 POSIX\n2.0M allocated\nand a third line", "4 POSIX\n2.0M allocated",
+                 "4 POSIX\n1.0M allocated\nthird", "4 POSIX\n3.0M allocated"]
+        shown: list[str] = []
+
+        def summary_of(snapshot: object) -> str:
+            shown.append(texts[min(len(shown), len(texts) - 1)])
+            return shown[-1]
+
+        card.metric = replace(card.metric, summary=summary_of)
+        await rescan(pilot, app, 1)  # three lines: the card grows, and the screen is laid out for it
+        height = card.outer_size.height
+        assert summary.outer_size.height == 3
+        with screen_layouts(monkeypatch) as laid_out:
+            await rescan(pilot, app, 2)  # two lines, then three again
+        assert laid_out == []
+        assert card.outer_size.height == height
+        assert "1.0M allocated" in summary.render().plain  # type: ignore[union-attr]
+        await pilot.resize_terminal(150, 50)  # a new width: the text's own height again
+        await rescan(pilot, app, 1)
+        assert "3.0M allocated" in summary.render().plain  # type: ignore[union-attr]
+        assert summary.outer_size.height == 2
 
 
 def orphans(count: int) -> tuple[ShmSegment, ...]:

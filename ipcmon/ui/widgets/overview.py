@@ -351,7 +351,7 @@ class MetricCard(Vertical):
             summary = self.metric.summary(snapshot)
         else:
             summary = f"not scanned: ipcmon was started with --kind {','.join(snapshot.kinds)}"
-        update_if_changed(self._summary, Text(summary))
+        update_if_changed(self._summary, Text(summary), keep_height=True)
         line = Text(f"{self.metric.title}: ", style="bold")
         line.append(summary.replace("\n", "; "), style="" if scanned else "dim")
         update_if_changed(self._line, line)
@@ -483,7 +483,7 @@ def redraws(shown: Sequence[float], data: Sequence[float]) -> bool:
     return not (len(shown) > 1 and len(data) > 1 and len(set(shown)) == 1 and len(set(data)) == 1)
 
 
-def update_if_changed(static: Static, text: Text) -> None:
+def update_if_changed(static: Static, text: Text, *, keep_height: bool = False) -> None:
     """Show the text unless it is already shown (most refreshes change nothing); lay the screen out again only when the
     widget's height may change.
 
@@ -491,6 +491,12 @@ def update_if_changed(static: Static, text: Text) -> None:
     was laid out at every scan for it (issue 12: the demos' cost). Its width is its container's, so its height is its
     number of lines at that width: when that stays, and for a hidden widget (a card's other form), only its own lines
     are drawn again.
+
+    keep_height: the widget keeps the most lines it has needed at this width (a shorter text is followed by empty
+    lines), so that it only grows. A card's summary wraps to one line more or less as its numbers change (a count of
+    two digits, "(1 deadlocked)"): with the lesson demos running, the cards and the hazard list under them jumped by a
+    line every few scans, and each jump laid the whole screen out again (issue 12, the demos' cost). A new width
+    (a resize) starts again from the text's own height.
     """
     shown = (text.plain, list(text.spans))
     if getattr(static, "_ipcmon_shown", None) == shown:
@@ -498,6 +504,13 @@ def update_if_changed(static: Static, text: Text) -> None:
     static._ipcmon_shown = shown  # type: ignore[attr-defined]
     width = static.content_region.width
     lines = len(text.wrap(static.app.console, width)) if width else 0
+    if keep_height and width:
+        kept_width, tallest = getattr(static, "_ipcmon_tallest", (0, 0))
+        if kept_width == width and lines < tallest:
+            text = text.copy()
+            text.append("\n" * (tallest - lines))
+            lines = tallest
+        static._ipcmon_tallest = (width, lines)  # type: ignore[attr-defined]
     same_height = bool(width) and lines == getattr(static, "_ipcmon_lines", None)
     static._ipcmon_lines = lines  # type: ignore[attr-defined]
     static.update(text, layout=static.display and not same_height)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import ClassVar, Self
 
+from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -17,8 +18,11 @@ from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
 from textual.events import Resize
 from textual.geometry import Region
+from textual.render import measure
+from textual.strip import Strip
 from textual.widgets import DataTable
-from textual.widgets.data_table import ColumnKey, RowDoesNotExist, RowKey
+from textual.widgets._data_table import default_cell_formatter  # how DataTable measures a cell (kept alike)
+from textual.widgets.data_table import CellKey, ColumnKey, RowDoesNotExist, RowKey
 
 from ipcmon.text import PLACE_HEADER, place_cell, several_places
 from ipcmon.ui.view.table import Cell, Column, Row, fit_widths, matches, text_cell
@@ -103,6 +107,8 @@ class ObjectTable(DataTable[Cell]):
         the row it was drawn for."""
         self.cells_rendered = 0
         """Cells rendered so far, not found in ``_drawn`` (tests count them)."""
+        self.columns_measured = 0
+        """Columns whose width was worked out again after cells changed (tests count them)."""
 
     def on_mount(self) -> None:
         for column in self.spec:
@@ -142,6 +148,34 @@ class ObjectTable(DataTable[Cell]):
             self.refresh()
         return changed
 
+    def _update_column_widths(self, updated_cells: set[CellKey]) -> None:
+        # DataTable measures each updated cell, and for every one narrower than its column measures the whole column
+        # again: k changed cells of a column of n rows, k × n measures. A view shown after scans in which many rows
+        # changed (the Signals view of a busy machine: 570 processes, their counts changing) spent most of the switch
+        # here (issue 12, key latency: 11,434 measures in 3 switches). Here each column is measured at most once, and
+        # its width is what DataTable's comes to: the widest cell, or the label when it is wider.
+        changed: dict[ColumnKey, list[RowKey]] = {}
+        for row_key, column_key in updated_cells:
+            if column_key in self.columns and row_key in self.rows:
+                changed.setdefault(column_key, []).append(row_key)
+        for column_key, row_keys in changed.items():
+            column = self.columns[column_key]
+            label = measure(self.app.console, column.label, 1)
+            widest = max(self._cell_width(row_key, column_key) for row_key in row_keys)
+            if widest < column.content_width:  # the widest cell may have narrowed: look at them all
+                widest = max((self._cell_width(row_key, column_key) for row_key in self._data), default=0)
+            column.content_width = max(widest, label)
+            self.columns_measured += 1
+        self._require_update_dimensions = True
+
+    def _cell_width(self, row_key: RowKey, column_key: ColumnKey) -> int:
+        """A cell's width as DataTable measures it (textual.render.measure): for a Text, its widest line."""
+        value = self._data[row_key].get(column_key)
+        if isinstance(value, Text):  # what Text.__rich_measure__ gives as its maximum, without a console's options
+            return max(map(cell_len, value.plain.splitlines()), default=0)
+        height = self.rows[row_key].height
+        return measure(self.app.console, default_cell_formatter(value, wrap=height != 1, height=height), 1)
+
     def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
         # DataTable measures new and changed cells when idle, here; the widths follow what was measured.
         self._rows_changing = True  # the new virtual size lays out only this table when it can (refresh)
@@ -166,6 +200,9 @@ class ObjectTable(DataTable[Cell]):
         # row is removed, so that layout is never needed now.
         if layout and self._rows_changing and resize_in_place(self):
             layout = False
+        if self._repaints_held is not None and repaint and not (regions or layout or recompose):
+            self._repaints_held = True  # the whole table is drawn again once, when _apply is done
+            return self
         return super().refresh(*regions, repaint=repaint, layout=layout, recompose=recompose)
 
     def on_resize(self, event: Resize) -> None:
@@ -186,6 +223,26 @@ class ObjectTable(DataTable[Cell]):
             self._scroll_cursor_into_view()
 
     # --- drawing ---------------------------------------------------------------------------------------------
+
+    _line_style: Style | None = None
+    """The table's style while render_lines runs (see rich_style)."""
+
+    @property
+    def rich_style(self) -> Style:
+        # DataTable.render_line asks for the table's style once per line, and Textual works it out each time from every
+        # ancestor's background and colour: a third of the time to draw the Overview's alerts again (issue 12, the
+        # demos' cost). It cannot change while the lines of one frame are drawn: worked out once for them.
+        if self._line_style is not None:
+            return self._line_style
+        return super().rich_style
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        self._line_style = super().rich_style
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._line_style = None
+
 
     def _render_cell(
         self,
@@ -294,7 +351,25 @@ class ObjectTable(DataTable[Cell]):
         self.filter_text = text.strip()
         self._apply()
 
+    _repaints_held: bool | None = None
+    """While _apply runs, whether the whole table was asked to be drawn again (None: not running)."""
+
     def _apply(self) -> None:
+        # DataTable.update_cell asks for the whole table to be drawn again, for each cell: with Textual's bookkeeping
+        # of the lines to draw, a third of a millisecond each, and a view shown after a few scans of a busy machine
+        # updates thousands of cells (issue 12, key latency: the Signals view). Asked once here, at the end.
+        if self._repaints_held is not None:  # within another _apply (select_key): that one asks at its end
+            self._apply_rows()
+            return
+        self._repaints_held = False
+        try:
+            self._apply_rows()
+        finally:
+            held, self._repaints_held = self._repaints_held, None
+            if held:
+                self.refresh()
+
+    def _apply_rows(self) -> None:
         cursor_key = self.cursor_key
         if self.follow_top and self.cursor_row == 0:
             cursor_key = None

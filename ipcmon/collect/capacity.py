@@ -238,13 +238,16 @@ def _limits(pids: Iterable[Process], proc: str, memory: LimitMemory | None) -> l
     found = []
     for process in pids:
         identity = (process.pid, process.start_ticks)
-        epoch = memory.epoch(process.pid) if memory is not None else None
-        limit = memory.recall.get(identity, epoch) if memory is not None else None
-        if limit is None:
-            limit = read_msgqueue_limit(process.pid, proc)
-        if memory is not None:
-            memory.recall.keep(identity, epoch, limit)
-        found.append(limit)
+        if memory is None:
+            found.append(read_msgqueue_limit(process.pid, proc))
+            continue
+        epoch = memory.epoch(process.pid)
+        kept = memory.recall.previous(identity)
+        if kept is not None and kept[0] == epoch:
+            found.append(memory.recall.carry(identity, kept))
+            continue
+        limit = read_msgqueue_limit(process.pid, proc)
+        found.append(memory.recall.keep(identity, epoch, limit))
     return found
 
 

@@ -37,6 +37,12 @@ class Recall(Generic[Record]):
         self._now[identity] = (inputs, record)
         return record
 
+    def carry(self, identity: Hashable, kept: tuple[Any, Record]) -> Record:
+        """Remember for the next scan what ``previous(identity)`` gave, as it is (no new entry for the garbage
+        collector to walk: thousands of unchanged records a scan); returns its record."""
+        self._now[identity] = kept
+        return kept[1]
+
     def __len__(self) -> int:
         return len(self._before) + len(self._now)
 

@@ -289,7 +289,12 @@ def _read_processes(
         memory.files.retain(tables.processes)
         for result in remembered:
             pid = result.process.pid
-            memory.processes[pid] = RememberedProcess(result, tables.processes[pid])
+            process = tables.processes[pid]
+            # A process read as it was (process._still) keeps its entry: no new one for the garbage collector.
+            entry = previous.get(pid)
+            if entry is None or entry.read is not result or entry.process is not process:
+                entry = RememberedProcess(result, process)
+            memory.processes[pid] = entry
             if result.reused:
                 memory.reused.add(pid)
     return tables

@@ -252,7 +252,7 @@ def collect(
                        st.st_ctime_ns)
                 kept = previous(identity) if previous is not None else None
                 if kept is not None and identity not in moved and kept[0][0] == key:
-                    segments.append(recall.keep(identity, kept[0], kept[1]))
+                    segments.append(recall.carry(identity, kept))
                     reused += 1
                     continue
                 # Built again unless every input is what it was: the holders' descriptors and mappings, then the

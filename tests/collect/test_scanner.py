@@ -600,9 +600,10 @@ def test_a_process_that_did_not_move_is_the_previous_read_itself(spawn: Spawn) -
     memory = scanner._memory
     settle(scanner, child.pid)
     for _ in range(3):  # a full-read turn of the child in between starts it over
-        before = memory.processes[child.pid].read
+        entry = memory.processes[child.pid]
+        before = entry.read
         snapshot = scanner.scan()
-        if memory.processes[child.pid].read is before:
+        if memory.processes[child.pid] is entry:  # the same read, and the same entry kept of it
             break
     else:
         pytest.fail(f"process {child.pid} was read anew at three scans in a row")

@@ -228,7 +228,7 @@ class LimitMemory:
 
     recall: Recall[Limit]
     epoch: Callable[[int], Hashable]
-    pipe_owners: Recall[Any] | None = None
+    tallies: Recall[Any] | None = None
     """What the pipe and shm mount budgets keep between scans (PipeTally, MountTally): each pipe's owner
     (pipe_owner), reused while the scan hands over the very same Pipe record (a Scanner's: the same ends in the same
     processes), and what each pipe and segment adds up to."""
@@ -281,7 +281,7 @@ def collect(
         shm_mounts = (MountDir(shm_dir, shm_dev),)
     for index, where in enumerate(shm_mounts if "shm" in kinds else ()):
         mount = shm_mount(snapshot, where.path, where.dev, notes, where.place, hidden_note=index == 0,
-                          others=len(shm_mounts) - 1, memory=limits.pipe_owners if limits is not None else None)
+                          others=len(shm_mounts) - 1, memory=limits.tallies if limits is not None else None)
         if mount is None:
             continue
         mounts.append(mount)
@@ -297,7 +297,7 @@ def collect(
         # Queues are listed from their mount, whoever holds them: only without one do unread processes hide some.
         budgets += mqueue_budgets(snapshot, proc, by_uid, limits, partial if snapshot.mqueue_dir is None else "")
     if "pipe" in kinds:
-        budgets += pipe_budgets(snapshot, proc, partial, limits.pipe_owners if limits is not None else None)
+        budgets += pipe_budgets(snapshot, proc, partial, limits.tallies if limits is not None else None)
     if "signal" in kinds:
         budgets += signal_budgets(snapshot)
     if "sysv" in kinds:
@@ -338,7 +338,7 @@ def shm_mount(
     by processes it could not read, and pages that changed while it read. None, with a note, when the
     directory is not a tmpfs mount point (shm.dir_note already says so for the scan).
 
-    memory (a Scanner's, LimitMemory.pipe_owners) keeps what the segments added up to: while the scan hands over the
+    memory (a Scanner's, LimitMemory.tallies) keeps what the segments added up to: while the scan hands over the
     very same segment records, in the same order, they add up to the same (statvfs is read every time).
     """
     if procfs.fs_type(shm_dir) != procfs.TMPFS_MAGIC or not os.path.ismount(shm_dir):
@@ -573,7 +573,7 @@ def pipe_budgets(snapshot: Snapshot, proc: str, partial: str, owners: Recall[Any
     Over the soft limit a new pipe of an unprivileged user gets PIPE_MIN_DEF_BUFFERS pages instead of 16; over
     the hard limit pipe(2) fails with ENFILE (fs/pipe.c create_pipe_files) and F_SETPIPE_SZ with EPERM
     (pipe(7)). 0 means no limit. Processes with CAP_SYS_RESOURCE or CAP_SYS_ADMIN are not
-    held to either. owners: what a Scanner keeps between scans (LimitMemory.pipe_owners): the tally of the last
+    held to either. owners: what a Scanner keeps between scans (LimitMemory.tallies): the tally of the last
     scan, from which only the pipe records that are not the very same objects are taken out or added (PipeTally).
     """
     max_size = _sysctl("fs.pipe-max-size", proc)

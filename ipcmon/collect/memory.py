@@ -63,6 +63,10 @@ class ScanMemory:
             found = self._kept[name] = make()
         return found
 
+    def kept_sizes(self) -> dict[str, int]:
+        """How many entries each collector's kept state holds, by name (what ``kept`` made has a length)."""
+        return {name: len(kept) for name, kept in self._kept.items()}
+
     def begin_scan(self) -> dict[int, RememberedProcess]:
         """A new scan begins: returns the previous scan's processes (self.processes starts empty)."""
         self.scans_begun += 1

@@ -175,6 +175,10 @@ class PipeIndex:
         self.looked_at = 0
         """How many pipes the last update looked at again (for tests: the cost of a scan follows change)."""
 
+    def __len__(self) -> int:
+        """The pipes it keeps a record of."""
+        return len(self.records)
+
     def update(self, fds_by_pid: Mapping[int, list[FdRef]], build: _Build) -> tuple[Pipe, ...]:
         """This scan's pipes, looking again only at those of the processes whose list changed (collect)."""
         context = build.context()

@@ -104,9 +104,10 @@ class Scanner:
 
     def remembered(self) -> dict[str, int]:
         """How much is kept between scans: one entry per process, and per record of the last scan that a
-        collector keeps (by Snapshot field: ``pipes``, ``shm``…)."""
+        collector keeps (by Snapshot field, ``shm``…, or the name it keeps it under: ``pipes``, ``waiting.alone``)."""
         memory = self._memory
-        return {"processes": len(memory.processes), **{name: len(kept) for name, kept in memory.records.items()}}
+        return {"processes": len(memory.processes), **{name: len(kept) for name, kept in memory.records.items()},
+                **memory.kept_sizes()}
 
 
 @dataclass(slots=True)
@@ -204,7 +205,7 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
     limits = None
     if memory is not None:
         limits = capacity.LimitMemory(memory.recall("capacity.limits"), memory.turn,
-                                      memory.recall("capacity.pipe_owners"))
+                                      memory.recall("capacity.tallies"))
     budgets = capacity.collect(snapshot, proc=config.proc, shm_dir=places.shm_dir, shm_dev=places.shm_dev,
                                hidden=tables.hidden, limits=limits, shm_mounts=places.shm_mounts())
     snapshot = replace(snapshot, scan_seconds=time.perf_counter() - started, stuck=stuck, deadlocks=deadlocks,

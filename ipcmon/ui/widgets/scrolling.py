@@ -20,8 +20,18 @@ def resize_in_place(widget: Widget) -> bool:
         return False  # not laid out yet: the first layout sizes it
     if widget.styles.auto_dimensions:
         return False  # its size follows its content
+    if getattr(widget, "_ipcmon_resizing", False):
+        # Called again from within: showing or hiding a scrollbar below asks the widget for a layout, which asks
+        # here. That one is Textual's to do: a vertical scrollbar can make room for a horizontal one and back, which
+        # only Textual's layout settles (its guard against scrollbars that flip-flop); taken here, it recursed
+        # without end.
+        return False
     shown = (widget.show_horizontal_scrollbar, widget.show_vertical_scrollbar)
-    widget._refresh_scrollbars()
+    widget._ipcmon_resizing = True  # type: ignore[attr-defined]
+    try:
+        widget._refresh_scrollbars()
+    finally:
+        widget._ipcmon_resizing = False  # type: ignore[attr-defined]
     if (widget.show_horizontal_scrollbar, widget.show_vertical_scrollbar) != shown:
         return False  # a scrollbar comes or goes: the content region changes
     widget._scroll_update(widget.virtual_size)

@@ -47,6 +47,7 @@ import ctypes
 import dataclasses
 import errno
 import os
+import signal
 import struct
 import threading
 import time
@@ -622,7 +623,8 @@ class Attributor:
         comm = fields["comm"]
         attribution = Attribution(wall, "sent", "signal", f"{target} {comm}", actor, "tracefs", f"signal:{target}",
                                   signal=sig, target=target, target_comm=comm, result=result, blocked=blocked,
-                                  ignored=ignored if result != "ignored" else True, cause=cause)
+                                  ignored=ignored if result != "ignored" or sig == signal.SIGCONT else True,
+                                  cause=cause)
         self._stage(_Staged(now + SETTLE, attribution))
 
     def _actor(self, record: tracefs.TraceRecord, *, kernel: bool = False) -> Actor:
@@ -810,9 +812,14 @@ def _remember(table: OrderedDict[_K, _V], key: _K, value: _V) -> None:
 
 def sent_outcome(record: Attribution) -> str:
     """What became of a sent signal, in the words every front end uses: ``delivered``, ``blocked, pending``,
-    ``blocked, already pending``, ``ignored``, ``queue full``…, with `` (N times)`` for a storm counted as one."""
+    ``blocked, already pending``, ``ignored``, ``queue full``…, ``resumes it if stopped`` (SIGCONT), with
+    `` (N times)`` for a storm counted as one."""
     outcome: str = record.result or "?"
-    if record.result == "delivered" and record.blocked:
+    if record.result == "ignored" and record.signal == signal.SIGCONT:
+        # SIGCONT resumes a stopped process whatever its disposition (kernel/signal.c prepare_signal); with the
+        # default action the kernel then discards it, which the trace calls ignored: the process did not ignore it.
+        outcome = "resumes it if stopped"
+    elif record.result == "delivered" and record.blocked:
         outcome = "blocked, pending"
     elif record.result == "already pending" and record.blocked:
         outcome = "blocked, already pending"

@@ -21,6 +21,7 @@ from ipcmon.live.actors import ActorCache, signal_origin
 from ipcmon.live.attribution import SETTLE, UNTIED, Attributor
 from ipcmon.live.coalesce import Coalescer
 from ipcmon.model import Actor, Attribution
+from ipcmon.who import sent_from_attribution
 from tests.helpers import BLOCKS_SIGUSR1, DEADLINE, REPO, Cleanup, Spawn, gather, new_name, wait_until
 from tests.lifecycle.test_watch import _read_until
 from tests.reliability.cli import Unprivileged, unprivileged_setup
@@ -223,6 +224,33 @@ def test_a_signal_to_a_sleeper_that_blocks_it_names_sender_target_and_blocked(
     assert (record.signal, record.result, record.blocked, record.ignored) == (signal.SIGUSR1, "delivered", True, False)
     assert (record.actor.comm, record.actor.kernel, record.target_comm) == ("ipcmon-attr-snd", False, "ipcmon-attr-zz")
     assert (record.object, record.key) == (f"{sleeper.pid} ipcmon-attr-zz", f"signal:{sleeper.pid}")
+
+
+def test_sigcont_to_a_stopped_process_reads_as_resuming_it_not_as_ignored(attributor: Attributor, spawn: Spawn) -> None:
+    """A newcomer saw ``SIGCONT … : ignored`` with the warning mark after SIGCONT resumed a stopped process: the kernel
+    resumes it whatever the disposition, then discards a SIGCONT left to its default action, which the trace calls
+    ignored. The process ignores nothing (its SigIgn lacks SIGCONT): the words say what happened, unmarked."""
+    sleeper = spawn("say('ready')\nhold()\n", comm="ipcmon-attr-zz")
+    sleeper.expect()
+    os.kill(sleeper.pid, signal.SIGSTOP)
+    wait_until(lambda: _state(sleeper.pid) == "T", "stopped")
+    os.kill(sleeper.pid, signal.SIGCONT)
+
+    def resumed(found: list[Attribution]) -> bool:
+        return any(record.target == sleeper.pid and record.signal == signal.SIGCONT
+                   for record in _by(found, os.getpid(), "sent"))
+
+    (record,) = [record for record in _by(_collect(attributor, resumed, "the SIGCONT"), os.getpid(), "sent")
+                 if record.target == sleeper.pid and record.signal == signal.SIGCONT]
+    assert (record.result, record.ignored) == ("ignored", False)  # the trace's word, and the process's masks
+    assert attribution.sent_outcome(record) == "resumes it if stopped"
+    sent = sent_from_attribution(record)
+    assert sent is not None and sent.mark is None
+    wait_until(lambda: _state(sleeper.pid) != "T", "resumed")
+
+
+def _state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 def test_each_signal_names_the_sender_as_it_was_named_when_it_sent(attributor: Attributor, spawn: Spawn) -> None:

@@ -236,9 +236,14 @@ def _read(pid: int, plan: ReadPlan, previous: RememberedProcess | None, pin: _Pi
         # Taken over, and moved since (another process may move it to another cgroup): setns(2) and unshare(2)
         # would need it to run, so only its label can have changed.
         result = result._replace(process=replace(result.process, place=place))
-    if plan.signals:
+    if plan.signals and stat.state not in _EXITED:
         result = _read_signals(result, stat, previous, plan)
     return result
+
+
+_EXITED = frozenset("ZX")
+"""Exited, not yet reaped (a zombie) or being reaped: it can receive no signal, and the masks its status still shows
+are what it died with (a SIGTERM that killed it reads as pending): it has no signal record."""
 
 
 def _read_tables(pid: int, stat: procfs.Stat, plan: ReadPlan) -> ProcessRead:

@@ -6,6 +6,8 @@ import os
 import resource
 import signal
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +15,7 @@ from ipcmon.collect.signals import decode_mask, signal_number
 from ipcmon.model import ProcessSignals
 from ipcmon.report import signal_row
 from ipcmon.text import signal_name
-from tests.helpers import Child, Spawn, scan_kinds, tool
+from tests.helpers import Child, Spawn, scan_kinds, tool, wait_until
 
 RT3 = signal.SIGRTMIN + 3
 
@@ -130,3 +132,20 @@ def test_signal_names_and_numbers() -> None:
     for bad in ("SIGNOPE", "SIGRTMIN+40", "SIG0", "SIG65"):
         with pytest.raises(ValueError):
             signal_number(bad)
+
+
+def test_a_zombie_has_no_signal_record() -> None:
+    """A newcomer saw a stress child killed by SIGTERM and never reaped listed with PENDING SIGTERM, first in the
+    Signals view and counted as a process with signals pending: a zombie can receive no signal, and its status still
+    shows what it died with. It stays a process of the scan, without a signal record."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        os.kill(child.pid, signal.SIGTERM)
+        wait_until(lambda: Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
+                   "the child a zombie")
+        snapshot = scan_kinds("signal")
+        assert child.pid in {process.pid for process in snapshot.processes}
+        assert child.pid not in {signals.pid for signals in snapshot.signals}
+    finally:
+        child.kill()
+        child.wait()

@@ -250,10 +250,17 @@ def wait_text(wait: Waiting) -> str:
     return f"{wait.syscall} {what}".strip() if what else wait.syscall
 
 
+STOPPED = {"T": "stopped", "t": "stopped by its tracer"}
+"""What a stopped process's state letter means (Process.state): it runs again on SIGCONT, or when its tracer lets it."""
+
+
 def waiting_text(process: Process | None) -> str:
-    """What a process waits on, in a cell (:func:`wait_text`); '-' when it waits on no IPC object. Raw."""
-    if process is None or process.waiting is None:
+    """What a process waits on, in a cell (:func:`wait_text`); ``stopped`` for a stopped process (SIGSTOP, SIGTSTP…),
+    '-' when it waits on no IPC object. Raw."""
+    if process is None:
         return "-"
+    if process.waiting is None:
+        return STOPPED.get(process.state, "-")
     return wait_text(process.waiting)
 
 

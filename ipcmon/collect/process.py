@@ -286,6 +286,7 @@ def _read_tables(pid: int, stat: procfs.Stat, plan: ReadPlan) -> ProcessRead:
         place=place,
         # Only outside ipcmon's own namespaces may its pid differ inside (one more read, for those only).
         nspid=namespaces.read_nspid(pid, proc) if place is not None and not place.host else None,
+        state=stat.state,
     )
     sleeping = stat.state in ("S", "D") and not kernel
     raw = waiting.read_raw(pid, proc, fds=fds, cpu=stat.processor) if sleeping else None

@@ -107,6 +107,10 @@ class Process:
     nspid: int | None = None
     """Its pid inside its own pid namespace (the last field of ``NSpid`` in /proc/PID/status) when that differs
     from the host pid; None when the same, or unknown."""
+    state: str = ""
+    """The state letter /proc/PID/stat showed when it was read (field 3; proc(5)): ``R`` running, ``S`` sleeping,
+    ``D`` uninterruptible, ``T`` stopped (by a signal), ``t`` stopped by its tracer, ``Z`` zombie, ``I`` an idle
+    kernel thread; "" when not read."""
 
     @property
     def key(self) -> ProcessKey:

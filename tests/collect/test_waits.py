@@ -18,6 +18,9 @@ from ipcmon.collect import ScanConfig, Scanner, waiting
 from ipcmon.collect.fds import Devices, read_fds
 from ipcmon.collect.procmem import Memory
 from ipcmon.model import PipeEnd, Snapshot, Stuck, file_key
+from ipcmon.text import waiting_text
+from ipcmon.ui.view.describe import describe_process
+from ipcmon.ui.view.table import Context
 from tests.helpers import Spawn, kill_pids, scan_kinds, settle, wait_until
 
 
@@ -417,3 +420,28 @@ def test_a_process_in_pause_that_did_not_move_keeps_its_record(spawn: Spawn) -> 
 
     wait_until(moved, "the renamed process's wait")
     assert renamed[0] is not before
+
+
+def test_a_stopped_process_says_so(spawn: Spawn) -> None:
+    """A newcomer stopped a process (SIGSTOP) and the process view said ``not blocked on IPC``: its state letter
+    (Process.state) now reads ``stopped`` in the WAITING cell and the process view, and not once SIGCONT resumed it."""
+    child = spawn("say('ready')\nhold()\n")
+    child.expect()
+    os.kill(child.pid, signal.SIGSTOP)
+    try:
+        seen: list[Snapshot] = []
+        wait_until(lambda: _state_of(seen, child.pid) == "T", "the child stopped")
+        (process,) = [process for process in seen[-1].processes if process.pid == child.pid]
+        assert waiting_text(process) == "stopped"
+        assert "stopped: not running until SIGCONT" in describe_process(child.pid, Context(seen[-1])).plain
+    finally:
+        os.kill(child.pid, signal.SIGCONT)
+    wait_until(lambda: _state_of(seen, child.pid) not in ("T", ""), "the child resumed")
+    (process,) = [process for process in seen[-1].processes if process.pid == child.pid]
+    assert waiting_text(process) != "stopped"
+    assert "not blocked on IPC" in describe_process(child.pid, Context(seen[-1])).plain or process.waiting
+
+
+def _state_of(seen: list[Snapshot], pid: int) -> str:
+    seen.append(scan_kinds("signal"))
+    return next((process.state for process in seen[-1].processes if process.pid == pid), "")

@@ -34,6 +34,7 @@ from ipcmon.model import (
 from ipcmon.safe import printable, shorten
 from ipcmon.text import (
     NOTIFY_METHODS,
+    STOPPED,
     clock_text,
     deadlock_member_text,
     deadlock_summary,
@@ -514,7 +515,10 @@ def describe_process(pid: int, ctx: Context, events: Sequence[Event] = (), *, br
             detail.line("shared mem", f"{human_bytes(shmem.rss)} resident, {human_bytes(shmem.pss)} proportional "
                         "(RssShmem, Pss_Shmem: each page divided among the processes that map it)")
     wait = process.waiting if process else None
-    if wait is None:
+    if wait is None and process is not None and process.state in STOPPED:
+        detail.line("waiting", f"{STOPPED[process.state]}: not running until SIGCONT (or its tracer) resumes it",
+                    palette.warn)
+    elif wait is None:
         detail.line("waiting", "not blocked on IPC")
     else:
         _wait(detail, pid, wait)

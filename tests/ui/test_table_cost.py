@@ -3,8 +3,8 @@ each changed column measured once, the table's style worked out once per frame."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import pytest
 import textual.widgets._data_table
@@ -12,6 +12,7 @@ from rich.style import Style
 from textual.app import App, ComposeResult
 from textual.dom import DOMNode
 from textual.geometry import Region
+from textual.pilot import Pilot
 from textual.widget import Widget
 from textual.widgets.data_table import ColumnKey
 
@@ -60,13 +61,20 @@ def measured(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
         yield seen
 
 
-async def test_changed_cells_measure_each_column_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DataTable measured the whole column again for each changed cell narrower than the column: CHANGED × ROWS."""
+@asynccontextmanager
+async def filled() -> AsyncIterator[tuple[Pilot[None], ObjectTable]]:
+    """A TableApp at 100×30 whose table holds rows({}), drawn."""
     app = TableApp()
     async with app.run_test(size=(100, 30)) as pilot:
         table = app.query_one(ObjectTable)
         table.sync(rows({}))
         await pilot.pause()
+        yield pilot, table
+
+
+async def test_changed_cells_measure_each_column_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DataTable measured the whole column again for each changed cell narrower than the column: CHANGED × ROWS."""
+    async with filled() as (pilot, table):
         value = table.columns[ColumnKey("value")]
         assert value.content_width == 10
         with measured(monkeypatch) as seen:
@@ -118,11 +126,7 @@ async def test_a_table_works_out_its_style_once_per_frame(monkeypatch: pytest.Mo
 
 async def test_a_sync_that_changes_many_cells_asks_for_one_repaint(monkeypatch: pytest.MonkeyPatch) -> None:
     """DataTable.update_cell asks for the whole table to be drawn again, once per cell."""
-    app = TableApp()
-    async with app.run_test(size=(100, 30)) as pilot:
-        table = app.query_one(ObjectTable)
-        table.sync(rows({}))
-        await pilot.pause()
+    async with filled() as (pilot, table):
         asked: list[tuple[object, ...]] = []
         original = Widget.refresh
 
@@ -138,5 +142,5 @@ async def test_a_sync_that_changes_many_cells_asks_for_one_repaint(monkeypatch: 
         await pilot.pause()
         assert table.get_row("row-1")[1].plain == "v1"
         assert table._repaints_held is None  # outside a sync, every repaint asked for is Textual's at once
-        lines = "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+        lines = "\n".join(strip.text for strip in table.screen._compositor.render_strips())
         assert " v1 " in lines  # drawn with its new value (name-1 is the second row)

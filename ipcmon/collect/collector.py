@@ -46,7 +46,11 @@ class ScanInputs:
     pidfds: PidFds
     """Borrows descriptors of the scanned processes (pidfd_getfd); open for the whole scan."""
     settled: Collection[int] = ()
-    """Pids whose tables a Scanner took over unread (they have not run since; empty for a single scan)."""
+    """Pids whose tables a Scanner took over (they have not run since; empty for a single scan): unread, or read in
+    full on their turn and found the same (``turned``)."""
+    turned: Collection[int] = ()
+    """Of settled, those read in full on their turn of a Scanner's rotation (memory.ScanMemory.turned): what others
+    may change behind a process that has not run is read again for them (pipes.collect: the fill)."""
     memory: RecordMemory | None = None
     notes: list[str] = field(default_factory=list)
     """Notes a collector adds while it builds (after the where-to-look notes and the unreadable count)."""

@@ -37,7 +37,12 @@ class ScanMemory:
         """The last scan's read of each process it could read, by pid."""
         self.scans_begun = 0
         self.reused: set[int] = set()
-        """The pids whose tables the current (or last) scan took over from the scan before it."""
+        """The pids whose tables the current (or last) scan took over from the scan before it (read in full on their
+        turn too, when that read found exactly the last one: ``turned``)."""
+        self.turned: set[int] = set()
+        """Of those, the pids read in full on their turn (previous_read) that had not run since and whose tables read
+        exactly as the last scan's: their records are the last ones, but what others may have changed behind a
+        process that did not run (a pipe's fill) is read again (pipes.collect)."""
         self.records: dict[str, Recall[Any]] = {}
         """Per Snapshot field (``shm``, ``pipes``…), what its collector kept for the next scan."""
         self._kept: dict[str, Any] = {}
@@ -71,6 +76,7 @@ class ScanMemory:
         """A new scan begins: returns the previous scan's processes (self.processes starts empty)."""
         self.scans_begun += 1
         self.reused = set()
+        self.turned = set()
         if not self.fixed:
             self._pace(time.monotonic())
         for kept in self.records.values():
@@ -90,14 +96,12 @@ class ScanMemory:
                 self.refresh_every = wanted
         self._began = now
 
-    def previous_read(self, previous: dict[int, RememberedProcess], pid: int) -> RememberedProcess | None:
-        """What the last scan read of pid, unless it is this process's turn to be read in full."""
-        if not (_slot(pid, self.refresh_every) + self.scans_begun) % self.refresh_every:
-            return None
-        return previous.get(pid)
+    def is_turn(self, pid: int) -> bool:
+        """Whether this scan reads pid in full whatever its run signature says (once in refresh_every scans)."""
+        return not (_slot(pid, self.refresh_every) + self.scans_begun) % self.refresh_every
 
     def turn(self, pid: int) -> int:
-        """Which full-read turn of pid this scan is in: it changes exactly when previous_read reads pid in full
+        """Which full-read turn of pid this scan is in: it changes exactly when is_turn says pid is read in full
         (for what a collector keeps per process and reads again on the same rotation: capacity's limits)."""
         return (_slot(pid, self.refresh_every) + self.scans_begun) // self.refresh_every
 

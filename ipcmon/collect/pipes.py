@@ -81,6 +81,7 @@ def collect(
     fill: bool = True,
     index: PipeIndex | None = None,
     settled: Collection[int] = (),
+    turned: Collection[int] = (),
     proc: str = procfs.PROC,
     unseen: bool = False,
     threads: Mapping[int, int] | None = None,
@@ -100,7 +101,8 @@ def collect(
     ipcmon does not see could have: one held by a process whose descriptor table it cannot read, one opened
     through /proc/PID/fd/N, one borrowed with pidfd_getfd(2). The Scanner's full read of each process in turn
     (its refresh_every) bounds how long such a change goes unseen: the pipe's fill is read again at each of
-    its holders' turns. (Reading every fill whenever an unreadable process had run was the exact rule, but one
+    its holders' turns (turned: the pids whose turn found them as they were, settled all the same). (Reading
+    every fill whenever an unreadable process had run was the exact rule, but one
     such process that wakes every second, any other user's daemon to an ordinary user, made it every fill at
     every scan: 100 ms of a 5,000-pipe scan.) A FIFO's fill is always
     read: anyone may open it by its path, write, and go.
@@ -120,8 +122,9 @@ def collect(
         fds_by_pid = _by_pid(fds)
     blocked = frozenset(wait.key for process in processes.values()
                         if (wait := process.waiting) is not None and wait.kind == "write" and wait.key is not None)
-    build = _Build(processes, pidfds, fill, frozenset(settled), proc, unseen, threads or {}, blocked)
-    return (index if index is not None else PipeIndex()).update(fds_by_pid, build)
+    build = _Build(processes, pidfds, fill, frozenset(settled).difference(turned), proc, unseen, threads or {},
+                   blocked)
+    return (index if index is not None else PipeIndex()).update(fds_by_pid, build, turned)
 
 
 def _by_pid(fds: Iterable[FdRef]) -> dict[int, list[FdRef]]:
@@ -179,14 +182,16 @@ class PipeIndex:
         """The pipes it keeps a record of."""
         return len(self.records)
 
-    def update(self, fds_by_pid: Mapping[int, list[FdRef]], build: _Build) -> tuple[Pipe, ...]:
-        """This scan's pipes, looking again only at those of the processes whose list changed (collect)."""
+    def update(self, fds_by_pid: Mapping[int, list[FdRef]], build: _Build,
+               turned: Collection[int] = ()) -> tuple[Pipe, ...]:
+        """This scan's pipes, looking again only at those of the processes whose list changed or whose turn it is
+        (collect)."""
         context = build.context()
         if context != self.context:
             self.context = context
             return self._rebuild(fds_by_pid, build)
         lists = self.lists
-        changed = [pid for pid, listed in fds_by_pid.items() if lists.get(pid) is not listed]
+        changed = [pid for pid, listed in fds_by_pid.items() if lists.get(pid) is not listed or pid in turned]
         changed.extend(pid for pid in lists if pid not in fds_by_pid)  # gone
         affected = set(self.again)
         fresh: dict[Identity, list[FdRef]] = {}
@@ -406,7 +411,8 @@ def _order(pipe: Pipe) -> tuple[str, int]:
 
 def _build(inputs: ScanInputs) -> tuple[Pipe, ...]:
     return collect(inputs.processes, inputs.fds, inputs.pidfds, fill=inputs.config.pipe_fill,
-                   index=inputs.kept("pipes", PipeIndex), settled=inputs.settled, proc=inputs.config.proc,
+                   index=inputs.kept("pipes", PipeIndex), settled=inputs.settled, turned=inputs.turned,
+                   proc=inputs.config.proc,
                    unseen=inputs.hidden > 0, threads=inputs.threads, fds_by_pid=inputs.fds_by_pid)
 
 

@@ -111,23 +111,26 @@ def read_small(pid: int, name: str, proc: str, files: procfs.OpenProcFiles | Non
     return procfs.read_bytes(f"{proc}/{pid}/{name}", single=True)
 
 
-def read_process(pid: int, plan: ReadPlan, previous: RememberedProcess | None = None) -> ProcessRead | Unread:
+def read_process(pid: int, plan: ReadPlan, previous: RememberedProcess | None = None, *,
+                 turn: bool = False) -> ProcessRead | Unread:
     """Everything a scan needs from one process, or why there is nothing.
 
     Given the previous read of the same process (a Scanner's) and the same run signature, its tables are taken
-    over. Every error of every read is given its meaning here and nowhere else.
+    over. On its turn (a Scanner's rotation: ``turn``) it is read in full all the same, and when that read finds
+    exactly the tables taken over would have given (_confirmed), the result is the taken-over read (``reused``),
+    with its status read afresh. Every error of every read is given its meaning here and nowhere else.
     """
     # Pin the process first: if it is reaped while we read, its pid may already name another process
     # whose descriptors we would attribute to it (issue 7). Only real pids can be pinned. Its kept stat
     # (ReadPlan.files) binds what is read through kept files to one process: then the pin waits until the
     # tables are read by path, most processes are never pinned, and none is read twice (_Pin).
-    if previous is not None and previous.read.reused:
+    if previous is not None and previous.read.reused and not turn:
         still = _still(pid, plan, previous)
         if still is not None:
             return still
     pin = _Pin(pid, plan)
     try:
-        result = _read(pid, plan, previous, pin)
+        result = _read(pid, plan, previous, pin, turn)
         if not pin.still_running(result.kin.threads if result.kin is not None else 0):
             return Unread.GONE  # exited mid-scan, and what we read may mix it with a successor on its pid
     except (Gone, FileNotFoundError, ProcessLookupError):
@@ -215,29 +218,35 @@ def _still(pid: int, plan: ReadPlan, previous: RememberedProcess) -> ProcessRead
     return read
 
 
-def _read(pid: int, plan: ReadPlan, previous: RememberedProcess | None, pin: _Pin) -> ProcessRead:
+def _read(pid: int, plan: ReadPlan, previous: RememberedProcess | None, pin: _Pin, turn: bool) -> ProcessRead:
     proc = plan.proc
     text = plan.read_small(pid, "stat")
     stat = procfs.parse_stat(text)
     signature = run_signature(pid, stat, proc, plan.files) if plan.remember else None
-    if (
+    still = (
         previous is not None
         and signature is not None
         and signature == previous.read.run_signature
         and stat.start_ticks == previous.process.start_ticks
         and stat.state == previous.read.state
-    ):
+    )
+    if still and not turn:
+        assert previous is not None and signature is not None
         result = _take_over(previous, stat, signature, text)
     else:
         pin.now(stat.start_ticks)
-        result = _read_tables(pid, stat, plan)._replace(run_signature=signature, stat_text=text, stat=stat)
+        result = _read_tables(pid, stat, plan, wait=not still)._replace(
+            run_signature=signature, stat_text=text, stat=stat)
+        if still:
+            assert previous is not None and signature is not None
+            result = _confirmed(result, previous, stat, signature, text) or _with_wait(result, stat, plan)
     place = plan.places.get(pid)
     if result.process.place is not place and result.process.place != place:
         # Taken over, and moved since (another process may move it to another cgroup): setns(2) and unshare(2)
         # would need it to run, so only its label can have changed.
         result = result._replace(process=replace(result.process, place=place))
     if plan.signals and stat.state not in _EXITED:
-        result = _read_signals(result, stat, previous, plan)
+        result = _read_signals(result, stat, previous, plan, turn=turn)
     return result
 
 
@@ -246,7 +255,7 @@ _EXITED = frozenset("ZX")
 are what it died with (a SIGTERM that killed it reads as pending): it has no signal record."""
 
 
-def _read_tables(pid: int, stat: procfs.Stat, plan: ReadPlan) -> ProcessRead:
+def _read_tables(pid: int, stat: procfs.Stat, plan: ReadPlan, *, wait: bool = True) -> ProcessRead:
     """A process read in full. A kernel thread (PF_KTHREAD) has no command line, descriptor table or memory map
     to read (kernel/kthread.c: no mm, and no files of its own), and is never in a system call: its
     /proc/PID/syscall shows the zeroed registers of a task that never entered one, ``0 0x0 …``, which reads as
@@ -288,9 +297,41 @@ def _read_tables(pid: int, stat: procfs.Stat, plan: ReadPlan) -> ProcessRead:
         nspid=namespaces.read_nspid(pid, proc) if place is not None and not place.host else None,
         state=stat.state,
     )
-    sleeping = stat.state in ("S", "D") and not kernel
-    raw = waiting.read_raw(pid, proc, fds=fds, cpu=stat.processor) if sleeping else None
-    return ProcessRead(process, fds, maps, None, raw, stat.state, kin=_kin(stat))
+    result = ProcessRead(process, fds, maps, None, None, stat.state, kin=_kin(stat))
+    return _with_wait(result, stat, plan) if wait else result
+
+
+def _with_wait(result: ProcessRead, stat: procfs.Stat, plan: ReadPlan) -> ProcessRead:
+    """The read with the system call its process sleeps in (waiting.read_raw), for a sleeping user process."""
+    if stat.state not in ("S", "D") or stat.flags & procfs.PF_KTHREAD:
+        return result
+    raw = waiting.read_raw(result.process.pid, plan.proc, fds=result.fds, cpu=stat.processor)
+    return result._replace(wait=raw)
+
+
+def _confirmed(fresh: ProcessRead, previous: RememberedProcess, stat: procfs.Stat, signature: bytes,
+               text: bytes) -> ProcessRead | None:
+    """The taken-over read of a process that has not run since the last scan, read in full on its turn, when the
+    full read found the tables taking it over gives: the same descriptors (number, object, access, path), mappings,
+    command line, owner, place and namespace pid. The rotation is for what a run signature cannot show (Scanner: a
+    descriptor table shared through clone(2)), and most turns find nothing: then nothing is built again downstream
+    (the pipes, segments and waits of a process that has not run). What others change about the files its
+    descriptors point at (size, owner, mode) is read again by the collectors that use it, as for any process taken
+    over (fds.refresh). None when anything differs: the full read stands."""
+    old = previous.read
+    if len(fresh.fds) != len(old.fds) or fresh.maps != old.maps:
+        return None
+    for new_ref, old_ref in zip(fresh.fds, old.fds, strict=True):
+        if new_ref[:_FD_TABLE] != old_ref[:_FD_TABLE]:
+            return None
+    taken = _take_over(previous, stat, signature, text)
+    if replace(fresh.process, waiting=taken.process.waiting) != taken.process:
+        return None
+    return taken
+
+
+_FD_TABLE = FdRef._fields.index("deleted") + 1
+"""FdRef's fields that only the process itself changes (pid to deleted); the file's size, owner and mode follow."""
 
 
 def _kin(stat: procfs.Stat) -> waiting.Kin:
@@ -313,16 +354,17 @@ def _take_over(previous: RememberedProcess, stat: procfs.Stat, signature: bytes,
 
 
 def _read_signals(
-    result: ProcessRead, stat: procfs.Stat, previous: RememberedProcess | None, plan: ReadPlan
+    result: ProcessRead, stat: procfs.Stat, previous: RememberedProcess | None, plan: ReadPlan, *, turn: bool = False
 ) -> ProcessRead:
     """Add the signal masks; a single-threaded process whose status shows the same masks keeps its record.
 
-    The status is not read at all for a process that cannot have changed its masks (_settled_signals); its SigQ
+    The status is not read at all for a process that cannot have changed its masks (_settled_signals), unless it is
+    its turn (a handler table shared through clone(CLONE_SIGHAND), RLIMIT_SIGPENDING set with prlimit(2)); its SigQ
     count is its account's as another process's status showed it earlier in this scan (plan.queued).
     """
     pid = result.process.pid
     old = previous.read.signals if previous is not None else None
-    if previous is not None and old is not None and _settled_signals(result, stat, old):
+    if not turn and previous is not None and old is not None and _settled_signals(result, stat, old):
         user = previous.read.signal_user
         found = plan.queued.get(user) if user is not None else None
         if found is not None:

@@ -82,7 +82,9 @@ class Scanner:
     is still read in full in turn, for what that argument cannot see (a descriptor table or signal handlers
     shared with clone(CLONE_FILES, CLONE_SIGHAND) between two processes, which is rare; a limit set from outside
     with prlimit(2); a write into a pipe through an end no scanned process holds): every ``refresh_every``
-    scans, or by default about every memory.REFRESH_SECONDS (30 s) whatever the interval between scans.
+    scans, or by default about every memory.REFRESH_SECONDS (30 s) whatever the interval between scans. A turn
+    that finds a process that has not run exactly as it was keeps its records (``turned``; process._confirmed):
+    only its status and its pipes' fills are new.
     """
 
     def __init__(self, config: ScanConfig = _DEFAULT_CONFIG, *, refresh_every: int | None = None) -> None:
@@ -101,6 +103,11 @@ class Scanner:
     def reused(self) -> frozenset[int]:
         """The pids whose tables the last scan took over from the scan before it."""
         return frozenset(self._memory.reused)
+
+    @property
+    def turned(self) -> frozenset[int]:
+        """Of reused, the pids read in full on their turn of the rotation that were found as they were."""
+        return frozenset(self._memory.turned)
 
     def remembered(self) -> dict[str, int]:
         """How much is kept between scans: one entry per process, and per record of the last scan that a
@@ -169,6 +176,7 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
         inputs = ScanInputs(
             config, places, tables.processes, tables.fds, tables.maps, tables.signals, pidfds,
             settled=memory.reused if memory is not None else (),
+            turned=memory.turned if memory is not None else (),
             memory=memory, notes=notes, hidden=tables.hidden,
             threads={pid: kin.threads for pid, kin in tables.kin.items()},
             fds_by_pid=tables.fds_by_pid,
@@ -258,7 +266,7 @@ def _read_processes(
     elif memory is None:
         results = ((pid, read_process(pid, plan)) for pid in pid_list)
     else:
-        results = ((pid, read_process(pid, plan, memory.previous_read(previous, pid))) for pid in pid_list)
+        results = ((pid, read_process(pid, plan, previous.get(pid), turn=memory.is_turn(pid))) for pid in pid_list)
     for pid, result in results:
         if result is Unread.GONE:
             continue
@@ -298,6 +306,8 @@ def _read_processes(
             memory.processes[pid] = entry
             if result.reused:
                 memory.reused.add(pid)
+                if memory.is_turn(pid):
+                    memory.turned.add(pid)
     return tables
 
 

@@ -21,7 +21,7 @@ from ipcmon.collect.memory import REFRESH_SECONDS, ScanMemory
 from ipcmon.collect.pipes import PipeIndex
 from ipcmon.collect.pipes import collect as collect_pipes
 from ipcmon.collect.process import run_signature
-from ipcmon.model import Pipe, ProcessSignals, ShmSegment, Snapshot
+from ipcmon.model import Pipe, Process, ProcessSignals, ShmSegment, Snapshot
 from tests.helpers import Child, Cleanup, Spawn, first_arguments, settle, wait_until
 
 ACTOR = """
@@ -74,6 +74,10 @@ def pipe_by_inode(snapshot: Snapshot, inode: int) -> Pipe:
     found = [pipe for pipe in snapshot.pipes if pipe.inode == inode and pipe.kind == "pipe"]
     assert len(found) == 1, f"pipe {inode} appears {len(found)} times"
     return found[0]
+
+
+def process_of(snapshot: Snapshot, pid: int) -> Process:
+    return next(process for process in snapshot.processes if process.pid == pid)
 
 
 def ask(child: Child, command: str) -> list[str]:
@@ -403,15 +407,73 @@ def test_every_process_is_read_in_full_in_turn(spawn: Spawn) -> None:
     child = spawn(SINGLE)
     child.expect()
     scanner = Scanner(refresh_every=3)
-    taken: list[bool] = []
+    read: list[bool] = []
     for _ in range(9):
         scanner.scan()
-        taken.append(child.pid in scanner.reused)
-    assert taken.count(False) >= 3  # the first scan and every third
+        read.append(child.pid not in scanner.reused or child.pid in scanner.turned)
+    assert read.count(True) >= 3  # the first scan and every third
     always = Scanner(refresh_every=1)
     always.scan()
     always.scan()
-    assert always.reused == frozenset()
+    assert always.reused == always.turned  # every process read in full: the still ones found as they were
+
+
+SHARING = ACTOR + """
+CLONE_FILES = 0x400
+CLONE = {"x86_64": 56, "aarch64": 220}[os.uname().machine]  # clone(2)'s system call number
+sharer = _libc.syscall(CLONE, CLONE_FILES | signal.SIGCHLD, 0, 0, 0, 0)  # a process sharing our descriptor table
+if sharer == 0:
+    say("ready", os.getpid())
+    for command in commands():
+        act(command)
+    os._exit(0)
+while True:
+    signal.pause()  # never runs again: only the sharer acts, on the table both hold
+"""
+
+
+def test_a_descriptor_table_another_process_changed_shows_at_the_holder_s_turn(spawn: Spawn) -> None:
+    """clone(CLONE_FILES) without CLONE_THREAD: the sharer makes a pipe in the table both hold, while the other never
+    runs, so it is taken over with its old table until its full-read turn, which must not find it 'as it was'
+    (process._confirmed)."""
+    child = spawn(SHARING)
+    sharer = int(child.expect()[0])
+    try:
+        scanner = Scanner(refresh_every=3)
+        settle(scanner, child.pid)
+        before = run_signature(child.pid, procfs.parse_stat(procfs.read_bytes(f"/proc/{child.pid}/stat")))
+        inode = int(ask(child, "pipe")[0])  # the sharer serves it
+        readers = [{end.pid for end in pipe_by_inode(scanner.scan(), inode).readers} for _ in range(3)]
+        after = run_signature(child.pid, procfs.parse_stat(procfs.read_bytes(f"/proc/{child.pid}/stat")))
+        assert before is not None and before == after  # it never ran: only its turn can see the new ends
+        assert sharer in readers[0]
+        assert readers[-1] == {child.pid, sharer}, f"readers over refresh_every scans: {readers}"
+    finally:
+        os.kill(sharer, signal.SIGKILL)
+
+
+def test_a_turn_that_finds_the_process_as_it_was_keeps_its_records(
+    spawn: Spawn, cleanup: Cleanup, unique_name: str
+) -> None:
+    """A process that has not run, read in full on its turn and found as it was, is settled as if taken over: its
+    process, segment and pipe records are the last scan's objects (nothing is built again), and the turn still
+    read its pipe's fill (the rotation is what sees a write through an end no scanned process holds)."""
+    child, inode = holding_all(spawn, cleanup, unique_name, "ipcm-turned")
+    scanner = Scanner(refresh_every=3)
+    last = settle(scanner, child.pid)
+    index = scanner._memory.kept("pipes", PipeIndex)
+    turns = 0
+    for _ in range(4):
+        now = scanner.scan()
+        if child.pid in scanner.turned:
+            turns += 1
+            assert index.looked_at >= 1  # the fill is read again at the holder's turn
+            assert child.pid in scanner.reused
+            assert process_of(now, child.pid) is process_of(last, child.pid)
+            assert segment_named(now, unique_name) is segment_named(last, unique_name)
+            assert pipe_by_inode(now, inode) is pipe_by_inode(last, inode)
+        last = now
+    assert turns >= 1
 
 
 def test_run_signature_stands_still_only_while_the_process_sleeps(spawn: Spawn) -> None:
@@ -577,15 +639,14 @@ def test_a_scanner_hiding_itself_reads_none_of_the_proc_files_it_keeps(
 def test_full_read_turns_are_spread_over_the_scans_whatever_the_pids_stride() -> None:
     """A program forking workers gets pids a fixed stride apart (24 on the benchmark's stress workload): their full
     reads must not come in bursts (a scan that reads a fifth of them in full stalls). Arithmetic only: which scan
-    reads each pid in full (ScanMemory.previous_read), over one rotation."""
+    reads each pid in full (ScanMemory.is_turn), over one rotation."""
     memory = ScanMemory(refresh_every=30)
     for stride in (1, 6, 24, 30, 64):
         pids = range(10_000, 10_000 + 500 * stride, stride)
-        previous: dict[int, Any] = {pid: object() for pid in pids}
         per_scan = []
         for scan_number in range(30):
             memory.scans_begun = scan_number
-            per_scan.append(sum(memory.previous_read(previous, pid) is None for pid in pids))
+            per_scan.append(sum(memory.is_turn(pid) for pid in pids))
         assert sum(per_scan) == 500  # each once in a rotation
         assert max(per_scan) <= 1.5 * 500 / 30, f"stride {stride}: {per_scan}"
 

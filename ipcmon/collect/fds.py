@@ -14,7 +14,6 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Literal, NamedTuple
 
 from ipcmon.collect import procfs
-from ipcmon.collect.procfs import Denied, Gone
 from ipcmon.model import Access, Process
 
 FdKind = Literal["pipe", "fifo", "shm", "mqueue", "memfd", "anon"]
@@ -196,11 +195,8 @@ def read_fds(pid: int, devices: Devices, proc: str = procfs.PROC, skip: Collecti
                       deleted or st.st_nlink == 0, st.st_size, st.st_blocks, st.st_uid, st.st_gid, st.st_mode)
             )
         except OSError as error:
-            failure = procfs.translate(error)
-            if isinstance(failure, Denied):
-                raise failure from None
-            if isinstance(failure, Gone) and not os.path.exists(f"{proc}/{pid}"):
-                raise failure from None
+            if procfs.is_denied(error) or (procfs.is_gone(error) and not os.path.exists(f"{proc}/{pid}")):
+                raise procfs.translate(error) from None
             # The descriptor was closed between listdir and readlink/stat: it simply drops out.
     return refs
 

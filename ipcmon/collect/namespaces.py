@@ -54,8 +54,8 @@ def read_ns(pid: int | str, proc: str = procfs.PROC) -> tuple[int, int]:
     try:
         return parse_ns_link(os.readlink(base + "ipc")), parse_ns_link(os.readlink(base + "mnt"))
     except OSError as error:
-        failure = procfs.translate(error)
-        raise failure if isinstance(failure, (Gone, Denied)) else Gone(str(error)) from None
+        raise procfs.translate(error) if procfs.is_gone(error) or procfs.is_denied(error) else Gone(
+            str(error)) from None
     except ValueError as error:
         raise Gone(str(error)) from None  # no such link on this kernel: as if gone (nothing to read)
 
@@ -230,9 +230,8 @@ def _read_mounts(
     try:
         shm_dev = os.stat(root + SHM_MOUNT_POINT).st_dev if seen_shm is not None else None
     except OSError as error:
-        failure = procfs.translate(error)
-        if isinstance(failure, Denied):
-            raise failure from None
+        if procfs.is_denied(error):
+            raise procfs.translate(error) from None
         shm_dev = None  # no /dev/shm in it
     if seen_shm is not None and shm_dev is not None and any(
         mount.fstype == "tmpfs" and mount.mount_point == SHM_MOUNT_POINT and mount.dev == shm_dev for mount in table

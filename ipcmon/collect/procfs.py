@@ -34,8 +34,22 @@ class Denied(Exception):
     """The kernel refused the read (not root, or another user's process)."""
 
 
+def is_gone(error: OSError) -> bool:
+    """Whether a /proc read's error means its process (or the file) is gone: translate gives Gone."""
+    return error.errno in _GONE_ERRNOS
+
+
+def is_denied(error: OSError) -> bool:
+    """Whether a /proc read's error means the kernel refused it: translate gives Denied."""
+    return error.errno in _DENIED_ERRNOS
+
+
 def translate(error: OSError) -> Exception:
-    """Map an OSError from a /proc read to Gone or Denied; anything else is returned unchanged."""
+    """Map an OSError from a /proc read to Gone or Denied; anything else is returned unchanged.
+
+    Raise what it returns at once (``raise translate(error) from None``), never from a local name: an exception
+    a local still holds refers through its traceback to that very frame, a reference cycle that kept a whole
+    scan's tables alive until the garbage collector freed them, milliseconds later."""
     if error.errno in _GONE_ERRNOS:
         return Gone(str(error))
     if error.errno in _DENIED_ERRNOS:

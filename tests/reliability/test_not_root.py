@@ -315,3 +315,25 @@ def test_signals_nobody_may_not_send_are_refused_with_a_message(nobody: Unprivil
     expected = f"refused: not permitted to signal process {world.root_pid}; SIGTERM not sent"
     assert result.stdout.decode().strip() == expected
     assert os.path.exists(f"/proc/{world.root_pid}")
+
+
+def test_a_scan_as_nobody_leaves_no_reference_cycles(nobody: Unprivileged) -> None:
+    """As nobody, most of /proc refuses (Denied, Gone): an exception kept in a local refers to its own frame through
+    its traceback, and such a cycle kept a whole scan's tables alive until the garbage collector ran. A Scanner's
+    scans must leave nothing for it (procfs.translate)."""
+    code = textwrap.dedent("""
+        import gc
+        from ipcmon.collect import Scanner
+        scanner = Scanner()
+        gc.collect()
+        gc.disable()
+        hidden = [scanner.scan().hidden_processes for _ in range(3)]
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        print(min(hidden), sorted({type(thing).__name__ for thing in gc.garbage}))
+    """)
+    result = subprocess.run(nobody.command([nobody.python, "-c", code]), capture_output=True, text=True,
+                            env=nobody.env(), cwd=nobody.home, timeout=120, check=True)
+    hidden, garbage = result.stdout.split(" ", 1)
+    assert int(hidden) > 0  # root's processes refused it: the Denied paths ran
+    assert garbage.strip() == "[]"

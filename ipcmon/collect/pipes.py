@@ -229,11 +229,15 @@ class PipeIndex:
             renewed[identity] = self._look(identity, refs, build)
         if added or removed:
             return self._order()
-        result = list(self.result)
+        result = self.result
         positions = self.positions
-        for identity, pipe in renewed.items():
-            result[positions[identity]] = pipe
-        self.result = tuple(result)
+        if any(result[positions[identity]] is not pipe for identity, pipe in renewed.items()):
+            # A new tuple only when a record is new: the same one tells every later reader that nothing changed
+            # (events.diff, waiting.analyse's keyed pipes).
+            replaced = list(result)
+            for identity, pipe in renewed.items():
+                replaced[positions[identity]] = pipe
+            self.result = tuple(replaced)
         return self.result
 
     def _rebuild(self, fds_by_pid: Mapping[int, list[FdRef]], build: _Build) -> tuple[Pipe, ...]:

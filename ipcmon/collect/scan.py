@@ -28,7 +28,7 @@ from ipcmon.collect.memory import ScanMemory
 from ipcmon.collect.mqueue import MOUNT_MQUEUE_HINT
 from ipcmon.collect.process import ProcessRead, ReadPlan, RememberedProcess, Unread, read_process, run_signature
 from ipcmon.collect.procfs import Denied, Gone, PidFds
-from ipcmon.model import Holder, Namespace, Place, Process, ProcessSignals, Snapshot, Stuck, Sysv
+from ipcmon.model import Holder, Namespace, Place, Process, ProcessSignals, Snapshot, Sysv
 from ipcmon.safe import counted
 
 __all__ = [  # the names callers outside collect import from here
@@ -204,11 +204,9 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
     snapshot = health.qualify(snapshot, privileged=os.geteuid() == 0)
     # Who waits on whom crosses mechanisms: it reads the pipes and queues the collectors built (if asked for).
     unseen = frozenset() if os.geteuid() == 0 else health.unseen_uids(snapshot)  # as health.qualify reasons
-    alone: dict[int, tuple[Process, Stuck]] | None = None
-    if memory is not None:
-        alone = memory.kept("waiting.alone", dict)
+    waits = memory.kept("waiting", waiting.WaitMemory) if memory is not None else None
     stuck, deadlocks = waiting.analyse(snapshot.processes, snapshot.pipes, snapshot.mqueues, tables.kin, unseen,
-                                       alone)
+                                       waits)
     # Budgets are machine-wide: read from the whole scan, before --pid narrows it (restrict_to_pids keeps them).
     limits = None
     if memory is not None:

@@ -680,7 +680,7 @@ def analyse(
     queues: Iterable[MessageQueue],
     kin: Mapping[int, Kin] | None = None,
     unseen: Collection[int | None] = (),
-    alone: dict[int, tuple[Process, Stuck]] | None = None,
+    memory: WaitMemory | None = None,
 ) -> tuple[tuple[Stuck, ...], tuple[Deadlock, ...]]:
     """Every process blocked on IPC with who could release it (most serious first), and the deadlocks among them.
 
@@ -710,14 +710,19 @@ def analyse(
     never an edge: another thread may be about to release it. A process that reads a pipe whose only writer is
     itself is a deadlock of one.
 
-    alone (a Scanner's, kept from scan to scan): the record of each process waiting for a signal, which depends on
-    that process alone (never an edge, nobody else's state in its words): a process record that is the very same
-    object as at the last scan (collect.process: nothing of it moved) keeps its record (a large machine's
-    thousand workers in pause(2), every scan).
+    memory (a Scanner's, kept from scan to scan: WaitMemory): the record of each process waiting for a signal,
+    which depends on that process alone (never an edge, nobody else's state in its words): a process record that is
+    the very same object as at the last scan (collect.process: nothing of it moved) keeps its record (a large
+    machine's thousand workers in pause(2), every scan); and the pipes and queues by key, kept while the scan
+    hands the very same tuple again (pipes.PipeIndex does when no pipe changed).
     """
     kin = kin or {}
-    pipe_by_key: Mapping[str, Pipe] = _ByKey(pipes)  # built only if a wait needs it: most are pause(), wait4()…
-    queue_by_key: Mapping[str, MessageQueue] = _ByKey(queues)
+    alone = memory.alone if memory is not None else None
+    # Built only if a wait needs it: most are pause(), wait4()…
+    pipe_by_key = _ByKey.again(memory.pipes if memory is not None else None, pipes)
+    queue_by_key = _ByKey.again(memory.queues if memory is not None else None, queues)
+    if memory is not None:
+        memory.pipes, memory.queues = pipe_by_key, queue_by_key
     all_processes = {process.pid: process for process in processes}
     waiters = {pid: process for pid, process in all_processes.items() if process.waiting is not None}
     kept: list[Stuck] = []
@@ -810,12 +815,31 @@ def analyse(
 Record = TypeVar("Record", bound=Keyed)
 
 
+class WaitMemory:
+    """What analyse keeps from one of a Scanner's scans to the next: each signal waiter's process and record
+    (alone), and the pipes and queues by key (their tuples compared by identity)."""
+
+    def __init__(self) -> None:
+        self.alone: dict[int, tuple[Process, Stuck]] = {}
+        self.pipes: _ByKey[Pipe] | None = None
+        self.queues: _ByKey[MessageQueue] | None = None
+
+    def __len__(self) -> int:
+        """The signal waiters whose record it keeps."""
+        return len(self.alone)
+
+
 class _ByKey(Mapping[str, Record]):
     """Records by object key, the table made at the first look (a large machine's 5,000 pipes, every scan)."""
 
     def __init__(self, records: Iterable[Record]) -> None:
         self._records = records
         self._keyed: dict[str, Record] | None = None
+
+    @classmethod
+    def again(cls, previous: _ByKey[Record] | None, records: Iterable[Record]) -> _ByKey[Record]:
+        """previous itself when it keys the very same records object, else a new one."""
+        return previous if previous is not None and previous._records is records else cls(records)
 
     def _table(self) -> dict[str, Record]:
         if self._keyed is None:

@@ -272,6 +272,40 @@ def test_an_anonymous_pipe_of_settled_holders_is_the_previous_record(spawn: Spaw
     assert (first.buffered, len(first.readers), len(first.writers)) == (0, 1, 1)
 
 
+def test_a_holder_s_turn_that_finds_its_pipes_as_they_were_hands_the_same_tuple(spawn: Spawn) -> None:
+    """A turn reads the fills of its holder's pipes again (turned); when every record is the one it was, the result
+    is the previous tuple itself, which later readers (events.diff, waiting.analyse's keyed pipes) take as
+    unchanged; a fill that moved makes a new one."""
+    child = spawn(SINGLE)
+    child.expect()
+    inode, _read_end, write_end = (int(word) for word in ask(child, "pipe"))
+    listed = {child.pid: [ref for ref in read_fds(child.pid, Devices(None, None)) if ref.inode == inode]}
+    refs = listed[child.pid]
+    processes = {p.pid: p for p in scan().processes if p.pid == child.pid}
+    index = PipeIndex()
+    with procfs.PidFds() as pidfds:
+        first = collect_pipes(processes, refs, pidfds, index=index, settled={child.pid}, fds_by_pid=listed)
+        turn = collect_pipes(processes, refs, pidfds, index=index, settled={child.pid}, turned={child.pid},
+                             fds_by_pid=listed)
+        assert index.looked_at == 1
+        outside = os.open(f"/proc/{child.pid}/fd/{write_end}", os.O_WRONLY)
+        try:
+            os.write(outside, b"z" * 10)
+        finally:
+            os.close(outside)
+        settled = collect_pipes(processes, refs, pidfds, index=index, settled={child.pid}, fds_by_pid=listed)
+        moved = collect_pipes(processes, refs, pidfds, index=index, settled={child.pid}, turned={child.pid},
+                              fds_by_pid=listed)
+    assert turn is first
+    assert settled is first  # no holder ran and it is not its turn: the fill is not read
+    assert moved is not first and pipe_by_inode_in(moved, inode).buffered == 10
+
+
+def pipe_by_inode_in(pipes: tuple[Pipe, ...], inode: int) -> Pipe:
+    (found,) = [pipe for pipe in pipes if pipe.inode == inode]
+    return found
+
+
 def test_a_pipe_whose_settled_holder_lost_a_fellow_holder_is_built_again(spawn: Spawn) -> None:
     """The previous record is taken as it stands only with as many ends as it had: when one of two holders exits,
     the one left (which never ran) holds the pipe alone."""

@@ -379,6 +379,22 @@ def test_waits_on_no_pipe_leave_the_pipes_unkeyed(spawn: Spawn) -> None:
         reading = [process for process in snapshot.processes if process.pid == reader.pid]
         (found,), _ = waiting.analyse(reading, snapshot.pipes, snapshot.mqueues)
         assert found.releasers == (os.getpid(),)
+        # A Scanner's memory keys the very same tuple once: the next scan's analyse, handed it again, keys nothing.
+        keyed: list[int] = []
+
+        class Counted(tuple):  # type: ignore[type-arg]
+            def __iter__(self) -> Any:
+                keyed.append(1)
+                return super().__iter__()
+
+        pipes = Counted(snapshot.pipes)
+        memory = waiting.WaitMemory()
+        for _ in range(3):
+            (found,), _ = waiting.analyse(reading, pipes, snapshot.mqueues, memory=memory)
+            assert found.releasers == (os.getpid(),)
+        assert len(keyed) == 1
+        waiting.analyse(reading, Counted(snapshot.pipes), snapshot.mqueues, memory=memory)
+        assert len(keyed) == 2  # another tuple: keyed again
     finally:
         os.close(read_end)
         os.close(write_end)

@@ -449,8 +449,7 @@ def _diff_sysv(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
 def _diff_waiting(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
     # Only waiting processes (a process without a wait has nothing to compare), keyed by pid and start time: a reused
     # pid is a different process.
-    old = {process.key: process for process in prev.processes if process.waiting is not None}
-    new = {process.key: process for process in cur.processes if process.waiting is not None}
+    old, new = _waiting_pairs(prev.processes, cur.processes)
     changes: tuple[tuple[EventName, dict[ProcessKey, Process], dict[ProcessKey, Process]], ...] = (
         ("wait-ended", old, new), ("waiting", new, old))
     for verb, these, others in changes:
@@ -472,6 +471,22 @@ def _diff_waiting(emit: _Emitter, prev: Snapshot, cur: Snapshot) -> None:
         if deadlock.key not in new_groups:
             emit("process", "deadlock-ended", ", ".join(map(str, deadlock.pids)), deadlock.key,
                  detail=_ended_detail(deadlock, cur))
+
+
+def _waiting_pairs(before: Sequence[Process], after: Sequence[Process]) -> tuple[
+    dict[ProcessKey, Process], dict[ProcessKey, Process]
+]:
+    """The waiting processes of two scans whose waits may differ, keyed by pid and start time (a reused pid is a
+    different process), in scan order. A process record that is the same object in both (a Scanner's: nothing of
+    it moved) is left out; when the two scans list the same processes in the same places (most scans), the lists
+    are walked side by side and no other record is keyed (a large machine's thousand workers in pause(2))."""
+    if len(before) == len(after):
+        moved = [(old, new) for old, new in zip(before, after, strict=True) if old is not new]
+        if all(old.pid == new.pid for old, new in moved):
+            return ({old.key: old for old, _ in moved if old.waiting is not None},
+                    {new.key: new for _, new in moved if new.waiting is not None})
+    return ({process.key: process for process in before if process.waiting is not None},
+            {process.key: process for process in after if process.waiting is not None})
 
 
 def _budget_levels(snapshot: Snapshot) -> dict[str, tuple[health.Level | None, ShmMount | Budget]]:

@@ -6,6 +6,7 @@ import itertools
 import mmap
 import os
 from pathlib import Path
+from typing import Any
 
 import posix_ipc
 import pytest
@@ -14,7 +15,7 @@ from ipcmon.collect import ScanConfig, Scanner
 from ipcmon.live import events
 from ipcmon.live.events import EventLog, diff
 from ipcmon.model import Event
-from tests.helpers import Cleanup, Spawn, new_name, scan_kinds
+from tests.helpers import Cleanup, Spawn, new_name, scan_kinds, wait_until
 
 
 def _mine(events: list[Event], name: str) -> list[tuple[str, int | None]]:
@@ -207,3 +208,36 @@ def test_a_scanner_s_tables_are_diffed_by_walking_them_side_by_side(
     assert [(event.event, event.object) for event in diff(replaced, resized) if event.mechanism == "shm"] == [
         ("resized", "/seg-b")]
     assert keyed == []
+
+
+def test_a_scanner_s_waits_are_diffed_by_walking_the_processes_side_by_side(spawn: Spawn) -> None:
+    """events._waiting_pairs: a process whose record is the same object at both scans (it did not move) is not
+    compared or keyed; one whose wait changed gives wait-ended and waiting, in that order."""
+    pauser = spawn("say('ready')\nsignal.pause()\n")
+    pauser.expect()
+    mover = spawn("say('ready')\nfor line in commands():\n    say('pausing')\n    signal.pause()\n")
+    mover.expect()
+    scanner = Scanner(ScanConfig(kinds=("pipe",), pids=frozenset({pauser.pid, mover.pid})))
+
+    def both_waiting() -> bool:
+        snapshots.append(scanner.scan())
+        waits = {process.pid: process.waiting for process in snapshots[-1].processes}
+        return waits.get(pauser.pid) is not None and waits.get(mover.pid) is not None and len(snapshots) > 2
+
+    snapshots: list[Any] = []
+    wait_until(both_waiting, "both children waiting, seen by three scans")
+    mover.tell("pause")
+    mover.expect("pausing")
+    before = snapshots[-1]
+
+    def paused() -> bool:
+        snapshots.append(scanner.scan())
+        return any(process.pid == mover.pid and process.waiting is not None and process.waiting.kind == "signal"
+                   for process in snapshots[-1].processes)
+
+    wait_until(paused, "the mover paused")
+    after = snapshots[-1]
+    old, new = events._waiting_pairs(before.processes, after.processes)
+    assert [key.pid for key in old] == [key.pid for key in new] == [mover.pid]
+    found = [(event.event, event.pid) for event in diff(before, after) if event.pid == mover.pid]
+    assert found == [("wait-ended", mover.pid), ("waiting", mover.pid)]

@@ -86,7 +86,7 @@ def collect(
                               allocated=allocated, holders=tuple(holders))
         regions.append(region if recall is None else recall.keep(identity, inputs, region))
     regions.sort(key=_order)
-    return tuple(regions)
+    return tuple(regions) if recall is None else recall.result(regions)
 
 
 def _order(region: SharedRegion) -> tuple[str, str, int]:

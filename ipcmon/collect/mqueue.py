@@ -271,7 +271,7 @@ def collect(
                        place=place)
         queues.append(queue if recall is None else recall.keep(identity, inputs, queue))
     queues.sort(key=lambda queue: (queue.name, queue.inode, queue.dev))
-    return tuple(queues)
+    return tuple(queues) if recall is None else recall.result(queues)
 
 
 def _holders_as_read(refs: list[FdRef], processes: Mapping[int, Process]) -> tuple[object, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Hashable
 from typing import Any, Generic, TypeVar
 
@@ -19,6 +20,7 @@ class Recall(Generic[Record]):
     def __init__(self) -> None:
         self._before: dict[Hashable, tuple[Hashable, Record]] = {}
         self._now: dict[Hashable, tuple[Hashable, Record]] = {}
+        self._result: tuple[Record, ...] | None = None
 
     def get(self, identity: Hashable, inputs: Hashable) -> Record | None:
         """The previous scan's record for identity if it was built from equal inputs, else None."""
@@ -42,6 +44,15 @@ class Recall(Generic[Record]):
         collector to walk: thousands of unchanged records a scan); returns its record."""
         self._now[identity] = kept
         return kept[1]
+
+    def result(self, records: list[Record]) -> tuple[Record, ...]:
+        """This scan's records as the collector returns them: the last scan's tuple itself when it holds the very
+        same records in the same order, so that later readers can tell nothing changed by identity (events.diff,
+        the Monitor's names)."""
+        last = self._result
+        if last is None or len(last) != len(records) or not all(map(operator.is_, last, records)):
+            last = self._result = tuple(records)
+        return last
 
     def __len__(self) -> int:
         return len(self._before) + len(self._now)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import operator
 import os
 import signal
 import threading
@@ -226,6 +227,8 @@ class Monitor:
         self._ended: dict[str, float] = {}
         """path → when (time.monotonic) a poll last found its name gone: the poll reported its end (``destroyed``,
         ``unlinked-while-held``), so inotify's later word of the unlink is not a second end (ENDED_SECONDS)."""
+        self._names_from: tuple[tuple[ShmSegment, ...], tuple[MessageQueue, ...], dict[str, Named]] | None = None
+        """The segments and queues _names was last made from (compared by identity), and what it was made."""
         self._named_records: dict[int, tuple[ShmSegment | MessageQueue, str, Named]] = {}
         """The last snapshot's named segments and queues by record identity, with their path and Named: a Scanner
         hands the same record again for an object that did not change (collect.recall), whose Named is then kept."""
@@ -358,6 +361,14 @@ class Monitor:
             del self.last_holders[key]  # destroyed: forget it, so the map stays as small as the system
 
     def _remember_names(self, snapshot: Snapshot) -> None:
+        moment = time.monotonic()
+        self._ended = {path: when for path, when in self._ended.items() if moment - when < ENDED_SECONDS}
+        tables = (snapshot.shm, snapshot.mqueues)
+        if self._names_from is not None and all(map(operator.is_, tables[:2], self._names_from[:2])):
+            # The very same records as the last poll (a Scanner's, when none changed): the same names, less and more
+            # what inotify said since (as made afresh).
+            self._names = dict(self._names_from[2])
+            return
         names: dict[str, Named] = {}
         before, now = self._named_records, {}
         records: list[ShmSegment | MessageQueue] = [*snapshot.shm, *snapshot.mqueues]
@@ -380,12 +391,11 @@ class Monitor:
             now[id(record)] = (record, path, named)
             names[path] = named
         self._named_records = now
-        moment = time.monotonic()
-        self._ended = {path: when for path, when in self._ended.items() if moment - when < ENDED_SECONDS}
         # Only names the last snapshot had: this poll's diff said their end. (One inotify saw made since the scan
         # began is not in either, and its unlink is still news.)
         self._ended.update((path, moment) for path in {entry[1] for entry in before.values()} - names.keys())
         self._names = names
+        self._names_from = (*tables, dict(names))
 
     # --- inotify and the attribution sources ---------------------------------------------------------------
 

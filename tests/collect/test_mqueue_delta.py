@@ -136,3 +136,31 @@ def test_a_scanner_looks_at_its_own_queue_not_at_the_proc_files_it_keeps(
         assert found.messages == 1
     finally:
         queue.close()
+
+
+def test_a_scan_whose_queues_are_all_the_previous_records_is_the_previous_tuple(
+    spawn: Spawn, cleanup: Cleanup, unique_name: str
+) -> None:
+    """Recall.result: the very same records in the same order give the last tuple itself (events.diff and the
+    Monitor then stop at identity); a changed record gives a new one."""
+    new_queue(cleanup, unique_name)
+    child = holder(spawn, unique_name)
+    recall: Recall[MessageQueue] = Recall()
+    devices = Devices(None, os.stat(MQUEUE_DIR).st_dev)
+    processes = {p.pid: p for p in scan(ScanConfig(kinds=("mqueue",))).processes if p.pid == child.pid}
+    fds = [ref for ref in read_fds(child.pid, devices) if ref.kind == "mqueue"]
+    results = []
+    with procfs.PidFds() as pidfds:
+        for send in (False, False, True):
+            if send:
+                posix_ipc.MessageQueue(unique_name).send(b"hello")
+            recall.turn()
+            results.append(collect(MQUEUE_DIR, processes, fds, pidfds, recall=recall))
+    first, again, sent = results
+    # The same tuple exactly when every record is the same (another program's queue may change meanwhile).
+    unchanged = len(first) == len(again) and all(a is b for a, b in zip(first, again, strict=False))
+    assert (again is first) == unchanged
+    assert next(queue for queue in again if queue.name == unique_name) is (
+        next(queue for queue in first if queue.name == unique_name))
+    assert sent is not again
+    assert [queue.messages for queue in sent if queue.name == unique_name] == [1]

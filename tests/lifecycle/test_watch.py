@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import posix_ipc
 import pytest
@@ -387,3 +388,26 @@ def test_a_poll_keeps_what_it_knows_of_unchanged_segments_without_new_entries(tm
         pytest.fail("the entries of an unchanged segment were made anew at every poll")
     (text,) = monitor.last_holders.values()
     assert text.startswith(f"last held by {holder.pid} ")
+
+
+def test_a_poll_that_finds_the_same_segments_keeps_their_names_and_follows_a_change(
+    spawn: Spawn, tmp_path: Path
+) -> None:
+    """Monitor._remember_names: a poll handed the very same segments (a Scanner's tuple, when none changed) makes no
+    name again, and a holder that comes later shows in the names and in last_holders."""
+    path = tmp_path / "segment"
+    path.write_bytes(b"x" * 4096)
+    monitor = Monitor(ScanConfig(kinds=("shm",), shm_dir=str(tmp_path)))
+    first, _ = monitor.poll()
+    records = monitor._named_records
+    same, _ = monitor.poll()
+    assert same.shm is first.shm  # nothing holds or changed it: the Scanner's tuple again
+    assert monitor._named_records is records
+    assert monitor._names[str(path)].holders == ()
+    holder = spawn(f"fd = os.open({str(path)!r}, os.O_RDONLY)\nsay('ready')\nhold()\n")
+    holder.expect()
+    polled, _ = monitor.poll()
+    assert polled.shm is not first.shm
+    assert [end.pid for end in monitor._names[str(path)].holders] == [holder.pid]
+    (segment,) = polled.shm
+    assert monitor.last_holders[segment.object_key].startswith(f"last held by {holder.pid} ")

@@ -261,6 +261,8 @@ class ObjectTable(DataTable[Cell]):
         # its row's height: kept by all of these, it is rendered again only when one of them changed. Kept by all but
         # the row, it is only given its new row when rows move: with the lesson demos running, the alerts come and go
         # at every scan, and every row below a new one was rendered again (issue 12, the demos' cost).
+        if row_index == -1 and column_index >= 0:
+            return self._render_header_cell(column_index, base_style, width, cursor, hover)
         if row_index < 0 or column_index < 0:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         row_key = self._row_locations.get_key(row_index)
@@ -291,6 +293,36 @@ class ObjectTable(DataTable[Cell]):
             lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
             self.cells_rendered += 1
         self._drawn[key] = (cell, row_index, lines)  # the cell kept with it: its id is not reused while it is kept
+        return lines
+
+    def _render_header_cell(
+        self, column_index: int, base_style: Style, width: int, cursor: bool, hover: bool
+    ) -> list[list[Segment]]:
+        """A column label, kept as the cells are: by the label itself (a new one for a new sort arrow), its column, the
+        styles and width; the header was drawn again at every frame that drew the table (each scan that changed an
+        alert, each view switch)."""
+        columns = self.ordered_columns
+        if column_index >= len(columns):
+            return super()._render_cell(-1, column_index, base_style, width, cursor, hover)
+        label = columns[column_index].label
+        styles = self._get_styles_to_render_cell(
+            True,
+            False,
+            False,
+            hover,
+            cursor,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self.cursor_foreground_priority == "css",
+            self.cursor_background_priority == "css",
+        )
+        key = ("header", id(label), label.plain, column_index, base_style, styles, width, self.header_height)
+        kept = self._drawn.get(key)
+        if kept is not None and kept[0] is label:
+            return kept[2]
+        lines = super()._render_cell(-1, column_index, base_style, width, cursor, hover)
+        self.cells_rendered += 1
+        self._drawn[key] = (label, -1, lines)
         return lines
 
     # --- keeping in step ------------------------------------------------------------------------------------

@@ -200,6 +200,10 @@ class ObjectTable(DataTable[Cell]):
         # row is removed, so that layout is never needed now.
         if layout and self._rows_changing and resize_in_place(self):
             layout = False
+            if self._repaints_held is None and not regions:
+                # A new virtual size (rows came or went) moves no line: _apply drew again the lines that changed, and a
+                # change of column widths draws the whole table (fit_columns). Drawing it all here undid that.
+                return self
         if self._repaints_held is not None and repaint and not (regions or layout or recompose):
             self._repaints_held = True  # the whole table is drawn again once, when _apply is done
             return self
@@ -394,12 +398,51 @@ class ObjectTable(DataTable[Cell]):
             self._apply_rows()
             return
         self._repaints_held = False
+        before = self._lines_shown()
         try:
             self._apply_rows()
         finally:
             held, self._repaints_held = self._repaints_held, None
             if held:
-                self.refresh()
+                self._refresh_changed_lines(before)
+
+    def _lines_shown(self) -> tuple[tuple[object, ...], list[tuple[str, Row | None]]] | None:
+        """What the table's lines show: what all of them depend on (scroll, size, column widths and labels, cursor,
+        hover), and the key and row of each row line on screen, top first; None before the table is drawn, or when a
+        row is taller than a line."""
+        if not self.is_mounted or not self.size or not self.show_header or self.header_height != 1:
+            return None
+        top = round(self.scroll_y)
+        rows: list[tuple[str, Row | None]] = []
+        for index in range(top, min(top + self.size.height - 1, self.row_count)):
+            key = self._row_locations.get_key(index)
+            if key is None or key not in self.rows or self.rows[key].height != 1:
+                return None
+            rows.append((str(key.value), self._shown.get(str(key.value))))
+        columns = tuple((column.key, column.label, column.width, column.auto_width) for column in self.ordered_columns)
+        return (self.scroll_offset, self.size, columns, self.cursor_coordinate, self.hover_coordinate), rows
+
+    def _refresh_changed_lines(self, before: tuple[tuple[object, ...], list[tuple[str, Row | None]]] | None) -> None:
+        """Draw again the lines whose row changed, not the whole table.
+
+        DataTable draws the whole table again after any change, every line of it through Textual's line pipeline, the
+        empty ones under the rows too: with the lesson demos running, an alert comes or goes at almost every scan, and
+        the Overview's alerts table of 31 lines was a third of each frame (issue 12, the demos' cost). A line shows the
+        row at its place (the row itself: a changed row is a new Row), so a line whose place holds the same row as
+        before, or no row before and after, looks the same. Anything else that changed (scroll, size, a column, the
+        cursor) draws the whole table again.
+        """
+        after = self._lines_shown()
+        if before is None or after is None or before[0] != after[0]:
+            self.refresh()
+            return
+        old, new = before[1], after[1]
+        width = self.size.width
+        for line in range(max(len(old), len(new))):
+            was = old[line] if line < len(old) else None
+            now = new[line] if line < len(new) else None
+            if was is None or now is None or was[0] != now[0] or was[1] is not now[1]:
+                self.refresh(Region(0, 1 + line, width, 1))  # line 0 is the header
 
     def _apply_rows(self) -> None:
         cursor_key = self.cursor_key

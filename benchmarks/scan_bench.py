@@ -286,8 +286,8 @@ async def _busy_stretches(seconds: float) -> list[float]:
     longest is the longest stall: the handlers run back to back in one turn of the loop).
 
     Timed at the loop's selector, whose select() the loop calls once a turn, so measuring wakes nothing: the 50 ms
-    ticks this replaced woke the loop 20 times a second, about 0.5 % of a core on the event loop's thread (as much as
-    the idle dashboard's own work there), counted in the figure it measured.
+    ticks this replaced woke the loop 20 times a second, 0.3 to 0.5 % of a core on the event loop's thread in the idle
+    phase (measured: about as much as the idle dashboard's own work there), counted in the figure they measured.
     """
     import asyncio
 

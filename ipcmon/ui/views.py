@@ -141,11 +141,30 @@ class NavigatingApp(RefreshingApp):
     def get_default_screen(self) -> Screen[None]:
         return DashboardScreen(id="_default")
 
+    _table_views: dict[str, ObjectView] | None = None
+    """The table views by id, found once (see table_views)."""
+
+    def table_views(self) -> dict[str, ObjectView]:
+        """The table views (2–6) by id; empty until they are mounted.
+
+        Found by a query once: they are composed with the App and never replaced. A query matches selectors node by
+        node, and Textual asks check_action about every binding several times a view switch (the footer's keys), each
+        time asking for the current view: a query each was a tenth of a view switch (issue 12, key latency).
+        """
+        if self._table_views is None:
+            found = {view.spec.id: view for view in self.query(ObjectView)}
+            if not found:
+                return found  # not mounted yet (or another screen on top): looked for again next time
+            self._table_views = found
+        return self._table_views
+
     def current_view(self) -> ObjectView | None:
-        for view in self.query(ObjectView):
-            if view.spec.id == self.active_view:
-                return view
-        return None
+        """The table view shown; None for the Overview and Demos, and while another screen (a dialog, the process
+        view) is on top, as a query of the App (which looks only at the screen on top) found none."""
+        if not self.screen_stack:
+            return None
+        view = self.table_views().get(self.active_view)
+        return view if view is not None and view.screen is self.screen else None
 
     def current_row(self) -> Row | None:
         view = self.current_view()

@@ -250,6 +250,57 @@ async def test_the_timeline_stays_at_the_history_limit_and_the_cursor_on_its_eve
         assert app.is_running
 
 
+def drawn_as_new(table: TimelineTable) -> None:
+    """Every line on screen is what drawing its row afresh at the current widths gives (no stale line kept)."""
+    for y in range(1, table.size.height):
+        line = table._line_at(round(table.scroll_y) + y - 1)
+        if line is None:
+            break
+        assert line.row is not None
+        assert list(table._row_strip(line.row)) == list(table._cells(line.row.cells)), y
+
+
+async def test_showing_the_events_view_again_draws_no_line_again_and_a_change_draws_them_afresh(
+    recorded: tuple[Snapshot, list[Event]],
+) -> None:
+    """Drawn lines are kept by row and widths (a switch back to the view drew every cell through Rich again, issue 12
+    key latency); new colours, new widths and new events are still drawn."""
+    async with filled(recorded, 500, 250, 500) as (pilot, app, feed, events):
+        await pilot.press("6")
+        await pilot.pause()
+        table = timeline(app)
+        drawn = table.lines_drawn
+        assert drawn > 0
+        for key in "161":
+            await pilot.press(key)
+            await pilot.pause()
+        await pilot.press("6")
+        await pilot.pause()
+        assert table.lines_drawn == drawn  # the same rows at the same widths: nothing drawn again
+        drawn_as_new(table)
+        # New colours: new rows, drawn afresh.
+        old_palette = app.palette
+        app.theme = "nord" if app.theme != "nord" else "gruvbox"
+        await wait_for(pilot, lambda: app.palette != old_palette and table.lines_drawn > drawn, "the lines redrawn")
+        await pilot.pause()
+        drawn_as_new(table)
+        row = table.current_row
+        assert row is not None and isinstance(row.record, Event)
+        assert str(row.cells[2].style) == getattr(app.palette, EVENT_STYLES[row.record.event])
+        # New widths: a narrower terminal.
+        widths = table._widths
+        await pilot.resize_terminal(90, 40)
+        await wait_for(pilot, lambda: table._widths != widths, "the columns fitted to 90 columns")
+        await pilot.pause()
+        drawn_as_new(table)
+        # A new event on top is drawn, and what is under it still reads right.
+        await feed_batches(pilot, app, feed, [replayed(events, 1, 500)])
+        assert table.shown_keys[0] == "event:500"
+        drawn_as_new(table)
+        top = table.render_line(1).text
+        assert events[0].object.rsplit("-", 1)[0] in top or "created" in top or "destroyed" in top, top
+
+
 def test_no_test_object_is_left(recorded: tuple[Snapshot, list[Event]]) -> None:
     _, events = recorded
     prefix = events[0].object.rsplit("-", 1)[0]

@@ -18,6 +18,7 @@ from textual.widgets import Static
 
 from ipcmon.model import Event, ShmSegment
 from ipcmon.ui.app import IpcmonApp
+from ipcmon.ui.view.alerts import find_alerts
 from ipcmon.ui.widgets.demos_view import DemosView
 from ipcmon.ui.widgets.overview import METRICS, MetricCard, Overview, update_if_changed
 from ipcmon.ui.widgets.tables import ObjectTable
@@ -243,6 +244,45 @@ async def test_an_alert_that_comes_or_goes_lays_out_no_screen(monkeypatch: pytes
                 orphan = more.shm[-1].object_key + ":"
                 assert any(key.startswith(orphan) for key in alerts.shown_keys) == (rows > before)
         assert laid_out == []
+
+
+def shown_on_screen(app: IpcmonApp, widget: Widget) -> list[str]:
+    """The widget's lines as the screen shows them: composed from what each widget keeps drawn (a line it was not told
+    to draw again stays as it was)."""
+    region = widget.region
+    strips = app.screen._compositor.render_strips()
+    return [strips[y].crop(region.x, region.right).text for y in range(region.y, region.bottom)]
+
+
+async def test_alerts_that_come_and_go_draw_only_their_lines_and_the_screen_shows_them_all(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The alerts table draws again only the lines whose alert changed (the empty lines under the rows were drawn at
+    every scan of the demos, issue 12), and every line on screen still shows what the table holds: alerts added above
+    others, removed, and the rows under them moved."""
+    base = canned.canned_snapshot()
+    steps = [canned.canned_snapshot(extra_shm=orphans(1)), canned.canned_snapshot(extra_shm=orphans(3)),
+             canned.canned_snapshot(extra_shm=orphans(3)[1:]), copy.deepcopy(base)]
+    app = canned_app(base, copy.deepcopy(base), *steps)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await started(pilot, app)
+        await rescan(pilot, app, 1)  # the cards' first change since they were drawn may lay them out (all drawn again)
+        alerts = app.query_one("#alerts", ObjectTable)
+        assert shown_on_screen(app, alerts) == [alerts.render_line(y).text for y in range(alerts.size.height)]
+        drawn: list[int] = []
+        render_line = alerts.render_line
+
+        def counted(y: int) -> object:
+            drawn.append(y)
+            return render_line(y)
+
+        monkeypatch.setattr(alerts, "render_line", counted)
+        for step in steps:
+            drawn.clear()
+            await rescan(pilot, app, 1)
+            assert alerts.row_count == len(list(find_alerts(step)))
+            lines = [render_line(y).text for y in range(alerts.size.height)]
+            assert shown_on_screen(app, alerts) == lines
+            assert 0 < len(set(drawn)) < alerts.size.height - 5, drawn  # the changed lines, not the empty ones
 
 
 async def test_alerts_past_the_table_bring_its_scrollbar(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -92,3 +92,26 @@ async def test_rows_that_move_are_not_drawn_again() -> None:
         for row in range(table.row_count):
             strip = drawn_lines[row + table.header_height]
             assert {segment.style.meta.get("row") for segment in strip if segment.style and segment.style.meta} == {row}
+
+
+async def test_the_current_view_is_the_table_shown_and_none_under_another_screen() -> None:
+    """current_view finds the views once (check_action asks for it for every binding, several times a switch) and still
+    says what a query of the App said: the table view shown, none for the Overview and Demos, none under a dialog."""
+    app = canned_app()
+    async with app.run_test(size=(160, 40)) as pilot:
+        await started(pilot, app)
+        assert app.current_view() is None  # the Overview
+        for key, view_id in (("2", "shm"), ("5", "signals"), ("6", "events"), ("3", "mqueue")):
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.current_view() is view(app, view_id), key
+        await pilot.press("question_mark")
+        await wait_for(pilot, lambda: len(app.screen_stack) == 2, "the help screen")
+        assert app.current_view() is None
+        assert not app.check_action("filter", ())  # "/" is not offered under the help screen
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: len(app.screen_stack) == 1, "the help screen closed")
+        assert app.current_view() is view(app, "mqueue")
+        await pilot.press("7")
+        await pilot.pause()
+        assert app.current_view() is None  # Demos

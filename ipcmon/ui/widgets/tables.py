@@ -200,6 +200,10 @@ class ObjectTable(DataTable[Cell]):
         # row is removed, so that layout is never needed now.
         if layout and self._rows_changing and resize_in_place(self):
             layout = False
+            if self._repaints_held is None and not regions:
+                # A new virtual size (rows came or went) moves no line: _apply drew again the lines that changed, and a
+                # change of column widths draws the whole table (fit_columns). Drawing it all here undid that.
+                return self
         if self._repaints_held is not None and repaint and not (regions or layout or recompose):
             self._repaints_held = True  # the whole table is drawn again once, when _apply is done
             return self
@@ -261,6 +265,8 @@ class ObjectTable(DataTable[Cell]):
         # its row's height: kept by all of these, it is rendered again only when one of them changed. Kept by all but
         # the row, it is only given its new row when rows move: with the lesson demos running, the alerts come and go
         # at every scan, and every row below a new one was rendered again (issue 12, the demos' cost).
+        if row_index == -1 and column_index >= 0:
+            return self._render_header_cell(column_index, base_style, width, cursor, hover)
         if row_index < 0 or column_index < 0:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         row_key = self._row_locations.get_key(row_index)
@@ -291,6 +297,36 @@ class ObjectTable(DataTable[Cell]):
             lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
             self.cells_rendered += 1
         self._drawn[key] = (cell, row_index, lines)  # the cell kept with it: its id is not reused while it is kept
+        return lines
+
+    def _render_header_cell(
+        self, column_index: int, base_style: Style, width: int, cursor: bool, hover: bool
+    ) -> list[list[Segment]]:
+        """A column label, kept as the cells are: by the label itself (a new one for a new sort arrow), its column, the
+        styles and width; the header was drawn again at every frame that drew the table (each scan that changed an
+        alert, each view switch)."""
+        columns = self.ordered_columns
+        if column_index >= len(columns):
+            return super()._render_cell(-1, column_index, base_style, width, cursor, hover)
+        label = columns[column_index].label
+        styles = self._get_styles_to_render_cell(
+            True,
+            False,
+            False,
+            hover,
+            cursor,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self.cursor_foreground_priority == "css",
+            self.cursor_background_priority == "css",
+        )
+        key = ("header", id(label), label.plain, column_index, base_style, styles, width, self.header_height)
+        kept = self._drawn.get(key)
+        if kept is not None and kept[0] is label:
+            return kept[2]
+        lines = super()._render_cell(-1, column_index, base_style, width, cursor, hover)
+        self.cells_rendered += 1
+        self._drawn[key] = (label, -1, lines)
         return lines
 
     # --- keeping in step ------------------------------------------------------------------------------------
@@ -362,12 +398,51 @@ class ObjectTable(DataTable[Cell]):
             self._apply_rows()
             return
         self._repaints_held = False
+        before = self._lines_shown()
         try:
             self._apply_rows()
         finally:
             held, self._repaints_held = self._repaints_held, None
             if held:
-                self.refresh()
+                self._refresh_changed_lines(before)
+
+    def _lines_shown(self) -> tuple[tuple[object, ...], list[tuple[str, Row | None]]] | None:
+        """What the table's lines show: what all of them depend on (scroll, size, column widths and labels, cursor,
+        hover), and the key and row of each row line on screen, top first; None before the table is drawn, or when a
+        row is taller than a line."""
+        if not self.is_mounted or not self.size or not self.show_header or self.header_height != 1:
+            return None
+        top = round(self.scroll_y)
+        rows: list[tuple[str, Row | None]] = []
+        for index in range(top, min(top + self.size.height - 1, self.row_count)):
+            key = self._row_locations.get_key(index)
+            if key is None or key not in self.rows or self.rows[key].height != 1:
+                return None
+            rows.append((str(key.value), self._shown.get(str(key.value))))
+        columns = tuple((column.key, column.label, column.width, column.auto_width) for column in self.ordered_columns)
+        return (self.scroll_offset, self.size, columns, self.cursor_coordinate, self.hover_coordinate), rows
+
+    def _refresh_changed_lines(self, before: tuple[tuple[object, ...], list[tuple[str, Row | None]]] | None) -> None:
+        """Draw again the lines whose row changed, not the whole table.
+
+        DataTable draws the whole table again after any change, every line of it through Textual's line pipeline, the
+        empty ones under the rows too: with the lesson demos running, an alert comes or goes at almost every scan, and
+        the Overview's alerts table of 31 lines was a third of each frame (issue 12, the demos' cost). A line shows the
+        row at its place (the row itself: a changed row is a new Row), so a line whose place holds the same row as
+        before, or no row before and after, looks the same. Anything else that changed (scroll, size, a column, the
+        cursor) draws the whole table again.
+        """
+        after = self._lines_shown()
+        if before is None or after is None or before[0] != after[0]:
+            self.refresh()
+            return
+        old, new = before[1], after[1]
+        width = self.size.width
+        for line in range(max(len(old), len(new))):
+            was = old[line] if line < len(old) else None
+            now = new[line] if line < len(new) else None
+            if was is None or now is None or was[0] != now[0] or was[1] is not now[1]:
+                self.refresh(Region(0, 1 + line, width, 1))  # line 0 is the header
 
     def _apply_rows(self) -> None:
         cursor_key = self.cursor_key

@@ -40,9 +40,11 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
+from textual.cache import LRUCache
 from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
@@ -62,6 +64,8 @@ PADDING = 1
 HIDDEN = -1
 """The width of a column left out at this width (Column.hide_below)."""
 ROWS_KEPT = 1_000
+STRIPS_KEPT = 500
+"""Drawn lines kept with the row and column widths they were drawn for (a few screens' worth)."""
 """Lines that keep their built cells (the ones drawn lately); the others keep only their probe."""
 FOLLOW_AT_ONCE = 500
 """New events taken in by one call of :meth:`TimelineTable.follow` (about 25 ms); a flood is taken in over
@@ -199,6 +203,11 @@ class TimelineTable(ScrollView, can_focus=True):
         self._labels = [column.label + (SORT_DOWN if index == 0 else "") for index, column in enumerate(self.spec)]
         """The header's labels, the first with its arrow (minimum widths keep them whole)."""
         self._widths = [len(label) for label in self._labels]
+        self._strips: LRUCache[int, tuple[Row, list[int], Strip]] = LRUCache(STRIPS_KEPT)
+        """Each row's cells as last drawn, by the row's id, with the row and the widths they were drawn at (see
+        _row_strip)."""
+        self.lines_drawn = 0
+        """Rows whose cells were drawn, not found in ``_strips`` (tests count them)."""
         """Each column's width in cells, padding excluded, as drawn now (see :meth:`_fit`)."""
         self._natural = list(self._widths)
         """What the columns held when the widths were last worked out: the labels and the cells on screen."""
@@ -518,12 +527,21 @@ class TimelineTable(ScrollView, can_focus=True):
                 rows.append(self._fresh(line))
         if self._fit(rows, top):
             self.virtual_size = Size(self._line_width(), len(self._shown) + 1)
-        return super().render_lines(crop)
+        # The table's style and width, worked out once for the lines of this frame: Textual works the style out at
+        # each call from every ancestor's background and colour, a third of the time to draw the view again once
+        # its lines are kept (issue 12, key latency). Neither changes while one frame's lines are drawn.
+        self._frame = (self.rich_style, self.scrollable_content_region.width)
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._frame = None
+
+    _frame: tuple[Style, int] | None = None
+    """The table's style and width while render_lines draws a frame's lines."""
 
     def render_line(self, y: int) -> Strip:
         scroll_x = round(self.scroll_x)
-        width = self.scrollable_content_region.width
-        base = self.rich_style
+        base, width = self._frame or (self.rich_style, self.scrollable_content_region.width)
         if y == 0:
             strip = self._header()
             style = self.get_component_rich_style("timeline--header")
@@ -533,8 +551,24 @@ class TimelineTable(ScrollView, can_focus=True):
             if line is None:
                 return Strip.blank(width, base)
             style = self.get_component_rich_style("timeline--cursor") if index == self._cursor else base
-            strip = self._cells(self._fresh(line).cells)
+            strip = self._row_strip(self._fresh(line))
         return strip.apply_style(style).crop_extend(scroll_x, scroll_x + width, style)
+
+    def _row_strip(self, row: Row) -> Strip:
+        """A row's cells drawn at the current widths, drawn again only when the row or the widths changed.
+
+        Each cell went through Rich's Text.render at every frame that drew its line: showing the Events view again
+        (a focus change repaints every line) drew the whole screen's cells, ~14 ms of a view switch with a full
+        history (issue 12, key latency). A Row is never changed once built (a new context builds a new one, see
+        TimelineLine.current), so its id, checked against the row kept, and the widths say what it looks like.
+        """
+        kept = self._strips.get(id(row))
+        if kept is not None and kept[0] is row and kept[1] is self._widths:
+            return kept[2]
+        strip = self._cells(row.cells)
+        self.lines_drawn += 1
+        self._strips[id(row)] = (row, self._widths, strip)  # the row kept with it: its id is not reused meanwhile
+        return strip
 
     def _header(self) -> Strip:
         return self._cells([Cell(label, ()) for label in self._labels])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ipcmon.collect import Scanner, ScanConfig
+from ipcmon.collect import ScanConfig, Scanner
 from ipcmon.model import ProcessSignals, Snapshot
 from tests.helpers import Child, Spawn, settle, wait_until
 

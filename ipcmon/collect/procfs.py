@@ -168,7 +168,9 @@ class OpenProcFiles:
         again by path (the pid may name a new process, whose stat is then kept), any other file is Gone (a process
         is read stat first: this one went while it was read). A file that cannot be kept
         (the budget is spent) is read by path, and with pid's stat kept, the process must still be alive after it
-        (else Gone): the text is then that process's."""
+        (else Gone): the text is then that process's. A thread's file (``task/TID/…``) is kept only while half of the
+        budget is left, so that processes with many threads leave room for every process's own stat and schedstat
+        (what lets most processes be read with two pread(2): process._still)."""
         key = (pid, name)
         fd = self._fds.get(key)
         if fd is not None:
@@ -189,7 +191,7 @@ class OpenProcFiles:
         except OSError as error:
             os.close(fd)
             raise translate(error) from None
-        if pid in self._seen and len(self._fds) < self.budget:
+        if pid in self._seen and len(self._fds) < (self.budget // 2 if name.startswith("task/") else self.budget):
             try:
                 high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, KEPT_FD_FLOOR)
             except OSError:  # EMFILE, EINVAL: no number that high is allowed now

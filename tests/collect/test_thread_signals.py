@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import ctypes
 import os
+import resource
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ipcmon.collect import ScanConfig, Scanner
+from ipcmon.collect import ScanConfig, Scanner, procfs
 from ipcmon.model import ProcessSignals, Snapshot
 from tests.helpers import Child, Spawn, settle, wait_until
 
@@ -47,6 +49,20 @@ _LIBC.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c
 _LIBC.ptrace.restype = ctypes.c_long
 PTRACE_DETACH, PTRACE_SEIZE, PTRACE_INTERRUPT = 17, 0x4206, 0x4207  # <linux/ptrace.h>
 SYS_TGKILL = 234  # x86_64
+
+
+@pytest.fixture
+def kept_files() -> Iterator[None]:
+    """The soft RLIMIT_NOFILE raised as the front ends raise it (procfs.raise_open_files_limit), so that a Scanner
+    keeps the child's files even on a machine running hundreds of other processes; put back after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    procfs.raise_open_files_limit()
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 2048:
+        pytest.fail(f"the hard RLIMIT_NOFILE ({hard}) leaves no room for kept /proc files above 1024")
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def two_threads(spawn: Spawn, *, block: bool = False) -> tuple[Child, int]:
@@ -86,7 +102,7 @@ def thread_pending(snapshot: Snapshot, pid: int, tid: int) -> tuple[str, ...]:
     return thread.pending
 
 
-@pytest.mark.usefixtures("fds_above_1024")
+@pytest.mark.usefixtures("kept_files")
 def test_a_process_whose_threads_all_sleep_is_the_previous_read_itself(spawn: Spawn) -> None:
     """Neither thread runs: the process's read is kept whole, its signal record included (no status read)."""
     child, tid = two_threads(spawn)
@@ -108,7 +124,7 @@ def test_a_process_whose_threads_all_sleep_is_the_previous_read_itself(spawn: Sp
         scanner.close()
 
 
-@pytest.mark.usefixtures("fds_above_1024")
+@pytest.mark.usefixtures("kept_files")
 def test_a_signal_to_a_thread_a_tracer_stopped_shows_while_the_others_sleep(spawn: Spawn) -> None:
     """A traced thread in its stop (t) does not wake for a signal (wants_signal): the signal waits on that thread's
     own pending set while no thread runs and the leader, whose state /proc/PID/stat shows, still reads S. The next
@@ -137,7 +153,7 @@ def test_a_signal_to_a_thread_a_tracer_stopped_shows_while_the_others_sleep(spaw
             ptrace(PTRACE_DETACH, tid)  # from its stop; the ignored SIGUSR1 is then discarded
 
 
-@pytest.mark.usefixtures("fds_above_1024")
+@pytest.mark.usefixtures("kept_files")
 def test_a_signal_a_sleeping_thread_blocks_shows_though_no_thread_ran(spawn: Spawn) -> None:
     """A signal the target thread blocks is queued without waking it: its status is read at every scan."""
     child, tid = two_threads(spawn, block=True)
@@ -155,7 +171,7 @@ def test_a_signal_a_sleeping_thread_blocks_shows_though_no_thread_ran(spawn: Spa
         scanner.close()
 
 
-@pytest.mark.usefixtures("fds_above_1024")
+@pytest.mark.usefixtures("kept_files")
 def test_the_kept_files_of_a_thread_that_ended_are_closed(spawn: Spawn) -> None:
     """A thread's task/TID files are kept open while it lives, and closed by the first scan after it ended (a
     process making and ending threads must not pile up descriptors)."""

@@ -16,7 +16,7 @@ from typing import NamedTuple
 from ipcmon.collect import namespaces, procfs, signals, waiting
 from ipcmon.collect.fds import Devices, FdRef, MapRef, read_fds, read_maps
 from ipcmon.collect.procfs import Denied, Gone
-from ipcmon.model import Place, Process, ProcessSignals
+from ipcmon.model import Place, Process, ProcessSignals, ThreadSignals
 
 MAX_SIGNED_THREADS = 64
 """Processes with more threads are always read in full: checking every thread would cost about as much."""
@@ -190,18 +190,24 @@ class _Pin:
 
 def _still(pid: int, plan: ReadPlan, previous: RememberedProcess) -> ProcessRead | None:
     """The previous read itself, when nothing of the process has moved since: the last scan took it over, and its
-    stat and schedstat, read through the kept files (bound to the process), are the very same text (so no thread of
-    it has run, and nobody renamed or reparented it), in the same place, with its signal masks settled and its
-    account's SigQ what it was. Most processes of a large machine at every scan: two pread(2), and no record made.
+    stat and run signature, read through the kept files (bound to the process, and to each of its threads), are the
+    very same text (so no thread of it has run, and nobody renamed or reparented it), in the same place, with its
+    signal masks settled and its account's SigQ what it was. Most processes of a large machine at every scan: two
+    pread(2) (two more a thread, and a listing of its threads, for a process with several), and no record made.
     None when anything differs or cannot be read: the full path then reads the process, and says why."""
     read = previous.read
     files = plan.files
     stat = read.stat
-    if files is None or stat is None or read.run_signature is None or stat.threads != 1 or not files.holds(pid):
+    if files is None or stat is None or read.run_signature is None or not files.holds(pid):
         return None
     try:
-        if files.read(pid, "stat") != read.stat_text or files.read(pid, "schedstat") != read.run_signature:
+        if files.read(pid, "stat") != read.stat_text:
             return None
+        if stat.threads == 1:
+            if files.read(pid, "schedstat") != read.run_signature:
+                return None
+        elif run_signature(pid, stat, plan.proc, files) != read.run_signature:
+            return None  # the stat text is the same, so stat (parsed then) is this process's now
     except (Gone, Denied):
         return None
     place = plan.places.get(pid)
@@ -396,9 +402,10 @@ def _settled_signals(result: ProcessRead, stat: procfs.Stat, old: ProcessSignals
     """Whether a process's signal record cannot have changed since the last scan read its status.
 
     It must be taken over (no thread of it has run since: its run signature, start time and state are the
-    last scan's), single-threaded, and the last status it showed must have had nothing pending and nothing
-    blocked; and either it is asleep in S (interruptible) at both scans, or it is a kernel thread that ignores
-    every signal (kthreadd's children do, unless one calls allow_signal: then it catches that one). Then:
+    last scan's), and the last status it showed must have had nothing pending and nothing blocked in any thread;
+    and either every thread is asleep in S (interruptible) at both scans, or it is a single-threaded kernel thread
+    that ignores every signal (kthreadd's children do, unless one calls allow_signal: then it catches that one).
+    Then, for each thread:
 
     - blocked is still empty: a task's blocked mask changes only in its own context (sigprocmask(2),
       sigsuspend(2), entering and leaving a handler, a fault), or by PTRACE_SETSIGMASK on a stopped tracee
@@ -414,21 +421,35 @@ def _settled_signals(result: ProcessRead, stat: procfs.Stat, old: ProcessSignals
       A kernel thread ignoring every signal (in any state: I, D) discards each one as it is sent, forced or
       not (sig_ignored: SIG_IGN), and cannot be ptraced (a tracer would have ignored signals queued).
 
+    With several threads, /proc/PID/stat shows the leader's state only, so run_signature reads each thread's
+    (task/TID/stat) and they must all be S. A signal sent to one thread (tgkill(2), a timer's SIGEV_THREAD_ID)
+    is queued on that thread's own pending set and wakes that thread alone, and only when it wants it
+    (kernel/signal.c complete_signal, wants_signal): not when it blocks the signal, nor when it is stopped or
+    traced (T, t: a thread a debugger interrupted while the others sleep), nor when it already has a signal
+    pending; and signal_wake_up wakes only TASK_INTERRUPTIBLE (S) sleepers, or TASK_KILLABLE ones (D) for a fatal
+    signal, so one sent to a thread in D stays pending while that thread does not run (fs/proc/array.c prints
+    each thread's own SigPnd). A signal sent to the process goes to the shared set (ShdPnd) and wakes the first
+    thread that wants it; a thread that is S with nothing pending has TIF_SIGPENDING clear (__schedule does not
+    let a task with a signal pending sleep interruptibly) and wants any signal it does not block. So with every
+    thread S and nothing blocked, any signal queued wakes a thread, which runs (a changed signature) or is R when
+    this scan reads its state. The thread set is the last status read's: a thread made or ended since ran.
+
     What else status shows that others change: SigQ's count (read once per account per scan, plan.queued) and
     its limit, RLIMIT_SIGPENDING, which prlimit(2) may change from outside: read again on the process's
     full-read turn, as capacity reads RLIMIT_MSGQUEUE (within refresh_every scans).
     """
-    return (
+    if not (
         result.reused
-        and (stat.state == "S" or (bool(stat.flags & procfs.PF_KTHREAD) and len(old.ignored) == signals.KERNEL_NSIG))
-        and stat.threads == 1
-        and len(old.threads) == 1
+        and stat.threads == len(old.threads)
         and not old.pending
         and not old.blocked
-        and not old.threads[0].pending
-        and not old.threads[0].blocked
+        and all(not thread.pending and not thread.blocked for thread in old.threads)
         and old.comm == stat.comm
-    )
+    ):
+        return False
+    if stat.threads == 1:
+        return stat.state == "S" or (bool(stat.flags & procfs.PF_KTHREAD) and len(old.ignored) == signals.KERNEL_NSIG)
+    return stat.state == "S" and _threads_asleep(result.run_signature, old.threads)
 
 
 def _with_user(result: ProcessRead, status: bytes, previous: RememberedProcess | None, plan: ReadPlan) -> ProcessRead:
@@ -468,23 +489,55 @@ _UNSIGNED_STATES = frozenset("RZX")
 
 def run_signature(pid: int, stat: procfs.Stat, proc: str = procfs.PROC,
                   files: procfs.OpenProcFiles | None = None) -> bytes | None:
-    """Each thread's run time (ns) and run count from /proc/PID/schedstat (of each /proc/PID/task/TID when
-    there are several); equal signatures mean no thread has run.
+    """Each thread's run time (ns) and run count from /proc/PID/schedstat; when there are several threads, one
+    line per thread, ``TID STATE`` (its state letter from /proc/PID/task/TID/stat, read first) and its
+    task/TID/schedstat, in the order of the thread ids' names. Equal signatures mean no thread has run (and each
+    thread is in the same state: _settled_signals needs every thread's, not only the leader's that stat shows).
 
-    None when it cannot tell: the process is running or is a zombie leader, has too many threads to check,
-    or the kernel keeps no run statistics (it then prints "0 0 0" for every task).
+    None when it cannot tell: the process or one of its threads is running or is a zombie, it has too many threads
+    to check, or the kernel keeps no run statistics (it then prints "0 0 0" for every task). A Scanner's files
+    (kept open) are read with one pread each.
     """
     if stat.state in _UNSIGNED_STATES or stat.threads > MAX_SIGNED_THREADS:
         return None
     try:
         if stat.threads == 1:
             parts = [read_small(pid, "schedstat", proc, files)]
+            if files is not None:
+                files.keep_threads(pid, frozenset())  # its other threads ended: their kept files are closed
         else:
-            task = f"{proc}/{pid}/task/"
-            parts = [name.encode() + b" " + procfs.read_bytes(f"{task}{name}/schedstat", single=True)
-                     for name in sorted(os.listdir(task))]
-    except (Gone, Denied, OSError):
+            names = sorted(os.listdir(f"{proc}/{pid}/task"))
+            parts = []
+            for name in names:
+                state = _state_letter(read_small(pid, f"task/{name}/stat", proc, files))
+                if state in _UNSIGNED_STATES:
+                    return None
+                parts.append(b"%s %s %s" % (name.encode(), state.encode(),
+                                            read_small(pid, f"task/{name}/schedstat", proc, files)))
+            if files is not None:
+                files.keep_threads(pid, frozenset(names))
+    except (Gone, Denied, OSError, IndexError):
         return None
     if any(part.split()[-1:] == [b"0"] for part in parts):
         return None  # never on a CPU yet, or no statistics kept
     return b"".join(parts)
+
+
+def _state_letter(stat_text: bytes) -> str:
+    """The state letter of a /proc/PID/stat or task/TID/stat text (the field after the name's closing parenthesis);
+    raises IndexError on a text cut short."""
+    return chr(stat_text[stat_text.rindex(b")") + 2])
+
+
+def _threads_asleep(signature: bytes | None, threads: tuple[ThreadSignals, ...]) -> bool:
+    """Whether a several-thread run signature (run_signature) has every thread in S, and names exactly these
+    threads."""
+    if signature is None:
+        return False
+    tids = set()
+    for line in signature.splitlines():
+        fields = line.split(None, 2)
+        if len(fields) < 2 or fields[1] != b"S" or not fields[0].isdigit():
+            return False
+        tids.add(int(fields[0]))
+    return tids == {thread.tid for thread in threads}

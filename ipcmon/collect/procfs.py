@@ -120,8 +120,9 @@ def raise_open_files_limit() -> None:
 
 
 class OpenProcFiles:
-    """Files of /proc/PID that a Scanner reads at every scan (stat, schedstat, status), kept open from one scan to
-    the next and read again with pread(2): one system call instead of open, read and close, and no path walk.
+    """Files of /proc/PID that a Scanner reads at every scan (stat, schedstat, status, and each thread's
+    task/TID/stat and task/TID/schedstat), kept open from one scan to the next and read again with pread(2): one
+    system call instead of open, read and close, and no path walk.
 
     An open /proc/PID file stays bound to the process it was opened for (fs/proc/base.c: its inode holds that
     process's struct pid): once the process is reaped a read fails with ESRCH, though the pid may name another
@@ -147,6 +148,8 @@ class OpenProcFiles:
         """The pids the last scan read (retain): only their files are kept. A process first seen is read by path,
         as it would be without this: most are gone by the next scan on a machine that forks all the time, and
         opening, keeping and closing their files cost more than it saved."""
+        self._threads: dict[int, frozenset[str]] = {}
+        """The thread ids whose task files were last read, by pid (keep_threads)."""
 
     def __len__(self) -> int:
         return len(self._fds)
@@ -179,7 +182,9 @@ class OpenProcFiles:
         again by path (the pid may name a new process, whose stat is then kept), any other file is Gone (a process
         is read stat first: this one went while it was read). A file that cannot be kept
         (the budget is spent) is read by path, and with pid's stat kept, the process must still be alive after it
-        (else Gone): the text is then that process's."""
+        (else Gone): the text is then that process's. A thread's file (``task/TID/…``) is kept only while half of the
+        budget is left, so that processes with many threads leave room for every process's own stat and schedstat
+        (what lets most processes be read with two pread(2): process._still)."""
         key = (pid, name)
         fd = self._fds.get(key)
         if fd is not None:
@@ -200,7 +205,7 @@ class OpenProcFiles:
         except OSError as error:
             os.close(fd)
             raise translate(error) from None
-        if pid in self._seen and len(self._fds) < self.budget:
+        if pid in self._seen and len(self._fds) < (self.budget // 2 if name.startswith("task/") else self.budget):
             try:
                 high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, KEPT_FD_FLOOR)
             except OSError:  # EMFILE, EINVAL: no number that high is allowed now
@@ -222,18 +227,35 @@ class OpenProcFiles:
             self._numbers = frozenset(str(fd) for fd in self._fds.values())
         return self._numbers
 
+    def keep_threads(self, pid: int, tids: frozenset[str]) -> None:
+        """pid's threads are now these (task/TID names): close the kept task files of its threads that ended, which
+        would otherwise stay open (and fail) for as long as the process lives."""
+        known = self._threads.get(pid)
+        if known == tids or (known is None and not tids):
+            return
+        self._threads[pid] = tids
+        for tid in known - tids if known is not None else ():
+            for name in (f"task/{tid}/stat", f"task/{tid}/schedstat"):
+                fd = self._fds.pop((pid, name), None)
+                if fd is not None:
+                    os.close(fd)
+                    self._numbers = None
+
     def retain(self, pids: Collection[int]) -> None:
         """The scan read these processes: close the files of every other, and keep theirs from the next scan on."""
         self._seen = frozenset(pids)
         for key in [key for key in self._fds if key[0] not in self._seen]:
             os.close(self._fds.pop(key))
             self._numbers = None
+        for pid in [pid for pid in self._threads if pid not in self._seen]:
+            del self._threads[pid]
 
     def close(self) -> None:
         """Close every kept file."""
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+        self._threads.clear()
         self._numbers = None
 
 

@@ -72,6 +72,8 @@ STAGE_MAX = 4096
 CALLS_MAX = 4096
 CALL_SECONDS = 5.0
 """A system call's entry waits this long for its return (a lost return record drops it)."""
+IDLE_WAKE = 1.0
+"""Seconds the thread sleeps at most when nothing is due (to notice stop() without the wake pipe, as before)."""
 UNTIED = "creator unknown"
 """The object of a queue record whose name could be neither read nor matched to an mqueue entry."""
 MQUEUE_DIR = "/dev/mqueue"
@@ -265,6 +267,8 @@ class Attributor:
         self._actors = ActorCache(time.monotonic)
         self._coalescer = Coalescer(self._emit)
         self._emitted = False
+        self._woke = 0.0
+        """When (monotonic) the thread last woke up (_next_due)."""
         self._overflows = 0
         """FAN_Q_OVERFLOW events, and the mqueue watch's inotify overflows once it is closed."""
         self._trace_lost = 0
@@ -462,7 +466,7 @@ class Attributor:
             fds = [self._wake_read, *(source.fd for source in (fan, watch) if source is not None)]
             if trace is not None:
                 fds.append(trace.fileno())
-            timeout = SETTLE / 2 if self._staged or self._calls or self._coalescer.open_groups else 1.0
+            timeout = self._next_due(time.monotonic())
             try:
                 ready = readable(fds, timeout)
             except OSError as error:  # EBADF: a source closed under it; counted, and tried again shortly
@@ -472,10 +476,32 @@ class Attributor:
                 continue
             if self._stopping:
                 break
-            now = time.monotonic()
+            now = self._woke = time.monotonic()
             for fd in ready:
                 self._guarded(self._read_source, fd, now)
             self._guarded(self._flush, time.monotonic())
+
+    def _next_due(self, now: float) -> float:
+        """Seconds until the thread has work no source announces (at most IDLE_WAKE): the first held record's
+        release, the end of a coalescing window with counted acts, the expiry of a system call waiting for its
+        return, of an mqueue entry or of a temporary semaphore name (what _flush does when it is due); never sooner
+        than SETTLE / 2 after the last wake-up, so that acts coming faster are released together, as late as before.
+        Waking on those alone, not every SETTLE / 2 while anything is held or a window is open: on a machine where
+        acts come every few hundred milliseconds (fork's task_newtask, SIGCHLD), a wake-up every 50 ms cost more than
+        reading the acts."""
+        due = now + IDLE_WAKE
+        if self._staged:
+            due = min(due, self._staged[0].due)  # staged in order: each at now + SETTLE as it is read
+        window = self._coalescer.next_close()
+        if window is not None:
+            due = min(due, window)
+        if self._calls:
+            due = min(due, min(call.time for call in self._calls.values()) + CALL_SECONDS)
+        if self._entries:
+            due = min(due, self._entries[0].seen + 4 * SETTLE)
+        if self._temporary:
+            due = min(due, next(iter(self._temporary.values())) + 2 * SETTLE)
+        return max(0.0, due - now, self._woke + SETTLE / 2 - now)
 
     def _guarded(self, step: Callable[[float], None] | Callable[[int, float], None], *args: float) -> None:
         try:

@@ -100,6 +100,13 @@ class Coalescer:
     def open_groups(self) -> int:
         return len(self._groups)
 
+    def next_close(self) -> float | None:
+        """When (monotonic seconds) the first window holding counted acts ends, so that its record is emitted then;
+        None when no window holds any (a group that only passed acts emits nothing when it closes: expire may
+        close it late, and add closes a group whose window has ended before it counts in it)."""
+        ends = [group.opened + self._window for group in self._groups.values() if group.merged is not None]
+        return min(ends) if ends else None
+
     def _close(self, group: _Group) -> None:
         merged, group.merged = group.merged, None
         if merged is None:

@@ -19,7 +19,7 @@ from ipcmon.collect.fds import parse_maps
 from ipcmon.collect.sysv import parse_table
 from ipcmon.model import Snapshot
 from ipcmon.report import render
-from tests.helpers import REPO, Spawn
+from tests.helpers import REPO, Spawn, wait_until
 
 BTIME = 1_700_000_000
 
@@ -369,6 +369,30 @@ def test_kept_proc_files_stay_within_their_budget(spawn: Spawn) -> None:
     finally:
         files.close()
     assert len(files) == 0
+
+
+@pytest.mark.usefixtures("fds_above_1024")
+def test_thread_files_take_at_most_half_of_the_budget(spawn: Spawn) -> None:
+    """A process's threads' task/TID files are kept only while half the budget is free: processes with many threads
+    leave room for every process's own stat and schedstat. Each text read is the thread's, kept or not."""
+    child = spawn("import threading\nthreading.Thread(target=hold, daemon=True).start()\nsay('ready')\nhold()\n")
+    child.expect()
+    wait_until(lambda: len(os.listdir(f"/proc/{child.pid}/task")) == 2, "the child's second thread")
+    tids = sorted(os.listdir(f"/proc/{child.pid}/task"))
+    files = procfs.OpenProcFiles(budget=6)
+    files.retain({child.pid})
+    try:
+        files.read(child.pid, "stat")
+        for tid in tids:
+            for name in ("stat", "schedstat"):
+                text = files.read(child.pid, f"task/{tid}/{name}")
+                assert name == "schedstat" or text.startswith(f"{tid} (".encode())
+        kept = sorted(name for pid, name in files._fds if pid == child.pid)
+        assert kept == sorted(["stat", f"task/{tids[0]}/stat", f"task/{tids[0]}/schedstat"])  # half of 6 is used
+        files.read(child.pid, "schedstat")
+        assert files.holds(child.pid) and len(files) == 4  # the process's own files still find room
+    finally:
+        files.close()
 
 
 @pytest.mark.usefixtures("fds_above_1024")

@@ -629,3 +629,74 @@ def test_a_comm_the_trace_did_not_know_is_read_from_proc() -> None:
     actor = cache.get(os.getpid(), "<...>")
     assert actor.comm == Path(f"/proc/{os.getpid()}/comm").read_text().strip()
     assert cache.get(os.getpid(), "named-by-trace").comm == "named-by-trace"
+
+
+def test_the_coalescer_says_when_its_first_window_with_counted_acts_ends() -> None:
+    out: list[Attribution] = []
+    coalescer = Coalescer(out.append, window=1.0, burst=2)
+    coalescer.add(_created("/one", pid=43), 0.1)
+    assert coalescer.next_close() is None  # passed acts only: closing it emits nothing, nothing to wake for
+    for index in range(3):
+        coalescer.add(_created(f"/job-{index}"), 0.4)
+    assert coalescer.next_close() == pytest.approx(1.4)
+    coalescer.expire(1.5)
+    assert coalescer.next_close() is None and out[-1].count == 1 and out[-1].object == "/job-2"
+
+
+_SLOW_SENDER = """
+import signal, time
+signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+for _ in range(5):
+    os.kill(os.getpid(), signal.SIGUSR2)
+    time.sleep(0.3)
+say("sent")
+hold()
+"""
+
+
+def test_the_thread_wakes_only_when_a_held_record_or_a_counted_window_is_due(
+    monkeypatch: pytest.MonkeyPatch, spawn: Spawn
+) -> None:
+    """A wake-up with nothing to read is owed to something due: a held record's release (one per record staged),
+    a counted window's end, or the idle second. It used to wake every SETTLE / 2 for as long as anything was held or
+    any coalescing window was open (a second after every act): twenty times a second on a machine with an act every
+    few hundred milliseconds. Acts of other processes on the machine are staged too, and counted alike; when they come
+    faster than one every SETTLE / 2, releases go together, never more often than the old cadence. (On a quiet machine
+    the old thread fails the first bound: 38 wake-ups for 6 staged records over 3 s.)"""
+    staged: list[float] = []
+    empty: list[float] = []
+    stage = Attributor._stage
+    readable = attribution.readable
+
+    def counting_stage(self: Attributor, item: attribution._Staged) -> None:
+        staged.append(time.monotonic())
+        stage(self, item)
+
+    def counting_readable(fds: list[int], timeout: float | None) -> list[int]:
+        ready = readable(fds, timeout)
+        if not ready:
+            empty.append(time.monotonic())
+        return ready
+
+    monkeypatch.setattr(Attributor, "_stage", counting_stage)
+    monkeypatch.setattr(attribution, "readable", counting_readable)
+    attributor = _start()
+    try:
+        time.sleep(0.5)
+        begin = time.monotonic()
+        first_staged, first_empty = len(staged), len(empty)
+        child = spawn(_SLOW_SENDER)
+        child.expect("sent")
+        records = _collect(attributor, lambda got: len([record for record in got if record.target == child.pid
+                                                        and record.signal == signal.SIGUSR2]) >= 5,
+                           "five SIGUSR2 records")
+        time.sleep(1.5)  # every window closes
+        seconds = time.monotonic() - begin
+        owed = len(staged) - first_staged
+        idle = len(empty) - first_empty
+    finally:
+        attributor.stop()
+    assert len([record for record in records if record.target == child.pid]) >= 5
+    # One release per staged record, at most one counted window's end per staged record, one idle wake a second.
+    assert idle <= 2 * owed + seconds + 2, (idle, owed, seconds)
+    assert idle <= seconds / (SETTLE / 2) + 2, (idle, seconds)  # never more often than every SETTLE / 2

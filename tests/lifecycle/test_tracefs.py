@@ -213,3 +213,36 @@ def test_two_instances_of_one_process_coexist_and_both_go(tracing: str) -> None:
         assert second.path == first.path + "-1"
         assert os.path.isdir(first.path) and os.path.isdir(second.path)
     assert not os.path.exists(first.path) and not os.path.exists(second.path)
+
+
+def test_events_overwritten_in_a_full_buffer_are_counted_as_lost_as_the_stats_say(tracing: str) -> None:
+    """A buffer too small for what comes, not read: the kernel overwrites the oldest events and counts them in each
+    CPU's stats (``overrun``). lost() reads those files through descriptors kept open since the instance began: what
+    it says is what the files say at that moment (read by path just before and just after), and it keeps up as more
+    are overwritten."""
+
+    def overruns(instance: TraceInstance) -> int:
+        total = 0
+        per_cpu = Path(instance.path, "per_cpu")
+        for cpu in per_cpu.iterdir():
+            for line in (cpu / "stats").read_text().splitlines():
+                if line.startswith("overrun:"):
+                    total += int(line.split()[1])
+        return total
+
+    previous = signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # signal_generate is traced for an ignored one too
+    try:
+        with TraceInstance([SIGNAL_GENERATE], tracing) as instance:
+            Path(instance.path, "buffer_size_kb").write_text("4")
+            for _ in range(5000):
+                os.kill(os.getpid(), signal.SIGUSR2)
+            # Other processes' signals keep coming (the trace is the machine's): between two reads of the files.
+            before, first, after = overruns(instance), instance.lost(), overruns(instance)
+            assert 0 < before <= first <= after
+            for _ in range(5000):
+                os.kill(os.getpid(), signal.SIGUSR2)
+            before, second, after = overruns(instance), instance.lost(), overruns(instance)
+            assert first < before <= second <= after
+        assert instance.lost() == 0  # closed: nothing read, nothing counted
+    finally:
+        signal.signal(signal.SIGUSR2, previous)

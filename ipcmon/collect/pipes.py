@@ -122,8 +122,9 @@ def collect(
         fds_by_pid = _by_pid(fds)
     blocked = frozenset(wait.key for process in processes.values()
                         if (wait := process.waiting) is not None and wait.kind == "write" and wait.key is not None)
-    build = _Build(processes, pidfds, fill, frozenset(settled).difference(turned), proc, unseen, threads or {},
-                   blocked)
+    still = frozenset(settled)
+    build = _Build(processes, pidfds, fill, still.difference(turned) if turned else still, still, proc, unseen,
+                   threads or {}, blocked)
     return (index if index is not None else PipeIndex()).update(fds_by_pid, build, turned)
 
 
@@ -145,6 +146,9 @@ class _Build(NamedTuple):
     pidfds: PidFds
     fill: bool
     settled: frozenset[int]
+    """The pids that have not run since the last scan, less those read again on their turn (still)."""
+    still: frozenset[int]
+    """Every pid that has not run since the last scan (settled, and those whose turn it is)."""
     proc: str
     unseen: bool
     threads: Mapping[int, int]
@@ -298,11 +302,15 @@ def _one(
     """(inputs, record) of one pipe or FIFO; kept: the previous scan's."""
     kind: PipeKind = "fifo" if refs[0].kind == "fifo" else "pipe"
     settled = build.settled
-    if kept is not None and kind == "pipe" and _unchanged(refs, kept, settled, build.unseen):
+    if kept is not None and kind == "pipe" and _unchanged(refs, kept, build.still, build.unseen):
         # Nobody who holds it has run, so each of these ends was the previous record's: with as many ends,
         # every one, and no holder can have changed its fill, its flags or its name (the test below, made
         # before any tuple is built).
-        return kept
+        if settled is build.still or _unchanged(refs, kept, settled, build.unseen):
+            return kept
+        # A holder's turn (Scanner rotation): only its fill is read again, which an end no scanned process holds
+        # may have changed.
+        return _refilled(identity, kept, refs, build)
     processes = build.processes
     ends = tuple([(ref.pid, ref.fd, ref.access, comm_of(processes, ref.pid)) for ref in refs])
     self_pipe = _self_held(refs) and (build.threads.get(refs[0].pid, 1) > 1 or _all_nonblocking(refs, build.proc))
@@ -319,6 +327,19 @@ def _one(
     ):
         return inputs, prior
     return inputs, _pipe(identity, kind, refs, ends, state, self_pipe, build.unseen, writer_blocked)
+
+
+def _refilled(identity: Identity, kept: tuple[Any, Pipe], refs: list[FdRef], build: _Build) -> tuple[Hashable, Pipe]:
+    """The kept (inputs, record) of a pipe whose holders have not run, with its fill read again: the same record
+    when the fill and what the kernel says of its ends are as they were."""
+    inputs, prior = kept
+    ends, self_pipe, writer_blocked, unseen = inputs
+    state = _fill(refs, identity, "pipe", build.pidfds) if build.fill else _UNKNOWN_FILL
+    if (prior.buffered, prior.capacity) == (state.buffered, state.capacity) and (
+        prior.flags == _flags(prior.readers, prior.writers, state, self_pipe, unseen, writer_blocked)
+    ):
+        return kept
+    return inputs, _pipe(identity, "pipe", refs, ends, state, self_pipe, unseen, writer_blocked)
 
 
 def _unchanged(refs: list[FdRef], kept: tuple[Any, Pipe], settled: frozenset[int] | set[int], unseen: bool) -> bool:

@@ -145,7 +145,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from ipcmon import journal
     from ipcmon.collect import ScanConfig
     from ipcmon.live.events import state_events
-    from ipcmon.live.monitor import Monitor
+    from ipcmon.live.monitor import Monitor, mechanisms_for
     from ipcmon.who import Known, StreamCreators
 
     stop = threading.Event()
@@ -201,7 +201,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         creators.begin([*(segment.object_key for segment in whole.shm), *(queue.object_key for queue in whole.mqueues)])
         # What is stuck already, first: on a machine that hung before watch started, no change would ever say it.
         write([json.dumps(event_to_dict(event)) if args.json else format_event(event)
-               for event in state_events(baseline)])
+               for event in state_events(baseline, mechanisms_for(config.kinds))])
         monitor.start()
         # On stderr, so that stdout holds nothing but events (JSON lines stay parseable); "watching" once every
         # source runs, so that what happens after it is seen.

@@ -412,10 +412,14 @@ def _elsewhere(
     return World(host, by_pid, tuple(namespaces), tuple(shm_dirs), tuple(mqueue_dirs), tuple(notes), unknown)
 
 
-def unknown_note(count: int) -> str:
-    """The note of a scan in which count processes' namespaces could not be read."""
-    return (f"The namespaces of {counted(count, 'process', 'processes')} could not be read (not permitted): "
-            "containers among them, and their shared memory and queues, are not listed; run as root to see them.")
+def unknown_note(count: int, *, privileged: bool) -> str:
+    """The note of a scan in which count processes' namespaces could not be read; privileged: ipcmon runs as root,
+    whom only the kernel refuses (a non-dumpable process in another user namespace)."""
+    what = (f"The namespaces of {counted(count, 'process', 'processes')} could not be read (not permitted): "
+            "containers among them, and their shared memory and queues, are not listed")
+    if privileged:
+        return f"{what}; the kernel refuses even root here (a non-dumpable process, or another namespace)."
+    return f"{what}; run as root to see them."
 
 
 def _unreadable_note(places: Sequence[Place]) -> str:

@@ -169,7 +169,7 @@ def _scan(config: ScanConfig, memory: ScanMemory | None, *, fork: bool = False) 
     # Root is refused a process's namespaces only where it is refused the process (a non-dumpable one in another
     # user namespace), which the note above counts; anyone else is refused every other user's.
     if world.unknown and (os.geteuid() != 0 or world.unknown > tables.hidden):
-        notes.append(namespaces.unknown_note(world.unknown))
+        notes.append(namespaces.unknown_note(world.unknown, privileged=os.geteuid() == 0))
 
     records: dict[str, Any] = {}
     with PidFds() as pidfds:

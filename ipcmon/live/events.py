@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import collections
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar, overload
 
@@ -563,11 +563,12 @@ def _deadlock_detail(deadlock: Deadlock, stuck: dict[int, Stuck]) -> str:
     return f"{deadlock_summary(deadlock, stuck)}. {members}"
 
 
-def state_events(snapshot: Snapshot) -> list[Event]:
+def state_events(snapshot: Snapshot, mechanisms: Collection[str] | None = None) -> list[Event]:
     """What is stuck now, as ``state`` events (not changes): one per deadlock (mechanism ``process``, its pids as
     the object, its key), then one per deadlocked or blocked process (the mechanism and object it waits on; the
-    state, call and object, since when and who could release it in the detail); when nothing is, one that says so
-    and how many processes wait in the ordinary way (object ``-``, key ``state:none``).
+    state, call and object, since when and who could release it in the detail), only those on the given
+    mechanisms when given (``--kind``: monitor.mechanisms_for); when nothing is, one that says so and how many
+    processes wait in the ordinary way (object ``-``, key ``state:none``).
 
     ``ipcmon watch`` prints them first, so that someone who starts it on a machine already hung sees why.
     """
@@ -581,7 +582,10 @@ def state_events(snapshot: Snapshot) -> list[Event]:
         if entry.state == "waiting":
             continue
         wait = entry.waiting
-        emit(wait_mechanism(wait), "state", wait_target(wait), wait.key or f"pid:{entry.pid}", entry.pid,
+        mechanism = wait_mechanism(wait)
+        if mechanisms is not None and mechanism not in mechanisms and mechanism != "process":
+            continue
+        emit(mechanism, "state", wait_target(wait), wait.key or f"pid:{entry.pid}", entry.pid,
              entry.comm, stuck_problem(entry, snapshot.taken_at))
     if not events:
         idle = len(snapshot.stuck)

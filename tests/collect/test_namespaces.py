@@ -561,3 +561,13 @@ def test_a_scanner_keeps_namespaces_of_a_process_taken_over_and_sees_an_unshare_
     [place] = [process.place for process in after.processes if process.pid == child.pid]
     assert place is not None and place.ipc == int(inode) and not place.host
     assert any(space.place.ipc == int(inode) for space in after.namespaces)
+
+
+def test_the_note_of_unreadable_namespaces_tells_root_that_the_kernel_refuses_it() -> None:
+    """Root is refused a process's namespaces only by the kernel (a reviewer saw ``run as root`` said to root, with
+    ``--kind signal``, where no descriptor table is read and so no process counts as hidden); anyone else is told
+    to run as root."""
+    as_root = namespaces.unknown_note(1, privileged=True)
+    assert "run as root" not in as_root and "refuses even root" in as_root
+    assert namespaces.unknown_note(2, privileged=False).endswith("run as root to see them.")
+    assert "2 processes" in namespaces.unknown_note(2, privileged=False)

@@ -6,7 +6,8 @@ import os
 
 import posix_ipc
 
-from ipcmon.live.events import diff
+from ipcmon.live.events import diff, state_events
+from ipcmon.live.monitor import mechanisms_for
 from ipcmon.model import Process, Snapshot
 from tests.helpers import Cleanup, Spawn, new_name, scan_kinds, wait_until
 
@@ -153,3 +154,25 @@ def test_a_waiter_someone_free_can_release_is_no_deadlock(spawn: Spawn) -> None:
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_watch_s_first_state_lines_are_of_the_kinds_asked_for(spawn: Spawn, cleanup: Cleanup) -> None:
+    """events.state_events with --kind's mechanisms: a receiver blocked on a queue nobody can send to is a state line
+    for ``--kind mqueue``, none for ``--kind shm`` (a reviewer saw it under ``watch --kind shm``), which then says
+    that nothing is blocked."""
+    name = cleanup.mqueue(new_name())
+    posix_ipc.MessageQueue(name, posix_ipc.O_CREX).close()
+    receiver = spawn(f"import posix_ipc\nqueue = posix_ipc.MessageQueue({name!r}, write=False)\nsay('ready')\n"
+                     "queue.receive()\n")
+    receiver.expect()
+
+    def blocked() -> bool:
+        holder[:] = [scan_kinds("mqueue")]
+        return any(entry.pid == receiver.pid and entry.state == "blocked" for entry in holder[0].stuck)
+
+    holder: list[Snapshot] = []
+    wait_until(blocked, "the receiver seen blocked")
+    snapshot = holder[0]
+    mine = [event for event in state_events(snapshot, mechanisms_for(("mqueue",))) if event.pid == receiver.pid]
+    assert [(event.mechanism, event.event, event.object) for event in mine] == [("mqueue", "state", f"mqueue:{name}")]
+    assert not [event for event in state_events(snapshot, mechanisms_for(("shm",))) if event.mechanism == "mqueue"]

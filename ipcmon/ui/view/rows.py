@@ -29,6 +29,7 @@ from ipcmon.model import (
 )
 from ipcmon.safe import printable, shorten
 from ipcmon.text import (
+    blocked_cell,
     ends_cell,
     fill_cell,
     flags_cell,
@@ -404,8 +405,9 @@ def _signal_row(signals: ProcessSignals, ctx: Context) -> Row:
             # Sorted by how many are pending, so "pending first" is one key press.
             number_cell(pending, pending_cell(signals), palette.bad if pending else ""),
             # Masks can list 30 signals: cut them so every column fits (the detail pane has them all).
-            number_cell(len(signals.blocked), shorten(signal_names(signals.blocked), MASK_WIDTH),
-                        palette.warn if signals.blocked else ""),
+            # What other threads alone block too, as the report says it: "- (thread: SIGUSR2)".
+            number_cell(len(signals.blocked), shorten(blocked_cell(signals), MASK_WIDTH),
+                        palette.warn if signals.blocked or any(t.blocked for t in signals.threads) else ""),
             number_cell(len(signals.ignored), shorten(signal_names(signals.ignored), MASK_WIDTH)),
             number_cell(len(signals.caught), shorten(signal_names(signals.caught), MASK_WIDTH)),
             number_cell(len(signals.threads)),

@@ -17,7 +17,9 @@ import pytest
 import sysv_ipc
 
 from ipcmon.safe import printable
-from tests.helpers import REPO, Cleanup, Spawn, new_name, tool
+from ipcmon.ui.view.rows import signal_rows
+from ipcmon.ui.view.table import Context, RowCache
+from tests.helpers import REPO, Cleanup, Spawn, new_name, scan_kinds, tool
 
 
 def ipcmon(*args: str, user: str | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -303,3 +305,14 @@ def test_a_signal_only_a_thread_blocks_is_named_in_the_text_row(spawn: Spawn) ->
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     [row] = [line for line in result.stdout.decode().splitlines() if line.startswith(f"{child.pid} ")]
     assert re.search(r"ipcm-threadblk\s+-\s+- \(thread: SIGUSR1\)", row), row
+
+
+def test_the_dashboard_s_blocked_column_says_what_only_a_thread_blocks(spawn: Spawn) -> None:
+    """The Signals view's BLOCKED cell, as the text row, names a signal only another thread blocks: a reviewer saw
+    ``-`` there while a thread blocked SIGUSR2 with a SIGUSR2 pending for it."""
+    child = spawn(THREAD_BLOCKS_USR1, comm="ipcm-thrblock")
+    child.expect()
+    (row,) = [row for row in signal_rows(Context(scan_kinds("signal")), RowCache()) if row.pids == (child.pid,)]
+    blocked = row.cells[3]
+    assert blocked.plain.endswith("(thread: SIGUSR1)"), blocked.plain
+    assert str(blocked.style)  # warned, as a blocked signal is

@@ -15,8 +15,6 @@ from ipcmon.collect.signals import decode_mask, signal_number
 from ipcmon.model import ProcessSignals
 from ipcmon.report import signal_row
 from ipcmon.text import signal_name
-from ipcmon.ui.view.rows import signal_rows
-from ipcmon.ui.view.table import Context, RowCache
 from tests.helpers import Child, Spawn, scan_kinds, tool, wait_until
 
 RT3 = signal.SIGRTMIN + 3
@@ -151,26 +149,3 @@ def test_a_zombie_has_no_signal_record() -> None:
     finally:
         child.kill()
         child.wait()
-
-
-def test_the_dashboard_s_blocked_column_says_what_only_a_thread_blocks(spawn: Spawn) -> None:
-    """The Signals view's BLOCKED cell, like the report's, names a signal only another thread blocks: a reviewer saw
-    ``-`` there while a thread blocked SIGUSR2 with a SIGUSR2 pending for it."""
-    child = spawn("""
-        import threading
-        ready = threading.Event()
-        def work():
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
-            ready.set()
-            threading.Event().wait()
-        threading.Thread(target=work, daemon=True).start()
-        ready.wait()
-        say("ready")
-        hold()
-    """, comm="ipcm-thrblock")
-    child.expect()
-    snapshot = scan_kinds("signal")
-    (row,) = [row for row in signal_rows(Context(snapshot), RowCache()) if row.pids == (child.pid,)]
-    blocked = row.cells[3]
-    assert blocked.plain.endswith("(thread: SIGUSR2)"), blocked.plain
-    assert str(blocked.style)  # warned, as a blocked signal is

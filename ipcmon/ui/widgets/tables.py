@@ -275,17 +275,8 @@ class ObjectTable(DataTable[Cell]):
         if row is None or column_index >= len(cells):
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         cell = cells[column_index]
-        styles = self._get_styles_to_render_cell(
-            False,
-            False,
-            row_index < self.fixed_rows or column_index < self.fixed_columns,
-            hover,
-            cursor,
-            self.show_cursor,
-            self._show_hover_cursor,
-            self.cursor_foreground_priority == "css",
-            self.cursor_background_priority == "css",
-        )
+        styles = self._cell_styles(False, row_index < self.fixed_rows or column_index < self.fixed_columns, hover,
+                                   cursor)
         key = (id(cell), column_index, base_style, styles, width, row.height)
         kept = self._drawn.get(key)
         if kept is not None and kept[0] is cell:
@@ -299,6 +290,20 @@ class ObjectTable(DataTable[Cell]):
         self._drawn[key] = (cell, row_index, lines)  # the cell kept with it: its id is not reused while it is kept
         return lines
 
+    def _cell_styles(self, header: bool, fixed: bool, hover: bool, cursor: bool) -> object:
+        """The styles DataTable renders a cell with (its _get_styles_to_render_cell), part of a drawn cell's key."""
+        return self._get_styles_to_render_cell(
+            header,
+            False,
+            fixed,
+            hover,
+            cursor,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self.cursor_foreground_priority == "css",
+            self.cursor_background_priority == "css",
+        )
+
     def _render_header_cell(
         self, column_index: int, base_style: Style, width: int, cursor: bool, hover: bool
     ) -> list[list[Segment]]:
@@ -309,17 +314,7 @@ class ObjectTable(DataTable[Cell]):
         if column_index >= len(columns):
             return super()._render_cell(-1, column_index, base_style, width, cursor, hover)
         label = columns[column_index].label
-        styles = self._get_styles_to_render_cell(
-            True,
-            False,
-            False,
-            hover,
-            cursor,
-            self.show_cursor,
-            self._show_hover_cursor,
-            self.cursor_foreground_priority == "css",
-            self.cursor_background_priority == "css",
-        )
+        styles = self._cell_styles(True, False, hover, cursor)
         key = ("header", id(label), label.plain, column_index, base_style, styles, width, self.header_height)
         kept = self._drawn.get(key)
         if kept is not None and kept[0] is label:

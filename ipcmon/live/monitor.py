@@ -72,6 +72,9 @@ ANNOUNCED_MAX = 4096
 """inotify events remembered so the next poll does not report them again. Under churn most are never
 matched (the object was gone before the poll), so without a cap this grew to ~100k entries a minute
 and made every poll slower (issue 7)."""
+ANNOUNCED_SECONDS = 60.0
+"""How long an inotify event is remembered for the poll that may find the same change (and the size of a segment
+inotify saw made)."""
 ENDED_SECONDS = 60.0
 """How long a name a poll found gone is remembered, for inotify's late word of its unlink."""
 
@@ -282,7 +285,7 @@ class Monitor:
                 self.snapshot = snapshot
                 self._remember_names(full)
                 self._remember_holders(full)
-                cutoff = time.time() - 60
+                cutoff = time.time() - ANNOUNCED_SECONDS
                 self._announced = {k: t for k, t in self._announced.items() if t > cutoff}
                 sizes = self._created_sizes  # in the order inotify saw them: the old ones first
                 while sizes and next(iter(sizes.values()))[1] <= cutoff:

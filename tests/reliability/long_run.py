@@ -114,11 +114,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--history", type=int, default=10_000, help="events the Monitor keeps (ipcmon's default)")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="also trace the Python heap from the end of the warm-up (slows scans ~10x)")
+    parser.add_argument("--windows", type=float, default=None,
+                        help="seconds every time-bounded memory of the Monitor keeps (default: ipcmon's 60 s); "
+                             "shorter than the warm-up, the growth after it is a leak, not a window filling up")
     parser.add_argument("--no-namespace", action="store_true", help="run in the current pid namespace")
     args = parser.parse_args(argv)
     if os.getpid() != 1 and not args.no_namespace:
         return rerun_in_pid_namespace("tests.reliability.long_run", argv)
     warmup = args.warmup or max(args.cycles // 10, 1)
+    if args.windows is not None:
+        from ipcmon.live import monitor
+
+        monitor.ANNOUNCED_SECONDS = monitor.ENDED_SECONDS = monitor.RECENT_SECONDS = args.windows
     result = run(args.cycles, warmup, args.history, trace=args.tracemalloc)
     sys.stdout.write(json.dumps(result, indent=1) + "\n")
     return 0 if not result["errors"] else 1

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from ipcmon.live.monitor import ANNOUNCED_MAX
+from ipcmon.live.monitor import ANNOUNCED_MAX, RECENT_MAX
 from ipcmon.safe import printable
 from tests.reliability.namespace import run_module
 
@@ -32,6 +32,8 @@ def test_memory_is_flat_across_refresh_cycles_with_churn() -> None:
     # Every container is at its bound, not growing with the number of cycles or events.
     assert caches["event_log"] == caches["event_log_max"] == HISTORY
     assert caches["announced"] <= ANNOUNCED_MAX
+    assert caches["ended"] <= ANNOUNCED_MAX and caches["created_sizes"] <= ANNOUNCED_MAX
+    assert caches["recent_attributions"] <= RECENT_MAX
     assert caches["errors"] <= 100
     # As many as objects exist: the churn's few dozen, and whatever else lives in /dev/shm and /dev/mqueue.
     assert caches["last_holders"] <= caches["objects_now"] + 200

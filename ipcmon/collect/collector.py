@@ -28,6 +28,11 @@ class RecordMemory(Protocol):
     """What a collector may ask of a Scanner's memory (memory.ScanMemory): its records of the last scan, and
     whatever else it keeps from scan to scan."""
 
+    refresh_every: int
+    """Scans in one rotation: each process is read in full on one of them (its turn)."""
+    scans_begun: int
+    """This scan's number (from 1)."""
+
     def recall(self, snapshot_field: str) -> Recall[Any]: ...
 
     def kept(self, name: str, make: Callable[[], Kept]) -> Kept: ...

@@ -86,6 +86,7 @@ def collect(
     unseen: bool = False,
     threads: Mapping[int, int] | None = None,
     fds_by_pid: Mapping[int, list[FdRef]] | None = None,
+    rotation: tuple[int, int] | None = None,
 ) -> tuple[Pipe, ...]:
     """Every pipe and FIFO that some readable process holds, grouped by (dev, inode), ordered by kind and inode.
 
@@ -100,8 +101,11 @@ def collect(
     scan) keeps its previous fill unread: none of its holders can have written to it or read from it. An end
     ipcmon does not see could have: one held by a process whose descriptor table it cannot read, one opened
     through /proc/PID/fd/N, one borrowed with pidfd_getfd(2). The Scanner's full read of each process in turn
-    (its refresh_every) bounds how long such a change goes unseen: the pipe's fill is read again at each of
-    its holders' turns (turned: the pids whose turn found them as they were, settled all the same). (Reading
+    (its refresh_every) bounds how long such a change goes unseen: the pipe's fill is read again at its first
+    holder's turn in each rotation (turned: the pids whose turn found them as they were, settled all the same;
+    rotation: this scan's number and the scans in a rotation). A pipe that a holder's turn read fewer scans ago
+    than a rotation is not read again at another holder's turn: the fill of the 5,000 pipes that a process holding
+    all their read ends shares with 500 workers was read twice a rotation. (Reading
     every fill whenever an unreadable process had run was the exact rule, but one
     such process that wakes every second, any other user's daemon to an ordinary user, made it every fill at
     every scan: 100 ms of a 5,000-pipe scan.) A FIFO's fill is always
@@ -125,7 +129,7 @@ def collect(
     still = frozenset(settled)
     build = _Build(processes, pidfds, fill, still.difference(turned) if turned else still, still, proc, unseen,
                    threads or {}, blocked)
-    return (index if index is not None else PipeIndex()).update(fds_by_pid, build, turned)
+    return (index if index is not None else PipeIndex()).update(fds_by_pid, build, turned, rotation)
 
 
 def _by_pid(fds: Iterable[FdRef]) -> dict[int, list[FdRef]]:
@@ -181,23 +185,40 @@ class PipeIndex:
         self.context: tuple[Hashable, ...] | None = None
         self.looked_at = 0
         """How many pipes the last update looked at again (for tests: the cost of a scan follows change)."""
+        self.looked_in: dict[Identity, int] = {}
+        """The scan (ScanMemory.scans_begun) in which a holder's turn last read each pipe's fill."""
 
     def __len__(self) -> int:
         """The pipes it keeps a record of."""
         return len(self.records)
 
-    def update(self, fds_by_pid: Mapping[int, list[FdRef]], build: _Build,
-               turned: Collection[int] = ()) -> tuple[Pipe, ...]:
+    def update(self, fds_by_pid: Mapping[int, list[FdRef]], build: _Build, turned: Collection[int] = (),
+               rotation: tuple[int, int] | None = None) -> tuple[Pipe, ...]:
         """This scan's pipes, looking again only at those of the processes whose list changed or whose turn it is
-        (collect)."""
+        (collect; rotation: this scan's number and the scans a rotation has)."""
         context = build.context()
         if context != self.context:
             self.context = context
             return self._rebuild(fds_by_pid, build)
         lists = self.lists
-        changed = [pid for pid, listed in fds_by_pid.items() if lists.get(pid) is not listed or pid in turned]
-        changed.extend(pid for pid in lists if pid not in fds_by_pid)  # gone
         affected = set(self.again)
+        changed = []
+        for pid, listed_now in fds_by_pid.items():
+            if lists.get(pid) is not listed_now:
+                changed.append(pid)
+            elif pid in turned:
+                if rotation is None:
+                    changed.append(pid)
+                    continue
+                # Its turn: the fill of each of its pipes that no holder's turn read in the last rotation.
+                scan, every = rotation
+                looked_in = self.looked_in
+                for ref in self.ends.get(pid, ()):
+                    identity = (ref.dev, ref.inode)
+                    if scan - looked_in.get(identity, -every) >= every:
+                        looked_in[identity] = scan
+                        affected.add(identity)
+        changed.extend(pid for pid in lists if pid not in fds_by_pid)  # gone
         fresh: dict[Identity, list[FdRef]] = {}
         for pid in changed:
             for ref in self.ends.pop(pid, ()):
@@ -265,6 +286,7 @@ class PipeIndex:
 
     def _forget(self, identity: Identity) -> bool:
         self.pipes.pop(identity, None)
+        self.looked_in.pop(identity, None)
         self.again.discard(identity)
         return self.records.pop(identity, None) is not None
 
@@ -438,7 +460,8 @@ def _build(inputs: ScanInputs) -> tuple[Pipe, ...]:
     return collect(inputs.processes, inputs.fds, inputs.pidfds, fill=inputs.config.pipe_fill,
                    index=inputs.kept("pipes", PipeIndex), settled=inputs.settled, turned=inputs.turned,
                    proc=inputs.config.proc,
-                   unseen=inputs.hidden > 0, threads=inputs.threads, fds_by_pid=inputs.fds_by_pid)
+                   unseen=inputs.hidden > 0, threads=inputs.threads, fds_by_pid=inputs.fds_by_pid,
+                   rotation=(memory.scans_begun, memory.refresh_every) if (memory := inputs.memory) else None)
 
 
 def _restrict(pipes: tuple[Pipe, ...], wanted: Collection[int]) -> tuple[Pipe, ...]:

@@ -53,6 +53,7 @@ from ipcmon.model import (
     Mechanism,
     MessageQueue,
     Place,
+    Process,
     ShmSegment,
     Snapshot,
     file_key,
@@ -238,6 +239,8 @@ class Monitor:
         self._holder_texts: dict[int, tuple[ShmSegment | MessageQueue, tuple[str, ...] | None, str, str]] = {}
         """Likewise for each held record: its last holder's command line as the last snapshot had it, its
         last_holders text and its key."""
+        self._holders_from: tuple[tuple[ShmSegment, ...], tuple[MessageQueue, ...], dict[int, Process]] | None = None
+        """The tables _holder_texts was made from, and the process record of each last holder then."""
         self._announced: dict[tuple[str, str, int | None], float] = {}
         """(key, event, pid) already reported by inotify, so the next poll does not report it twice."""
         self._created_sizes: OrderedDict[str, tuple[int, float]] = OrderedDict()
@@ -340,7 +343,15 @@ class Monitor:
 
     def _remember_holders(self, snapshot: Snapshot) -> None:
         """Who held each object last, so a leak can name the process that made it (ipcmon leaks' hint)."""
-        commands = {process.pid: process.cmdline for process in snapshot.processes}
+        processes = {process.pid: process for process in snapshot.processes}
+        last = self._holders_from
+        if last is not None and last[0] is snapshot.shm and last[1] is snapshot.mqueues and all(
+            processes.get(pid) is process for pid, process in last[2].items()
+        ):
+            # The very same records as the last poll (a Scanner's, when none changed), each last holder the very
+            # same process record (taken over: it has not run, so it has not exec'd): the texts are the last ones.
+            return
+        commands = {pid: process.cmdline for pid, process in processes.items()}
         alive: set[str] = set()
         records: list[ShmSegment | MessageQueue] = [*snapshot.shm, *snapshot.mqueues]
         before, now = self._holder_texts, {}
@@ -360,6 +371,9 @@ class Monitor:
                 now[id(record)] = (record, cmdline, text, key)
                 self.last_holders[key] = text
         self._holder_texts = now
+        held_by = {entry[0].holders[-1].pid for entry in now.values()}
+        self._holders_from = (snapshot.shm, snapshot.mqueues,
+                              {pid: processes[pid] for pid in held_by if pid in processes})
         for key in self.last_holders.keys() - alive:
             del self.last_holders[key]  # destroyed: forget it, so the map stays as small as the system
 

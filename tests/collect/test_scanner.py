@@ -306,6 +306,49 @@ def pipe_by_inode_in(pipes: tuple[Pipe, ...], inode: int) -> Pipe:
     return found
 
 
+
+def test_a_pipe_s_fill_is_read_at_its_first_holder_s_turn_in_a_rotation_not_at_every_holder_s(spawn: Spawn) -> None:
+    """Two sleeping processes hold one pipe. At the first one's turn its fill is read; at the other's, in the same
+    rotation, it is not (a turn read it four scans ago); at the first one's next turn, a rotation later, it is
+    again, and shows what was written meanwhile through /proc/PID/fd/N (an end no scanned process holds)."""
+    read_end, write_end = os.pipe()
+    try:
+        inode = os.fstat(read_end).st_ino
+        holders = [spawn("say('ready')\nhold()\n", pass_fds=(read_end, write_end)) for _ in range(2)]
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    for holder in holders:
+        holder.expect()
+    first, second = (holder.pid for holder in holders)
+    pids = {first, second}
+    listed = {pid: [ref for ref in read_fds(pid, Devices(None, None)) if ref.inode == inode] for pid in sorted(pids)}
+    refs = [ref for pid in sorted(pids) for ref in listed[pid]]
+    processes = {p.pid: p for p in scan().processes if p.pid in pids}
+    index = PipeIndex()
+    every = 10
+    with procfs.PidFds() as pidfds:
+
+        def at(scan_number: int, turned: set[int]) -> tuple[Pipe, ...]:
+            return collect_pipes(processes, refs, pidfds, index=index, settled=pids, turned=turned,
+                                 fds_by_pid=listed, rotation=(scan_number, every))
+
+        at(1, set())
+        assert index.looked_at == 1  # the first scan reads every pipe
+        read = at(3, {first})
+        assert index.looked_at == 1  # the first holder's turn: read again
+        outside = os.open(f"/proc/{first}/fd/{write_end}", os.O_WRONLY)
+        try:
+            os.write(outside, b"z" * 7)
+        finally:
+            os.close(outside)
+        unread = at(7, {second})
+        assert index.looked_at == 0  # the other holder's turn, four scans after that turn read the fill: not again
+        assert unread is read
+        moved = at(13, {first})
+        assert index.looked_at == 1  # a rotation after: read again
+    assert pipe_by_inode_in(moved, inode).buffered == 7
+
 def test_a_pipe_whose_settled_holder_lost_a_fellow_holder_is_built_again(spawn: Spawn) -> None:
     """The previous record is taken as it stands only with as many ends as it had: when one of two holders exits,
     the one left (which never ran) holds the pipe alone."""

@@ -306,11 +306,9 @@ def pipe_by_inode_in(pipes: tuple[Pipe, ...], inode: int) -> Pipe:
     return found
 
 
-
-def test_a_pipe_s_fill_is_read_at_its_first_holder_s_turn_in_a_rotation_not_at_every_holder_s(spawn: Spawn) -> None:
-    """Two sleeping processes hold one pipe. At the first one's turn its fill is read; at the other's, in the same
-    rotation, it is not (a turn read it four scans ago); at the first one's next turn, a rotation later, it is
-    again, and shows what was written meanwhile through /proc/PID/fd/N (an end no scanned process holds)."""
+def two_holders_of_a_pipe(spawn: Spawn) -> tuple[int, int, list[Child]]:
+    """A pipe only two sleeping children hold, both ends each (the same descriptor numbers): its inode, the number
+    of its write end, the children."""
     read_end, write_end = os.pipe()
     try:
         inode = os.fstat(read_end).st_ino
@@ -320,6 +318,14 @@ def test_a_pipe_s_fill_is_read_at_its_first_holder_s_turn_in_a_rotation_not_at_e
         os.close(write_end)
     for holder in holders:
         holder.expect()
+    return inode, write_end, holders
+
+
+def test_a_pipe_s_fill_is_read_at_its_first_holder_s_turn_in_a_rotation_not_at_every_holder_s(spawn: Spawn) -> None:
+    """Two sleeping processes hold one pipe. At the first one's turn its fill is read; at the other's, in the same
+    rotation, it is not (a turn read it four scans ago); at the first one's next turn, a rotation later, it is
+    again, and shows what was written meanwhile through /proc/PID/fd/N (an end no scanned process holds)."""
+    inode, write_end, holders = two_holders_of_a_pipe(spawn)
     first, second = (holder.pid for holder in holders)
     pids = {first, second}
     listed = {pid: [ref for ref in read_fds(pid, Devices(None, None)) if ref.inode == inode] for pid in sorted(pids)}
@@ -418,15 +424,7 @@ def test_a_scanner_looks_again_only_at_the_pipes_of_processes_that_ran(
 def test_a_scanner_drops_the_ends_of_a_holder_that_exited(spawn: Spawn) -> None:
     """Gone is a change: two processes hold a pipe (nobody else does), one exits, and the one left, which never
     ran, holds it alone."""
-    read_end, write_end = os.pipe()
-    try:
-        inode = os.fstat(read_end).st_ino
-        holders = [spawn("say('ready')\nhold()\n", pass_fds=(read_end, write_end)) for _ in range(2)]
-    finally:
-        os.close(read_end)
-        os.close(write_end)
-    for holder in holders:
-        holder.expect()
+    inode, _write_end, holders = two_holders_of_a_pipe(spawn)
     scanner = Scanner()
     settle(scanner, holders[1].pid)
     assert sorted(end.pid for end in pipe_by_inode(scanner.scan(), inode).readers) == sorted(h.pid for h in holders)

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from ipcmon.collect.process import RememberedProcess
 from ipcmon.collect.procfs import OpenProcFiles
 from ipcmon.collect.recall import Recall
+from ipcmon.collect.sharing import Sharing
 
 Kept = TypeVar("Kept")
 
@@ -49,6 +50,9 @@ class ScanMemory:
         self.files = OpenProcFiles()
         """The /proc files of the processes read, kept open between scans (procfs.OpenProcFiles)."""
         self._closer = weakref.finalize(self, self.files.close)
+        self.sharing = Sharing()
+        """Which processes share their memory or descriptor table with another (kcmp(2)): a turn of one that shares
+        neither, and has not run, reads only what others can change (process.read_process)."""
         self.namespaces: dict[int, tuple[int, int]] = {}
         """The (IPC, mount) namespace inodes of each process of the last scan, by pid (scan._assumed_places_hold)."""
 

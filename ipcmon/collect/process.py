@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from ipcmon.collect import namespaces, procfs, signals, waiting
-from ipcmon.collect.fds import Devices, FdRef, MapRef, read_fds, read_maps
+from ipcmon.collect.fds import Devices, FdRef, MapRef, read_fds, read_maps, split_deleted
 from ipcmon.collect.procfs import Denied, Gone
 from ipcmon.model import Place, Process, ProcessSignals, ThreadSignals
 
@@ -97,6 +97,9 @@ class ReadPlan:
     """SigQ as read from some status in this scan, per account (filled as processes are read: _read_signals)."""
     files: procfs.OpenProcFiles | None = None
     """The stat, schedstat and status files a Scanner keeps open between scans (for the real /proc only)."""
+    alone: Collection[int] = frozenset()
+    """Pids of processes that share neither their memory nor their descriptor table with another (sharing.Sharing):
+    on its turn, one that has not run is not read in full (read_process)."""
 
     def read_small(self, pid: int, name: str) -> bytes:
         """/proc/PID/NAME of a file the kernel makes in one piece, through the kept files when there are some."""
@@ -124,10 +127,14 @@ def read_process(pid: int, plan: ReadPlan, previous: RememberedProcess | None = 
     # whose descriptors we would attribute to it (issue 7). Only real pids can be pinned. Its kept stat
     # (ReadPlan.files) binds what is read through kept files to one process: then the pin waits until the
     # tables are read by path, most processes are never pinned, and none is read twice (_Pin).
-    if previous is not None and previous.read.reused and not turn:
+    if previous is not None and previous.read.reused and (not turn or pid in plan.alone):
         still = _still(pid, plan, previous)
         if still is not None:
-            return still
+            if not turn:
+                return still
+            confirmed = _alone_turn(pid, still, plan, previous)
+            if confirmed is not None:
+                return confirmed
     pin = _Pin(pid, plan)
     try:
         result = _read(pid, plan, previous, pin, turn)
@@ -222,6 +229,30 @@ def _still(pid: int, plan: ReadPlan, previous: RememberedProcess) -> ProcessRead
         if found is None or found[0] != old.queued:
             return None
     return read
+
+
+def _alone_turn(pid: int, still: ProcessRead, plan: ReadPlan, previous: RememberedProcess) -> ProcessRead | None:
+    """The turn of a process that has not run and shares neither its memory nor its descriptor table (plan.alone):
+    nobody else can have changed its descriptors, mappings or command line, so only what others can change is read
+    again: its status (a handler table shared through clone(CLONE_SIGHAND) needs CLONE_VM, so only
+    RLIMIT_SIGPENDING set with prlimit(2), and SigQ) and the path of each FIFO it holds (renamed or unlinked by
+    anyone). The fills of its pipes are read by pipes.collect (turned). None when a FIFO's path moved: the full
+    read then says what."""
+    for ref in still.fds:
+        if ref.kind == "fifo":
+            try:
+                link = os.readlink(f"{plan.proc}/{pid}/fd/{ref.fd}")
+            except OSError:
+                return None
+            if split_deleted(link) != (ref.path, ref.deleted):
+                return None
+    stat = still.stat
+    if not plan.signals or stat is None:
+        return still
+    try:
+        return _read_signals(still, stat, previous, plan, turn=True)
+    except (Gone, Denied, ValueError, IndexError):
+        return None
 
 
 def _read(pid: int, plan: ReadPlan, previous: RememberedProcess | None, pin: _Pin, turn: bool) -> ProcessRead:

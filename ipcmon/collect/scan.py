@@ -79,12 +79,13 @@ class Scanner:
     again for it: stat (name, parent), status (pending signals; not even that for a sleeper that blocks nothing,
     which a signal would wake: process._settled_signals), the fill of its pipes (see pipes.collect), and where a
     collector uses them, the size, owner, mode and link count of the files its descriptors point at. Each process
-    is still read in full in turn, for what that argument cannot see (a descriptor table or signal handlers
-    shared with clone(CLONE_FILES, CLONE_SIGHAND) between two processes, which is rare; a limit set from outside
-    with prlimit(2); a write into a pipe through an end no scanned process holds): every ``refresh_every``
-    scans, or by default about every memory.REFRESH_SECONDS (30 s) whatever the interval between scans. A turn
-    that finds a process that has not run exactly as it was keeps its records (``turned``; process._confirmed):
-    only its status and its pipes' fills are new.
+    still has a turn, for what that argument cannot see (memory or a descriptor table shared with clone(CLONE_VM,
+    CLONE_FILES) between two processes, which is rare; a limit set from outside with prlimit(2); a write into a
+    pipe through an end no scanned process holds; a FIFO renamed): every ``refresh_every`` scans, or by default
+    about every memory.REFRESH_SECONDS (30 s) whatever the interval between scans. The turn of a process that
+    kcmp(2) shows shares neither its memory nor its table (sharing.Sharing) reads only its status, its FIFOs' paths
+    and its pipes' fills (process._alone_turn); any other is read in full, and when that finds a process that has
+    not run exactly as it was, it keeps its records (``turned``; process._confirmed).
     """
 
     def __init__(self, config: ScanConfig = _DEFAULT_CONFIG, *, refresh_every: int | None = None) -> None:
@@ -110,11 +111,12 @@ class Scanner:
         return frozenset(self._memory.turned)
 
     def remembered(self) -> dict[str, int]:
-        """How much is kept between scans: one entry per process, and per record of the last scan that a
-        collector keeps (by Snapshot field, ``shm``…, or the name it keeps it under: ``pipes``, ``waiting.alone``)."""
+        """How much is kept between scans: one entry per process (twice: its read, and its place in kcmp(2)'s orders),
+        and per record of the last scan that a collector keeps (by Snapshot field, ``shm``…, or the name it keeps it
+        under: ``pipes``, ``waiting.alone``)."""
         memory = self._memory
-        return {"processes": len(memory.processes), **{name: len(kept) for name, kept in memory.records.items()},
-                **memory.kept_sizes()}
+        return {"processes": len(memory.processes), "sharing": len(memory.sharing),
+                **{name: len(kept) for name, kept in memory.records.items()}, **memory.kept_sizes()}
 
 
 @dataclass(slots=True)
@@ -250,6 +252,7 @@ def _read_processes(
         remember=memory is not None,
         places=world.places if world is not None else {},
         files=memory.files if memory is not None and proc == procfs.PROC else None,
+        alone=memory.sharing.alone() if memory is not None and proc == procfs.PROC else frozenset(),
     )
     previous: dict[int, RememberedProcess] = {}
     if memory is not None:
@@ -294,6 +297,11 @@ def _read_processes(
     _resolve_waits(tables, proc)
     if memory is not None:
         memory.files.retain(tables.processes)
+        if proc == procfs.PROC:
+            user = [result for result in remembered
+                    if result.stat is not None and not result.stat.flags & procfs.PF_KTHREAD]
+            memory.sharing.update({result.process.pid: result.process.start_ticks for result in user},
+                                  {result.process.pid for result in user if not result.reused})
         for result in remembered:
             pid = result.process.pid
             process = tables.processes[pid]

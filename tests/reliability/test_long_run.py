@@ -40,6 +40,7 @@ def test_memory_is_flat_across_refresh_cycles_with_churn() -> None:
     assert caches["names"] <= caches["objects_now"] + 200
     # The Scanner keeps one entry per process, pipe and segment of its last scan, nothing for what has gone.
     assert caches["scanner_processes"] <= caches["processes_now"] + 100
+    assert caches["scanner_sharing"] <= caches["processes_now"] + 100
     assert caches["scanner_pipes"] <= caches["pipes_now"] + 100
     assert caches["scanner_shm"] <= caches["objects_now"] + 200
     assert caches["printable_cache"] <= (printable.cache_info().maxsize or 0)

@@ -25,7 +25,7 @@ from ipcmon.collect.fds import Devices, parse_maps, read_fds
 from ipcmon.collect.procfs import PidFds
 from ipcmon.model import MessageQueue, Place, ShmSegment, Snapshot
 from tests.containers import SHM_SIZE, Scene, cgroup_root, container
-from tests.helpers import DEADLINE, REPO, Cleanup, Spawn, new_name, settle, wait_until
+from tests.helpers import DEADLINE, REPO, Cleanup, Spawn, first_arguments, new_name, settle, wait_until
 
 MiB = 1 << 20
 HEX = "0123456789abcdef" * 4
@@ -538,14 +538,7 @@ def test_a_scanner_keeps_namespaces_of_a_process_taken_over_and_sees_an_unshare_
     child.expect()
     scanner = Scanner(ScanConfig(kinds=("signal",)))
     settle(scanner, child.pid)
-    calls: list[str] = []
-    real = os.readlink
-
-    def counting(path: str, *args: object, **options: object) -> str:
-        calls.append(path)
-        return real(path, *args, **options)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(os, "readlink", counting)
+    calls = first_arguments(monkeypatch, os, "readlink")
 
     def unread_scan() -> bool:
         calls.clear()

@@ -14,13 +14,12 @@ import posix_ipc
 import pytest
 
 from ipcmon.collect import Scanner, procfs
-from ipcmon.collect import fds as fds_module
 from ipcmon.collect import process as process_module
 from ipcmon.collect.process import run_signature
 from ipcmon.collect.sharing import KCMP_FILES, KCMP_VM, Sharing, kcmp
 from ipcmon.model import Snapshot
 from tests.collect.test_scanner import SHARING
-from tests.helpers import Cleanup, Spawn, settle
+from tests.helpers import Cleanup, Spawn, first_arguments, settle
 
 CLONE_VM_SOURCE = r"""
 #define _GNU_SOURCE
@@ -182,14 +181,7 @@ def test_the_turn_of_a_process_that_shares_nothing_reads_no_table_but_a_fifo_s_n
     child.expect()
     scanner = Scanner(refresh_every=3)
     settle(scanner, child.pid)
-    read: list[int] = []
-    real = fds_module.read_fds
-
-    def counted(pid: int, *args: object, **kwargs: object) -> object:
-        read.append(pid)
-        return real(pid, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(process_module, "read_fds", counted)
+    read = first_arguments(monkeypatch, process_module, "read_fds")
     turns = 0
     for _ in range(4):
         scanner.scan()

@@ -10,7 +10,9 @@ calls (1-2 µs each) when it is placed.
 A process found alone stays alone while it does not run: a new sharer of its memory or table can only be made by a
 clone(2) of one of its own threads (execve(2) and unshare(2) give the caller new ones, never another process).
 What this cannot see: a sharer that kcmp(2) refuses (PTRACE_MODE_READ: another user's process, to an ordinary user;
-one that made itself non-dumpable), whose tables the same check refuses to a scan as well.
+one that made itself non-dumpable), whose tables the same check refuses to a scan as well. And a race: a placed
+process that runs execve(2) after its read, while a new one is placed, sits out of order until the next scan
+places it again, so a search passing it may miss an equal; it needs a new sharer placed in those milliseconds.
 """
 
 from __future__ import annotations

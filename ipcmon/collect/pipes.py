@@ -340,7 +340,7 @@ def _one(
     inputs = (ends, self_pipe, writer_blocked, build.unseen)
     prior = kept[1] if kept is not None and kept[0] == inputs and kept[1].kind == kind else None
     if prior is not None and prior.path != refs[0].path:
-        prior = None  # a FIFO renamed or unlinked by anyone (its holders' links say so)
+        prior = None  # a FIFO renamed by anyone (its holders' links say so)
     if prior is not None and kind == "pipe" and prior.buffered is not None and all(
         ref.pid in settled for ref in refs
     ):

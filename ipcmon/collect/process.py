@@ -233,11 +233,17 @@ def _still(pid: int, plan: ReadPlan, previous: RememberedProcess) -> ProcessRead
 
 def _alone_turn(pid: int, still: ProcessRead, plan: ReadPlan, previous: RememberedProcess) -> ProcessRead | None:
     """The turn of a process that has not run and shares neither its memory nor its descriptor table (plan.alone):
-    nobody else can have changed its descriptors, mappings or command line, so only what others can change is read
-    again: its status (a handler table shared through clone(CLONE_SIGHAND) needs CLONE_VM, so only
-    RLIMIT_SIGPENDING set with prlimit(2), and SigQ) and the path of each FIFO it holds (renamed or unlinked by
-    anyone). The fills of its pipes are read by pipes.collect (turned). None when a FIFO's path moved: the full
-    read then says what."""
+    nobody else can have changed its descriptors or mappings, so only what others can change is read again: its
+    command line (its memory, which a ptracer may write through /proc/PID/mem or process_vm_writev(2)), its status
+    (a handler table shared through clone(CLONE_SIGHAND) needs CLONE_VM, so only RLIMIT_SIGPENDING set with
+    prlimit(2), and SigQ) and the path of each FIFO it holds (renamed or unlinked by anyone). The fills of its pipes
+    are read by pipes.collect (turned). None when the command line or a FIFO's path moved: the full read then says
+    what."""
+    try:
+        if procfs.parse_cmdline(procfs.read_bytes(f"{plan.proc}/{pid}/cmdline")) != still.process.cmdline:
+            return None
+    except (Gone, Denied, OSError):
+        return None
     for ref in still.fds:
         if ref.kind == "fifo":
             try:
@@ -368,7 +374,9 @@ def _confirmed(fresh: ProcessRead, previous: RememberedProcess, stat: procfs.Sta
 
 
 _FD_TABLE = FdRef._fields.index("deleted") + 1
-"""FdRef's fields that only the process itself changes (pid to deleted); the file's size, owner and mode follow."""
+"""FdRef's fields that make a descriptor table (pid to deleted): only the process itself (or a process sharing its
+table) changes the number, object and access; anyone may rename or unlink the file (path, deleted), which a full read
+sees. The file's size, owner and mode follow."""
 
 
 def _kin(stat: procfs.Stat) -> waiting.Kin:

@@ -83,9 +83,9 @@ class Scanner:
     CLONE_FILES) between two processes, which is rare; a limit set from outside with prlimit(2); a write into a
     pipe through an end no scanned process holds; a FIFO renamed): every ``refresh_every`` scans, or by default
     about every memory.REFRESH_SECONDS (30 s) whatever the interval between scans. The turn of a process that
-    kcmp(2) shows shares neither its memory nor its table (sharing.Sharing) reads only its status, its FIFOs' paths
-    and its pipes' fills (process._alone_turn); any other is read in full, and when that finds a process that has
-    not run exactly as it was, it keeps its records (``turned``; process._confirmed).
+    kcmp(2) shows shares neither its memory nor its table (sharing.Sharing) reads only its command line, status,
+    FIFOs' paths and pipes' fills (process._alone_turn); any other is read in full, and when that finds a process
+    that has not run exactly as it was, it keeps its records (``turned``; process._confirmed).
     """
 
     def __init__(self, config: ScanConfig = _DEFAULT_CONFIG, *, refresh_every: int | None = None) -> None:
@@ -258,6 +258,7 @@ def _read_processes(
     if memory is not None:
         previous = memory.begin_scan()
     remembered: list[ProcessRead] = []
+    user_reads: dict[int, ProcessRead] = {}
     own = os.getpid() if config.hide_self else None
     # Threads do not help: two threads reading /proc were measured twice as slow as one (every read
     # releases the GIL and the threads spend their time handing it over). A forked child does (read_forked).
@@ -290,6 +291,8 @@ def _read_processes(
             tables.kin[pid] = result.kin
         if result.run_signature is not None:
             remembered.append(result)
+        if result.stat is not None and not result.stat.flags & procfs.PF_KTHREAD:
+            user_reads[pid] = result
     # Its own descriptors last: a pipe it made while the others were read (a demo started) is among them.
     own_pipes = _own_pipes(own, devices, proc, plan.files) if own is not None and plan.fds else set()
     if own_pipes:
@@ -298,10 +301,12 @@ def _read_processes(
     if memory is not None:
         memory.files.retain(tables.processes)
         if proc == procfs.PROC:
-            user = [result for result in remembered
-                    if result.stat is not None and not result.stat.flags & procfs.PF_KTHREAD]
-            memory.sharing.update({result.process.pid: result.process.start_ticks for result in user},
-                                  {result.process.pid for result in user if not result.reused})
+            # Every user process read, signed or not (running, many threads): a sharer left out would leave its
+            # partner alone (sharing.py).
+            memory.sharing.update({pid: (result.process.start_ticks, result.process.uid)
+                                   for pid, result in user_reads.items()},
+                                  {pid for pid, result in user_reads.items() if not result.reused},
+                                  {process.uid for process in tables.processes.values() if process.hidden})
         for result in remembered:
             pid = result.process.pid
             process = tables.processes[pid]

@@ -9,10 +9,20 @@ calls (1-2 µs each) when it is placed.
 
 A process found alone stays alone while it does not run: a new sharer of its memory or table can only be made by a
 clone(2) of one of its own threads (execve(2) and unshare(2) give the caller new ones, never another process).
-What this cannot see: a sharer that kcmp(2) refuses (PTRACE_MODE_READ: another user's process, to an ordinary user;
-one that made itself non-dumpable), whose tables the same check refuses to a scan as well. And a race: a placed
-process that runs execve(2) after its read, while a new one is placed, sits out of order until the next scan
-places it again, so a search passing it may miss an equal; it needs a new sharer placed in those milliseconds.
+Every user process the scan read is placed (running, with many threads, or never yet on a CPU alike). What cannot be
+placed is a process kcmp(2) refuses (PTRACE_MODE_READ). To an ordinary user that is another user's process, and one
+of their own that made itself non-dumpable (prctl(PR_SET_DUMPABLE)) or is otherwise hidden from the scan: while one
+of their own is, none of their processes is alone (``withheld``). A process of another user could share one of
+theirs only if a privileged process cloned it and then changed its credentials without execve(2), which ipcmon
+does not look for. Root is refused only by a security module or by a process of an ancestor user namespace
+(this sandbox's pid 1), which no process it can read was cloned from with CLONE_FILES or CLONE_VM in practice: root's
+refusals withhold nothing. And a race: a placed process that runs execve(2) after its read, while a new one is
+placed, sits out of order until the next scan places it again, so a search passing it may miss an equal; it needs
+a new sharer placed in those milliseconds.
+
+kcmp(2) is not used at all (``available`` False) when it refuses ipcmon its own process (a seccomp profile, as
+Docker's default, answers EPERM) or when /proc is not of ipcmon's pid namespace (its pids would name other
+processes to kcmp(2)).
 """
 
 from __future__ import annotations
@@ -62,35 +72,50 @@ class Sharing:
     share either with another: a Scanner's, updated after each scan (scan._read_processes)."""
 
     def __init__(self) -> None:
-        self.available = True
-        """False once kcmp(2) said ENOSYS: nothing is placed, no process is alone (every turn reads in full)."""
+        self.available: bool | None = None
+        """Whether kcmp(2) can be used (tried at the first update: usable); False: nothing is placed, no process is
+        alone (every turn reads in full)."""
         self.orders: dict[int, list[int]] = {kind: [] for kind in KINDS}
         self.starts: dict[int, int] = {}
         """Each placed pid's start time (clock ticks, /proc/PID/stat): another start is another process."""
+        self.uids: dict[int, int | None] = {}
+        """Each placed pid's owner."""
         self.shared: set[int] = set()
         """Placed pids equal to a neighbour in either order."""
+        self.withheld: frozenset[int | None] = frozenset()
+        """Owners (uids) with a process the last update could not place or the scan could not read: none of their
+        processes is alone (ordinary users only; see the module's docstring)."""
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def alone(self) -> frozenset[int]:
-        """The placed processes that share neither their memory nor their descriptor table with another."""
-        return frozenset(self.starts.keys() - self.shared)
+        """The placed processes that share neither their memory nor their descriptor table with another (none of an
+        owner in ``withheld``)."""
+        withheld = self.withheld
+        return frozenset(pid for pid in self.starts.keys() - self.shared if self.uids[pid] not in withheld)
 
-    def update(self, starts: Mapping[int, int], ran: Collection[int]) -> None:
-        """Follow a scan. starts: the user processes it read (pid → start time; kernel threads, which have no memory
-        or table of their own, are left out and never alone); ran: those of them read in full (they ran, or are new),
-        whose memory or table may be new since (execve, unshare): placed again."""
+    def update(self, starts: Mapping[int, tuple[int, int | None]], ran: Collection[int],
+               unread: Collection[int | None] = ()) -> None:
+        """Follow a scan. starts: the user processes it read, pid → (start time in clock ticks, owner's uid); kernel
+        threads, which have no memory or table of their own, are left out and never alone. ran: those of them read
+        in full (they ran, or are new), whose memory or table may be new since (execve, unshare): placed again.
+        unread: the owners of the processes the scan could not read in full (hidden)."""
+        if self.available is None:
+            self.available = _usable()
         if not self.available:
             return
-        for pid in [pid for pid, start in self.starts.items() if starts.get(pid) != start or pid in ran]:
+        for pid in [pid for pid, start in self.starts.items() if starts.get(pid, (None,))[0] != start or pid in ran]:
             self._remove(pid)
-        for pid, start in starts.items():
-            if pid not in self.starts:
-                self._place(pid, start)
+        refused: set[int | None] = set(unread)
+        for pid, (start, uid) in starts.items():
+            if pid not in self.starts and not self._place(pid, start, uid):
+                refused.add(uid)
+        self.withheld = frozenset(refused) if os.geteuid() != 0 else frozenset()
 
     def _remove(self, pid: int) -> None:
         del self.starts[pid]
+        del self.uids[pid]
         if pid not in self.shared:
             for order in self.orders.values():
                 order.remove(pid)
@@ -105,13 +130,12 @@ class Sharing:
             if not self._beside_an_equal(partner):
                 self.shared.discard(partner)
 
-    def _place(self, pid: int, start: int) -> None:
+    def _place(self, pid: int, start: int, uid: int | None) -> bool:
+        """Place pid in both orders; False when it cannot be (refused, or gone: never alone)."""
         try:
-            kcmp(pid, pid, KCMP_VM)  # refused (EPERM) or gone: never placed, never alone
-        except OSError as error:
-            if error.errno == errno.ENOSYS:
-                self.available = False
-            return
+            kcmp(pid, pid, KCMP_VM)
+        except OSError:
+            return False
         for _ in range(3):  # a process placed earlier may be gone: dropped, and the search made again
             try:
                 spots = [(kind, self._spot(pid, kind)) for kind in KINDS]
@@ -119,13 +143,15 @@ class Sharing:
                 self._remove(gone.pid)
                 continue
             except OSError:
-                return  # this one is gone or refused now
+                return False  # this one is gone or refused now
             self.starts[pid] = start
+            self.uids[pid] = uid
             for kind, (index, equal) in spots:
                 self.orders[kind].insert(index, pid)
                 if equal is not None:
                     self.shared.update((pid, equal))
-            return
+            return True
+        return False
 
     def _spot(self, pid: int, kind: int) -> tuple[int, int | None]:
         """Where pid goes in the order of kind (a binary search), and a placed pid using the same object, if any."""
@@ -155,6 +181,15 @@ class Sharing:
                         return True
                 except OSError:
                     return True  # cannot tell: not alone
+        return False
+
+
+def _usable() -> bool:
+    """Whether kcmp(2) answers for ipcmon's own process, and /proc's pids are those of ipcmon's pid namespace."""
+    try:
+        kcmp(os.getpid(), os.getpid(), KCMP_VM)
+        return os.readlink(f"{procfs.PROC}/self") == str(os.getpid())
+    except OSError:
         return False
 
 

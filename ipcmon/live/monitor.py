@@ -411,7 +411,7 @@ class Monitor:
         # Only names the last snapshot had: this poll's diff said their end. (One inotify saw made since the scan
         # began is not in either, and its unlink is still news.)
         self._ended.update((path, moment) for path in {entry[1] for entry in before.values()} - names.keys())
-        while len(self._ended) > ANNOUNCED_MAX:  # a storm of unlinks: the oldest go first (their late word is rare)
+        while len(self._ended) > ANNOUNCED_MAX:  # a storm of unlinks: the first ended go first (late words are rare)
             del self._ended[next(iter(self._ended))]
         self._names = names
         self._names_from = (*tables, dict(names))

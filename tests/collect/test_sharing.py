@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from ipcmon.collect.process import run_signature
 from ipcmon.collect.sharing import KCMP_FILES, KCMP_VM, Sharing, kcmp
 from ipcmon.model import Snapshot
 from tests.collect.test_scanner import SHARING
-from tests.helpers import Cleanup, Spawn, first_arguments, settle
+from tests.helpers import Cleanup, Spawn, first_arguments, settle, wait_until
 
 CLONE_VM_SOURCE = r"""
 #define _GNU_SOURCE
@@ -129,10 +130,10 @@ def test_sharers_are_never_alone_and_the_one_left_is_when_its_sharer_goes(
     lone.expect()
     others = [pid for pid in procfs.pids() if pid not in (parent, sharer, lone.pid)]
     sharing = Sharing()
-    starts = {pid: start_of(pid) for pid in (parent, sharer, lone.pid)}
-    for pid in others:  # every process of the machine that kcmp(2) allows, as a Scanner places them
+    starts = {pid: (start_of(pid), os.getuid()) for pid in (parent, sharer, lone.pid)}
+    for pid in others:  # every process of the machine, as a Scanner places them (those kcmp(2) refuses are not)
         try:
-            starts[pid] = start_of(pid)
+            starts[pid] = (start_of(pid), os.stat(f"/proc/{pid}").st_uid)
         except (procfs.Gone, procfs.Denied, FileNotFoundError):
             continue
     sharing.update(starts, ran=())
@@ -196,3 +197,93 @@ def test_the_turn_of_a_process_that_shares_nothing_reads_no_table_but_a_fifo_s_n
         paths |= {pipe.path for pipe in snapshot.pipes if any(end.pid == child.pid for end in pipe.readers)}
     assert str(renamed) in paths, paths
     assert child.pid in read  # the path moved: the turn read it in full
+
+
+BUSY_SHARER = """
+import ctypes, os, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+CLONE_FILES = 0x400
+CLONE = {"x86_64": 56, "aarch64": 220}[os.uname().machine]  # clone(2)'s system call number
+trigger, segment = sys.argv[1], sys.argv[2]
+sharer = libc.syscall(CLONE, CLONE_FILES | signal.SIGCHLD, 0, 0, 0, 0)  # shares our descriptor table
+if sharer == 0:
+    while not os.path.exists(trigger):  # always running (state R): a Scanner never takes it over
+        pass
+    os.open(segment, os.O_RDWR)
+    while True:
+        pass
+print("ready", sharer, flush=True)
+os.read(0, 1)  # the parent sleeps here and never runs
+"""
+
+
+def test_a_running_sharer_s_new_descriptor_shows_at_the_sleeping_one_s_turn(
+    tmp_path: Path, cleanup: Cleanup, unique_name: str
+) -> None:
+    """A sharer that is always running has no run signature, and was once left out of kcmp(2)'s orders, so the
+    sleeping process it shares a descriptor table with was taken for alone and its turn never read the table again
+    (a reviewer's reproduction). Every user process is placed now: the sleeping one is shared, and its turn shows
+    the segment the running one opened in their table."""
+    posix_ipc.SharedMemory(cleanup.shm(unique_name), posix_ipc.O_CREX, size=4096).close_fd()
+    trigger = tmp_path / "open-now"
+    parent = subprocess.Popen([sys.executable, "-c", BUSY_SHARER, str(trigger), f"/dev/shm{unique_name}"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    sharer = None
+    try:
+        assert parent.stdout is not None
+        words = parent.stdout.readline().split()
+        assert words[:1] == ["ready"], words
+        sharer = int(words[1])
+        scanner = Scanner(refresh_every=3)
+        settle(scanner, parent.pid)
+        assert parent.pid not in scanner._memory.sharing.alone()
+        before = run_signature(parent.pid, procfs.parse_stat(procfs.read_bytes(f"/proc/{parent.pid}/stat")))
+        trigger.touch()
+        wait_until(lambda: sharer in holders_of(scanner.scan(), unique_name), "the sharer holding the segment")
+        holders = [holders_of(scanner.scan(), unique_name) for _ in range(3)]
+        after = run_signature(parent.pid, procfs.parse_stat(procfs.read_bytes(f"/proc/{parent.pid}/stat")))
+        assert before is not None and before == after  # it never ran: only its turn can see the new descriptor
+        assert parent.pid in holders[-1], f"holders over refresh_every scans: {holders}"
+    finally:
+        if sharer is not None:
+            os.kill(sharer, signal.SIGKILL)
+        parent.kill()
+        parent.wait()
+
+
+def test_a_command_line_written_into_a_lone_sleeper_s_memory_shows_at_its_turn(spawn: Spawn) -> None:
+    """Nobody shares the process's memory, yet root (a ptracer) may write its command line through /proc/PID/mem:
+    the turn of a process alone reads its command line again (a reviewer's reproduction)."""
+    child = spawn("say('ready')\nhold()\n", comm="ipcm-lone")
+    child.expect()
+    scanner = Scanner(refresh_every=3)
+    settle(scanner, child.pid)
+    assert child.pid in scanner._memory.sharing.alone()
+    raw = procfs.read_bytes(f"/proc/{child.pid}/cmdline")
+    at = raw.index(b"say(")
+    fields = procfs.read_bytes(f"/proc/{child.pid}/stat").rsplit(b")", 1)[1].split()
+    arg_start = int(fields[45])  # proc_pid_stat(5): arg_start is field 48, the 46th after the command's ")"
+    with open(f"/proc/{child.pid}/mem", "r+b", buffering=0) as memory:
+        memory.seek(arg_start + at)
+        memory.write(b"SAY(")
+    lines = []
+    for _ in range(4):
+        (process,) = [process for process in scanner.scan().processes if process.pid == child.pid]
+        lines.append(" ".join(process.cmdline))
+    assert "SAY(" in lines[-1], lines
+
+
+def test_an_ordinary_user_s_processes_are_not_alone_while_one_of_theirs_is_hidden(
+    spawn: Spawn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """To an ordinary user kcmp(2) refuses their own non-dumpable processes, which may share a table with one it
+    can read: while the scan could not read one of an owner's processes, none of that owner's is alone."""
+    lone = spawn("say('ready')\nhold()\n")
+    lone.expect()
+    sharing = Sharing()
+    starts = {lone.pid: (start_of(lone.pid), 4242)}
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)
+    sharing.update(starts, ran=(), unread={4242})
+    assert lone.pid not in sharing.alone()
+    sharing.update(starts, ran=(), unread=())
+    assert lone.pid in sharing.alone()

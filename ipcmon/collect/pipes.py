@@ -204,19 +204,16 @@ class PipeIndex:
         affected = set(self.again)
         changed = []
         for pid, listed_now in fds_by_pid.items():
-            if lists.get(pid) is not listed_now:
+            if lists.get(pid) is not listed_now or (pid in turned and rotation is None):
                 changed.append(pid)
             elif pid in turned:
-                if rotation is None:
-                    changed.append(pid)
-                    continue
+                assert rotation is not None
                 # Its turn: the fill of each of its pipes that no holder's turn read in the last rotation.
                 scan, every = rotation
-                looked_in = self.looked_in
                 for ref in self.ends.get(pid, ()):
                     identity = (ref.dev, ref.inode)
-                    if scan - looked_in.get(identity, -every) >= every:
-                        looked_in[identity] = scan
+                    if scan - self.looked_in.get(identity, -every) >= every:
+                        self.looked_in[identity] = scan
                         affected.add(identity)
         changed.extend(pid for pid in lists if pid not in fds_by_pid)  # gone
         fresh: dict[Identity, list[FdRef]] = {}
@@ -337,10 +334,9 @@ def _one(
     ends = tuple([(ref.pid, ref.fd, ref.access, comm_of(processes, ref.pid)) for ref in refs])
     self_pipe = _self_held(refs) and (build.threads.get(refs[0].pid, 1) > 1 or _all_nonblocking(refs, build.proc))
     writer_blocked = bool(build.blocked) and file_key(kind, identity[0], identity[1]) in build.blocked
-    inputs = (ends, self_pipe, writer_blocked, build.unseen)
+    # The path too: anyone may rename a FIFO (its holders' links say so).
+    inputs = (ends, self_pipe, writer_blocked, build.unseen, refs[0].path)
     prior = kept[1] if kept is not None and kept[0] == inputs and kept[1].kind == kind else None
-    if prior is not None and prior.path != refs[0].path:
-        prior = None  # a FIFO renamed by anyone (its holders' links say so)
     if prior is not None and kind == "pipe" and prior.buffered is not None and all(
         ref.pid in settled for ref in refs
     ):
@@ -357,7 +353,7 @@ def _refilled(identity: Identity, kept: tuple[Any, Pipe], refs: list[FdRef], bui
     """The kept (inputs, record) of a pipe whose holders have not run, with its fill read again: the same record
     when the fill and what the kernel says of its ends are as they were."""
     inputs, prior = kept
-    ends, self_pipe, writer_blocked, unseen = inputs
+    ends, self_pipe, writer_blocked, unseen, _ = inputs
     state = _fill(refs, identity, "pipe", build.pidfds) if build.fill else _UNKNOWN_FILL
     if (prior.buffered, prior.capacity) == (state.buffered, state.capacity) and (
         prior.flags == _flags(prior.readers, prior.writers, state, self_pipe, unseen, writer_blocked)
@@ -370,7 +366,7 @@ def _unchanged(refs: list[FdRef], kept: tuple[Any, Pipe], settled: frozenset[int
     """Whether an anonymous pipe is the previous scan's record as it stands: every end belongs to a settled
     process (its descriptor table is the previous scan's, so each end was among the record's ends), as many ends
     as then (so none has gone), its fill was known, and the hidden processes are as they were (kept: the inputs
-    and record Recall kept; the inputs end with ``unseen``)."""
+    and record Recall kept; the inputs' fourth is ``unseen``)."""
     inputs, record = kept
     if record.buffered is None or inputs[3] != unseen or len(inputs[0]) != len(refs):
         return False

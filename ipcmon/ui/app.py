@@ -291,8 +291,8 @@ def make_app(
     is read only when its path is given.
 
     freeze_gc (the CLI's dashboard, which runs alone in its process) freezes the objects alive once the first scan is
-    drawn out of the garbage collector's sight (refresh.freeze_startup_objects); tests, many Apps in one process,
-    leave it off."""
+    drawn out of the garbage collector's sight (garbage.freeze_startup_objects), and its full collections wait for a
+    calm moment (garbage.CalmCollections); tests, many Apps in one process, leave it off."""
     config = ScanConfig(kinds=tuple(kinds), pids=pids, hide_self=not show_self)
     app: IpcmonApp
     if source is None:

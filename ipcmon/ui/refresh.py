@@ -7,12 +7,13 @@ into the App-level reactives the views are bound to: ``snapshot``, ``context``, 
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Sequence
 
 from textual import on, work
 from textual.app import App
+from textual.events import Event as TextualEvent
+from textual.events import InputEvent
 from textual.reactive import reactive
 from textual.theme import Theme
 from textual.timer import Timer
@@ -22,6 +23,7 @@ from ipcmon.live.events import EventLog
 from ipcmon.live.monitor import apply_inotify
 from ipcmon.model import Event, Snapshot
 from ipcmon.ui.feed import Feed
+from ipcmon.ui.garbage import CalmCollections, freeze_startup_objects
 from ipcmon.ui.messages import ScanDone, ScanFailed, WatchedEvents
 from ipcmon.ui.screens.process import process_history
 from ipcmon.ui.state import empty_context
@@ -65,7 +67,9 @@ class RefreshingApp(App[None]):
                  who: Attributions | None = None, freeze_gc: bool = False) -> None:
         super().__init__()
         self.freeze_gc = freeze_gc
-        """Move what exists once the first scan is drawn out of the garbage collector's sight (see _freeze_gc)."""
+        """Move what exists once the first scan is drawn out of the garbage collector's sight, and run full
+        collections only after a scan, when no key was just pressed (ipcmon.ui.garbage)."""
+        self.collections = CalmCollections()
         self.feed = feed
         self.who = who if who is not None else Attributions()
         """Who sent each process its signals (the feed's ``sent`` events) and who created each object (the journal,
@@ -100,10 +104,20 @@ class RefreshingApp(App[None]):
 
     def stop_refreshing(self) -> None:
         """Stop the timer and the watcher thread (from on_unmount: threads you start, you stop)."""
+        self.collections.stop()
         if self._timer is not None:
             self._timer.stop()
         self.feed.stop()
         self.who.close()
+
+    def _freeze_gc(self) -> None:
+        freeze_startup_objects()
+        self.collections.start()
+
+    async def on_event(self, event: TextualEvent) -> None:
+        if isinstance(event, InputEvent):
+            self.collections.last_input = time.monotonic()
+        await super().on_event(event)
 
     # --- scanning: a thread worker, never two at once, re-armed after each one ----------------------------
 
@@ -139,7 +153,7 @@ class RefreshingApp(App[None]):
             self._seeded = True
             self.who.seed((process.pid, process.start_time) for process in message.snapshot.processes)
             if self.freeze_gc:
-                self.call_after_refresh(freeze_startup_objects)
+                self.call_after_refresh(self._freeze_gc)
         if self.paused and self.snapshot is not None:
             # A scan that was under way when the user paused: what is on screen stays as it was (htop's freeze; an
             # alert list that changed under the cursor made Enter open another object). Shown on resume.
@@ -149,6 +163,8 @@ class RefreshingApp(App[None]):
         # they last looked (EventLog.newer_than) and never change it.
         self._show(message.snapshot, events=self.event_log)
         self._next_scan()
+        if self.collections.started:
+            self.call_after_refresh(self.collections.after_scan)  # once the scan's frame is drawn
 
     @on(ScanFailed)
     def _scan_failed(self, message: ScanFailed) -> None:
@@ -268,22 +284,6 @@ class RefreshingApp(App[None]):
 
     def recolour(self) -> None:
         """Redraw what is on screen in the new colours (the views know how)."""
-
-
-def freeze_startup_objects() -> None:
-    """Collect once, then freeze what is left (gc.freeze): the modules, classes, stylesheet and widgets that live as
-    long as the dashboard are never traversed by a garbage collection again.
-
-    Every full collection traversed all of them: ~100,000 objects on a small machine, and with a full history
-    ~185,000, a stall of 78–105 ms each, every few view switches (issue 12: key latency, the longest stall; 4 in 16
-    switches with the benchmark's 10,000-event history). Frozen, a full collection looks only at what came later:
-    24–53 ms each in the same run. The one cost: a reference cycle among the objects frozen here that
-    becomes garbage later is never collected, so only what exists now and is meant to stay is frozen, once, after the
-    first scan is drawn (the collection before it frees the start's own garbage). Reference counting, which frees
-    almost everything, is unaffected.
-    """
-    gc.collect()
-    gc.freeze()
 
 
 def palette_for(theme: Theme) -> Palette:

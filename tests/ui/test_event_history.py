@@ -218,6 +218,10 @@ async def test_the_timeline_stays_at_the_history_limit_and_the_cursor_on_its_eve
         table = timeline(app)
         assert len(app.event_log) == history
         assert table.row_count == history and len(table._all) == history
+        # Events alike share their filter fields: every object the history holds is walked by each full garbage
+        # collection (issue 12: one switch in three paid one with a 10,000-event history).
+        alike = {(line.event.mechanism, line.event.event, line.event.source, line.probe.pids) for line in table._all}
+        assert len({id(line.probe.fields) for line in table._all}) <= len(alike) < 10
         # Newest first: the last event fed on top, the oldest kept (number 1,000) at the bottom.
         assert table.shown_keys[0] == "event:1499" and table.shown_keys[-1] == "event:1000"
         assert table.current_row is not None and table.current_row.record is app.event_log[0]

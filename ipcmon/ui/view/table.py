@@ -245,7 +245,7 @@ class RowCache:
                 yield cached[1]
                 continue
             row, asked = build_recording(build, record, ctx)
-            self._rows[key] = (token, row, asked, asked & demo if asked else _NO_PIDS)
+            self._rows[key] = (token, row, asked, asked & demo if asked else NO_PIDS)
             self.built += 1
             yield row
 
@@ -256,7 +256,8 @@ class RowCache:
             del self._rows[key]
 
 
-_NO_PIDS: frozenset[int] = frozenset()
+NO_PIDS: frozenset[int] = frozenset()
+"""The empty pid set, shared (rows and timeline lines by the thousand would each hold a new one)."""
 
 
 def build_recording(build: Callable[[Any, Context], Row], record: Any, ctx: Context) -> tuple[Row, frozenset[int]]:
@@ -267,7 +268,7 @@ def build_recording(build: Callable[[Any, Context], Row], record: Any, ctx: Cont
         row = build(record, ctx)
     finally:
         ctx.asked = outer
-    return row, frozenset(asked) if asked else _NO_PIDS
+    return row, frozenset(asked) if asked else NO_PIDS
 
 
 def matches(row: Row, query: str) -> bool:
@@ -337,7 +338,7 @@ def holder_pids(holders: Iterable[Holder] | Iterable[PipeEnd]) -> tuple[int, ...
 def fields_of(pids: Iterable[int], **values: str) -> dict[str, frozenset[str]]:
     """A row's ``name:value`` filter fields (lower-case), with ``pid`` from the pids."""
     fields = {name: _one(value.lower()) for name, value in values.items()}
-    fields["pid"] = frozenset(str(pid) for pid in pids)
+    fields["pid"] = _pid_field(tuple(pids))
     return fields
 
 
@@ -345,3 +346,10 @@ def fields_of(pids: Iterable[int], **values: str) -> dict[str, frozenset[str]]:
 def _one(value: str) -> frozenset[str]:
     """A one-value field, shared: the same few mechanism and event names fill thousands of rows."""
     return frozenset({value})
+
+
+@functools.lru_cache(maxsize=4096)
+def _pid_field(pids: tuple[int, ...]) -> frozenset[str]:
+    """The ``pid`` field, shared as :func:`_one`'s are: a full event history held 10,000 of them, most alike, each one
+    more object for every full garbage collection to walk (issue 12: key latency)."""
+    return frozenset(str(pid) for pid in pids)

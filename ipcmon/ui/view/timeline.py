@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
+
 from ipcmon.live.monitor import MECHANISMS_BY_KIND
 from ipcmon.model import Event
 from ipcmon.text import clock_text, place_suffix
@@ -44,6 +47,7 @@ EVENT_KINDS: dict[str, frozenset[str]] = {
 }
 """Each event mechanism's ``--kind`` (live.monitor.MECHANISMS_BY_KIND): the filter's ``kind:signal`` keeps what
 ``--kind signal`` would, ``sent`` events included."""
+NO_KINDS: frozenset[str] = frozenset()
 
 
 def event_process(event: Event) -> tuple[int | None, str | None]:
@@ -83,11 +87,18 @@ def event_probe(event: Event, key: str, ctx: Context) -> Row:
         cells=(),
         record=event,
         search=search_text(ctx, pids, event.mechanism, event.event, event.object, comm, event.detail),
-        fields={**fields_of(pids, mechanism=event.mechanism, event=event.event, source=event.source),
-                "kind": EVENT_KINDS.get(event.mechanism, frozenset())},
+        fields=_event_fields(pids, event.mechanism, event.event, event.source),
         pids=tuple(pid for pid in pids if pid in ctx.processes),
         place=event.place,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _event_fields(pids: tuple[int, ...], mechanism: str, event: str, source: str) -> Mapping[str, frozenset[str]]:
+    """An event row's filter fields, shared by every event with the same ones (read-only, as Row.fields is): a full
+    history held 10,000 such dicts, each one more object for every full garbage collection to walk (issue 12)."""
+    return {**fields_of(pids, mechanism=mechanism, event=event, source=source),
+            "kind": EVENT_KINDS.get(mechanism, NO_KINDS)}
 
 
 def event_row(event: Event, key: str, sequence: int, ctx: Context) -> Row:

@@ -53,7 +53,18 @@ from textual.strip import Strip
 from ipcmon.live.events import EventLog
 from ipcmon.model import Event
 from ipcmon.ui.state import empty_context
-from ipcmon.ui.view.table import Cell, Column, Context, Palette, Row, build_recording, cut_middle, fit_widths, matches
+from ipcmon.ui.view.table import (
+    NO_PIDS,
+    Cell,
+    Column,
+    Context,
+    Palette,
+    Row,
+    build_recording,
+    cut_middle,
+    fit_widths,
+    matches,
+)
 from ipcmon.ui.view.timeline import event_probe, event_row
 from ipcmon.ui.widgets.scrolling import resize_in_place
 
@@ -93,9 +104,9 @@ class TimelineLine:
         self.probe = event_probe(event, event_key(number), ctx)
         self.row: Row | None = None
         self.palette: Palette | None = None
-        self.asked: frozenset[int] = frozenset()
+        self.asked: frozenset[int] = NO_PIDS
         """pids the row's demo badge depends on (``demo``: those that were demo pids)."""
-        self.demo: frozenset[int] = frozenset()
+        self.demo: frozenset[int] = NO_PIDS
 
     def build(self, ctx: Context) -> Row:
         number = self.number

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ipcmon.cli.arguments import add_scope, parse_interval, place_selector, select_places
+from ipcmon.ui.exit_signals import HeldSignals  # no Textual: held before it is imported
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +24,18 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """Run the dashboard until q; its return code, 2 for an unknown ``--demo`` name, or 1 when ``--container`` or
-    ``--ns`` matches nothing (checked by one scan before the dashboard opens, as ``--pid`` is)."""
+    ``--ns`` matches nothing (checked by one scan before the dashboard opens, as ``--pid`` is). A SIGTERM, SIGHUP or
+    SIGINT from here on ends it with status 0 (ui.exit_signals)."""
+
+    held = HeldSignals()
+    held.hold()
+    try:
+        return _run_dashboard(args, held)
+    finally:
+        held.ignore()  # from here the process only exits
+
+
+def _run_dashboard(args: argparse.Namespace, held: HeldSignals) -> int:
     selector = place_selector(args)
     if selector is not None:
         from ipcmon.collect import ScanConfig, scan
@@ -34,9 +46,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     try:
         app = make_app(None, args.interval, args.read_only, args.kind, args.pid, args.demo, show_self=args.show_self,
-                       places=selector, freeze_gc=True)
+                       places=selector, freeze_gc=True, held=held)
     except ValueError as error:  # an unknown --demo name
         sys.stderr.write(f"ipcmon: {error}\n")
         return 2
+    if held.received:
+        return 0  # asked to stop before the dashboard opened
     app.run()
     return int(app.return_code or 0)

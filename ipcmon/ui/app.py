@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -26,6 +25,7 @@ from ipcmon.demos import DEMOS, DemoProcess
 from ipcmon.model import KINDS
 from ipcmon.text import PlaceSelector
 from ipcmon.ui.commands import IpcmonCommands
+from ipcmon.ui.exit_signals import EXIT_SIGNALS, HeldSignals
 from ipcmon.ui.feed import Feed, SnapshotSource, SourceFeed
 from ipcmon.ui.key_actions import ActingApp
 from ipcmon.ui.messages import DemoStopped, ShowFiltered, StartDemo, StopDemo
@@ -39,7 +39,6 @@ from ipcmon.ui.widgets.header import StatusHeader
 from ipcmon.ui.widgets.object_view import ObjectView
 from ipcmon.ui.widgets.overview import Overview
 
-EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 """Signals that end the dashboard cleanly: the terminal restored, the demos stopped, exit status 0."""
 
 
@@ -106,8 +105,12 @@ class IpcmonApp(ActingApp):
         history: int = HISTORY_EVENTS,
         who: Attributions | None = None,
         freeze_gc: bool = False,
+        held: HeldSignals | None = None,
     ) -> None:
         super().__init__(feed, interval=interval, history=history, who=who, freeze_gc=freeze_gc)
+        self.held = held
+        """The exit signals the CLI holds around this run (exit_signals): one already noted ends the App as soon as
+        it has started; given back at the end of the shutdown, they are held again, not Python's defaults."""
         self.demo_step = demo_step
         """Seconds between demo steps (None: each demo's default)."""
         self.initial_demos = tuple(expand_names(demos))
@@ -153,8 +156,9 @@ class IpcmonApp(ActingApp):
 
     def on_mount(self) -> None:
         self._handle_exit_signals()
-        for name in self.initial_demos:
-            self.start_demo(name, asked_on_command_line=True)
+        if self.held is None or not self.held.received:  # else leaving already: no demo is started to be stopped
+            for name in self.initial_demos:
+                self.start_demo(name, asked_on_command_line=True)
         self.start_refreshing()
 
     def on_unmount(self) -> None:
@@ -193,6 +197,8 @@ class IpcmonApp(ActingApp):
             except (ValueError, RuntimeError, NotImplementedError):
                 return  # not the main thread (an App run in a thread by a test): the defaults stay
             self._exit_signals.append((loop, signo))
+        if self.held is not None and self.held.received:
+            self.exit(return_code=0)  # a signal came while Python and Textual were still starting
 
     def _exit_on_signal(self, signo: int) -> None:
         self.exit(return_code=0)
@@ -203,6 +209,8 @@ class IpcmonApp(ActingApp):
             if not loop.is_closed():
                 loop.remove_signal_handler(signo)
         self._exit_signals.clear()
+        if self.held is not None:
+            self.held.hold()  # Python's defaults again would make a second signal fatal while Textual shuts down
 
     # --- demos ------------------------------------------------------------------------------------------------
 
@@ -278,6 +286,7 @@ def make_app(
     places: PlaceSelector | None = None,
     journal: str | None = None,
     freeze_gc: bool = False,
+    held: HeldSignals | None = None,
 ) -> IpcmonApp:
     """The dashboard over a snapshot source (None: the live system, with inotify) — the CLI and tests call this.
 
@@ -292,7 +301,8 @@ def make_app(
 
     freeze_gc (the CLI's dashboard, which runs alone in its process) freezes the objects alive once the first scan is
     drawn out of the garbage collector's sight (garbage.freeze_startup_objects), and its full collections wait for a
-    calm moment (garbage.CalmCollections); tests, many Apps in one process, leave it off."""
+    calm moment (garbage.CalmCollections); tests, many Apps in one process, leave it off. held: the exit signals the
+    CLI holds while Python and Textual start and while Textual shuts down (exit_signals.HeldSignals)."""
     config = ScanConfig(kinds=tuple(kinds), pids=pids, hide_self=not show_self)
     app: IpcmonApp
     if source is None:
@@ -326,5 +336,6 @@ def make_app(
         history=history,
         who=Attributions(reader, path=journal),
         freeze_gc=freeze_gc,
+        held=held,
     )
     return app

@@ -8,6 +8,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -118,6 +119,49 @@ def test_a_signal_restores_the_terminal_stops_the_demos_and_exits_0(
                 os.kill(key.pid, signal.SIGKILL)
         for path in demo_objects(demo_pid) if demo_pid is not None else ():
             os.unlink(path)
+
+
+def catches(pid: int, signo: int) -> bool:
+    """Whether the process has a handler for signo (SigCgt of /proc/PID/status, proc(5))."""
+    for line in procfs.read_bytes(f"/proc/{pid}/status").decode().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signo - 1) & 1)
+    return False
+
+
+@pytest.mark.parametrize("from_", ["caught", "drawn"])
+def test_a_sigterm_every_2_ms_until_it_has_gone_never_kills_the_dashboard(
+    terminal: Callable[[str], Terminal], tmp_path: Path, from_: str
+) -> None:
+    """From the moment the dashboard catches SIGTERM (while Python and Textual still start), or from its first frame
+    (then while it shuts down after the App gave the signals back, and while Python finalizes). A reviewer's double
+    SIGTERM 0.3 s apart, and one 0.3 s after the start, got exit status 143 (issue 12)."""
+    status = tmp_path / "status"
+    ipcmon = shlex.join([sys.executable, "-m", "ipcmon", "--kind", "shm", "--interval", "0.5"])
+    term = terminal(f"{ipcmon}; echo $? > {shlex.quote(str(status))}; echo IPCMON-EXITED; sleep 60")
+    try:
+        dashboard = psutil.Process(pane_child(term, "-m ipcmon"))
+        wait_until(lambda: catches(dashboard.pid, signal.SIGTERM), "the dashboard to catch SIGTERM")
+        if from_ == "drawn":
+            term.wait_for(lambda screen: "1 Overview" in screen and "Leaks and hazards" in screen, "the dashboard")
+        sent = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if dashboard.status() == psutil.STATUS_ZOMBIE:
+                    break
+                dashboard.send_signal(signal.SIGTERM)  # psutil checks it is still the same process
+            except psutil.NoSuchProcess:
+                break
+            sent += 1
+            time.sleep(0.002)
+        screen = term.wait_for(lambda screen: "IPCMON-EXITED" in screen, "the dashboard to exit")
+        assert sent >= 2, sent
+        assert status.read_text().strip() == "0", screen
+        assert modes(term) == ("0", "0", "1"), screen
+        assert "Traceback" not in screen
+    finally:
+        term.kill()
 
 
 def test_closing_the_terminal_stops_the_dashboard_and_its_demos(terminal: Callable[[str], Terminal]) -> None:

@@ -574,6 +574,9 @@ class Monitor:
         from ipcmon.live.attribution import sent_event
 
         sent = [sent_event(record) for record in self._take_attributions() if not routine(record)]
+        if sent and self.config.hide_self:  # ipcmon hides itself: the signals sent to it too (a resize's SIGWINCH)
+            own = own_tasks()
+            sent = [event for event in sent if _target(event) not in own]
         if self.selection is not None:
             sent = [event for event in sent if self.selection.wants(event)]  # sent by or to a selected one
         if self.places is not None:  # --container/--ns: sent by or to a process there
@@ -821,6 +824,14 @@ def routine(record: Attribution) -> bool:
     """A signal the kernel sends on every child's exit (SIGCHLD): the machine's background noise, left out of the
     ``sent`` events (every shell and service gets one per command it runs). The journal keeps it."""
     return record.actor.kernel and record.signal == signal.SIGCHLD
+
+
+def own_tasks() -> frozenset[int]:
+    """This process's pid and its threads' ids (/proc/self/task): the targets of a signal sent to ipcmon."""
+    try:
+        return frozenset(int(tid) for tid in os.listdir("/proc/self/task") if tid.isdigit()) | {os.getpid()}
+    except OSError:
+        return frozenset({os.getpid()})
 
 
 def _target(event: Event) -> int | None:

@@ -700,3 +700,39 @@ def test_the_thread_wakes_only_when_a_held_record_or_a_counted_window_is_due(
     # One release per staged record, at most one counted window's end per staged record, one idle wake a second.
     assert idle <= 2 * owed + seconds + 2, (idle, owed, seconds)
     assert idle <= seconds / (SETTLE / 2) + 2, (idle, seconds)  # never more often than every SETTLE / 2
+
+
+@pytest.mark.parametrize("show_self", [False, True], ids=["hidden", "--show-self"])
+def test_watch_leaves_out_the_signals_sent_to_itself_unless_it_shows_itself(spawn: Spawn, show_self: bool) -> None:
+    """ipcmon hides itself (README): a reviewer resized the terminal and `watch --kind signal` printed the SIGWINCH
+    the kernel sent it (issue 12). The SIGWINCH here is sent to watch by this test (ignored by default: harmless),
+    then a SIGUSR1 to a target of ours marks where the lines of both have been read."""
+    if os.geteuid() != 0 or tracefs.tracing_dir() is None:
+        pytest.fail("watch names senders through tracefs: root and tracefs mounted, as CI is")
+    target = spawn(_CATCHES)
+    target.expect()
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "ipcmon", "watch", "--kind", "signal", "--no-journal", "--interval", "0.2",
+         *(["--show-self"] if show_self else [])],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )
+    lines: list[str] = []
+    try:
+        _read_until(watch, lambda text: text.startswith("watching"), stderr=True)
+        os.kill(watch.pid, signal.SIGWINCH)  # by pid: the process this test started
+        os.kill(target.pid, signal.SIGUSR1)
+
+        def seen(text: str) -> bool:
+            lines.append(text)
+            return " sent " in text and f"→ {target.pid} " in text
+
+        _read_until(watch, seen)
+    finally:
+        watch.terminate()
+        _, errors = watch.communicate(timeout=DEADLINE)
+    to_watch = [line for line in lines if f"→ {watch.pid} " in line]
+    if show_self:
+        assert any("SIGWINCH" in line for line in to_watch), lines
+    else:
+        assert to_watch == [], lines
+    assert "Traceback" not in errors

@@ -108,3 +108,24 @@ async def test_the_read_only_banner_does_not_offer_to_start_a_demo() -> None:
                 assert "Enter starts" not in hint and "--demo NAME" in hint and "Enter stops" in hint, hint
             else:
                 assert "Enter starts or stops" in hint, hint
+
+
+async def test_g_on_a_demo_that_has_not_run_says_so_and_stays() -> None:
+    """A reviewer's `g` on the stopped leak demo switched to Shared memory unfiltered, every segment there passed off
+    as the demo's (issue 12: g filters to the demo's objects)."""
+    app = canned_app()
+    said = record_notifications(app)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await started(pilot, app)
+        await pilot.press("7")
+        table = app.query_one("#view-demos").query_one("#demo-list")
+        await wait_for(pilot, lambda: app.focused is table, "the demo list focused")
+        table.move_cursor(row=table.get_row_index("leak"))  # type: ignore[attr-defined]
+        await pilot.press("g")
+        await wait_for(pilot, lambda: said, "a notice")
+        assert app.active_view == "demos"
+        assert said == ["Demo leak has not run from this dashboard: Enter starts it, then g shows its objects."]
+        table.move_cursor(row=table.get_row_index("stress"))  # type: ignore[attr-defined]
+        await pilot.press("g")
+        await wait_for(pilot, lambda: len(said) == 2, "a second notice")
+        assert app.active_view == "demos" and "stress" in said[1]

@@ -316,8 +316,15 @@ class DemosView(Vertical):
         name = row.key
         view = DEMO_VIEWS.get(name, "overview")
         process = self.demo_processes.get(name)
-        if process is None or view == "overview":  # never started here, or no one view lists its objects
+        if process is None:  # nothing to filter by: another view, unfiltered, would pass others' objects off as its
+            start = f"start it with --demo {name}" if self.read_only else "Enter starts it"
+            self.notify(f"Demo {name} has not run from this dashboard: {start}, then g shows its objects.",
+                        markup=False)
+            return
+        if view == "overview":
             self.post_message(Goto(view))
+            self.notify(f"Demo {name} makes objects of every kind, more than one view lists: the Overview counts "
+                        "them.", markup=False)
             return
         snapshot = self.snapshot
         keys: list[str] = []

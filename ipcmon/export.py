@@ -218,6 +218,9 @@ def write_snapshot(snapshot: Snapshot, directory: str, *, known: Known | None = 
     """
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:  # makedirs' EEXIST with exist_ok: the path is a file
+        raise ExportError(f"could not create the directory {directory}: a file is in the way (not a directory)") \
+            from error
     except OSError as error:
         raise ExportError(f"could not create the directory {directory}: {error.strerror or error}") from error
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(snapshot.taken_at))

@@ -186,7 +186,7 @@ def test_the_dashboard_as_nobody_says_what_is_hidden_and_refuses_what_it_cannot_
                               until=60)
     assert code == 0, output[-3000:]
     assert b"Traceback" not in output
-    assert b"not root:" in output and b"processes hidden" in output
+    assert b"not root:" in output and b"processes unreadable" in output
     assert os.path.exists(SHM_DIR + orphan), "nobody removed root's segment"
     # Root's segment may be held by a root process nobody cannot read: not known to be orphaned, so not removed.
     assert b"it may be held by a process you cannot read" in output, "the refusal was not shown"

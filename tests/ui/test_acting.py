@@ -146,19 +146,22 @@ async def test_export_creates_its_directory_private_and_says_where(tmp_path: Pat
     assert '"schema": 1' in files[0].read_text()
 
 
-async def test_export_to_an_unwritable_place_says_why(tmp_path: Path) -> None:
-    # Root writes anywhere chmod allows nothing: a directory under a regular file cannot exist for anyone.
+@pytest.mark.parametrize("under", [True, False], ids=["under-a-file", "a-file"])
+async def test_export_to_an_unwritable_place_says_why(tmp_path: Path, under: bool) -> None:
+    # Root writes anywhere chmod allows nothing: a directory under a regular file, or in its place, cannot exist for
+    # anyone. In its place, the kernel's own word was "File exists" (a reviewer's finding).
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    app = canned_app(export_dir=str(blocker / "exports"))
+    directory = blocker / "exports" if under else blocker
+    app = canned_app(export_dir=str(directory))
     messages = record_notifications(app)
     async with app.run_test(size=(120, 40)) as pilot:
         await started(pilot, app)
         await pilot.press("e")
         await wait_for(pilot, lambda: any(m.startswith("Export failed") for m in messages), "the failure")
     (failure,) = [m for m in messages if m.startswith("Export failed")]
-    assert failure == (f"Export failed: could not create the directory {blocker / 'exports'}: Not a directory. "
-                       "Set IPCMON_EXPORT_DIR to choose another directory.")
+    assert failure == (f"Export failed: could not create the directory {directory}: a file is in the way (not a "
+                       "directory). Set IPCMON_EXPORT_DIR to choose another directory.")
     assert blocker.read_text() == ""
 
 

@@ -217,7 +217,7 @@ async def test_missing_pieces_are_explained_in_place() -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await started(pilot, app)
         header = str(app.query_one("#status").render())
-        assert "not root: 7 processes hidden" in header
+        assert "not root: 7 processes unreadable" in header
         await pilot.press("3")
         notes = str(view(app, "mqueue").query_one(".notes").render())
         assert "No mqueue filesystem is mounted" in notes and "mount -t mqueue" in notes

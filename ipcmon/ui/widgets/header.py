@@ -44,9 +44,10 @@ class StatusHeader(Static):
         if self.is_root:
             parts.append(("root", Text("  root")))
             if hidden:
-                parts.append(("hidden", Text(f", {counted(hidden, 'process', 'processes')} hidden", style="yellow")))
+                unreadable = f", {counted(hidden, 'process', 'processes')} unreadable"
+                parts.append(("hidden", Text(unreadable, style="yellow")))
         else:
-            parts.append(("root", Text(f"  not root: {counted(hidden, 'process', 'processes')} hidden",
+            parts.append(("root", Text(f"  not root: {counted(hidden, 'process', 'processes')} unreadable",
                                        style="bold yellow")))
         parts.extend(self.shm_parts())
         if self.read_only:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from ipcmon.cli.arguments import add_scope, parse_interval, place_selector, select_places
-from ipcmon.ui.exit_signals import HeldSignals  # no Textual: held before it is imported
+
+if TYPE_CHECKING:
+    from ipcmon.ui.exit_signals import HeldSignals
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +29,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     """Run the dashboard until q; its return code, 2 for an unknown ``--demo`` name, or 1 when ``--container`` or
     ``--ns`` matches nothing (checked by one scan before the dashboard opens, as ``--pid`` is). A SIGTERM, SIGHUP or
     SIGINT from here on ends it with status 0 (ui.exit_signals)."""
+
+    from ipcmon.ui.exit_signals import HeldSignals  # no Textual: held before it is imported (only here: every other
+    # command leaves ipcmon.ui unloaded, tests/test_import_hygiene.py)
 
     held = HeldSignals()
     held.hold()

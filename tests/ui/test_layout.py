@@ -72,7 +72,7 @@ async def test_header_at_80_columns_not_root_paused_read_only() -> None:
         await pilot.press("p")
         await pilot.pause()
         header = header_text(app)
-        for part in ("not root: 1 process hidden", "read-only", "PAUSED", "scan 12 ms"):
+        for part in ("not root: 1 process unreadable", "read-only", "PAUSED", "scan 12 ms"):
             assert part in header, header
         assert len(header) <= SMALL[0] and "example.org" not in header  # the host gave way first
 

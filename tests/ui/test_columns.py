@@ -13,10 +13,13 @@ from ipcmon.ui.app import IpcmonApp
 from ipcmon.ui.screens.process import ProcessScreen
 from ipcmon.ui.view.describe import hang_indent
 from ipcmon.ui.view.timeline import EVENT_COLUMNS
+from ipcmon.ui.views import VIEWS
 from ipcmon.ui.widgets.object_view import DetailPane
+from ipcmon.ui.widgets.tables import ObjectTable
 from ipcmon.ui.widgets.timeline_table import SORT_DOWN, TimelineTable
 from tests.helpers import Cleanup, Spawn
-from tests.ui.conftest import live_app, started, ui_name, view, wait_for
+from tests.ui import canned
+from tests.ui.conftest import canned_app, live_app, started, ui_name, view, wait_for
 
 # Real scans of a machine other tests keep busy: generous, but bounded.
 pytestmark = pytest.mark.timeout(300)
@@ -259,3 +262,68 @@ def test_a_name_cut_in_its_middle_keeps_its_end_and_its_width() -> None:
     assert (cut.plain, cut.cell_len) == ("◆ /ipcmon…9-seg-1042", 20)
     assert (cut.spans and cut.spans[0].style == "bold") or cut.style == "bold"
     assert cut_middle(Text("abcdef"), 1).plain == "…"
+
+
+def labels_of(table: ObjectTable) -> list[str]:
+    """The column labels as the header shows them, the sort column's with its arrow."""
+    return [table.columns[key].label.plain for key in table.columns]
+
+
+def assert_labels_whole_on_screen(table: ObjectTable, where: str) -> str:
+    """Every label whole in the header line as drawn, within the table's width, with no sideways scroll."""
+    header = table.render_line(0).text
+    width = table.scrollable_content_region.width
+    for label in labels_of(table):
+        assert label in header, (where, label, header)
+        assert header.index(label) + len(label) <= width, (where, label, header)
+    assert table.max_scroll_x == 0, (where, table.virtual_size, table.region)
+    return header
+
+
+async def test_every_column_is_on_screen_at_80_columns_with_its_label_whole() -> None:
+    # At 80×24 HOLDERS was cut to a few cells and THREADS and WAITING were off screen, while MODE and OWNER kept their
+    # width and the first column its 20 cells: the soft minimums now give way before the table scrolls sideways.
+    app = canned_app(canned.canned_snapshot(), canned.later_snapshot())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot, app)
+        app.request_scan()
+        await wait_for(pilot, lambda: app.events, "the second scan's events")
+        for number, (view_id, _) in enumerate(VIEWS[1:5], start=2):
+            await pilot.press(str(number))
+            await pilot.pause()
+            table = view(app, view_id).table
+            assert isinstance(table, ObjectTable)
+            assert_labels_whole_on_screen(table, view_id)
+            # Sorted by the last column, its arrow is on screen.
+            table.sort_by(table.spec[-1].key)
+            await pilot.pause()
+            header = assert_labels_whole_on_screen(table, view_id)
+            assert f"{table.spec[-1].label} ▲" in header, (view_id, header)
+            # A short column keeps what it holds (a mode, an owner, a pid).
+            for key in ("mode", "owner", "pid", "size"):
+                if any(column.key == key for column in table.spec):
+                    shown = table.columns[next(k for k in table.columns if k.value == key)]
+                    assert shown.width >= shown.content_width, (view_id, key, shown.width, shown.content_width)
+        await pilot.press("6")
+        await pilot.pause()
+        await pilot.pause()
+        events = timeline(app)
+        assert events.row_count
+        assert_every_header_on_screen(events)
+
+
+async def test_a_narrow_table_keeps_the_sort_arrow_on_screen() -> None:
+    # Even the labels do not fit 56 columns: the long columns' labels are cut before the sort column's, so its arrow
+    # stays on screen, with nothing scrolled off to the right.
+    app = canned_app()
+    async with app.run_test(size=(56, 24)) as pilot:
+        await started(pilot, app)
+        await pilot.press("5")
+        await pilot.pause()
+        table = view(app, "signals").table
+        table.sort_by("waiting", reverse=True)
+        await pilot.pause()
+        header = table.render_line(0).text
+        assert "WAITING ▼" in header, header
+        assert header.index("WAITING ▼") + len("WAITING ▼") <= table.scrollable_content_region.width, header
+        assert table.max_scroll_x == 0, table.virtual_size

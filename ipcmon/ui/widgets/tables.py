@@ -35,10 +35,13 @@ CELLS_KEPT = 10_000
 SORT_UP = " ▲"
 SORT_DOWN = " ▼"
 MIN_WIDTH = 8
+"""Cells a column keeps when the table is too narrow for everything (more if its label needs it)."""
 FIRST_MIN_WIDTH = 20
 """The first column names the row's object (NAME, a pid): it keeps this much before the others are cut
 (at 80 columns every name was cut to ten cells while MODE and OWNER kept theirs)."""
-"""Cells a column keeps when the table is too narrow for everything (more if its label needs it)."""
+LABEL_FLOOR = 3
+"""Cells of its label a column holding long text keeps when the table is too narrow for every label: a pid, a size, the
+sort column's label with its arrow stay whole before a long column's label is cut (issue 12)."""
 PLACE_COLUMN = Column("place", PLACE_HEADER, 16)
 """Where each row's object lives (issue 15), after the first column: shown only while the rows' objects live in
 more than one place (ObjectTable ``placed``)."""
@@ -120,8 +123,15 @@ class ObjectTable(DataTable[Cell]):
         """Share the table's width among the columns by what they hold (fit_widths); True when widths changed.
 
         Each column's natural width is its widest cell or its label (with the sort arrow when it is the sort
-        column), capped by the spec's ``Column.width``; its minimum keeps the label whole, and the first
-        column's name readable (FIRST_MIN_WIDTH).
+        column), capped by the spec's ``Column.width``; its minimum keeps the label whole, and more: the spec's
+        ``keep``, the first column's name readable (FIRST_MIN_WIDTH), MIN_WIDTH otherwise.
+
+        When the minimums do not fit, they give way, the largest first (a name before a mode), down to the labels;
+        a short column (a pid, a size, a mode: all it holds fits its minimum) keeps what it holds. So at 80 columns
+        every column is on screen with its label whole, the sort arrow too (issue 12: HOLDERS was cut to a few cells,
+        THREADS and WAITING were off screen). When even that does not fit, the long columns' labels are cut, down to
+        LABEL_FLOOR, before a short column loses a cell or the sort column its label; then everything but the sort
+        column's label, and only then does the table scroll sideways.
         """
         available = self.scrollable_content_region.width
         if available <= 0 or not self.columns:
@@ -129,6 +139,9 @@ class ObjectTable(DataTable[Cell]):
         columns = [self.columns[ColumnKey(column.key)] for column in self.spec]
         natural: list[int] = []
         minimum: list[int] = []
+        whole: list[int] = []
+        squeezed: list[int] = []
+        last: list[int] = []
         for index, (spec, column) in enumerate(zip(self.spec, columns, strict=True)):
             label = column.label.cell_len
             want = max(column.content_width, label)
@@ -137,7 +150,13 @@ class ObjectTable(DataTable[Cell]):
             natural.append(want)
             keep = FIRST_MIN_WIDTH if index == 0 else spec.keep or MIN_WIDTH
             minimum.append(min(want, max(label, keep)))
-        widths = fit_widths(natural, minimum, available - 2 * self.cell_padding * len(columns))
+            least = label if spec.key == self.sort_column else min(label, LABEL_FLOOR)
+            short = want <= max(MIN_WIDTH, spec.keep or 0)
+            whole.append(want if short else label)
+            squeezed.append(want if short else least)
+            last.append(least)
+        widths = fit_widths(natural, minimum, available - 2 * self.cell_padding * len(columns),
+                            floors=(whole, squeezed, last))
         changed = False
         for column, width in zip(columns, widths, strict=True):
             if column.auto_width or column.width != width:

@@ -4,6 +4,8 @@ pushing PID…DETAIL off screen. The object tables keep what says something whol
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import posix_ipc
 import pytest
 from textual.pilot import Pilot
@@ -327,3 +329,32 @@ async def test_a_narrow_table_keeps_the_sort_arrow_on_screen() -> None:
         assert "WAITING ▼" in header, header
         assert header.index("WAITING ▼") + len("WAITING ▼") <= table.scrollable_content_region.width, header
         assert table.max_scroll_x == 0, table.virtual_size
+
+
+async def test_two_names_that_differ_at_their_end_are_told_apart() -> None:
+    # /ipcmon-demo-9281-leak-a and -leak-b, cut at their end in a narrow NAME column, read the same.
+    segments = tuple(replace(canned.canned_snapshot().shm[1], name=f"/ipcmon-demo-9281-leak-{end}",
+                             path=f"/dev/shm/ipcmon-demo-9281-leak-{end}", inode=900 + index)
+                     for index, end in enumerate("ab"))
+    app = canned_app(canned.canned_snapshot(extra_shm=segments))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot, app)
+        await pilot.press("2")
+        await pilot.pause()
+        table = view(app, "shm").table
+        name_width = table.columns[next(key for key in table.columns if key.value == "name")].width
+        assert name_width < len("◆ /ipcmon-demo-9281-leak-a"), name_width  # the test needs them cut
+        shown = []
+        for segment in segments:
+            line = table.render_line(1 + table.get_row_index(segment.object_key)).text
+            cell = line[1:1 + name_width]
+            assert "…" in cell and cell.endswith(f"leak-{segment.name[-1]}"), (cell, line)
+            shown.append(cell)
+        assert shown[0] != shown[1], shown
+        # The cell cache keeps them apart as the width changes.
+        await pilot.resize_terminal(70, 24)
+        await pilot.pause()
+        narrower = table.columns[next(key for key in table.columns if key.value == "name")].width
+        assert narrower < name_width
+        cells = [table.render_line(1 + table.get_row_index(s.object_key)).text[1:1 + narrower] for s in segments]
+        assert cells[0].endswith("-a") and cells[1].endswith("-b"), cells

@@ -339,10 +339,12 @@ async def test_names_stay_readable_at_80_columns() -> None:
         assert isinstance(table, ObjectTable)
         name_width = table.columns[next(key for key in table.columns if key.value == "name")].width
         # Every column is on screen (HOLDERS whole), so the name gives up a few cells of the 20 it keeps when there is
-        # room: 14.
+        # room: 14, cut in its middle, its start and its end both read.
         assert name_width >= 14, name_width
         header = table.render_line(0).text
         assert "HOLDERS" in header and table.max_scroll_x == 0, header
+        line = table.render_line(1 + table.get_row_index("shm:23:103")).text  # /unlinked-buffer
+        assert "/unlin…-buffer" in line, line
 
 
 async def test_a_more_serious_alert_arriving_above_takes_the_cursor() -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import ClassVar, Self
 
 from rich.cells import cell_len
+from rich.console import RenderableType
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -25,7 +26,7 @@ from textual.widgets._data_table import default_cell_formatter  # how DataTable 
 from textual.widgets.data_table import CellKey, ColumnKey, RowDoesNotExist, RowKey
 
 from ipcmon.text import PLACE_HEADER, place_cell, several_places
-from ipcmon.ui.view.table import Cell, Column, Row, fit_widths, matches, text_cell
+from ipcmon.ui.view.table import Cell, Column, Row, cut_middle, fit_widths, matches, text_cell
 from ipcmon.ui.widgets.scrolling import resize_in_place
 
 REBUILD_AT = 200
@@ -304,10 +305,37 @@ class ObjectTable(DataTable[Cell]):
             # The same cell in another row (a row sorted in above it, or one removed): only the row in its meta differs.
             lines = moved(kept[2], row_index, column_index)
         else:
-            lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+            lines = self._render_fitted(cells, row_index, column_index, base_style, width, cursor, hover)
             self.cells_rendered += 1
         self._drawn[key] = (cell, row_index, lines)  # the cell kept with it: its id is not reused while it is kept
         return lines
+
+    def _render_fitted(
+        self,
+        cells: list[RenderableType],
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool,
+        hover: bool,
+    ) -> list[list[Segment]]:
+        """DataTable's rendering of a cell, cut in its middle first when it is too long for a column that says so
+        (Column.cut_middle: /ipcmon-demo-9281-leak-a and -leak-b, cut at their end, looked the same; issue 12).
+
+        DataTable renders the row's renderables, so the cut one stands in for the cell while it does. Its rendering
+        depends on the width, which the key of ``_drawn`` holds; DataTable's own cache is dropped when the widths
+        change (fit_columns)."""
+        cell = cells[column_index]
+        room = width - 2 * self.cell_padding
+        if (column_index >= len(self.spec) or not self.spec[column_index].cut_middle
+                or not isinstance(cell, Text) or cell.cell_len <= room):
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        cells[column_index] = cut_middle(cell, room)
+        try:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        finally:
+            cells[column_index] = cell
 
     def _cell_styles(self, header: bool, fixed: bool, hover: bool, cursor: bool) -> object:
         """The styles DataTable renders a cell with (its _get_styles_to_render_cell), part of a drawn cell's key."""

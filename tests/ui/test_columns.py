@@ -331,6 +331,32 @@ async def test_a_narrow_table_keeps_the_sort_arrow_on_screen() -> None:
         assert table.max_scroll_x == 0, table.virtual_size
 
 
+async def test_the_event_name_is_whole_while_object_and_detail_have_room_to_give() -> None:
+    # At 80 columns EVENT read writer-clo…, notify-reg… while OBJECT and DETAIL had cells to give. Two seconds later a
+    # process registers for a queue's notification, and a segment with a long name comes.
+    later = canned.later_snapshot()
+    long_name = "/ipcmon-demo-4731-a-segment-with-a-long-name"
+    segment = replace(later.shm[1], name=long_name, path=f"/dev/shm{long_name}", inode=950)
+    notified = replace(later.mqueues[1], notify=0, signo=10, notify_pid=4243)
+    later = replace(later, shm=(*later.shm, segment), mqueues=(later.mqueues[0], notified, *later.mqueues[2:]))
+    app = canned_app(canned.canned_snapshot(), later)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot, app)
+        app.request_scan()
+        await wait_for(pilot, lambda: app.events, "the second scan's events")
+        await pilot.press("6")
+        await pilot.pause()
+        table = timeline(app)
+        lines = [table.render_line(y).text for y in range(1, 1 + min(table.row_count, table.size.height - 1))]
+        rows = [table.row_for(key) for key in table.shown_keys[:len(lines)]]
+        names = [row.cells[2].plain for row in rows if row is not None]
+        assert "notify-registered" in names, names
+        for name, line in zip(names, lines, strict=True):
+            assert f" {name} " in line, (name, line)
+        width = table._widths
+        assert width[2] >= max(map(len, names)), width
+
+
 async def test_two_names_that_differ_at_their_end_are_told_apart() -> None:
     # /ipcmon-demo-9281-leak-a and -leak-b, cut at their end in a narrow NAME column, read the same.
     segments = tuple(replace(canned.canned_snapshot().shm[1], name=f"/ipcmon-demo-9281-leak-{end}",

@@ -4,6 +4,8 @@ pushing PID…DETAIL off screen. The object tables keep what says something whol
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import posix_ipc
 import pytest
 from textual.pilot import Pilot
@@ -13,10 +15,13 @@ from ipcmon.ui.app import IpcmonApp
 from ipcmon.ui.screens.process import ProcessScreen
 from ipcmon.ui.view.describe import hang_indent
 from ipcmon.ui.view.timeline import EVENT_COLUMNS
+from ipcmon.ui.views import VIEWS
 from ipcmon.ui.widgets.object_view import DetailPane
+from ipcmon.ui.widgets.tables import ObjectTable
 from ipcmon.ui.widgets.timeline_table import SORT_DOWN, TimelineTable
 from tests.helpers import Cleanup, Spawn
-from tests.ui.conftest import live_app, started, ui_name, view, wait_for
+from tests.ui import canned
+from tests.ui.conftest import canned_app, live_app, started, ui_name, view, wait_for
 
 # Real scans of a machine other tests keep busy: generous, but bounded.
 pytestmark = pytest.mark.timeout(300)
@@ -259,3 +264,123 @@ def test_a_name_cut_in_its_middle_keeps_its_end_and_its_width() -> None:
     assert (cut.plain, cut.cell_len) == ("◆ /ipcmon…9-seg-1042", 20)
     assert (cut.spans and cut.spans[0].style == "bold") or cut.style == "bold"
     assert cut_middle(Text("abcdef"), 1).plain == "…"
+
+
+def labels_of(table: ObjectTable) -> list[str]:
+    """The column labels as the header shows them, the sort column's with its arrow."""
+    return [table.columns[key].label.plain for key in table.columns]
+
+
+def assert_labels_whole_on_screen(table: ObjectTable, where: str) -> str:
+    """Every label whole in the header line as drawn, within the table's width, with no sideways scroll."""
+    header = table.render_line(0).text
+    width = table.scrollable_content_region.width
+    for label in labels_of(table):
+        assert label in header, (where, label, header)
+        assert header.index(label) + len(label) <= width, (where, label, header)
+    assert table.max_scroll_x == 0, (where, table.virtual_size, table.region)
+    return header
+
+
+async def test_every_column_is_on_screen_at_80_columns_with_its_label_whole() -> None:
+    # At 80×24 HOLDERS was cut to a few cells and THREADS and WAITING were off screen, while MODE and OWNER kept their
+    # width and the first column its 20 cells: the soft minimums now give way before the table scrolls sideways.
+    app = canned_app(canned.canned_snapshot(), canned.later_snapshot())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot, app)
+        app.request_scan()
+        await wait_for(pilot, lambda: app.events, "the second scan's events")
+        for number, (view_id, _) in enumerate(VIEWS[1:5], start=2):
+            await pilot.press(str(number))
+            await pilot.pause()
+            table = view(app, view_id).table
+            assert isinstance(table, ObjectTable)
+            assert_labels_whole_on_screen(table, view_id)
+            # Sorted by the last column, its arrow is on screen.
+            table.sort_by(table.spec[-1].key)
+            await pilot.pause()
+            header = assert_labels_whole_on_screen(table, view_id)
+            assert f"{table.spec[-1].label} ▲" in header, (view_id, header)
+            # A short column keeps what it holds (a mode, an owner, a pid).
+            for key in ("mode", "owner", "pid", "size"):
+                if any(column.key == key for column in table.spec):
+                    shown = table.columns[next(k for k in table.columns if k.value == key)]
+                    assert shown.width >= shown.content_width, (view_id, key, shown.width, shown.content_width)
+        await pilot.press("6")
+        await pilot.pause()
+        await pilot.pause()
+        events = timeline(app)
+        assert events.row_count
+        assert_every_header_on_screen(events)
+
+
+async def test_a_narrow_table_keeps_the_sort_arrow_on_screen() -> None:
+    # Even the labels do not fit 56 columns: the long columns' labels are cut before the sort column's, so its arrow
+    # stays on screen, with nothing scrolled off to the right.
+    app = canned_app()
+    async with app.run_test(size=(56, 24)) as pilot:
+        await started(pilot, app)
+        await pilot.press("5")
+        await pilot.pause()
+        table = view(app, "signals").table
+        table.sort_by("waiting", reverse=True)
+        await pilot.pause()
+        header = table.render_line(0).text
+        assert "WAITING ▼" in header, header
+        assert header.index("WAITING ▼") + len("WAITING ▼") <= table.scrollable_content_region.width, header
+        assert table.max_scroll_x == 0, table.virtual_size
+
+
+async def test_the_event_name_is_whole_while_object_and_detail_have_room_to_give() -> None:
+    # At 80 columns EVENT read writer-clo…, notify-reg… while OBJECT and DETAIL had cells to give. Two seconds later a
+    # process registers for a queue's notification, and a segment with a long name comes.
+    later = canned.later_snapshot()
+    long_name = "/ipcmon-demo-4731-a-segment-with-a-long-name"
+    segment = replace(later.shm[1], name=long_name, path=f"/dev/shm{long_name}", inode=950)
+    notified = replace(later.mqueues[1], notify=0, signo=10, notify_pid=4243)
+    later = replace(later, shm=(*later.shm, segment), mqueues=(later.mqueues[0], notified, *later.mqueues[2:]))
+    app = canned_app(canned.canned_snapshot(), later)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot, app)
+        app.request_scan()
+        await wait_for(pilot, lambda: app.events, "the second scan's events")
+        await pilot.press("6")
+        await pilot.pause()
+        table = timeline(app)
+        lines = [table.render_line(y).text for y in range(1, 1 + min(table.row_count, table.size.height - 1))]
+        rows = [table.row_for(key) for key in table.shown_keys[:len(lines)]]
+        names = [row.cells[2].plain for row in rows if row is not None]
+        assert "notify-registered" in names, names
+        for name, line in zip(names, lines, strict=True):
+            assert f" {name} " in line, (name, line)
+        width = table._widths
+        assert width[2] >= max(map(len, names)), width
+
+
+async def test_two_names_that_differ_at_their_end_are_told_apart() -> None:
+    # /ipcmon-demo-9281-leak-a and -leak-b, cut at their end in a narrow NAME column, read the same.
+    segments = tuple(replace(canned.canned_snapshot().shm[1], name=f"/ipcmon-demo-9281-leak-{end}",
+                             path=f"/dev/shm/ipcmon-demo-9281-leak-{end}", inode=900 + index)
+                     for index, end in enumerate("ab"))
+    app = canned_app(canned.canned_snapshot(extra_shm=segments))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await started(pilot, app)
+        await pilot.press("2")
+        await pilot.pause()
+        table = view(app, "shm").table
+        name_width = table.columns[next(key for key in table.columns if key.value == "name")].width
+        assert name_width < len("◆ /ipcmon-demo-9281-leak-a"), name_width  # the test needs them cut
+        shown = []
+        for segment in segments:
+            line = table.render_line(1 + table.get_row_index(segment.object_key)).text
+            cell = line[1:1 + name_width]
+            assert "…" in cell and cell.endswith(f"leak-{segment.name[-1]}"), (cell, line)
+            shown.append(cell)
+        assert shown[0] != shown[1], shown
+        # The cell cache keeps them apart as the width changes.
+        await pilot.resize_terminal(70, 24)
+        await pilot.pause()
+        narrower = table.columns[next(key for key in table.columns if key.value == "name")].width
+        assert narrower < name_width
+        cells = [table.render_line(1 + table.get_row_index(s.object_key)).text[1:1 + narrower] for s in segments]
+        assert cells[0].endswith("-a") and cells[1].endswith("-b"), cells

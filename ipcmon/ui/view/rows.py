@@ -71,14 +71,14 @@ MASK_WIDTH = 22
 # --- shared memory: POSIX shm and semaphores, memfd and anonymous regions, SysV shm and semaphores ---------
 
 SHM_COLUMNS = (
-    Column("name", "NAME"),
+    Column("name", "NAME", cut_middle=True),  # /ipcmon-demo-9281-leak-a and -leak-b differ at their end
     Column("kind", "KIND"),
     Column("size", "SIZE"),
     Column("alloc", "ALLOC"),
     Column("mode", "MODE", keep=9),  # rw-rw-r--: cut, a mode says nothing
     Column("owner", "OWNER"),
     Column("state", "STATE", keep=9),  # orphaned?, "attached…" of "attached, nattch 2"
-    Column("holders", "HOLDERS"),
+    Column("holders", "HOLDERS"),  # cut at its end: the first holders are the ones to see
 )
 
 
@@ -206,7 +206,7 @@ shm_rows = rows_of(SHM_ROWS)
 # --- message queues: POSIX and SysV ----------------------------------------------------------------------
 
 MQUEUE_COLUMNS = (
-    Column("name", "NAME"),
+    Column("name", "NAME", cut_middle=True),
     Column("kind", "KIND"),
     Column("msgs", "MSGS"),
     Column("max", "MAX"),
@@ -286,7 +286,7 @@ mqueue_rows = rows_of(MQUEUE_ROWS)
 PIPE_COLUMNS = (
     Column("kind", "KIND"),
     Column("inode", "INODE"),
-    Column("path", "PATH"),
+    Column("path", "PATH", cut_middle=True),  # a FIFO's file name is at its end
     Column("buffered", "BUFFERED"),
     Column("capacity", "CAPACITY"),
     Column("flags", "FLAGS"),

@@ -110,22 +110,36 @@ def cut_middle(text: Text, width: int) -> Text:
     return Text.assemble(start, "…", end, end="")
 
 
-def fit_widths(natural: Sequence[int], minimum: Sequence[int], available: int) -> list[int]:
+def fit_widths(
+    natural: Sequence[int], minimum: Sequence[int], available: int, floors: Sequence[Sequence[int]] = ()
+) -> list[int]:
     """Column widths (cells, padding excluded) that share ``available`` by what the columns hold.
 
     When every column fits, each gets its natural width (its widest cell or label). Otherwise the widest are
     cut to a common level, so a long column gives up room before a short one loses any, and none goes below
-    its minimum (when even the minimums do not fit, the table scrolls sideways).
+    its minimum. When even the minimums do not fit, they give way in turn to each of ``floors`` (lower widths,
+    column by column: the labels whole, say), the same way: the largest minimums are cut first, to a common level,
+    and none goes below that floor. When even the last floor does not fit, the columns get it and the table
+    scrolls sideways.
     """
     if sum(natural) <= available:
         return list(natural)
-    if sum(minimum) >= available:
-        return list(minimum)
+    upper = natural
+    for lower in (minimum, *floors):
+        if sum(lower) <= available:
+            return _cut_to_level(upper, lower, available)
+        upper = lower
+    return list(upper)
+
+
+def _cut_to_level(upper: Sequence[int], lower: Sequence[int], available: int) -> list[int]:
+    """``upper`` cut to the highest common level that fits ``available``, none below ``lower``; what rounding
+    leaves goes a cell each to the cut columns, first ones first."""
 
     def at(level: int) -> list[int]:
-        return [max(low, min(want, level)) for want, low in zip(natural, minimum, strict=True)]
+        return [max(low, min(want, level)) for want, low in zip(upper, lower, strict=True)]
 
-    low, high = 0, max(natural)
+    low, high = 0, max(upper)
     while low < high:  # the highest level whose widths fit
         middle = (low + high + 1) // 2
         if sum(at(middle)) <= available:
@@ -134,7 +148,7 @@ def fit_widths(natural: Sequence[int], minimum: Sequence[int], available: int) -
             high = middle - 1
     widths = at(low)
     spare = available - sum(widths)
-    for index, want in enumerate(natural):  # what rounding left, a cell each to the cut columns
+    for index, want in enumerate(upper):
         if spare and widths[index] < want:
             widths[index] += 1
             spare -= 1

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from typing import get_args
 
 from ipcmon.live.monitor import MECHANISMS_BY_KIND
-from ipcmon.model import Event
+from ipcmon.model import Event, EventName
 from ipcmon.text import clock_text, place_suffix
 from ipcmon.ui.view.table import Cell, Column, Context, Row, fields_of, name_cell, number_cell, search_text, text_cell
+
+EVENT_NAME_WIDTH = max(map(len, get_args(EventName)))
+"""The longest event name (unlinked-while-held): what EVENT keeps while the others have room to give (issue 12: at 80
+columns it read writer-clo…, mask-unblo… while OBJECT and DETAIL had cells to spare)."""
 
 EVENT_COLUMNS = (
     Column("time", "TIME", keep=12),  # 08:25:51.975
     Column("mechanism", "MECHANISM"),
-    Column("event", "EVENT", keep=8),  # created, attached, orphaned…
+    Column("event", "EVENT", keep=EVENT_NAME_WIDTH),  # created, mask-unblocked, notify-registered…
     Column("object", "OBJECT", keep=8, cut_middle=True),
     Column("pid", "PID", keep=5),
     Column("comm", "COMM"),
@@ -21,7 +26,8 @@ EVENT_COLUMNS = (
     Column("detail", "DETAIL"),
 )
 """The Events view's columns. The timeline keeps a column's label whole, and ``keep`` cells when it holds that
-many: with the padding, the minimums fit 80 columns, so every header is on screen there (issue 12)."""
+many while those fit (the largest give way first, down to the labels): every header is on screen at 80 columns
+(issue 12)."""
 
 EVENT_STYLES: dict[str, str] = {
     # event name → Palette field

@@ -52,7 +52,7 @@ WIDE = 160
 ALERT_COLUMNS = (
     Column("severity", "LEVEL"),
     Column("mechanism", "MECHANISM"),
-    Column("object", "OBJECT"),
+    Column("object", "OBJECT", cut_middle=True),
     Column("problem", "PROBLEM"),
 )
 

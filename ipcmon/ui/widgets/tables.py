@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import ClassVar, Self
 
 from rich.cells import cell_len
+from rich.console import RenderableType
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -25,7 +26,7 @@ from textual.widgets._data_table import default_cell_formatter  # how DataTable 
 from textual.widgets.data_table import CellKey, ColumnKey, RowDoesNotExist, RowKey
 
 from ipcmon.text import PLACE_HEADER, place_cell, several_places
-from ipcmon.ui.view.table import Cell, Column, Row, fit_widths, matches, text_cell
+from ipcmon.ui.view.table import Cell, Column, Row, cut_middle, fit_widths, matches, text_cell
 from ipcmon.ui.widgets.scrolling import resize_in_place
 
 REBUILD_AT = 200
@@ -35,10 +36,13 @@ CELLS_KEPT = 10_000
 SORT_UP = " ▲"
 SORT_DOWN = " ▼"
 MIN_WIDTH = 8
+"""Cells a column keeps when the table is too narrow for everything (more if its label needs it)."""
 FIRST_MIN_WIDTH = 20
 """The first column names the row's object (NAME, a pid): it keeps this much before the others are cut
 (at 80 columns every name was cut to ten cells while MODE and OWNER kept theirs)."""
-"""Cells a column keeps when the table is too narrow for everything (more if its label needs it)."""
+LABEL_FLOOR = 3
+"""Cells of its label a column holding long text keeps when the table is too narrow for every label: a pid, a size, the
+sort column's label with its arrow stay whole before a long column's label is cut (issue 12)."""
 PLACE_COLUMN = Column("place", PLACE_HEADER, 16)
 """Where each row's object lives (issue 15), after the first column: shown only while the rows' objects live in
 more than one place (ObjectTable ``placed``)."""
@@ -120,8 +124,15 @@ class ObjectTable(DataTable[Cell]):
         """Share the table's width among the columns by what they hold (fit_widths); True when widths changed.
 
         Each column's natural width is its widest cell or its label (with the sort arrow when it is the sort
-        column), capped by the spec's ``Column.width``; its minimum keeps the label whole, and the first
-        column's name readable (FIRST_MIN_WIDTH).
+        column), capped by the spec's ``Column.width``; its minimum keeps the label whole, and more: the spec's
+        ``keep``, the first column's name readable (FIRST_MIN_WIDTH), MIN_WIDTH otherwise.
+
+        When the minimums do not fit, they give way, the largest first (a name before a mode), down to the labels;
+        a short column (a pid, a size, a mode: all it holds fits its minimum) keeps what it holds. So at 80 columns
+        every column is on screen with its label whole, the sort arrow too (issue 12: HOLDERS was cut to a few cells,
+        THREADS and WAITING were off screen). When even that does not fit, the long columns' labels are cut, down to
+        LABEL_FLOOR, before a short column loses a cell or the sort column its label; then everything but the sort
+        column's label, and only then does the table scroll sideways.
         """
         available = self.scrollable_content_region.width
         if available <= 0 or not self.columns:
@@ -129,6 +140,9 @@ class ObjectTable(DataTable[Cell]):
         columns = [self.columns[ColumnKey(column.key)] for column in self.spec]
         natural: list[int] = []
         minimum: list[int] = []
+        whole: list[int] = []
+        squeezed: list[int] = []
+        last: list[int] = []
         for index, (spec, column) in enumerate(zip(self.spec, columns, strict=True)):
             label = column.label.cell_len
             want = max(column.content_width, label)
@@ -137,7 +151,13 @@ class ObjectTable(DataTable[Cell]):
             natural.append(want)
             keep = FIRST_MIN_WIDTH if index == 0 else spec.keep or MIN_WIDTH
             minimum.append(min(want, max(label, keep)))
-        widths = fit_widths(natural, minimum, available - 2 * self.cell_padding * len(columns))
+            least = label if spec.key == self.sort_column else min(label, LABEL_FLOOR)
+            short = want <= max(MIN_WIDTH, spec.keep or 0)
+            whole.append(want if short else label)
+            squeezed.append(want if short else least)
+            last.append(least)
+        widths = fit_widths(natural, minimum, available - 2 * self.cell_padding * len(columns),
+                            floors=(whole, squeezed, last))
         changed = False
         for column, width in zip(columns, widths, strict=True):
             if column.auto_width or column.width != width:
@@ -285,10 +305,37 @@ class ObjectTable(DataTable[Cell]):
             # The same cell in another row (a row sorted in above it, or one removed): only the row in its meta differs.
             lines = moved(kept[2], row_index, column_index)
         else:
-            lines = super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+            lines = self._render_fitted(cells, row_index, column_index, base_style, width, cursor, hover)
             self.cells_rendered += 1
         self._drawn[key] = (cell, row_index, lines)  # the cell kept with it: its id is not reused while it is kept
         return lines
+
+    def _render_fitted(
+        self,
+        cells: list[RenderableType],
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool,
+        hover: bool,
+    ) -> list[list[Segment]]:
+        """DataTable's rendering of a cell, cut in its middle first when it is too long for a column that says so
+        (Column.cut_middle: /ipcmon-demo-9281-leak-a and -leak-b, cut at their end, looked the same; issue 12).
+
+        DataTable renders the row's renderables, so the cut one stands in for the cell while it does. Its rendering
+        depends on the width, which the key of ``_drawn`` holds; DataTable's own cache is dropped when the widths
+        change (fit_columns)."""
+        cell = cells[column_index]
+        room = width - 2 * self.cell_padding
+        if (column_index >= len(self.spec) or not self.spec[column_index].cut_middle
+                or not isinstance(cell, Text) or cell.cell_len <= room):
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        cells[column_index] = cut_middle(cell, room)
+        try:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        finally:
+            cells[column_index] = cell
 
     def _cell_styles(self, header: bool, fixed: bool, hover: bool, cursor: bool) -> object:
         """The styles DataTable renders a cell with (its _get_styles_to_render_cell), part of a drawn cell's key."""

@@ -336,7 +336,8 @@ class TimelineTable(ScrollView, can_focus=True):
         Afresh when the width changed, when the lines changed other than by scrolling (new events at the top, a
         filter, new colours), or when the view scrolled a page or more from where they were last worked out
         afresh; otherwise a column only widens, for a wider cell that scrolled in. Each column keeps its label
-        whole, and ``Column.keep`` cells when it holds that many.
+        whole, and ``Column.keep`` cells when it holds that many while those fit (the largest give way first, as
+        the object tables' do: :func:`~ipcmon.ui.view.table.fit_widths`).
         """
         available = self.scrollable_content_region.width
         first = self._line_at(top)
@@ -357,9 +358,11 @@ class TimelineTable(ScrollView, can_focus=True):
         self._natural = natural
         shown = [index for index, column in enumerate(self.spec)
                  if column.hide_below is None or self.size.width >= column.hide_below]  # the widget's, scrollbar in
-        minimum = [min(natural[index], max(len(self._labels[index]), self.spec[index].keep or 0)) for index in shown]
+        labels = [len(self._labels[index]) for index in shown]
+        minimum = [min(natural[index], max(label, self.spec[index].keep or 0)) for index, label in zip(shown, labels,
+                                                                                                      strict=True)]
         room = available - 2 * PADDING * len(shown)
-        fitted_widths = fit_widths([natural[index] for index in shown], minimum, room)
+        fitted_widths = fit_widths([natural[index] for index in shown], minimum, room, floors=(labels,))
         fitted_widths[-1] += max(0, room - sum(fitted_widths))  # DETAIL takes what is left
         widths = [HIDDEN] * len(natural)
         for index, width in zip(shown, fitted_widths, strict=True):

@@ -97,6 +97,12 @@ async def started(pilot: Pilot[None], app: IpcmonApp) -> None:
     )
 
 
+async def second_scan(pilot: Pilot[None], app: IpcmonApp) -> None:
+    """Scan again and wait until the change between the first two snapshots is in the event log."""
+    app.request_scan()
+    await wait_for(pilot, lambda: app.events, "the second scan's events")
+
+
 async def jump(pilot: Pilot[None], app: IpcmonApp, view_id: str, key: str) -> None:
     """Put the cursor on an object's row, as the palette or an alert would."""
     app.jump_to(view_id, key)

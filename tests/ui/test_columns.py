@@ -21,7 +21,7 @@ from ipcmon.ui.widgets.tables import ObjectTable
 from ipcmon.ui.widgets.timeline_table import SORT_DOWN, TimelineTable
 from tests.helpers import Cleanup, Spawn
 from tests.ui import canned
-from tests.ui.conftest import canned_app, live_app, started, ui_name, view, wait_for
+from tests.ui.conftest import canned_app, live_app, second_scan, started, ui_name, view, wait_for
 
 # Real scans of a machine other tests keep busy: generous, but bounded.
 pytestmark = pytest.mark.timeout(300)
@@ -288,8 +288,7 @@ async def test_every_column_is_on_screen_at_80_columns_with_its_label_whole() ->
     app = canned_app(canned.canned_snapshot(), canned.later_snapshot())
     async with app.run_test(size=(80, 24)) as pilot:
         await started(pilot, app)
-        app.request_scan()
-        await wait_for(pilot, lambda: app.events, "the second scan's events")
+        await second_scan(pilot, app)
         for number, (view_id, _) in enumerate(VIEWS[1:5], start=2):
             await pilot.press(str(number))
             await pilot.pause()
@@ -342,8 +341,7 @@ async def test_the_event_name_is_whole_while_object_and_detail_have_room_to_give
     app = canned_app(canned.canned_snapshot(), later)
     async with app.run_test(size=(80, 24)) as pilot:
         await started(pilot, app)
-        app.request_scan()
-        await wait_for(pilot, lambda: app.events, "the second scan's events")
+        await second_scan(pilot, app)
         await pilot.press("6")
         await pilot.pause()
         table = timeline(app)

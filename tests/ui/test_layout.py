@@ -19,7 +19,7 @@ from ipcmon.ui.widgets.object_view import DetailPane, Notes
 from ipcmon.ui.widgets.overview import MetricCard
 from ipcmon.ui.widgets.tables import ObjectTable
 from tests.ui import canned
-from tests.ui.conftest import canned_app, started, view, wait_for
+from tests.ui.conftest import canned_app, second_scan, started, view, wait_for
 
 SMALL = (80, 24)
 LARGE = (200, 60)
@@ -100,8 +100,7 @@ async def test_every_view_works_at_80x24() -> None:
     app = canned_app(canned.canned_snapshot(), canned.later_snapshot())
     async with app.run_test(size=SMALL) as pilot:
         await started(pilot, app)
-        app.request_scan()
-        await wait_for(pilot, lambda: app.events, "the second scan's events")
+        await second_scan(pilot, app)
         for number, (view_id, _) in enumerate(VIEWS[1:6], start=2):
             await pilot.press(str(number))
             await pilot.pause()

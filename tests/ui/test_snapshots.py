@@ -14,7 +14,7 @@ from textual.pilot import Pilot
 
 from ipcmon.ui.app import IpcmonApp
 from tests.ui import canned
-from tests.ui.conftest import canned_app, started, wait_for
+from tests.ui.conftest import canned_app, second_scan, started
 
 SIZE = (120, 40)
 SnapCompare = Callable[..., bool]
@@ -31,8 +31,7 @@ def ready(app: IpcmonApp, *keys: str, rescan: bool = False) -> Callable[[Pilot[N
     async def run_before(pilot: Pilot[None]) -> None:
         await started(pilot, app)
         if rescan:
-            app.request_scan()
-            await wait_for(pilot, lambda: app.events, "the second scan's events")
+            await second_scan(pilot, app)
         await pilot.press(*keys)
         await pilot.pause()
 

@@ -15,7 +15,7 @@ from ipcmon.ui.screens.process import ProcessScreen
 from ipcmon.ui.screens.signal import SignalPicker
 from ipcmon.ui.widgets.object_view import ESCAPED_DIGITS, DetailPane
 from tests.ui import canned
-from tests.ui.conftest import canned_app, jump, record_notifications, shown_names, started, view, wait_for
+from tests.ui.conftest import canned_app, jump, record_notifications, second_scan, shown_names, started, view, wait_for
 
 
 async def test_sort_by_column_key_and_header() -> None:
@@ -255,8 +255,7 @@ async def test_an_event_detail_shows_the_history_of_its_object() -> None:
     app = canned_app(canned.canned_snapshot(), canned.later_snapshot())
     async with app.run_test(size=(120, 40)) as pilot:
         await started(pilot, app)
-        app.request_scan()
-        await wait_for(pilot, lambda: app.events, "the second scan's events")
+        await second_scan(pilot, app)
         await pilot.press("6")
         await wait_for(pilot, lambda: view(app, "events").table.current_row is not None, "an event selected")
         event = view(app, "events").table.current_row.record  # type: ignore[union-attr]

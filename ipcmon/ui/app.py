@@ -156,7 +156,9 @@ class IpcmonApp(ActingApp):
 
     def on_mount(self) -> None:
         self._handle_exit_signals()
-        if self.held is None or not self.held.received:  # else leaving already: no demo is started to be stopped
+        if self.held is not None and self.held.received:
+            self.exit(return_code=0)  # a signal came while Python and Textual were still starting: no demo is started
+        else:
             for name in self.initial_demos:
                 self.start_demo(name, asked_on_command_line=True)
         self.start_refreshing()
@@ -197,8 +199,6 @@ class IpcmonApp(ActingApp):
             except (ValueError, RuntimeError, NotImplementedError):
                 return  # not the main thread (an App run in a thread by a test): the defaults stay
             self._exit_signals.append((loop, signo))
-        if self.held is not None and self.held.received:
-            self.exit(return_code=0)  # a signal came while Python and Textual were still starting
 
     def _exit_on_signal(self, signo: int) -> None:
         self.exit(return_code=0)
